@@ -1,0 +1,8 @@
+//! API adapters. They parse and validate parameters, call the engine, and
+//! shape results; no storage logic lives here.
+
+pub mod errors;
+pub mod params;
+pub mod rpc;
+pub mod server;
+pub mod verbs;

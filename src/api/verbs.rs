@@ -1,0 +1,453 @@
+//! The verb table: VDSM method names, their parameters in schema order, and
+//! thin handlers that parse parameters, call the engine and shape results.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::errors::{vdsm_code, ApiError};
+use super::params::{uuid_value, Params};
+use crate::engine::domains::{CreateDomain, DomainFilter};
+use crate::engine::images::DeleteImage;
+use crate::engine::pool::CreatePool;
+use crate::engine::volumes::{CreateVolume, DeleteVolume};
+use crate::engine::{ConnectionParams, Engine, TaskResult, TaskState, TaskStatus};
+use crate::types::{DiskType, DomainClass, DomainType, Uuid, BLANK_UUID};
+
+type Handler = fn(&Arc<Engine>, &Params) -> Result<Value, ApiError>;
+
+pub struct Verb {
+    pub name: &'static str,
+    pub params: &'static [&'static str],
+    pub handler: Handler,
+}
+
+const VOLUME_IDS: &[&str] = &["volumeID", "storagepoolID", "storagedomainID", "imageID"];
+
+pub static VERBS: &[Verb] = &[
+    Verb { name: "Host.getStorageDomains", params: &["storagepoolID", "domainClass", "storageType", "remotePath"], handler: host_get_storage_domains },
+    Verb { name: "Host.getConnectedStoragePools", params: &[], handler: host_get_connected_pools },
+    Verb { name: "Host.getAllTasksStatuses", params: &[], handler: host_all_task_statuses },
+    Verb { name: "Host.getAllTasksInfo", params: &[], handler: host_all_task_infos },
+    Verb { name: "StoragePool.connectStorageServer", params: &["storagepoolID", "domainType", "connectionParams"], handler: pool_connect_storage_server },
+    Verb { name: "StoragePool.disconnectStorageServer", params: &["storagepoolID", "domainType", "connectionParams"], handler: pool_disconnect_storage_server },
+    Verb { name: "StoragePool.create", params: &["storagepoolID", "name", "masterSdUUID", "masterVersion", "domainList", "lockRenewalIntervalSec", "leaseTimeSec", "ioOpTimeoutSec", "leaseRetries"], handler: pool_create },
+    Verb { name: "StoragePool.connect", params: &["storagepoolID", "hostID", "scsiKey", "masterSdUUID", "masterVersion", "domainDict"], handler: pool_connect },
+    Verb { name: "StoragePool.disconnect", params: &["storagepoolID", "hostID", "scsiKey", "remove"], handler: pool_disconnect },
+    Verb { name: "StoragePool.getInfo", params: &["storagepoolID"], handler: pool_get_info },
+    Verb { name: "StoragePool.spmStart", params: &["storagepoolID", "prevID", "prevLver", "enableScsiFencing", "maxHostID", "domVersion"], handler: pool_spm_start },
+    Verb { name: "StoragePool.spmStop", params: &["storagepoolID"], handler: pool_spm_stop },
+    Verb { name: "StoragePool.getSpmStatus", params: &["storagepoolID"], handler: pool_spm_status },
+    Verb { name: "StorageDomain.create", params: &["storagedomainID", "domainType", "typeArgs", "name", "domainClass", "version", "blockSize", "maxHosts"], handler: domain_create },
+    Verb { name: "StorageDomain.getInfo", params: &["storagedomainID"], handler: domain_get_info },
+    Verb { name: "StorageDomain.getStats", params: &["storagedomainID"], handler: domain_get_stats },
+    Verb { name: "StorageDomain.getImages", params: &["storagedomainID"], handler: domain_get_images },
+    Verb { name: "StorageDomain.getVolumes", params: &["storagedomainID", "storagepoolID", "imageID"], handler: domain_get_volumes },
+    Verb { name: "StorageDomain.format", params: &["storagedomainID", "autoDetach"], handler: domain_format },
+    Verb { name: "StorageDomain.dump", params: &["sd_id", "full"], handler: domain_dump },
+    Verb { name: "Volume.create", params: &["volumeID", "storagepoolID", "storagedomainID", "imageID", "size", "volFormat", "preallocate", "diskType", "desc", "srcImgUUID", "srcVolUUID", "initialSize", "addBitmaps", "legal", "sequence", "bitmap"], handler: volume_create },
+    Verb { name: "Volume.delete", params: &["volumeID", "storagepoolID", "storagedomainID", "imageID", "postZero", "force", "discard"], handler: volume_delete },
+    Verb { name: "Volume.getInfo", params: VOLUME_IDS, handler: volume_get_info },
+    Verb { name: "Volume.getSize", params: VOLUME_IDS, handler: volume_get_size },
+    Verb { name: "Volume.setLegality", params: &["volumeID", "storagepoolID", "storagedomainID", "imageID", "legality"], handler: volume_set_legality },
+    Verb { name: "Image.getVolumes", params: &["imageID", "storagepoolID", "storagedomainID"], handler: image_get_volumes },
+    Verb { name: "Image.delete", params: &["imageID", "storagepoolID", "storagedomainID", "postZero", "force", "discard"], handler: image_delete },
+    Verb { name: "Image.prepare", params: &["storagepoolID", "storagedomainID", "imageID", "volumeID", "allowIllegal"], handler: image_prepare },
+    Verb { name: "Image.teardown", params: &["storagepoolID", "storagedomainID", "imageID", "volumeID"], handler: image_teardown },
+    Verb { name: "Task.getStatus", params: &["taskID"], handler: task_get_status },
+    Verb { name: "Task.getInfo", params: &["taskID"], handler: task_get_info },
+    Verb { name: "Task.clear", params: &["taskID"], handler: task_clear },
+    Verb { name: "Task.stop", params: &["taskID"], handler: task_stop },
+];
+
+pub fn find(name: &str) -> Option<&'static Verb> {
+    VERBS.iter().find(|v| v.name == name)
+}
+
+fn to_value<T: Serialize>(v: T) -> Result<Value, ApiError> {
+    Ok(serde_json::to_value(v).expect("results serialize"))
+}
+
+fn ok() -> Result<Value, ApiError> {
+    Ok(Value::Bool(true))
+}
+
+fn task_id(id: Uuid) -> Result<Value, ApiError> {
+    Ok(Value::String(id.to_string()))
+}
+
+// ---- Host ----
+
+fn host_get_storage_domains(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+    let filter = DomainFilter {
+        pool: p.opt_uuid("storagepoolID")?.filter(|u| *u != BLANK_UUID),
+        class: p.opt_enum::<DomainClass>("domainClass")?,
+        domain_type: p.opt_enum::<DomainType>("storageType")?,
+        remote_path: p.opt_string("remotePath")?.filter(|s| !s.is_empty()),
+    };
+    to_value(e.host_domains(&filter)?)
+}
+
+fn host_get_connected_pools(e: &Arc<Engine>, _: &Params) -> Result<Value, ApiError> {
+    to_value(e.connected_pool_id().into_iter().collect::<Vec<_>>())
+}
+
+fn host_all_task_statuses(e: &Arc<Engine>, _: &Params) -> Result<Value, ApiError> {
+    let all: BTreeMap<Uuid, Value> = e.tasks.all().iter().map(|s| (s.id, task_status_value(s))).collect();
+    to_value(all)
+}
+
+fn host_all_task_infos(e: &Arc<Engine>, _: &Params) -> Result<Value, ApiError> {
+    let all: BTreeMap<Uuid, Value> = e.tasks.all().iter().map(|s| (s.id, task_info_value(s))).collect();
+    to_value(all)
+}
+
+// ---- StoragePool: connections ----
+
+fn connection_list(p: &Params) -> Result<Vec<ConnectionParams>, ApiError> {
+    p.list("connectionParams")?.iter().enumerate().map(|(i, v)| connection_entry(i, v)).collect()
+}
+
+/// One connection entry: VDSM's wire names (`connection`, `vfs_type`,
+/// `mnt_options`, `protocol_version`) or the schema's (`path`, `spec`,
+/// `export`, `vfstype`, `options`, `version`).
+fn connection_entry(i: usize, v: &Value) -> Result<ConnectionParams, ApiError> {
+    let obj = v.as_object().ok_or_else(|| ApiError::invalid_params(format!("connectionParams[{i}] must be an object")))?;
+    let field = |names: &[&str]| -> Result<Option<String>, ApiError> {
+        for n in names {
+            match obj.get(*n) {
+                None | Some(Value::Null) => {}
+                Some(Value::String(s)) => return Ok(Some(s.clone())),
+                Some(Value::Number(num)) => return Ok(Some(num.to_string())),
+                Some(_) => return Err(ApiError::invalid_params(format!("connectionParams[{i}].{n} must be a string"))),
+            }
+        }
+        Ok(None)
+    };
+    let number = |name: &str| -> Result<Option<u32>, ApiError> {
+        match field(&[name])? {
+            None => Ok(None),
+            Some(s) => s.parse().map(Some).map_err(|_| {
+                ApiError::new(super::errors::INVALID_PARAMETER, format!("connectionParams[{i}].{name}: {s:?} is not a number"))
+            }),
+        }
+    };
+    let id = obj.get("id").cloned().unwrap_or(Value::Null);
+    let spec = field(&["connection", "path", "spec", "export"])?
+        .ok_or_else(|| ApiError::invalid_params(format!("connectionParams[{i}] needs 'connection' (or 'path'/'spec')")))?;
+    Ok(ConnectionParams {
+        id,
+        spec,
+        vfs_type: field(&["vfs_type", "vfstype"])?,
+        options: field(&["mnt_options", "options"])?,
+        nfs_version: field(&["protocol_version", "version"])?,
+        nfs_timeout: number("timeout")?,
+        nfs_retrans: number("retrans")?,
+    })
+}
+
+fn status_list(results: Vec<(Value, crate::Result<()>)>) -> Result<Value, ApiError> {
+    let list: Vec<Value> = results
+        .into_iter()
+        .map(|(id, r)| json!({"id": id, "status": r.as_ref().map_or_else(vdsm_code, |_| 0)}))
+        .collect();
+    Ok(Value::Array(list))
+}
+
+fn pool_connect_storage_server(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+    p.opt_uuid("storagepoolID")?;
+    let kind = p.enumeration::<DomainType>("domainType")?;
+    let conns = connection_list(p)?;
+    status_list(e.connect_storage_server(kind, &conns))
+}
+
+fn pool_disconnect_storage_server(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+    p.opt_uuid("storagepoolID")?;
+    let kind = p.enumeration::<DomainType>("domainType")?;
+    let conns = connection_list(p)?;
+    status_list(e.disconnect_storage_server(kind, &conns))
+}
+
+// ---- StoragePool ----
+
+fn pool_create(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+    let domains = p
+        .list("domainList")?
+        .iter()
+        .map(|v| uuid_value("domainList", v))
+        .collect::<Result<Vec<_>, _>>()?;
+    for lease_param in ["lockRenewalIntervalSec", "leaseTimeSec", "ioOpTimeoutSec", "leaseRetries"] {
+        if p.opt_int(lease_param)?.is_some_and(|v| v < 0) {
+            return Err(ApiError::new(super::errors::INVALID_PARAMETER, format!("invalid parameter '{lease_param}': negative")));
+        }
+    }
+    e.create_pool(&CreatePool {
+        id: p.uuid("storagepoolID")?,
+        name: p.string("name")?,
+        master_sd: p.uuid("masterSdUUID")?,
+        master_version: p.int("masterVersion")?,
+        domains,
+    })?;
+    ok()
+}
+
+fn host_id(p: &Params) -> Result<u32, ApiError> {
+    p.opt_u32("hostID")?.ok_or_else(|| ApiError::invalid_params("missing required parameter 'hostID'"))
+}
+
+fn pool_connect(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+    if p.opt_value("domainDict").is_some() {
+        return Err(ApiError::invalid_params("domainDict (memory-backed pools) is not supported; pool metadata lives on the master domain"));
+    }
+    e.connect_pool(p.uuid("storagepoolID")?, host_id(p)?, p.uuid("masterSdUUID")?, p.int("masterVersion")?)?;
+    ok()
+}
+
+fn pool_disconnect(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+    e.disconnect_pool(p.uuid("storagepoolID")?, host_id(p)?)?;
+    ok()
+}
+
+fn pool_get_info(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+    to_value(e.pool_info(p.uuid("storagepoolID")?)?)
+}
+
+fn pool_spm_start(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+    // prevID, prevLver, enableScsiFencing, maxHostID and domVersion are
+    // deprecated in VDSM; accept and ignore them, but check their types.
+    p.opt_int("prevID")?;
+    p.opt_int("prevLver")?;
+    p.opt_int("maxHostID")?;
+    p.opt_int("domVersion")?;
+    task_id(e.spm_start(p.uuid("storagepoolID")?)?)
+}
+
+fn pool_spm_stop(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+    e.spm_stop(p.uuid("storagepoolID")?)?;
+    ok()
+}
+
+fn pool_spm_status(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+    to_value(e.spm_status(p.uuid("storagepoolID")?)?)
+}
+
+// ---- StorageDomain ----
+
+fn domain_create(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+    // typeArgs: the remote path as a string, or {"remotePath": ...}.
+    let remote_path = match p.opt_value("typeArgs") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Object(o)) => match o.get("remotePath") {
+            Some(Value::String(s)) => s.clone(),
+            _ => return Err(ApiError::invalid_params("typeArgs needs a 'remotePath' string")),
+        },
+        Some(_) => return Err(ApiError::invalid_params("typeArgs must be a remote path string or {\"remotePath\": ...}")),
+        None => return Err(ApiError::invalid_params("missing required parameter 'typeArgs'")),
+    };
+    let version = p.opt_u32("version")?;
+    e.create_domain(&CreateDomain {
+        sd: p.uuid("storagedomainID")?,
+        domain_type: p.enumeration("domainType")?,
+        remote_path,
+        name: p.string("name")?,
+        class: p.enumeration("domainClass")?,
+        version,
+        block_size: p.opt_u32("blockSize")?.unwrap_or(512),
+        max_hosts: p.opt_u32("maxHosts")?.unwrap_or(2000),
+    })?;
+    ok()
+}
+
+fn domain_get_info(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+    to_value(e.domain_info(p.uuid("storagedomainID")?)?)
+}
+
+fn domain_get_stats(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+    to_value(e.domain_stats(p.uuid("storagedomainID")?)?)
+}
+
+fn domain_get_images(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+    to_value(e.domain_images(p.uuid("storagedomainID")?)?)
+}
+
+fn domain_get_volumes(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+    p.opt_uuid("storagepoolID")?;
+    let img = p.opt_uuid("imageID")?.filter(|u| *u != BLANK_UUID);
+    to_value(e.domain_volumes(p.uuid("storagedomainID")?, img)?)
+}
+
+fn domain_format(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+    e.format_domain(p.uuid("storagedomainID")?, p.bool_or("autoDetach", false)?)?;
+    ok()
+}
+
+fn domain_dump(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+    // `full` adds sanlock lease dumps in VDSM; file domains here have no
+    // sanlock leases to dump yet, so both forms return the same.
+    p.opt_bool("full")?;
+    to_value(e.dump_domain(p.uuid("sd_id")?)?)
+}
+
+// ---- Volume ----
+
+fn volume_create(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+    if p.bool_or("addBitmaps", false)? {
+        return Err(ApiError::new(super::errors::INVALID_PARAMETER, "invalid parameter 'addBitmaps': bitmaps are not supported yet"));
+    }
+    if p.opt_uuid("bitmap")?.is_some() {
+        return Err(ApiError::new(super::errors::INVALID_PARAMETER, "invalid parameter 'bitmap': bitmaps are not supported yet"));
+    }
+    let sequence = p.opt_int("sequence")?.unwrap_or(0);
+    let req = CreateVolume {
+        vol: p.uuid("volumeID")?,
+        pool: p.uuid("storagepoolID")?,
+        sd: p.uuid("storagedomainID")?,
+        img: p.uuid("imageID")?,
+        size: p.size("size")?,
+        format: p.enumeration("volFormat")?,
+        allocation: p.enumeration("preallocate")?,
+        disk_type: p.opt_enum("diskType")?.unwrap_or(DiskType::Data),
+        description: p.opt_string("desc")?.unwrap_or_default(),
+        src_img: p.opt_uuid("srcImgUUID")?.unwrap_or(BLANK_UUID),
+        src_vol: p.opt_uuid("srcVolUUID")?.unwrap_or(BLANK_UUID),
+        initial_size: p.opt_size("initialSize")?,
+        legal: p.bool_or("legal", true)?,
+        sequence: u64::try_from(sequence)
+            .map_err(|_| ApiError::new(super::errors::INVALID_PARAMETER, "invalid parameter 'sequence': negative"))?,
+    };
+    task_id(e.create_volume(req)?)
+}
+
+fn volume_delete(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+    // postZero and discard do not apply to file volumes (as in VDSM).
+    p.opt_bool("postZero")?;
+    p.opt_bool("discard")?;
+    task_id(e.delete_volume(DeleteVolume {
+        vol: p.uuid("volumeID")?,
+        pool: p.uuid("storagepoolID")?,
+        sd: p.uuid("storagedomainID")?,
+        img: p.uuid("imageID")?,
+        force: p.bool_or("force", false)?,
+    })?)
+}
+
+fn volume_ids(p: &Params) -> Result<(Uuid, Uuid, Uuid), ApiError> {
+    p.opt_uuid("storagepoolID")?;
+    Ok((p.uuid("storagedomainID")?, p.uuid("imageID")?, p.uuid("volumeID")?))
+}
+
+fn volume_get_info(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+    let (sd, img, vol) = volume_ids(p)?;
+    to_value(e.volume_info(sd, img, vol)?)
+}
+
+fn volume_get_size(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+    let (sd, img, vol) = volume_ids(p)?;
+    to_value(e.volume_size(sd, img, vol)?)
+}
+
+fn volume_set_legality(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+    let (sd, img, vol) = volume_ids(p)?;
+    e.set_volume_legality(p.uuid("storagepoolID")?, sd, img, vol, p.enumeration("legality")?)?;
+    ok()
+}
+
+// ---- Image ----
+
+fn image_get_volumes(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+    p.opt_uuid("storagepoolID")?;
+    to_value(e.image_volumes(p.uuid("storagedomainID")?, p.uuid("imageID")?)?)
+}
+
+fn image_delete(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+    task_id(e.delete_image(DeleteImage {
+        img: p.uuid("imageID")?,
+        pool: p.uuid("storagepoolID")?,
+        sd: p.uuid("storagedomainID")?,
+        post_zero: p.bool_or("postZero", false)?,
+        force: p.bool_or("force", false)?,
+        discard: p.bool_or("discard", false)?,
+    })?)
+}
+
+fn image_prepare(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+    let path = e.prepare_image(
+        p.uuid("storagepoolID")?,
+        p.uuid("storagedomainID")?,
+        p.uuid("imageID")?,
+        p.uuid("volumeID")?,
+        p.bool_or("allowIllegal", false)?,
+    )?;
+    Ok(json!({ "path": path.display().to_string() }))
+}
+
+fn image_teardown(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+    p.opt_uuid("volumeID")?;
+    e.teardown_image(p.uuid("storagepoolID")?, p.uuid("storagedomainID")?, p.uuid("imageID")?)?;
+    ok()
+}
+
+// ---- Task ----
+
+/// `TaskStatus` as VDSM reports it.
+pub fn task_status_value(s: &TaskStatus) -> Value {
+    let (code, message) = match (&s.error, s.state) {
+        (Some(e), _) => (vdsm_code(e), e.to_string()),
+        (None, TaskState::Finished) => (0, "1 jobs completed successfully".to_string()),
+        (None, _) => (0, "running job 1 of 1".to_string()),
+    };
+    let state = match s.state {
+        // VDSM's API state names: queued tasks are still "init".
+        TaskState::Init => "init",
+        TaskState::Running => "running",
+        TaskState::Aborting => "aborting",
+        TaskState::Cleaning => "cleaning",
+        TaskState::Finished => "finished",
+    };
+    json!({
+        "taskID": s.id,
+        "taskState": state,
+        "taskResult": if s.state == TaskState::Finished { s.result.name() } else { TaskResult::InProgress.name() },
+        "code": code,
+        "message": message,
+    })
+}
+
+fn task_info_value(s: &TaskStatus) -> Value {
+    json!({ "id": s.id, "verb": s.verb })
+}
+
+fn task_get_status(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+    Ok(task_status_value(&e.tasks.status(p.uuid("taskID")?)?))
+}
+
+fn task_get_info(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+    Ok(task_info_value(&e.tasks.status(p.uuid("taskID")?)?))
+}
+
+fn task_clear(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+    e.tasks.clear(p.uuid("taskID")?)?;
+    ok()
+}
+
+fn task_stop(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+    e.tasks.stop(p.uuid("taskID")?)?;
+    ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (Names are checked against VDSM's schema in the integration tests.)
+    #[test]
+    fn verbs_are_unique() {
+        let mut names: Vec<_> = VERBS.iter().map(|v| v.name).collect();
+        names.sort();
+        let n = names.len();
+        names.dedup();
+        assert_eq!(n, names.len());
+    }
+}

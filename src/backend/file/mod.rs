@@ -1,0 +1,280 @@
+//! File storage domains (LOCALFS, POSIXFS/SHAREDFS, NFS, GLUSTERFS), laid out
+//! on disk exactly as VDSM lays them out:
+//!
+//! ```text
+//! <mount>/<sdUUID>/dom_md/{metadata,ids,leases,xleases,inbox,outbox}
+//!                 /images/<imgUUID>/<volUUID>{,.meta,.lease}
+//!                 /master/{vms,tasks}        (master domain only)
+//! ```
+
+pub mod manifest;
+pub mod volume;
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use crate::error::{Error, IoContext, Result};
+use crate::format::domain_md::DomainMetadata;
+use crate::format::xleases;
+use crate::primitives::durable;
+use crate::types::{parse_uuid, DomainClass, DomainType, Uuid};
+
+pub use manifest::{DomainManifest, PoolMetadata};
+
+pub const DOM_MD: &str = "dom_md";
+pub const IMAGES: &str = "images";
+pub const MASTER: &str = "master";
+pub const METADATA: &str = "metadata";
+pub const REMOVED_IMAGE_PREFIX: &str = "_remove_me_";
+const MIB: u64 = 1 << 20;
+/// Mailbox files: 16 MiB each; lease files start empty (sanlock grows them).
+const MAILBOX_SIZE: u64 = 16 * MIB;
+const METADATA_MODE: u32 = 0o660;
+const DIR_MODE: u32 = 0o755;
+const DOM_MD_MODE: u32 = 0o775;
+
+/// What a new file domain is made of.
+#[derive(Debug, Clone)]
+pub struct NewDomain {
+    pub sd: Uuid,
+    pub name: String,
+    pub class: DomainClass,
+    pub domain_type: DomainType,
+    pub version: u32,
+    pub block_size: u32,
+    pub alignment: u64,
+    pub remote_path: String,
+}
+
+/// A file storage domain: its directory and a lock that serializes this
+/// process's read-modify-write cycles of the domain metadata.
+#[derive(Debug)]
+pub struct FileDomain {
+    pub sd: Uuid,
+    root: PathBuf,
+    md_lock: Mutex<()>,
+}
+
+impl FileDomain {
+    /// Creates the domain under `mount` (the connection's mount point).
+    ///
+    /// Everything is built in a hidden `.<sdUUID>.creating` directory and
+    /// renamed into place at the end, so a crash never leaves a half-made
+    /// domain under its real name.
+    pub fn create(mount: &Path, new: &NewDomain) -> Result<FileDomain> {
+        let final_dir = mount.join(new.sd.to_string());
+        if final_dir.exists() {
+            return Err(Error::DomainAlreadyExists(new.sd));
+        }
+        let staging = mount.join(format!(".{}.creating", new.sd));
+        if staging.exists() {
+            fs::remove_dir_all(&staging).ctx("cannot remove stale", &staging)?;
+        }
+        let result = Self::build(&staging, new).and_then(|_| {
+            fs::rename(&staging, &final_dir).ctx("cannot move domain into place", &final_dir)?;
+            durable::fsync_dir(mount).ctx("cannot sync", mount)
+        });
+        if let Err(e) = result {
+            let _ = fs::remove_dir_all(&staging);
+            return Err(match e {
+                e if e.is_no_space() => Error::NoSpace { sd: new.sd },
+                e => Error::DomainCreation { sd: new.sd, reason: e.to_string() },
+            });
+        }
+        tracing::info!(sd = %new.sd, path = %final_dir.display(), version = new.version, "created storage domain");
+        Ok(FileDomain::at(new.sd, final_dir))
+    }
+
+    fn build(dir: &Path, new: &NewDomain) -> Result<()> {
+        durable::create_dir(dir, DIR_MODE).ctx("cannot create", dir)?;
+        let md_dir = dir.join(DOM_MD);
+        durable::create_dir(&md_dir, DOM_MD_MODE).ctx("cannot create", &md_dir)?;
+        for (name, size) in [("ids", 0), ("leases", 0), ("inbox", MAILBOX_SIZE), ("outbox", MAILBOX_SIZE)] {
+            let p = md_dir.join(name);
+            let f = create_file(&p)?;
+            f.set_len(size).ctx("cannot size", &p)?;
+            f.sync_all().ctx("cannot sync", &p)?;
+        }
+        if new.version >= 4 {
+            let p = md_dir.join("xleases");
+            let f = create_file(&p)?;
+            let (offset, index) = xleases::format_index(&new.sd.to_string(), crate::now_secs(), new.alignment);
+            f.write_all_at(&index, offset).ctx("cannot write", &p)?;
+            f.sync_all().ctx("cannot sync", &p)?;
+        }
+        let images = dir.join(IMAGES);
+        durable::create_dir(&images, DIR_MODE).ctx("cannot create", &images)?;
+        let md = manifest::initial_metadata(new);
+        durable::write_atomic(&md_dir.join(METADATA), &md.render(), METADATA_MODE)
+            .ctx("cannot write metadata in", &md_dir)?;
+        durable::fsync_dir(&md_dir).ctx("cannot sync", &md_dir)?;
+        durable::fsync_dir(dir).ctx("cannot sync", dir)
+    }
+
+    /// Opens the domain at `root`, whose last component must be its UUID.
+    pub fn open(root: PathBuf) -> Result<FileDomain> {
+        let sd = root
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(parse_uuid)
+            .ok_or_else(|| Error::invalid("storagedomainID", format!("{} is not a domain directory", root.display())))?;
+        let dom = FileDomain::at(sd, root);
+        let m = dom.manifest()?;
+        if m.sd != sd {
+            return Err(Error::DomainMetadata { sd, reason: format!("SDUUID is {}", m.sd) });
+        }
+        Ok(dom)
+    }
+
+    fn at(sd: Uuid, root: PathBuf) -> FileDomain {
+        FileDomain { sd, root, md_lock: Mutex::new(()) }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn metadata_path(&self) -> PathBuf {
+        self.root.join(DOM_MD).join(METADATA)
+    }
+
+    pub fn leases_path(&self) -> PathBuf {
+        self.root.join(DOM_MD).join("leases")
+    }
+
+    pub fn images_dir(&self) -> PathBuf {
+        self.root.join(IMAGES)
+    }
+
+    pub fn image_dir(&self, img: Uuid) -> PathBuf {
+        self.images_dir().join(img.to_string())
+    }
+
+    pub fn master_dir(&self) -> PathBuf {
+        self.root.join(MASTER)
+    }
+
+    pub fn read_metadata(&self) -> Result<DomainMetadata> {
+        let path = self.metadata_path();
+        let bytes = fs::read(&path).map_err(|source| match source.kind() {
+            io::ErrorKind::NotFound => Error::DomainNotFound(self.sd),
+            _ => Error::DomainAccess { sd: self.sd, source },
+        })?;
+        DomainMetadata::parse(&bytes).map_err(|e| match e {
+            e @ crate::format::domain_md::DomainMetadataError::SealBroken { .. } => {
+                Error::DomainSealBroken { sd: self.sd, reason: e.to_string() }
+            }
+            e => Error::DomainMetadata { sd: self.sd, reason: e.to_string() },
+        })
+    }
+
+    pub fn manifest(&self) -> Result<DomainManifest> {
+        DomainManifest::from_metadata(self.sd, &self.read_metadata()?)
+    }
+
+    /// Read-modify-write of the domain metadata as one transaction: `change`
+    /// sees the current contents; the result is sealed and replaced
+    /// crash-safely. Nothing is written if `change` fails.
+    pub fn update_metadata<T>(&self, change: impl FnOnce(&mut DomainMetadata) -> Result<T>) -> Result<T> {
+        let _guard = self.md_lock.lock().expect("metadata lock");
+        let mut md = self.read_metadata()?;
+        let before = md.clone();
+        let out = change(&mut md)?;
+        if md != before {
+            durable::write_atomic(&self.metadata_path(), &md.render(), METADATA_MODE).map_err(|source| {
+                if crate::error::is_enospc(&source) {
+                    Error::NoSpace { sd: self.sd }
+                } else {
+                    Error::DomainAccess { sd: self.sd, source }
+                }
+            })?;
+        }
+        Ok(out)
+    }
+
+    /// Image UUIDs; directories being removed or not named by a UUID are skipped.
+    pub fn images(&self) -> Result<Vec<Uuid>> {
+        let dir = self.images_dir();
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(|source| Error::DomainAccess { sd: self.sd, source })? {
+            let entry = entry.map_err(|source| Error::DomainAccess { sd: self.sd, source })?;
+            if let Some(img) = entry.file_name().to_str().and_then(parse_uuid) {
+                out.push(img);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    pub fn has_image(&self, img: Uuid) -> bool {
+        self.image_dir(img).is_dir()
+    }
+
+    /// (total, free) bytes of the file system holding the domain.
+    pub fn space(&self) -> Result<(u64, u64)> {
+        let st = rustix::fs::statvfs(&self.root).map_err(|e| Error::DomainAccess { sd: self.sd, source: e.into() })?;
+        Ok((st.f_frsize * st.f_blocks, st.f_frsize * st.f_bavail))
+    }
+
+    /// Creates `master/{vms,tasks}` (pool data on the master domain).
+    pub fn ensure_master_dirs(&self) -> Result<()> {
+        let master = self.master_dir();
+        for dir in [master.clone(), master.join("vms"), master.join("tasks")] {
+            match durable::create_dir(&dir, DIR_MODE) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Error::io_path("cannot create", &dir, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the whole domain directory: first renamed so a crash leaves a
+    /// recognisable leftover, then deleted.
+    pub fn remove(&self) -> Result<()> {
+        let parent = self.root.parent().map(Path::to_path_buf).unwrap_or_default();
+        let doomed = parent.join(format!("{REMOVED_IMAGE_PREFIX}{}", self.sd));
+        fs::rename(&self.root, &doomed).ctx("cannot rename", &self.root)?;
+        durable::fsync_dir(&parent).ctx("cannot sync", &parent)?;
+        fs::remove_dir_all(&doomed).ctx("cannot remove", &doomed)?;
+        durable::fsync_dir(&parent).ctx("cannot sync", &parent)
+    }
+}
+
+fn create_file(path: &Path) -> Result<File> {
+    OpenOptions::new().write(true).create_new(true).mode(METADATA_MODE).open(path).ctx("cannot create", path)
+}
+
+/// Detects the logical block size of the storage under `dir` by trying a
+/// 512-byte direct write: file systems on 4K devices refuse it.
+pub fn detect_block_size(dir: &Path) -> u32 {
+    let probe = dir.join(format!(".cairn-block-size-probe-{}", std::process::id()));
+    let result = (|| -> io::Result<u32> {
+        // No O_DIRECT support at all (tmpfs on old kernels): nothing to align to.
+        let Ok(f) = OpenOptions::new().write(true).create(true).truncate(true).custom_flags(libc_o_direct()).open(&probe)
+        else {
+            return Ok(512);
+        };
+        let layout = std::alloc::Layout::from_size_align(4096, 4096).expect("layout");
+        // SAFETY: the buffer is allocated with the requested alignment, zeroed,
+        // used only within this scope and freed below.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        let buf = unsafe { std::slice::from_raw_parts(ptr, 4096) };
+        let r = f.write_at(&buf[..512], 0);
+        unsafe { std::alloc::dealloc(ptr, layout) };
+        match r {
+            Ok(_) => Ok(512),
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => Ok(4096),
+            Err(e) => Err(e),
+        }
+    })();
+    let _ = fs::remove_file(&probe);
+    result.unwrap_or(512)
+}
+
+fn libc_o_direct() -> i32 {
+    rustix::fs::OFlags::DIRECT.bits() as i32
+}

@@ -1,0 +1,207 @@
+//! Volume files of a file domain: `<vol>` (data), `<vol>.meta`, `<vol>.lease`.
+
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::PathBuf;
+
+use crate::error::{is_enospc, Error, IoContext, Result};
+use crate::format::volume_md::VolumeMetadata;
+use crate::primitives::{durable, qcow2_create, qemu_img};
+use crate::types::{parse_uuid, Uuid, VolumeAllocation, VolumeFormat};
+
+use super::FileDomain;
+
+pub const META_SUFFIX: &str = ".meta";
+pub const LEASE_SUFFIX: &str = ".lease";
+pub const VOLUME_MODE: u32 = 0o660;
+
+/// How to make a volume's data file.
+#[derive(Debug, Clone)]
+pub struct DataSpec<'a> {
+    pub format: VolumeFormat,
+    pub allocation: VolumeAllocation,
+    pub capacity: u64,
+    /// Parent volume file name (relative, in the same directory) and format.
+    pub parent: Option<(&'a str, VolumeFormat)>,
+    /// qcow2 compat level for the domain version.
+    pub compat: &'a str,
+}
+
+impl FileDomain {
+    pub fn volume_path(&self, img: Uuid, vol: Uuid) -> PathBuf {
+        self.image_dir(img).join(vol.to_string())
+    }
+
+    pub fn meta_path(&self, img: Uuid, vol: Uuid) -> PathBuf {
+        self.image_dir(img).join(format!("{vol}{META_SUFFIX}"))
+    }
+
+    pub fn lease_path(&self, img: Uuid, vol: Uuid) -> PathBuf {
+        self.image_dir(img).join(format!("{vol}{LEASE_SUFFIX}"))
+    }
+
+    /// Volumes of an image: those with a metadata file.
+    pub fn volumes(&self, img: Uuid) -> Result<Vec<Uuid>> {
+        let dir = self.image_dir(img);
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Error::ImageNotFound { img, sd: self.sd }),
+            Err(source) => return Err(Error::DomainAccess { sd: self.sd, source }),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|source| Error::DomainAccess { sd: self.sd, source })?;
+            let name = entry.file_name();
+            if let Some(vol) = name.to_str().and_then(|n| n.strip_suffix(META_SUFFIX)).and_then(parse_uuid) {
+                out.push(vol);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Every (image, volume) of the domain.
+    pub fn all_volumes(&self) -> Result<Vec<(Uuid, Uuid)>> {
+        let mut out = Vec::new();
+        for img in self.images()? {
+            match self.volumes(img) {
+                Ok(vols) => out.extend(vols.into_iter().map(|v| (img, v))),
+                // Removed while listing.
+                Err(Error::ImageNotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn read_volume(&self, img: Uuid, vol: Uuid) -> Result<VolumeMetadata> {
+        let path = self.meta_path(img, vol);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Error::VolumeNotFound(vol)),
+            Err(e) => return Err(Error::VolumeMetadataRead { vol, reason: e.to_string() }),
+        };
+        VolumeMetadata::parse(&bytes).map_err(|e| Error::VolumeMetadataRead { vol, reason: e.to_string() })
+    }
+
+    /// Writes the metadata of a new volume; fails if it exists.
+    pub fn create_volume_metadata(&self, img: Uuid, vol: Uuid, md: &VolumeMetadata, version: u32) -> Result<()> {
+        let bytes = md.render(version).map_err(|e| Error::VolumeMetadataWrite { vol, reason: e.to_string() })?;
+        durable::create_new(&self.meta_path(img, vol), &bytes, VOLUME_MODE).map_err(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists => Error::VolumeAlreadyExists(vol),
+            _ if is_enospc(&e) => Error::NoSpace { sd: self.sd },
+            _ => Error::VolumeMetadataWrite { vol, reason: e.to_string() },
+        })
+    }
+
+    /// Replaces a volume's metadata crash-safely.
+    pub fn write_volume(&self, img: Uuid, vol: Uuid, md: &VolumeMetadata, version: u32) -> Result<()> {
+        let bytes = md.render(version).map_err(|e| Error::VolumeMetadataWrite { vol, reason: e.to_string() })?;
+        durable::write_atomic(&self.meta_path(img, vol), &bytes, VOLUME_MODE).map_err(|e| {
+            if is_enospc(&e) {
+                Error::NoSpace { sd: self.sd }
+            } else {
+                Error::VolumeMetadataWrite { vol, reason: e.to_string() }
+            }
+        })
+    }
+
+    /// Creates the data file. The name is claimed with O_EXCL first so two
+    /// creators can never share a file.
+    pub fn create_volume_data(&self, img: Uuid, vol: Uuid, spec: &DataSpec<'_>) -> Result<()> {
+        let path = self.volume_path(img, vol);
+        let file = OpenOptions::new().write(true).create_new(true).mode(VOLUME_MODE).open(&path).map_err(|e| {
+            match e.kind() {
+                io::ErrorKind::AlreadyExists => Error::VolumeAlreadyExists(vol),
+                _ if is_enospc(&e) => Error::NoSpace { sd: self.sd },
+                _ => Error::VolumeCreation { vol, reason: format!("cannot create {}: {e}", path.display()) },
+            }
+        })?;
+        let no_space = |e: &io::Error| is_enospc(e);
+        let fail = |e: io::Error| {
+            if no_space(&e) {
+                Error::NoSpace { sd: self.sd }
+            } else {
+                Error::VolumeCreation { vol, reason: e.to_string() }
+            }
+        };
+        match (spec.format, spec.allocation, spec.parent) {
+            (VolumeFormat::Raw, alloc, None) => {
+                file.set_len(spec.capacity).map_err(fail)?;
+                if alloc == VolumeAllocation::Preallocated && spec.capacity > 0 {
+                    rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, spec.capacity)
+                        .map_err(|e| fail(e.into()))?;
+                }
+                file.sync_all().map_err(fail)?;
+            }
+            (VolumeFormat::Raw, _, Some(_)) => {
+                return Err(Error::invalid("volFormat", "a volume with a parent must be COW"));
+            }
+            (VolumeFormat::Cow, VolumeAllocation::Sparse, parent) if spec.compat == "1.1" => {
+                // Fresh empty qcow2 written natively: spawning qemu-img costs
+                // more than the whole rest of a volume create.
+                let backing = parent.map(|(name, fmt)| (name, fmt.qemu_name()));
+                qcow2_create::write_empty(&file, spec.capacity, backing).map_err(fail)?;
+                file.sync_all().map_err(fail)?;
+            }
+            (VolumeFormat::Cow, alloc, parent) => {
+                drop(file);
+                let prealloc = (alloc == VolumeAllocation::Preallocated).then_some(qemu_img::Preallocation::Falloc);
+                let backing = parent.map(|(name, fmt)| (name, fmt.qemu_name()));
+                qemu_img::create(
+                    &path,
+                    &qemu_img::CreateOptions {
+                        format: "qcow2",
+                        size: Some(spec.capacity),
+                        backing,
+                        compat: Some(spec.compat),
+                        preallocation: prealloc,
+                    },
+                )
+                .map_err(|e| {
+                    if e.is_no_space() {
+                        Error::NoSpace { sd: self.sd }
+                    } else {
+                        Error::VolumeCreation { vol, reason: e.to_string() }
+                    }
+                })?;
+                let f = fs::File::open(&path).ctx("cannot open", &path)?;
+                f.sync_all().map_err(fail)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the volume lease file, one alignment unit (sparse). Sanlock
+    /// initialises the resource in it when the domain uses sanlock.
+    pub fn create_volume_lease(&self, img: Uuid, vol: Uuid, alignment: u64) -> Result<()> {
+        let path = self.lease_path(img, vol);
+        let file = OpenOptions::new().write(true).create_new(true).mode(VOLUME_MODE).open(&path).map_err(|e| {
+            if is_enospc(&e) {
+                Error::NoSpace { sd: self.sd }
+            } else {
+                Error::VolumeCreation { vol, reason: format!("cannot create lease {}: {e}", path.display()) }
+            }
+        })?;
+        file.set_len(alignment).ctx("cannot size", &path)?;
+        file.sync_all().ctx("cannot sync", &path)
+    }
+
+    /// (apparent size, allocated bytes) of the data file.
+    pub fn volume_sizes(&self, img: Uuid, vol: Uuid) -> Result<(u64, u64)> {
+        let path = self.volume_path(img, vol);
+        let st = match fs::metadata(&path) {
+            Ok(st) => st,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Error::VolumeNotFound(vol)),
+            Err(e) => return Err(Error::io_path("cannot stat", &path, e)),
+        };
+        Ok((st.len(), st.blocks() * 512))
+    }
+
+    /// Removes one of the volume's files (kind: "" data, ".meta", ".lease").
+    pub fn remove_volume_file(&self, img: Uuid, vol: Uuid, suffix: &str) -> Result<bool> {
+        let path = self.image_dir(img).join(format!("{vol}{suffix}"));
+        durable::remove_if_exists(&path).ctx("cannot remove", &path)
+    }
+}

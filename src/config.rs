@@ -1,0 +1,56 @@
+//! cairnd configuration: a TOML file, overridden by command-line flags.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
+    /// TCP address for HTTP and WebSocket JSON-RPC, e.g. "127.0.0.1:4044".
+    pub listen: Option<String>,
+    pub log_level: Option<String>,
+    /// "text" or "json".
+    pub log_format: Option<String>,
+    /// Create the local domain and pool on first start (default true).
+    pub embedded_default: Option<bool>,
+    pub task_workers: Option<usize>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<FileConfig, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("invalid config {}: {e}", path.display()))
+    }
+}
+
+/// `$CAIRN_DATA_DIR`, else `$XDG_DATA_HOME/cairn`, else `~/.local/share/cairn`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("CAIRN_DATA_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("cairn");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/lib"));
+    home.join(".local").join("share").join("cairn")
+}
+
+/// The daemon's socket inside a data directory.
+pub fn socket_in(data_dir: &Path) -> PathBuf {
+    data_dir.join("cairnd.sock")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_rejects_unknown_keys() {
+        let c: FileConfig = toml::from_str("data_dir = \"/srv/cairn\"\nlisten = \"127.0.0.1:4044\"\n").unwrap();
+        assert_eq!(c.data_dir.as_deref(), Some(Path::new("/srv/cairn")));
+        assert!(toml::from_str::<FileConfig>("datadir = \"/x\"").is_err());
+    }
+}

@@ -1,0 +1,247 @@
+//! Storage domain verbs.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::Engine;
+use crate::backend::file::manifest::{alignment_for, MAX_DESCRIPTION};
+use crate::backend::file::{self, FileDomain, NewDomain};
+use crate::error::{Error, Result};
+use crate::format::domain_md::is_safe_value;
+use crate::types::{DomainClass, DomainType, Uuid, CREATABLE_DOMAIN_VERSIONS, DEFAULT_DOMAIN_VERSION};
+
+#[derive(Debug, Clone)]
+pub struct CreateDomain {
+    pub sd: Uuid,
+    pub domain_type: DomainType,
+    /// The connection's remote path (`typeArgs`).
+    pub remote_path: String,
+    pub name: String,
+    pub class: DomainClass,
+    pub version: Option<u32>,
+    /// 512, 4096, or 0 to detect.
+    pub block_size: u32,
+    pub max_hosts: u32,
+}
+
+/// `StorageDomainInfo`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DomainInfo {
+    pub uuid: Uuid,
+    #[serde(rename = "type")]
+    pub domain_type: DomainType,
+    pub class: DomainClass,
+    pub name: String,
+    pub role: String,
+    pub pool: Vec<Uuid>,
+    pub version: u32,
+    pub block_size: u32,
+    pub alignment: u64,
+    #[serde(rename = "remotePath")]
+    pub remote_path: String,
+    pub lver: i64,
+    pub spm_id: i64,
+    pub master_ver: i64,
+}
+
+/// `StorageDomainStats`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DomainStats {
+    pub disktotal: u64,
+    pub diskfree: u64,
+    pub mdavalid: bool,
+    pub mdathreshold: bool,
+    pub mdasize: u64,
+    pub mdafree: u64,
+}
+
+/// `VolumeDump`: one volume in `StorageDomain.dump`.
+#[derive(Debug, Clone, Serialize)]
+pub struct VolumeDump {
+    pub image: Uuid,
+    pub status: &'static str,
+    #[serde(flatten)]
+    pub md: Option<super::volumes::MetadataFields>,
+    pub apparentsize: u64,
+    pub truesize: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DomainDump {
+    pub metadata: DomainInfo,
+    pub volumes: BTreeMap<Uuid, VolumeDump>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DomainFilter {
+    pub pool: Option<Uuid>,
+    pub class: Option<DomainClass>,
+    pub domain_type: Option<DomainType>,
+    pub remote_path: Option<String>,
+}
+
+impl Engine {
+    pub fn create_domain(&self, req: &CreateDomain) -> Result<()> {
+        if !req.domain_type.is_file() {
+            return Err(Error::DomainTypeNotSupported(
+                req.domain_type.name().into(),
+                "block (LVM) domains are not implemented yet",
+            ));
+        }
+        let version = req.version.unwrap_or(DEFAULT_DOMAIN_VERSION);
+        if !CREATABLE_DOMAIN_VERSIONS.contains(&version) {
+            return Err(Error::UnsupportedDomainVersion(version, "4, 5"));
+        }
+        if req.name.chars().count() > MAX_DESCRIPTION {
+            return Err(Error::invalid("name", format!("{} characters, at most {MAX_DESCRIPTION}", req.name.chars().count())));
+        }
+        if !is_safe_value(&req.name) {
+            return Err(Error::invalid("name", "may not contain line breaks or NUL"));
+        }
+        if !is_safe_value(&req.remote_path) {
+            return Err(Error::IllegalRemotePath(req.remote_path.clone(), "contains control characters"));
+        }
+        if !(1..=2000).contains(&req.max_hosts) {
+            return Err(Error::invalid("maxHosts", format!("{} is not in 1..2000", req.max_hosts)));
+        }
+        if !matches!(req.block_size, 0 | 512 | 4096) {
+            return Err(Error::invalid("blockSize", format!("{} is not 512, 4096 or 0 (detect)", req.block_size)));
+        }
+        if version < 5 && req.block_size == 4096 {
+            return Err(Error::invalid("blockSize", "domain version 4 supports only 512-byte blocks"));
+        }
+        match self.domain(req.sd) {
+            Ok(_) => return Err(Error::DomainAlreadyExists(req.sd)),
+            Err(Error::DomainNotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let mount = self.mount_dir(&req.remote_path)?;
+        if !mount.is_dir() {
+            return Err(Error::IllegalRemotePath(
+                req.remote_path.clone(),
+                "not connected; call StoragePool.connectStorageServer first",
+            ));
+        }
+        let detected = file::detect_block_size(&mount);
+        let block_size = match req.block_size {
+            0 => if version >= 5 { detected } else { 512 },
+            512 if detected == 4096 => {
+                return Err(Error::invalid("blockSize", "the storage has 4096-byte sectors; use 4096 or 0"))
+            }
+            bs => bs,
+        };
+        let alignment = alignment_for(block_size, req.max_hosts).expect("validated block size and host count");
+        FileDomain::create(
+            &mount,
+            &NewDomain {
+                sd: req.sd,
+                name: req.name.clone(),
+                class: req.class,
+                domain_type: req.domain_type,
+                version,
+                block_size,
+                alignment,
+                remote_path: req.remote_path.clone(),
+            },
+        )?;
+        Ok(())
+    }
+
+    pub fn domain_info(&self, sd: Uuid) -> Result<DomainInfo> {
+        let dom = self.domain(sd)?;
+        let m = dom.manifest()?;
+        let (lver, spm_id, master_ver) = match &m.pool {
+            Some(p) => (p.lver, p.spm_id, p.master_version),
+            None => (-1, -1, 0),
+        };
+        Ok(DomainInfo {
+            uuid: sd,
+            domain_type: m.domain_type,
+            class: m.class,
+            name: m.description,
+            role: m.role.name().to_string(),
+            pool: m.pools,
+            version: m.version,
+            block_size: m.block_size,
+            alignment: m.alignment,
+            remote_path: m.remote_path,
+            lver,
+            spm_id,
+            master_ver,
+        })
+    }
+
+    pub fn domain_stats(&self, sd: Uuid) -> Result<DomainStats> {
+        let (total, free) = self.domain(sd)?.space()?;
+        Ok(DomainStats { disktotal: total, diskfree: free, mdavalid: true, mdathreshold: true, mdasize: 0, mdafree: 0 })
+    }
+
+    pub fn domain_images(&self, sd: Uuid) -> Result<Vec<Uuid>> {
+        self.domain(sd)?.images()
+    }
+
+    /// Volumes of a domain, or of one of its images.
+    pub fn domain_volumes(&self, sd: Uuid, img: Option<Uuid>) -> Result<Vec<Uuid>> {
+        let dom = self.domain(sd)?;
+        match img {
+            Some(img) => dom.volumes(img),
+            None => {
+                let mut v: Vec<Uuid> = dom.all_volumes()?.into_iter().map(|(_, v)| v).collect();
+                v.sort();
+                Ok(v)
+            }
+        }
+    }
+
+    /// Domain metadata and every volume with its metadata and sizes, in one
+    /// pass over the domain (the fast listing).
+    pub fn dump_domain(&self, sd: Uuid) -> Result<DomainDump> {
+        let metadata = self.domain_info(sd)?;
+        let dom = self.domain(sd)?;
+        let mut volumes = BTreeMap::new();
+        for (img, vol) in dom.all_volumes()? {
+            let (apparent, true_size) = dom.volume_sizes(img, vol).unwrap_or((0, 0));
+            let (status, md) = match dom.read_volume(img, vol) {
+                Ok(md) => ("OK", Some(super::volumes::MetadataFields::from(&md))),
+                Err(_) => ("INVALID", None),
+            };
+            volumes.insert(vol, VolumeDump { image: img, status, md, apparentsize: apparent, truesize: true_size });
+        }
+        Ok(DomainDump { metadata, volumes })
+    }
+
+    /// Erases a domain. An attached domain is refused unless `auto_detach`,
+    /// and never while its pool is connected here.
+    pub fn format_domain(&self, sd: Uuid, auto_detach: bool) -> Result<()> {
+        let dom = self.domain(sd)?;
+        let m = dom.manifest()?;
+        if let Some(&pool) = m.pools.first() {
+            if self.connected_pool_id() == Some(pool) {
+                return Err(Error::DomainAttached { sd, pool });
+            }
+            if !auto_detach {
+                return Err(Error::DomainAttached { sd, pool });
+            }
+        }
+        self.forget_domain(sd);
+        dom.remove()?;
+        tracing::info!(sd = %sd, "storage domain formatted");
+        Ok(())
+    }
+
+    pub fn host_domains(&self, filter: &DomainFilter) -> Result<Vec<Uuid>> {
+        let mut out = Vec::new();
+        for sd in self.visible_domains()? {
+            let Ok(m) = self.domain(sd).and_then(|d| d.manifest()) else { continue };
+            let keep = filter.pool.is_none_or(|p| m.pools.contains(&p))
+                && filter.class.is_none_or(|c| m.class == c)
+                && filter.domain_type.is_none_or(|t| m.domain_type == t)
+                && filter.remote_path.as_ref().is_none_or(|r| &m.remote_path == r);
+            if keep {
+                out.push(sd);
+            }
+        }
+        Ok(out)
+    }
+}

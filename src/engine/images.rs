@@ -1,0 +1,138 @@
+//! Image verbs: list volumes, delete, prepare and teardown.
+
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::locks::DEFAULT_TIMEOUT;
+use super::volumes::read_in_image;
+use super::Engine;
+use crate::backend::file::{FileDomain, REMOVED_IMAGE_PREFIX};
+use crate::error::{Error, IoContext, Result};
+use crate::format::volume_md::VolumeMetadata;
+use crate::primitives::durable;
+use crate::types::{Uuid, VolumeLegality, BLANK_UUID};
+
+#[derive(Debug, Clone)]
+pub struct DeleteImage {
+    pub pool: Uuid,
+    pub sd: Uuid,
+    pub img: Uuid,
+    pub post_zero: bool,
+    pub force: bool,
+    pub discard: bool,
+}
+
+impl Engine {
+    pub fn image_volumes(&self, sd: Uuid, img: Uuid) -> Result<Vec<Uuid>> {
+        self.domain(sd)?.volumes(img)
+    }
+
+    /// `Image.delete`: the image directory is renamed to `_remove_me_<img>`
+    /// (a crash leaves a recognisable leftover), then purged.
+    pub fn delete_image(self: &Arc<Self>, req: DeleteImage) -> Result<Uuid> {
+        let pool = self.require_spm(req.pool)?;
+        let dom = self.pool_domain(&pool, req.sd)?;
+        if !dom.has_image(req.img) {
+            return Err(Error::ImageNotFound { img: req.img, sd: req.sd });
+        }
+        if req.post_zero || req.discard {
+            // As in VDSM, file domains neither zero nor discard: the file
+            // system frees the blocks when the files go.
+            tracing::info!(img = %req.img, "postZero/discard are not applied on file domains");
+        }
+        let engine = self.clone();
+        self.tasks.spawn("deleteImage", move |ctx| {
+            let _lock = engine.locks.lock(req.sd, &[req.img], DEFAULT_TIMEOUT)?;
+            engine.require_spm(req.pool)?;
+            let src = dom.image_dir(req.img);
+            if !src.is_dir() {
+                return Err(Error::ImageNotFound { img: req.img, sd: req.sd });
+            }
+            let images = dom.images_dir();
+            let doomed = images.join(format!("{REMOVED_IMAGE_PREFIX}{}", req.img));
+            if doomed.exists() {
+                fs::remove_dir_all(&doomed).ctx("cannot remove leftover", &doomed)?;
+            }
+            fs::rename(&src, &doomed).ctx("cannot rename", &src)?;
+            durable::fsync_dir(&images).ctx("cannot sync", &images)?;
+            ctx.commit();
+            fs::remove_dir_all(&doomed).ctx("cannot remove", &doomed)?;
+            durable::fsync_dir(&images).ctx("cannot sync", &images)?;
+            engine.remove_run_link(req.sd, req.img)?;
+            tracing::info!(sd = %req.sd, img = %req.img, "image deleted");
+            Ok(())
+        })
+    }
+
+    /// `Image.prepare`: checks the chain below `vol` and returns the path a
+    /// VM opens, under the host's run directory.
+    pub fn prepare_image(&self, pool: Uuid, sd: Uuid, img: Uuid, vol: Uuid, allow_illegal: bool) -> Result<PathBuf> {
+        let pool = self.connected_pool(pool)?;
+        let dom = self.pool_domain(&pool, sd)?;
+        let chain = chain_of(&dom, img, vol)?;
+        if !allow_illegal {
+            if let Some((id, _)) = chain.iter().find(|(_, md)| md.legality != VolumeLegality::Legal) {
+                return Err(Error::PrepareIllegal(*id));
+            }
+        }
+        let run_dir = self.paths.run.join(sd.to_string());
+        fs::create_dir_all(&run_dir).ctx("cannot create", &run_dir)?;
+        let link = run_dir.join(img.to_string());
+        let target = dom.image_dir(img);
+        match fs::read_link(&link) {
+            Ok(t) if t == target => {}
+            Ok(_) => {
+                fs::remove_file(&link).ctx("cannot replace", &link)?;
+                std::os::unix::fs::symlink(&target, &link).ctx("cannot link", &link)?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                std::os::unix::fs::symlink(&target, &link).ctx("cannot link", &link)?;
+            }
+            Err(e) => return Err(Error::io_path("cannot read", &link, e)),
+        }
+        Ok(link.join(vol.to_string()))
+    }
+
+    /// `Image.teardown`: removes the run link; idempotent.
+    pub fn teardown_image(&self, pool: Uuid, sd: Uuid, img: Uuid) -> Result<()> {
+        let pool = self.connected_pool(pool)?;
+        let dom = self.pool_domain(&pool, sd)?;
+        if !dom.has_image(img) && !self.paths.run.join(sd.to_string()).join(img.to_string()).exists() {
+            return Err(Error::ImageNotFound { img, sd });
+        }
+        self.remove_run_link(sd, img)
+    }
+
+    fn remove_run_link(&self, sd: Uuid, img: Uuid) -> Result<()> {
+        let link = self.paths.run.join(sd.to_string()).join(img.to_string());
+        durable::remove_if_exists(&link).ctx("cannot remove", &link).map(drop)
+    }
+}
+
+/// The chain from `vol` down to its base, top first. Refuses cycles,
+/// missing parents and volumes whose metadata names another image.
+pub fn chain_of(dom: &FileDomain, img: Uuid, vol: Uuid) -> Result<Vec<(Uuid, VolumeMetadata)>> {
+    let count = dom.volumes(img)?.len();
+    let mut chain = Vec::new();
+    let mut cur = vol;
+    loop {
+        let md = match read_in_image(dom, img, cur) {
+            Ok(md) => md,
+            Err(Error::VolumeNotFound(_)) if cur != vol => {
+                return Err(Error::BrokenChain { img, reason: format!("parent volume {cur} is missing") })
+            }
+            Err(e) => return Err(e),
+        };
+        let parent = md.parent;
+        chain.push((cur, md));
+        if parent == BLANK_UUID {
+            return Ok(chain);
+        }
+        if chain.len() > count || chain.iter().any(|(id, _)| *id == parent) {
+            return Err(Error::BrokenChain { img, reason: format!("volume {parent} appears twice") });
+        }
+        cur = parent;
+    }
+}

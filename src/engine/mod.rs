@@ -1,0 +1,207 @@
+//! The engine: storage connections, domains, pools, images, volumes and tasks.
+//!
+//! Engine methods are synchronous and may block on storage I/O; adapters run
+//! them off their async runtimes. Every method validates its input before it
+//! touches storage, and every mutating step of a task has an undo.
+
+pub mod connections;
+pub mod domains;
+pub mod embedded;
+pub mod images;
+pub mod locks;
+pub mod pool;
+pub mod tasks;
+pub mod volumes;
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::file::FileDomain;
+use crate::error::{Error, IoContext, Result};
+use crate::primitives::durable;
+use crate::types::{parse_uuid, Uuid};
+
+pub use connections::{ConnectionParams, ConnectionStatus};
+pub use pool::PoolState;
+pub use tasks::{TaskCtx, TaskManager, TaskResult, TaskState, TaskStatus};
+
+/// Where the engine keeps its host-local files.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub data_dir: PathBuf,
+    /// One directory (a mount point or a link) per storage connection.
+    pub mnt: PathBuf,
+    /// Links to prepared images, the paths handed to VMs.
+    pub run: PathBuf,
+    /// `data-center/<spUUID>/<sdUUID>` links of the connected pool.
+    pub data_center: PathBuf,
+    pub host_state: PathBuf,
+}
+
+impl Paths {
+    pub fn new(data_dir: &Path) -> Paths {
+        Paths {
+            data_dir: data_dir.to_path_buf(),
+            mnt: data_dir.join("mnt"),
+            run: data_dir.join("run").join("storage"),
+            data_center: data_dir.join("data-center"),
+            host_state: data_dir.join("host-state.json"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub data_dir: PathBuf,
+    pub task_workers: usize,
+    pub max_tasks: usize,
+}
+
+impl EngineConfig {
+    pub fn new(data_dir: &Path) -> Self {
+        EngineConfig {
+            data_dir: data_dir.to_path_buf(),
+            task_workers: tasks::DEFAULT_WORKERS,
+            max_tasks: tasks::DEFAULT_MAX_TASKS,
+        }
+    }
+}
+
+/// What this host remembers across restarts: its storage connections and
+/// the pool it is connected to. (VDSM relies on its management engine to
+/// resend these; a standalone Cairn host restores them itself.)
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct HostState {
+    pub connections: Vec<connections::ConnectionRecord>,
+    pub pool: Option<pool::PoolRecord>,
+}
+
+pub struct Engine {
+    pub paths: Paths,
+    pub tasks: TaskManager,
+    locks: locks::ImageLocks,
+    host_state: Mutex<HostState>,
+    pool: Mutex<Option<Arc<PoolState>>>,
+    domain_cache: Mutex<HashMap<Uuid, Arc<FileDomain>>>,
+}
+
+impl Engine {
+    /// Opens the engine on its data directory and restores the connections
+    /// and pool recorded there.
+    pub fn open(config: EngineConfig) -> Result<Arc<Engine>> {
+        let paths = Paths::new(&config.data_dir);
+        for dir in [&paths.data_dir, &paths.mnt, &paths.run, &paths.data_center] {
+            fs::create_dir_all(dir).ctx("cannot create", dir)?;
+        }
+        let state: HostState = match fs::read(&paths.host_state) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| Error::io_path("cannot parse", &paths.host_state, io::Error::other(e)))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => HostState::default(),
+            Err(e) => return Err(Error::io_path("cannot read", &paths.host_state, e)),
+        };
+        let engine = Arc::new(Engine {
+            paths,
+            tasks: TaskManager::new(config.task_workers, config.max_tasks),
+            locks: locks::ImageLocks::default(),
+            host_state: Mutex::new(HostState::default()),
+            pool: Mutex::new(None),
+            domain_cache: Mutex::new(HashMap::new()),
+        });
+        engine.restore(state);
+        Ok(engine)
+    }
+
+    /// True when the data dir has no recorded state yet (first start).
+    pub fn is_pristine(&self) -> bool {
+        !self.paths.host_state.exists()
+    }
+
+    fn restore(&self, state: HostState) {
+        for rec in &state.connections {
+            if let Err(e) = self.establish(rec) {
+                tracing::warn!(connection = %rec.spec, error = %e, "cannot restore storage connection");
+            }
+        }
+        self.host_state.lock().expect("host state").connections = state.connections.clone();
+        if let Some(rec) = state.pool {
+            let spm = rec.spm;
+            match self.connect_pool(rec.id, rec.host_id, rec.master_sd, rec.master_version) {
+                Ok(()) if spm => {
+                    if let Err(e) = self.spm_start_now(rec.id) {
+                        tracing::warn!(pool = %rec.id, error = %e, "cannot resume the SPM role");
+                    }
+                }
+                Ok(()) => {}
+                Err(e) => tracing::warn!(pool = %rec.id, error = %e, "cannot reconnect storage pool"),
+            }
+        }
+    }
+
+    fn save_host_state(&self, change: impl FnOnce(&mut HostState)) -> Result<()> {
+        let mut st = self.host_state.lock().expect("host state");
+        let mut next = st.clone();
+        change(&mut next);
+        let bytes = serde_json::to_vec_pretty(&next).expect("host state serializes");
+        durable::write_atomic(&self.paths.host_state, &bytes, 0o600).ctx("cannot save", &self.paths.host_state)?;
+        *st = next;
+        Ok(())
+    }
+
+    /// Finds a domain on the connected storage. Cached; a cached domain whose
+    /// metadata vanished (formatted, disconnected) is looked up again.
+    pub fn domain(&self, sd: Uuid) -> Result<Arc<FileDomain>> {
+        if let Some(d) = self.domain_cache.lock().expect("domain cache").get(&sd) {
+            if d.metadata_path().exists() {
+                return Ok(d.clone());
+            }
+        }
+        self.domain_cache.lock().expect("domain cache").remove(&sd);
+        let name = sd.to_string();
+        for mount in self.mount_dirs()? {
+            let root = mount.join(&name);
+            if root.join("dom_md").join("metadata").is_file() {
+                let dom = Arc::new(FileDomain::open(root)?);
+                self.domain_cache.lock().expect("domain cache").insert(sd, dom.clone());
+                return Ok(dom);
+            }
+        }
+        Err(Error::DomainNotFound(sd))
+    }
+
+    /// Every domain visible on the connected storage.
+    pub fn visible_domains(&self) -> Result<Vec<Uuid>> {
+        let mut out = Vec::new();
+        for mount in self.mount_dirs()? {
+            let Ok(entries) = fs::read_dir(&mount) else { continue };
+            for entry in entries.flatten() {
+                if let Some(sd) = entry.file_name().to_str().and_then(parse_uuid) {
+                    if entry.path().join("dom_md").join("metadata").is_file() {
+                        out.push(sd);
+                    }
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    fn mount_dirs(&self) -> Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.paths.mnt).ctx("cannot list", &self.paths.mnt)? {
+            let entry = entry.ctx("cannot list", &self.paths.mnt)?;
+            out.push(entry.path());
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn forget_domain(&self, sd: Uuid) {
+        self.domain_cache.lock().expect("domain cache").remove(&sd);
+    }
+}

@@ -1,0 +1,423 @@
+//! Storage pools and the SPM role.
+//!
+//! Pool metadata lives in the master domain's metadata (`POOL_*` keys,
+//! `MASTER_VERSION`). The SPM is the host holding the pool's lease; on a
+//! single host that is a `flock` on the master domain's `dom_md/leases`.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use super::Engine;
+use crate::backend::file::manifest::{K_POOL_UUID, K_ROLE, MAX_DESCRIPTION};
+use crate::backend::file::{FileDomain, PoolMetadata};
+use crate::error::{Error, IoContext, Result};
+use crate::format::domain_md::is_safe_value;
+use crate::primitives::lease::{FlockLease, Lease, LeaseError};
+use crate::types::{DomainClass, DomainRole, DomainType, Uuid};
+
+pub const MAX_HOST_ID: u32 = 2000;
+pub const SPM_ID_FREE: i64 = -1;
+pub const LVER_INVALID: i64 = -1;
+const STATUS_ACTIVE: &str = "Active";
+const STATUS_ATTACHED: &str = "Attached";
+
+/// The connected pool, as remembered in the host state.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PoolRecord {
+    pub id: Uuid,
+    pub host_id: u32,
+    pub master_sd: Uuid,
+    pub master_version: i64,
+    /// Whether this host was SPM; the role is resumed on restart.
+    pub spm: bool,
+}
+
+#[derive(Debug)]
+pub struct PoolState {
+    pub id: Uuid,
+    pub host_id: u32,
+    pub master_sd: Uuid,
+    pub master_version: i64,
+    lease: Box<dyn Lease>,
+    /// Serializes SPM start/stop.
+    role: Mutex<()>,
+}
+
+impl PoolState {
+    pub fn is_spm(&self) -> bool {
+        self.lease.is_held()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CreatePool {
+    pub id: Uuid,
+    pub name: String,
+    pub master_sd: Uuid,
+    pub master_version: i64,
+    pub domains: Vec<Uuid>,
+}
+
+/// `SpmStatus`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SpmStatus {
+    #[serde(rename = "spmId")]
+    pub spm_id: i64,
+    #[serde(rename = "spmStatus")]
+    pub spm_status: &'static str,
+    #[serde(rename = "spmLver")]
+    pub spm_lver: i64,
+}
+
+/// `StoragePoolInfo`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolInfo {
+    pub name: String,
+    pub isoprefix: String,
+    pub pool_status: &'static str,
+    pub lver: i64,
+    pub domains: String,
+    pub master_uuid: Uuid,
+    pub version: String,
+    pub spm_id: i64,
+    #[serde(rename = "type")]
+    pub domain_type: DomainType,
+    pub master_ver: i64,
+}
+
+/// `StoragePoolDomainInfo` (sizes are strings in the schema).
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolDomainInfo {
+    pub status: String,
+    pub diskfree: String,
+    pub disktotal: String,
+    pub alerts: Vec<serde_json::Value>,
+    pub version: u32,
+    pub isoprefix: String,
+}
+
+/// `StoragePoolFullInfo`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolFullInfo {
+    pub info: PoolInfo,
+    pub dominfo: BTreeMap<Uuid, PoolDomainInfo>,
+}
+
+impl Engine {
+    /// Creates a pool with `master_sd` as master. Idempotent: creating the
+    /// same pool again on the same master succeeds without changes.
+    pub fn create_pool(&self, req: &CreatePool) -> Result<()> {
+        if req.name.chars().count() > MAX_DESCRIPTION {
+            return Err(Error::PoolDescriptionTooLong(req.name.chars().count()));
+        }
+        if !is_safe_value(&req.name) {
+            return Err(Error::invalid("name", "may not contain line breaks or NUL"));
+        }
+        if req.master_version < 0 {
+            return Err(Error::invalid("masterVersion", "must not be negative"));
+        }
+        let mut members = req.domains.clone();
+        if !members.contains(&req.master_sd) {
+            members.push(req.master_sd);
+        }
+        let master = self.domain(req.master_sd)?;
+        let mm = master.manifest()?;
+        if mm.pools == [req.id] && mm.role == DomainRole::Master {
+            let p = mm.pool.as_ref().expect("master has pool metadata");
+            if p.description == req.name && p.master_version == req.master_version {
+                return Ok(());
+            }
+        }
+        let mut doms: Vec<(Arc<FileDomain>, Uuid)> = Vec::new();
+        for &sd in &members {
+            let dom = self.domain(sd)?;
+            let m = dom.manifest()?;
+            if m.class != DomainClass::Data {
+                return Err(Error::DomainClass { sd, reason: "only Data domains can join a pool" });
+            }
+            if let Some(&other) = m.pools.first() {
+                return Err(Error::DomainAttached { sd, pool: other });
+            }
+            doms.push((dom, sd));
+        }
+        // Regular members first: a crash before the master is written leaves
+        // no pool, only attached domains that a retry re-attaches.
+        for (dom, sd) in doms.iter().filter(|(_, sd)| *sd != req.master_sd) {
+            dom.update_metadata(|md| {
+                md.set(K_POOL_UUID, req.id.to_string());
+                Ok(())
+            })
+            .map_err(|e| Error::PoolCreation { pool: req.id, reason: format!("attaching {sd}: {e}") })?;
+        }
+        master.ensure_master_dirs()?;
+        let pool_md = PoolMetadata {
+            domains: members
+                .iter()
+                .map(|&sd| (sd, if sd == req.master_sd { STATUS_ACTIVE } else { STATUS_ATTACHED }.to_string()))
+                .collect(),
+            description: req.name.clone(),
+            spm_id: SPM_ID_FREE,
+            lver: LVER_INVALID,
+            master_version: req.master_version,
+        };
+        master.update_metadata(|md| {
+            md.set(K_POOL_UUID, req.id.to_string());
+            md.set(K_ROLE, DomainRole::Master.name());
+            pool_md.write(md);
+            Ok(())
+        })?;
+        tracing::info!(pool = %req.id, master = %req.master_sd, "storage pool created");
+        Ok(())
+    }
+
+    pub fn connected_pool_id(&self) -> Option<Uuid> {
+        self.pool.lock().expect("pool").as_ref().map(|p| p.id)
+    }
+
+    pub fn connected_pool(&self, id: Uuid) -> Result<Arc<PoolState>> {
+        match self.pool.lock().expect("pool").as_ref() {
+            Some(p) if p.id == id => Ok(p.clone()),
+            _ => Err(Error::PoolNotConnected(id)),
+        }
+    }
+
+    pub fn connect_pool(&self, id: Uuid, host_id: u32, master_sd: Uuid, master_version: i64) -> Result<()> {
+        if !(1..=MAX_HOST_ID).contains(&host_id) {
+            return Err(Error::invalid("hostID", format!("{host_id} is not in 1..{MAX_HOST_ID}")));
+        }
+        {
+            let current = self.pool.lock().expect("pool");
+            match current.as_ref() {
+                Some(p) if p.id == id && p.host_id == host_id && p.master_sd == master_sd => return Ok(()),
+                Some(p) if p.id == id => {
+                    return Err(Error::PoolWrongMaster {
+                        pool: id,
+                        reason: format!("already connected with host id {} and master {}", p.host_id, p.master_sd),
+                    })
+                }
+                Some(p) => return Err(Error::PoolAlreadyConnected(p.id)),
+                None => {}
+            }
+        }
+        let master = match self.domain(master_sd) {
+            Ok(d) => d,
+            Err(Error::DomainNotFound(_)) => return Err(Error::PoolMasterNotFound(id)),
+            Err(e) => return Err(e),
+        };
+        let m = master.manifest()?;
+        let pool_md = match (&m.pool, m.pools.contains(&id)) {
+            (Some(p), true) if m.role == DomainRole::Master => p.clone(),
+            _ => {
+                return Err(Error::PoolWrongMaster {
+                    pool: id,
+                    reason: format!("domain {master_sd} is not the master of this pool"),
+                })
+            }
+        };
+        if pool_md.master_version != master_version {
+            return Err(Error::PoolWrongMaster {
+                pool: id,
+                reason: format!("master version is {}, not {master_version}", pool_md.master_version),
+            });
+        }
+        self.link_pool(id, master_sd, &pool_md)?;
+        let state = Arc::new(PoolState {
+            id,
+            host_id,
+            master_sd,
+            master_version,
+            lease: Box::new(FlockLease::new(&master.leases_path())),
+            role: Mutex::new(()),
+        });
+        *self.pool.lock().expect("pool") = Some(state);
+        self.save_host_state(|st| {
+            st.pool = Some(PoolRecord { id, host_id, master_sd, master_version, spm: false });
+        })?;
+        tracing::info!(pool = %id, host_id, master = %master_sd, "connected to storage pool");
+        Ok(())
+    }
+
+    /// `data-center/<sp>/<sd>` and `mastersd` links, as VDSM makes them.
+    fn link_pool(&self, id: Uuid, master_sd: Uuid, md: &PoolMetadata) -> Result<()> {
+        let dir = self.paths.data_center.join(id.to_string());
+        if dir.exists() {
+            fs::remove_dir_all(&dir).ctx("cannot reset", &dir)?;
+        }
+        fs::create_dir_all(&dir).ctx("cannot create", &dir)?;
+        for (sd, _) in &md.domains {
+            if let Ok(dom) = self.domain(*sd) {
+                let link = dir.join(sd.to_string());
+                std::os::unix::fs::symlink(dom.root(), &link).ctx("cannot link", &link)?;
+                if *sd == master_sd {
+                    let m = dir.join("mastersd");
+                    std::os::unix::fs::symlink(dom.root(), &m).ctx("cannot link", &m)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn disconnect_pool(&self, id: Uuid, host_id: u32) -> Result<()> {
+        let pool = self.connected_pool(id)?;
+        if pool.host_id != host_id {
+            return Err(Error::invalid("hostID", format!("connected as host {}, not {host_id}", pool.host_id)));
+        }
+        if pool.is_spm() {
+            return Err(Error::PoolWrongMaster { pool: id, reason: "this host is SPM; call StoragePool.spmStop first".into() });
+        }
+        *self.pool.lock().expect("pool") = None;
+        let dir = self.paths.data_center.join(id.to_string());
+        if dir.exists() {
+            fs::remove_dir_all(&dir).ctx("cannot remove", &dir)?;
+        }
+        self.save_host_state(|st| st.pool = None)?;
+        tracing::info!(pool = %id, "disconnected from storage pool");
+        Ok(())
+    }
+
+    fn pool_metadata(&self, pool: &PoolState) -> Result<(Arc<FileDomain>, PoolMetadata, crate::backend::file::DomainManifest)> {
+        let master = self.domain(pool.master_sd)?;
+        let m = master.manifest()?;
+        let md = m.pool.clone().ok_or(Error::PoolMasterNotFound(pool.id))?;
+        Ok((master, md, m))
+    }
+
+    pub fn pool_info(&self, id: Uuid) -> Result<PoolFullInfo> {
+        let pool = self.connected_pool(id)?;
+        let (_, md, m) = self.pool_metadata(&pool)?;
+        let mut dominfo = BTreeMap::new();
+        for (sd, status) in &md.domains {
+            let (total, free, version) = match self.domain(*sd).and_then(|d| Ok((d.space()?, d.manifest()?.version))) {
+                Ok(((t, f), v)) => (t.to_string(), f.to_string(), v),
+                Err(_) => (String::new(), String::new(), 0),
+            };
+            dominfo.insert(
+                *sd,
+                PoolDomainInfo {
+                    status: status.clone(),
+                    diskfree: free,
+                    disktotal: total,
+                    alerts: Vec::new(),
+                    version,
+                    isoprefix: String::new(),
+                },
+            );
+        }
+        let domains = md.domains.iter().map(|(sd, st)| format!("{sd}:{st}")).collect::<Vec<_>>().join(",");
+        Ok(PoolFullInfo {
+            info: PoolInfo {
+                name: md.description.clone(),
+                isoprefix: String::new(),
+                pool_status: "connected",
+                lver: md.lver,
+                domains,
+                master_uuid: pool.master_sd,
+                version: m.version.to_string(),
+                spm_id: md.spm_id,
+                domain_type: m.domain_type,
+                master_ver: md.master_version,
+            },
+            dominfo,
+        })
+    }
+
+    /// `StoragePool.spmStart`: returns a task that takes the SPM role.
+    pub fn spm_start(self: &Arc<Self>, id: Uuid) -> Result<Uuid> {
+        self.connected_pool(id)?;
+        let engine = self.clone();
+        self.tasks.spawn("spmStart", move |_ctx| engine.spm_start_now(id))
+    }
+
+    /// Takes the SPM role: lease, then `lver + 1` and our host id written to
+    /// the pool metadata, then the master directories.
+    pub fn spm_start_now(&self, id: Uuid) -> Result<()> {
+        let pool = self.connected_pool(id)?;
+        let _role = pool.role.lock().expect("spm role");
+        if pool.is_spm() {
+            return Ok(());
+        }
+        pool.lease.acquire(pool.host_id).map_err(|e| match e {
+            LeaseError::Busy { .. } => Error::AcquireLease { pool: id, reason: "another host or process is SPM".into() },
+            e => Error::AcquireLease { pool: id, reason: e.to_string() },
+        })?;
+        let result = (|| -> Result<()> {
+            let master = self.domain(pool.master_sd)?;
+            let lver = master.update_metadata(|md| {
+                let m = crate::backend::file::DomainManifest::from_metadata(pool.master_sd, md)?;
+                let mut p = m.pool.ok_or(Error::PoolMasterNotFound(id))?;
+                p.lver = p.lver.max(0) + 1;
+                p.spm_id = i64::from(pool.host_id);
+                p.write(md);
+                Ok(p.lver)
+            })?;
+            master.ensure_master_dirs()?;
+            self.save_host_state(|st| {
+                if let Some(p) = st.pool.as_mut() {
+                    p.spm = true;
+                }
+            })?;
+            tracing::info!(pool = %id, host_id = pool.host_id, lver, "this host is now SPM");
+            Ok(())
+        })();
+        if let Err(e) = result {
+            pool.lease.release();
+            return Err(Error::SpmStart { pool: id, reason: e.to_string() });
+        }
+        Ok(())
+    }
+
+    pub fn spm_stop(&self, id: Uuid) -> Result<()> {
+        let pool = self.connected_pool(id)?;
+        let _role = pool.role.lock().expect("spm role");
+        if !pool.is_spm() {
+            return Ok(());
+        }
+        if self.tasks.busy() {
+            return Err(Error::SpmStart { pool: id, reason: "tasks are still running; wait for them or stop them".into() });
+        }
+        let master = self.domain(pool.master_sd)?;
+        master.update_metadata(|md| {
+            let m = crate::backend::file::DomainManifest::from_metadata(pool.master_sd, md)?;
+            let mut p = m.pool.ok_or(Error::PoolMasterNotFound(id))?;
+            p.spm_id = SPM_ID_FREE;
+            p.write(md);
+            Ok(())
+        })?;
+        pool.lease.release();
+        self.save_host_state(|st| {
+            if let Some(p) = st.pool.as_mut() {
+                p.spm = false;
+            }
+        })?;
+        tracing::info!(pool = %id, "SPM role released");
+        Ok(())
+    }
+
+    pub fn spm_status(&self, id: Uuid) -> Result<SpmStatus> {
+        let pool = self.connected_pool(id)?;
+        let (_, md, _) = self.pool_metadata(&pool)?;
+        let status = if pool.is_spm() { "SPM" } else { "Free" };
+        Ok(SpmStatus { spm_id: md.spm_id, spm_status: status, spm_lver: md.lver })
+    }
+
+    /// The pool, if this host is its SPM.
+    pub fn require_spm(&self, id: Uuid) -> Result<Arc<PoolState>> {
+        let pool = self.connected_pool(id)?;
+        if !pool.is_spm() {
+            return Err(Error::NotSpm(id));
+        }
+        Ok(pool)
+    }
+
+    /// A domain that belongs to the connected pool `pool`.
+    pub fn pool_domain(&self, pool: &PoolState, sd: Uuid) -> Result<Arc<FileDomain>> {
+        let dom = self.domain(sd)?;
+        if !dom.manifest()?.pools.contains(&pool.id) {
+            return Err(Error::DomainNotInPool { sd, pool: pool.id });
+        }
+        Ok(dom)
+    }
+}

@@ -1,0 +1,436 @@
+//! Volume verbs: create (including snapshots), delete, info, size, legality.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::locks::DEFAULT_TIMEOUT;
+use super::{Engine, TaskCtx};
+use crate::backend::file::volume::{DataSpec, LEASE_SUFFIX, META_SUFFIX};
+use crate::backend::file::FileDomain;
+use crate::error::{Error, Result};
+use crate::format::domain_md::is_safe_value;
+use crate::format::volume_md::{truncate_description, VolumeMetadata, MAX_SEQUENCE};
+use crate::primitives::durable;
+use crate::types::{DiskType, Uuid, VolumeAllocation, VolumeFormat, VolumeLegality, VolumeRole, BLANK_UUID};
+
+#[derive(Debug, Clone)]
+pub struct CreateVolume {
+    pub pool: Uuid,
+    pub sd: Uuid,
+    pub img: Uuid,
+    pub vol: Uuid,
+    pub size: u64,
+    pub format: VolumeFormat,
+    pub allocation: VolumeAllocation,
+    pub disk_type: DiskType,
+    pub description: String,
+    /// Parent image and volume; BLANK for a new base volume.
+    pub src_img: Uuid,
+    pub src_vol: Uuid,
+    pub initial_size: Option<u64>,
+    pub legal: bool,
+    pub sequence: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeleteVolume {
+    pub pool: Uuid,
+    pub sd: Uuid,
+    pub img: Uuid,
+    pub vol: Uuid,
+    pub force: bool,
+}
+
+/// The metadata part of `VolumeInfo` / `VolumeDump`, with VDSM's names.
+#[derive(Debug, Clone, Serialize)]
+pub struct MetadataFields {
+    pub capacity: u64,
+    pub ctime: u64,
+    pub description: String,
+    pub disktype: DiskType,
+    pub format: VolumeFormat,
+    pub generation: u32,
+    pub legality: VolumeLegality,
+    pub parent: Uuid,
+    #[serde(rename = "type")]
+    pub allocation: VolumeAllocation,
+    pub voltype: VolumeRole,
+    pub sequence: u64,
+}
+
+impl From<&VolumeMetadata> for MetadataFields {
+    fn from(md: &VolumeMetadata) -> Self {
+        MetadataFields {
+            capacity: md.capacity,
+            ctime: md.ctime,
+            description: md.description.clone(),
+            disktype: md.disk_type,
+            format: md.format,
+            generation: md.generation,
+            legality: md.legality,
+            parent: md.parent,
+            allocation: md.allocation,
+            voltype: md.role,
+            sequence: md.sequence,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LeaseInfo {
+    pub path: String,
+    pub offset: u64,
+}
+
+/// `VolumeInfoResponse`.
+#[derive(Debug, Clone, Serialize)]
+pub struct VolumeInfo {
+    pub uuid: Uuid,
+    pub domain: Uuid,
+    pub image: Uuid,
+    /// Deprecated in VDSM; always empty.
+    pub pool: String,
+    #[serde(flatten)]
+    pub md: MetadataFields,
+    #[serde(rename = "allocType")]
+    pub alloc_type: VolumeAllocation,
+    pub status: &'static str,
+    pub mtime: u64,
+    pub apparentsize: u64,
+    pub truesize: u64,
+    pub children: Vec<Uuid>,
+    pub lease: LeaseInfo,
+}
+
+/// `VolumeSizeInfo`.
+#[derive(Debug, Clone, Serialize)]
+pub struct VolumeSize {
+    pub apparentsize: u64,
+    pub truesize: u64,
+}
+
+impl Engine {
+    /// `Volume.create`: validates, then returns a task that creates the
+    /// volume. A snapshot (`src_vol` set) gets a COW leaf backed by the
+    /// parent, which becomes INTERNAL.
+    pub fn create_volume(self: &Arc<Self>, req: CreateVolume) -> Result<Uuid> {
+        let pool = self.require_spm(req.pool)?;
+        let dom = self.pool_domain(&pool, req.sd)?;
+        self.validate_create(&dom, &req)?;
+        let engine = self.clone();
+        self.tasks.spawn("createVolume", move |ctx| {
+            let _lock = engine.locks.lock(req.sd, &[req.img], DEFAULT_TIMEOUT)?;
+            engine.require_spm(req.pool)?;
+            let parent = engine.validate_create(&dom, &req)?;
+            create_volume_steps(ctx, &dom, &req, parent)
+        })
+    }
+
+    /// Checks a create request against the domain; returns the parent's
+    /// metadata for a snapshot.
+    fn validate_create(&self, dom: &FileDomain, req: &CreateVolume) -> Result<Option<VolumeMetadata>> {
+        if req.img == BLANK_UUID {
+            return Err(Error::invalid("imageID", "must not be the blank UUID"));
+        }
+        if req.vol == BLANK_UUID {
+            return Err(Error::invalid("volumeID", "must not be the blank UUID"));
+        }
+        if req.size == 0 || req.size % 512 != 0 {
+            return Err(Error::invalid("size", format!("{} is not a positive multiple of 512 bytes", req.size)));
+        }
+        if req.size > crate::primitives::qcow2_create::MAX_SIZE {
+            return Err(Error::invalid("size", format!("{} is larger than 1 PiB", req.size)));
+        }
+        if !is_safe_value(&req.description) {
+            return Err(Error::invalid("desc", "may not contain line breaks or NUL"));
+        }
+        if req.sequence > MAX_SEQUENCE {
+            return Err(Error::invalid("sequence", format!("{} is larger than {MAX_SEQUENCE}", req.sequence)));
+        }
+        if let Some(initial) = req.initial_size {
+            if req.format == VolumeFormat::Cow || req.allocation == VolumeAllocation::Sparse {
+                return Err(Error::invalid(
+                    "initialSize",
+                    "allowed on file storage only for RAW PREALLOCATED volumes",
+                ));
+            }
+            if initial > req.size {
+                return Err(Error::invalid("initialSize", format!("{initial} is larger than size {}", req.size)));
+            }
+        }
+        let m = dom.manifest()?;
+        if m.class != crate::types::DomainClass::Data {
+            return Err(Error::DomainClass { sd: dom.sd, reason: "volumes live in Data domains" });
+        }
+        let existing = match dom.volumes(req.img) {
+            Ok(v) => v,
+            Err(Error::ImageNotFound { .. }) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        if existing.contains(&req.vol) || dom.volume_path(req.img, req.vol).exists() {
+            return Err(Error::VolumeAlreadyExists(req.vol));
+        }
+        if req.src_vol == BLANK_UUID {
+            if req.src_img != BLANK_UUID && req.src_img != req.img {
+                return Err(Error::invalid("srcVolUUID", "srcImgUUID was given without srcVolUUID"));
+            }
+            if !existing.is_empty() {
+                return Err(Error::invalid(
+                    "srcVolUUID",
+                    format!("image {} already has volumes; a new volume in it must name its parent", req.img),
+                ));
+            }
+            return Ok(None);
+        }
+        if req.src_img == BLANK_UUID {
+            return Err(Error::invalid("srcImgUUID", "srcVolUUID was given without srcImgUUID"));
+        }
+        if req.src_img != req.img {
+            return Err(Error::invalid(
+                "srcImgUUID",
+                "a snapshot's parent must be in the same image (cloning from a template image is not supported yet)",
+            ));
+        }
+        if !existing.contains(&req.src_vol) {
+            return Err(Error::VolumeNotFound(req.src_vol));
+        }
+        let parent = dom.read_volume(req.img, req.src_vol)?;
+        if parent.legality != VolumeLegality::Legal {
+            return Err(Error::SnapshotOfIllegal(req.src_vol));
+        }
+        if parent.role != VolumeRole::Leaf {
+            return Err(Error::invalid("srcVolUUID", format!("volume {} is not the leaf of its image", req.src_vol)));
+        }
+        if req.format != VolumeFormat::Cow {
+            return Err(Error::invalid("volFormat", "a snapshot must be COW"));
+        }
+        if req.size < parent.capacity {
+            return Err(Error::invalid(
+                "size",
+                format!("{} is smaller than the parent's capacity {}", req.size, parent.capacity),
+            ));
+        }
+        Ok(Some(parent))
+    }
+
+    /// `Volume.delete`: validates, then returns a task that deletes the volume.
+    pub fn delete_volume(self: &Arc<Self>, req: DeleteVolume) -> Result<Uuid> {
+        let pool = self.require_spm(req.pool)?;
+        let dom = self.pool_domain(&pool, req.sd)?;
+        validate_delete(&dom, &req)?;
+        let engine = self.clone();
+        self.tasks.spawn("deleteVolume", move |ctx| {
+            let _lock = engine.locks.lock(req.sd, &[req.img], DEFAULT_TIMEOUT)?;
+            engine.require_spm(req.pool)?;
+            let md = validate_delete(&dom, &req)?;
+            delete_volume_steps(ctx, &dom, &req, md)
+        })
+    }
+
+    pub fn volume_info(&self, sd: Uuid, img: Uuid, vol: Uuid) -> Result<VolumeInfo> {
+        let dom = self.domain(sd)?;
+        let md = read_in_image(&dom, img, vol)?;
+        let (apparentsize, truesize) = dom.volume_sizes(img, vol)?;
+        let status = if md.legality == VolumeLegality::Illegal { "ILLEGAL" } else { "OK" };
+        Ok(VolumeInfo {
+            uuid: vol,
+            domain: sd,
+            image: img,
+            pool: String::new(),
+            alloc_type: md.allocation,
+            md: MetadataFields::from(&md),
+            status,
+            mtime: 0,
+            apparentsize,
+            truesize,
+            children: Vec::new(),
+            lease: LeaseInfo { path: dom.lease_path(img, vol).display().to_string(), offset: 0 },
+        })
+    }
+
+    pub fn volume_size(&self, sd: Uuid, img: Uuid, vol: Uuid) -> Result<VolumeSize> {
+        let dom = self.domain(sd)?;
+        read_in_image(&dom, img, vol)?;
+        let (apparentsize, truesize) = dom.volume_sizes(img, vol)?;
+        Ok(VolumeSize { apparentsize, truesize })
+    }
+
+    /// `Volume.setLegality` (SPM only: it writes volume metadata).
+    pub fn set_volume_legality(&self, pool: Uuid, sd: Uuid, img: Uuid, vol: Uuid, legality: VolumeLegality) -> Result<()> {
+        let pool = self.require_spm(pool)?;
+        let dom = self.pool_domain(&pool, sd)?;
+        let _lock = self.locks.lock(sd, &[img], DEFAULT_TIMEOUT)?;
+        let mut md = read_in_image(&dom, img, vol)?;
+        if md.legality == legality {
+            return Ok(());
+        }
+        md.legality = legality;
+        dom.write_volume(img, vol, &md, dom.manifest()?.version)
+    }
+}
+
+/// Reads a volume's metadata, checking it belongs to `img`.
+pub(crate) fn read_in_image(dom: &FileDomain, img: Uuid, vol: Uuid) -> Result<VolumeMetadata> {
+    if !dom.has_image(img) {
+        return Err(Error::ImageNotFound { img, sd: dom.sd });
+    }
+    let md = dom.read_volume(img, vol)?;
+    if md.image != img {
+        return Err(Error::VolumeMetadataRead { vol, reason: format!("metadata names image {}", md.image) });
+    }
+    Ok(md)
+}
+
+fn create_volume_steps(ctx: &TaskCtx, dom: &Arc<FileDomain>, req: &CreateVolume, parent: Option<VolumeMetadata>) -> Result<()> {
+    let version = dom.manifest()?.version;
+    let (img, vol) = (req.img, req.vol);
+
+    let img_dir = dom.image_dir(img);
+    if !img_dir.is_dir() {
+        durable::create_dir(&img_dir, 0o755).map_err(|e| {
+            if crate::error::is_enospc(&e) {
+                Error::NoSpace { sd: dom.sd }
+            } else {
+                Error::io_path("cannot create image directory", &img_dir, e)
+            }
+        })?;
+        let d = img_dir.clone();
+        ctx.push_undo(format!("remove image directory {img}"), move || {
+            // Only if empty: another volume may have been created meanwhile.
+            match std::fs::remove_dir(&d) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOTEMPTY.raw_os_error()) => Ok(()),
+                Err(e) => Err(Error::io_path("cannot remove", &d, e)),
+            }
+        });
+    }
+    ctx.check_abort()?;
+
+    let parent_name = req.src_vol.to_string();
+    let spec = DataSpec {
+        format: req.format,
+        allocation: req.allocation,
+        capacity: req.size,
+        parent: parent.as_ref().map(|p| (parent_name.as_str(), p.format)),
+        compat: if version >= 4 { "1.1" } else { "0.10" },
+    };
+    push_remove(ctx, dom, img, vol, "");
+    dom.create_volume_data(img, vol, &spec)?;
+    ctx.check_abort()?;
+
+    push_remove(ctx, dom, img, vol, LEASE_SUFFIX);
+    dom.create_volume_lease(img, vol, dom.manifest()?.alignment)?;
+    ctx.check_abort()?;
+
+    let mut md = VolumeMetadata {
+        domain: dom.sd,
+        image: img,
+        parent: parent.as_ref().map_or(BLANK_UUID, |_| req.src_vol),
+        capacity: req.size,
+        format: req.format,
+        allocation: req.allocation,
+        role: VolumeRole::Leaf,
+        disk_type: req.disk_type,
+        description: truncate_description(&req.description),
+        legality: VolumeLegality::Illegal,
+        ctime: crate::now_secs(),
+        generation: 0,
+        sequence: req.sequence,
+    };
+    push_remove(ctx, dom, img, vol, META_SUFFIX);
+    dom.create_volume_metadata(img, vol, &md, version)?;
+    ctx.check_abort()?;
+
+    if let Some(parent_md) = parent {
+        let mut internal = parent_md.clone();
+        internal.role = VolumeRole::Internal;
+        let (d, pvol) = (dom.clone(), req.src_vol);
+        ctx.push_undo(format!("make {pvol} a leaf again"), move || d.write_volume(img, pvol, &parent_md, version));
+        dom.write_volume(img, req.src_vol, &internal, version)?;
+        ctx.check_abort()?;
+    }
+
+    if req.legal {
+        md.legality = VolumeLegality::Legal;
+        dom.write_volume(img, vol, &md, version)?;
+    }
+    tracing::info!(sd = %dom.sd, img = %img, vol = %vol, format = %req.format, size = req.size, "volume created");
+    Ok(())
+}
+
+fn push_remove(ctx: &TaskCtx, dom: &Arc<FileDomain>, img: Uuid, vol: Uuid, suffix: &'static str) {
+    let d = dom.clone();
+    ctx.push_undo(format!("remove {vol}{suffix}"), move || d.remove_volume_file(img, vol, suffix).map(drop));
+}
+
+fn validate_delete(dom: &FileDomain, req: &DeleteVolume) -> Result<VolumeMetadata> {
+    let md = read_in_image(dom, req.img, req.vol)?;
+    if md.role == VolumeRole::Shared && !req.force {
+        return Err(Error::CannotDeleteShared(req.vol));
+    }
+    let children = children_of(dom, req.img, req.vol)?;
+    if !children.is_empty() {
+        let list = children.iter().map(Uuid::to_string).collect::<Vec<_>>().join(", ");
+        return Err(Error::VolumeHasChildren { vol: req.vol, children: list });
+    }
+    Ok(md)
+}
+
+fn children_of(dom: &FileDomain, img: Uuid, vol: Uuid) -> Result<Vec<Uuid>> {
+    let mut out = Vec::new();
+    for other in dom.volumes(img)? {
+        if other != vol {
+            if let Ok(md) = dom.read_volume(img, other) {
+                if md.parent == vol {
+                    out.push(other);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn delete_volume_steps(ctx: &TaskCtx, dom: &Arc<FileDomain>, req: &DeleteVolume, md: VolumeMetadata) -> Result<()> {
+    let version = dom.manifest()?.version;
+    let (img, vol) = (req.img, req.vol);
+
+    // ILLEGAL first: a crash from here on leaves a volume nobody will use.
+    let mut illegal = md.clone();
+    illegal.legality = VolumeLegality::Illegal;
+    let (d, original) = (dom.clone(), md.clone());
+    ctx.push_undo(format!("restore legality of {vol}"), move || d.write_volume(img, vol, &original, version));
+    dom.write_volume(img, vol, &illegal, version)?;
+    ctx.check_abort()?;
+
+    // Removing the data is the point of no return.
+    ctx.commit();
+    dom.remove_volume_file(img, vol, "")?;
+    dom.remove_volume_file(img, vol, LEASE_SUFFIX)?;
+    dom.remove_volume_file(img, vol, META_SUFFIX)?;
+    let img_dir = dom.image_dir(img);
+    durable::fsync_dir(&img_dir).map_err(|e| Error::io_path("cannot sync", &img_dir, e))?;
+
+    if md.parent != BLANK_UUID {
+        if let Ok(mut parent) = dom.read_volume(img, md.parent) {
+            if parent.role == VolumeRole::Internal && children_of(dom, img, md.parent)?.is_empty() {
+                parent.role = VolumeRole::Leaf;
+                dom.write_volume(img, md.parent, &parent, version)?;
+            }
+        }
+    }
+    if dom.volumes(img)?.is_empty() {
+        remove_image_dir(dom, img)?;
+    }
+    tracing::info!(sd = %dom.sd, img = %img, vol = %vol, "volume deleted");
+    Ok(())
+}
+
+/// Removes an image directory that holds no volume any more.
+pub(crate) fn remove_image_dir(dom: &FileDomain, img: Uuid) -> Result<()> {
+    let dir = dom.image_dir(img);
+    std::fs::remove_dir_all(&dir).map_err(|e| Error::io_path("cannot remove", &dir, e))?;
+    let images = dom.images_dir();
+    durable::fsync_dir(&images).map_err(|e| Error::io_path("cannot sync", &images, e))
+}

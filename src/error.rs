@@ -1,0 +1,154 @@
+//! The one error type of the engine and its backends.
+//!
+//! Variants name what went wrong in storage terms, with the context a user
+//! needs; `api::errors` maps each to its VDSM error code exactly once.
+
+use std::io;
+
+use crate::types::Uuid;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid parameter {name}: {reason}")]
+    InvalidParameter { name: &'static str, reason: String },
+
+    #[error("storage domain {0} does not exist (is its storage connected?)")]
+    DomainNotFound(Uuid),
+    #[error("storage domain {0} already exists")]
+    DomainAlreadyExists(Uuid),
+    #[error("cannot create storage domain {sd}: {reason}")]
+    DomainCreation { sd: Uuid, reason: String },
+    #[error("storage domain {sd} metadata is unusable: {reason}")]
+    DomainMetadata { sd: Uuid, reason: String },
+    #[error("storage domain {sd} has a broken metadata seal: {reason}")]
+    DomainSealBroken { sd: Uuid, reason: String },
+    #[error("storage domain version {0} is not supported (supported: {1})")]
+    UnsupportedDomainVersion(u32, &'static str),
+    #[error("illegal remote path {0:?}: {1}")]
+    IllegalRemotePath(String, &'static str),
+    #[error("storage domain type {0} is not supported here: {1}")]
+    DomainTypeNotSupported(String, &'static str),
+    #[error("storage domain {sd} is not accessible: {source}")]
+    DomainAccess {
+        sd: Uuid,
+        #[source]
+        source: io::Error,
+    },
+    #[error("storage domain {sd} is attached to pool {pool}; detach it first or pass autoDetach")]
+    DomainAttached { sd: Uuid, pool: Uuid },
+    #[error("storage domain {sd} is not in pool {pool}")]
+    DomainNotInPool { sd: Uuid, pool: Uuid },
+    #[error("storage domain {sd} cannot be used here: {reason}")]
+    DomainClass { sd: Uuid, reason: &'static str },
+    #[error("no space left on storage domain {sd}")]
+    NoSpace { sd: Uuid },
+
+    #[error("storage pool {0} is not connected on this host")]
+    PoolNotConnected(Uuid),
+    #[error("this host is already connected to pool {0}")]
+    PoolAlreadyConnected(Uuid),
+    #[error("cannot create storage pool {pool}: {reason}")]
+    PoolCreation { pool: Uuid, reason: String },
+    #[error("wrong master domain or version for pool {pool}: {reason}")]
+    PoolWrongMaster { pool: Uuid, reason: String },
+    #[error("master domain of pool {0} was not found")]
+    PoolMasterNotFound(Uuid),
+    #[error("pool description is {0} characters, more than 50")]
+    PoolDescriptionTooLong(usize),
+    #[error("this host is not the SPM of pool {0}")]
+    NotSpm(Uuid),
+    #[error("cannot become SPM of pool {pool}: {reason}")]
+    SpmStart { pool: Uuid, reason: String },
+    #[error("cannot acquire the SPM lease of pool {pool}: {reason}")]
+    AcquireLease { pool: Uuid, reason: String },
+
+    #[error("volume {0} does not exist")]
+    VolumeNotFound(Uuid),
+    #[error("volume {0} already exists")]
+    VolumeAlreadyExists(Uuid),
+    #[error("image {img} does not exist in domain {sd}")]
+    ImageNotFound { img: Uuid, sd: Uuid },
+    #[error("volume {vol} has children: {children}")]
+    VolumeHasChildren { vol: Uuid, children: String },
+    #[error("volume {0} is a shared template; pass force to delete it")]
+    CannotDeleteShared(Uuid),
+    #[error("cannot snapshot illegal volume {0}")]
+    SnapshotOfIllegal(Uuid),
+    #[error("volume {0} is illegal and cannot be prepared")]
+    PrepareIllegal(Uuid),
+    #[error("image {img} chain is broken: {reason}")]
+    BrokenChain { img: Uuid, reason: String },
+    #[error("cannot create volume {vol}: {reason}")]
+    VolumeCreation { vol: Uuid, reason: String },
+    #[error("metadata of volume {vol} is unreadable: {reason}")]
+    VolumeMetadataRead { vol: Uuid, reason: String },
+    #[error("cannot write metadata of volume {vol}: {reason}")]
+    VolumeMetadataWrite { vol: Uuid, reason: String },
+
+    #[error("task {0} is unknown")]
+    UnknownTask(Uuid),
+    #[error("task {0} is not finished")]
+    TaskNotFinished(Uuid),
+    #[error("task {0} was aborted")]
+    TaskAborted(Uuid),
+    #[error("cannot queue task: {0}")]
+    AddTask(String),
+
+    #[error("timed out waiting for {0}")]
+    ResourceTimeout(String),
+
+    #[error("storage type {0} connections are not supported: {1}")]
+    StorageTypeNotSupported(String, &'static str),
+    #[error("cannot connect storage {connection}: {reason}")]
+    Connection { connection: String, reason: String },
+    #[error("mount failed: {0}")]
+    Mount(String),
+
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    pub fn invalid(name: &'static str, reason: impl Into<String>) -> Self {
+        Error::InvalidParameter { name, reason: reason.into() }
+    }
+
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Error::Io { context: context.into(), source }
+    }
+
+    pub fn io_path(what: &str, path: &std::path::Path, source: io::Error) -> Self {
+        Error::Io { context: format!("{what} {}", path.display()), source }
+    }
+
+    /// True if the root cause is a full file system.
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            Error::NoSpace { .. } => true,
+            Error::Io { source, .. } | Error::DomainAccess { source, .. } => is_enospc(source),
+            Error::VolumeCreation { reason, .. } => reason.contains("No space left on device"),
+            _ => false,
+        }
+    }
+}
+
+pub fn is_enospc(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error()) || e.raw_os_error() == Some(rustix::io::Errno::DQUOT.raw_os_error())
+}
+
+/// Extension for attaching a path to I/O errors.
+pub trait IoContext<T> {
+    fn ctx(self, what: &str, path: &std::path::Path) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn ctx(self, what: &str, path: &std::path::Path) -> Result<T> {
+        self.map_err(|e| Error::io_path(what, path, e))
+    }
+}

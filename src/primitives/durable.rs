@@ -1,0 +1,99 @@
+//! Crash-safe file updates.
+//!
+//! Metadata on shared storage is replaced by writing `<name>.new`, syncing it,
+//! renaming it over the old file and syncing the directory, so that a crash
+//! leaves either the old or the new contents, never a mix.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// Suffix of a metadata file being replaced.
+pub const NEW_SUFFIX: &str = ".new";
+
+pub fn new_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(NEW_SUFFIX);
+    PathBuf::from(s)
+}
+
+/// Atomically replaces `path` with `data`, durably.
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    let tmp = new_path(path);
+    let result = (|| {
+        let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        fsync_parent(path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Creates `path` with `data`; fails with `AlreadyExists` if it exists.
+/// The file is synced and so is its directory.
+pub fn create_new(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(path)?;
+    let written = f.write_all(data).and_then(|_| f.sync_all());
+    if let Err(e) = written {
+        let _ = fs::remove_file(path);
+        return Err(e);
+    }
+    fsync_parent(path)
+}
+
+pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+pub fn fsync_parent(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => fsync_dir(p),
+        _ => fsync_dir(Path::new(".")),
+    }
+}
+
+/// Creates a directory (mode applied exactly, not masked) and syncs its parent.
+pub fn create_dir(path: &Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    fs::DirBuilder::new().mode(mode).create(path)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+    fsync_parent(path)
+}
+
+/// Removes a file if present; syncing the directory is up to the caller.
+pub fn remove_if_exists(path: &Path) -> io::Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_replace() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("metadata");
+        write_atomic(&p, b"one", 0o660).unwrap();
+        write_atomic(&p, b"two", 0o660).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert!(!new_path(&p).exists());
+    }
+
+    #[test]
+    fn create_new_refuses_existing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x");
+        create_new(&p, b"a", 0o660).unwrap();
+        assert_eq!(create_new(&p, b"b", 0o660).unwrap_err().kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&p).unwrap(), b"a");
+    }
+}

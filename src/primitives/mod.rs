@@ -1,0 +1,8 @@
+//! Building blocks with no knowledge of pools or domains.
+
+pub mod durable;
+pub mod lease;
+pub mod mount;
+pub mod probe;
+pub mod qcow2_create;
+pub mod qemu_img;

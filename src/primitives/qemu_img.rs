@@ -1,0 +1,359 @@
+//! Typed wrapper around `qemu-img`.
+//!
+//! Every change to an existing qcow2 image goes through qemu-img, which keeps
+//! bitmaps, subclusters and compat levels right. Output is read as JSON;
+//! long-running commands run with `-p` and report progress through a callback.
+
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde::Deserialize;
+
+/// Where the qemu-img binary is; overridable for tests and odd installs.
+pub fn binary() -> PathBuf {
+    std::env::var_os("CAIRN_QEMU_IMG").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("qemu-img"))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QemuImgError {
+    #[error("cannot run qemu-img: {0}")]
+    Spawn(#[source] io::Error),
+    #[error("qemu-img {command} failed (exit {code:?}): {stderr}")]
+    Failed { command: String, code: Option<i32>, stderr: String },
+    #[error("qemu-img {command} printed output Cairn cannot parse: {error}")]
+    BadOutput { command: String, error: String },
+}
+
+impl QemuImgError {
+    /// True when qemu-img failed because the file system is full.
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            QemuImgError::Failed { stderr, .. } => stderr.contains("No space left on device"),
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preallocation {
+    Off,
+    Metadata,
+    Falloc,
+    Full,
+}
+
+impl Preallocation {
+    fn as_str(self) -> &'static str {
+        match self {
+            Preallocation::Off => "off",
+            Preallocation::Metadata => "metadata",
+            Preallocation::Falloc => "falloc",
+            Preallocation::Full => "full",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CreateOptions<'a> {
+    /// "qcow2" or "raw".
+    pub format: &'a str,
+    pub size: Option<u64>,
+    /// Backing file as it will be written in the header, and its format.
+    pub backing: Option<(&'a str, &'a str)>,
+    /// qcow2 compat level ("1.1" or "0.10").
+    pub compat: Option<&'a str>,
+    pub preallocation: Option<Preallocation>,
+}
+
+pub fn create(path: &Path, opts: &CreateOptions<'_>) -> Result<(), QemuImgError> {
+    let mut cmd = Command::new(binary());
+    cmd.arg("create").arg("-q").arg("-f").arg(opts.format);
+    let mut o = Vec::new();
+    if let Some(c) = opts.compat {
+        o.push(format!("compat={c}"));
+    }
+    if let Some(p) = opts.preallocation {
+        o.push(format!("preallocation={}", p.as_str()));
+    }
+    if !o.is_empty() {
+        cmd.arg("-o").arg(o.join(","));
+    }
+    if let Some((file, fmt)) = opts.backing {
+        // -u: do not open the backing file; the caller validated the chain.
+        cmd.arg("-u").arg("-b").arg(file).arg("-F").arg(fmt);
+    }
+    cmd.arg(path);
+    if let Some(size) = opts.size {
+        cmd.arg(size.to_string());
+    }
+    run(cmd, "create").map(drop)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ImageInfo {
+    pub filename: String,
+    pub format: String,
+    #[serde(rename = "virtual-size")]
+    pub virtual_size: u64,
+    #[serde(rename = "actual-size", default)]
+    pub actual_size: Option<u64>,
+    #[serde(rename = "cluster-size", default)]
+    pub cluster_size: Option<u64>,
+    #[serde(rename = "backing-filename", default)]
+    pub backing_filename: Option<String>,
+    #[serde(rename = "backing-filename-format", default)]
+    pub backing_format: Option<String>,
+    #[serde(rename = "dirty-flag", default)]
+    pub dirty_flag: bool,
+    #[serde(rename = "format-specific", default)]
+    pub format_specific: Option<FormatSpecific>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct FormatSpecific {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub data: serde_json::Value,
+}
+
+impl ImageInfo {
+    /// qcow2 compat level, if this is a qcow2 image.
+    pub fn compat(&self) -> Option<&str> {
+        self.format_specific.as_ref()?.data.get("compat")?.as_str()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InfoOptions<'a> {
+    /// Expected format; never let qemu-img guess for stored volumes.
+    pub format: Option<&'a str>,
+    pub backing_chain: bool,
+    /// `-U`: read an image another process holds open.
+    pub force_share: bool,
+}
+
+pub fn info(path: &Path, opts: InfoOptions<'_>) -> Result<ImageInfo, QemuImgError> {
+    let mut cmd = info_command(path, opts);
+    if opts.backing_chain {
+        // The chain form is a list, top first.
+        let out = run(cmd, "info")?;
+        let mut chain: Vec<ImageInfo> = parse_json("info", &out)?;
+        return chain.drain(..).next().ok_or_else(|| QemuImgError::BadOutput {
+            command: "info".into(),
+            error: "empty chain".into(),
+        });
+    }
+    cmd.arg(path);
+    parse_json("info", &run(cmd, "info")?)
+}
+
+/// The whole chain, top first.
+pub fn info_chain(path: &Path, opts: InfoOptions<'_>) -> Result<Vec<ImageInfo>, QemuImgError> {
+    let cmd = info_command(path, InfoOptions { backing_chain: true, ..opts });
+    parse_json("info", &run(cmd, "info")?)
+}
+
+fn info_command(path: &Path, opts: InfoOptions<'_>) -> Command {
+    let mut cmd = Command::new(binary());
+    cmd.args(["info", "--output", "json"]);
+    if let Some(f) = opts.format {
+        cmd.arg("-f").arg(f);
+    }
+    if opts.force_share {
+        cmd.arg("-U");
+    }
+    if opts.backing_chain {
+        cmd.arg("--backing-chain").arg(path);
+    }
+    cmd
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct CheckResult {
+    #[serde(rename = "check-errors", default)]
+    pub check_errors: u64,
+    #[serde(default)]
+    pub corruptions: u64,
+    #[serde(default)]
+    pub leaks: u64,
+    #[serde(rename = "image-end-offset", default)]
+    pub image_end_offset: Option<u64>,
+}
+
+impl CheckResult {
+    pub fn is_clean(&self) -> bool {
+        self.check_errors == 0 && self.corruptions == 0 && self.leaks == 0
+    }
+}
+
+/// `qemu-img check`. Leaks and corruptions are reported in the result, not as
+/// an error: qemu-img exits 2 or 3 for them but the JSON is complete.
+pub fn check(path: &Path, format: &str) -> Result<CheckResult, QemuImgError> {
+    let mut cmd = Command::new(binary());
+    cmd.args(["check", "--output", "json", "-f", format]).arg(path);
+    let out = run_accepting(cmd, "check", &[0, 2, 3])?;
+    parse_json("check", &out)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Measure {
+    pub required: u64,
+    #[serde(rename = "fully-allocated")]
+    pub fully_allocated: u64,
+    #[serde(default)]
+    pub bitmaps: Option<u64>,
+}
+
+/// Space a `target_format` image would need: for an existing image (source
+/// path and format) or for an empty image of `size` bytes.
+pub fn measure(source: Option<(&Path, &str)>, size: Option<u64>, target_format: &str) -> Result<Measure, QemuImgError> {
+    let mut cmd = Command::new(binary());
+    cmd.args(["measure", "--output", "json", "-O", target_format]);
+    if let Some(size) = size {
+        cmd.arg("--size").arg(size.to_string());
+    }
+    if let Some((path, fmt)) = source {
+        cmd.arg("-f").arg(fmt).arg(path);
+    }
+    parse_json("measure", &run(cmd, "measure")?)
+}
+
+#[derive(Debug, Clone)]
+pub struct ConvertOptions<'a> {
+    pub src_format: &'a str,
+    pub dst_format: &'a str,
+    /// qcow2 compat for a created target.
+    pub compat: Option<&'a str>,
+    /// Target backing file and format, written as given.
+    pub backing: Option<(&'a str, &'a str)>,
+    /// Write to an existing target (`-n`) instead of creating it.
+    pub existing_target: bool,
+    /// Out-of-order writes (`-W`).
+    pub unordered: bool,
+    pub bitmaps: bool,
+}
+
+/// `qemu-img convert -p -t none -T none`, reporting progress in percent.
+pub fn convert(
+    src: &Path,
+    dst: &Path,
+    opts: &ConvertOptions<'_>,
+    mut progress: impl FnMut(f64),
+) -> Result<(), QemuImgError> {
+    let mut cmd = Command::new(binary());
+    cmd.args(["convert", "-p", "-t", "none", "-T", "none"]);
+    cmd.arg("-f").arg(opts.src_format).arg("-O").arg(opts.dst_format);
+    if opts.existing_target {
+        cmd.arg("-n");
+    }
+    if opts.unordered {
+        cmd.arg("-W");
+    }
+    if opts.bitmaps {
+        cmd.arg("--bitmaps");
+    }
+    let mut o = Vec::new();
+    if let Some(c) = opts.compat.filter(|_| !opts.existing_target) {
+        o.push(format!("compat={c}"));
+    }
+    if !o.is_empty() {
+        cmd.arg("-o").arg(o.join(","));
+    }
+    if let Some((file, fmt)) = opts.backing {
+        cmd.arg("-B").arg(file).arg("-F").arg(fmt);
+    }
+    cmd.arg(src).arg(dst);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(QemuImgError::Spawn)?;
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let mut parser = ProgressParser::default();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stdout.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => parser.feed(&buf[..n], &mut progress),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(QemuImgError::Spawn(e)),
+        }
+    }
+    let status = child.wait().map_err(QemuImgError::Spawn)?;
+    let stderr = err_reader.join().unwrap_or_default();
+    if !status.success() {
+        return Err(QemuImgError::Failed { command: "convert".into(), code: status.code(), stderr: stderr.trim().into() });
+    }
+    progress(100.0);
+    Ok(())
+}
+
+/// Parses qemu-img's `-p` output: `    (12.34/100%)` records separated by `\r`.
+#[derive(Debug, Default)]
+pub struct ProgressParser {
+    pending: Vec<u8>,
+}
+
+impl ProgressParser {
+    pub fn feed(&mut self, bytes: &[u8], report: &mut impl FnMut(f64)) {
+        for &b in bytes {
+            if b == b'\r' || b == b'\n' {
+                if let Some(p) = parse_progress(&self.pending) {
+                    report(p);
+                }
+                self.pending.clear();
+            } else if self.pending.len() < 64 {
+                self.pending.push(b);
+            }
+        }
+    }
+}
+
+pub fn parse_progress(record: &[u8]) -> Option<f64> {
+    let s = std::str::from_utf8(record).ok()?.trim();
+    let inner = s.strip_prefix('(')?.strip_suffix("/100%)")?;
+    let v: f64 = inner.parse().ok()?;
+    (0.0..=100.0).contains(&v).then_some(v)
+}
+
+fn run(cmd: Command, name: &str) -> Result<Vec<u8>, QemuImgError> {
+    run_accepting(cmd, name, &[0])
+}
+
+fn run_accepting(mut cmd: Command, name: &str, ok_codes: &[i32]) -> Result<Vec<u8>, QemuImgError> {
+    cmd.stdin(Stdio::null());
+    let out = cmd.output().map_err(QemuImgError::Spawn)?;
+    match out.status.code() {
+        Some(c) if ok_codes.contains(&c) => Ok(out.stdout),
+        code => Err(QemuImgError::Failed {
+            command: name.to_string(),
+            code,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        }),
+    }
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(name: &str, out: &[u8]) -> Result<T, QemuImgError> {
+    serde_json::from_slice(out).map_err(|e| QemuImgError::BadOutput { command: name.into(), error: e.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_records() {
+        let mut seen = Vec::new();
+        let mut p = ProgressParser::default();
+        p.feed(b"    (0.00/100%)\r    (12.5", &mut |v| seen.push(v));
+        p.feed(b"0/100%)\r    (100.00/100%)\n", &mut |v| seen.push(v));
+        assert_eq!(seen, vec![0.0, 12.5, 100.0]);
+        assert_eq!(parse_progress(b"garbage"), None);
+        assert_eq!(parse_progress(b"(101.00/100%)"), None);
+    }
+}
