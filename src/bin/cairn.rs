@@ -1,1 +1,782 @@
-fn main() {}
+//! cairn: the command line for people (and scripts, with --json).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use cairn::client::{Client, ClientError, Target};
+use cairn::config::{default_data_dir, socket_in};
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Value};
+
+#[derive(Parser, Debug)]
+#[command(name = "cairn", version, about = "Manage Cairn storage: domains, pools, images, volumes and tasks")]
+struct Cli {
+    /// cairnd's Unix socket [default: <data-dir>/cairnd.sock].
+    #[arg(long, global = true, env = "CAIRN_SOCKET")]
+    socket: Option<PathBuf>,
+    /// cairnd's data directory, to find its socket.
+    #[arg(long, global = true, env = "CAIRN_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Talk to cairnd over TCP instead (host:port).
+    #[arg(long, global = true)]
+    connect: Option<String>,
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Overview: connected pool, SPM role, domains and space.
+    Status,
+    /// Storage connections (connectStorageServer).
+    #[command(subcommand)]
+    Storage(StorageCmd),
+    /// Storage domains.
+    #[command(subcommand)]
+    Domain(DomainCmd),
+    /// The storage pool.
+    #[command(subcommand)]
+    Pool(PoolCmd),
+    /// Images (chains of volumes).
+    #[command(subcommand)]
+    Image(ImageCmd),
+    /// Volumes.
+    #[command(subcommand)]
+    Volume(VolumeCmd),
+    /// Asynchronous tasks.
+    #[command(subcommand)]
+    Task(TaskCmd),
+    /// Call any JSON-RPC verb: cairn call Volume.getInfo '{"volumeID": ...}'
+    Call {
+        method: String,
+        /// Parameters as a JSON object or array.
+        #[arg(default_value = "{}")]
+        params: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum StorageCmd {
+    /// Connect storage: a local directory, or a mountable file system.
+    Connect(ConnArgs),
+    /// Disconnect storage (unmounts).
+    Disconnect(ConnArgs),
+}
+
+#[derive(Args, Debug)]
+struct ConnArgs {
+    /// LOCALFS, POSIXFS, NFS or GLUSTERFS.
+    #[arg(long = "type", default_value = "LOCALFS")]
+    kind: String,
+    /// Path (LOCALFS) or mount source (device, server:/export).
+    spec: String,
+    /// File system type for POSIXFS (xfs, ext4, ...).
+    #[arg(long)]
+    vfs_type: Option<String>,
+    /// Mount options.
+    #[arg(long)]
+    options: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum DomainCmd {
+    /// Domains visible on the connected storage.
+    List,
+    /// Domain metadata.
+    Info { domain: Option<String> },
+    /// Create a data domain on connected storage.
+    Create {
+        /// The connection's path or mount source.
+        remote_path: String,
+        #[arg(long, default_value = "data")]
+        name: String,
+        #[arg(long = "type", default_value = "LOCALFS")]
+        kind: String,
+        #[arg(long, default_value_t = 5)]
+        version: u32,
+        /// 512, 4096 or 0 to detect.
+        #[arg(long, default_value_t = 0)]
+        block_size: u32,
+        /// Domain UUID [default: a new one].
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Erase a domain and all its data.
+    Format {
+        domain: String,
+        #[arg(long)]
+        auto_detach: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PoolCmd {
+    /// Pool metadata and member domains.
+    Info,
+    /// SPM role of this host.
+    SpmStatus,
+    /// Become SPM (waits for the task).
+    SpmStart,
+    /// Give up the SPM role.
+    SpmStop,
+}
+
+#[derive(Subcommand, Debug)]
+enum ImageCmd {
+    /// Images of a domain.
+    List {
+        #[arg(long)]
+        domain: Option<String>,
+    },
+    /// Volumes of an image, base first.
+    Show {
+        image: String,
+        #[arg(long)]
+        domain: Option<String>,
+    },
+    /// Delete an image and all its volumes.
+    Delete {
+        image: String,
+        #[arg(long)]
+        domain: Option<String>,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Make an image usable by a VM; prints the path to open.
+    Prepare {
+        image: String,
+        volume: String,
+        #[arg(long)]
+        domain: Option<String>,
+    },
+    /// Release a prepared image.
+    Teardown {
+        image: String,
+        #[arg(long)]
+        domain: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum VolumeCmd {
+    /// Create a volume (a new image, or a snapshot with --parent).
+    Create {
+        /// Virtual size: bytes or with a suffix (K, M, G, T; powers of 1024).
+        #[arg(long)]
+        size: String,
+        /// cow or raw.
+        #[arg(long, default_value = "cow")]
+        format: String,
+        /// sparse or preallocated.
+        #[arg(long, default_value = "sparse")]
+        allocation: String,
+        /// Image UUID [default: a new image].
+        #[arg(long)]
+        image: Option<String>,
+        /// Volume UUID [default: a new one].
+        #[arg(long)]
+        volume: Option<String>,
+        /// Parent volume in the same image: creates a snapshot.
+        #[arg(long)]
+        parent: Option<String>,
+        #[arg(long, default_value = "")]
+        description: String,
+        #[arg(long)]
+        domain: Option<String>,
+        /// Wait for the task, with a progress bar.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Volumes of a domain with their metadata.
+    List {
+        #[arg(long)]
+        domain: Option<String>,
+    },
+    /// Volume metadata and sizes.
+    Info {
+        image: String,
+        volume: String,
+        #[arg(long)]
+        domain: Option<String>,
+    },
+    /// Delete a volume (a leaf, or a base with no children).
+    Delete {
+        image: String,
+        volume: String,
+        #[arg(long)]
+        domain: Option<String>,
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TaskCmd {
+    /// All tasks with their state.
+    List,
+    Status { task: String },
+    /// Wait for a task (progress bar), then clear it.
+    Wait { task: String },
+    Clear { task: String },
+    Stop { task: String },
+}
+
+struct Ctx {
+    client: Client,
+    json: bool,
+}
+
+type Res<T> = Result<T, ClientError>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let target = match (&cli.connect, &cli.socket) {
+        (Some(addr), _) => Target::Tcp(addr.clone()),
+        (None, Some(s)) => Target::Unix(s.clone()),
+        (None, None) => Target::Unix(socket_in(&cli.data_dir.clone().unwrap_or_else(default_data_dir))),
+    };
+    let ctx = Ctx { client: Client::new(target), json: cli.json };
+    match run(&ctx, cli.cmd) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(ClientError::Rpc { code, message }) => {
+            eprintln!("cairn: error {code}: {message}");
+            ExitCode::FAILURE
+        }
+        Err(e @ ClientError::Transport { .. }) => {
+            eprintln!("cairn: {e}\n(is cairnd running? start it with `cairnd`, or pass --socket/--data-dir)");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn usage(msg: impl Into<String>) -> ClientError {
+    ClientError::Rpc { code: -32602, message: msg.into() }
+}
+
+fn run(ctx: &Ctx, cmd: Cmd) -> Res<()> {
+    match cmd {
+        Cmd::Status => status(ctx),
+        Cmd::Call { method, params } => {
+            let params: Value = serde_json::from_str(&params).map_err(|e| usage(format!("params are not JSON: {e}")))?;
+            let v = ctx.client.call(&method, params)?;
+            println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+            Ok(())
+        }
+        Cmd::Storage(c) => storage(ctx, c),
+        Cmd::Domain(c) => domain(ctx, c),
+        Cmd::Pool(c) => pool(ctx, c),
+        Cmd::Image(c) => image(ctx, c),
+        Cmd::Volume(c) => volume(ctx, c),
+        Cmd::Task(c) => task(ctx, c),
+    }
+}
+
+// ---- defaults: the connected pool and its master domain ----
+
+fn pool_id(ctx: &Ctx) -> Res<String> {
+    let pools = ctx.client.call("Host.getConnectedStoragePools", json!({}))?;
+    pools
+        .get(0)
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| usage("this host is not connected to a storage pool"))
+}
+
+fn domain_id(ctx: &Ctx, given: Option<String>) -> Res<String> {
+    if let Some(d) = given {
+        return Ok(d);
+    }
+    let info = ctx.client.call("StoragePool.getInfo", json!({"storagepoolID": pool_id(ctx)?}))?;
+    Ok(info["info"]["master_uuid"].as_str().unwrap_or_default().to_string())
+}
+
+fn new_uuid() -> String {
+    cairn::types::Uuid::new_v4().to_string()
+}
+
+// ---- output ----
+
+fn print_value(ctx: &Ctx, v: &Value, human: impl FnOnce(&Value)) {
+    if ctx.json {
+        println!("{}", serde_json::to_string_pretty(v).expect("json"));
+    } else {
+        human(v);
+    }
+}
+
+fn table(headers: &[&str], rows: Vec<Vec<String>>) {
+    let mut width: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            width[i] = width[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let s: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = width[i])).collect();
+        println!("{}", s.join("  ").trim_end());
+    };
+    line(headers.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(r);
+    }
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn human_size(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn num(v: &Value) -> u64 {
+    v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).unwrap_or(0)
+}
+
+fn parse_size(text: &str) -> Res<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, suffix) = t.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| usage(format!("invalid size {text:?}")))?;
+    let mult: u64 = match suffix.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        "T" | "TB" | "TIB" => 1 << 40,
+        _ => return Err(usage(format!("invalid size suffix in {text:?} (use K, M, G or T)"))),
+    };
+    n.checked_mul(mult).ok_or_else(|| usage(format!("size {text:?} is too large")))
+}
+
+// ---- tasks ----
+
+/// Polls a task with a progress bar until it finishes; clears it on success.
+fn wait_task(ctx: &Ctx, id: &str, what: &str) -> Res<Value> {
+    let bar = if ctx.json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let b = indicatif::ProgressBar::new_spinner();
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("progress template"),
+        );
+        b.set_message(what.to_string());
+        b.enable_steady_tick(Duration::from_millis(100));
+        b
+    };
+    let start = Instant::now();
+    loop {
+        let st = ctx.client.call("Task.getStatus", json!({"taskID": id}))?;
+        if st["taskState"] == "finished" {
+            bar.finish_and_clear();
+            if st["taskResult"] == "success" {
+                ctx.client.call("Task.clear", json!({"taskID": id}))?;
+                return Ok(st);
+            }
+            return Err(ClientError::Rpc {
+                code: st["code"].as_i64().unwrap_or(0),
+                message: format!("{} (task {id} ended {})", s(&st["message"]), s(&st["taskResult"])),
+            });
+        }
+        bar.set_message(format!("{what}: {}", s(&st["taskState"])));
+        let pause = if start.elapsed() < Duration::from_secs(1) { 20 } else { 200 };
+        std::thread::sleep(Duration::from_millis(pause));
+    }
+}
+
+fn task(ctx: &Ctx, cmd: TaskCmd) -> Res<()> {
+    match cmd {
+        TaskCmd::List => {
+            let all = ctx.client.call("Host.getAllTasksStatuses", json!({}))?;
+            print_value(ctx, &all, |v| {
+                let rows = v
+                    .as_object()
+                    .map(|m| {
+                        m.values()
+                            .map(|t| vec![s(&t["taskID"]), s(&t["taskState"]), s(&t["taskResult"]), s(&t["code"]), s(&t["message"])])
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                table(&["TASK", "STATE", "RESULT", "CODE", "MESSAGE"], rows);
+            });
+        }
+        TaskCmd::Status { task } => {
+            let st = ctx.client.call("Task.getStatus", json!({"taskID": task}))?;
+            print_value(ctx, &st, |t| {
+                println!("{} {} {} (code {}) {}", s(&t["taskID"]), s(&t["taskState"]), s(&t["taskResult"]), s(&t["code"]), s(&t["message"]))
+            });
+        }
+        TaskCmd::Wait { task } => {
+            let st = wait_task(ctx, &task, "waiting")?;
+            print_value(ctx, &st, |_| println!("task {task} succeeded"));
+        }
+        TaskCmd::Clear { task } => {
+            ctx.client.call("Task.clear", json!({"taskID": task}))?;
+        }
+        TaskCmd::Stop { task } => {
+            ctx.client.call("Task.stop", json!({"taskID": task}))?;
+        }
+    }
+    Ok(())
+}
+
+// ---- commands ----
+
+fn status(ctx: &Ctx) -> Res<()> {
+    let pools = ctx.client.call("Host.getConnectedStoragePools", json!({}))?;
+    let Some(pool) = pools.get(0).and_then(Value::as_str) else {
+        let out = json!({"pool": null});
+        print_value(ctx, &out, |_| println!("not connected to a storage pool"));
+        return Ok(());
+    };
+    let info = ctx.client.call("StoragePool.getInfo", json!({"storagepoolID": pool}))?;
+    let spm = ctx.client.call("StoragePool.getSpmStatus", json!({"storagepoolID": pool}))?;
+    let out = json!({"pool": pool, "info": info["info"], "spm": spm, "domains": info["dominfo"]});
+    print_value(ctx, &out, |o| {
+        println!("pool    {} ({})", pool, s(&o["info"]["name"]));
+        println!("master  {} (version {})", s(&o["info"]["master_uuid"]), s(&o["info"]["version"]));
+        println!("spm     {} (host {}, lver {})", s(&o["spm"]["spmStatus"]), s(&o["spm"]["spmId"]), s(&o["spm"]["spmLver"]));
+        let rows = o["domains"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(sd, d)| {
+                        vec![sd.clone(), s(&d["status"]), human_size(num(&d["disktotal"])), human_size(num(&d["diskfree"]))]
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        println!();
+        table(&["DOMAIN", "STATUS", "SIZE", "FREE"], rows);
+    });
+    Ok(())
+}
+
+fn storage(ctx: &Ctx, cmd: StorageCmd) -> Res<()> {
+    let (verb, a) = match cmd {
+        StorageCmd::Connect(a) => ("StoragePool.connectStorageServer", a),
+        StorageCmd::Disconnect(a) => ("StoragePool.disconnectStorageServer", a),
+    };
+    let mut conn = json!({"id": new_uuid(), "connection": a.spec});
+    if let Some(t) = a.vfs_type {
+        conn["vfs_type"] = json!(t);
+    }
+    if let Some(o) = a.options {
+        conn["mnt_options"] = json!(o);
+    }
+    let params = json!({
+        "storagepoolID": "00000000-0000-0000-0000-000000000000",
+        "domainType": a.kind.to_ascii_uppercase(),
+        "connectionParams": [conn],
+    });
+    let res = ctx.client.call(verb, params)?;
+    let code = res[0]["status"].as_i64().unwrap_or(-1);
+    print_value(ctx, &res, |_| {
+        if code == 0 {
+            println!("ok");
+        }
+    });
+    if code != 0 {
+        return Err(ClientError::Rpc { code, message: format!("{verb} failed (see cairnd's log for details)") });
+    }
+    Ok(())
+}
+
+fn domain(ctx: &Ctx, cmd: DomainCmd) -> Res<()> {
+    match cmd {
+        DomainCmd::List => {
+            let ids = ctx.client.call("Host.getStorageDomains", json!({}))?;
+            let mut infos = Vec::new();
+            for id in ids.as_array().cloned().unwrap_or_default() {
+                let info = ctx.client.call("StorageDomain.getInfo", json!({"storagedomainID": id}))?;
+                let stats = ctx.client.call("StorageDomain.getStats", json!({"storagedomainID": id}))?;
+                infos.push(json!({"info": info, "stats": stats}));
+            }
+            let out = Value::Array(infos);
+            print_value(ctx, &out, |v| {
+                let rows = v
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .map(|d| {
+                                let i = &d["info"];
+                                vec![
+                                    s(&i["uuid"]),
+                                    s(&i["name"]),
+                                    s(&i["type"]),
+                                    s(&i["role"]),
+                                    s(&i["version"]),
+                                    human_size(num(&d["stats"]["diskfree"])),
+                                    s(&i["remotePath"]),
+                                ]
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                table(&["DOMAIN", "NAME", "TYPE", "ROLE", "V", "FREE", "PATH"], rows);
+            });
+        }
+        DomainCmd::Info { domain } => {
+            let sd = domain_id(ctx, domain)?;
+            let info = ctx.client.call("StorageDomain.getInfo", json!({"storagedomainID": sd}))?;
+            print_value(ctx, &info, |v| {
+                if let Some(m) = v.as_object() {
+                    for (k, val) in m {
+                        println!("{k:<12} {}", s(val));
+                    }
+                }
+            });
+        }
+        DomainCmd::Create { remote_path, name, kind, version, block_size, id } => {
+            let sd = id.unwrap_or_else(new_uuid);
+            ctx.client.call(
+                "StorageDomain.create",
+                json!({
+                    "storagedomainID": sd, "domainType": kind.to_ascii_uppercase(), "typeArgs": remote_path,
+                    "name": name, "domainClass": "Data", "version": version, "blockSize": block_size,
+                }),
+            )?;
+            print_value(ctx, &json!({"storagedomainID": sd}), |_| println!("{sd}"));
+        }
+        DomainCmd::Format { domain, auto_detach } => {
+            ctx.client.call("StorageDomain.format", json!({"storagedomainID": domain, "autoDetach": auto_detach}))?;
+        }
+    }
+    Ok(())
+}
+
+fn pool(ctx: &Ctx, cmd: PoolCmd) -> Res<()> {
+    let sp = pool_id(ctx)?;
+    match cmd {
+        PoolCmd::Info => {
+            let info = ctx.client.call("StoragePool.getInfo", json!({"storagepoolID": sp}))?;
+            print_value(ctx, &info, |v| {
+                if let Some(m) = v["info"].as_object() {
+                    for (k, val) in m {
+                        println!("{k:<12} {}", s(val));
+                    }
+                }
+            });
+        }
+        PoolCmd::SpmStatus => {
+            let st = ctx.client.call("StoragePool.getSpmStatus", json!({"storagepoolID": sp}))?;
+            print_value(ctx, &st, |v| println!("{} (host {}, lver {})", s(&v["spmStatus"]), s(&v["spmId"]), s(&v["spmLver"])));
+        }
+        PoolCmd::SpmStart => {
+            let t = ctx.client.call("StoragePool.spmStart", json!({"storagepoolID": sp, "prevID": -1, "prevLver": "-1"}))?;
+            wait_task(ctx, &s(&t), "becoming SPM")?;
+            print_value(ctx, &json!({"spm": true}), |_| println!("this host is SPM"));
+        }
+        PoolCmd::SpmStop => {
+            ctx.client.call("StoragePool.spmStop", json!({"storagepoolID": sp}))?;
+        }
+    }
+    Ok(())
+}
+
+fn image(ctx: &Ctx, cmd: ImageCmd) -> Res<()> {
+    match cmd {
+        ImageCmd::List { domain } => {
+            let sd = domain_id(ctx, domain)?;
+            let imgs = ctx.client.call("StorageDomain.getImages", json!({"storagedomainID": sd}))?;
+            print_value(ctx, &imgs, |v| {
+                for i in v.as_array().cloned().unwrap_or_default() {
+                    println!("{}", s(&i));
+                }
+            });
+        }
+        ImageCmd::Show { image, domain } => {
+            let sd = domain_id(ctx, domain)?;
+            let sp = pool_id(ctx)?;
+            let vols = ctx.client.call("Image.getVolumes", json!({"imageID": image, "storagepoolID": sp, "storagedomainID": sd}))?;
+            let mut infos = Vec::new();
+            for v in vols.as_array().cloned().unwrap_or_default() {
+                infos.push(ctx.client.call(
+                    "Volume.getInfo",
+                    json!({"volumeID": v, "storagepoolID": sp, "storagedomainID": sd, "imageID": image}),
+                )?);
+            }
+            // Base first: order by the parent links.
+            let depths: Vec<usize> = infos.iter().map(|i| depth(&infos, i)).collect();
+            let mut ordered: Vec<(usize, Value)> = depths.into_iter().zip(infos).collect();
+            ordered.sort_by_key(|(d, _)| *d);
+            let out = Value::Array(ordered.into_iter().map(|(_, v)| v).collect());
+            print_value(ctx, &out, volume_table);
+        }
+        ImageCmd::Delete { image, domain, wait } => {
+            let sd = domain_id(ctx, domain)?;
+            let sp = pool_id(ctx)?;
+            let t = ctx.client.call(
+                "Image.delete",
+                json!({"imageID": image, "storagepoolID": sp, "storagedomainID": sd, "postZero": false, "force": false}),
+            )?;
+            finish_task(ctx, &t, wait, "deleting image")?;
+        }
+        ImageCmd::Prepare { image, volume, domain } => {
+            let sd = domain_id(ctx, domain)?;
+            let sp = pool_id(ctx)?;
+            let r = ctx.client.call(
+                "Image.prepare",
+                json!({"storagepoolID": sp, "storagedomainID": sd, "imageID": image, "volumeID": volume}),
+            )?;
+            print_value(ctx, &r, |v| println!("{}", s(&v["path"])));
+        }
+        ImageCmd::Teardown { image, domain } => {
+            let sd = domain_id(ctx, domain)?;
+            let sp = pool_id(ctx)?;
+            ctx.client.call("Image.teardown", json!({"storagepoolID": sp, "storagedomainID": sd, "imageID": image}))?;
+        }
+    }
+    Ok(())
+}
+
+fn depth(all: &[Value], v: &Value) -> usize {
+    let mut d = 0;
+    let mut parent = s(&v["parent"]);
+    while let Some(p) = all.iter().find(|x| s(&x["uuid"]) == parent) {
+        d += 1;
+        parent = s(&p["parent"]);
+        if d > all.len() {
+            break;
+        }
+    }
+    d
+}
+
+fn volume_table(v: &Value) {
+    let rows = v
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|i| {
+                    vec![
+                        s(&i["image"]),
+                        s(&i["uuid"]),
+                        s(&i["format"]),
+                        s(&i["type"]),
+                        s(&i["voltype"]),
+                        s(&i["legality"]),
+                        human_size(num(&i["capacity"])),
+                        human_size(num(&i["truesize"])),
+                        s(&i["description"]),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    table(&["IMAGE", "VOLUME", "FORMAT", "ALLOC", "ROLE", "LEGALITY", "SIZE", "USED", "DESCRIPTION"], rows);
+}
+
+fn finish_task(ctx: &Ctx, task: &Value, wait: bool, what: &str) -> Res<()> {
+    let id = s(task);
+    if wait {
+        wait_task(ctx, &id, what)?;
+        print_value(ctx, &json!({"taskID": id, "taskResult": "success"}), |_| println!("done"));
+    } else {
+        print_value(ctx, &json!({"taskID": id}), |_| println!("task {id} (follow it with `cairn task wait {id}`)"));
+    }
+    Ok(())
+}
+
+fn volume(ctx: &Ctx, cmd: VolumeCmd) -> Res<()> {
+    match cmd {
+        VolumeCmd::Create { size, format, allocation, image, volume, parent, description, domain, wait } => {
+            let sd = domain_id(ctx, domain)?;
+            let sp = pool_id(ctx)?;
+            let size = parse_size(&size)?;
+            let img = match (&image, &parent) {
+                (Some(i), _) => i.clone(),
+                (None, Some(_)) => return Err(usage("--parent needs --image")),
+                (None, None) => new_uuid(),
+            };
+            let vol = volume.unwrap_or_else(new_uuid);
+            let blank = "00000000-0000-0000-0000-000000000000".to_string();
+            let (src_img, src_vol) = match &parent {
+                Some(p) => (img.clone(), p.clone()),
+                None => (blank.clone(), blank),
+            };
+            let t = ctx.client.call(
+                "Volume.create",
+                json!({
+                    "volumeID": vol, "storagepoolID": sp, "storagedomainID": sd, "imageID": img,
+                    "size": size.to_string(), "volFormat": format.to_ascii_uppercase(),
+                    "preallocate": allocation.to_ascii_uppercase(), "diskType": "DATA", "desc": description,
+                    "srcImgUUID": src_img, "srcVolUUID": src_vol,
+                }),
+            )?;
+            let id = s(&t);
+            if wait {
+                wait_task(ctx, &id, "creating volume")?;
+            }
+            let out = json!({"imageID": img, "volumeID": vol, "taskID": id});
+            print_value(ctx, &out, |_| {
+                println!("image   {img}\nvolume  {vol}");
+                if !wait {
+                    println!("task    {id}");
+                }
+            });
+        }
+        VolumeCmd::List { domain } => {
+            let sd = domain_id(ctx, domain)?;
+            let dump = ctx.client.call("StorageDomain.dump", json!({"sd_id": sd}))?;
+            let vols: Vec<Value> = dump["volumes"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(id, v)| {
+                            let mut v = v.clone();
+                            v["uuid"] = json!(id);
+                            v
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let out = Value::Array(vols);
+            print_value(ctx, &out, volume_table);
+        }
+        VolumeCmd::Info { image, volume, domain } => {
+            let sd = domain_id(ctx, domain)?;
+            let sp = pool_id(ctx)?;
+            let info = ctx.client.call(
+                "Volume.getInfo",
+                json!({"volumeID": volume, "storagepoolID": sp, "storagedomainID": sd, "imageID": image}),
+            )?;
+            print_value(ctx, &info, |v| {
+                if let Some(m) = v.as_object() {
+                    for (k, val) in m {
+                        println!("{k:<13} {}", s(val));
+                    }
+                }
+            });
+        }
+        VolumeCmd::Delete { image, volume, domain, wait } => {
+            let sd = domain_id(ctx, domain)?;
+            let sp = pool_id(ctx)?;
+            let t = ctx.client.call(
+                "Volume.delete",
+                json!({"volumeID": volume, "storagepoolID": sp, "storagedomainID": sd, "imageID": image, "postZero": false, "force": false}),
+            )?;
+            finish_task(ctx, &t, wait, "deleting volume")?;
+        }
+    }
+    Ok(())
+}

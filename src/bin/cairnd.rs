@@ -46,7 +46,10 @@ fn main() -> ExitCode {
     let level = args.log_level.or(file.log_level).unwrap_or_else(|| "info".into());
     let json_logs = args.log_format.or(file.log_format).as_deref() == Some("json");
     let filter = tracing_subscriber::EnvFilter::try_new(&level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if json_logs {
         builder.json().init();
     } else {
