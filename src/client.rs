@@ -33,18 +33,28 @@ pub struct Client {
 
 impl Client {
     pub fn new(target: Target) -> Client {
-        Client { target, next_id: AtomicU64::new(1), timeout: Duration::from_secs(300) }
+        Client {
+            target,
+            next_id: AtomicU64::new(1),
+            timeout: Duration::from_secs(300),
+        }
     }
 
     pub fn call(&self, method: &str, params: Value) -> Result<Value, ClientError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string();
+        let body =
+            json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string();
         let reply = self.post(&body)?;
-        let v: Value = serde_json::from_str(&reply).map_err(|e| self.transport(format!("bad reply: {e}")))?;
+        let v: Value =
+            serde_json::from_str(&reply).map_err(|e| self.transport(format!("bad reply: {e}")))?;
         if let Some(err) = v.get("error") {
             return Err(ClientError::Rpc {
                 code: err.get("code").and_then(Value::as_i64).unwrap_or(0),
-                message: err.get("message").and_then(Value::as_str).unwrap_or("").to_string(),
+                message: err
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
             });
         }
         Ok(v.get("result").cloned().unwrap_or(Value::Null))
@@ -86,16 +96,27 @@ impl Client {
 }
 
 fn parse_http_response(raw: &[u8]) -> Result<String, String> {
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or("truncated HTTP response")?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("truncated HTTP response")?;
     let head = String::from_utf8_lossy(&raw[..split]);
     let body = &raw[split + 4..];
     let status = head.lines().next().unwrap_or("");
-    let code: u16 = status.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or("bad HTTP status line")?;
+    let code: u16 = status
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or("bad HTTP status line")?;
     let chunked = head.lines().any(|l| {
         let l = l.to_ascii_lowercase();
         l.starts_with("transfer-encoding:") && l.contains("chunked")
     });
-    let body = if chunked { dechunk(body)? } else { body.to_vec() };
+    let body = if chunked {
+        dechunk(body)?
+    } else {
+        body.to_vec()
+    };
     match code {
         200 => String::from_utf8(body).map_err(|_| "reply is not UTF-8".to_string()),
         204 => Ok(String::new()),
@@ -108,7 +129,8 @@ fn dechunk(mut b: &[u8]) -> Result<Vec<u8>, String> {
     loop {
         let eol = b.windows(2).position(|w| w == b"\r\n").ok_or("bad chunk")?;
         let size_text = String::from_utf8_lossy(&b[..eol]);
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16).map_err(|_| "bad chunk size")?;
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| "bad chunk size")?;
         b = &b[eol + 2..];
         if size == 0 {
             return Ok(out);

@@ -21,7 +21,8 @@ pub struct FileConfig {
 
 impl FileConfig {
     pub fn load(path: &Path) -> Result<FileConfig, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         toml::from_str(&text).map_err(|e| format!("invalid config {}: {e}", path.display()))
     }
 }
@@ -34,7 +35,9 @@ pub fn default_data_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
         return PathBuf::from(d).join("cairn");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/lib"));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib"));
     home.join(".local").join("share").join("cairn")
 }
 
@@ -49,7 +52,8 @@ mod tests {
 
     #[test]
     fn parses_and_rejects_unknown_keys() {
-        let c: FileConfig = toml::from_str("data_dir = \"/srv/cairn\"\nlisten = \"127.0.0.1:4044\"\n").unwrap();
+        let c: FileConfig =
+            toml::from_str("data_dir = \"/srv/cairn\"\nlisten = \"127.0.0.1:4044\"\n").unwrap();
         assert_eq!(c.data_dir.as_deref(), Some(Path::new("/srv/cairn")));
         assert!(toml::from_str::<FileConfig>("datadir = \"/x\"").is_err());
     }

@@ -116,15 +116,24 @@ pub enum Error {
 
 impl Error {
     pub fn invalid(name: &'static str, reason: impl Into<String>) -> Self {
-        Error::InvalidParameter { name, reason: reason.into() }
+        Error::InvalidParameter {
+            name,
+            reason: reason.into(),
+        }
     }
 
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
-        Error::Io { context: context.into(), source }
+        Error::Io {
+            context: context.into(),
+            source,
+        }
     }
 
     pub fn io_path(what: &str, path: &std::path::Path, source: io::Error) -> Self {
-        Error::Io { context: format!("{what} {}", path.display()), source }
+        Error::Io {
+            context: format!("{what} {}", path.display()),
+            source,
+        }
     }
 
     /// True if the root cause is a full file system.
@@ -139,7 +148,8 @@ impl Error {
 }
 
 pub fn is_enospc(e: &io::Error) -> bool {
-    e.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error()) || e.raw_os_error() == Some(rustix::io::Errno::DQUOT.raw_os_error())
+    e.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error())
+        || e.raw_os_error() == Some(rustix::io::Errno::DQUOT.raw_os_error())
 }
 
 /// Extension for attaching a path to I/O errors.

@@ -215,16 +215,31 @@ mod tests {
 
     #[test]
     fn enums_accept_names_and_ids() {
-        assert_eq!(DomainType::from_json(&json!("LOCALFS")), Some(DomainType::LocalFs));
+        assert_eq!(
+            DomainType::from_json(&json!("LOCALFS")),
+            Some(DomainType::LocalFs)
+        );
         assert_eq!(DomainType::from_json(&json!(4)), Some(DomainType::LocalFs));
-        assert_eq!(DomainType::from_json(&json!("4")), Some(DomainType::LocalFs));
-        assert_eq!(DomainType::from_json(&json!("POSIXFS")), Some(DomainType::SharedFs));
+        assert_eq!(
+            DomainType::from_json(&json!("4")),
+            Some(DomainType::LocalFs)
+        );
+        assert_eq!(
+            DomainType::from_json(&json!("POSIXFS")),
+            Some(DomainType::SharedFs)
+        );
         assert_eq!(DomainType::from_json(&json!(6)), Some(DomainType::SharedFs));
         assert_eq!(DomainType::from_json(&json!("localfs")), None);
         assert_eq!(DomainType::from_json(&json!(99)), None);
         assert_eq!(VolumeFormat::from_json(&json!(4)), Some(VolumeFormat::Cow));
-        assert_eq!(VolumeFormat::from_json(&json!("RAW")), Some(VolumeFormat::Raw));
-        assert_eq!(VolumeAllocation::from_json(&json!(2)), Some(VolumeAllocation::Sparse));
+        assert_eq!(
+            VolumeFormat::from_json(&json!("RAW")),
+            Some(VolumeFormat::Raw)
+        );
+        assert_eq!(
+            VolumeAllocation::from_json(&json!(2)),
+            Some(VolumeAllocation::Sparse)
+        );
         assert_eq!(VolumeRole::from_json(&json!(8)), Some(VolumeRole::Leaf));
         assert_eq!(DomainClass::from_json(&json!(1)), Some(DomainClass::Data));
         assert_eq!(DiskType::from_name("2"), Some(DiskType::Data));

@@ -23,7 +23,10 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: i64, message: impl Into<String>) -> Self {
-        ApiError { code, message: message.into() }
+        ApiError {
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn invalid_params(message: impl Into<String>) -> Self {
@@ -33,7 +36,10 @@ impl ApiError {
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
-        ApiError { code: vdsm_code(&e), message: e.to_string() }
+        ApiError {
+            code: vdsm_code(&e),
+            message: e.to_string(),
+        }
     }
 }
 

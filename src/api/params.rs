@@ -65,9 +65,18 @@ impl Params {
                         names.join(", ")
                     )));
                 }
-                names.iter().zip(a).map(|(n, v)| (n.to_string(), v.clone())).collect()
+                names
+                    .iter()
+                    .zip(a)
+                    .map(|(n, v)| (n.to_string(), v.clone()))
+                    .collect()
             }
-            Some(_) => return Err(ApiError::new(super::errors::INVALID_REQUEST, "params must be an object or an array")),
+            Some(_) => {
+                return Err(ApiError::new(
+                    super::errors::INVALID_REQUEST,
+                    "params must be an object or an array",
+                ))
+            }
         };
         Ok(Params { map })
     }
@@ -77,7 +86,8 @@ impl Params {
     }
 
     fn required(&self, name: &str) -> Result<&Value, ApiError> {
-        self.get(name).ok_or_else(|| ApiError::invalid_params(format!("missing required parameter '{name}'")))
+        self.get(name)
+            .ok_or_else(|| ApiError::invalid_params(format!("missing required parameter '{name}'")))
     }
 
     pub fn uuid(&self, name: &str) -> Result<Uuid, ApiError> {
@@ -115,66 +125,91 @@ impl Params {
     pub fn opt_int(&self, name: &str) -> Result<Option<i64>, ApiError> {
         match self.get(name) {
             None => Ok(None),
-            Some(Value::Number(n)) => n.as_i64().map(Some).ok_or_else(|| type_error(name, "an integer", &Value::Number(n.clone()))),
-            Some(Value::String(s)) => s
-                .trim()
-                .parse::<i64>()
+            Some(Value::Number(n)) => n
+                .as_i64()
                 .map(Some)
-                .map_err(|_| ApiError::new(INVALID_PARAMETER, format!("invalid parameter '{name}': {s:?} is not an integer"))),
+                .ok_or_else(|| type_error(name, "an integer", &Value::Number(n.clone()))),
+            Some(Value::String(s)) => s.trim().parse::<i64>().map(Some).map_err(|_| {
+                ApiError::new(
+                    INVALID_PARAMETER,
+                    format!("invalid parameter '{name}': {s:?} is not an integer"),
+                )
+            }),
             Some(v) => Err(type_error(name, "an integer", v)),
         }
     }
 
     pub fn int(&self, name: &str) -> Result<i64, ApiError> {
-        self.opt_int(name)?.ok_or_else(|| ApiError::invalid_params(format!("missing required parameter '{name}'")))
+        self.opt_int(name)?
+            .ok_or_else(|| ApiError::invalid_params(format!("missing required parameter '{name}'")))
     }
 
     /// A non-negative integer within `u32`.
     pub fn opt_u32(&self, name: &str) -> Result<Option<u32>, ApiError> {
         self.opt_int(name)?
             .map(|n| {
-                u32::try_from(n)
-                    .map_err(|_| ApiError::new(INVALID_PARAMETER, format!("invalid parameter '{name}': {n} is out of range")))
+                u32::try_from(n).map_err(|_| {
+                    ApiError::new(
+                        INVALID_PARAMETER,
+                        format!("invalid parameter '{name}': {n} is out of range"),
+                    )
+                })
             })
             .transpose()
     }
 
     /// A size in bytes: a number or a decimal string, never negative.
     pub fn opt_size(&self, name: &str) -> Result<Option<u64>, ApiError> {
-        let bad = |what: String| ApiError::new(INVALID_PARAMETER, format!("invalid parameter '{name}': {what}"));
+        let bad = |what: String| {
+            ApiError::new(
+                INVALID_PARAMETER,
+                format!("invalid parameter '{name}': {what}"),
+            )
+        };
         match self.get(name) {
             None => Ok(None),
             Some(Value::Number(n)) => match n.as_u64() {
                 Some(v) => Ok(Some(v)),
-                None => Err(bad(format!("{n} is not a non-negative whole number of bytes"))),
+                None => Err(bad(format!(
+                    "{n} is not a non-negative whole number of bytes"
+                ))),
             },
             Some(Value::String(s)) => {
                 let t = s.trim();
                 if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(bad(format!("{s:?} is not a non-negative whole number of bytes")));
+                    return Err(bad(format!(
+                        "{s:?} is not a non-negative whole number of bytes"
+                    )));
                 }
-                t.parse::<u64>().map(Some).map_err(|_| bad(format!("{s:?} is too large")))
+                t.parse::<u64>()
+                    .map(Some)
+                    .map_err(|_| bad(format!("{s:?} is too large")))
             }
             Some(v) => Err(type_error(name, "a size in bytes (string or number)", v)),
         }
     }
 
     pub fn size(&self, name: &str) -> Result<u64, ApiError> {
-        self.opt_size(name)?.ok_or_else(|| ApiError::invalid_params(format!("missing required parameter '{name}'")))
+        self.opt_size(name)?
+            .ok_or_else(|| ApiError::invalid_params(format!("missing required parameter '{name}'")))
     }
 
     pub fn opt_enum<T: FromParam>(&self, name: &str) -> Result<Option<T>, ApiError> {
         self.get(name)
             .map(|v| {
                 T::from_param(v).ok_or_else(|| {
-                    ApiError::invalid_params(format!("invalid value {v} for '{name}'; expected one of: {}", T::expected()))
+                    ApiError::invalid_params(format!(
+                        "invalid value {v} for '{name}'; expected one of: {}",
+                        T::expected()
+                    ))
                 })
             })
             .transpose()
     }
 
     pub fn enumeration<T: FromParam>(&self, name: &str) -> Result<T, ApiError> {
-        self.opt_enum(name)?.ok_or_else(|| ApiError::invalid_params(format!("missing required parameter '{name}'")))
+        self.opt_enum(name)?
+            .ok_or_else(|| ApiError::invalid_params(format!("missing required parameter '{name}'")))
     }
 
     pub fn list(&self, name: &str) -> Result<&Vec<Value>, ApiError> {
@@ -240,7 +275,11 @@ mod tests {
     #[test]
     fn sizes() {
         let names = ["size"];
-        let ok = |v: Value| Params::new(Some(&json!({ "size": v })), &names).unwrap().size("size");
+        let ok = |v: Value| {
+            Params::new(Some(&json!({ "size": v })), &names)
+                .unwrap()
+                .size("size")
+        };
         assert_eq!(ok(json!("1024")).unwrap(), 1024);
         assert_eq!(ok(json!(1024)).unwrap(), 1024);
         assert_eq!(ok(json!("-1")).unwrap_err().code, 1000);
@@ -255,7 +294,9 @@ mod tests {
         let names = ["id", "fmt"];
         let p = Params::new(Some(&json!({"id": "nope", "fmt": "QED"})), &names).unwrap();
         assert_eq!(p.uuid("id").unwrap_err().code, 1000);
-        let e = p.enumeration::<crate::types::VolumeFormat>("fmt").unwrap_err();
+        let e = p
+            .enumeration::<crate::types::VolumeFormat>("fmt")
+            .unwrap_err();
         assert_eq!(e.code, -32602);
         assert!(e.message.contains("COW (4)"));
     }

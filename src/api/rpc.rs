@@ -19,12 +19,20 @@ use crate::engine::Engine;
 pub async fn handle_text(engine: &Arc<Engine>, text: &str) -> Option<String> {
     let parsed: Value = match serde_json::from_str(text) {
         Ok(v) => v,
-        Err(e) => return Some(error_response(Value::Null, ApiError::new(PARSE_ERROR, format!("parse error: {e}"))).to_string()),
+        Err(e) => {
+            return Some(
+                error_response(
+                    Value::Null,
+                    ApiError::new(PARSE_ERROR, format!("parse error: {e}")),
+                )
+                .to_string(),
+            )
+        }
     };
     match parsed {
-        Value::Array(batch) if batch.is_empty() => {
-            Some(error_response(Value::Null, ApiError::new(INVALID_REQUEST, "empty batch")).to_string())
-        }
+        Value::Array(batch) if batch.is_empty() => Some(
+            error_response(Value::Null, ApiError::new(INVALID_REQUEST, "empty batch")).to_string(),
+        ),
         Value::Array(batch) => {
             let mut out = Vec::new();
             for req in batch {
@@ -40,18 +48,34 @@ pub async fn handle_text(engine: &Arc<Engine>, text: &str) -> Option<String> {
 
 async fn handle_request(engine: &Arc<Engine>, req: Value) -> Option<Value> {
     let Value::Object(obj) = req else {
-        return Some(error_response(Value::Null, ApiError::new(INVALID_REQUEST, "a request must be an object")));
+        return Some(error_response(
+            Value::Null,
+            ApiError::new(INVALID_REQUEST, "a request must be an object"),
+        ));
     };
     let id = obj.get("id").cloned();
     let reply_id = id.clone().unwrap_or(Value::Null);
     if !matches!(reply_id, Value::Null | Value::String(_) | Value::Number(_)) {
-        return Some(error_response(Value::Null, ApiError::new(INVALID_REQUEST, "id must be a string, a number or null")));
+        return Some(error_response(
+            Value::Null,
+            ApiError::new(INVALID_REQUEST, "id must be a string, a number or null"),
+        ));
     }
     if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
-        return Some(error_response(reply_id, ApiError::new(INVALID_REQUEST, "jsonrpc must be \"2.0\"")));
+        return Some(error_response(
+            reply_id,
+            ApiError::new(INVALID_REQUEST, "jsonrpc must be \"2.0\""),
+        ));
     }
-    let Some(method) = obj.get("method").and_then(Value::as_str).map(str::to_string) else {
-        return Some(error_response(reply_id, ApiError::new(INVALID_REQUEST, "method must be a string")));
+    let Some(method) = obj
+        .get("method")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+    else {
+        return Some(error_response(
+            reply_id,
+            ApiError::new(INVALID_REQUEST, "method must be a string"),
+        ));
     };
     let result = call(engine, &method, obj.get("params").cloned()).await;
     // A request without an id is a notification: run it, answer nothing.
@@ -62,8 +86,13 @@ async fn handle_request(engine: &Arc<Engine>, req: Value) -> Option<Value> {
 }
 
 /// Runs one verb.
-pub async fn call(engine: &Arc<Engine>, method: &str, params: Option<Value>) -> Result<Value, ApiError> {
-    let verb = verbs::find(method).ok_or_else(|| ApiError::new(METHOD_NOT_FOUND, format!("method not found: {method}")))?;
+pub async fn call(
+    engine: &Arc<Engine>,
+    method: &str,
+    params: Option<Value>,
+) -> Result<Value, ApiError> {
+    let verb = verbs::find(method)
+        .ok_or_else(|| ApiError::new(METHOD_NOT_FOUND, format!("method not found: {method}")))?;
     let engine = engine.clone();
     let start = Instant::now();
     let out = tokio::task::spawn_blocking(move || {
@@ -71,7 +100,12 @@ pub async fn call(engine: &Arc<Engine>, method: &str, params: Option<Value>) -> 
         (verb.handler)(&engine, &p)
     })
     .await
-    .unwrap_or_else(|e| Err(ApiError::new(INTERNAL_ERROR, format!("internal error: {e}"))));
+    .unwrap_or_else(|e| {
+        Err(ApiError::new(
+            INTERNAL_ERROR,
+            format!("internal error: {e}"),
+        ))
+    });
     let ms = start.elapsed().as_secs_f64() * 1000.0;
     match &out {
         Ok(_) => tracing::debug!(method, ms, "call succeeded"),

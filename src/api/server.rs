@@ -93,7 +93,11 @@ async fn ws_session(mut socket: WebSocket, st: AppState) {
 }
 
 /// Serves `router` on a Unix socket (mode 0660) until `shutdown` resolves.
-pub async fn serve_unix(router: Router, path: &Path, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve_unix(
+    router: Router,
+    path: &Path,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -108,11 +112,19 @@ pub async fn serve_unix(router: Router, path: &Path, shutdown: impl Future<Outpu
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
     }
     tracing::info!(socket = %path.display(), "serving JSON-RPC on Unix socket");
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
-pub async fn serve_tcp(router: Router, addr: &str, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve_tcp(
+    router: Router,
+    addr: &str,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(address = %listener.local_addr()?, "serving JSON-RPC on TCP (POST /jsonrpc, WebSocket GET /jsonrpc)");
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
 }

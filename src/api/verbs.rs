@@ -27,39 +27,248 @@ pub struct Verb {
 const VOLUME_IDS: &[&str] = &["volumeID", "storagepoolID", "storagedomainID", "imageID"];
 
 pub static VERBS: &[Verb] = &[
-    Verb { name: "Host.getStorageDomains", params: &["storagepoolID", "domainClass", "storageType", "remotePath"], handler: host_get_storage_domains },
-    Verb { name: "Host.getConnectedStoragePools", params: &[], handler: host_get_connected_pools },
-    Verb { name: "Host.getAllTasksStatuses", params: &[], handler: host_all_task_statuses },
-    Verb { name: "Host.getAllTasksInfo", params: &[], handler: host_all_task_infos },
-    Verb { name: "StoragePool.connectStorageServer", params: &["storagepoolID", "domainType", "connectionParams"], handler: pool_connect_storage_server },
-    Verb { name: "StoragePool.disconnectStorageServer", params: &["storagepoolID", "domainType", "connectionParams"], handler: pool_disconnect_storage_server },
-    Verb { name: "StoragePool.create", params: &["storagepoolID", "name", "masterSdUUID", "masterVersion", "domainList", "lockRenewalIntervalSec", "leaseTimeSec", "ioOpTimeoutSec", "leaseRetries"], handler: pool_create },
-    Verb { name: "StoragePool.connect", params: &["storagepoolID", "hostID", "scsiKey", "masterSdUUID", "masterVersion", "domainDict"], handler: pool_connect },
-    Verb { name: "StoragePool.disconnect", params: &["storagepoolID", "hostID", "scsiKey", "remove"], handler: pool_disconnect },
-    Verb { name: "StoragePool.getInfo", params: &["storagepoolID"], handler: pool_get_info },
-    Verb { name: "StoragePool.spmStart", params: &["storagepoolID", "prevID", "prevLver", "enableScsiFencing", "maxHostID", "domVersion"], handler: pool_spm_start },
-    Verb { name: "StoragePool.spmStop", params: &["storagepoolID"], handler: pool_spm_stop },
-    Verb { name: "StoragePool.getSpmStatus", params: &["storagepoolID"], handler: pool_spm_status },
-    Verb { name: "StorageDomain.create", params: &["storagedomainID", "domainType", "typeArgs", "name", "domainClass", "version", "blockSize", "maxHosts"], handler: domain_create },
-    Verb { name: "StorageDomain.getInfo", params: &["storagedomainID"], handler: domain_get_info },
-    Verb { name: "StorageDomain.getStats", params: &["storagedomainID"], handler: domain_get_stats },
-    Verb { name: "StorageDomain.getImages", params: &["storagedomainID"], handler: domain_get_images },
-    Verb { name: "StorageDomain.getVolumes", params: &["storagedomainID", "storagepoolID", "imageID"], handler: domain_get_volumes },
-    Verb { name: "StorageDomain.format", params: &["storagedomainID", "autoDetach"], handler: domain_format },
-    Verb { name: "StorageDomain.dump", params: &["sd_id", "full"], handler: domain_dump },
-    Verb { name: "Volume.create", params: &["volumeID", "storagepoolID", "storagedomainID", "imageID", "size", "volFormat", "preallocate", "diskType", "desc", "srcImgUUID", "srcVolUUID", "initialSize", "addBitmaps", "legal", "sequence", "bitmap"], handler: volume_create },
-    Verb { name: "Volume.delete", params: &["volumeID", "storagepoolID", "storagedomainID", "imageID", "postZero", "force", "discard"], handler: volume_delete },
-    Verb { name: "Volume.getInfo", params: VOLUME_IDS, handler: volume_get_info },
-    Verb { name: "Volume.getSize", params: VOLUME_IDS, handler: volume_get_size },
-    Verb { name: "Volume.setLegality", params: &["volumeID", "storagepoolID", "storagedomainID", "imageID", "legality"], handler: volume_set_legality },
-    Verb { name: "Image.getVolumes", params: &["imageID", "storagepoolID", "storagedomainID"], handler: image_get_volumes },
-    Verb { name: "Image.delete", params: &["imageID", "storagepoolID", "storagedomainID", "postZero", "force", "discard"], handler: image_delete },
-    Verb { name: "Image.prepare", params: &["storagepoolID", "storagedomainID", "imageID", "volumeID", "allowIllegal"], handler: image_prepare },
-    Verb { name: "Image.teardown", params: &["storagepoolID", "storagedomainID", "imageID", "volumeID"], handler: image_teardown },
-    Verb { name: "Task.getStatus", params: &["taskID"], handler: task_get_status },
-    Verb { name: "Task.getInfo", params: &["taskID"], handler: task_get_info },
-    Verb { name: "Task.clear", params: &["taskID"], handler: task_clear },
-    Verb { name: "Task.stop", params: &["taskID"], handler: task_stop },
+    Verb {
+        name: "Host.getStorageDomains",
+        params: &["storagepoolID", "domainClass", "storageType", "remotePath"],
+        handler: host_get_storage_domains,
+    },
+    Verb {
+        name: "Host.getConnectedStoragePools",
+        params: &[],
+        handler: host_get_connected_pools,
+    },
+    Verb {
+        name: "Host.getAllTasksStatuses",
+        params: &[],
+        handler: host_all_task_statuses,
+    },
+    Verb {
+        name: "Host.getAllTasksInfo",
+        params: &[],
+        handler: host_all_task_infos,
+    },
+    Verb {
+        name: "StoragePool.connectStorageServer",
+        params: &["storagepoolID", "domainType", "connectionParams"],
+        handler: pool_connect_storage_server,
+    },
+    Verb {
+        name: "StoragePool.disconnectStorageServer",
+        params: &["storagepoolID", "domainType", "connectionParams"],
+        handler: pool_disconnect_storage_server,
+    },
+    Verb {
+        name: "StoragePool.create",
+        params: &[
+            "storagepoolID",
+            "name",
+            "masterSdUUID",
+            "masterVersion",
+            "domainList",
+            "lockRenewalIntervalSec",
+            "leaseTimeSec",
+            "ioOpTimeoutSec",
+            "leaseRetries",
+        ],
+        handler: pool_create,
+    },
+    Verb {
+        name: "StoragePool.connect",
+        params: &[
+            "storagepoolID",
+            "hostID",
+            "scsiKey",
+            "masterSdUUID",
+            "masterVersion",
+            "domainDict",
+        ],
+        handler: pool_connect,
+    },
+    Verb {
+        name: "StoragePool.disconnect",
+        params: &["storagepoolID", "hostID", "scsiKey", "remove"],
+        handler: pool_disconnect,
+    },
+    Verb {
+        name: "StoragePool.getInfo",
+        params: &["storagepoolID"],
+        handler: pool_get_info,
+    },
+    Verb {
+        name: "StoragePool.spmStart",
+        params: &[
+            "storagepoolID",
+            "prevID",
+            "prevLver",
+            "enableScsiFencing",
+            "maxHostID",
+            "domVersion",
+        ],
+        handler: pool_spm_start,
+    },
+    Verb {
+        name: "StoragePool.spmStop",
+        params: &["storagepoolID"],
+        handler: pool_spm_stop,
+    },
+    Verb {
+        name: "StoragePool.getSpmStatus",
+        params: &["storagepoolID"],
+        handler: pool_spm_status,
+    },
+    Verb {
+        name: "StorageDomain.create",
+        params: &[
+            "storagedomainID",
+            "domainType",
+            "typeArgs",
+            "name",
+            "domainClass",
+            "version",
+            "blockSize",
+            "maxHosts",
+        ],
+        handler: domain_create,
+    },
+    Verb {
+        name: "StorageDomain.getInfo",
+        params: &["storagedomainID"],
+        handler: domain_get_info,
+    },
+    Verb {
+        name: "StorageDomain.getStats",
+        params: &["storagedomainID"],
+        handler: domain_get_stats,
+    },
+    Verb {
+        name: "StorageDomain.getImages",
+        params: &["storagedomainID"],
+        handler: domain_get_images,
+    },
+    Verb {
+        name: "StorageDomain.getVolumes",
+        params: &["storagedomainID", "storagepoolID", "imageID"],
+        handler: domain_get_volumes,
+    },
+    Verb {
+        name: "StorageDomain.format",
+        params: &["storagedomainID", "autoDetach"],
+        handler: domain_format,
+    },
+    Verb {
+        name: "StorageDomain.dump",
+        params: &["sd_id", "full"],
+        handler: domain_dump,
+    },
+    Verb {
+        name: "Volume.create",
+        params: &[
+            "volumeID",
+            "storagepoolID",
+            "storagedomainID",
+            "imageID",
+            "size",
+            "volFormat",
+            "preallocate",
+            "diskType",
+            "desc",
+            "srcImgUUID",
+            "srcVolUUID",
+            "initialSize",
+            "addBitmaps",
+            "legal",
+            "sequence",
+            "bitmap",
+        ],
+        handler: volume_create,
+    },
+    Verb {
+        name: "Volume.delete",
+        params: &[
+            "volumeID",
+            "storagepoolID",
+            "storagedomainID",
+            "imageID",
+            "postZero",
+            "force",
+            "discard",
+        ],
+        handler: volume_delete,
+    },
+    Verb {
+        name: "Volume.getInfo",
+        params: VOLUME_IDS,
+        handler: volume_get_info,
+    },
+    Verb {
+        name: "Volume.getSize",
+        params: VOLUME_IDS,
+        handler: volume_get_size,
+    },
+    Verb {
+        name: "Volume.setLegality",
+        params: &[
+            "volumeID",
+            "storagepoolID",
+            "storagedomainID",
+            "imageID",
+            "legality",
+        ],
+        handler: volume_set_legality,
+    },
+    Verb {
+        name: "Image.getVolumes",
+        params: &["imageID", "storagepoolID", "storagedomainID"],
+        handler: image_get_volumes,
+    },
+    Verb {
+        name: "Image.delete",
+        params: &[
+            "imageID",
+            "storagepoolID",
+            "storagedomainID",
+            "postZero",
+            "force",
+            "discard",
+        ],
+        handler: image_delete,
+    },
+    Verb {
+        name: "Image.prepare",
+        params: &[
+            "storagepoolID",
+            "storagedomainID",
+            "imageID",
+            "volumeID",
+            "allowIllegal",
+        ],
+        handler: image_prepare,
+    },
+    Verb {
+        name: "Image.teardown",
+        params: &["storagepoolID", "storagedomainID", "imageID", "volumeID"],
+        handler: image_teardown,
+    },
+    Verb {
+        name: "Task.getStatus",
+        params: &["taskID"],
+        handler: task_get_status,
+    },
+    Verb {
+        name: "Task.getInfo",
+        params: &["taskID"],
+        handler: task_get_info,
+    },
+    Verb {
+        name: "Task.clear",
+        params: &["taskID"],
+        handler: task_clear,
+    },
+    Verb {
+        name: "Task.stop",
+        params: &["taskID"],
+        handler: task_stop,
+    },
 ];
 
 pub fn find(name: &str) -> Option<&'static Verb> {
@@ -95,33 +304,53 @@ fn host_get_connected_pools(e: &Arc<Engine>, _: &Params) -> Result<Value, ApiErr
 }
 
 fn host_all_task_statuses(e: &Arc<Engine>, _: &Params) -> Result<Value, ApiError> {
-    let all: BTreeMap<Uuid, Value> = e.tasks.all().iter().map(|s| (s.id, task_status_value(s))).collect();
+    let all: BTreeMap<Uuid, Value> = e
+        .tasks
+        .all()
+        .iter()
+        .map(|s| (s.id, task_status_value(s)))
+        .collect();
     to_value(all)
 }
 
 fn host_all_task_infos(e: &Arc<Engine>, _: &Params) -> Result<Value, ApiError> {
-    let all: BTreeMap<Uuid, Value> = e.tasks.all().iter().map(|s| (s.id, task_info_value(s))).collect();
+    let all: BTreeMap<Uuid, Value> = e
+        .tasks
+        .all()
+        .iter()
+        .map(|s| (s.id, task_info_value(s)))
+        .collect();
     to_value(all)
 }
 
 // ---- StoragePool: connections ----
 
 fn connection_list(p: &Params) -> Result<Vec<ConnectionParams>, ApiError> {
-    p.list("connectionParams")?.iter().enumerate().map(|(i, v)| connection_entry(i, v)).collect()
+    p.list("connectionParams")?
+        .iter()
+        .enumerate()
+        .map(|(i, v)| connection_entry(i, v))
+        .collect()
 }
 
 /// One connection entry: VDSM's wire names (`connection`, `vfs_type`,
 /// `mnt_options`, `protocol_version`) or the schema's (`path`, `spec`,
 /// `export`, `vfstype`, `options`, `version`).
 fn connection_entry(i: usize, v: &Value) -> Result<ConnectionParams, ApiError> {
-    let obj = v.as_object().ok_or_else(|| ApiError::invalid_params(format!("connectionParams[{i}] must be an object")))?;
+    let obj = v.as_object().ok_or_else(|| {
+        ApiError::invalid_params(format!("connectionParams[{i}] must be an object"))
+    })?;
     let field = |names: &[&str]| -> Result<Option<String>, ApiError> {
         for n in names {
             match obj.get(*n) {
                 None | Some(Value::Null) => {}
                 Some(Value::String(s)) => return Ok(Some(s.clone())),
                 Some(Value::Number(num)) => return Ok(Some(num.to_string())),
-                Some(_) => return Err(ApiError::invalid_params(format!("connectionParams[{i}].{n} must be a string"))),
+                Some(_) => {
+                    return Err(ApiError::invalid_params(format!(
+                        "connectionParams[{i}].{n} must be a string"
+                    )))
+                }
             }
         }
         Ok(None)
@@ -130,13 +359,19 @@ fn connection_entry(i: usize, v: &Value) -> Result<ConnectionParams, ApiError> {
         match field(&[name])? {
             None => Ok(None),
             Some(s) => s.parse().map(Some).map_err(|_| {
-                ApiError::new(super::errors::INVALID_PARAMETER, format!("connectionParams[{i}].{name}: {s:?} is not a number"))
+                ApiError::new(
+                    super::errors::INVALID_PARAMETER,
+                    format!("connectionParams[{i}].{name}: {s:?} is not a number"),
+                )
             }),
         }
     };
     let id = obj.get("id").cloned().unwrap_or(Value::Null);
-    let spec = field(&["connection", "path", "spec", "export"])?
-        .ok_or_else(|| ApiError::invalid_params(format!("connectionParams[{i}] needs 'connection' (or 'path'/'spec')")))?;
+    let spec = field(&["connection", "path", "spec", "export"])?.ok_or_else(|| {
+        ApiError::invalid_params(format!(
+            "connectionParams[{i}] needs 'connection' (or 'path'/'spec')"
+        ))
+    })?;
     Ok(ConnectionParams {
         id,
         spec,
@@ -178,9 +413,17 @@ fn pool_create(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
         .iter()
         .map(|v| uuid_value("domainList", v))
         .collect::<Result<Vec<_>, _>>()?;
-    for lease_param in ["lockRenewalIntervalSec", "leaseTimeSec", "ioOpTimeoutSec", "leaseRetries"] {
+    for lease_param in [
+        "lockRenewalIntervalSec",
+        "leaseTimeSec",
+        "ioOpTimeoutSec",
+        "leaseRetries",
+    ] {
         if p.opt_int(lease_param)?.is_some_and(|v| v < 0) {
-            return Err(ApiError::new(super::errors::INVALID_PARAMETER, format!("invalid parameter '{lease_param}': negative")));
+            return Err(ApiError::new(
+                super::errors::INVALID_PARAMETER,
+                format!("invalid parameter '{lease_param}': negative"),
+            ));
         }
     }
     e.create_pool(&CreatePool {
@@ -194,14 +437,20 @@ fn pool_create(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
 }
 
 fn host_id(p: &Params) -> Result<u32, ApiError> {
-    p.opt_u32("hostID")?.ok_or_else(|| ApiError::invalid_params("missing required parameter 'hostID'"))
+    p.opt_u32("hostID")?
+        .ok_or_else(|| ApiError::invalid_params("missing required parameter 'hostID'"))
 }
 
 fn pool_connect(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
     if p.opt_value("domainDict").is_some() {
         return Err(ApiError::invalid_params("domainDict (memory-backed pools) is not supported; pool metadata lives on the master domain"));
     }
-    e.connect_pool(p.uuid("storagepoolID")?, host_id(p)?, p.uuid("masterSdUUID")?, p.int("masterVersion")?)?;
+    e.connect_pool(
+        p.uuid("storagepoolID")?,
+        host_id(p)?,
+        p.uuid("masterSdUUID")?,
+        p.int("masterVersion")?,
+    )?;
     ok()
 }
 
@@ -241,10 +490,22 @@ fn domain_create(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Object(o)) => match o.get("remotePath") {
             Some(Value::String(s)) => s.clone(),
-            _ => return Err(ApiError::invalid_params("typeArgs needs a 'remotePath' string")),
+            _ => {
+                return Err(ApiError::invalid_params(
+                    "typeArgs needs a 'remotePath' string",
+                ))
+            }
         },
-        Some(_) => return Err(ApiError::invalid_params("typeArgs must be a remote path string or {\"remotePath\": ...}")),
-        None => return Err(ApiError::invalid_params("missing required parameter 'typeArgs'")),
+        Some(_) => {
+            return Err(ApiError::invalid_params(
+                "typeArgs must be a remote path string or {\"remotePath\": ...}",
+            ))
+        }
+        None => {
+            return Err(ApiError::invalid_params(
+                "missing required parameter 'typeArgs'",
+            ))
+        }
     };
     let version = p.opt_u32("version")?;
     e.create_domain(&CreateDomain {
@@ -294,10 +555,16 @@ fn domain_dump(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
 
 fn volume_create(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
     if p.bool_or("addBitmaps", false)? {
-        return Err(ApiError::new(super::errors::INVALID_PARAMETER, "invalid parameter 'addBitmaps': bitmaps are not supported yet"));
+        return Err(ApiError::new(
+            super::errors::INVALID_PARAMETER,
+            "invalid parameter 'addBitmaps': bitmaps are not supported yet",
+        ));
     }
     if p.opt_uuid("bitmap")?.is_some() {
-        return Err(ApiError::new(super::errors::INVALID_PARAMETER, "invalid parameter 'bitmap': bitmaps are not supported yet"));
+        return Err(ApiError::new(
+            super::errors::INVALID_PARAMETER,
+            "invalid parameter 'bitmap': bitmaps are not supported yet",
+        ));
     }
     let sequence = p.opt_int("sequence")?.unwrap_or(0);
     let req = CreateVolume {
@@ -314,8 +581,12 @@ fn volume_create(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
         src_vol: p.opt_uuid("srcVolUUID")?.unwrap_or(BLANK_UUID),
         initial_size: p.opt_size("initialSize")?,
         legal: p.bool_or("legal", true)?,
-        sequence: u64::try_from(sequence)
-            .map_err(|_| ApiError::new(super::errors::INVALID_PARAMETER, "invalid parameter 'sequence': negative"))?,
+        sequence: u64::try_from(sequence).map_err(|_| {
+            ApiError::new(
+                super::errors::INVALID_PARAMETER,
+                "invalid parameter 'sequence': negative",
+            )
+        })?,
     };
     task_id(e.create_volume(req)?)
 }
@@ -335,7 +606,11 @@ fn volume_delete(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
 
 fn volume_ids(p: &Params) -> Result<(Uuid, Uuid, Uuid), ApiError> {
     p.opt_uuid("storagepoolID")?;
-    Ok((p.uuid("storagedomainID")?, p.uuid("imageID")?, p.uuid("volumeID")?))
+    Ok((
+        p.uuid("storagedomainID")?,
+        p.uuid("imageID")?,
+        p.uuid("volumeID")?,
+    ))
 }
 
 fn volume_get_info(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
@@ -350,7 +625,13 @@ fn volume_get_size(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
 
 fn volume_set_legality(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
     let (sd, img, vol) = volume_ids(p)?;
-    e.set_volume_legality(p.uuid("storagepoolID")?, sd, img, vol, p.enumeration("legality")?)?;
+    e.set_volume_legality(
+        p.uuid("storagepoolID")?,
+        sd,
+        img,
+        vol,
+        p.enumeration("legality")?,
+    )?;
     ok()
 }
 
@@ -385,7 +666,11 @@ fn image_prepare(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
 
 fn image_teardown(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
     p.opt_uuid("volumeID")?;
-    e.teardown_image(p.uuid("storagepoolID")?, p.uuid("storagedomainID")?, p.uuid("imageID")?)?;
+    e.teardown_image(
+        p.uuid("storagepoolID")?,
+        p.uuid("storagedomainID")?,
+        p.uuid("imageID")?,
+    )?;
     ok()
 }
 

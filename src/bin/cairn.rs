@@ -10,7 +10,11 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 
 #[derive(Parser, Debug)]
-#[command(name = "cairn", version, about = "Manage Cairn storage: domains, pools, images, volumes and tasks")]
+#[command(
+    name = "cairn",
+    version,
+    about = "Manage Cairn storage: domains, pools, images, volumes and tasks"
+)]
 struct Cli {
     /// cairnd's Unix socket [default: <data-dir>/cairnd.sock].
     #[arg(long, global = true, env = "CAIRN_SOCKET")]
@@ -218,11 +222,19 @@ enum VolumeCmd {
 enum TaskCmd {
     /// All tasks with their state.
     List,
-    Status { task: String },
+    Status {
+        task: String,
+    },
     /// Wait for a task (progress bar), then clear it.
-    Wait { task: String },
-    Clear { task: String },
-    Stop { task: String },
+    Wait {
+        task: String,
+    },
+    Clear {
+        task: String,
+    },
+    Stop {
+        task: String,
+    },
 }
 
 struct Ctx {
@@ -237,9 +249,14 @@ fn main() -> ExitCode {
     let target = match (&cli.connect, &cli.socket) {
         (Some(addr), _) => Target::Tcp(addr.clone()),
         (None, Some(s)) => Target::Unix(s.clone()),
-        (None, None) => Target::Unix(socket_in(&cli.data_dir.clone().unwrap_or_else(default_data_dir))),
+        (None, None) => Target::Unix(socket_in(
+            &cli.data_dir.clone().unwrap_or_else(default_data_dir),
+        )),
     };
-    let ctx = Ctx { client: Client::new(target), json: cli.json };
+    let ctx = Ctx {
+        client: Client::new(target),
+        json: cli.json,
+    };
     match run(&ctx, cli.cmd) {
         Ok(()) => ExitCode::SUCCESS,
         Err(ClientError::Rpc { code, message }) => {
@@ -254,14 +271,18 @@ fn main() -> ExitCode {
 }
 
 fn usage(msg: impl Into<String>) -> ClientError {
-    ClientError::Rpc { code: -32602, message: msg.into() }
+    ClientError::Rpc {
+        code: -32602,
+        message: msg.into(),
+    }
 }
 
 fn run(ctx: &Ctx, cmd: Cmd) -> Res<()> {
     match cmd {
         Cmd::Status => status(ctx),
         Cmd::Call { method, params } => {
-            let params: Value = serde_json::from_str(&params).map_err(|e| usage(format!("params are not JSON: {e}")))?;
+            let params: Value = serde_json::from_str(&params)
+                .map_err(|e| usage(format!("params are not JSON: {e}")))?;
             let v = ctx.client.call(&method, params)?;
             println!("{}", serde_json::to_string_pretty(&v).expect("json"));
             Ok(())
@@ -278,7 +299,9 @@ fn run(ctx: &Ctx, cmd: Cmd) -> Res<()> {
 // ---- defaults: the connected pool and its master domain ----
 
 fn pool_id(ctx: &Ctx) -> Res<String> {
-    let pools = ctx.client.call("Host.getConnectedStoragePools", json!({}))?;
+    let pools = ctx
+        .client
+        .call("Host.getConnectedStoragePools", json!({}))?;
     pools
         .get(0)
         .and_then(Value::as_str)
@@ -290,8 +313,14 @@ fn domain_id(ctx: &Ctx, given: Option<String>) -> Res<String> {
     if let Some(d) = given {
         return Ok(d);
     }
-    let info = ctx.client.call("StoragePool.getInfo", json!({"storagepoolID": pool_id(ctx)?}))?;
-    Ok(info["info"]["master_uuid"].as_str().unwrap_or_default().to_string())
+    let info = ctx.client.call(
+        "StoragePool.getInfo",
+        json!({"storagepoolID": pool_id(ctx)?}),
+    )?;
+    Ok(info["info"]["master_uuid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string())
 }
 
 fn new_uuid() -> String {
@@ -316,7 +345,11 @@ fn table(headers: &[&str], rows: Vec<Vec<String>>) {
         }
     }
     let line = |cells: Vec<String>| {
-        let s: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = width[i])).collect();
+        let s: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = width[i]))
+            .collect();
         println!("{}", s.join("  ").trim_end());
     };
     line(headers.iter().map(|h| h.to_string()).collect());
@@ -349,23 +382,32 @@ fn human_size(n: u64) -> String {
 }
 
 fn num(v: &Value) -> u64 {
-    v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).unwrap_or(0)
+    v.as_u64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        .unwrap_or(0)
 }
 
 fn parse_size(text: &str) -> Res<u64> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, suffix) = t.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| usage(format!("invalid size {text:?}")))?;
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| usage(format!("invalid size {text:?}")))?;
     let mult: u64 = match suffix.trim().to_ascii_uppercase().as_str() {
         "" | "B" => 1,
         "K" | "KB" | "KIB" => 1 << 10,
         "M" | "MB" | "MIB" => 1 << 20,
         "G" | "GB" | "GIB" => 1 << 30,
         "T" | "TB" | "TIB" => 1 << 40,
-        _ => return Err(usage(format!("invalid size suffix in {text:?} (use K, M, G or T)"))),
+        _ => {
+            return Err(usage(format!(
+                "invalid size suffix in {text:?} (use K, M, G or T)"
+            )))
+        }
     };
-    n.checked_mul(mult).ok_or_else(|| usage(format!("size {text:?} is too large")))
+    n.checked_mul(mult)
+        .ok_or_else(|| usage(format!("size {text:?} is too large")))
 }
 
 // ---- tasks ----
@@ -377,7 +419,8 @@ fn wait_task(ctx: &Ctx, id: &str, what: &str) -> Res<Value> {
     } else {
         let b = indicatif::ProgressBar::new_spinner();
         b.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("progress template"),
+            indicatif::ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
+                .expect("progress template"),
         );
         b.set_message(what.to_string());
         b.enable_steady_tick(Duration::from_millis(100));
@@ -394,11 +437,19 @@ fn wait_task(ctx: &Ctx, id: &str, what: &str) -> Res<Value> {
             }
             return Err(ClientError::Rpc {
                 code: st["code"].as_i64().unwrap_or(0),
-                message: format!("{} (task {id} ended {})", s(&st["message"]), s(&st["taskResult"])),
+                message: format!(
+                    "{} (task {id} ended {})",
+                    s(&st["message"]),
+                    s(&st["taskResult"])
+                ),
             });
         }
         bar.set_message(format!("{what}: {}", s(&st["taskState"])));
-        let pause = if start.elapsed() < Duration::from_secs(1) { 20 } else { 200 };
+        let pause = if start.elapsed() < Duration::from_secs(1) {
+            20
+        } else {
+            200
+        };
         std::thread::sleep(Duration::from_millis(pause));
     }
 }
@@ -412,7 +463,15 @@ fn task(ctx: &Ctx, cmd: TaskCmd) -> Res<()> {
                     .as_object()
                     .map(|m| {
                         m.values()
-                            .map(|t| vec![s(&t["taskID"]), s(&t["taskState"]), s(&t["taskResult"]), s(&t["code"]), s(&t["message"])])
+                            .map(|t| {
+                                vec![
+                                    s(&t["taskID"]),
+                                    s(&t["taskState"]),
+                                    s(&t["taskResult"]),
+                                    s(&t["code"]),
+                                    s(&t["message"]),
+                                ]
+                            })
                             .collect()
                     })
                     .unwrap_or_default();
@@ -422,7 +481,14 @@ fn task(ctx: &Ctx, cmd: TaskCmd) -> Res<()> {
         TaskCmd::Status { task } => {
             let st = ctx.client.call("Task.getStatus", json!({"taskID": task}))?;
             print_value(ctx, &st, |t| {
-                println!("{} {} {} (code {}) {}", s(&t["taskID"]), s(&t["taskState"]), s(&t["taskResult"]), s(&t["code"]), s(&t["message"]))
+                println!(
+                    "{} {} {} (code {}) {}",
+                    s(&t["taskID"]),
+                    s(&t["taskState"]),
+                    s(&t["taskResult"]),
+                    s(&t["code"]),
+                    s(&t["message"])
+                )
             });
         }
         TaskCmd::Wait { task } => {
@@ -442,25 +508,45 @@ fn task(ctx: &Ctx, cmd: TaskCmd) -> Res<()> {
 // ---- commands ----
 
 fn status(ctx: &Ctx) -> Res<()> {
-    let pools = ctx.client.call("Host.getConnectedStoragePools", json!({}))?;
+    let pools = ctx
+        .client
+        .call("Host.getConnectedStoragePools", json!({}))?;
     let Some(pool) = pools.get(0).and_then(Value::as_str) else {
         let out = json!({"pool": null});
         print_value(ctx, &out, |_| println!("not connected to a storage pool"));
         return Ok(());
     };
-    let info = ctx.client.call("StoragePool.getInfo", json!({"storagepoolID": pool}))?;
-    let spm = ctx.client.call("StoragePool.getSpmStatus", json!({"storagepoolID": pool}))?;
+    let info = ctx
+        .client
+        .call("StoragePool.getInfo", json!({"storagepoolID": pool}))?;
+    let spm = ctx
+        .client
+        .call("StoragePool.getSpmStatus", json!({"storagepoolID": pool}))?;
     let out = json!({"pool": pool, "info": info["info"], "spm": spm, "domains": info["dominfo"]});
     print_value(ctx, &out, |o| {
         println!("pool    {} ({})", pool, s(&o["info"]["name"]));
-        println!("master  {} (version {})", s(&o["info"]["master_uuid"]), s(&o["info"]["version"]));
-        println!("spm     {} (host {}, lver {})", s(&o["spm"]["spmStatus"]), s(&o["spm"]["spmId"]), s(&o["spm"]["spmLver"]));
+        println!(
+            "master  {} (version {})",
+            s(&o["info"]["master_uuid"]),
+            s(&o["info"]["version"])
+        );
+        println!(
+            "spm     {} (host {}, lver {})",
+            s(&o["spm"]["spmStatus"]),
+            s(&o["spm"]["spmId"]),
+            s(&o["spm"]["spmLver"])
+        );
         let rows = o["domains"]
             .as_object()
             .map(|m| {
                 m.iter()
                     .map(|(sd, d)| {
-                        vec![sd.clone(), s(&d["status"]), human_size(num(&d["disktotal"])), human_size(num(&d["diskfree"]))]
+                        vec![
+                            sd.clone(),
+                            s(&d["status"]),
+                            human_size(num(&d["disktotal"])),
+                            human_size(num(&d["diskfree"])),
+                        ]
                     })
                     .collect()
             })
@@ -496,7 +582,10 @@ fn storage(ctx: &Ctx, cmd: StorageCmd) -> Res<()> {
         }
     });
     if code != 0 {
-        return Err(ClientError::Rpc { code, message: format!("{verb} failed (see cairnd's log for details)") });
+        return Err(ClientError::Rpc {
+            code,
+            message: format!("{verb} failed (see cairnd's log for details)"),
+        });
     }
     Ok(())
 }
@@ -507,8 +596,12 @@ fn domain(ctx: &Ctx, cmd: DomainCmd) -> Res<()> {
             let ids = ctx.client.call("Host.getStorageDomains", json!({}))?;
             let mut infos = Vec::new();
             for id in ids.as_array().cloned().unwrap_or_default() {
-                let info = ctx.client.call("StorageDomain.getInfo", json!({"storagedomainID": id}))?;
-                let stats = ctx.client.call("StorageDomain.getStats", json!({"storagedomainID": id}))?;
+                let info = ctx
+                    .client
+                    .call("StorageDomain.getInfo", json!({"storagedomainID": id}))?;
+                let stats = ctx
+                    .client
+                    .call("StorageDomain.getStats", json!({"storagedomainID": id}))?;
                 infos.push(json!({"info": info, "stats": stats}));
             }
             let out = Value::Array(infos);
@@ -532,12 +625,17 @@ fn domain(ctx: &Ctx, cmd: DomainCmd) -> Res<()> {
                             .collect()
                     })
                     .unwrap_or_default();
-                table(&["DOMAIN", "NAME", "TYPE", "ROLE", "V", "FREE", "PATH"], rows);
+                table(
+                    &["DOMAIN", "NAME", "TYPE", "ROLE", "V", "FREE", "PATH"],
+                    rows,
+                );
             });
         }
         DomainCmd::Info { domain } => {
             let sd = domain_id(ctx, domain)?;
-            let info = ctx.client.call("StorageDomain.getInfo", json!({"storagedomainID": sd}))?;
+            let info = ctx
+                .client
+                .call("StorageDomain.getInfo", json!({"storagedomainID": sd}))?;
             print_value(ctx, &info, |v| {
                 if let Some(m) = v.as_object() {
                     for (k, val) in m {
@@ -546,7 +644,14 @@ fn domain(ctx: &Ctx, cmd: DomainCmd) -> Res<()> {
                 }
             });
         }
-        DomainCmd::Create { remote_path, name, kind, version, block_size, id } => {
+        DomainCmd::Create {
+            remote_path,
+            name,
+            kind,
+            version,
+            block_size,
+            id,
+        } => {
             let sd = id.unwrap_or_else(new_uuid);
             ctx.client.call(
                 "StorageDomain.create",
@@ -557,8 +662,14 @@ fn domain(ctx: &Ctx, cmd: DomainCmd) -> Res<()> {
             )?;
             print_value(ctx, &json!({"storagedomainID": sd}), |_| println!("{sd}"));
         }
-        DomainCmd::Format { domain, auto_detach } => {
-            ctx.client.call("StorageDomain.format", json!({"storagedomainID": domain, "autoDetach": auto_detach}))?;
+        DomainCmd::Format {
+            domain,
+            auto_detach,
+        } => {
+            ctx.client.call(
+                "StorageDomain.format",
+                json!({"storagedomainID": domain, "autoDetach": auto_detach}),
+            )?;
         }
     }
     Ok(())
@@ -568,7 +679,9 @@ fn pool(ctx: &Ctx, cmd: PoolCmd) -> Res<()> {
     let sp = pool_id(ctx)?;
     match cmd {
         PoolCmd::Info => {
-            let info = ctx.client.call("StoragePool.getInfo", json!({"storagepoolID": sp}))?;
+            let info = ctx
+                .client
+                .call("StoragePool.getInfo", json!({"storagepoolID": sp}))?;
             print_value(ctx, &info, |v| {
                 if let Some(m) = v["info"].as_object() {
                     for (k, val) in m {
@@ -578,16 +691,29 @@ fn pool(ctx: &Ctx, cmd: PoolCmd) -> Res<()> {
             });
         }
         PoolCmd::SpmStatus => {
-            let st = ctx.client.call("StoragePool.getSpmStatus", json!({"storagepoolID": sp}))?;
-            print_value(ctx, &st, |v| println!("{} (host {}, lver {})", s(&v["spmStatus"]), s(&v["spmId"]), s(&v["spmLver"])));
+            let st = ctx
+                .client
+                .call("StoragePool.getSpmStatus", json!({"storagepoolID": sp}))?;
+            print_value(ctx, &st, |v| {
+                println!(
+                    "{} (host {}, lver {})",
+                    s(&v["spmStatus"]),
+                    s(&v["spmId"]),
+                    s(&v["spmLver"])
+                )
+            });
         }
         PoolCmd::SpmStart => {
-            let t = ctx.client.call("StoragePool.spmStart", json!({"storagepoolID": sp, "prevID": -1, "prevLver": "-1"}))?;
+            let t = ctx.client.call(
+                "StoragePool.spmStart",
+                json!({"storagepoolID": sp, "prevID": -1, "prevLver": "-1"}),
+            )?;
             wait_task(ctx, &s(&t), "becoming SPM")?;
             print_value(ctx, &json!({"spm": true}), |_| println!("this host is SPM"));
         }
         PoolCmd::SpmStop => {
-            ctx.client.call("StoragePool.spmStop", json!({"storagepoolID": sp}))?;
+            ctx.client
+                .call("StoragePool.spmStop", json!({"storagepoolID": sp}))?;
         }
     }
     Ok(())
@@ -597,7 +723,9 @@ fn image(ctx: &Ctx, cmd: ImageCmd) -> Res<()> {
     match cmd {
         ImageCmd::List { domain } => {
             let sd = domain_id(ctx, domain)?;
-            let imgs = ctx.client.call("StorageDomain.getImages", json!({"storagedomainID": sd}))?;
+            let imgs = ctx
+                .client
+                .call("StorageDomain.getImages", json!({"storagedomainID": sd}))?;
             print_value(ctx, &imgs, |v| {
                 for i in v.as_array().cloned().unwrap_or_default() {
                     println!("{}", s(&i));
@@ -607,7 +735,10 @@ fn image(ctx: &Ctx, cmd: ImageCmd) -> Res<()> {
         ImageCmd::Show { image, domain } => {
             let sd = domain_id(ctx, domain)?;
             let sp = pool_id(ctx)?;
-            let vols = ctx.client.call("Image.getVolumes", json!({"imageID": image, "storagepoolID": sp, "storagedomainID": sd}))?;
+            let vols = ctx.client.call(
+                "Image.getVolumes",
+                json!({"imageID": image, "storagepoolID": sp, "storagedomainID": sd}),
+            )?;
             let mut infos = Vec::new();
             for v in vols.as_array().cloned().unwrap_or_default() {
                 infos.push(ctx.client.call(
@@ -622,7 +753,11 @@ fn image(ctx: &Ctx, cmd: ImageCmd) -> Res<()> {
             let out = Value::Array(ordered.into_iter().map(|(_, v)| v).collect());
             print_value(ctx, &out, volume_table);
         }
-        ImageCmd::Delete { image, domain, wait } => {
+        ImageCmd::Delete {
+            image,
+            domain,
+            wait,
+        } => {
             let sd = domain_id(ctx, domain)?;
             let sp = pool_id(ctx)?;
             let t = ctx.client.call(
@@ -631,7 +766,11 @@ fn image(ctx: &Ctx, cmd: ImageCmd) -> Res<()> {
             )?;
             finish_task(ctx, &t, wait, "deleting image")?;
         }
-        ImageCmd::Prepare { image, volume, domain } => {
+        ImageCmd::Prepare {
+            image,
+            volume,
+            domain,
+        } => {
             let sd = domain_id(ctx, domain)?;
             let sp = pool_id(ctx)?;
             let r = ctx.client.call(
@@ -643,7 +782,10 @@ fn image(ctx: &Ctx, cmd: ImageCmd) -> Res<()> {
         ImageCmd::Teardown { image, domain } => {
             let sd = domain_id(ctx, domain)?;
             let sp = pool_id(ctx)?;
-            ctx.client.call("Image.teardown", json!({"storagepoolID": sp, "storagedomainID": sd, "imageID": image}))?;
+            ctx.client.call(
+                "Image.teardown",
+                json!({"storagepoolID": sp, "storagedomainID": sd, "imageID": image}),
+            )?;
         }
     }
     Ok(())
@@ -683,23 +825,50 @@ fn volume_table(v: &Value) {
                 .collect()
         })
         .unwrap_or_default();
-    table(&["IMAGE", "VOLUME", "FORMAT", "ALLOC", "ROLE", "LEGALITY", "SIZE", "USED", "DESCRIPTION"], rows);
+    table(
+        &[
+            "IMAGE",
+            "VOLUME",
+            "FORMAT",
+            "ALLOC",
+            "ROLE",
+            "LEGALITY",
+            "SIZE",
+            "USED",
+            "DESCRIPTION",
+        ],
+        rows,
+    );
 }
 
 fn finish_task(ctx: &Ctx, task: &Value, wait: bool, what: &str) -> Res<()> {
     let id = s(task);
     if wait {
         wait_task(ctx, &id, what)?;
-        print_value(ctx, &json!({"taskID": id, "taskResult": "success"}), |_| println!("done"));
+        print_value(ctx, &json!({"taskID": id, "taskResult": "success"}), |_| {
+            println!("done")
+        });
     } else {
-        print_value(ctx, &json!({"taskID": id}), |_| println!("task {id} (follow it with `cairn task wait {id}`)"));
+        print_value(ctx, &json!({"taskID": id}), |_| {
+            println!("task {id} (follow it with `cairn task wait {id}`)")
+        });
     }
     Ok(())
 }
 
 fn volume(ctx: &Ctx, cmd: VolumeCmd) -> Res<()> {
     match cmd {
-        VolumeCmd::Create { size, format, allocation, image, volume, parent, description, domain, wait } => {
+        VolumeCmd::Create {
+            size,
+            format,
+            allocation,
+            image,
+            volume,
+            parent,
+            description,
+            domain,
+            wait,
+        } => {
             let sd = domain_id(ctx, domain)?;
             let sp = pool_id(ctx)?;
             let size = parse_size(&size)?;
@@ -737,7 +906,9 @@ fn volume(ctx: &Ctx, cmd: VolumeCmd) -> Res<()> {
         }
         VolumeCmd::List { domain } => {
             let sd = domain_id(ctx, domain)?;
-            let dump = ctx.client.call("StorageDomain.dump", json!({"sd_id": sd}))?;
+            let dump = ctx
+                .client
+                .call("StorageDomain.dump", json!({"sd_id": sd}))?;
             let vols: Vec<Value> = dump["volumes"]
                 .as_object()
                 .map(|m| {
@@ -753,7 +924,11 @@ fn volume(ctx: &Ctx, cmd: VolumeCmd) -> Res<()> {
             let out = Value::Array(vols);
             print_value(ctx, &out, volume_table);
         }
-        VolumeCmd::Info { image, volume, domain } => {
+        VolumeCmd::Info {
+            image,
+            volume,
+            domain,
+        } => {
             let sd = domain_id(ctx, domain)?;
             let sp = pool_id(ctx)?;
             let info = ctx.client.call(
@@ -768,7 +943,12 @@ fn volume(ctx: &Ctx, cmd: VolumeCmd) -> Res<()> {
                 }
             });
         }
-        VolumeCmd::Delete { image, volume, domain, wait } => {
+        VolumeCmd::Delete {
+            image,
+            volume,
+            domain,
+            wait,
+        } => {
             let sd = domain_id(ctx, domain)?;
             let sp = pool_id(ctx)?;
             let t = ctx.client.call(

@@ -9,7 +9,11 @@ use cairn::engine::{Engine, EngineConfig};
 use clap::Parser;
 
 #[derive(Parser, Debug)]
-#[command(name = "cairnd", version, about = "Cairn storage daemon: VDSM-compatible JSON-RPC for KVM storage")]
+#[command(
+    name = "cairnd",
+    version,
+    about = "Cairn storage daemon: VDSM-compatible JSON-RPC for KVM storage"
+)]
 struct Args {
     /// TOML configuration file; flags override it.
     #[arg(long, env = "CAIRN_CONFIG")]
@@ -43,9 +47,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let level = args.log_level.or(file.log_level).unwrap_or_else(|| "info".into());
+    let level = args
+        .log_level
+        .or(file.log_level)
+        .unwrap_or_else(|| "info".into());
     let json_logs = args.log_format.or(file.log_format).as_deref() == Some("json");
-    let filter = tracing_subscriber::EnvFilter::try_new(&level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_new(&level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -56,8 +64,14 @@ fn main() -> ExitCode {
         builder.init();
     }
 
-    let data_dir = args.data_dir.or(file.data_dir).unwrap_or_else(default_data_dir);
-    let socket = args.socket.or(file.socket).unwrap_or_else(|| socket_in(&data_dir));
+    let data_dir = args
+        .data_dir
+        .or(file.data_dir)
+        .unwrap_or_else(default_data_dir);
+    let socket = args
+        .socket
+        .or(file.socket)
+        .unwrap_or_else(|| socket_in(&data_dir));
     let listen = args.listen.or(file.listen);
     let embedded = !args.no_embedded_default && file.embedded_default.unwrap_or(true);
     let mut config = EngineConfig::new(&data_dir);
@@ -74,7 +88,9 @@ fn main() -> ExitCode {
     };
     if embedded && engine.is_pristine() {
         match engine.ensure_embedded_default() {
-            Ok(d) => tracing::info!(pool = %d.pool, domain = %d.domain, "created the embedded default pool"),
+            Ok(d) => {
+                tracing::info!(pool = %d.pool, domain = %d.domain, "created the embedded default pool")
+            }
             Err(e) => {
                 tracing::error!(error = %e, "cannot set up the embedded default storage");
                 return ExitCode::FAILURE;
@@ -82,7 +98,10 @@ fn main() -> ExitCode {
         }
     }
 
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cairnd: cannot start runtime: {e}");

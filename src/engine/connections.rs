@@ -49,7 +49,11 @@ impl ConnectionRecord {
 }
 
 impl Engine {
-    pub fn connect_storage_server(&self, domain_type: DomainType, conns: &[ConnectionParams]) -> Vec<ConnectionStatus> {
+    pub fn connect_storage_server(
+        &self,
+        domain_type: DomainType,
+        conns: &[ConnectionParams],
+    ) -> Vec<ConnectionStatus> {
         conns
             .iter()
             .map(|c| {
@@ -70,7 +74,11 @@ impl Engine {
             .collect()
     }
 
-    pub fn disconnect_storage_server(&self, domain_type: DomainType, conns: &[ConnectionParams]) -> Vec<ConnectionStatus> {
+    pub fn disconnect_storage_server(
+        &self,
+        domain_type: DomainType,
+        conns: &[ConnectionParams],
+    ) -> Vec<ConnectionStatus> {
         conns
             .iter()
             .map(|c| {
@@ -85,8 +93,9 @@ impl Engine {
 
     /// The directory under `mnt/` for a remote path.
     pub fn mount_dir(&self, remote: &str) -> Result<PathBuf> {
-        let name = mount::mount_point_name(remote)
-            .ok_or_else(|| Error::IllegalRemotePath(remote.to_string(), "not usable as a connection path"))?;
+        let name = mount::mount_point_name(remote).ok_or_else(|| {
+            Error::IllegalRemotePath(remote.to_string(), "not usable as a connection path")
+        })?;
         Ok(self.paths.mnt.join(name))
     }
 
@@ -97,9 +106,16 @@ impl Engine {
                 (None, None)
             }
             DomainType::SharedFs => {
-                let vfs = c.vfs_type.clone().filter(|v| !v.is_empty()).ok_or_else(|| {
-                    Error::invalid("vfs_type", "POSIXFS connections need a file system type (vfs_type)")
-                })?;
+                let vfs = c
+                    .vfs_type
+                    .clone()
+                    .filter(|v| !v.is_empty())
+                    .ok_or_else(|| {
+                        Error::invalid(
+                            "vfs_type",
+                            "POSIXFS connections need a file system type (vfs_type)",
+                        )
+                    })?;
                 validate_mount_text("vfs_type", &vfs)?;
                 (Some(vfs), c.options.clone())
             }
@@ -113,12 +129,20 @@ impl Engine {
             }
         };
         if c.spec.is_empty() || c.spec.contains(['\0', '\n']) {
-            return Err(Error::invalid("connection", "empty or contains control characters"));
+            return Err(Error::invalid(
+                "connection",
+                "empty or contains control characters",
+            ));
         }
         if let Some(o) = &options {
             validate_mount_text("mnt_options", o)?;
         }
-        Ok(ConnectionRecord { domain_type: domain_type.name().to_string(), spec: c.spec.clone(), vfs_type, options })
+        Ok(ConnectionRecord {
+            domain_type: domain_type.name().to_string(),
+            spec: c.spec.clone(),
+            vfs_type,
+            options,
+        })
     }
 
     /// Makes the connection's directory usable; idempotent.
@@ -127,7 +151,10 @@ impl Engine {
         if rec.domain_type()? == DomainType::LocalFs {
             let target = Path::new(&rec.spec);
             if !target.is_dir() {
-                return Err(Error::Connection { connection: rec.spec.clone(), reason: "no such directory".into() });
+                return Err(Error::Connection {
+                    connection: rec.spec.clone(),
+                    reason: "no such directory".into(),
+                });
             }
             return match fs::read_link(&dir) {
                 Ok(existing) if existing == target => Ok(()),
@@ -186,14 +213,23 @@ impl Engine {
 fn validate_local_path(p: &str) -> Result<()> {
     let path = Path::new(p);
     if !path.is_absolute() {
-        return Err(Error::IllegalRemotePath(p.to_string(), "a local path must be absolute"));
+        return Err(Error::IllegalRemotePath(
+            p.to_string(),
+            "a local path must be absolute",
+        ));
     }
     // Path::components() hides inner "." segments, so look at the text.
     if p.contains('\0') || p.split('/').any(|seg| seg == "." || seg == "..") {
-        return Err(Error::IllegalRemotePath(p.to_string(), "a local path may not contain '.' or '..'"));
+        return Err(Error::IllegalRemotePath(
+            p.to_string(),
+            "a local path may not contain '.' or '..'",
+        ));
     }
     if p.len() > 1 && p.ends_with('/') {
-        return Err(Error::IllegalRemotePath(p.to_string(), "a local path may not end with '/'"));
+        return Err(Error::IllegalRemotePath(
+            p.to_string(),
+            "a local path may not end with '/'",
+        ));
     }
     Ok(())
 }
@@ -202,7 +238,10 @@ fn validate_local_path(p: &str) -> Result<()> {
 /// characters, no leading '-'.
 fn validate_mount_text(name: &'static str, s: &str) -> Result<()> {
     if s.starts_with('-') || s.chars().any(|c| c.is_control() || c == ' ') {
-        return Err(Error::invalid(name, format!("{s:?} is not a valid mount {name}")));
+        return Err(Error::invalid(
+            name,
+            format!("{s:?} is not a valid mount {name}"),
+        ));
     }
     Ok(())
 }
@@ -223,7 +262,12 @@ fn nfs_options(c: &ConnectionParams) -> Result<String> {
                 o.push("nolock".to_string());
             }
         }
-        Some(v) => return Err(Error::invalid("protocol_version", format!("unsupported NFS version {v:?}"))),
+        Some(v) => {
+            return Err(Error::invalid(
+                "protocol_version",
+                format!("unsupported NFS version {v:?}"),
+            ))
+        }
     }
     if let Some(extra) = c.options.as_deref().filter(|s| !s.is_empty()) {
         o.push(extra.to_string());
@@ -259,11 +303,17 @@ mod tests {
     #[test]
     fn nfs_mount_options_follow_vdsm() {
         let mut c = params("server:/export");
-        assert_eq!(nfs_options(&c).unwrap(), "soft,nosharecache,timeo=100,retrans=3");
+        assert_eq!(
+            nfs_options(&c).unwrap(),
+            "soft,nosharecache,timeo=100,retrans=3"
+        );
         c.nfs_version = Some("3".into());
         c.nfs_timeout = Some(600);
         c.nfs_retrans = Some(6);
-        assert_eq!(nfs_options(&c).unwrap(), "soft,nosharecache,timeo=600,retrans=6,nfsvers=3,nolock");
+        assert_eq!(
+            nfs_options(&c).unwrap(),
+            "soft,nosharecache,timeo=600,retrans=6,nfsvers=3,nolock"
+        );
         c.nfs_version = Some("5".into());
         assert!(nfs_options(&c).is_err());
         let rec = Engine::record_for(DomainType::Nfs, &params("server:/export")).unwrap();

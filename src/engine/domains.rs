@@ -9,7 +9,9 @@ use crate::backend::file::manifest::{alignment_for, MAX_DESCRIPTION};
 use crate::backend::file::{self, FileDomain, NewDomain};
 use crate::error::{Error, Result};
 use crate::format::domain_md::is_safe_value;
-use crate::types::{DomainClass, DomainType, Uuid, CREATABLE_DOMAIN_VERSIONS, DEFAULT_DOMAIN_VERSION};
+use crate::types::{
+    DomainClass, DomainType, Uuid, CREATABLE_DOMAIN_VERSIONS, DEFAULT_DOMAIN_VERSION,
+};
 
 #[derive(Debug, Clone)]
 pub struct CreateDomain {
@@ -94,22 +96,40 @@ impl Engine {
             return Err(Error::UnsupportedDomainVersion(version, "4, 5"));
         }
         if req.name.chars().count() > MAX_DESCRIPTION {
-            return Err(Error::invalid("name", format!("{} characters, at most {MAX_DESCRIPTION}", req.name.chars().count())));
+            return Err(Error::invalid(
+                "name",
+                format!(
+                    "{} characters, at most {MAX_DESCRIPTION}",
+                    req.name.chars().count()
+                ),
+            ));
         }
         if !is_safe_value(&req.name) {
             return Err(Error::invalid("name", "may not contain line breaks or NUL"));
         }
         if !is_safe_value(&req.remote_path) {
-            return Err(Error::IllegalRemotePath(req.remote_path.clone(), "contains control characters"));
+            return Err(Error::IllegalRemotePath(
+                req.remote_path.clone(),
+                "contains control characters",
+            ));
         }
         if !(1..=2000).contains(&req.max_hosts) {
-            return Err(Error::invalid("maxHosts", format!("{} is not in 1..2000", req.max_hosts)));
+            return Err(Error::invalid(
+                "maxHosts",
+                format!("{} is not in 1..2000", req.max_hosts),
+            ));
         }
         if !matches!(req.block_size, 0 | 512 | 4096) {
-            return Err(Error::invalid("blockSize", format!("{} is not 512, 4096 or 0 (detect)", req.block_size)));
+            return Err(Error::invalid(
+                "blockSize",
+                format!("{} is not 512, 4096 or 0 (detect)", req.block_size),
+            ));
         }
         if version < 5 && req.block_size == 4096 {
-            return Err(Error::invalid("blockSize", "domain version 4 supports only 512-byte blocks"));
+            return Err(Error::invalid(
+                "blockSize",
+                "domain version 4 supports only 512-byte blocks",
+            ));
         }
         match self.domain(req.sd) {
             Ok(_) => return Err(Error::DomainAlreadyExists(req.sd)),
@@ -125,13 +145,23 @@ impl Engine {
         }
         let detected = file::detect_block_size(&mount);
         let block_size = match req.block_size {
-            0 => if version >= 5 { detected } else { 512 },
+            0 => {
+                if version >= 5 {
+                    detected
+                } else {
+                    512
+                }
+            }
             512 if detected == 4096 => {
-                return Err(Error::invalid("blockSize", "the storage has 4096-byte sectors; use 4096 or 0"))
+                return Err(Error::invalid(
+                    "blockSize",
+                    "the storage has 4096-byte sectors; use 4096 or 0",
+                ))
             }
             bs => bs,
         };
-        let alignment = alignment_for(block_size, req.max_hosts).expect("validated block size and host count");
+        let alignment =
+            alignment_for(block_size, req.max_hosts).expect("validated block size and host count");
         FileDomain::create(
             &mount,
             &NewDomain {
@@ -174,7 +204,14 @@ impl Engine {
 
     pub fn domain_stats(&self, sd: Uuid) -> Result<DomainStats> {
         let (total, free) = self.domain(sd)?.space()?;
-        Ok(DomainStats { disktotal: total, diskfree: free, mdavalid: true, mdathreshold: true, mdasize: 0, mdafree: 0 })
+        Ok(DomainStats {
+            disktotal: total,
+            diskfree: free,
+            mdavalid: true,
+            mdathreshold: true,
+            mdasize: 0,
+            mdafree: 0,
+        })
     }
 
     pub fn domain_images(&self, sd: Uuid) -> Result<Vec<Uuid>> {
@@ -206,7 +243,16 @@ impl Engine {
                 Ok(md) => ("OK", Some(super::volumes::MetadataFields::from(&md))),
                 Err(_) => ("INVALID", None),
             };
-            volumes.insert(vol, VolumeDump { image: img, status, md, apparentsize: apparent, truesize: true_size });
+            volumes.insert(
+                vol,
+                VolumeDump {
+                    image: img,
+                    status,
+                    md,
+                    apparentsize: apparent,
+                    truesize: true_size,
+                },
+            );
         }
         Ok(DomainDump { metadata, volumes })
     }
@@ -233,11 +279,16 @@ impl Engine {
     pub fn host_domains(&self, filter: &DomainFilter) -> Result<Vec<Uuid>> {
         let mut out = Vec::new();
         for sd in self.visible_domains()? {
-            let Ok(m) = self.domain(sd).and_then(|d| d.manifest()) else { continue };
+            let Ok(m) = self.domain(sd).and_then(|d| d.manifest()) else {
+                continue;
+            };
             let keep = filter.pool.is_none_or(|p| m.pools.contains(&p))
                 && filter.class.is_none_or(|c| m.class == c)
                 && filter.domain_type.is_none_or(|t| m.domain_type == t)
-                && filter.remote_path.as_ref().is_none_or(|r| &m.remote_path == r);
+                && filter
+                    .remote_path
+                    .as_ref()
+                    .is_none_or(|r| &m.remote_path == r);
             if keep {
                 out.push(sd);
             }

@@ -27,7 +27,10 @@ impl Engine {
         let storage = self.paths.data_dir.join("storage").join("local");
         fs::create_dir_all(&storage).ctx("cannot create", &storage)?;
         let storage = storage.canonicalize().ctx("cannot resolve", &storage)?;
-        let remote = storage.to_str().ok_or_else(|| Error::invalid("data-dir", "must be valid UTF-8"))?.to_string();
+        let remote = storage
+            .to_str()
+            .ok_or_else(|| Error::invalid("data-dir", "must be valid UTF-8"))?
+            .to_string();
         let conn = ConnectionParams {
             id: serde_json::json!("embedded"),
             spec: remote.clone(),

@@ -35,7 +35,10 @@ impl Engine {
         let pool = self.require_spm(req.pool)?;
         let dom = self.pool_domain(&pool, req.sd)?;
         if !dom.has_image(req.img) {
-            return Err(Error::ImageNotFound { img: req.img, sd: req.sd });
+            return Err(Error::ImageNotFound {
+                img: req.img,
+                sd: req.sd,
+            });
         }
         if req.post_zero || req.discard {
             // As in VDSM, file domains neither zero nor discard: the file
@@ -48,7 +51,10 @@ impl Engine {
             engine.require_spm(req.pool)?;
             let src = dom.image_dir(req.img);
             if !src.is_dir() {
-                return Err(Error::ImageNotFound { img: req.img, sd: req.sd });
+                return Err(Error::ImageNotFound {
+                    img: req.img,
+                    sd: req.sd,
+                });
             }
             let images = dom.images_dir();
             let doomed = images.join(format!("{REMOVED_IMAGE_PREFIX}{}", req.img));
@@ -68,12 +74,22 @@ impl Engine {
 
     /// `Image.prepare`: checks the chain below `vol` and returns the path a
     /// VM opens, under the host's run directory.
-    pub fn prepare_image(&self, pool: Uuid, sd: Uuid, img: Uuid, vol: Uuid, allow_illegal: bool) -> Result<PathBuf> {
+    pub fn prepare_image(
+        &self,
+        pool: Uuid,
+        sd: Uuid,
+        img: Uuid,
+        vol: Uuid,
+        allow_illegal: bool,
+    ) -> Result<PathBuf> {
         let pool = self.connected_pool(pool)?;
         let dom = self.pool_domain(&pool, sd)?;
         let chain = chain_of(&dom, img, vol)?;
         if !allow_illegal {
-            if let Some((id, _)) = chain.iter().find(|(_, md)| md.legality != VolumeLegality::Legal) {
+            if let Some((id, _)) = chain
+                .iter()
+                .find(|(_, md)| md.legality != VolumeLegality::Legal)
+            {
                 return Err(Error::PrepareIllegal(*id));
             }
         }
@@ -99,7 +115,14 @@ impl Engine {
     pub fn teardown_image(&self, pool: Uuid, sd: Uuid, img: Uuid) -> Result<()> {
         let pool = self.connected_pool(pool)?;
         let dom = self.pool_domain(&pool, sd)?;
-        if !dom.has_image(img) && !self.paths.run.join(sd.to_string()).join(img.to_string()).exists() {
+        if !dom.has_image(img)
+            && !self
+                .paths
+                .run
+                .join(sd.to_string())
+                .join(img.to_string())
+                .exists()
+        {
             return Err(Error::ImageNotFound { img, sd });
         }
         self.remove_run_link(sd, img)
@@ -107,7 +130,9 @@ impl Engine {
 
     fn remove_run_link(&self, sd: Uuid, img: Uuid) -> Result<()> {
         let link = self.paths.run.join(sd.to_string()).join(img.to_string());
-        durable::remove_if_exists(&link).ctx("cannot remove", &link).map(drop)
+        durable::remove_if_exists(&link)
+            .ctx("cannot remove", &link)
+            .map(drop)
     }
 }
 
@@ -121,7 +146,10 @@ pub fn chain_of(dom: &FileDomain, img: Uuid, vol: Uuid) -> Result<Vec<(Uuid, Vol
         let md = match read_in_image(dom, img, cur) {
             Ok(md) => md,
             Err(Error::VolumeNotFound(_)) if cur != vol => {
-                return Err(Error::BrokenChain { img, reason: format!("parent volume {cur} is missing") })
+                return Err(Error::BrokenChain {
+                    img,
+                    reason: format!("parent volume {cur} is missing"),
+                })
             }
             Err(e) => return Err(e),
         };
@@ -131,7 +159,10 @@ pub fn chain_of(dom: &FileDomain, img: Uuid, vol: Uuid) -> Result<Vec<(Uuid, Vol
             return Ok(chain);
         }
         if chain.len() > count || chain.iter().any(|(id, _)| *id == parent) {
-            return Err(Error::BrokenChain { img, reason: format!("volume {parent} appears twice") });
+            return Err(Error::BrokenChain {
+                img,
+                reason: format!("volume {parent} appears twice"),
+            });
         }
         cur = parent;
     }

@@ -44,14 +44,20 @@ impl ImageLocks {
                         held.remove(k);
                     }
                     cv.notify_all();
-                    return Err(Error::ResourceTimeout(format!("image {} of domain {}", key.1, key.0)));
+                    return Err(Error::ResourceTimeout(format!(
+                        "image {} of domain {}",
+                        key.1, key.0
+                    )));
                 }
                 held = cv.wait_timeout(held, left).expect("image locks").0;
             }
             held.insert(*key);
             taken.push(*key);
         }
-        Ok(ImageGuard { locks: self.clone(), keys })
+        Ok(ImageGuard {
+            locks: self.clone(),
+            keys,
+        })
     }
 }
 

@@ -99,8 +99,9 @@ impl Engine {
             fs::create_dir_all(dir).ctx("cannot create", dir)?;
         }
         let state: HostState = match fs::read(&paths.host_state) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| Error::io_path("cannot parse", &paths.host_state, io::Error::other(e)))?,
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                Error::io_path("cannot parse", &paths.host_state, io::Error::other(e))
+            })?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => HostState::default(),
             Err(e) => return Err(Error::io_path("cannot read", &paths.host_state, e)),
         };
@@ -137,7 +138,9 @@ impl Engine {
                     }
                 }
                 Ok(()) => {}
-                Err(e) => tracing::warn!(pool = %rec.id, error = %e, "cannot reconnect storage pool"),
+                Err(e) => {
+                    tracing::warn!(pool = %rec.id, error = %e, "cannot reconnect storage pool")
+                }
             }
         }
     }
@@ -147,7 +150,8 @@ impl Engine {
         let mut next = st.clone();
         change(&mut next);
         let bytes = serde_json::to_vec_pretty(&next).expect("host state serializes");
-        durable::write_atomic(&self.paths.host_state, &bytes, 0o600).ctx("cannot save", &self.paths.host_state)?;
+        durable::write_atomic(&self.paths.host_state, &bytes, 0o600)
+            .ctx("cannot save", &self.paths.host_state)?;
         *st = next;
         Ok(())
     }
@@ -166,7 +170,10 @@ impl Engine {
             let root = mount.join(&name);
             if root.join("dom_md").join("metadata").is_file() {
                 let dom = Arc::new(FileDomain::open(root)?);
-                self.domain_cache.lock().expect("domain cache").insert(sd, dom.clone());
+                self.domain_cache
+                    .lock()
+                    .expect("domain cache")
+                    .insert(sd, dom.clone());
                 return Ok(dom);
             }
         }
@@ -177,7 +184,9 @@ impl Engine {
     pub fn visible_domains(&self) -> Result<Vec<Uuid>> {
         let mut out = Vec::new();
         for mount in self.mount_dirs()? {
-            let Ok(entries) = fs::read_dir(&mount) else { continue };
+            let Ok(entries) = fs::read_dir(&mount) else {
+                continue;
+            };
             for entry in entries.flatten() {
                 if let Some(sd) = entry.file_name().to_str().and_then(parse_uuid) {
                     if entry.path().join("dom_md").join("metadata").is_file() {

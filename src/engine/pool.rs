@@ -136,7 +136,10 @@ impl Engine {
             let dom = self.domain(sd)?;
             let m = dom.manifest()?;
             if m.class != DomainClass::Data {
-                return Err(Error::DomainClass { sd, reason: "only Data domains can join a pool" });
+                return Err(Error::DomainClass {
+                    sd,
+                    reason: "only Data domains can join a pool",
+                });
             }
             if let Some(&other) = m.pools.first() {
                 return Err(Error::DomainAttached { sd, pool: other });
@@ -150,13 +153,26 @@ impl Engine {
                 md.set(K_POOL_UUID, req.id.to_string());
                 Ok(())
             })
-            .map_err(|e| Error::PoolCreation { pool: req.id, reason: format!("attaching {sd}: {e}") })?;
+            .map_err(|e| Error::PoolCreation {
+                pool: req.id,
+                reason: format!("attaching {sd}: {e}"),
+            })?;
         }
         master.ensure_master_dirs()?;
         let pool_md = PoolMetadata {
             domains: members
                 .iter()
-                .map(|&sd| (sd, if sd == req.master_sd { STATUS_ACTIVE } else { STATUS_ATTACHED }.to_string()))
+                .map(|&sd| {
+                    (
+                        sd,
+                        if sd == req.master_sd {
+                            STATUS_ACTIVE
+                        } else {
+                            STATUS_ATTACHED
+                        }
+                        .to_string(),
+                    )
+                })
                 .collect(),
             description: req.name.clone(),
             spm_id: SPM_ID_FREE,
@@ -184,18 +200,32 @@ impl Engine {
         }
     }
 
-    pub fn connect_pool(&self, id: Uuid, host_id: u32, master_sd: Uuid, master_version: i64) -> Result<()> {
+    pub fn connect_pool(
+        &self,
+        id: Uuid,
+        host_id: u32,
+        master_sd: Uuid,
+        master_version: i64,
+    ) -> Result<()> {
         if !(1..=MAX_HOST_ID).contains(&host_id) {
-            return Err(Error::invalid("hostID", format!("{host_id} is not in 1..{MAX_HOST_ID}")));
+            return Err(Error::invalid(
+                "hostID",
+                format!("{host_id} is not in 1..{MAX_HOST_ID}"),
+            ));
         }
         {
             let current = self.pool.lock().expect("pool");
             match current.as_ref() {
-                Some(p) if p.id == id && p.host_id == host_id && p.master_sd == master_sd => return Ok(()),
+                Some(p) if p.id == id && p.host_id == host_id && p.master_sd == master_sd => {
+                    return Ok(())
+                }
                 Some(p) if p.id == id => {
                     return Err(Error::PoolWrongMaster {
                         pool: id,
-                        reason: format!("already connected with host id {} and master {}", p.host_id, p.master_sd),
+                        reason: format!(
+                            "already connected with host id {} and master {}",
+                            p.host_id, p.master_sd
+                        ),
                     })
                 }
                 Some(p) => return Err(Error::PoolAlreadyConnected(p.id)),
@@ -220,7 +250,10 @@ impl Engine {
         if pool_md.master_version != master_version {
             return Err(Error::PoolWrongMaster {
                 pool: id,
-                reason: format!("master version is {}, not {master_version}", pool_md.master_version),
+                reason: format!(
+                    "master version is {}, not {master_version}",
+                    pool_md.master_version
+                ),
             });
         }
         self.link_pool(id, master_sd, &pool_md)?;
@@ -234,7 +267,13 @@ impl Engine {
         });
         *self.pool.lock().expect("pool") = Some(state);
         self.save_host_state(|st| {
-            st.pool = Some(PoolRecord { id, host_id, master_sd, master_version, spm: false });
+            st.pool = Some(PoolRecord {
+                id,
+                host_id,
+                master_sd,
+                master_version,
+                spm: false,
+            });
         })?;
         tracing::info!(pool = %id, host_id, master = %master_sd, "connected to storage pool");
         Ok(())
@@ -263,10 +302,16 @@ impl Engine {
     pub fn disconnect_pool(&self, id: Uuid, host_id: u32) -> Result<()> {
         let pool = self.connected_pool(id)?;
         if pool.host_id != host_id {
-            return Err(Error::invalid("hostID", format!("connected as host {}, not {host_id}", pool.host_id)));
+            return Err(Error::invalid(
+                "hostID",
+                format!("connected as host {}, not {host_id}", pool.host_id),
+            ));
         }
         if pool.is_spm() {
-            return Err(Error::PoolWrongMaster { pool: id, reason: "this host is SPM; call StoragePool.spmStop first".into() });
+            return Err(Error::PoolWrongMaster {
+                pool: id,
+                reason: "this host is SPM; call StoragePool.spmStop first".into(),
+            });
         }
         *self.pool.lock().expect("pool") = None;
         let dir = self.paths.data_center.join(id.to_string());
@@ -278,7 +323,14 @@ impl Engine {
         Ok(())
     }
 
-    fn pool_metadata(&self, pool: &PoolState) -> Result<(Arc<FileDomain>, PoolMetadata, crate::backend::file::DomainManifest)> {
+    fn pool_metadata(
+        &self,
+        pool: &PoolState,
+    ) -> Result<(
+        Arc<FileDomain>,
+        PoolMetadata,
+        crate::backend::file::DomainManifest,
+    )> {
         let master = self.domain(pool.master_sd)?;
         let m = master.manifest()?;
         let md = m.pool.clone().ok_or(Error::PoolMasterNotFound(pool.id))?;
@@ -290,7 +342,10 @@ impl Engine {
         let (_, md, m) = self.pool_metadata(&pool)?;
         let mut dominfo = BTreeMap::new();
         for (sd, status) in &md.domains {
-            let (total, free, version) = match self.domain(*sd).and_then(|d| Ok((d.space()?, d.manifest()?.version))) {
+            let (total, free, version) = match self
+                .domain(*sd)
+                .and_then(|d| Ok((d.space()?, d.manifest()?.version)))
+            {
                 Ok(((t, f), v)) => (t.to_string(), f.to_string(), v),
                 Err(_) => (String::new(), String::new(), 0),
             };
@@ -306,7 +361,12 @@ impl Engine {
                 },
             );
         }
-        let domains = md.domains.iter().map(|(sd, st)| format!("{sd}:{st}")).collect::<Vec<_>>().join(",");
+        let domains = md
+            .domains
+            .iter()
+            .map(|(sd, st)| format!("{sd}:{st}"))
+            .collect::<Vec<_>>()
+            .join(",");
         Ok(PoolFullInfo {
             info: PoolInfo {
                 name: md.description.clone(),
@@ -328,7 +388,8 @@ impl Engine {
     pub fn spm_start(self: &Arc<Self>, id: Uuid) -> Result<Uuid> {
         self.connected_pool(id)?;
         let engine = self.clone();
-        self.tasks.spawn("spmStart", move |_ctx| engine.spm_start_now(id))
+        self.tasks
+            .spawn("spmStart", move |_ctx| engine.spm_start_now(id))
     }
 
     /// Takes the SPM role: lease, then `lver + 1` and our host id written to
@@ -340,8 +401,14 @@ impl Engine {
             return Ok(());
         }
         pool.lease.acquire(pool.host_id).map_err(|e| match e {
-            LeaseError::Busy { .. } => Error::AcquireLease { pool: id, reason: "another host or process is SPM".into() },
-            e => Error::AcquireLease { pool: id, reason: e.to_string() },
+            LeaseError::Busy { .. } => Error::AcquireLease {
+                pool: id,
+                reason: "another host or process is SPM".into(),
+            },
+            e => Error::AcquireLease {
+                pool: id,
+                reason: e.to_string(),
+            },
         })?;
         let result = (|| -> Result<()> {
             let master = self.domain(pool.master_sd)?;
@@ -364,7 +431,10 @@ impl Engine {
         })();
         if let Err(e) = result {
             pool.lease.release();
-            return Err(Error::SpmStart { pool: id, reason: e.to_string() });
+            return Err(Error::SpmStart {
+                pool: id,
+                reason: e.to_string(),
+            });
         }
         Ok(())
     }
@@ -376,7 +446,10 @@ impl Engine {
             return Ok(());
         }
         if self.tasks.busy() {
-            return Err(Error::SpmStart { pool: id, reason: "tasks are still running; wait for them or stop them".into() });
+            return Err(Error::SpmStart {
+                pool: id,
+                reason: "tasks are still running; wait for them or stop them".into(),
+            });
         }
         let master = self.domain(pool.master_sd)?;
         master.update_metadata(|md| {
@@ -400,7 +473,11 @@ impl Engine {
         let pool = self.connected_pool(id)?;
         let (_, md, _) = self.pool_metadata(&pool)?;
         let status = if pool.is_spm() { "SPM" } else { "Free" };
-        Ok(SpmStatus { spm_id: md.spm_id, spm_status: status, spm_lver: md.lver })
+        Ok(SpmStatus {
+            spm_id: md.spm_id,
+            spm_status: status,
+            spm_lver: md.lver,
+        })
     }
 
     /// The pool, if this host is its SPM.

@@ -78,8 +78,15 @@ pub struct TaskCtx {
 
 impl TaskCtx {
     /// Records how to undo the step about to run.
-    pub fn push_undo(&self, what: impl Into<String>, undo: impl FnOnce() -> Result<()> + Send + 'static) {
-        self.undo.lock().expect("undo stack").push((what.into(), Box::new(undo)));
+    pub fn push_undo(
+        &self,
+        what: impl Into<String>,
+        undo: impl FnOnce() -> Result<()> + Send + 'static,
+    ) {
+        self.undo
+            .lock()
+            .expect("undo stack")
+            .push((what.into(), Box::new(undo)));
     }
 
     /// Marks the point of no return: the steps so far can no longer be
@@ -144,7 +151,11 @@ impl TaskManager {
     }
 
     /// Queues `body` as task `id` (a fresh UUID unless the caller chose one).
-    pub fn spawn(&self, verb: &str, body: impl FnOnce(&TaskCtx) -> Result<()> + Send + 'static) -> Result<Uuid> {
+    pub fn spawn(
+        &self,
+        verb: &str,
+        body: impl FnOnce(&TaskCtx) -> Result<()> + Send + 'static,
+    ) -> Result<Uuid> {
         let id = Uuid::new_v4();
         let task = Arc::new(Task {
             status: Mutex::new(TaskStatus {
@@ -168,7 +179,11 @@ impl TaskManager {
             tasks.insert(id, task.clone());
         }
         tracing::info!(task = %id, verb, "task queued");
-        self.inner.queue.lock().expect("queue").push_back((task, Box::new(body)));
+        self.inner
+            .queue
+            .lock()
+            .expect("queue")
+            .push_back((task, Box::new(body)));
         self.inner.wake.notify_one();
         Ok(id)
     }
@@ -182,7 +197,10 @@ impl TaskManager {
 
     pub fn all(&self) -> Vec<TaskStatus> {
         let tasks = self.inner.tasks.lock().expect("tasks");
-        let mut all: Vec<_> = tasks.values().map(|t| t.status.lock().expect("task").clone()).collect();
+        let mut all: Vec<_> = tasks
+            .values()
+            .map(|t| t.status.lock().expect("task").clone())
+            .collect();
         all.sort_by_key(|s| s.id);
         all
     }
@@ -201,13 +219,24 @@ impl TaskManager {
     /// Asks a task to stop. A queued task ends at once; a running one stops
     /// at its next step boundary and rolls back.
     pub fn stop(&self, id: Uuid) -> Result<()> {
-        let task = self.inner.tasks.lock().expect("tasks").get(&id).cloned().ok_or(Error::UnknownTask(id))?;
+        let task = self
+            .inner
+            .tasks
+            .lock()
+            .expect("tasks")
+            .get(&id)
+            .cloned()
+            .ok_or(Error::UnknownTask(id))?;
         task.abort.store(true, Ordering::SeqCst);
         let mut queue = self.inner.queue.lock().expect("queue");
         if let Some(pos) = queue.iter().position(|(t, _)| Arc::ptr_eq(t, &task)) {
             queue.remove(pos);
             drop(queue);
-            self.finish(&task, TaskResult::CleanSuccess, Some(Error::TaskAborted(id)));
+            self.finish(
+                &task,
+                TaskResult::CleanSuccess,
+                Some(Error::TaskAborted(id)),
+            );
             return Ok(());
         }
         drop(queue);
@@ -275,13 +304,25 @@ impl TaskManager {
         if task.abort.load(Ordering::SeqCst) {
             // Stopped between leaving the queue and starting: nothing ran.
             let id = task.status.lock().expect("task").id;
-            self.finish(&task, TaskResult::CleanSuccess, Some(Error::TaskAborted(id)));
+            self.finish(
+                &task,
+                TaskResult::CleanSuccess,
+                Some(Error::TaskAborted(id)),
+            );
             return;
         }
         self.set_state(&task, TaskState::Running);
-        let ctx = TaskCtx { task: task.clone(), undo: Mutex::new(Vec::new()) };
+        let ctx = TaskCtx {
+            task: task.clone(),
+            undo: Mutex::new(Vec::new()),
+        };
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&ctx)))
-            .unwrap_or_else(|p| Err(Error::io("task panicked", std::io::Error::other(panic_text(&p)))));
+            .unwrap_or_else(|p| {
+                Err(Error::io(
+                    "task panicked",
+                    std::io::Error::other(panic_text(&p)),
+                ))
+            });
         match outcome {
             Ok(()) => self.finish(&task, TaskResult::Success, None),
             Err(e) => {
@@ -296,7 +337,11 @@ impl TaskManager {
                         tracing::debug!(task = %ctx.id(), step = %what, "rolled back");
                     }
                 }
-                let result = if clean { TaskResult::CleanSuccess } else { TaskResult::CleanFailure };
+                let result = if clean {
+                    TaskResult::CleanSuccess
+                } else {
+                    TaskResult::CleanFailure
+                };
                 self.finish(&task, result, Some(e));
             }
         }
@@ -311,7 +356,9 @@ fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
 }
 
 fn worker(inner: Arc<Inner>) {
-    let mgr = TaskManager { inner: inner.clone() };
+    let mgr = TaskManager {
+        inner: inner.clone(),
+    };
     loop {
         let job = {
             let mut q = inner.queue.lock().expect("queue");
@@ -337,7 +384,10 @@ mod tests {
         let m = TaskManager::new(2, 10);
         let id = m.spawn("test", |_| Ok(())).unwrap();
         let st = m.wait(id, Duration::from_secs(5)).unwrap();
-        assert_eq!((st.state, st.result), (TaskState::Finished, TaskResult::Success));
+        assert_eq!(
+            (st.state, st.result),
+            (TaskState::Finished, TaskResult::Success)
+        );
         m.clear(id).unwrap();
         assert!(matches!(m.status(id), Err(Error::UnknownTask(_))));
     }
@@ -376,7 +426,10 @@ mod tests {
                 Err(Error::invalid("x", "boom"))
             })
             .unwrap();
-        assert_eq!(m.wait(id, Duration::from_secs(5)).unwrap().result, TaskResult::CleanFailure);
+        assert_eq!(
+            m.wait(id, Duration::from_secs(5)).unwrap().result,
+            TaskResult::CleanFailure
+        );
     }
 
     #[test]
@@ -423,12 +476,18 @@ mod tests {
             })
             .unwrap();
         let queued = m.spawn("queued", |_| Ok(())).unwrap();
-        assert!(matches!(m.spawn("third", |_| Ok(())), Err(Error::AddTask(_))));
+        assert!(matches!(
+            m.spawn("third", |_| Ok(())),
+            Err(Error::AddTask(_))
+        ));
         m.stop(queued).unwrap();
         assert_eq!(m.status(queued).unwrap().state, TaskState::Finished);
         *gate.0.lock().unwrap() = true;
         gate.1.notify_all();
-        assert_eq!(m.wait(first, Duration::from_secs(5)).unwrap().result, TaskResult::Success);
+        assert_eq!(
+            m.wait(first, Duration::from_secs(5)).unwrap().result,
+            TaskResult::Success
+        );
     }
 
     #[test]

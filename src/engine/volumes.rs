@@ -12,7 +12,9 @@ use crate::error::{Error, Result};
 use crate::format::domain_md::is_safe_value;
 use crate::format::volume_md::{truncate_description, VolumeMetadata, MAX_SEQUENCE};
 use crate::primitives::durable;
-use crate::types::{DiskType, Uuid, VolumeAllocation, VolumeFormat, VolumeLegality, VolumeRole, BLANK_UUID};
+use crate::types::{
+    DiskType, Uuid, VolumeAllocation, VolumeFormat, VolumeLegality, VolumeRole, BLANK_UUID,
+};
 
 #[derive(Debug, Clone)]
 pub struct CreateVolume {
@@ -129,7 +131,11 @@ impl Engine {
 
     /// Checks a create request against the domain; returns the parent's
     /// metadata for a snapshot.
-    fn validate_create(&self, dom: &FileDomain, req: &CreateVolume) -> Result<Option<VolumeMetadata>> {
+    fn validate_create(
+        &self,
+        dom: &FileDomain,
+        req: &CreateVolume,
+    ) -> Result<Option<VolumeMetadata>> {
         if req.img == BLANK_UUID {
             return Err(Error::invalid("imageID", "must not be the blank UUID"));
         }
@@ -137,16 +143,25 @@ impl Engine {
             return Err(Error::invalid("volumeID", "must not be the blank UUID"));
         }
         if req.size == 0 || req.size % 512 != 0 {
-            return Err(Error::invalid("size", format!("{} is not a positive multiple of 512 bytes", req.size)));
+            return Err(Error::invalid(
+                "size",
+                format!("{} is not a positive multiple of 512 bytes", req.size),
+            ));
         }
         if req.size > crate::primitives::qcow2_create::MAX_SIZE {
-            return Err(Error::invalid("size", format!("{} is larger than 1 PiB", req.size)));
+            return Err(Error::invalid(
+                "size",
+                format!("{} is larger than 1 PiB", req.size),
+            ));
         }
         if !is_safe_value(&req.description) {
             return Err(Error::invalid("desc", "may not contain line breaks or NUL"));
         }
         if req.sequence > MAX_SEQUENCE {
-            return Err(Error::invalid("sequence", format!("{} is larger than {MAX_SEQUENCE}", req.sequence)));
+            return Err(Error::invalid(
+                "sequence",
+                format!("{} is larger than {MAX_SEQUENCE}", req.sequence),
+            ));
         }
         if let Some(initial) = req.initial_size {
             if req.format == VolumeFormat::Cow || req.allocation == VolumeAllocation::Sparse {
@@ -156,12 +171,18 @@ impl Engine {
                 ));
             }
             if initial > req.size {
-                return Err(Error::invalid("initialSize", format!("{initial} is larger than size {}", req.size)));
+                return Err(Error::invalid(
+                    "initialSize",
+                    format!("{initial} is larger than size {}", req.size),
+                ));
             }
         }
         let m = dom.manifest()?;
         if m.class != crate::types::DomainClass::Data {
-            return Err(Error::DomainClass { sd: dom.sd, reason: "volumes live in Data domains" });
+            return Err(Error::DomainClass {
+                sd: dom.sd,
+                reason: "volumes live in Data domains",
+            });
         }
         let existing = match dom.volumes(req.img) {
             Ok(v) => v,
@@ -173,18 +194,27 @@ impl Engine {
         }
         if req.src_vol == BLANK_UUID {
             if req.src_img != BLANK_UUID && req.src_img != req.img {
-                return Err(Error::invalid("srcVolUUID", "srcImgUUID was given without srcVolUUID"));
+                return Err(Error::invalid(
+                    "srcVolUUID",
+                    "srcImgUUID was given without srcVolUUID",
+                ));
             }
             if !existing.is_empty() {
                 return Err(Error::invalid(
                     "srcVolUUID",
-                    format!("image {} already has volumes; a new volume in it must name its parent", req.img),
+                    format!(
+                        "image {} already has volumes; a new volume in it must name its parent",
+                        req.img
+                    ),
                 ));
             }
             return Ok(None);
         }
         if req.src_img == BLANK_UUID {
-            return Err(Error::invalid("srcImgUUID", "srcVolUUID was given without srcImgUUID"));
+            return Err(Error::invalid(
+                "srcImgUUID",
+                "srcVolUUID was given without srcImgUUID",
+            ));
         }
         if req.src_img != req.img {
             return Err(Error::invalid(
@@ -200,7 +230,10 @@ impl Engine {
             return Err(Error::SnapshotOfIllegal(req.src_vol));
         }
         if parent.role != VolumeRole::Leaf {
-            return Err(Error::invalid("srcVolUUID", format!("volume {} is not the leaf of its image", req.src_vol)));
+            return Err(Error::invalid(
+                "srcVolUUID",
+                format!("volume {} is not the leaf of its image", req.src_vol),
+            ));
         }
         if req.format != VolumeFormat::Cow {
             return Err(Error::invalid("volFormat", "a snapshot must be COW"));
@@ -208,7 +241,10 @@ impl Engine {
         if req.size < parent.capacity {
             return Err(Error::invalid(
                 "size",
-                format!("{} is smaller than the parent's capacity {}", req.size, parent.capacity),
+                format!(
+                    "{} is smaller than the parent's capacity {}",
+                    req.size, parent.capacity
+                ),
             ));
         }
         Ok(Some(parent))
@@ -232,7 +268,11 @@ impl Engine {
         let dom = self.domain(sd)?;
         let md = read_in_image(&dom, img, vol)?;
         let (apparentsize, truesize) = dom.volume_sizes(img, vol)?;
-        let status = if md.legality == VolumeLegality::Illegal { "ILLEGAL" } else { "OK" };
+        let status = if md.legality == VolumeLegality::Illegal {
+            "ILLEGAL"
+        } else {
+            "OK"
+        };
         Ok(VolumeInfo {
             uuid: vol,
             domain: sd,
@@ -245,7 +285,10 @@ impl Engine {
             apparentsize,
             truesize,
             children: Vec::new(),
-            lease: LeaseInfo { path: dom.lease_path(img, vol).display().to_string(), offset: 0 },
+            lease: LeaseInfo {
+                path: dom.lease_path(img, vol).display().to_string(),
+                offset: 0,
+            },
         })
     }
 
@@ -253,11 +296,21 @@ impl Engine {
         let dom = self.domain(sd)?;
         read_in_image(&dom, img, vol)?;
         let (apparentsize, truesize) = dom.volume_sizes(img, vol)?;
-        Ok(VolumeSize { apparentsize, truesize })
+        Ok(VolumeSize {
+            apparentsize,
+            truesize,
+        })
     }
 
     /// `Volume.setLegality` (SPM only: it writes volume metadata).
-    pub fn set_volume_legality(&self, pool: Uuid, sd: Uuid, img: Uuid, vol: Uuid, legality: VolumeLegality) -> Result<()> {
+    pub fn set_volume_legality(
+        &self,
+        pool: Uuid,
+        sd: Uuid,
+        img: Uuid,
+        vol: Uuid,
+        legality: VolumeLegality,
+    ) -> Result<()> {
         let pool = self.require_spm(pool)?;
         let dom = self.pool_domain(&pool, sd)?;
         let _lock = self.locks.lock(sd, &[img], DEFAULT_TIMEOUT)?;
@@ -277,12 +330,20 @@ pub(crate) fn read_in_image(dom: &FileDomain, img: Uuid, vol: Uuid) -> Result<Vo
     }
     let md = dom.read_volume(img, vol)?;
     if md.image != img {
-        return Err(Error::VolumeMetadataRead { vol, reason: format!("metadata names image {}", md.image) });
+        return Err(Error::VolumeMetadataRead {
+            vol,
+            reason: format!("metadata names image {}", md.image),
+        });
     }
     Ok(md)
 }
 
-fn create_volume_steps(ctx: &TaskCtx, dom: &Arc<FileDomain>, req: &CreateVolume, parent: Option<VolumeMetadata>) -> Result<()> {
+fn create_volume_steps(
+    ctx: &TaskCtx,
+    dom: &Arc<FileDomain>,
+    req: &CreateVolume,
+    parent: Option<VolumeMetadata>,
+) -> Result<()> {
     let version = dom.manifest()?.version;
     let (img, vol) = (req.img, req.vol);
 
@@ -301,7 +362,9 @@ fn create_volume_steps(ctx: &TaskCtx, dom: &Arc<FileDomain>, req: &CreateVolume,
             match std::fs::remove_dir(&d) {
                 Ok(()) => Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOTEMPTY.raw_os_error()) => Ok(()),
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOTEMPTY.raw_os_error()) => {
+                    Ok(())
+                }
                 Err(e) => Err(Error::io_path("cannot remove", &d, e)),
             }
         });
@@ -347,7 +410,9 @@ fn create_volume_steps(ctx: &TaskCtx, dom: &Arc<FileDomain>, req: &CreateVolume,
         let mut internal = parent_md.clone();
         internal.role = VolumeRole::Internal;
         let (d, pvol) = (dom.clone(), req.src_vol);
-        ctx.push_undo(format!("make {pvol} a leaf again"), move || d.write_volume(img, pvol, &parent_md, version));
+        ctx.push_undo(format!("make {pvol} a leaf again"), move || {
+            d.write_volume(img, pvol, &parent_md, version)
+        });
         dom.write_volume(img, req.src_vol, &internal, version)?;
         ctx.check_abort()?;
     }
@@ -362,7 +427,9 @@ fn create_volume_steps(ctx: &TaskCtx, dom: &Arc<FileDomain>, req: &CreateVolume,
 
 fn push_remove(ctx: &TaskCtx, dom: &Arc<FileDomain>, img: Uuid, vol: Uuid, suffix: &'static str) {
     let d = dom.clone();
-    ctx.push_undo(format!("remove {vol}{suffix}"), move || d.remove_volume_file(img, vol, suffix).map(drop));
+    ctx.push_undo(format!("remove {vol}{suffix}"), move || {
+        d.remove_volume_file(img, vol, suffix).map(drop)
+    });
 }
 
 fn validate_delete(dom: &FileDomain, req: &DeleteVolume) -> Result<VolumeMetadata> {
@@ -372,8 +439,15 @@ fn validate_delete(dom: &FileDomain, req: &DeleteVolume) -> Result<VolumeMetadat
     }
     let children = children_of(dom, req.img, req.vol)?;
     if !children.is_empty() {
-        let list = children.iter().map(Uuid::to_string).collect::<Vec<_>>().join(", ");
-        return Err(Error::VolumeHasChildren { vol: req.vol, children: list });
+        let list = children
+            .iter()
+            .map(Uuid::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(Error::VolumeHasChildren {
+            vol: req.vol,
+            children: list,
+        });
     }
     Ok(md)
 }
@@ -392,7 +466,12 @@ fn children_of(dom: &FileDomain, img: Uuid, vol: Uuid) -> Result<Vec<Uuid>> {
     Ok(out)
 }
 
-fn delete_volume_steps(ctx: &TaskCtx, dom: &Arc<FileDomain>, req: &DeleteVolume, md: VolumeMetadata) -> Result<()> {
+fn delete_volume_steps(
+    ctx: &TaskCtx,
+    dom: &Arc<FileDomain>,
+    req: &DeleteVolume,
+    md: VolumeMetadata,
+) -> Result<()> {
     let version = dom.manifest()?.version;
     let (img, vol) = (req.img, req.vol);
 
@@ -400,7 +479,9 @@ fn delete_volume_steps(ctx: &TaskCtx, dom: &Arc<FileDomain>, req: &DeleteVolume,
     let mut illegal = md.clone();
     illegal.legality = VolumeLegality::Illegal;
     let (d, original) = (dom.clone(), md.clone());
-    ctx.push_undo(format!("restore legality of {vol}"), move || d.write_volume(img, vol, &original, version));
+    ctx.push_undo(format!("restore legality of {vol}"), move || {
+        d.write_volume(img, vol, &original, version)
+    });
     dom.write_volume(img, vol, &illegal, version)?;
     ctx.check_abort()?;
 

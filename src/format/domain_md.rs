@@ -165,7 +165,9 @@ mod tests {
     fn broken_seal_is_detected() {
         let mut md = DomainMetadata::new();
         md.set("VERSION", "5");
-        let text = String::from_utf8(md.render()).unwrap().replace("VERSION=5", "VERSION=4");
+        let text = String::from_utf8(md.render())
+            .unwrap()
+            .replace("VERSION=5", "VERSION=4");
         assert!(matches!(
             DomainMetadata::parse(text.as_bytes()),
             Err(DomainMetadataError::SealBroken { .. })
@@ -176,6 +178,9 @@ mod tests {
     fn unsealed_and_padded_metadata_is_accepted() {
         let md = DomainMetadata::parse(b"VERSION=3\nROLE=Regular\n\0\0\0\0").unwrap();
         assert_eq!(md.get("VERSION"), Some("3"));
-        assert_eq!(DomainMetadata::parse(b"\n\n"), Err(DomainMetadataError::Empty));
+        assert_eq!(
+            DomainMetadata::parse(b"\n\n"),
+            Err(DomainMetadataError::Empty)
+        );
     }
 }

@@ -81,7 +81,9 @@ impl VolumeMetadata {
     pub fn parse(bytes: &[u8]) -> Result<Self, VolumeMetadataError> {
         let mut md = std::collections::HashMap::new();
         for raw in bytes.split(|&b| b == b'\n') {
-            let Ok(line) = std::str::from_utf8(raw) else { continue };
+            let Ok(line) = std::str::from_utf8(raw) else {
+                continue;
+            };
             if line.starts_with("EOF") {
                 break;
             }
@@ -216,12 +218,17 @@ mod tests {
 
     #[test]
     fn cleared_and_invalid() {
-        assert_eq!(VolumeMetadata::parse(b"NONE\n"), Err(VolumeMetadataError::Cleared));
+        assert_eq!(
+            VolumeMetadata::parse(b"NONE\n"),
+            Err(VolumeMetadataError::Cleared)
+        );
         assert!(matches!(
             VolumeMetadata::parse(b"FORMAT=COW\nEOF\n"),
             Err(VolumeMetadataError::Invalid(_))
         ));
-        let bad = String::from_utf8(sample().render(5).unwrap()).unwrap().replace("COW", "QED");
+        let bad = String::from_utf8(sample().render(5).unwrap())
+            .unwrap()
+            .replace("COW", "QED");
         assert!(VolumeMetadata::parse(bad.as_bytes()).is_err());
     }
 

@@ -46,7 +46,11 @@ mod tests {
 
     #[test]
     fn layout() {
-        let (offset, buf) = format_index("b9c4821e-e9c0-4dd4-8393-c59b82c9cd29", 1_700_000_000, 1 << 20);
+        let (offset, buf) = format_index(
+            "b9c4821e-e9c0-4dd4-8393-c59b82c9cd29",
+            1_700_000_000,
+            1 << 20,
+        );
         assert_eq!(offset, 1 << 20);
         assert_eq!(buf.len(), INDEX_SIZE);
         assert_eq!(&buf[0..4], &[0x12, 0x15, 0x20, 0x16]);

@@ -22,7 +22,12 @@ pub fn new_path(path: &Path) -> PathBuf {
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     let tmp = new_path(path);
     let result = (|| {
-        let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
         fs::rename(&tmp, path)?;
@@ -37,7 +42,11 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
 /// Creates `path` with `data`; fails with `AlreadyExists` if it exists.
 /// The file is synced and so is its directory.
 pub fn create_new(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
-    let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(path)?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)?;
     let written = f.write_all(data).and_then(|_| f.sync_all());
     if let Err(e) = written {
         let _ = fs::remove_file(path);
@@ -93,7 +102,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x");
         create_new(&p, b"a", 0o660).unwrap();
-        assert_eq!(create_new(&p, b"b", 0o660).unwrap_err().kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(
+            create_new(&p, b"b", 0o660).unwrap_err().kind(),
+            io::ErrorKind::AlreadyExists
+        );
         assert_eq!(fs::read(&p).unwrap(), b"a");
     }
 }

@@ -40,7 +40,10 @@ pub struct FlockLease {
 
 impl FlockLease {
     pub fn new(path: &Path) -> Self {
-        FlockLease { path: path.to_path_buf(), held: Mutex::new(None) }
+        FlockLease {
+            path: path.to_path_buf(),
+            held: Mutex::new(None),
+        }
     }
 }
 
@@ -50,14 +53,23 @@ impl Lease for FlockLease {
         if held.is_some() {
             return Ok(());
         }
-        let io_err = |source| LeaseError::Io { path: self.path.clone(), source };
-        let f = OpenOptions::new().read(true).write(true).open(&self.path).map_err(io_err)?;
+        let io_err = |source| LeaseError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.path)
+            .map_err(io_err)?;
         match flock(&f, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => {
                 *held = Some(f);
                 Ok(())
             }
-            Err(rustix::io::Errno::WOULDBLOCK) => Err(LeaseError::Busy { path: self.path.clone() }),
+            Err(rustix::io::Errno::WOULDBLOCK) => Err(LeaseError::Busy {
+                path: self.path.clone(),
+            }),
             Err(e) => Err(io_err(e.into())),
         }
     }

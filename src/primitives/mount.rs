@@ -15,9 +15,17 @@ pub enum MountError {
         source: io::Error,
     },
     #[error("{program} {target} failed: {stderr}")]
-    Failed { program: &'static str, target: PathBuf, stderr: String },
+    Failed {
+        program: &'static str,
+        target: PathBuf,
+        stderr: String,
+    },
     #[error("{program} {target} did not finish within {timeout:?}")]
-    Timeout { program: &'static str, target: PathBuf, timeout: Duration },
+    Timeout {
+        program: &'static str,
+        target: PathBuf,
+        timeout: Duration,
+    },
 }
 
 /// The directory name for a remote path, as VDSM derives it: `_` is doubled
@@ -77,9 +85,15 @@ pub fn umount(target: &Path, timeout: Duration) -> Result<(), MountError> {
 
 /// True if `path` is a mount point, from /proc/self/mountinfo.
 pub fn is_mountpoint(path: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
-    let Ok(canon) = path.canonicalize() else { return false };
-    info.lines().filter_map(|l| l.split(' ').nth(4)).any(|mp| Path::new(&unescape_mountinfo(mp)) == canon)
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let Ok(canon) = path.canonicalize() else {
+        return false;
+    };
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|mp| Path::new(&unescape_mountinfo(mp)) == canon)
 }
 
 fn unescape_mountinfo(s: &str) -> String {
@@ -88,7 +102,10 @@ fn unescape_mountinfo(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
             out.push(v);
             i += 4;
@@ -100,12 +117,24 @@ fn unescape_mountinfo(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn run_with_timeout(mut cmd: Command, program: &'static str, target: &Path, timeout: Duration) -> Result<(), MountError> {
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|source| MountError::Spawn { program, source })?;
+fn run_with_timeout(
+    mut cmd: Command,
+    program: &'static str,
+    target: &Path,
+    timeout: Duration,
+) -> Result<(), MountError> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(|source| MountError::Spawn { program, source })?;
     let start = Instant::now();
     loop {
-        match child.try_wait().map_err(|source| MountError::Spawn { program, source })? {
+        match child
+            .try_wait()
+            .map_err(|source| MountError::Spawn { program, source })?
+        {
             Some(status) => {
                 let mut stderr = String::new();
                 if let Some(mut e) = child.stderr.take() {
@@ -115,12 +144,20 @@ fn run_with_timeout(mut cmd: Command, program: &'static str, target: &Path, time
                 if status.success() {
                     return Ok(());
                 }
-                return Err(MountError::Failed { program, target: target.to_path_buf(), stderr: stderr.trim().to_string() });
+                return Err(MountError::Failed {
+                    program,
+                    target: target.to_path_buf(),
+                    stderr: stderr.trim().to_string(),
+                });
             }
             None if start.elapsed() > timeout => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(MountError::Timeout { program, target: target.to_path_buf(), timeout });
+                return Err(MountError::Timeout {
+                    program,
+                    target: target.to_path_buf(),
+                    timeout,
+                });
             }
             None => std::thread::sleep(Duration::from_millis(20)),
         }
@@ -133,7 +170,10 @@ mod tests {
 
     #[test]
     fn names_are_injective_and_flat() {
-        assert_eq!(mount_point_name("server:/export/data").unwrap(), "server:_export_data");
+        assert_eq!(
+            mount_point_name("server:/export/data").unwrap(),
+            "server:_export_data"
+        );
         assert_eq!(mount_point_name("/a_b").unwrap(), "_a__b");
         assert_ne!(mount_point_name("/a_b"), mount_point_name("/a/b"));
         assert_eq!(mount_point_name(".."), None);
@@ -149,8 +189,15 @@ mod tests {
             vfs_type: Some("xfs".into()),
             options: Some("noatime".into()),
         };
-        let args: Vec<_> = req.args().into_iter().map(|a| a.into_string().unwrap()).collect();
-        assert_eq!(args, ["-t", "xfs", "-o", "noatime", "--", "/dev/loop3", "/srv/m"]);
+        let args: Vec<_> = req
+            .args()
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        assert_eq!(
+            args,
+            ["-t", "xfs", "-o", "noatime", "--", "/dev/loop3", "/srv/m"]
+        );
     }
 
     #[test]

@@ -124,7 +124,11 @@ pub fn parse(buf: &[u8], file_len: u64) -> Result<ImageHeader, ProbeError> {
     }
 
     // Header extensions: within the first cluster, before the backing name.
-    let ext_limit = if backing_offset != 0 { backing_offset.min(cluster_size) } else { cluster_size } as usize;
+    let ext_limit = if backing_offset != 0 {
+        backing_offset.min(cluster_size)
+    } else {
+        cluster_size
+    } as usize;
     let mut backing_format = None;
     let mut data_file = None;
     let mut has_bitmaps = false;
@@ -140,7 +144,9 @@ pub fn parse(buf: &[u8], file_len: u64) -> Result<ImageHeader, ProbeError> {
             break;
         }
         let data_start = off + 8;
-        let data_end = data_start.checked_add(len).ok_or(ProbeError::Invalid("extension length"))?;
+        let data_end = data_start
+            .checked_add(len)
+            .ok_or(ProbeError::Invalid("extension length"))?;
         if data_end > ext_limit {
             return Err(ProbeError::Invalid("extension past the first cluster"));
         }
@@ -152,7 +158,10 @@ pub fn parse(buf: &[u8], file_len: u64) -> Result<ImageHeader, ProbeError> {
             EXT_BITMAPS => has_bitmaps = true,
             _ => {}
         }
-        off = data_end.checked_add(7).ok_or(ProbeError::Invalid("extension length"))? & !7;
+        off = data_end
+            .checked_add(7)
+            .ok_or(ProbeError::Invalid("extension length"))?
+            & !7;
     }
 
     let backing_file = if backing_offset != 0 {
@@ -162,9 +171,14 @@ pub fn parse(buf: &[u8], file_len: u64) -> Result<ImageHeader, ProbeError> {
         let end = backing_offset
             .checked_add(backing_size as u64)
             .filter(|&e| e <= cluster_size)
-            .ok_or(ProbeError::Invalid("backing file name past the first cluster"))?;
+            .ok_or(ProbeError::Invalid(
+                "backing file name past the first cluster",
+            ))?;
         need(buf, end as usize)?;
-        Some(text(&buf[backing_offset as usize..end as usize], "backing file name")?)
+        Some(text(
+            &buf[backing_offset as usize..end as usize],
+            "backing file name",
+        )?)
     } else {
         None
     };
@@ -196,7 +210,10 @@ pub fn probe_file(path: &Path) -> io::Result<ImageHeader> {
             Ok(h) => return Ok(h),
             Err(ProbeError::NeedMore(more)) if more > want && (more as u64) <= len => want = more,
             Err(ProbeError::NeedMore(_)) => {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "qcow2 header is truncated"))
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "qcow2 header is truncated",
+                ))
             }
             Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
         }

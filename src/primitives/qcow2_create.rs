@@ -44,7 +44,9 @@ struct Layout {
 fn layout(size: u64, backing: Option<(&str, &str)>) -> io::Result<Layout> {
     let invalid = |m: &str| io::Error::new(io::ErrorKind::InvalidInput, m.to_string());
     if size == 0 || size > MAX_SIZE || size % 512 != 0 {
-        return Err(invalid("qcow2 size must be a non-zero multiple of 512 up to 1 PiB"));
+        return Err(invalid(
+            "qcow2 size must be a non-zero multiple of 512 up to 1 PiB",
+        ));
     }
     let l1_entries = size.div_ceil(BYTES_PER_L1_ENTRY);
     let l1_bytes = l1_entries * 8;
@@ -113,7 +115,12 @@ mod tests {
     use super::*;
     use crate::primitives::{probe, qemu_img};
 
-    fn make(dir: &std::path::Path, name: &str, size: u64, backing: Option<(&str, &str)>) -> std::path::PathBuf {
+    fn make(
+        dir: &std::path::Path,
+        name: &str,
+        size: u64,
+        backing: Option<(&str, &str)>,
+    ) -> std::path::PathBuf {
         let p = dir.join(name);
         let f = File::create(&p).unwrap();
         write_empty(&f, size, backing).unwrap();
@@ -125,10 +132,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for size in [512, 1 << 20, 10 << 30, (1 << 40) + 4096, 64 << 40] {
             let p = make(dir.path(), "a.qcow2", size, None);
-            let info = qemu_img::info(&p, qemu_img::InfoOptions { format: Some("qcow2"), ..Default::default() }).unwrap();
+            let info = qemu_img::info(
+                &p,
+                qemu_img::InfoOptions {
+                    format: Some("qcow2"),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
             assert_eq!(info.virtual_size, size);
             assert_eq!(info.compat(), Some("1.1"));
-            assert!(qemu_img::check(&p, "qcow2").unwrap().is_clean(), "size {size}");
+            assert!(
+                qemu_img::check(&p, "qcow2").unwrap().is_clean(),
+                "size {size}"
+            );
             let h = probe::probe_file(&p).unwrap();
             assert_eq!(h.virtual_size, size);
             std::fs::remove_file(&p).unwrap();
@@ -140,11 +157,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         make(dir.path(), "base", 1 << 30, None);
         let top = make(dir.path(), "top", 1 << 30, Some(("base", "qcow2")));
-        let info = qemu_img::info(&top, qemu_img::InfoOptions { format: Some("qcow2"), ..Default::default() }).unwrap();
+        let info = qemu_img::info(
+            &top,
+            qemu_img::InfoOptions {
+                format: Some("qcow2"),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(info.backing_filename.as_deref(), Some("base"));
         assert_eq!(info.backing_format.as_deref(), Some("qcow2"));
         assert!(qemu_img::check(&top, "qcow2").unwrap().is_clean());
-        let chain = qemu_img::info_chain(&top, qemu_img::InfoOptions { format: Some("qcow2"), ..Default::default() }).unwrap();
+        let chain = qemu_img::info_chain(
+            &top,
+            qemu_img::InfoOptions {
+                format: Some("qcow2"),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(chain.len(), 2);
     }
 

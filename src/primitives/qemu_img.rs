@@ -12,7 +12,9 @@ use serde::Deserialize;
 
 /// Where the qemu-img binary is; overridable for tests and odd installs.
 pub fn binary() -> PathBuf {
-    std::env::var_os("CAIRN_QEMU_IMG").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("qemu-img"))
+    std::env::var_os("CAIRN_QEMU_IMG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("qemu-img"))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -20,7 +22,11 @@ pub enum QemuImgError {
     #[error("cannot run qemu-img: {0}")]
     Spawn(#[source] io::Error),
     #[error("qemu-img {command} failed (exit {code:?}): {stderr}")]
-    Failed { command: String, code: Option<i32>, stderr: String },
+    Failed {
+        command: String,
+        code: Option<i32>,
+        stderr: String,
+    },
     #[error("qemu-img {command} printed output Cairn cannot parse: {error}")]
     BadOutput { command: String, error: String },
 }
@@ -140,10 +146,13 @@ pub fn info(path: &Path, opts: InfoOptions<'_>) -> Result<ImageInfo, QemuImgErro
         // The chain form is a list, top first.
         let out = run(cmd, "info")?;
         let mut chain: Vec<ImageInfo> = parse_json("info", &out)?;
-        return chain.drain(..).next().ok_or_else(|| QemuImgError::BadOutput {
-            command: "info".into(),
-            error: "empty chain".into(),
-        });
+        return chain
+            .drain(..)
+            .next()
+            .ok_or_else(|| QemuImgError::BadOutput {
+                command: "info".into(),
+                error: "empty chain".into(),
+            });
     }
     cmd.arg(path);
     parse_json("info", &run(cmd, "info")?)
@@ -151,7 +160,13 @@ pub fn info(path: &Path, opts: InfoOptions<'_>) -> Result<ImageInfo, QemuImgErro
 
 /// The whole chain, top first.
 pub fn info_chain(path: &Path, opts: InfoOptions<'_>) -> Result<Vec<ImageInfo>, QemuImgError> {
-    let cmd = info_command(path, InfoOptions { backing_chain: true, ..opts });
+    let cmd = info_command(
+        path,
+        InfoOptions {
+            backing_chain: true,
+            ..opts
+        },
+    );
     parse_json("info", &run(cmd, "info")?)
 }
 
@@ -192,7 +207,8 @@ impl CheckResult {
 /// an error: qemu-img exits 2 or 3 for them but the JSON is complete.
 pub fn check(path: &Path, format: &str) -> Result<CheckResult, QemuImgError> {
     let mut cmd = Command::new(binary());
-    cmd.args(["check", "--output", "json", "-f", format]).arg(path);
+    cmd.args(["check", "--output", "json", "-f", format])
+        .arg(path);
     let out = run_accepting(cmd, "check", &[0, 2, 3])?;
     parse_json("check", &out)
 }
@@ -208,7 +224,11 @@ pub struct Measure {
 
 /// Space a `target_format` image would need: for an existing image (source
 /// path and format) or for an empty image of `size` bytes.
-pub fn measure(source: Option<(&Path, &str)>, size: Option<u64>, target_format: &str) -> Result<Measure, QemuImgError> {
+pub fn measure(
+    source: Option<(&Path, &str)>,
+    size: Option<u64>,
+    target_format: &str,
+) -> Result<Measure, QemuImgError> {
     let mut cmd = Command::new(binary());
     cmd.args(["measure", "--output", "json", "-O", target_format]);
     if let Some(size) = size {
@@ -244,7 +264,10 @@ pub fn convert(
 ) -> Result<(), QemuImgError> {
     let mut cmd = Command::new(binary());
     cmd.args(["convert", "-p", "-t", "none", "-T", "none"]);
-    cmd.arg("-f").arg(opts.src_format).arg("-O").arg(opts.dst_format);
+    cmd.arg("-f")
+        .arg(opts.src_format)
+        .arg("-O")
+        .arg(opts.dst_format);
     if opts.existing_target {
         cmd.arg("-n");
     }
@@ -287,7 +310,11 @@ pub fn convert(
     let status = child.wait().map_err(QemuImgError::Spawn)?;
     let stderr = err_reader.join().unwrap_or_default();
     if !status.success() {
-        return Err(QemuImgError::Failed { command: "convert".into(), code: status.code(), stderr: stderr.trim().into() });
+        return Err(QemuImgError::Failed {
+            command: "convert".into(),
+            code: status.code(),
+            stderr: stderr.trim().into(),
+        });
     }
     progress(100.0);
     Ok(())
@@ -339,7 +366,10 @@ fn run_accepting(mut cmd: Command, name: &str, ok_codes: &[i32]) -> Result<Vec<u
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(name: &str, out: &[u8]) -> Result<T, QemuImgError> {
-    serde_json::from_slice(out).map_err(|e| QemuImgError::BadOutput { command: name.into(), error: e.to_string() })
+    serde_json::from_slice(out).map_err(|e| QemuImgError::BadOutput {
+        command: name.into(),
+        error: e.to_string(),
+    })
 }
 
 #[cfg(test)]

@@ -1,1 +1,12 @@
+//! Integration tests: the real cairnd binary, real qemu-img, real file
+//! systems (loop-mounted where a test needs its own).
 
+mod api;
+mod bad_input;
+mod common;
+mod compat;
+mod example;
+mod filesystems;
+mod probe_fuzz;
+mod schema;
+mod websocket;

@@ -2,7 +2,9 @@
 
 use crate::error::{Error, Result};
 use crate::format::domain_md::DomainMetadata;
-use crate::types::{parse_uuid, DomainClass, DomainRole, DomainType, Uuid, READABLE_DOMAIN_VERSIONS};
+use crate::types::{
+    parse_uuid, DomainClass, DomainRole, DomainType, Uuid, READABLE_DOMAIN_VERSIONS,
+};
 
 use super::NewDomain;
 
@@ -22,7 +24,13 @@ pub const K_POOL_SPM_ID: &str = "POOL_SPM_ID";
 pub const K_POOL_SPM_LVER: &str = "POOL_SPM_LVER";
 pub const K_MASTER_VERSION: &str = "MASTER_VERSION";
 
-pub const POOL_KEYS: &[&str] = &[K_POOL_DOMAINS, K_POOL_DESCRIPTION, K_POOL_SPM_ID, K_POOL_SPM_LVER, K_MASTER_VERSION];
+pub const POOL_KEYS: &[&str] = &[
+    K_POOL_DOMAINS,
+    K_POOL_DESCRIPTION,
+    K_POOL_SPM_ID,
+    K_POOL_SPM_LVER,
+    K_MASTER_VERSION,
+];
 
 /// VDSM's lease defaults, written into every new domain.
 pub const LOCK_RENEWAL_INTERVAL_SEC: u32 = 5;
@@ -62,7 +70,9 @@ impl DomainManifest {
     pub fn from_metadata(sd: Uuid, md: &DomainMetadata) -> Result<Self> {
         let bad = |reason: String| Error::DomainMetadata { sd, reason };
         let get = |k: &str| md.get(k).ok_or_else(|| bad(format!("key {k} is missing")));
-        let version: u32 = get(K_VERSION)?.parse().map_err(|_| bad("VERSION is not a number".into()))?;
+        let version: u32 = get(K_VERSION)?
+            .parse()
+            .map_err(|_| bad("VERSION is not a number".into()))?;
         if !READABLE_DOMAIN_VERSIONS.contains(&version) {
             return Err(Error::UnsupportedDomainVersion(version, "3, 4, 5"));
         }
@@ -72,9 +82,11 @@ impl DomainManifest {
             .or_else(|| type_text.parse().ok().and_then(DomainType::from_id))
             .ok_or_else(|| bad(format!("unknown TYPE {type_text}")))?;
         let class_text = get(K_CLASS)?;
-        let class = DomainClass::from_name(class_text).ok_or_else(|| bad(format!("unknown CLASS {class_text}")))?;
+        let class = DomainClass::from_name(class_text)
+            .ok_or_else(|| bad(format!("unknown CLASS {class_text}")))?;
         let role_text = get(K_ROLE)?;
-        let role = DomainRole::from_name(role_text).ok_or_else(|| bad(format!("unknown ROLE {role_text}")))?;
+        let role = DomainRole::from_name(role_text)
+            .ok_or_else(|| bad(format!("unknown ROLE {role_text}")))?;
         let pools = md
             .get(K_POOL_UUID)
             .unwrap_or("")
@@ -83,8 +95,12 @@ impl DomainManifest {
             .map(|s| parse_uuid(s).ok_or_else(|| bad(format!("POOL_UUID {s} is not a UUID"))))
             .collect::<Result<Vec<_>>>()?;
         let (block_size, alignment) = if version >= 5 {
-            let bs = get(K_BLOCK_SIZE)?.parse().map_err(|_| bad("BLOCK_SIZE is not a number".into()))?;
-            let al = get(K_ALIGNMENT)?.parse().map_err(|_| bad("ALIGNMENT is not a number".into()))?;
+            let bs = get(K_BLOCK_SIZE)?
+                .parse()
+                .map_err(|_| bad("BLOCK_SIZE is not a number".into()))?;
+            let al = get(K_ALIGNMENT)?
+                .parse()
+                .map_err(|_| bad("ALIGNMENT is not a number".into()))?;
             (bs, al)
         } else {
             (512, 1 << 20)
@@ -125,8 +141,11 @@ impl PoolMetadata {
             .split(',')
             .filter(|s| !s.is_empty())
             .map(|entry| {
-                let (id, status) = entry.split_once(':').ok_or_else(|| bad(format!("bad POOL_DOMAINS entry {entry}")))?;
-                let id = parse_uuid(id).ok_or_else(|| bad(format!("bad POOL_DOMAINS entry {entry}")))?;
+                let (id, status) = entry
+                    .split_once(':')
+                    .ok_or_else(|| bad(format!("bad POOL_DOMAINS entry {entry}")))?;
+                let id =
+                    parse_uuid(id).ok_or_else(|| bad(format!("bad POOL_DOMAINS entry {entry}")))?;
                 Ok((id, status.to_string()))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -140,7 +159,12 @@ impl PoolMetadata {
     }
 
     pub fn write(&self, md: &mut DomainMetadata) {
-        let domains = self.domains.iter().map(|(id, st)| format!("{id}:{st}")).collect::<Vec<_>>().join(",");
+        let domains = self
+            .domains
+            .iter()
+            .map(|(id, st)| format!("{id}:{st}"))
+            .collect::<Vec<_>>()
+            .join(",");
         md.set(K_POOL_DOMAINS, domains);
         md.set(K_POOL_DESCRIPTION, self.description.clone());
         md.set(K_POOL_SPM_ID, self.spm_id.to_string());
@@ -160,7 +184,10 @@ pub fn initial_metadata(new: &NewDomain) -> DomainMetadata {
     md.set(K_ROLE, DomainRole::Regular.name());
     md.set(K_POOL_UUID, "");
     md.set("LOCKPOLICY", "");
-    md.set("LOCKRENEWALINTERVALSEC", LOCK_RENEWAL_INTERVAL_SEC.to_string());
+    md.set(
+        "LOCKRENEWALINTERVALSEC",
+        LOCK_RENEWAL_INTERVAL_SEC.to_string(),
+    );
     md.set("LEASETIMESEC", LEASE_TIME_SEC.to_string());
     md.set("IOOPTIMEOUTSEC", IO_OP_TIMEOUT_SEC.to_string());
     md.set("LEASERETRIES", LEASE_RETRIES.to_string());

@@ -81,7 +81,10 @@ impl FileDomain {
             let _ = fs::remove_dir_all(&staging);
             return Err(match e {
                 e if e.is_no_space() => Error::NoSpace { sd: new.sd },
-                e => Error::DomainCreation { sd: new.sd, reason: e.to_string() },
+                e => Error::DomainCreation {
+                    sd: new.sd,
+                    reason: e.to_string(),
+                },
             });
         }
         tracing::info!(sd = %new.sd, path = %final_dir.display(), version = new.version, "created storage domain");
@@ -92,7 +95,12 @@ impl FileDomain {
         durable::create_dir(dir, DIR_MODE).ctx("cannot create", dir)?;
         let md_dir = dir.join(DOM_MD);
         durable::create_dir(&md_dir, DOM_MD_MODE).ctx("cannot create", &md_dir)?;
-        for (name, size) in [("ids", 0), ("leases", 0), ("inbox", MAILBOX_SIZE), ("outbox", MAILBOX_SIZE)] {
+        for (name, size) in [
+            ("ids", 0),
+            ("leases", 0),
+            ("inbox", MAILBOX_SIZE),
+            ("outbox", MAILBOX_SIZE),
+        ] {
             let p = md_dir.join(name);
             let f = create_file(&p)?;
             f.set_len(size).ctx("cannot size", &p)?;
@@ -101,7 +109,8 @@ impl FileDomain {
         if new.version >= 4 {
             let p = md_dir.join("xleases");
             let f = create_file(&p)?;
-            let (offset, index) = xleases::format_index(&new.sd.to_string(), crate::now_secs(), new.alignment);
+            let (offset, index) =
+                xleases::format_index(&new.sd.to_string(), crate::now_secs(), new.alignment);
             f.write_all_at(&index, offset).ctx("cannot write", &p)?;
             f.sync_all().ctx("cannot sync", &p)?;
         }
@@ -120,17 +129,29 @@ impl FileDomain {
             .file_name()
             .and_then(|n| n.to_str())
             .and_then(parse_uuid)
-            .ok_or_else(|| Error::invalid("storagedomainID", format!("{} is not a domain directory", root.display())))?;
+            .ok_or_else(|| {
+                Error::invalid(
+                    "storagedomainID",
+                    format!("{} is not a domain directory", root.display()),
+                )
+            })?;
         let dom = FileDomain::at(sd, root);
         let m = dom.manifest()?;
         if m.sd != sd {
-            return Err(Error::DomainMetadata { sd, reason: format!("SDUUID is {}", m.sd) });
+            return Err(Error::DomainMetadata {
+                sd,
+                reason: format!("SDUUID is {}", m.sd),
+            });
         }
         Ok(dom)
     }
 
     fn at(sd: Uuid, root: PathBuf) -> FileDomain {
-        FileDomain { sd, root, md_lock: Mutex::new(()) }
+        FileDomain {
+            sd,
+            root,
+            md_lock: Mutex::new(()),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -161,13 +182,22 @@ impl FileDomain {
         let path = self.metadata_path();
         let bytes = fs::read(&path).map_err(|source| match source.kind() {
             io::ErrorKind::NotFound => Error::DomainNotFound(self.sd),
-            _ => Error::DomainAccess { sd: self.sd, source },
+            _ => Error::DomainAccess {
+                sd: self.sd,
+                source,
+            },
         })?;
         DomainMetadata::parse(&bytes).map_err(|e| match e {
             e @ crate::format::domain_md::DomainMetadataError::SealBroken { .. } => {
-                Error::DomainSealBroken { sd: self.sd, reason: e.to_string() }
+                Error::DomainSealBroken {
+                    sd: self.sd,
+                    reason: e.to_string(),
+                }
             }
-            e => Error::DomainMetadata { sd: self.sd, reason: e.to_string() },
+            e => Error::DomainMetadata {
+                sd: self.sd,
+                reason: e.to_string(),
+            },
         })
     }
 
@@ -178,19 +208,27 @@ impl FileDomain {
     /// Read-modify-write of the domain metadata as one transaction: `change`
     /// sees the current contents; the result is sealed and replaced
     /// crash-safely. Nothing is written if `change` fails.
-    pub fn update_metadata<T>(&self, change: impl FnOnce(&mut DomainMetadata) -> Result<T>) -> Result<T> {
+    pub fn update_metadata<T>(
+        &self,
+        change: impl FnOnce(&mut DomainMetadata) -> Result<T>,
+    ) -> Result<T> {
         let _guard = self.md_lock.lock().expect("metadata lock");
         let mut md = self.read_metadata()?;
         let before = md.clone();
         let out = change(&mut md)?;
         if md != before {
-            durable::write_atomic(&self.metadata_path(), &md.render(), METADATA_MODE).map_err(|source| {
-                if crate::error::is_enospc(&source) {
-                    Error::NoSpace { sd: self.sd }
-                } else {
-                    Error::DomainAccess { sd: self.sd, source }
-                }
-            })?;
+            durable::write_atomic(&self.metadata_path(), &md.render(), METADATA_MODE).map_err(
+                |source| {
+                    if crate::error::is_enospc(&source) {
+                        Error::NoSpace { sd: self.sd }
+                    } else {
+                        Error::DomainAccess {
+                            sd: self.sd,
+                            source,
+                        }
+                    }
+                },
+            )?;
         }
         Ok(out)
     }
@@ -199,8 +237,14 @@ impl FileDomain {
     pub fn images(&self) -> Result<Vec<Uuid>> {
         let dir = self.images_dir();
         let mut out = Vec::new();
-        for entry in fs::read_dir(&dir).map_err(|source| Error::DomainAccess { sd: self.sd, source })? {
-            let entry = entry.map_err(|source| Error::DomainAccess { sd: self.sd, source })?;
+        for entry in fs::read_dir(&dir).map_err(|source| Error::DomainAccess {
+            sd: self.sd,
+            source,
+        })? {
+            let entry = entry.map_err(|source| Error::DomainAccess {
+                sd: self.sd,
+                source,
+            })?;
             if let Some(img) = entry.file_name().to_str().and_then(parse_uuid) {
                 out.push(img);
             }
@@ -215,7 +259,10 @@ impl FileDomain {
 
     /// (total, free) bytes of the file system holding the domain.
     pub fn space(&self) -> Result<(u64, u64)> {
-        let st = rustix::fs::statvfs(&self.root).map_err(|e| Error::DomainAccess { sd: self.sd, source: e.into() })?;
+        let st = rustix::fs::statvfs(&self.root).map_err(|e| Error::DomainAccess {
+            sd: self.sd,
+            source: e.into(),
+        })?;
         Ok((st.f_frsize * st.f_blocks, st.f_frsize * st.f_bavail))
     }
 
@@ -235,7 +282,11 @@ impl FileDomain {
     /// Removes the whole domain directory: first renamed so a crash leaves a
     /// recognisable leftover, then deleted.
     pub fn remove(&self) -> Result<()> {
-        let parent = self.root.parent().map(Path::to_path_buf).unwrap_or_default();
+        let parent = self
+            .root
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
         let doomed = parent.join(format!("{REMOVED_IMAGE_PREFIX}{}", self.sd));
         fs::rename(&self.root, &doomed).ctx("cannot rename", &self.root)?;
         durable::fsync_dir(&parent).ctx("cannot sync", &parent)?;
@@ -245,7 +296,12 @@ impl FileDomain {
 }
 
 fn create_file(path: &Path) -> Result<File> {
-    OpenOptions::new().write(true).create_new(true).mode(METADATA_MODE).open(path).ctx("cannot create", path)
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(METADATA_MODE)
+        .open(path)
+        .ctx("cannot create", path)
 }
 
 /// Detects the logical block size of the storage under `dir` by trying a
@@ -254,7 +310,12 @@ pub fn detect_block_size(dir: &Path) -> u32 {
     let probe = dir.join(format!(".cairn-block-size-probe-{}", std::process::id()));
     let result = (|| -> io::Result<u32> {
         // No O_DIRECT support at all (tmpfs on old kernels): nothing to align to.
-        let Ok(f) = OpenOptions::new().write(true).create(true).truncate(true).custom_flags(libc_o_direct()).open(&probe)
+        let Ok(f) = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc_o_direct())
+            .open(&probe)
         else {
             return Ok(512);
         };

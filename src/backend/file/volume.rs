@@ -46,14 +46,28 @@ impl FileDomain {
         let dir = self.image_dir(img);
         let entries = match fs::read_dir(&dir) {
             Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Error::ImageNotFound { img, sd: self.sd }),
-            Err(source) => return Err(Error::DomainAccess { sd: self.sd, source }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::ImageNotFound { img, sd: self.sd })
+            }
+            Err(source) => {
+                return Err(Error::DomainAccess {
+                    sd: self.sd,
+                    source,
+                })
+            }
         };
         let mut out = Vec::new();
         for entry in entries {
-            let entry = entry.map_err(|source| Error::DomainAccess { sd: self.sd, source })?;
+            let entry = entry.map_err(|source| Error::DomainAccess {
+                sd: self.sd,
+                source,
+            })?;
             let name = entry.file_name();
-            if let Some(vol) = name.to_str().and_then(|n| n.strip_suffix(META_SUFFIX)).and_then(parse_uuid) {
+            if let Some(vol) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(META_SUFFIX))
+                .and_then(parse_uuid)
+            {
                 out.push(vol);
             }
         }
@@ -79,30 +93,66 @@ impl FileDomain {
         let path = self.meta_path(img, vol);
         let bytes = match fs::read(&path) {
             Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Error::VolumeNotFound(vol)),
-            Err(e) => return Err(Error::VolumeMetadataRead { vol, reason: e.to_string() }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::VolumeNotFound(vol))
+            }
+            Err(e) => {
+                return Err(Error::VolumeMetadataRead {
+                    vol,
+                    reason: e.to_string(),
+                })
+            }
         };
-        VolumeMetadata::parse(&bytes).map_err(|e| Error::VolumeMetadataRead { vol, reason: e.to_string() })
+        VolumeMetadata::parse(&bytes).map_err(|e| Error::VolumeMetadataRead {
+            vol,
+            reason: e.to_string(),
+        })
     }
 
     /// Writes the metadata of a new volume; fails if it exists.
-    pub fn create_volume_metadata(&self, img: Uuid, vol: Uuid, md: &VolumeMetadata, version: u32) -> Result<()> {
-        let bytes = md.render(version).map_err(|e| Error::VolumeMetadataWrite { vol, reason: e.to_string() })?;
-        durable::create_new(&self.meta_path(img, vol), &bytes, VOLUME_MODE).map_err(|e| match e.kind() {
-            io::ErrorKind::AlreadyExists => Error::VolumeAlreadyExists(vol),
-            _ if is_enospc(&e) => Error::NoSpace { sd: self.sd },
-            _ => Error::VolumeMetadataWrite { vol, reason: e.to_string() },
+    pub fn create_volume_metadata(
+        &self,
+        img: Uuid,
+        vol: Uuid,
+        md: &VolumeMetadata,
+        version: u32,
+    ) -> Result<()> {
+        let bytes = md.render(version).map_err(|e| Error::VolumeMetadataWrite {
+            vol,
+            reason: e.to_string(),
+        })?;
+        durable::create_new(&self.meta_path(img, vol), &bytes, VOLUME_MODE).map_err(|e| {
+            match e.kind() {
+                io::ErrorKind::AlreadyExists => Error::VolumeAlreadyExists(vol),
+                _ if is_enospc(&e) => Error::NoSpace { sd: self.sd },
+                _ => Error::VolumeMetadataWrite {
+                    vol,
+                    reason: e.to_string(),
+                },
+            }
         })
     }
 
     /// Replaces a volume's metadata crash-safely.
-    pub fn write_volume(&self, img: Uuid, vol: Uuid, md: &VolumeMetadata, version: u32) -> Result<()> {
-        let bytes = md.render(version).map_err(|e| Error::VolumeMetadataWrite { vol, reason: e.to_string() })?;
+    pub fn write_volume(
+        &self,
+        img: Uuid,
+        vol: Uuid,
+        md: &VolumeMetadata,
+        version: u32,
+    ) -> Result<()> {
+        let bytes = md.render(version).map_err(|e| Error::VolumeMetadataWrite {
+            vol,
+            reason: e.to_string(),
+        })?;
         durable::write_atomic(&self.meta_path(img, vol), &bytes, VOLUME_MODE).map_err(|e| {
             if is_enospc(&e) {
                 Error::NoSpace { sd: self.sd }
             } else {
-                Error::VolumeMetadataWrite { vol, reason: e.to_string() }
+                Error::VolumeMetadataWrite {
+                    vol,
+                    reason: e.to_string(),
+                }
             }
         })
     }
@@ -111,32 +161,49 @@ impl FileDomain {
     /// creators can never share a file.
     pub fn create_volume_data(&self, img: Uuid, vol: Uuid, spec: &DataSpec<'_>) -> Result<()> {
         let path = self.volume_path(img, vol);
-        let file = OpenOptions::new().write(true).create_new(true).mode(VOLUME_MODE).open(&path).map_err(|e| {
-            match e.kind() {
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(VOLUME_MODE)
+            .open(&path)
+            .map_err(|e| match e.kind() {
                 io::ErrorKind::AlreadyExists => Error::VolumeAlreadyExists(vol),
                 _ if is_enospc(&e) => Error::NoSpace { sd: self.sd },
-                _ => Error::VolumeCreation { vol, reason: format!("cannot create {}: {e}", path.display()) },
-            }
-        })?;
+                _ => Error::VolumeCreation {
+                    vol,
+                    reason: format!("cannot create {}: {e}", path.display()),
+                },
+            })?;
         let no_space = |e: &io::Error| is_enospc(e);
         let fail = |e: io::Error| {
             if no_space(&e) {
                 Error::NoSpace { sd: self.sd }
             } else {
-                Error::VolumeCreation { vol, reason: e.to_string() }
+                Error::VolumeCreation {
+                    vol,
+                    reason: e.to_string(),
+                }
             }
         };
         match (spec.format, spec.allocation, spec.parent) {
             (VolumeFormat::Raw, alloc, None) => {
                 file.set_len(spec.capacity).map_err(fail)?;
                 if alloc == VolumeAllocation::Preallocated && spec.capacity > 0 {
-                    rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, spec.capacity)
-                        .map_err(|e| fail(e.into()))?;
+                    rustix::fs::fallocate(
+                        &file,
+                        rustix::fs::FallocateFlags::empty(),
+                        0,
+                        spec.capacity,
+                    )
+                    .map_err(|e| fail(e.into()))?;
                 }
                 file.sync_all().map_err(fail)?;
             }
             (VolumeFormat::Raw, _, Some(_)) => {
-                return Err(Error::invalid("volFormat", "a volume with a parent must be COW"));
+                return Err(Error::invalid(
+                    "volFormat",
+                    "a volume with a parent must be COW",
+                ));
             }
             (VolumeFormat::Cow, VolumeAllocation::Sparse, parent) if spec.compat == "1.1" => {
                 // Fresh empty qcow2 written natively: spawning qemu-img costs
@@ -147,7 +214,8 @@ impl FileDomain {
             }
             (VolumeFormat::Cow, alloc, parent) => {
                 drop(file);
-                let prealloc = (alloc == VolumeAllocation::Preallocated).then_some(qemu_img::Preallocation::Falloc);
+                let prealloc = (alloc == VolumeAllocation::Preallocated)
+                    .then_some(qemu_img::Preallocation::Falloc);
                 let backing = parent.map(|(name, fmt)| (name, fmt.qemu_name()));
                 qemu_img::create(
                     &path,
@@ -163,7 +231,10 @@ impl FileDomain {
                     if e.is_no_space() {
                         Error::NoSpace { sd: self.sd }
                     } else {
-                        Error::VolumeCreation { vol, reason: e.to_string() }
+                        Error::VolumeCreation {
+                            vol,
+                            reason: e.to_string(),
+                        }
                     }
                 })?;
                 let f = fs::File::open(&path).ctx("cannot open", &path)?;
@@ -177,13 +248,21 @@ impl FileDomain {
     /// initialises the resource in it when the domain uses sanlock.
     pub fn create_volume_lease(&self, img: Uuid, vol: Uuid, alignment: u64) -> Result<()> {
         let path = self.lease_path(img, vol);
-        let file = OpenOptions::new().write(true).create_new(true).mode(VOLUME_MODE).open(&path).map_err(|e| {
-            if is_enospc(&e) {
-                Error::NoSpace { sd: self.sd }
-            } else {
-                Error::VolumeCreation { vol, reason: format!("cannot create lease {}: {e}", path.display()) }
-            }
-        })?;
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(VOLUME_MODE)
+            .open(&path)
+            .map_err(|e| {
+                if is_enospc(&e) {
+                    Error::NoSpace { sd: self.sd }
+                } else {
+                    Error::VolumeCreation {
+                        vol,
+                        reason: format!("cannot create lease {}: {e}", path.display()),
+                    }
+                }
+            })?;
         file.set_len(alignment).ctx("cannot size", &path)?;
         file.sync_all().ctx("cannot sync", &path)
     }
@@ -193,7 +272,9 @@ impl FileDomain {
         let path = self.volume_path(img, vol);
         let st = match fs::metadata(&path) {
             Ok(st) => st,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Error::VolumeNotFound(vol)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::VolumeNotFound(vol))
+            }
             Err(e) => return Err(Error::io_path("cannot stat", &path, e)),
         };
         Ok((st.len(), st.blocks() * 512))

@@ -1,0 +1,570 @@
+//! End-to-end behaviour of the JSON-RPC verbs against a running cairnd.
+
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+#[test]
+fn seed_walkthrough_over_json_rpc() {
+    // The seed's flow, with the wire forms VDSM receives (id=1, connection=path).
+    let d = Daemon::start_with(Opts {
+        embedded: false,
+        tcp: false,
+    });
+    let storage = d.data().join("walkthrough");
+    std::fs::create_dir(&storage).unwrap();
+    let path = storage.to_str().unwrap();
+    let (sp, sd, img, vol) = (uuid(), uuid(), uuid(), uuid());
+
+    let st = d.call(
+        "StoragePool.connectStorageServer",
+        json!({"storagepoolID": BLANK, "domainType": 4, "connectionParams": [{"id": 1, "connection": path}]}),
+    );
+    assert_eq!(st, json!([{"id": 1, "status": 0}]));
+    assert_eq!(
+        d.call(
+            "StorageDomain.create",
+            json!({"storagedomainID": sd, "domainType": "LOCALFS", "typeArgs": path, "name": "my local domain", "domainClass": 1, "version": 5}),
+        ),
+        json!(true)
+    );
+    d.call(
+        "StoragePool.create",
+        json!({"storagepoolID": sp, "name": "pool name", "masterSdUUID": sd, "masterVersion": 1, "domainList": [sd],
+               "lockRenewalIntervalSec": 0, "leaseTimeSec": 0, "ioOpTimeoutSec": 0, "leaseRetries": 0}),
+    );
+    d.call("StoragePool.connect", json!({"storagepoolID": sp, "hostID": 1, "scsiKey": "scsikey", "masterSdUUID": sd, "masterVersion": 1}));
+    let t = d.call(
+        "StoragePool.spmStart",
+        json!({"storagepoolID": sp, "prevID": -1, "prevLver": "-1", "enableScsiFencing": "false"}),
+    );
+    d.task_ok(&t);
+    assert_eq!(
+        d.call("StoragePool.getSpmStatus", json!({"storagepoolID": sp})),
+        json!({"spmId": 1, "spmStatus": "SPM", "spmLver": 1})
+    );
+
+    // Positional parameters, in schema order, with integer enum ids.
+    let t = d.call(
+        "Volume.create",
+        json!([
+            vol,
+            sp,
+            sd,
+            img,
+            (10u64 << 30).to_string(),
+            4,
+            2,
+            "DATA",
+            "volly",
+            BLANK,
+            BLANK
+        ]),
+    );
+    let st = d.wait_task(&t);
+    assert_eq!(st["taskState"], "finished");
+    assert_eq!(st["taskResult"], "success");
+    assert_eq!(st["message"], "1 jobs completed successfully");
+    d.call("Task.clear", json!({"taskID": t}));
+    assert_eq!(d.call_err("Task.getStatus", json!({"taskID": t})).0, 401);
+
+    let info = d.call(
+        "Volume.getInfo",
+        json!({"volumeID": vol, "storagepoolID": sp, "storagedomainID": sd, "imageID": img}),
+    );
+    for key in [
+        "disktype",
+        "status",
+        "pool",
+        "capacity",
+        "parent",
+        "allocType",
+        "children",
+        "mtime",
+        "description",
+        "legality",
+        "ctime",
+        "voltype",
+        "truesize",
+        "uuid",
+        "domain",
+        "apparentsize",
+        "format",
+        "image",
+        "lease",
+        "generation",
+    ] {
+        assert!(
+            info.get(key).is_some(),
+            "Volume.getInfo lacks {key}: {info}"
+        );
+    }
+    assert_eq!(info["capacity"], json!(10u64 << 30));
+    assert_eq!(info["format"], "COW");
+    assert_eq!(info["allocType"], "SPARSE");
+    assert_eq!(info["voltype"], "LEAF");
+    assert_eq!(info["legality"], "LEGAL");
+    assert_eq!(info["status"], "OK");
+    assert_eq!(info["description"], "volly");
+
+    // The data file is a valid qcow2 (compat 1.1) of the right size.
+    let file = d.domain_dir(&sd).join("images").join(&img).join(&vol);
+    let qi = qemu_img_json(&[
+        "info",
+        "--output",
+        "json",
+        "-f",
+        "qcow2",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(qi["virtual-size"], json!(10u64 << 30));
+    assert_eq!(qi["format-specific"]["data"]["compat"], "1.1");
+    let check = qemu_img_json(&[
+        "check",
+        "--output",
+        "json",
+        "-f",
+        "qcow2",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(check["check-errors"], 0);
+
+    let dominfo = d.call("StorageDomain.getInfo", json!({"storagedomainID": sd}));
+    assert_eq!(dominfo["role"], "Master");
+    assert_eq!(dominfo["version"], 5);
+    assert_eq!(dominfo["type"], "LOCALFS");
+    assert_eq!(dominfo["class"], "Data");
+    assert_eq!(dominfo["pool"], json!([sp]));
+    assert_eq!(dominfo["spm_id"], 1);
+    assert_eq!(dominfo["block_size"], 512);
+    assert_eq!(dominfo["alignment"], 1048576);
+
+    let pool = d.call("StoragePool.getInfo", json!({"storagepoolID": sp}));
+    assert_eq!(pool["info"]["master_uuid"], json!(sd));
+    assert_eq!(pool["info"]["domains"], json!(format!("{sd}:Active")));
+    assert_eq!(pool["info"]["spm_id"], 1);
+    assert_eq!(pool["dominfo"][&sd]["status"], "Active");
+    assert!(pool["dominfo"][&sd]["diskfree"].is_string());
+}
+
+#[test]
+fn embedded_default_is_ready_and_survives_restart() {
+    let d = Daemon::start();
+    let (sp, sd) = d.embedded();
+    assert_eq!(
+        d.call("StoragePool.getSpmStatus", json!({"storagepoolID": sp}))["spmStatus"],
+        "SPM"
+    );
+    let (img, vol) = (uuid(), uuid());
+    d.create_volume(&sp, &sd, &img, &vol, json!({}));
+    let dir = d.stop(false);
+    let d = Daemon::start_in(dir, Opts::default());
+    assert_eq!(
+        d.embedded(),
+        (sp.clone(), sd.clone()),
+        "same pool after restart"
+    );
+    assert_eq!(
+        d.call("StoragePool.getSpmStatus", json!({"storagepoolID": sp}))["spmStatus"],
+        "SPM"
+    );
+    assert_eq!(
+        d.call(
+            "Image.getVolumes",
+            json!({"imageID": img, "storagepoolID": sp, "storagedomainID": sd})
+        ),
+        json!([vol])
+    );
+    // A crash (kill -9) releases the flock lease: SPM comes back too.
+    let dir = d.stop(true);
+    let d = Daemon::start_in(dir, Opts::default());
+    assert_eq!(
+        d.call("StoragePool.getSpmStatus", json!({"storagepoolID": sp}))["spmStatus"],
+        "SPM"
+    );
+}
+
+#[test]
+fn snapshots_chain_and_delete() {
+    let d = Daemon::start();
+    let (sp, sd) = d.embedded();
+    let (img, base, top) = (uuid(), uuid(), uuid());
+    d.create_volume(
+        &sp,
+        &sd,
+        &img,
+        &base,
+        json!({"volFormat": "RAW", "preallocate": "SPARSE"}),
+    );
+    d.create_volume(
+        &sp,
+        &sd,
+        &img,
+        &top,
+        json!({"srcImgUUID": img, "srcVolUUID": base}),
+    );
+
+    let vi = |v: &str| {
+        d.call(
+            "Volume.getInfo",
+            json!({"volumeID": v, "storagepoolID": sp, "storagedomainID": sd, "imageID": img}),
+        )
+    };
+    assert_eq!(vi(&base)["voltype"], "INTERNAL");
+    assert_eq!(vi(&top)["voltype"], "LEAF");
+    assert_eq!(vi(&top)["parent"], json!(base));
+
+    // qemu sees the chain: top is backed by base (raw), by relative name.
+    let top_path = d.domain_dir(&sd).join("images").join(&img).join(&top);
+    let qi = qemu_img_json(&[
+        "info",
+        "--output",
+        "json",
+        "-f",
+        "qcow2",
+        top_path.to_str().unwrap(),
+    ]);
+    assert_eq!(qi["backing-filename"], json!(base));
+    assert_eq!(qi["backing-filename-format"], "raw");
+    let chain = qemu_img_json(&[
+        "info",
+        "--output",
+        "json",
+        "--backing-chain",
+        "-f",
+        "qcow2",
+        top_path.to_str().unwrap(),
+    ]);
+    assert_eq!(chain.as_array().unwrap().len(), 2);
+
+    // The base has a child: it cannot go first (refused before any task).
+    let (code, msg) = d.call_err(
+        "Volume.delete",
+        json!({"volumeID": base, "storagepoolID": sp, "storagedomainID": sd, "imageID": img, "postZero": false, "force": false}),
+    );
+    assert_eq!(code, 204, "{msg}");
+
+    // Snapshot of a snapshot's parent (not the leaf) is refused.
+    let (code, _) = d.call_err(
+        "Volume.create",
+        volume_params(
+            &sp,
+            &sd,
+            &img,
+            &uuid(),
+            json!({"srcImgUUID": img, "srcVolUUID": base}),
+        ),
+    );
+    assert_eq!(code, 1000);
+
+    // Delete the top: the base becomes the leaf again.
+    let t = d.call("Volume.delete", json!({"volumeID": top, "storagepoolID": sp, "storagedomainID": sd, "imageID": img, "postZero": false, "force": false}));
+    d.task_ok(&t);
+    assert_eq!(vi(&base)["voltype"], "LEAF");
+    assert_eq!(
+        d.call(
+            "Image.getVolumes",
+            json!({"imageID": img, "storagepoolID": sp, "storagedomainID": sd})
+        ),
+        json!([base])
+    );
+    let files: Vec<String> = std::fs::read_dir(d.domain_dir(&sd).join("images").join(&img))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(
+        files.len(),
+        3,
+        "only the base's data, meta and lease remain: {files:?}"
+    );
+}
+
+#[test]
+fn image_delete_prepare_teardown() {
+    let d = Daemon::start();
+    let (sp, sd) = d.embedded();
+    let (img, v1, v2) = (uuid(), uuid(), uuid());
+    d.create_volume(&sp, &sd, &img, &v1, json!({}));
+    d.create_volume(
+        &sp,
+        &sd,
+        &img,
+        &v2,
+        json!({"srcImgUUID": img, "srcVolUUID": v1}),
+    );
+    assert_eq!(
+        d.call("StorageDomain.getImages", json!({"storagedomainID": sd})),
+        json!([img])
+    );
+    let mut vols = vec![v1.clone(), v2.clone()];
+    vols.sort();
+    assert_eq!(
+        d.call(
+            "StorageDomain.getVolumes",
+            json!({"storagedomainID": sd, "storagepoolID": sp, "imageID": img})
+        ),
+        json!(vols)
+    );
+
+    let prepared = d.call(
+        "Image.prepare",
+        json!({"storagepoolID": sp, "storagedomainID": sd, "imageID": img, "volumeID": v2}),
+    );
+    let path = prepared["path"].as_str().unwrap().to_string();
+    assert!(path.ends_with(&format!("{img}/{v2}")), "{path}");
+    // The path is what a VM opens: qemu follows the chain from it.
+    let chain = qemu_img_json(&["info", "--output", "json", "--backing-chain", "-U", &path]);
+    assert_eq!(chain.as_array().unwrap().len(), 2);
+    d.call(
+        "Image.teardown",
+        json!({"storagepoolID": sp, "storagedomainID": sd, "imageID": img}),
+    );
+    assert!(!std::path::Path::new(&path).exists());
+
+    // An illegal volume in the chain cannot be prepared unless asked.
+    d.call("Volume.setLegality", json!({"volumeID": v1, "storagepoolID": sp, "storagedomainID": sd, "imageID": img, "legality": "ILLEGAL"}));
+    let (code, _) = d.call_err(
+        "Image.prepare",
+        json!({"storagepoolID": sp, "storagedomainID": sd, "imageID": img, "volumeID": v2}),
+    );
+    assert_eq!(code, 227);
+    d.call("Image.prepare", json!({"storagepoolID": sp, "storagedomainID": sd, "imageID": img, "volumeID": v2, "allowIllegal": true}));
+    d.call("Volume.setLegality", json!({"volumeID": v1, "storagepoolID": sp, "storagedomainID": sd, "imageID": img, "legality": "LEGAL"}));
+
+    let t = d.call("Image.delete", json!({"imageID": img, "storagepoolID": sp, "storagedomainID": sd, "postZero": false, "force": false}));
+    d.task_ok(&t);
+    assert_eq!(
+        d.call("StorageDomain.getImages", json!({"storagedomainID": sd})),
+        json!([])
+    );
+    let images = d.domain_dir(&sd).join("images");
+    assert_eq!(
+        std::fs::read_dir(images).unwrap().count(),
+        0,
+        "no _remove_me_ leftover"
+    );
+    let (code, _) = d.call_err(
+        "Image.getVolumes",
+        json!({"imageID": img, "storagepoolID": sp, "storagedomainID": sd}),
+    );
+    assert_eq!(code, 268);
+}
+
+#[test]
+fn volume_formats_and_sizes() {
+    let d = Daemon::start();
+    let (sp, sd) = d.embedded();
+    let cases = [
+        ("RAW", "SPARSE"),
+        ("RAW", "PREALLOCATED"),
+        ("COW", "SPARSE"),
+        ("COW", "PREALLOCATED"),
+    ];
+    for (fmt, alloc) in cases {
+        let (img, vol) = (uuid(), uuid());
+        d.create_volume(
+            &sp,
+            &sd,
+            &img,
+            &vol,
+            json!({"volFormat": fmt, "preallocate": alloc, "size": (64u64 << 20).to_string()}),
+        );
+        let size = d.call(
+            "Volume.getSize",
+            json!({"volumeID": vol, "storagepoolID": sp, "storagedomainID": sd, "imageID": img}),
+        );
+        let path = d.domain_dir(&sd).join("images").join(&img).join(&vol);
+        let qfmt = if fmt == "RAW" { "raw" } else { "qcow2" };
+        let qi = qemu_img_json(&[
+            "info",
+            "--output",
+            "json",
+            "-f",
+            qfmt,
+            path.to_str().unwrap(),
+        ]);
+        assert_eq!(qi["virtual-size"], json!(64u64 << 20), "{fmt}/{alloc}");
+        let truesize = size["truesize"].as_u64().unwrap();
+        if alloc == "PREALLOCATED" {
+            assert!(
+                truesize >= 64 << 20,
+                "{fmt}/{alloc} should be allocated, has {truesize}"
+            );
+        } else {
+            assert!(
+                truesize < 1 << 20,
+                "{fmt}/{alloc} should be sparse, has {truesize}"
+            );
+        }
+        if qfmt == "qcow2" {
+            assert_eq!(
+                qemu_img_json(&[
+                    "check",
+                    "--output",
+                    "json",
+                    "-f",
+                    "qcow2",
+                    path.to_str().unwrap()
+                ])["check-errors"],
+                0
+            );
+        }
+    }
+}
+
+#[test]
+fn dump_lists_every_volume_with_metadata() {
+    let d = Daemon::start();
+    let (sp, sd) = d.embedded();
+    let mut made = Vec::new();
+    for _ in 0..5 {
+        let (img, vol) = (uuid(), uuid());
+        d.create_volume(&sp, &sd, &img, &vol, json!({}));
+        made.push((img, vol));
+    }
+    let dump = d.call("StorageDomain.dump", json!({"sd_id": sd}));
+    assert_eq!(dump["metadata"]["uuid"], json!(sd));
+    let vols = dump["volumes"].as_object().unwrap();
+    assert_eq!(vols.len(), 5);
+    for (img, vol) in &made {
+        let v = &vols[vol];
+        assert_eq!(v["image"], json!(img));
+        assert_eq!(v["status"], "OK");
+        assert_eq!(v["format"], "COW");
+        assert_eq!(v["capacity"], json!(1u64 << 30));
+        assert!(v["apparentsize"].as_u64().unwrap() > 0);
+    }
+}
+
+#[test]
+fn tasks_listing_info_and_stop() {
+    let d = Daemon::start();
+    let (sp, sd) = d.embedded();
+    let (img, vol) = (uuid(), uuid());
+    let t = d.call(
+        "Volume.create",
+        volume_params(&sp, &sd, &img, &vol, json!({})),
+    );
+    let info = d.call("Task.getInfo", json!({"taskID": t}));
+    assert_eq!(info, json!({"id": t, "verb": "createVolume"}));
+    d.wait_task(&t);
+    let all = d.call("Host.getAllTasksStatuses", json!({}));
+    assert_eq!(all[t.as_str().unwrap()]["taskResult"], "success");
+    let infos = d.call("Host.getAllTasksInfo", json!({}));
+    assert_eq!(infos[t.as_str().unwrap()]["verb"], "createVolume");
+    // Stopping a finished task is harmless; clearing it forgets it.
+    d.call("Task.stop", json!({"taskID": t}));
+    d.call("Task.clear", json!({"taskID": t}));
+    assert_eq!(d.call("Host.getAllTasksStatuses", json!({})), json!({}));
+    assert_eq!(d.call_err("Task.clear", json!({"taskID": t})).0, 401);
+}
+
+#[test]
+fn spm_stop_and_non_spm_errors() {
+    let d = Daemon::start();
+    let (sp, sd) = d.embedded();
+    d.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
+    let st = d.call("StoragePool.getSpmStatus", json!({"storagepoolID": sp}));
+    assert_eq!(st["spmStatus"], "Free");
+    assert_eq!(st["spmId"], -1);
+    let (code, msg) = d.call_err(
+        "Volume.create",
+        volume_params(&sp, &sd, &uuid(), &uuid(), json!({})),
+    );
+    assert_eq!(code, 654, "{msg}");
+    let t = d.call(
+        "StoragePool.spmStart",
+        json!({"storagepoolID": sp, "prevID": -1, "prevLver": "-1", "enableScsiFencing": "false"}),
+    );
+    d.task_ok(&t);
+    let st = d.call("StoragePool.getSpmStatus", json!({"storagepoolID": sp}));
+    assert_eq!(
+        (st["spmStatus"].as_str(), st["spmLver"].as_i64()),
+        (Some("SPM"), Some(2))
+    );
+}
+
+#[test]
+fn second_domain_format_and_host_listing() {
+    let d = Daemon::start();
+    let (sp, master) = d.embedded();
+    let dir = d.data().join("second");
+    std::fs::create_dir(&dir).unwrap();
+    let path = dir.to_str().unwrap();
+    d.call("StoragePool.connectStorageServer", json!({"storagepoolID": BLANK, "domainType": "LOCALFS", "connectionParams": [{"id": "c2", "path": path}]}));
+    let sd = uuid();
+    d.call("StorageDomain.create", json!({"storagedomainID": sd, "domainType": "LOCALFS", "typeArgs": {"remotePath": path}, "name": "second", "domainClass": "Data", "version": 4}));
+    let info = d.call("StorageDomain.getInfo", json!({"storagedomainID": sd}));
+    assert_eq!(info["version"], 4);
+    assert_eq!(info["role"], "Regular");
+    assert_eq!(info["pool"], json!([]));
+    let mut all = vec![master.clone(), sd.clone()];
+    all.sort();
+    assert_eq!(d.call("Host.getStorageDomains", json!({})), json!(all));
+    assert_eq!(
+        d.call("Host.getStorageDomains", json!({"storagepoolID": sp})),
+        json!([master])
+    );
+    assert_eq!(
+        d.call("Host.getStorageDomains", json!({"remotePath": path})),
+        json!([sd])
+    );
+    let stats = d.call("StorageDomain.getStats", json!({"storagedomainID": sd}));
+    assert!(stats["disktotal"].as_u64().unwrap() >= stats["diskfree"].as_u64().unwrap());
+
+    // Not in the pool: SPM verbs refuse it.
+    let (code, _) = d.call_err(
+        "Volume.create",
+        volume_params(&sp, &sd, &uuid(), &uuid(), json!({})),
+    );
+    assert_eq!(code, 353);
+
+    // The master of the connected pool cannot be formatted; the free one can.
+    assert_eq!(
+        d.call_err(
+            "StorageDomain.format",
+            json!({"storagedomainID": master, "autoDetach": true})
+        )
+        .0,
+        391
+    );
+    d.call(
+        "StorageDomain.format",
+        json!({"storagedomainID": sd, "autoDetach": false}),
+    );
+    assert_eq!(
+        d.call_err("StorageDomain.getInfo", json!({"storagedomainID": sd}))
+            .0,
+        358
+    );
+    assert!(
+        tree(&dir).is_empty(),
+        "format leaves nothing: {:?}",
+        tree(&dir)
+    );
+
+    let st = d.call("StoragePool.disconnectStorageServer", json!({"storagepoolID": BLANK, "domainType": "LOCALFS", "connectionParams": [{"id": "c2", "path": path}]}));
+    assert_eq!(st, json!([{"id": "c2", "status": 0}]));
+}
+
+#[test]
+fn batch_and_notifications() {
+    let d = Daemon::start();
+    let reply = d
+        .client
+        .post(r#"[{"jsonrpc":"2.0","id":1,"method":"Host.getConnectedStoragePools"},{"jsonrpc":"2.0","method":"Host.getConnectedStoragePools"},{"jsonrpc":"2.0","id":"x","method":"No.such"}]"#)
+        .unwrap();
+    let v: Value = serde_json::from_str(&reply).unwrap();
+    let arr = v.as_array().unwrap();
+    assert_eq!(arr.len(), 2, "the notification gets no reply: {v}");
+    assert_eq!(arr[0]["id"], 1);
+    assert!(arr[0]["result"].is_array());
+    assert_eq!(arr[1]["error"]["code"], -32601);
+    // A lone notification: HTTP 204, empty body.
+    assert_eq!(
+        d.client
+            .post(r#"{"jsonrpc":"2.0","method":"Host.getConnectedStoragePools"}"#)
+            .unwrap(),
+        ""
+    );
+}

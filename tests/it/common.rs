@@ -1,0 +1,315 @@
+//! Test harness: runs the real cairnd binary on a temporary data directory
+//! and talks to it over its Unix socket.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cairn::client::{Client, ClientError, Target};
+use serde_json::{json, Value};
+
+pub const BLANK: &str = "00000000-0000-0000-0000-000000000000";
+
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub tcp: Option<String>,
+    child: Child,
+    pub client: Client,
+}
+
+pub struct Opts {
+    pub embedded: bool,
+    pub tcp: bool,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            embedded: true,
+            tcp: false,
+        }
+    }
+}
+
+impl Daemon {
+    pub fn start() -> Daemon {
+        Self::start_with(Opts::default())
+    }
+
+    pub fn start_with(opts: Opts) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(dir, opts)
+    }
+
+    /// Starts (or restarts) cairnd on an existing data directory.
+    pub fn start_in(dir: tempfile::TempDir, opts: Opts) -> Daemon {
+        let socket = dir.path().join("cairnd.sock");
+        let _ = std::fs::remove_file(&socket);
+        let tcp = opts.tcp.then(free_tcp_addr);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairnd"));
+        cmd.arg("--data-dir")
+            .arg(dir.path())
+            .arg("--log-level")
+            .arg("debug");
+        if !opts.embedded {
+            cmd.arg("--no-embedded-default");
+        }
+        if let Some(addr) = &tcp {
+            cmd.arg("--listen").arg(addr);
+        }
+        let log = std::fs::File::create(dir.path().join("cairnd.log")).expect("log file");
+        cmd.stdout(Stdio::null()).stderr(log);
+        let child = cmd.spawn().expect("start cairnd");
+        let client = Client::new(Target::Unix(socket.clone()));
+        let d = Daemon {
+            dir,
+            socket,
+            tcp,
+            child,
+            client,
+        };
+        d.wait_ready();
+        d
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.socket.exists()
+                && self
+                    .client
+                    .call("Host.getConnectedStoragePools", json!({}))
+                    .is_ok()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("cairnd did not start; log:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("cairnd.log")).unwrap_or_default()
+    }
+
+    pub fn data(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Stops cairnd (SIGKILL when `crash`) and returns the data directory.
+    pub fn stop(mut self, crash: bool) -> tempfile::TempDir {
+        if crash {
+            let _ = self.child.kill();
+        } else {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(self.child.id().to_string())
+                .status();
+        }
+        let _ = self.child.wait();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+        drop(self);
+        dir
+    }
+
+    pub fn call(&self, method: &str, params: Value) -> Value {
+        match self.client.call(method, params.clone()) {
+            Ok(v) => v,
+            Err(e) => panic!("{method}({params}) failed: {e}\nlog:\n{}", self.log()),
+        }
+    }
+
+    /// Calls and expects an error; returns its code and message.
+    pub fn call_err(&self, method: &str, params: Value) -> (i64, String) {
+        match self.client.call(method, params.clone()) {
+            Ok(v) => panic!("{method}({params}) succeeded with {v}, expected an error"),
+            Err(ClientError::Rpc { code, message }) => (code, message),
+            Err(e) => panic!("{method}: transport error {e}"),
+        }
+    }
+
+    /// Waits for a task; returns its final status (not cleared).
+    pub fn wait_task(&self, task: &Value) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let st = self.call("Task.getStatus", json!({"taskID": task}));
+            if st["taskState"] == "finished" {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "task {task} did not finish: {st}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits for a task that must succeed, and clears it.
+    pub fn task_ok(&self, task: &Value) {
+        let st = self.wait_task(task);
+        assert_eq!(
+            st["taskResult"],
+            "success",
+            "task failed: {st}\nlog:\n{}",
+            self.log()
+        );
+        assert_eq!(st["code"], 0);
+        self.call("Task.clear", json!({"taskID": task}));
+    }
+
+    /// The embedded pool and its master domain.
+    pub fn embedded(&self) -> (String, String) {
+        let pools = self.call("Host.getConnectedStoragePools", json!({}));
+        let sp = pools[0].as_str().expect("a connected pool").to_string();
+        let info = self.call("StoragePool.getInfo", json!({"storagepoolID": sp}));
+        (
+            sp,
+            info["info"]["master_uuid"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// Creates a volume and waits for it.
+    pub fn create_volume(&self, sp: &str, sd: &str, img: &str, vol: &str, extra: Value) {
+        let t = self.call("Volume.create", volume_params(sp, sd, img, vol, extra));
+        self.task_ok(&t);
+    }
+
+    /// The domain's directory on disk.
+    pub fn domain_dir(&self, sd: &str) -> PathBuf {
+        let info = self.call("StorageDomain.getInfo", json!({"storagedomainID": sd}));
+        PathBuf::from(info["remotePath"].as_str().unwrap()).join(sd)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Volume.create parameters for a 1 GiB COW sparse volume, with overrides.
+pub fn volume_params(sp: &str, sd: &str, img: &str, vol: &str, extra: Value) -> Value {
+    let mut p = json!({
+        "volumeID": vol, "storagepoolID": sp, "storagedomainID": sd, "imageID": img,
+        "size": (1u64 << 30).to_string(), "volFormat": "COW", "preallocate": "SPARSE",
+        "diskType": "DATA", "desc": "test", "srcImgUUID": BLANK, "srcVolUUID": BLANK,
+    });
+    if let Value::Object(m) = extra {
+        for (k, v) in m {
+            p[k] = v;
+        }
+    }
+    p
+}
+
+pub fn uuid() -> String {
+    cairn::types::Uuid::new_v4().to_string()
+}
+
+fn free_tcp_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").to_string()
+}
+
+/// Every path below `dir` (sorted), to show that a failed call left nothing.
+pub fn tree(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            out.push(p.strip_prefix(base).unwrap().display().to_string());
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                walk(base, &p, out);
+            }
+        }
+    }
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+pub fn qemu_img_json(args: &[&str]) -> Value {
+    let out = Command::new("qemu-img")
+        .args(args)
+        .output()
+        .expect("qemu-img");
+    assert!(
+        out.status.success(),
+        "qemu-img {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("qemu-img json")
+}
+
+/// A loop-mounted file system for tests that need a real, separate one
+/// (ENOSPC, POSIXFS mounts). Needs root and loop devices.
+pub struct LoopFs {
+    /// Holds the image file; removed when the file system is dropped.
+    _dir: tempfile::TempDir,
+    pub device: String,
+    pub mount: PathBuf,
+}
+
+impl LoopFs {
+    /// Returns None (and says why) when the machine cannot do it.
+    pub fn new(size_mib: u64, fs_type: &str, mount: bool) -> Option<LoopFs> {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("SKIP: loop-mounted {fs_type} needs root");
+            return None;
+        }
+        let image = tempfile::tempdir().expect("tempdir");
+        let file = image.path().join("fs.img");
+        let f = std::fs::File::create(&file).expect("image");
+        f.set_len(size_mib << 20).expect("size");
+        let out = Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(&file)
+            .output()
+            .expect("losetup");
+        if !out.status.success() {
+            eprintln!(
+                "SKIP: losetup failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return None;
+        }
+        let device = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let mkfs = match fs_type {
+            "xfs" => Command::new("mkfs.xfs")
+                .args(["-q", "-f", &device])
+                .status(),
+            _ => Command::new(format!("mkfs.{fs_type}"))
+                .args(["-q", "-F", &device])
+                .status(),
+        };
+        assert!(mkfs.expect("mkfs").success(), "mkfs.{fs_type} failed");
+        let mnt = image.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let fs = LoopFs {
+            _dir: image,
+            device,
+            mount: mnt,
+        };
+        if mount {
+            let st = Command::new("mount")
+                .arg(&fs.device)
+                .arg(&fs.mount)
+                .status()
+                .expect("mount");
+            assert!(st.success(), "mount failed");
+        }
+        Some(fs)
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
+        let _ = Command::new("losetup").arg("-d").arg(&self.device).status();
+    }
+}

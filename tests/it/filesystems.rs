@@ -1,0 +1,196 @@
+//! Real file systems on loop devices: POSIXFS mounts and full disks.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::common::*;
+
+/// A daemon without the embedded pool, with `path` connected as LOCALFS and
+/// a v5 domain on it as master of a new pool, SPM started.
+fn pool_on(d: &Daemon, kind: &str, conn: serde_json::Value, remote: &str) -> (String, String) {
+    let st = d.call(
+        "StoragePool.connectStorageServer",
+        json!({"storagepoolID": BLANK, "domainType": kind, "connectionParams": [conn]}),
+    );
+    assert_eq!(st[0]["status"], 0, "connect failed: {st}\n{}", d.log());
+    let (sp, sd) = (uuid(), uuid());
+    d.call("StorageDomain.create", json!({"storagedomainID": sd, "domainType": kind, "typeArgs": remote, "name": "loop", "domainClass": "Data", "version": 5, "blockSize": 0}));
+    d.call("StoragePool.create", json!({"storagepoolID": sp, "name": "p", "masterSdUUID": sd, "masterVersion": 1, "domainList": [sd]}));
+    d.call("StoragePool.connect", json!({"storagepoolID": sp, "hostID": 1, "scsiKey": "", "masterSdUUID": sd, "masterVersion": 1}));
+    let t = d.call(
+        "StoragePool.spmStart",
+        json!({"storagepoolID": sp, "prevID": -1, "prevLver": "-1", "enableScsiFencing": "false"}),
+    );
+    d.task_ok(&t);
+    (sp, sd)
+}
+
+fn is_mounted(dir: &Path) -> bool {
+    let canon = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    std::fs::read_to_string("/proc/self/mounts")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(1) == Some(canon.to_str().unwrap()))
+}
+
+#[test]
+fn posixfs_mounts_a_real_xfs() {
+    let Some(fs) = LoopFs::new(300, "xfs", false) else {
+        return;
+    };
+    let d = Daemon::start_with(Opts {
+        embedded: false,
+        tcp: false,
+    });
+    let conn =
+        json!({"id": "loop", "connection": fs.device, "vfs_type": "xfs", "mnt_options": "noatime"});
+    let (sp, sd) = pool_on(&d, "POSIXFS", conn.clone(), &fs.device);
+    let mnt = d.data().join("mnt").join(fs.device.replace('/', "_"));
+    assert!(is_mounted(&mnt), "{} is not mounted", mnt.display());
+    // Connecting again is a no-op.
+    let st = d.call("StoragePool.connectStorageServer", json!({"storagepoolID": BLANK, "domainType": "POSIXFS", "connectionParams": [conn.clone()]}));
+    assert_eq!(st[0]["status"], 0);
+
+    let info = d.call("StorageDomain.getInfo", json!({"storagedomainID": sd}));
+    assert_eq!(info["type"], "SHAREDFS");
+    let md = std::fs::read_to_string(mnt.join(&sd).join("dom_md/metadata")).unwrap();
+    assert!(md.contains("TYPE=POSIXFS\n"), "{md}");
+    let stats = d.call("StorageDomain.getStats", json!({"storagedomainID": sd}));
+    assert!(
+        stats["disktotal"].as_u64().unwrap() < 300 << 20,
+        "stats come from the loop fs: {stats}"
+    );
+
+    let (img, vol) = (uuid(), uuid());
+    d.create_volume(
+        &sp,
+        &sd,
+        &img,
+        &vol,
+        json!({"size": (1u64 << 40).to_string()}),
+    );
+    let path = mnt.join(&sd).join("images").join(&img).join(&vol);
+    assert_eq!(
+        qemu_img_json(&[
+            "check",
+            "--output",
+            "json",
+            "-f",
+            "qcow2",
+            path.to_str().unwrap()
+        ])["check-errors"],
+        0
+    );
+
+    d.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
+    d.call(
+        "StoragePool.disconnect",
+        json!({"storagepoolID": sp, "hostID": 1, "scsiKey": ""}),
+    );
+    let st = d.call(
+        "StoragePool.disconnectStorageServer",
+        json!({"storagepoolID": BLANK, "domainType": "POSIXFS", "connectionParams": [conn]}),
+    );
+    assert_eq!(st[0]["status"], 0);
+    assert!(!is_mounted(&mnt));
+    assert!(!mnt.exists());
+}
+
+#[test]
+fn mount_failure_is_reported_per_connection() {
+    let d = Daemon::start_with(Opts {
+        embedded: false,
+        tcp: false,
+    });
+    let st = d.call(
+        "StoragePool.connectStorageServer",
+        json!({"storagepoolID": BLANK, "domainType": "POSIXFS", "connectionParams": [
+            {"id": "a", "connection": "/dev/does-not-exist", "vfs_type": "ext4"},
+            {"id": "b", "spec": "/dev/also-missing", "vfstype": "xfs", "options": "ro"}
+        ]}),
+    );
+    assert_eq!(
+        st,
+        json!([{"id": "a", "status": 477}, {"id": "b", "status": 477}])
+    );
+    assert_eq!(
+        std::fs::read_dir(d.data().join("mnt")).unwrap().count(),
+        0,
+        "no mount point left behind"
+    );
+}
+
+/// Fills a file system until it refuses to take more.
+fn fill(dir: &Path) -> std::path::PathBuf {
+    let p = dir.join("filler");
+    let mut f = std::fs::File::create(&p).unwrap();
+    let big = vec![0xa5u8; 1 << 20];
+    while f.write_all(&big).is_ok() {}
+    let small = vec![0xa5u8; 4096];
+    while f.write_all(&small).is_ok() {}
+    let _ = f.sync_all();
+    p
+}
+
+#[test]
+fn full_disk_fails_the_task_cleanly() {
+    let Some(fs) = LoopFs::new(64, "ext4", true) else {
+        return;
+    };
+    let d = Daemon::start_with(Opts {
+        embedded: false,
+        tcp: false,
+    });
+    let remote = fs.mount.to_str().unwrap().to_string();
+    let (sp, sd) = pool_on(
+        &d,
+        "LOCALFS",
+        json!({"id": 1, "connection": remote}),
+        &remote,
+    );
+    let images = fs.mount.join(&sd).join("images");
+    let before = tree(&fs.mount);
+
+    // Preallocating more than the file system holds.
+    let (img, vol) = (uuid(), uuid());
+    let t = d.call("Volume.create", volume_params(&sp, &sd, &img, &vol, json!({"volFormat": "RAW", "preallocate": "PREALLOCATED", "size": (256u64 << 20).to_string()})));
+    let st = d.wait_task(&t);
+    assert_eq!(st["taskResult"], "cleanSuccess", "{st}");
+    assert_eq!(st["code"], 397, "{st}");
+    assert!(st["message"].as_str().unwrap().contains("no space"), "{st}");
+    assert_eq!(tree(&fs.mount), before, "rollback left files behind");
+
+    // A completely full disk: even the qcow2 header cannot be written.
+    let filler = fill(&fs.mount);
+    let t = d.call(
+        "Volume.create",
+        volume_params(&sp, &sd, &uuid(), &uuid(), json!({})),
+    );
+    let st = d.wait_task(&t);
+    assert_eq!(st["code"], 397, "{st}");
+    assert_eq!(st["taskResult"], "cleanSuccess");
+    assert_eq!(
+        std::fs::read_dir(&images).unwrap().count(),
+        0,
+        "no image dir left behind"
+    );
+
+    // The daemon stays up and works again once space is freed.
+    std::fs::remove_file(filler).unwrap();
+    d.create_volume(
+        &sp,
+        &sd,
+        &img,
+        &vol,
+        json!({"size": (16u64 << 20).to_string()}),
+    );
+    assert_eq!(
+        d.call(
+            "Image.getVolumes",
+            json!({"imageID": img, "storagepoolID": sp, "storagedomainID": sd})
+        ),
+        json!([vol])
+    );
+}
