@@ -1,0 +1,33 @@
+# Installs what Cairn needs to build, run and test, if it is missing.
+# Sourced by scripts/run-cairnd and scripts/test.
+
+set -euo pipefail
+
+need_pkgs=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have qemu-img || need_pkgs+=(qemu-utils)
+have mkfs.xfs || need_pkgs+=(xfsprogs)
+have mkfs.ext4 || need_pkgs+=(e2fsprogs)
+have losetup || need_pkgs+=(util-linux)
+have mount || need_pkgs+=(mount)
+have python3 || need_pkgs+=(python3)
+have cc || need_pkgs+=(gcc)
+
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+    echo "cairn: installing ${need_pkgs[*]}" >&2
+    SUDO=""
+    if [ "$(id -u)" != 0 ]; then
+        have sudo || { echo "cairn: need root (or sudo) to install ${need_pkgs[*]}" >&2; exit 1; }
+        SUDO=sudo
+    fi
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+
+if ! have cargo; then
+    echo "cairn: Rust (cargo) is not installed; install a toolchain >= 1.85 with rustup" >&2
+    exit 1
+fi
+
+# Two cores on the reference machines: keep builds to two jobs.
+export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
