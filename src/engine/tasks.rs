@@ -68,6 +68,8 @@ type Listener = Arc<dyn Fn(&TaskStatus) + Send + Sync>;
 struct Task {
     status: Mutex<TaskStatus>,
     abort: AtomicBool,
+    queued_at: std::time::Instant,
+    started_at: Mutex<Option<std::time::Instant>>,
 }
 
 /// What a running task body can do.
@@ -167,6 +169,8 @@ impl TaskManager {
                 progress: None,
             }),
             abort: AtomicBool::new(false),
+            queued_at: std::time::Instant::now(),
+            started_at: Mutex::new(None),
         });
         {
             let mut tasks = self.inner.tasks.lock().expect("tasks");
@@ -284,11 +288,21 @@ impl TaskManager {
             st.error = error.map(Arc::new);
             st.clone()
         };
+        let started = task
+            .started_at
+            .lock()
+            .expect("task")
+            .unwrap_or(task.queued_at);
+        let queued_ms = (started - task.queued_at).as_secs_f64() * 1000.0;
+        let run_ms = started.elapsed().as_secs_f64() * 1000.0;
         match &snapshot.error {
-            None => tracing::info!(task = %snapshot.id, verb = %snapshot.verb, "task succeeded"),
-            Some(e) => {
-                tracing::warn!(task = %snapshot.id, verb = %snapshot.verb, result = result.name(), error = %e, "task failed")
+            None => {
+                tracing::info!(task = %snapshot.id, verb = %snapshot.verb, queued_ms, run_ms, "task succeeded")
             }
+            Some(e) => tracing::warn!(
+                task = %snapshot.id, verb = %snapshot.verb, result = result.name(), queued_ms, run_ms, error = %e,
+                "task failed"
+            ),
         }
         self.notify(&snapshot);
     }
@@ -311,6 +325,7 @@ impl TaskManager {
             );
             return;
         }
+        *task.started_at.lock().expect("task") = Some(std::time::Instant::now());
         self.set_state(&task, TaskState::Running);
         let ctx = TaskCtx {
             task: task.clone(),

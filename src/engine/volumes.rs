@@ -338,18 +338,24 @@ pub(crate) fn read_in_image(dom: &FileDomain, img: Uuid, vol: Uuid) -> Result<Vo
     Ok(md)
 }
 
+/// Creates a volume. The metadata file is the commit point: it is written
+/// last, with its final legality, after the data and the lease are durable,
+/// so a volume whose metadata exists is complete. (A crash before that
+/// leaves files without metadata, which garbage collection removes.)
 fn create_volume_steps(
     ctx: &TaskCtx,
     dom: &Arc<FileDomain>,
     req: &CreateVolume,
     parent: Option<VolumeMetadata>,
 ) -> Result<()> {
-    let version = dom.manifest()?.version;
+    let manifest = dom.manifest()?;
+    let version = manifest.version;
     let (img, vol) = (req.img, req.vol);
 
     let img_dir = dom.image_dir(img);
-    if !img_dir.is_dir() {
-        durable::create_dir(&img_dir, 0o755).map_err(|e| {
+    let new_image = !img_dir.is_dir();
+    if new_image {
+        durable::make_dir(&img_dir, 0o755).map_err(|e| {
             if crate::error::is_enospc(&e) {
                 Error::NoSpace { sd: dom.sd }
             } else {
@@ -380,14 +386,27 @@ fn create_volume_steps(
         compat: if version >= 4 { "1.1" } else { "0.10" },
     };
     push_remove(ctx, dom, img, vol, "");
-    dom.create_volume_data(img, vol, &spec)?;
+    let data = dom.create_volume_data(img, vol, &spec)?;
     ctx.check_abort()?;
 
     push_remove(ctx, dom, img, vol, LEASE_SUFFIX);
-    dom.create_volume_lease(img, vol, dom.manifest()?.alignment)?;
+    let lease = dom.create_volume_lease(img, vol, manifest.alignment)?;
+    durable::sync_all_together(&[&data, &lease])
+        .map_err(|e| no_space_or(dom, e, "cannot sync volume files"))?;
     ctx.check_abort()?;
 
-    let mut md = VolumeMetadata {
+    if let Some(parent_md) = &parent {
+        let mut internal = parent_md.clone();
+        internal.role = VolumeRole::Internal;
+        let (d, pvol, leaf) = (dom.clone(), req.src_vol, parent_md.clone());
+        ctx.push_undo(format!("make {pvol} a leaf again"), move || {
+            d.write_volume(img, pvol, &leaf, version)
+        });
+        dom.write_volume(img, req.src_vol, &internal, version)?;
+        ctx.check_abort()?;
+    }
+
+    let md = VolumeMetadata {
         domain: dom.sd,
         image: img,
         parent: parent.as_ref().map_or(BLANK_UUID, |_| req.src_vol),
@@ -397,32 +416,37 @@ fn create_volume_steps(
         role: VolumeRole::Leaf,
         disk_type: req.disk_type,
         description: truncate_description(&req.description),
-        legality: VolumeLegality::Illegal,
+        legality: if req.legal {
+            VolumeLegality::Legal
+        } else {
+            VolumeLegality::Illegal
+        },
         ctime: crate::now_secs(),
         generation: 0,
         sequence: req.sequence,
     };
     push_remove(ctx, dom, img, vol, META_SUFFIX);
     dom.create_volume_metadata(img, vol, &md, version)?;
-    ctx.check_abort()?;
-
-    if let Some(parent_md) = parent {
-        let mut internal = parent_md.clone();
-        internal.role = VolumeRole::Internal;
-        let (d, pvol) = (dom.clone(), req.src_vol);
-        ctx.push_undo(format!("make {pvol} a leaf again"), move || {
-            d.write_volume(img, pvol, &parent_md, version)
-        });
-        dom.write_volume(img, req.src_vol, &internal, version)?;
-        ctx.check_abort()?;
-    }
-
-    if req.legal {
-        md.legality = VolumeLegality::Legal;
-        dom.write_volume(img, vol, &md, version)?;
-    }
+    // A crash before the image directory's own entry is durable loses the
+    // whole directory, metadata included: the volume is absent, not broken.
+    let images = dom.images_dir();
+    let dirs: &[&std::path::Path] = if new_image {
+        &[&img_dir, &images]
+    } else {
+        &[&img_dir]
+    };
+    durable::fsync_dirs_together(dirs)
+        .map_err(|e| no_space_or(dom, e, "cannot sync image directory"))?;
     tracing::info!(sd = %dom.sd, img = %img, vol = %vol, format = %req.format, size = req.size, "volume created");
     Ok(())
+}
+
+fn no_space_or(dom: &FileDomain, e: std::io::Error, what: &str) -> Error {
+    if crate::error::is_enospc(&e) {
+        Error::NoSpace { sd: dom.sd }
+    } else {
+        Error::io(format!("{what} in domain {}", dom.sd), e)
+    }
 }
 
 fn push_remove(ctx: &TaskCtx, dom: &Arc<FileDomain>, img: Uuid, vol: Uuid, suffix: &'static str) {
@@ -466,6 +490,10 @@ fn children_of(dom: &FileDomain, img: Uuid, vol: Uuid) -> Result<Vec<Uuid>> {
     Ok(out)
 }
 
+/// Deletes a volume. Removing the metadata file is the commit point (the
+/// mirror of create): once it is durably gone the volume no longer exists,
+/// and data or lease files a crash leaves behind are garbage without
+/// metadata, which garbage collection removes.
 fn delete_volume_steps(
     ctx: &TaskCtx,
     dom: &Arc<FileDomain>,
@@ -474,24 +502,16 @@ fn delete_volume_steps(
 ) -> Result<()> {
     let version = dom.manifest()?.version;
     let (img, vol) = (req.img, req.vol);
-
-    // ILLEGAL first: a crash from here on leaves a volume nobody will use.
-    let mut illegal = md.clone();
-    illegal.legality = VolumeLegality::Illegal;
-    let (d, original) = (dom.clone(), md.clone());
-    ctx.push_undo(format!("restore legality of {vol}"), move || {
-        d.write_volume(img, vol, &original, version)
-    });
-    dom.write_volume(img, vol, &illegal, version)?;
     ctx.check_abort()?;
 
-    // Removing the data is the point of no return.
+    let img_dir = dom.image_dir(img);
+    let sync_img_dir =
+        || durable::fsync_dir(&img_dir).map_err(|e| Error::io_path("cannot sync", &img_dir, e));
+    dom.remove_volume_file(img, vol, META_SUFFIX)?;
+    sync_img_dir()?;
     ctx.commit();
     dom.remove_volume_file(img, vol, "")?;
     dom.remove_volume_file(img, vol, LEASE_SUFFIX)?;
-    dom.remove_volume_file(img, vol, META_SUFFIX)?;
-    let img_dir = dom.image_dir(img);
-    durable::fsync_dir(&img_dir).map_err(|e| Error::io_path("cannot sync", &img_dir, e))?;
 
     if md.parent != BLANK_UUID {
         if let Ok(mut parent) = dom.read_volume(img, md.parent) {
@@ -503,6 +523,8 @@ fn delete_volume_steps(
     }
     if dom.volumes(img)?.is_empty() {
         remove_image_dir(dom, img)?;
+    } else {
+        sync_img_dir()?;
     }
     tracing::info!(sd = %dom.sd, img = %img, vol = %vol, "volume deleted");
     Ok(())

@@ -42,6 +42,13 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
 /// Creates `path` with `data`; fails with `AlreadyExists` if it exists.
 /// The file is synced and so is its directory.
 pub fn create_new(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    create_new_synced(path, data, mode)?;
+    fsync_parent(path)
+}
+
+/// Creates `path` with `data` and syncs the file, not its directory: for
+/// callers that sync the directory together with others.
+pub fn create_new_synced(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     let mut f = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -52,7 +59,36 @@ pub fn create_new(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
         let _ = fs::remove_file(path);
         return Err(e);
     }
-    fsync_parent(path)
+    Ok(())
+}
+
+/// Syncs several files at once. Independent syncs issued together can share
+/// one journal commit instead of waiting for one commit each.
+pub fn sync_all_together(files: &[&File]) -> io::Result<()> {
+    match files {
+        [] => Ok(()),
+        [one] => one.sync_all(),
+        [first, rest @ ..] => std::thread::scope(|s| {
+            let others: Vec<_> = rest.iter().map(|f| s.spawn(move || f.sync_all())).collect();
+            let mut result = first.sync_all();
+            for h in others {
+                let r = h
+                    .join()
+                    .unwrap_or_else(|_| Err(io::Error::other("sync thread panicked")));
+                result = result.and(r);
+            }
+            result
+        }),
+    }
+}
+
+/// Syncs several directories at once (see `sync_all_together`).
+pub fn fsync_dirs_together(dirs: &[&Path]) -> io::Result<()> {
+    let opened = dirs
+        .iter()
+        .map(File::open)
+        .collect::<io::Result<Vec<_>>>()?;
+    sync_all_together(&opened.iter().collect::<Vec<_>>())
 }
 
 pub fn fsync_dir(dir: &Path) -> io::Result<()> {
@@ -68,10 +104,16 @@ pub fn fsync_parent(path: &Path) -> io::Result<()> {
 
 /// Creates a directory (mode applied exactly, not masked) and syncs its parent.
 pub fn create_dir(path: &Path, mode: u32) -> io::Result<()> {
+    make_dir(path, mode)?;
+    fsync_parent(path)
+}
+
+/// Creates a directory without syncing its parent: for callers that sync
+/// the parent once after several steps.
+pub fn make_dir(path: &Path, mode: u32) -> io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     fs::DirBuilder::new().mode(mode).create(path)?;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
-    fsync_parent(path)
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
 }
 
 /// Removes a file if present; syncing the directory is up to the caller.

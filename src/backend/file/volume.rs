@@ -121,7 +121,7 @@ impl FileDomain {
             vol,
             reason: e.to_string(),
         })?;
-        durable::create_new(&self.meta_path(img, vol), &bytes, VOLUME_MODE).map_err(|e| {
+        durable::create_new_synced(&self.meta_path(img, vol), &bytes, VOLUME_MODE).map_err(|e| {
             match e.kind() {
                 io::ErrorKind::AlreadyExists => Error::VolumeAlreadyExists(vol),
                 _ if is_enospc(&e) => Error::NoSpace { sd: self.sd },
@@ -157,9 +157,15 @@ impl FileDomain {
         })
     }
 
-    /// Creates the data file. The name is claimed with O_EXCL first so two
-    /// creators can never share a file.
-    pub fn create_volume_data(&self, img: Uuid, vol: Uuid, spec: &DataSpec<'_>) -> Result<()> {
+    /// Creates the data file and returns it unsynced (the caller syncs it
+    /// with the lease). The name is claimed with O_EXCL first so two creators
+    /// can never share a file.
+    pub fn create_volume_data(
+        &self,
+        img: Uuid,
+        vol: Uuid,
+        spec: &DataSpec<'_>,
+    ) -> Result<fs::File> {
         let path = self.volume_path(img, vol);
         let file = OpenOptions::new()
             .write(true)
@@ -197,20 +203,18 @@ impl FileDomain {
                     )
                     .map_err(|e| fail(e.into()))?;
                 }
-                file.sync_all().map_err(fail)?;
+                Ok(file)
             }
-            (VolumeFormat::Raw, _, Some(_)) => {
-                return Err(Error::invalid(
-                    "volFormat",
-                    "a volume with a parent must be COW",
-                ));
-            }
+            (VolumeFormat::Raw, _, Some(_)) => Err(Error::invalid(
+                "volFormat",
+                "a volume with a parent must be COW",
+            )),
             (VolumeFormat::Cow, VolumeAllocation::Sparse, parent) if spec.compat == "1.1" => {
                 // Fresh empty qcow2 written natively: spawning qemu-img costs
                 // more than the whole rest of a volume create.
                 let backing = parent.map(|(name, fmt)| (name, fmt.qemu_name()));
                 qcow2_create::write_empty(&file, spec.capacity, backing).map_err(fail)?;
-                file.sync_all().map_err(fail)?;
+                Ok(file)
             }
             (VolumeFormat::Cow, alloc, parent) => {
                 drop(file);
@@ -237,16 +241,15 @@ impl FileDomain {
                         }
                     }
                 })?;
-                let f = fs::File::open(&path).ctx("cannot open", &path)?;
-                f.sync_all().map_err(fail)?;
+                fs::File::open(&path).ctx("cannot open", &path)
             }
         }
-        Ok(())
     }
 
-    /// Creates the volume lease file, one alignment unit (sparse). Sanlock
-    /// initialises the resource in it when the domain uses sanlock.
-    pub fn create_volume_lease(&self, img: Uuid, vol: Uuid, alignment: u64) -> Result<()> {
+    /// Creates the volume lease file, one alignment unit (sparse), and
+    /// returns it unsynced. Sanlock initialises the resource in it when the
+    /// domain uses sanlock.
+    pub fn create_volume_lease(&self, img: Uuid, vol: Uuid, alignment: u64) -> Result<fs::File> {
         let path = self.lease_path(img, vol);
         let file = OpenOptions::new()
             .write(true)
@@ -264,7 +267,7 @@ impl FileDomain {
                 }
             })?;
         file.set_len(alignment).ctx("cannot size", &path)?;
-        file.sync_all().ctx("cannot sync", &path)
+        Ok(file)
     }
 
     /// (apparent size, allocated bytes) of the data file.
