@@ -2,11 +2,13 @@
 //!
 //! Transport-independent: the HTTP, Unix-socket and WebSocket adapters all
 //! hand the request text here. Verbs run on the blocking pool because the
-//! engine does storage I/O.
+//! engine does storage I/O. Results arrive already serialized and are
+//! spliced into the response, so large results are written once.
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::errors::{ApiError, INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR};
@@ -20,19 +22,17 @@ pub async fn handle_text(engine: &Arc<Engine>, text: &str) -> Option<String> {
     let parsed: Value = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(e) => {
-            return Some(
-                error_response(
-                    Value::Null,
-                    ApiError::new(PARSE_ERROR, format!("parse error: {e}")),
-                )
-                .to_string(),
-            )
+            return Some(error_response(
+                &Value::Null,
+                ApiError::new(PARSE_ERROR, format!("parse error: {e}")),
+            ))
         }
     };
     match parsed {
-        Value::Array(batch) if batch.is_empty() => Some(
-            error_response(Value::Null, ApiError::new(INVALID_REQUEST, "empty batch")).to_string(),
-        ),
+        Value::Array(batch) if batch.is_empty() => Some(error_response(
+            &Value::Null,
+            ApiError::new(INVALID_REQUEST, "empty batch"),
+        )),
         Value::Array(batch) => {
             let mut out = Vec::new();
             for req in batch {
@@ -40,30 +40,30 @@ pub async fn handle_text(engine: &Arc<Engine>, text: &str) -> Option<String> {
                     out.push(resp);
                 }
             }
-            (!out.is_empty()).then(|| Value::Array(out).to_string())
+            (!out.is_empty()).then(|| format!("[{}]", out.join(",")))
         }
-        single => handle_request(engine, single).await.map(|v| v.to_string()),
+        single => handle_request(engine, single).await,
     }
 }
 
-async fn handle_request(engine: &Arc<Engine>, req: Value) -> Option<Value> {
-    let Value::Object(obj) = req else {
+async fn handle_request(engine: &Arc<Engine>, req: Value) -> Option<String> {
+    let Value::Object(mut obj) = req else {
         return Some(error_response(
-            Value::Null,
+            &Value::Null,
             ApiError::new(INVALID_REQUEST, "a request must be an object"),
         ));
     };
-    let id = obj.get("id").cloned();
+    let id = obj.remove("id");
     let reply_id = id.clone().unwrap_or(Value::Null);
     if !matches!(reply_id, Value::Null | Value::String(_) | Value::Number(_)) {
         return Some(error_response(
-            Value::Null,
+            &Value::Null,
             ApiError::new(INVALID_REQUEST, "id must be a string, a number or null"),
         ));
     }
     if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
         return Some(error_response(
-            reply_id,
+            &reply_id,
             ApiError::new(INVALID_REQUEST, "jsonrpc must be \"2.0\""),
         ));
     }
@@ -73,15 +73,18 @@ async fn handle_request(engine: &Arc<Engine>, req: Value) -> Option<Value> {
         .map(str::to_string)
     else {
         return Some(error_response(
-            reply_id,
+            &reply_id,
             ApiError::new(INVALID_REQUEST, "method must be a string"),
         ));
     };
-    let result = call(engine, &method, obj.get("params").cloned()).await;
+    let result = call(engine, &method, obj.remove("params")).await;
     // A request without an id is a notification: run it, answer nothing.
     id.map(|_| match result {
-        Ok(v) => json!({"jsonrpc": "2.0", "id": reply_id, "result": v}),
-        Err(e) => error_response(reply_id, e),
+        Ok(raw) => format!(
+            r#"{{"jsonrpc":"2.0","id":{reply_id},"result":{}}}"#,
+            raw.get()
+        ),
+        Err(e) => error_response(&reply_id, e),
     })
 }
 
@@ -90,7 +93,7 @@ pub async fn call(
     engine: &Arc<Engine>,
     method: &str,
     params: Option<Value>,
-) -> Result<Value, ApiError> {
+) -> Result<Box<RawValue>, ApiError> {
     let verb = verbs::find(method)
         .ok_or_else(|| ApiError::new(METHOD_NOT_FOUND, format!("method not found: {method}")))?;
     let engine = engine.clone();
@@ -114,6 +117,6 @@ pub async fn call(
     out
 }
 
-fn error_response(id: Value, e: ApiError) -> Value {
-    json!({"jsonrpc": "2.0", "id": id, "error": {"code": e.code, "message": e.message}})
+fn error_response(id: &Value, e: ApiError) -> String {
+    json!({"jsonrpc": "2.0", "id": id, "error": {"code": e.code, "message": e.message}}).to_string()
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::errors::{vdsm_code, ApiError};
@@ -16,7 +17,10 @@ use crate::engine::volumes::{CreateVolume, DeleteVolume};
 use crate::engine::{ConnectionParams, Engine, TaskResult, TaskState, TaskStatus};
 use crate::types::{DiskType, DomainClass, DomainType, Uuid, BLANK_UUID};
 
-type Handler = fn(&Arc<Engine>, &Params) -> Result<Value, ApiError>;
+/// A handler returns its result already serialized: large results (a
+/// domain dump) never exist as a `Value` tree.
+pub type Reply = Result<Box<RawValue>, ApiError>;
+type Handler = fn(&Arc<Engine>, &Params) -> Reply;
 
 pub struct Verb {
     pub name: &'static str,
@@ -275,52 +279,52 @@ pub fn find(name: &str) -> Option<&'static Verb> {
     VERBS.iter().find(|v| v.name == name)
 }
 
-fn to_value<T: Serialize>(v: T) -> Result<Value, ApiError> {
-    Ok(serde_json::to_value(v).expect("results serialize"))
+fn to_value<T: Serialize + ?Sized>(v: &T) -> Reply {
+    Ok(serde_json::value::to_raw_value(v).expect("results serialize"))
 }
 
-fn ok() -> Result<Value, ApiError> {
-    Ok(Value::Bool(true))
+fn ok() -> Reply {
+    to_value(&true)
 }
 
-fn task_id(id: Uuid) -> Result<Value, ApiError> {
-    Ok(Value::String(id.to_string()))
+fn task_id(id: Uuid) -> Reply {
+    to_value(&id)
 }
 
 // ---- Host ----
 
-fn host_get_storage_domains(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+fn host_get_storage_domains(e: &Arc<Engine>, p: &Params) -> Reply {
     let filter = DomainFilter {
         pool: p.opt_uuid("storagepoolID")?.filter(|u| *u != BLANK_UUID),
         class: p.opt_enum::<DomainClass>("domainClass")?,
         domain_type: p.opt_enum::<DomainType>("storageType")?,
         remote_path: p.opt_string("remotePath")?.filter(|s| !s.is_empty()),
     };
-    to_value(e.host_domains(&filter)?)
+    to_value(&e.host_domains(&filter)?)
 }
 
-fn host_get_connected_pools(e: &Arc<Engine>, _: &Params) -> Result<Value, ApiError> {
-    to_value(e.connected_pool_id().into_iter().collect::<Vec<_>>())
+fn host_get_connected_pools(e: &Arc<Engine>, _: &Params) -> Reply {
+    to_value(&e.connected_pool_id().into_iter().collect::<Vec<_>>())
 }
 
-fn host_all_task_statuses(e: &Arc<Engine>, _: &Params) -> Result<Value, ApiError> {
+fn host_all_task_statuses(e: &Arc<Engine>, _: &Params) -> Reply {
     let all: BTreeMap<Uuid, Value> = e
         .tasks
         .all()
         .iter()
         .map(|s| (s.id, task_status_value(s)))
         .collect();
-    to_value(all)
+    to_value(&all)
 }
 
-fn host_all_task_infos(e: &Arc<Engine>, _: &Params) -> Result<Value, ApiError> {
+fn host_all_task_infos(e: &Arc<Engine>, _: &Params) -> Reply {
     let all: BTreeMap<Uuid, Value> = e
         .tasks
         .all()
         .iter()
         .map(|s| (s.id, task_info_value(s)))
         .collect();
-    to_value(all)
+    to_value(&all)
 }
 
 // ---- StoragePool: connections ----
@@ -383,22 +387,22 @@ fn connection_entry(i: usize, v: &Value) -> Result<ConnectionParams, ApiError> {
     })
 }
 
-fn status_list(results: Vec<(Value, crate::Result<()>)>) -> Result<Value, ApiError> {
+fn status_list(results: Vec<(Value, crate::Result<()>)>) -> Reply {
     let list: Vec<Value> = results
         .into_iter()
         .map(|(id, r)| json!({"id": id, "status": r.as_ref().map_or_else(vdsm_code, |_| 0)}))
         .collect();
-    Ok(Value::Array(list))
+    to_value(&list)
 }
 
-fn pool_connect_storage_server(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+fn pool_connect_storage_server(e: &Arc<Engine>, p: &Params) -> Reply {
     p.opt_uuid("storagepoolID")?;
     let kind = p.enumeration::<DomainType>("domainType")?;
     let conns = connection_list(p)?;
     status_list(e.connect_storage_server(kind, &conns))
 }
 
-fn pool_disconnect_storage_server(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+fn pool_disconnect_storage_server(e: &Arc<Engine>, p: &Params) -> Reply {
     p.opt_uuid("storagepoolID")?;
     let kind = p.enumeration::<DomainType>("domainType")?;
     let conns = connection_list(p)?;
@@ -407,7 +411,7 @@ fn pool_disconnect_storage_server(e: &Arc<Engine>, p: &Params) -> Result<Value, 
 
 // ---- StoragePool ----
 
-fn pool_create(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+fn pool_create(e: &Arc<Engine>, p: &Params) -> Reply {
     let domains = p
         .list("domainList")?
         .iter()
@@ -441,7 +445,7 @@ fn host_id(p: &Params) -> Result<u32, ApiError> {
         .ok_or_else(|| ApiError::invalid_params("missing required parameter 'hostID'"))
 }
 
-fn pool_connect(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+fn pool_connect(e: &Arc<Engine>, p: &Params) -> Reply {
     if p.opt_value("domainDict").is_some() {
         return Err(ApiError::invalid_params("domainDict (memory-backed pools) is not supported; pool metadata lives on the master domain"));
     }
@@ -454,16 +458,16 @@ fn pool_connect(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
     ok()
 }
 
-fn pool_disconnect(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+fn pool_disconnect(e: &Arc<Engine>, p: &Params) -> Reply {
     e.disconnect_pool(p.uuid("storagepoolID")?, host_id(p)?)?;
     ok()
 }
 
-fn pool_get_info(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
-    to_value(e.pool_info(p.uuid("storagepoolID")?)?)
+fn pool_get_info(e: &Arc<Engine>, p: &Params) -> Reply {
+    to_value(&e.pool_info(p.uuid("storagepoolID")?)?)
 }
 
-fn pool_spm_start(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+fn pool_spm_start(e: &Arc<Engine>, p: &Params) -> Reply {
     // prevID, prevLver, enableScsiFencing, maxHostID and domVersion are
     // deprecated in VDSM; accept and ignore them, but check their types.
     p.opt_int("prevID")?;
@@ -473,18 +477,18 @@ fn pool_spm_start(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
     task_id(e.spm_start(p.uuid("storagepoolID")?)?)
 }
 
-fn pool_spm_stop(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+fn pool_spm_stop(e: &Arc<Engine>, p: &Params) -> Reply {
     e.spm_stop(p.uuid("storagepoolID")?)?;
     ok()
 }
 
-fn pool_spm_status(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
-    to_value(e.spm_status(p.uuid("storagepoolID")?)?)
+fn pool_spm_status(e: &Arc<Engine>, p: &Params) -> Reply {
+    to_value(&e.spm_status(p.uuid("storagepoolID")?)?)
 }
 
 // ---- StorageDomain ----
 
-fn domain_create(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+fn domain_create(e: &Arc<Engine>, p: &Params) -> Reply {
     // typeArgs: the remote path as a string, or {"remotePath": ...}.
     let remote_path = match p.opt_value("typeArgs") {
         Some(Value::String(s)) => s.clone(),
@@ -521,39 +525,39 @@ fn domain_create(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
     ok()
 }
 
-fn domain_get_info(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
-    to_value(e.domain_info(p.uuid("storagedomainID")?)?)
+fn domain_get_info(e: &Arc<Engine>, p: &Params) -> Reply {
+    to_value(&e.domain_info(p.uuid("storagedomainID")?)?)
 }
 
-fn domain_get_stats(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
-    to_value(e.domain_stats(p.uuid("storagedomainID")?)?)
+fn domain_get_stats(e: &Arc<Engine>, p: &Params) -> Reply {
+    to_value(&e.domain_stats(p.uuid("storagedomainID")?)?)
 }
 
-fn domain_get_images(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
-    to_value(e.domain_images(p.uuid("storagedomainID")?)?)
+fn domain_get_images(e: &Arc<Engine>, p: &Params) -> Reply {
+    to_value(&e.domain_images(p.uuid("storagedomainID")?)?)
 }
 
-fn domain_get_volumes(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+fn domain_get_volumes(e: &Arc<Engine>, p: &Params) -> Reply {
     p.opt_uuid("storagepoolID")?;
     let img = p.opt_uuid("imageID")?.filter(|u| *u != BLANK_UUID);
-    to_value(e.domain_volumes(p.uuid("storagedomainID")?, img)?)
+    to_value(&e.domain_volumes(p.uuid("storagedomainID")?, img)?)
 }
 
-fn domain_format(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+fn domain_format(e: &Arc<Engine>, p: &Params) -> Reply {
     e.format_domain(p.uuid("storagedomainID")?, p.bool_or("autoDetach", false)?)?;
     ok()
 }
 
-fn domain_dump(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+fn domain_dump(e: &Arc<Engine>, p: &Params) -> Reply {
     // `full` adds sanlock lease dumps in VDSM; file domains here have no
     // sanlock leases to dump yet, so both forms return the same.
     p.opt_bool("full")?;
-    to_value(e.dump_domain(p.uuid("sd_id")?)?)
+    to_value(&e.dump_domain(p.uuid("sd_id")?)?)
 }
 
 // ---- Volume ----
 
-fn volume_create(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+fn volume_create(e: &Arc<Engine>, p: &Params) -> Reply {
     if p.bool_or("addBitmaps", false)? {
         return Err(ApiError::new(
             super::errors::INVALID_PARAMETER,
@@ -591,7 +595,7 @@ fn volume_create(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
     task_id(e.create_volume(req)?)
 }
 
-fn volume_delete(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+fn volume_delete(e: &Arc<Engine>, p: &Params) -> Reply {
     // postZero and discard do not apply to file volumes (as in VDSM).
     p.opt_bool("postZero")?;
     p.opt_bool("discard")?;
@@ -613,17 +617,17 @@ fn volume_ids(p: &Params) -> Result<(Uuid, Uuid, Uuid), ApiError> {
     ))
 }
 
-fn volume_get_info(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+fn volume_get_info(e: &Arc<Engine>, p: &Params) -> Reply {
     let (sd, img, vol) = volume_ids(p)?;
-    to_value(e.volume_info(sd, img, vol)?)
+    to_value(&e.volume_info(sd, img, vol)?)
 }
 
-fn volume_get_size(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+fn volume_get_size(e: &Arc<Engine>, p: &Params) -> Reply {
     let (sd, img, vol) = volume_ids(p)?;
-    to_value(e.volume_size(sd, img, vol)?)
+    to_value(&e.volume_size(sd, img, vol)?)
 }
 
-fn volume_set_legality(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+fn volume_set_legality(e: &Arc<Engine>, p: &Params) -> Reply {
     let (sd, img, vol) = volume_ids(p)?;
     e.set_volume_legality(
         p.uuid("storagepoolID")?,
@@ -637,12 +641,12 @@ fn volume_set_legality(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
 
 // ---- Image ----
 
-fn image_get_volumes(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+fn image_get_volumes(e: &Arc<Engine>, p: &Params) -> Reply {
     p.opt_uuid("storagepoolID")?;
-    to_value(e.image_volumes(p.uuid("storagedomainID")?, p.uuid("imageID")?)?)
+    to_value(&e.image_volumes(p.uuid("storagedomainID")?, p.uuid("imageID")?)?)
 }
 
-fn image_delete(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+fn image_delete(e: &Arc<Engine>, p: &Params) -> Reply {
     task_id(e.delete_image(DeleteImage {
         img: p.uuid("imageID")?,
         pool: p.uuid("storagepoolID")?,
@@ -653,7 +657,7 @@ fn image_delete(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
     })?)
 }
 
-fn image_prepare(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+fn image_prepare(e: &Arc<Engine>, p: &Params) -> Reply {
     let path = e.prepare_image(
         p.uuid("storagepoolID")?,
         p.uuid("storagedomainID")?,
@@ -661,10 +665,10 @@ fn image_prepare(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
         p.uuid("volumeID")?,
         p.bool_or("allowIllegal", false)?,
     )?;
-    Ok(json!({ "path": path.display().to_string() }))
+    to_value(&json!({ "path": path.display().to_string() }))
 }
 
-fn image_teardown(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+fn image_teardown(e: &Arc<Engine>, p: &Params) -> Reply {
     p.opt_uuid("volumeID")?;
     e.teardown_image(
         p.uuid("storagepoolID")?,
@@ -704,20 +708,20 @@ fn task_info_value(s: &TaskStatus) -> Value {
     json!({ "id": s.id, "verb": s.verb })
 }
 
-fn task_get_status(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
-    Ok(task_status_value(&e.tasks.status(p.uuid("taskID")?)?))
+fn task_get_status(e: &Arc<Engine>, p: &Params) -> Reply {
+    to_value(&task_status_value(&e.tasks.status(p.uuid("taskID")?)?))
 }
 
-fn task_get_info(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
-    Ok(task_info_value(&e.tasks.status(p.uuid("taskID")?)?))
+fn task_get_info(e: &Arc<Engine>, p: &Params) -> Reply {
+    to_value(&task_info_value(&e.tasks.status(p.uuid("taskID")?)?))
 }
 
-fn task_clear(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+fn task_clear(e: &Arc<Engine>, p: &Params) -> Reply {
     e.tasks.clear(p.uuid("taskID")?)?;
     ok()
 }
 
-fn task_stop(e: &Arc<Engine>, p: &Params) -> Result<Value, ApiError> {
+fn task_stop(e: &Arc<Engine>, p: &Params) -> Reply {
     e.tasks.stop(p.uuid("taskID")?)?;
     ok()
 }

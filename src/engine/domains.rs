@@ -237,16 +237,17 @@ impl Engine {
         let metadata = self.domain_info(sd)?;
         let dom = self.domain(sd)?;
         let mut volumes = BTreeMap::new();
-        for (img, vol) in dom.all_volumes()? {
-            let (apparent, true_size) = dom.volume_sizes(img, vol).unwrap_or((0, 0));
-            let (status, md) = match dom.read_volume(img, vol) {
-                Ok(md) => ("OK", Some(super::volumes::MetadataFields::from(&md))),
-                Err(_) => ("INVALID", None),
+        for v in dom.scan()? {
+            let (apparent, true_size) = v.sizes.unwrap_or((0, 0));
+            let (status, md) = match (&v.md, v.sizes) {
+                (Ok(md), Some(_)) => ("OK", Some(super::volumes::MetadataFields::from(md))),
+                (Ok(md), None) => ("INVALID", Some(super::volumes::MetadataFields::from(md))),
+                (Err(_), _) => ("INVALID", None),
             };
             volumes.insert(
-                vol,
+                v.vol,
                 VolumeDump {
-                    image: img,
+                    image: v.img,
                     status,
                     md,
                     apparentsize: apparent,

@@ -289,3 +289,101 @@ impl FileDomain {
         durable::remove_if_exists(&path).ctx("cannot remove", &path)
     }
 }
+
+/// One volume found by [`FileDomain::scan`].
+#[derive(Debug)]
+pub struct ScannedVolume {
+    pub img: Uuid,
+    pub vol: Uuid,
+    pub md: Result<VolumeMetadata>,
+    /// (apparent size, allocated bytes) of the data file, if it exists.
+    pub sizes: Option<(u64, u64)>,
+}
+
+impl FileDomain {
+    /// Every volume of the domain with its metadata and sizes, read with
+    /// directory-relative calls (one path lookup per file instead of a walk
+    /// from the root) on two threads. The listing hot path.
+    pub fn scan(&self) -> Result<Vec<ScannedVolume>> {
+        use rustix::fs::{open, Mode, OFlags};
+        let access = |source: rustix::io::Errno| Error::DomainAccess {
+            sd: self.sd,
+            source: source.into(),
+        };
+        let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let images_fd = open(self.images_dir(), dir_flags, Mode::empty()).map_err(access)?;
+        let mut images = Vec::new();
+        for entry in rustix::fs::Dir::read_from(&images_fd).map_err(access)? {
+            let entry = entry.map_err(access)?;
+            if let Some(img) = entry.file_name().to_str().ok().and_then(parse_uuid) {
+                images.push(img);
+            }
+        }
+        images.sort();
+        let half = images.len().div_ceil(2);
+        let (first, second) = images.split_at(half);
+        let scan_part = |part: &[Uuid]| -> Vec<ScannedVolume> {
+            let mut out = Vec::new();
+            for &img in part {
+                // An image removed while listing is simply not listed.
+                if let Ok(fd) =
+                    rustix::fs::openat(&images_fd, img.to_string(), dir_flags, Mode::empty())
+                {
+                    scan_image(&fd, img, &mut out);
+                }
+            }
+            out
+        };
+        let (mut a, b) = std::thread::scope(|s| {
+            let other = s.spawn(|| scan_part(second));
+            (scan_part(first), other.join().unwrap_or_default())
+        });
+        a.extend(b);
+        Ok(a)
+    }
+}
+
+fn scan_image(fd: &rustix::fd::OwnedFd, img: Uuid, out: &mut Vec<ScannedVolume>) {
+    use rustix::fs::{openat, statat, AtFlags, Mode, OFlags};
+    let Ok(dir) = rustix::fs::Dir::read_from(fd) else {
+        return;
+    };
+    let mut vols: Vec<Uuid> = dir
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_str().ok()?.to_string();
+            name.strip_suffix(META_SUFFIX).and_then(parse_uuid)
+        })
+        .collect();
+    vols.sort();
+    let mut buf = [0u8; 4096];
+    for vol in vols {
+        let name = vol.to_string();
+        let md = openat(
+            fd,
+            format!("{name}{META_SUFFIX}"),
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .and_then(|f| rustix::io::read(&f, &mut buf))
+        .map_err(|e| Error::VolumeMetadataRead {
+            vol,
+            reason: e.to_string(),
+        })
+        .and_then(|n| {
+            VolumeMetadata::parse(&buf[..n]).map_err(|e| Error::VolumeMetadataRead {
+                vol,
+                reason: e.to_string(),
+            })
+        });
+        let sizes = statat(fd, name.as_str(), AtFlags::empty())
+            .ok()
+            .map(|st| (st.st_size as u64, st.st_blocks as u64 * 512));
+        out.push(ScannedVolume {
+            img,
+            vol,
+            md,
+            sizes,
+        });
+    }
+}
