@@ -240,7 +240,16 @@ impl Engine {
         for v in dom.scan()? {
             let (apparent, true_size) = v.sizes.unwrap_or((0, 0));
             let (status, md) = match (&v.md, v.sizes) {
-                (Ok(md), Some(_)) => ("OK", Some(super::volumes::MetadataFields::from(md))),
+                (Ok(md), Some(_)) => {
+                    let bad = v
+                        .header
+                        .as_ref()
+                        .and_then(|h| crate::backend::file::volume::header_disagreement(md, h));
+                    (
+                        if bad.is_some() { "INVALID" } else { "OK" },
+                        Some(super::volumes::MetadataFields::from(md)),
+                    )
+                }
                 (Ok(md), None) => ("INVALID", Some(super::volumes::MetadataFields::from(md))),
                 (Err(_), _) => ("INVALID", None),
             };

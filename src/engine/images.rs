@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::locks::DEFAULT_TIMEOUT;
 use super::volumes::read_in_image;
 use super::Engine;
+use crate::backend::file::volume::header_disagreement;
 use crate::backend::file::{FileDomain, REMOVED_IMAGE_PREFIX};
 use crate::error::{Error, IoContext, Result};
 use crate::format::volume_md::VolumeMetadata;
@@ -153,6 +154,15 @@ pub fn chain_of(dom: &FileDomain, img: Uuid, vol: Uuid) -> Result<Vec<(Uuid, Vol
             }
             Err(e) => return Err(e),
         };
+        if let Some(why) = dom
+            .volume_header(img, cur, &md)
+            .and_then(|h| header_disagreement(&md, &h))
+        {
+            return Err(Error::BrokenChain {
+                img,
+                reason: format!("volume {cur}: {why}"),
+            });
+        }
         let parent = md.parent;
         chain.push((cur, md));
         if parent == BLANK_UUID {

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::locks::DEFAULT_TIMEOUT;
 use super::{Engine, TaskCtx};
-use crate::backend::file::volume::{DataSpec, LEASE_SUFFIX, META_SUFFIX};
+use crate::backend::file::volume::{header_disagreement, DataSpec, LEASE_SUFFIX, META_SUFFIX};
 use crate::backend::file::FileDomain;
 use crate::error::{Error, Result};
 use crate::format::domain_md::is_safe_value;
@@ -268,10 +268,14 @@ impl Engine {
         let dom = self.domain(sd)?;
         let md = read_in_image(&dom, img, vol)?;
         let (apparentsize, truesize) = dom.volume_sizes(img, vol)?;
-        let status = if md.legality == VolumeLegality::Illegal {
-            "ILLEGAL"
-        } else {
-            "OK"
+        let header = dom.volume_header(img, vol, &md);
+        let status = match header.as_ref().and_then(|h| header_disagreement(&md, h)) {
+            Some(why) => {
+                tracing::warn!(sd = %sd, img = %img, vol = %vol, problem = %why, "volume is invalid");
+                "INVALID"
+            }
+            None if md.legality == VolumeLegality::Illegal => "ILLEGAL",
+            None => "OK",
         };
         Ok(VolumeInfo {
             uuid: vol,

@@ -201,10 +201,15 @@ pub fn parse(buf: &[u8], file_len: u64) -> Result<ImageHeader, ProbeError> {
 pub fn probe_file(path: &Path) -> io::Result<ImageHeader> {
     let f = File::open(path)?;
     let len = f.metadata()?.len();
+    probe_open(&f, len)
+}
+
+/// Probes an open file of length `len`.
+pub fn probe_open(f: &File, len: u64) -> io::Result<ImageHeader> {
     let mut want = INITIAL_READ;
     loop {
         let mut buf = vec![0u8; want.min(len as usize)];
-        let n = read_full_at(&f, &mut buf)?;
+        let n = read_full_at(f, &mut buf)?;
         buf.truncate(n);
         match parse(&buf, len) {
             Ok(h) => return Ok(h),

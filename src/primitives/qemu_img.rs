@@ -387,3 +387,52 @@ mod tests {
         assert_eq!(parse_progress(b"(101.00/100%)"), None);
     }
 }
+
+#[cfg(test)]
+mod real_tests {
+    use super::*;
+
+    #[test]
+    fn convert_reports_progress_and_copies() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src.raw");
+        std::fs::write(&src, vec![7u8; 4 << 20]).unwrap();
+        let dst = dir.path().join("dst.qcow2");
+        let mut seen = Vec::new();
+        let opts = ConvertOptions {
+            src_format: "raw",
+            dst_format: "qcow2",
+            compat: Some("1.1"),
+            backing: None,
+            existing_target: false,
+            unordered: true,
+            bitmaps: false,
+        };
+        convert(&src, &dst, &opts, |p| seen.push(p)).unwrap();
+        assert_eq!(seen.last(), Some(&100.0));
+        assert!(
+            seen.windows(2).all(|w| w[0] <= w[1]),
+            "progress never goes back: {seen:?}"
+        );
+        let info = info(
+            &dst,
+            InfoOptions {
+                format: Some("qcow2"),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(info.virtual_size, 4 << 20);
+        assert!(check(&dst, "qcow2").unwrap().is_clean());
+    }
+
+    #[test]
+    fn measure_and_errors() {
+        let m = measure(None, Some(1 << 30), "qcow2").unwrap();
+        assert!(m.required < 1 << 20 && m.fully_allocated > 1 << 30);
+        let dir = tempfile::tempdir().unwrap();
+        let err = info(&dir.path().join("missing"), InfoOptions::default()).unwrap_err();
+        assert!(matches!(err, QemuImgError::Failed { .. }), "{err}");
+        assert!(err.to_string().contains("missing"));
+    }
+}

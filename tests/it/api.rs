@@ -568,3 +568,82 @@ fn batch_and_notifications() {
         ""
     );
 }
+
+#[test]
+fn headers_that_disagree_with_metadata_are_invalid() {
+    let d = Daemon::start();
+    let (sp, sd) = d.embedded();
+    let (img, base, top) = (uuid(), uuid(), uuid());
+    d.create_volume(&sp, &sd, &img, &base, json!({}));
+    d.create_volume(
+        &sp,
+        &sd,
+        &img,
+        &top,
+        json!({"srcImgUUID": img, "srcVolUUID": base}),
+    );
+    let top_path = d.domain_dir(&sd).join("images").join(&img).join(&top);
+    // A guest-controlled or tampered header pointing outside the chain.
+    let st = std::process::Command::new("qemu-img")
+        .args([
+            "rebase",
+            "-u",
+            "-f",
+            "qcow2",
+            "-b",
+            "/etc/passwd",
+            "-F",
+            "raw",
+        ])
+        .arg(&top_path)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let info = d.call(
+        "Volume.getInfo",
+        json!({"volumeID": top, "storagepoolID": sp, "storagedomainID": sd, "imageID": img}),
+    );
+    assert_eq!(info["status"], "INVALID");
+    let dump = d.call("StorageDomain.dump", json!({"sd_id": sd}));
+    assert_eq!(dump["volumes"][&top]["status"], "INVALID");
+    assert_eq!(dump["volumes"][&base]["status"], "OK");
+    let (code, msg) = d.call_err(
+        "Image.prepare",
+        json!({"storagepoolID": sp, "storagedomainID": sd, "imageID": img, "volumeID": top}),
+    );
+    assert_eq!(code, 262, "{msg}");
+    assert!(msg.contains("/etc/passwd"), "{msg}");
+    assert!(
+        !d.data().join("run/storage").join(&sd).join(&img).exists(),
+        "nothing prepared"
+    );
+}
+
+#[test]
+fn four_k_domains_and_alignment() {
+    let d = Daemon::start_with(Opts {
+        embedded: false,
+        tcp: false,
+    });
+    let dir = d.data().join("4k");
+    std::fs::create_dir(&dir).unwrap();
+    let path = dir.to_str().unwrap();
+    d.call("StoragePool.connectStorageServer", json!({"storagepoolID": BLANK, "domainType": 4, "connectionParams": [{"id": 1, "connection": path}]}));
+    for (hosts, alignment) in [
+        (250, 1u64 << 20),
+        (500, 2 << 20),
+        (1000, 4 << 20),
+        (2000, 8 << 20),
+    ] {
+        let sd = uuid();
+        d.call("StorageDomain.create", json!({"storagedomainID": sd, "domainType": 4, "typeArgs": path, "name": "4k", "domainClass": 1, "blockSize": 4096, "maxHosts": hosts}));
+        let info = d.call("StorageDomain.getInfo", json!({"storagedomainID": sd}));
+        assert_eq!(info["block_size"], 4096);
+        assert_eq!(info["alignment"], json!(alignment), "{hosts} hosts");
+        let md = std::fs::read_to_string(dir.join(&sd).join("dom_md/metadata")).unwrap();
+        assert!(
+            md.contains("BLOCK_SIZE=4096\n") && md.contains(&format!("ALIGNMENT={alignment}\n")),
+            "{md}"
+        );
+    }
+}

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use crate::error::{is_enospc, Error, IoContext, Result};
 use crate::format::volume_md::VolumeMetadata;
+use crate::primitives::probe::{self, ImageHeader};
 use crate::primitives::{durable, qcow2_create, qemu_img};
 use crate::types::{parse_uuid, Uuid, VolumeAllocation, VolumeFormat};
 
@@ -283,11 +284,56 @@ impl FileDomain {
         Ok((st.len(), st.blocks() * 512))
     }
 
+    /// Probes the data file's header (COW volumes only: a RAW volume's first
+    /// bytes are guest data and prove nothing).
+    pub fn volume_header(
+        &self,
+        img: Uuid,
+        vol: Uuid,
+        md: &VolumeMetadata,
+    ) -> Option<std::io::Result<ImageHeader>> {
+        (md.format == VolumeFormat::Cow).then(|| probe::probe_file(&self.volume_path(img, vol)))
+    }
+
     /// Removes one of the volume's files (kind: "" data, ".meta", ".lease").
     pub fn remove_volume_file(&self, img: Uuid, vol: Uuid, suffix: &str) -> Result<bool> {
         let path = self.image_dir(img).join(format!("{vol}{suffix}"));
         durable::remove_if_exists(&path).ctx("cannot remove", &path)
     }
+}
+
+/// Checks a COW volume's header against its metadata: qcow2, the same
+/// virtual size, no external data file, and a backing file that is exactly
+/// its parent in the same directory (or none for a base). Returns why not.
+pub fn header_disagreement(
+    md: &VolumeMetadata,
+    header: &std::io::Result<ImageHeader>,
+) -> Option<String> {
+    let h = match header {
+        Ok(h) => h,
+        Err(e) => return Some(format!("cannot read the image header: {e}")),
+    };
+    if h.format != probe::ImageFormat::Qcow2 {
+        return Some("metadata says COW but the data is not qcow2".into());
+    }
+    if h.virtual_size != md.capacity {
+        return Some(format!(
+            "qcow2 virtual size {} differs from capacity {}",
+            h.virtual_size, md.capacity
+        ));
+    }
+    if let Some(df) = &h.data_file {
+        return Some(format!("qcow2 names an external data file {df:?}"));
+    }
+    let expected = (md.parent != crate::types::BLANK_UUID).then(|| md.parent.to_string());
+    if h.backing_file != expected {
+        return Some(format!(
+            "qcow2 backing file {:?} does not match parent {:?}",
+            h.backing_file.as_deref().unwrap_or("none"),
+            expected.as_deref().unwrap_or("none")
+        ));
+    }
+    None
 }
 
 /// One volume found by [`FileDomain::scan`].
@@ -298,6 +344,8 @@ pub struct ScannedVolume {
     pub md: Result<VolumeMetadata>,
     /// (apparent size, allocated bytes) of the data file, if it exists.
     pub sizes: Option<(u64, u64)>,
+    /// The data file's header, probed for COW volumes.
+    pub header: Option<std::io::Result<ImageHeader>>,
 }
 
 impl FileDomain {
@@ -344,7 +392,7 @@ impl FileDomain {
 }
 
 fn scan_image(fd: &rustix::fd::OwnedFd, img: Uuid, out: &mut Vec<ScannedVolume>) {
-    use rustix::fs::{openat, statat, AtFlags, Mode, OFlags};
+    use rustix::fs::{openat, Mode, OFlags};
     let Ok(dir) = rustix::fs::Dir::read_from(fd) else {
         return;
     };
@@ -376,14 +424,30 @@ fn scan_image(fd: &rustix::fd::OwnedFd, img: Uuid, out: &mut Vec<ScannedVolume>)
                 reason: e.to_string(),
             })
         });
-        let sizes = statat(fd, name.as_str(), AtFlags::empty())
-            .ok()
-            .map(|st| (st.st_size as u64, st.st_blocks as u64 * 512));
+        let data = openat(
+            fd,
+            name.as_str(),
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()
+        .map(fs::File::from);
+        let sizes = data
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .map(|st| (st.len(), st.blocks() * 512));
+        let header = match (&md, &data, sizes) {
+            (Ok(m), Some(f), Some((len, _))) if m.format == VolumeFormat::Cow => {
+                Some(probe::probe_open(f, len))
+            }
+            _ => None,
+        };
         out.push(ScannedVolume {
             img,
             vol,
             md,
             sizes,
+            header,
         });
     }
 }

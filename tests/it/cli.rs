@@ -1,0 +1,120 @@
+//! The cairn command line against a running cairnd.
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+use crate::common::*;
+
+fn cairn(d: &Daemon, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(args)
+        .output()
+        .expect("run cairn")
+}
+
+fn json_out(d: &Daemon, args: &[&str]) -> Value {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let out = cairn(d, &all);
+    assert!(
+        out.status.success(),
+        "cairn {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "cairn {args:?}: not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+#[test]
+fn cli_tour() {
+    let d = Daemon::start();
+    let status = json_out(&d, &["status"]);
+    assert_eq!(status["spm"]["spmStatus"], "SPM");
+
+    let created = json_out(&d, &["volume", "create", "--size", "2G", "--wait"]);
+    let (img, vol) = (
+        created["imageID"].as_str().unwrap().to_string(),
+        created["volumeID"].as_str().unwrap().to_string(),
+    );
+    let snap = json_out(
+        &d,
+        &[
+            "volume",
+            "create",
+            "--size",
+            "2G",
+            "--image",
+            &img,
+            "--parent",
+            &vol,
+            "--wait",
+            "--description",
+            "snap 1",
+        ],
+    );
+    let top = snap["volumeID"].as_str().unwrap().to_string();
+
+    let chain = json_out(&d, &["image", "show", &img]);
+    let ids: Vec<&str> = chain
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["uuid"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![vol.as_str(), top.as_str()], "base first");
+    assert_eq!(chain[1]["description"], "snap 1");
+
+    let listed = json_out(&d, &["volume", "list"]);
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    let info = json_out(&d, &["volume", "info", &img, &top]);
+    assert_eq!(info["capacity"], 2u64 << 30);
+    let path = json_out(&d, &["image", "prepare", &img, &top]);
+    assert!(path["path"].as_str().unwrap().ends_with(&top));
+
+    // Human output: a table with headers.
+    let out = cairn(&d, &["volume", "list"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("IMAGE") && text.contains(&top) && text.contains("2.0 GiB"),
+        "{text}"
+    );
+
+    // Errors: exit code 1 and the VDSM code on stderr.
+    let out = cairn(&d, &["volume", "delete", &img, &vol, "--wait"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("error 204"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cairn(&d, &["volume", "create", "--size", "12Q"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("size"));
+
+    json_out(&d, &["volume", "delete", &img, &top, "--wait"]);
+    json_out(&d, &["image", "delete", &img, "--wait"]);
+    assert_eq!(json_out(&d, &["image", "list"]), serde_json::json!([]));
+    assert_eq!(json_out(&d, &["task", "list"]), serde_json::json!({}));
+    let raw = json_out(&d, &["call", "Host.getConnectedStoragePools"]);
+    assert_eq!(raw.as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn cli_without_daemon_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("--socket")
+        .arg(dir.path().join("none.sock"))
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is cairnd running?"));
+}
