@@ -337,6 +337,19 @@ fn print_value(ctx: &Ctx, v: &Value, human: impl FnOnce(&Value)) {
     }
 }
 
+/// An object as aligned `key value` lines (or JSON with --json).
+fn print_fields(ctx: &Ctx, v: &Value) {
+    print_value(ctx, v, print_pairs);
+}
+
+fn print_pairs(v: &Value) {
+    let fields = v.as_object().cloned().unwrap_or_default();
+    let width = fields.keys().map(String::len).max().unwrap_or(0);
+    for (k, val) in &fields {
+        println!("{k:<width$}  {}", s(val));
+    }
+}
+
 fn table(headers: &[&str], rows: Vec<Vec<String>>) {
     let mut width: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for r in &rows {
@@ -636,13 +649,7 @@ fn domain(ctx: &Ctx, cmd: DomainCmd) -> Res<()> {
             let info = ctx
                 .client
                 .call("StorageDomain.getInfo", json!({"storagedomainID": sd}))?;
-            print_value(ctx, &info, |v| {
-                if let Some(m) = v.as_object() {
-                    for (k, val) in m {
-                        println!("{k:<12} {}", s(val));
-                    }
-                }
-            });
+            print_fields(ctx, &info);
         }
         DomainCmd::Create {
             remote_path,
@@ -682,13 +689,7 @@ fn pool(ctx: &Ctx, cmd: PoolCmd) -> Res<()> {
             let info = ctx
                 .client
                 .call("StoragePool.getInfo", json!({"storagepoolID": sp}))?;
-            print_value(ctx, &info, |v| {
-                if let Some(m) = v["info"].as_object() {
-                    for (k, val) in m {
-                        println!("{k:<12} {}", s(val));
-                    }
-                }
-            });
+            print_value(ctx, &info, |v| print_pairs(&v["info"]));
         }
         PoolCmd::SpmStatus => {
             let st = ctx
@@ -935,13 +936,7 @@ fn volume(ctx: &Ctx, cmd: VolumeCmd) -> Res<()> {
                 "Volume.getInfo",
                 json!({"volumeID": volume, "storagepoolID": sp, "storagedomainID": sd, "imageID": image}),
             )?;
-            print_value(ctx, &info, |v| {
-                if let Some(m) = v.as_object() {
-                    for (k, val) in m {
-                        println!("{k:<13} {}", s(val));
-                    }
-                }
-            });
+            print_fields(ctx, &info);
         }
         VolumeCmd::Delete {
             image,

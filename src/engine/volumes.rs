@@ -360,11 +360,9 @@ fn create_volume_steps(
     let new_image = !img_dir.is_dir();
     if new_image {
         durable::make_dir(&img_dir, 0o755).map_err(|e| {
-            if crate::error::is_enospc(&e) {
-                Error::NoSpace { sd: dom.sd }
-            } else {
+            dom.io_failure(e, |e| {
                 Error::io_path("cannot create image directory", &img_dir, e)
-            }
+            })
         })?;
         let d = img_dir.clone();
         ctx.push_undo(format!("remove image directory {img}"), move || {
@@ -396,7 +394,7 @@ fn create_volume_steps(
     push_remove(ctx, dom, img, vol, LEASE_SUFFIX);
     let lease = dom.create_volume_lease(img, vol, manifest.alignment)?;
     durable::sync_all_together(&[&data, &lease])
-        .map_err(|e| no_space_or(dom, e, "cannot sync volume files"))?;
+        .map_err(|e| dom.io_failure(e, |e| Error::io(format!("cannot sync volume {vol}"), e)))?;
     ctx.check_abort()?;
 
     if let Some(parent_md) = &parent {
@@ -440,17 +438,9 @@ fn create_volume_steps(
         &[&img_dir]
     };
     durable::fsync_dirs_together(dirs)
-        .map_err(|e| no_space_or(dom, e, "cannot sync image directory"))?;
+        .map_err(|e| dom.io_failure(e, |e| Error::io_path("cannot sync", &img_dir, e)))?;
     tracing::info!(sd = %dom.sd, img = %img, vol = %vol, format = %req.format, size = req.size, "volume created");
     Ok(())
-}
-
-fn no_space_or(dom: &FileDomain, e: std::io::Error, what: &str) -> Error {
-    if crate::error::is_enospc(&e) {
-        Error::NoSpace { sd: dom.sd }
-    } else {
-        Error::io(format!("{what} in domain {}", dom.sd), e)
-    }
 }
 
 fn push_remove(ctx: &TaskCtx, dom: &Arc<FileDomain>, img: Uuid, vol: Uuid, suffix: &'static str) {

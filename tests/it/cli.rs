@@ -118,3 +118,63 @@ fn cli_without_daemon_says_so() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is cairnd running?"));
 }
+
+#[test]
+fn cairnd_reads_its_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("cairnd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\nlisten = \"127.0.0.1:{port}\"\nlog_format = \"json\"\nembedded_default = false\n",
+            data.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.path().join("log")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cairnd"))
+        .arg("--config")
+        .arg(&config)
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let client =
+        cairn::client::Client::new(cairn::client::Target::Tcp(format!("127.0.0.1:{port}")));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let pools = loop {
+        if let Ok(v) = client.call("Host.getConnectedStoragePools", serde_json::json!({})) {
+            break v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "cairnd did not come up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(pools, serde_json::json!([]), "embedded_default = false");
+    assert!(data.join("cairnd.sock").exists());
+    let _ = child.kill();
+    let _ = child.wait();
+    let logged = std::fs::read_to_string(dir.path().join("log")).unwrap();
+    let first = logged.lines().next().unwrap();
+    assert!(
+        serde_json::from_str::<Value>(first).is_ok(),
+        "JSON logs: {first}"
+    );
+
+    // A typo in the config is an error, not silently ignored.
+    std::fs::write(&config, "datadir = \"/x\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cairnd"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("datadir"));
+}

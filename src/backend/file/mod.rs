@@ -218,19 +218,25 @@ impl FileDomain {
         let out = change(&mut md)?;
         if md != before {
             durable::write_atomic(&self.metadata_path(), &md.render(), METADATA_MODE).map_err(
-                |source| {
-                    if crate::error::is_enospc(&source) {
-                        Error::NoSpace { sd: self.sd }
-                    } else {
-                        Error::DomainAccess {
-                            sd: self.sd,
-                            source,
-                        }
-                    }
+                |e| {
+                    self.io_failure(e, |source| Error::DomainAccess {
+                        sd: self.sd,
+                        source,
+                    })
                 },
             )?;
         }
         Ok(out)
+    }
+
+    /// Maps an I/O error: a full file system is `NoSpace` on this domain,
+    /// anything else what `other` makes of it.
+    pub fn io_failure(&self, e: io::Error, other: impl FnOnce(io::Error) -> Error) -> Error {
+        if crate::error::is_enospc(&e) {
+            Error::NoSpace { sd: self.sd }
+        } else {
+            other(e)
+        }
     }
 
     /// Image UUIDs; directories being removed or not named by a UUID are skipped.

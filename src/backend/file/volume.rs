@@ -5,7 +5,7 @@ use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::PathBuf;
 
-use crate::error::{is_enospc, Error, IoContext, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::format::volume_md::VolumeMetadata;
 use crate::primitives::probe::{self, ImageHeader};
 use crate::primitives::{durable, qcow2_create, qemu_img};
@@ -123,14 +123,13 @@ impl FileDomain {
             reason: e.to_string(),
         })?;
         durable::create_new_synced(&self.meta_path(img, vol), &bytes, VOLUME_MODE).map_err(|e| {
-            match e.kind() {
+            self.io_failure(e, |e| match e.kind() {
                 io::ErrorKind::AlreadyExists => Error::VolumeAlreadyExists(vol),
-                _ if is_enospc(&e) => Error::NoSpace { sd: self.sd },
                 _ => Error::VolumeMetadataWrite {
                     vol,
                     reason: e.to_string(),
                 },
-            }
+            })
         })
     }
 
@@ -147,14 +146,10 @@ impl FileDomain {
             reason: e.to_string(),
         })?;
         durable::write_atomic(&self.meta_path(img, vol), &bytes, VOLUME_MODE).map_err(|e| {
-            if is_enospc(&e) {
-                Error::NoSpace { sd: self.sd }
-            } else {
-                Error::VolumeMetadataWrite {
-                    vol,
-                    reason: e.to_string(),
-                }
-            }
+            self.io_failure(e, |e| Error::VolumeMetadataWrite {
+                vol,
+                reason: e.to_string(),
+            })
         })
     }
 
@@ -173,24 +168,20 @@ impl FileDomain {
             .create_new(true)
             .mode(VOLUME_MODE)
             .open(&path)
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::AlreadyExists => Error::VolumeAlreadyExists(vol),
-                _ if is_enospc(&e) => Error::NoSpace { sd: self.sd },
-                _ => Error::VolumeCreation {
-                    vol,
-                    reason: format!("cannot create {}: {e}", path.display()),
-                },
+            .map_err(|e| {
+                self.io_failure(e, |e| match e.kind() {
+                    io::ErrorKind::AlreadyExists => Error::VolumeAlreadyExists(vol),
+                    _ => Error::VolumeCreation {
+                        vol,
+                        reason: format!("cannot create {}: {e}", path.display()),
+                    },
+                })
             })?;
-        let no_space = |e: &io::Error| is_enospc(e);
         let fail = |e: io::Error| {
-            if no_space(&e) {
-                Error::NoSpace { sd: self.sd }
-            } else {
-                Error::VolumeCreation {
-                    vol,
-                    reason: e.to_string(),
-                }
-            }
+            self.io_failure(e, |e| Error::VolumeCreation {
+                vol,
+                reason: e.to_string(),
+            })
         };
         match (spec.format, spec.allocation, spec.parent) {
             (VolumeFormat::Raw, alloc, None) => {
@@ -258,14 +249,10 @@ impl FileDomain {
             .mode(VOLUME_MODE)
             .open(&path)
             .map_err(|e| {
-                if is_enospc(&e) {
-                    Error::NoSpace { sd: self.sd }
-                } else {
-                    Error::VolumeCreation {
-                        vol,
-                        reason: format!("cannot create lease {}: {e}", path.display()),
-                    }
-                }
+                self.io_failure(e, |e| Error::VolumeCreation {
+                    vol,
+                    reason: format!("cannot create lease {}: {e}", path.display()),
+                })
             })?;
         file.set_len(alignment).ctx("cannot size", &path)?;
         Ok(file)
