@@ -34,11 +34,7 @@ fn seed_walkthrough_over_json_rpc() {
                "lockRenewalIntervalSec": 0, "leaseTimeSec": 0, "ioOpTimeoutSec": 0, "leaseRetries": 0}),
     );
     d.call("StoragePool.connect", json!({"storagepoolID": sp, "hostID": 1, "scsiKey": "scsikey", "masterSdUUID": sd, "masterVersion": 1}));
-    let t = d.call(
-        "StoragePool.spmStart",
-        json!({"storagepoolID": sp, "prevID": -1, "prevLver": "-1", "enableScsiFencing": "false"}),
-    );
-    d.task_ok(&t);
+    d.spm_start(&sp);
     assert_eq!(
         d.call("StoragePool.getSpmStatus", json!({"storagepoolID": sp})),
         json!({"spmId": 1, "spmStatus": "SPM", "spmLver": 1})
@@ -472,11 +468,7 @@ fn spm_stop_and_non_spm_errors() {
         volume_params(&sp, &sd, &uuid(), &uuid(), json!({})),
     );
     assert_eq!(code, 654, "{msg}");
-    let t = d.call(
-        "StoragePool.spmStart",
-        json!({"storagepoolID": sp, "prevID": -1, "prevLver": "-1", "enableScsiFencing": "false"}),
-    );
-    d.task_ok(&t);
+    d.spm_start(&sp);
     let st = d.call("StoragePool.getSpmStatus", json!({"storagepoolID": sp}));
     assert_eq!(
         (st["spmStatus"].as_str(), st["spmLver"].as_i64()),
@@ -628,7 +620,7 @@ fn four_k_domains_and_alignment() {
     let dir = d.data().join("4k");
     std::fs::create_dir(&dir).unwrap();
     let path = dir.to_str().unwrap();
-    d.call("StoragePool.connectStorageServer", json!({"storagepoolID": BLANK, "domainType": 4, "connectionParams": [{"id": 1, "connection": path}]}));
+    d.connect_local(&dir);
     for (hosts, alignment) in [
         (250, 1u64 << 20),
         (500, 2 << 20),

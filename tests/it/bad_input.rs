@@ -451,7 +451,7 @@ fn domain_create_validation() {
     let dir = d.data().join("dom");
     std::fs::create_dir(&dir).unwrap();
     let path = dir.to_str().unwrap();
-    d.call("StoragePool.connectStorageServer", json!({"storagepoolID": BLANK, "domainType": 4, "connectionParams": [{"id": 1, "connection": path}]}));
+    d.connect_local(&dir);
     let base = |extra: Value| {
         let mut p = json!({"storagedomainID": uuid(), "domainType": "LOCALFS", "typeArgs": path, "name": "d", "domainClass": "Data"});
         for (k, v) in extra.as_object().unwrap() {

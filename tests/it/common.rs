@@ -158,6 +158,25 @@ impl Daemon {
         self.call("Task.clear", json!({"taskID": task}));
     }
 
+    /// Takes the SPM role of `sp` and waits for it.
+    pub fn spm_start(&self, sp: &str) {
+        let t = self.call(
+            "StoragePool.spmStart",
+            json!({"storagepoolID": sp, "prevID": -1, "prevLver": "-1", "enableScsiFencing": "false"}),
+        );
+        self.task_ok(&t);
+    }
+
+    /// Connects a local directory (LOCALFS) and checks it worked.
+    pub fn connect_local(&self, path: &Path) {
+        let st = self.call(
+            "StoragePool.connectStorageServer",
+            json!({"storagepoolID": BLANK, "domainType": "LOCALFS",
+                   "connectionParams": [{"id": 1, "connection": path.to_str().unwrap()}]}),
+        );
+        assert_eq!(st[0]["status"], 0, "connect {}: {st}", path.display());
+    }
+
     /// The embedded pool and its master domain.
     pub fn embedded(&self) -> (String, String) {
         let pools = self.call("Host.getConnectedStoragePools", json!({}));

@@ -82,14 +82,6 @@ fn qemu_img(args: &[&str]) {
     assert!(st.success(), "qemu-img {args:?}");
 }
 
-fn connect_local(d: &Daemon, path: &Path) {
-    let st = d.call(
-        "StoragePool.connectStorageServer",
-        json!({"storagepoolID": BLANK, "domainType": "LOCALFS", "connectionParams": [{"id": 1, "connection": path.to_str().unwrap()}]}),
-    );
-    assert_eq!(st[0]["status"], 0);
-}
-
 #[test]
 fn cairn_domains_follow_vdsm_rules() {
     let d = Daemon::start();
@@ -121,7 +113,7 @@ fn cairn_domains_follow_vdsm_rules() {
     // Version 4 too, with a non-ASCII name (checksummed as &#NNN;).
     let dir = d.data().join("v4");
     std::fs::create_dir(&dir).unwrap();
-    connect_local(&d, &dir);
+    d.connect_local(&dir);
     let sd4 = uuid();
     d.call(
         "StorageDomain.create",
@@ -165,7 +157,7 @@ fn reads_and_extends_a_vdsm_v4_domain() {
         std::fs::File::create(imgdir.join(format!("{v}.lease"))).unwrap();
     }
     vdsm_check(&root);
-    connect_local(&d, &storage);
+    d.connect_local(&storage);
 
     assert_eq!(d.call("Host.getStorageDomains", json!({})), json!([SD4]));
     let info = d.call("StorageDomain.getInfo", json!({"storagedomainID": SD4}));
@@ -196,11 +188,7 @@ fn reads_and_extends_a_vdsm_v4_domain() {
     let sp = uuid();
     d.call("StoragePool.create", json!({"storagepoolID": sp, "name": "adopted", "masterSdUUID": SD4, "masterVersion": 1, "domainList": [SD4]}));
     d.call("StoragePool.connect", json!({"storagepoolID": sp, "hostID": 3, "scsiKey": "", "masterSdUUID": SD4, "masterVersion": 1}));
-    let t = d.call(
-        "StoragePool.spmStart",
-        json!({"storagepoolID": sp, "prevID": -1, "prevLver": "-1", "enableScsiFencing": "false"}),
-    );
-    d.task_ok(&t);
+    d.spm_start(&sp);
     let top = uuid();
     d.create_volume(
         &sp,
@@ -239,7 +227,7 @@ fn joins_a_pool_created_by_vdsm() {
         "1G",
     ]);
     std::fs::File::create(imgdir.join(format!("{V5}.lease"))).unwrap();
-    connect_local(&d, &storage);
+    d.connect_local(&storage);
 
     // The master version must match.
     let (code, _) = d.call_err("StoragePool.connect", json!({"storagepoolID": SP5, "hostID": 2, "scsiKey": "", "masterSdUUID": SD5, "masterVersion": 6}));
@@ -249,11 +237,7 @@ fn joins_a_pool_created_by_vdsm() {
     assert_eq!(info["info"]["name"], "vdsm dc");
     assert_eq!(info["info"]["type"], "SHAREDFS");
     assert_eq!(info["info"]["master_ver"], 7);
-    let t = d.call(
-        "StoragePool.spmStart",
-        json!({"storagepoolID": SP5, "prevID": -1, "prevLver": "-1", "enableScsiFencing": "false"}),
-    );
-    d.task_ok(&t);
+    d.spm_start(SP5);
     assert_eq!(
         d.call("StoragePool.getSpmStatus", json!({"storagepoolID": SP5})),
         json!({"spmId": 2, "spmStatus": "SPM", "spmLver": 13})
@@ -291,7 +275,7 @@ fn broken_seal_is_reported() {
         .unwrap()
         .replace("vdsm v4 fixture", "tampered");
     std::fs::write(&md, text).unwrap();
-    connect_local(&d, &storage);
+    d.connect_local(&storage);
     let (code, msg) = d.call_err("StorageDomain.getInfo", json!({"storagedomainID": SD4}));
     assert_eq!(code, 752, "{msg}");
     assert!(msg.contains("seal"), "{msg}");

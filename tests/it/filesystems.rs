@@ -19,11 +19,7 @@ fn pool_on(d: &Daemon, kind: &str, conn: serde_json::Value, remote: &str) -> (St
     d.call("StorageDomain.create", json!({"storagedomainID": sd, "domainType": kind, "typeArgs": remote, "name": "loop", "domainClass": "Data", "version": 5, "blockSize": 0}));
     d.call("StoragePool.create", json!({"storagepoolID": sp, "name": "p", "masterSdUUID": sd, "masterVersion": 1, "domainList": [sd]}));
     d.call("StoragePool.connect", json!({"storagepoolID": sp, "hostID": 1, "scsiKey": "", "masterSdUUID": sd, "masterVersion": 1}));
-    let t = d.call(
-        "StoragePool.spmStart",
-        json!({"storagepoolID": sp, "prevID": -1, "prevLver": "-1", "enableScsiFencing": "false"}),
-    );
-    d.task_ok(&t);
+    d.spm_start(&sp);
     (sp, sd)
 }
 
