@@ -57,8 +57,6 @@ pub struct TaskStatus {
     pub result: TaskResult,
     /// The failure, if the task failed or was stopped.
     pub error: Option<Arc<Error>>,
-    /// Progress in percent, where the body reports it.
-    pub progress: Option<f64>,
 }
 
 type Body = Box<dyn FnOnce(&TaskCtx) -> Result<()> + Send>;
@@ -104,10 +102,6 @@ impl TaskCtx {
             return Err(Error::TaskAborted(id));
         }
         Ok(())
-    }
-
-    pub fn set_progress(&self, percent: f64) {
-        self.task.status.lock().expect("task").progress = Some(percent.clamp(0.0, 100.0));
     }
 
     pub fn id(&self) -> Uuid {
@@ -166,7 +160,6 @@ impl TaskManager {
                 state: TaskState::Init,
                 result: TaskResult::InProgress,
                 error: None,
-                progress: None,
             }),
             abort: AtomicBool::new(false),
             queued_at: std::time::Instant::now(),
@@ -282,9 +275,6 @@ impl TaskManager {
             let mut st = task.status.lock().expect("task");
             st.state = TaskState::Finished;
             st.result = result;
-            if result == TaskResult::Success {
-                st.progress = Some(100.0);
-            }
             st.error = error.map(Arc::new);
             st.clone()
         };
