@@ -13,6 +13,7 @@ pub mod client;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod failpoint;
 pub mod format;
 pub mod primitives;
 pub mod types;

@@ -43,54 +43,7 @@ impl From<Error> for ApiError {
     }
 }
 
-/// VDSM's code for an engine error (`vdsm.storage.exception`).
+/// VDSM's code for an engine error.
 pub fn vdsm_code(e: &Error) -> i64 {
-    if e.is_no_space() {
-        return 397; // NoSpaceLeftOnDomain
-    }
-    match e {
-        Error::InvalidParameter { .. } => INVALID_PARAMETER,
-        Error::DomainNotFound(_) => 358,
-        Error::DomainAlreadyExists(_) => 365,
-        Error::DomainCreation { .. } => 351,
-        Error::DomainMetadata { .. } => 364,
-        Error::DomainSealBroken { .. } => 752,
-        Error::UnsupportedDomainVersion(..) => 394,
-        Error::IllegalRemotePath(..) => 390,
-        Error::DomainTypeNotSupported(..) => 372,
-        Error::DomainAccess { .. } => 379,
-        Error::DomainAttached { .. } => 391,
-        Error::DomainNotInPool { .. } => 353,
-        Error::DomainClass { .. } => 386,
-        Error::NoSpace { .. } => 397,
-        Error::PoolNotConnected(_) => 309,
-        Error::PoolAlreadyConnected(_) => 323,
-        Error::PoolCreation { .. } => 301,
-        Error::PoolWrongMaster { .. } => 324,
-        Error::PoolMasterNotFound(_) => 304,
-        Error::PoolDescriptionTooLong(_) => 327,
-        Error::NotSpm(_) => 654,
-        Error::SpmStart { .. } => 650,
-        Error::AcquireLease { .. } => 651,
-        Error::VolumeNotFound(_) => 201,
-        Error::VolumeAlreadyExists(_) => 212,
-        Error::ImageNotFound { .. } => 268,
-        Error::VolumeHasChildren { .. } => 204,
-        Error::CannotDeleteShared(_) => 223,
-        Error::SnapshotOfIllegal(_) => 226,
-        Error::PrepareIllegal(_) => 227,
-        Error::BrokenChain { .. } => 262,
-        Error::VolumeCreation { .. } => 205,
-        Error::VolumeMetadataRead { .. } => 207,
-        Error::VolumeMetadataWrite { .. } => 208,
-        Error::UnknownTask(_) => 401,
-        Error::TaskNotFinished(_) => 403,
-        Error::TaskAborted(_) => 411,
-        Error::AddTask(_) => 405,
-        Error::ResourceTimeout(_) => 851,
-        Error::StorageTypeNotSupported(..) => 468,
-        Error::Connection { .. } => 451,
-        Error::Mount(_) => 477,
-        Error::Io { .. } => 100,
-    }
+    e.code()
 }

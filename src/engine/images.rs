@@ -6,11 +6,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::locks::DEFAULT_TIMEOUT;
+use super::recovery::{Commit, RecoveryPlan, Step};
 use super::volumes::read_in_image;
 use super::Engine;
 use crate::backend::file::volume::header_disagreement;
-use crate::backend::file::{FileDomain, REMOVED_IMAGE_PREFIX};
+use crate::backend::file::{FileDomain, IMAGES, REMOVED_IMAGE_PREFIX};
 use crate::error::{Error, IoContext, Result};
+use crate::failpoint;
 use crate::format::volume_md::VolumeMetadata;
 use crate::primitives::durable;
 use crate::types::{Uuid, VolumeLegality, BLANK_UUID};
@@ -47,7 +49,8 @@ impl Engine {
             tracing::info!(img = %req.img, "postZero/discard are not applied on file domains");
         }
         let engine = self.clone();
-        self.tasks.spawn("deleteImage", move |ctx| {
+        let store = self.task_store(&pool)?;
+        self.tasks.spawn("deleteImage", Some(&store), move |ctx| {
             let _lock = engine.locks.lock(req.sd, &[req.img], DEFAULT_TIMEOUT)?;
             engine.require_spm(req.pool)?;
             let src = dom.image_dir(req.img);
@@ -57,18 +60,33 @@ impl Engine {
                     sd: req.sd,
                 });
             }
+            let (sd, img) = (req.sd, req.img);
+            let doomed_name = format!("{REMOVED_IMAGE_PREFIX}{img}");
+            let purge = Step::RemoveTree {
+                sd,
+                path: format!("{IMAGES}/{doomed_name}"),
+            };
+            ctx.plan(RecoveryPlan {
+                undo: Vec::new(),
+                redo: vec![purge.clone()],
+                commit: Some(Commit::Missing {
+                    sd,
+                    path: format!("{IMAGES}/{img}"),
+                }),
+            })?;
+            failpoint::hit("image.delete.planned")?;
+            // A leftover of an earlier interrupted delete of the same image.
+            engine.run_step(&purge)?;
             let images = dom.images_dir();
-            let doomed = images.join(format!("{REMOVED_IMAGE_PREFIX}{}", req.img));
-            if doomed.exists() {
-                fs::remove_dir_all(&doomed).ctx("cannot remove leftover", &doomed)?;
-            }
+            let doomed = images.join(&doomed_name);
             fs::rename(&src, &doomed).ctx("cannot rename", &src)?;
             durable::fsync_dir(&images).ctx("cannot sync", &images)?;
             ctx.commit();
-            fs::remove_dir_all(&doomed).ctx("cannot remove", &doomed)?;
-            durable::fsync_dir(&images).ctx("cannot sync", &images)?;
-            engine.remove_run_link(req.sd, req.img)?;
-            tracing::info!(sd = %req.sd, img = %req.img, "image deleted");
+            failpoint::hit("image.delete.after_rename")?;
+            engine.run_step(&purge)?;
+            engine.remove_run_link(sd, img)?;
+            failpoint::hit("image.delete.done")?;
+            tracing::info!(sd = %sd, img = %img, "image deleted");
             Ok(())
         })
     }

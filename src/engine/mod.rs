@@ -7,9 +7,11 @@
 pub mod connections;
 pub mod domains;
 pub mod embedded;
+pub mod gc;
 pub mod images;
 pub mod locks;
 pub mod pool;
+pub mod recovery;
 pub mod tasks;
 pub mod volumes;
 
@@ -113,6 +115,9 @@ impl Engine {
             pool: Mutex::new(None),
             domain_cache: Mutex::new(HashMap::new()),
         });
+        engine
+            .tasks
+            .set_runner(Arc::new(gc::EngineRunner(Arc::downgrade(&engine))));
         engine.restore(state);
         Ok(engine)
     }

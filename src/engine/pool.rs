@@ -42,13 +42,17 @@ pub struct PoolState {
     pub master_sd: Uuid,
     pub master_version: i64,
     lease: Box<dyn Lease>,
+    /// Set once the lease is held and interrupted tasks are recovered: only
+    /// then may new tasks run (recovery and garbage collection must not see
+    /// a new task's half-made files).
+    ready: std::sync::atomic::AtomicBool,
     /// Serializes SPM start/stop.
     role: Mutex<()>,
 }
 
 impl PoolState {
     pub fn is_spm(&self) -> bool {
-        self.lease.is_held()
+        self.ready.load(std::sync::atomic::Ordering::SeqCst) && self.lease.is_held()
     }
 }
 
@@ -263,6 +267,7 @@ impl Engine {
             master_sd,
             master_version,
             lease: Box::new(FlockLease::new(&master.leases_path())),
+            ready: std::sync::atomic::AtomicBool::new(false),
             role: Mutex::new(()),
         });
         *self.pool.lock().expect("pool") = Some(state);
@@ -389,7 +394,7 @@ impl Engine {
         self.connected_pool(id)?;
         let engine = self.clone();
         self.tasks
-            .spawn("spmStart", move |_ctx| engine.spm_start_now(id))
+            .spawn("spmStart", None, move |_ctx| engine.spm_start_now(id))
     }
 
     /// Takes the SPM role: lease, then `lver + 1` and our host id written to
@@ -421,11 +426,32 @@ impl Engine {
                 Ok(p.lver)
             })?;
             master.ensure_master_dirs()?;
+            let tasks_dir = master.master_dir().join("tasks");
+            let start = std::time::Instant::now();
+            let report = self.tasks.recover(&tasks_dir);
+            let recovery_ms = start.elapsed().as_secs_f64() * 1000.0;
+            tracing::info!(pool = %id, ?report, recovery_ms, "persisted tasks recovered");
+            for (sd, _) in master
+                .manifest()?
+                .pool
+                .map(|p| p.domains)
+                .unwrap_or_default()
+            {
+                match self.domain(sd) {
+                    Ok(dom) => {
+                        self.collect_garbage(&dom)?;
+                    }
+                    Err(e) => {
+                        tracing::warn!(sd = %sd, error = %e, "cannot collect garbage on an unreachable domain")
+                    }
+                }
+            }
             self.save_host_state(|st| {
                 if let Some(p) = st.pool.as_mut() {
                     p.spm = true;
                 }
             })?;
+            pool.ready.store(true, std::sync::atomic::Ordering::SeqCst);
             tracing::info!(pool = %id, host_id = pool.host_id, lver, "this host is now SPM");
             Ok(())
         })();
@@ -459,7 +485,9 @@ impl Engine {
             p.write(md);
             Ok(())
         })?;
+        pool.ready.store(false, std::sync::atomic::Ordering::SeqCst);
         pool.lease.release();
+        self.tasks.forget_store(&master.master_dir().join("tasks"));
         self.save_host_state(|st| {
             if let Some(p) = st.pool.as_mut() {
                 p.spm = false;
@@ -487,6 +515,11 @@ impl Engine {
             return Err(Error::NotSpm(id));
         }
         Ok(pool)
+    }
+
+    /// Where pool tasks are persisted: the master domain's `master/tasks`.
+    pub fn task_store(&self, pool: &PoolState) -> Result<std::path::PathBuf> {
+        Ok(self.domain(pool.master_sd)?.master_dir().join("tasks"))
     }
 
     /// A domain that belongs to the connected pool `pool`.

@@ -1,17 +1,24 @@
-//! Asynchronous tasks, VDSM style.
+//! Asynchronous tasks, VDSM style, that survive a crash.
 //!
 //! A verb that changes storage validates its input synchronously, then queues
 //! a task and returns its id at once. Tasks run on a bounded pool of worker
-//! threads. A task body records an undo action before each step that changes
-//! storage; if the body fails or is stopped, the undo actions run in reverse
-//! order (rollback) and the task ends `cleanSuccess` (or `cleanFailure` when
-//! an undo itself failed). Results stay readable until `Task.clear`.
+//! threads. Before changing storage a task body declares its recovery plan
+//! ([`RecoveryPlan`]: undo steps, redo steps, commit check). Pool (SPM)
+//! tasks persist their record in the master domain's `master/tasks/<id>/`
+//! when queued, when the plan is set and when they finish, so whichever
+//! host becomes SPM next can recover them. If a body fails or is stopped,
+//! the undo steps run last first (rollback) and the task ends `cleanSuccess`
+//! (`cleanFailure` when an undo step failed). Results stay readable until
+//! `Task.clear`, across restarts for persisted tasks.
 
 use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread;
+use std::time::Instant;
 
+use super::recovery::{self, RecordedError, RecoveryPlan, StepRunner, TaskRecord, RECORD_VERSION};
 use crate::error::{Error, Result};
 use crate::types::Uuid;
 
@@ -19,8 +26,7 @@ use crate::types::Uuid;
 pub const DEFAULT_WORKERS: usize = 10;
 pub const DEFAULT_MAX_TASKS: usize = 500;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TaskState {
     Init,
     Running,
@@ -46,6 +52,15 @@ impl TaskResult {
             TaskResult::CleanFailure => "cleanFailure",
         }
     }
+
+    fn from_name(s: &str) -> TaskResult {
+        match s {
+            "success" => TaskResult::Success,
+            "cleanSuccess" => TaskResult::CleanSuccess,
+            "cleanFailure" => TaskResult::CleanFailure,
+            _ => TaskResult::InProgress,
+        }
+    }
 }
 
 /// A snapshot of a task's status.
@@ -60,52 +75,72 @@ pub struct TaskStatus {
 }
 
 type Body = Box<dyn FnOnce(&TaskCtx) -> Result<()> + Send>;
-type Undo = Box<dyn FnOnce() -> Result<()> + Send>;
 type Listener = Arc<dyn Fn(&TaskStatus) + Send + Sync>;
 
 struct Task {
     status: Mutex<TaskStatus>,
     abort: AtomicBool,
-    queued_at: std::time::Instant,
-    started_at: Mutex<Option<std::time::Instant>>,
+    queued_at: Instant,
+    started_at: Mutex<Option<Instant>>,
+    /// The tasks directory holding this task's record (pool tasks).
+    store: Option<PathBuf>,
+    record: Mutex<TaskRecord>,
+}
+
+impl Task {
+    fn id(&self) -> Uuid {
+        self.status.lock().expect("task").id
+    }
+
+    /// Persists the record, for stored tasks.
+    fn save(&self) -> Result<()> {
+        let Some(dir) = &self.store else {
+            return Ok(());
+        };
+        let rec = self.record.lock().expect("record").clone();
+        rec.save(dir).map_err(|e| {
+            Error::io(
+                format!("cannot persist task {} in {}", rec.id, dir.display()),
+                e,
+            )
+        })
+    }
 }
 
 /// What a running task body can do.
 pub struct TaskCtx {
     task: Arc<Task>,
-    undo: Mutex<Vec<(String, Undo)>>,
+    committed: AtomicBool,
 }
 
 impl TaskCtx {
-    /// Records how to undo the step about to run.
-    pub fn push_undo(
-        &self,
-        what: impl Into<String>,
-        undo: impl FnOnce() -> Result<()> + Send + 'static,
-    ) {
-        self.undo
-            .lock()
-            .expect("undo stack")
-            .push((what.into(), Box::new(undo)));
+    /// Declares (and, for pool tasks, persists) how to recover this task.
+    /// Call it before the first change to storage.
+    pub fn plan(&self, plan: RecoveryPlan) -> Result<()> {
+        {
+            let mut rec = self.task.record.lock().expect("record");
+            rec.plan = plan;
+            rec.state = "running".into();
+        }
+        self.task.save()
     }
 
-    /// Marks the point of no return: the steps so far can no longer be
-    /// undone, so a later failure must not try.
+    /// Marks the point of no return: from here a failure finishes the task
+    /// (redo steps) instead of rolling it back.
     pub fn commit(&self) {
-        self.undo.lock().expect("undo stack").clear();
+        self.committed.store(true, Ordering::SeqCst);
     }
 
     /// Fails with `TaskAborted` if `Task.stop` was called.
     pub fn check_abort(&self) -> Result<()> {
         if self.task.abort.load(Ordering::SeqCst) {
-            let id = self.task.status.lock().expect("task").id;
-            return Err(Error::TaskAborted(id));
+            return Err(Error::TaskAborted(self.id()));
         }
         Ok(())
     }
 
     pub fn id(&self) -> Uuid {
-        self.task.status.lock().expect("task").id
+        self.task.id()
     }
 }
 
@@ -115,11 +150,25 @@ struct Inner {
     wake: Condvar,
     max_tasks: usize,
     listener: Mutex<Option<Listener>>,
+    runner: OnceLock<Arc<dyn StepRunner>>,
 }
 
 #[derive(Clone)]
 pub struct TaskManager {
     inner: Arc<Inner>,
+}
+
+/// What recovery found in a tasks directory.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Finished tasks whose results were loaded.
+    pub finished: usize,
+    /// Interrupted tasks rolled back.
+    pub rolled_back: usize,
+    /// Interrupted tasks past their commit point, finished.
+    pub rolled_forward: usize,
+    /// Tasks whose recovery steps failed, and unreadable records.
+    pub failed: usize,
 }
 
 impl TaskManager {
@@ -130,6 +179,7 @@ impl TaskManager {
             wake: Condvar::new(),
             max_tasks,
             listener: Mutex::new(None),
+            runner: OnceLock::new(),
         });
         for n in 0..workers.max(1) {
             let inner = inner.clone();
@@ -141,15 +191,22 @@ impl TaskManager {
         TaskManager { inner }
     }
 
+    /// Sets who runs recovery steps (the engine); once.
+    pub fn set_runner(&self, runner: Arc<dyn StepRunner>) {
+        let _ = self.inner.runner.set(runner);
+    }
+
     /// Called on every state change (for event notifications).
     pub fn set_listener(&self, f: impl Fn(&TaskStatus) + Send + Sync + 'static) {
         *self.inner.listener.lock().expect("listener") = Some(Arc::new(f));
     }
 
-    /// Queues `body` as task `id` (a fresh UUID unless the caller chose one).
+    /// Queues `body` as a new task. With `store`, the task is persisted in
+    /// that tasks directory before this returns.
     pub fn spawn(
         &self,
         verb: &str,
+        store: Option<&Path>,
         body: impl FnOnce(&TaskCtx) -> Result<()> + Send + 'static,
     ) -> Result<Uuid> {
         let id = Uuid::new_v4();
@@ -162,20 +219,36 @@ impl TaskManager {
                 error: None,
             }),
             abort: AtomicBool::new(false),
-            queued_at: std::time::Instant::now(),
+            queued_at: Instant::now(),
             started_at: Mutex::new(None),
+            store: store.map(Path::to_path_buf),
+            record: Mutex::new(TaskRecord {
+                version: RECORD_VERSION,
+                id,
+                verb: verb.to_string(),
+                state: "init".into(),
+                result: String::new(),
+                error: None,
+                plan: RecoveryPlan::default(),
+                created: crate::now_secs(),
+            }),
         });
         {
-            let mut tasks = self.inner.tasks.lock().expect("tasks");
+            let tasks = self.inner.tasks.lock().expect("tasks");
             if tasks.len() >= self.inner.max_tasks {
                 return Err(Error::AddTask(format!(
                     "{} tasks are kept already; clear finished tasks with Task.clear",
                     tasks.len()
                 )));
             }
-            tasks.insert(id, task.clone());
         }
-        tracing::info!(task = %id, verb, "task queued");
+        task.save()?;
+        self.inner
+            .tasks
+            .lock()
+            .expect("tasks")
+            .insert(id, task.clone());
+        tracing::info!(task = %id, verb, persisted = store.is_some(), "task queued");
         self.inner
             .queue
             .lock()
@@ -202,15 +275,28 @@ impl TaskManager {
         all
     }
 
-    /// Forgets a finished task.
+    /// Forgets a finished task, and its record.
     pub fn clear(&self, id: Uuid) -> Result<()> {
         let mut tasks = self.inner.tasks.lock().expect("tasks");
         let task = tasks.get(&id).ok_or(Error::UnknownTask(id))?;
         if task.status.lock().expect("task").state != TaskState::Finished {
             return Err(Error::TaskNotFinished(id));
         }
+        if let Some(dir) = &task.store {
+            TaskRecord::remove(dir, id)
+                .map_err(|e| Error::io(format!("cannot remove the record of task {id}"), e))?;
+        }
         tasks.remove(&id);
         Ok(())
+    }
+
+    /// Forgets the tasks persisted in `dir` (the SPM role moved away).
+    pub fn forget_store(&self, dir: &Path) {
+        self.inner
+            .tasks
+            .lock()
+            .expect("tasks")
+            .retain(|_, t| t.store.as_deref() != Some(dir));
     }
 
     /// Asks a task to stop. A queued task ends at once; a running one stops
@@ -251,13 +337,131 @@ impl TaskManager {
 
     /// Blocks until the task finishes (for in-process callers and tests).
     pub fn wait(&self, id: Uuid, timeout: std::time::Duration) -> Result<TaskStatus> {
-        let deadline = std::time::Instant::now() + timeout;
+        let deadline = Instant::now() + timeout;
         loop {
             let st = self.status(id)?;
-            if st.state == TaskState::Finished || std::time::Instant::now() > deadline {
+            if st.state == TaskState::Finished || Instant::now() > deadline {
                 return Ok(st);
             }
             thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+
+    /// Loads the records in a tasks directory: finished results become
+    /// readable again; interrupted tasks are rolled back, or finished when
+    /// they were past their commit point.
+    pub fn recover(&self, dir: &Path) -> RecoveryReport {
+        let mut report = RecoveryReport::default();
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return report;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Some(id) = entry
+                .file_name()
+                .to_str()
+                .and_then(crate::types::parse_uuid)
+            else {
+                continue;
+            };
+            if self.inner.tasks.lock().expect("tasks").contains_key(&id) {
+                continue;
+            }
+            let mut rec = match TaskRecord::load(&path) {
+                Ok(r) => r,
+                Err(e) => {
+                    report.failed += 1;
+                    tracing::error!(record = %path.display(), error = %e, "cannot read a persisted task; left in place");
+                    continue;
+                }
+            };
+            if rec.state == "finished" {
+                report.finished += 1;
+            } else {
+                let (result, error) = self.recover_record(&rec, &mut report);
+                rec.state = "finished".into();
+                rec.result = result.name().into();
+                rec.error = error.as_ref().map(RecordedError::from);
+                if let Err(e) = rec.save(dir) {
+                    tracing::error!(task = %id, error = %e, "cannot persist the recovered task");
+                }
+            }
+            let task = Arc::new(Task {
+                status: Mutex::new(TaskStatus {
+                    id,
+                    verb: rec.verb.clone(),
+                    state: TaskState::Finished,
+                    result: TaskResult::from_name(&rec.result),
+                    error: rec.error.as_ref().map(|e| {
+                        Arc::new(Error::Recorded {
+                            code: e.code,
+                            message: e.message.clone(),
+                        })
+                    }),
+                }),
+                abort: AtomicBool::new(false),
+                queued_at: Instant::now(),
+                started_at: Mutex::new(None),
+                store: Some(dir.to_path_buf()),
+                record: Mutex::new(rec),
+            });
+            self.inner.tasks.lock().expect("tasks").insert(id, task);
+        }
+        report
+    }
+
+    fn recover_record(
+        &self,
+        rec: &TaskRecord,
+        report: &mut RecoveryReport,
+    ) -> (TaskResult, Option<Error>) {
+        let Some(runner) = self.inner.runner.get() else {
+            report.failed += 1;
+            return (
+                TaskResult::CleanFailure,
+                Some(Error::AddTask("no recovery runner".into())),
+            );
+        };
+        let committed = match rec
+            .plan
+            .commit
+            .as_ref()
+            .map(|c| runner.committed(c))
+            .transpose()
+        {
+            Ok(c) => c.unwrap_or(false),
+            Err(e) => {
+                report.failed += 1;
+                return (TaskResult::CleanFailure, Some(e));
+            }
+        };
+        if committed {
+            let ok = recovery::roll_forward(runner.as_ref(), &rec.plan, rec.id);
+            tracing::info!(task = %rec.id, verb = %rec.verb, ok, "interrupted task was past its commit point: finished it");
+            if ok {
+                report.rolled_forward += 1;
+                return (TaskResult::Success, None);
+            }
+            report.failed += 1;
+            return (
+                TaskResult::CleanFailure,
+                Some(interrupted(rec.id, "finishing it failed; see the log")),
+            );
+        }
+        let ok = recovery::roll_back(runner.as_ref(), &rec.plan, rec.id);
+        tracing::info!(task = %rec.id, verb = %rec.verb, ok, "interrupted task rolled back");
+        if ok {
+            report.rolled_back += 1;
+            (
+                TaskResult::CleanSuccess,
+                Some(interrupted(rec.id, "rolled back")),
+            )
+        } else {
+            report.failed += 1;
+            (
+                TaskResult::CleanFailure,
+                Some(interrupted(rec.id, "rolling it back failed; see the log")),
+            )
         }
     }
 
@@ -271,6 +475,16 @@ impl TaskManager {
     }
 
     fn finish(&self, task: &Task, result: TaskResult, error: Option<Error>) {
+        {
+            let mut rec = task.record.lock().expect("record");
+            rec.state = "finished".into();
+            rec.result = result.name().into();
+            rec.error = error.as_ref().map(RecordedError::from);
+        }
+        if let Err(e) = task.save() {
+            // The result is still readable until a restart.
+            tracing::error!(task = %task.id(), error = %e, "cannot persist the task result");
+        }
         let snapshot = {
             let mut st = task.status.lock().expect("task");
             st.state = TaskState::Finished;
@@ -307,19 +521,18 @@ impl TaskManager {
     fn run(&self, task: Arc<Task>, body: Body) {
         if task.abort.load(Ordering::SeqCst) {
             // Stopped between leaving the queue and starting: nothing ran.
-            let id = task.status.lock().expect("task").id;
             self.finish(
                 &task,
                 TaskResult::CleanSuccess,
-                Some(Error::TaskAborted(id)),
+                Some(Error::TaskAborted(task.id())),
             );
             return;
         }
-        *task.started_at.lock().expect("task") = Some(std::time::Instant::now());
+        *task.started_at.lock().expect("task") = Some(Instant::now());
         self.set_state(&task, TaskState::Running);
         let ctx = TaskCtx {
             task: task.clone(),
-            undo: Mutex::new(Vec::new()),
+            committed: AtomicBool::new(false),
         };
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&ctx)))
             .unwrap_or_else(|p| {
@@ -328,28 +541,42 @@ impl TaskManager {
                     std::io::Error::other(panic_text(&p)),
                 ))
             });
-        match outcome {
-            Ok(()) => self.finish(&task, TaskResult::Success, None),
-            Err(e) => {
-                self.set_state(&task, TaskState::Cleaning);
-                let undo = std::mem::take(&mut *ctx.undo.lock().expect("undo stack"));
-                let mut clean = true;
-                for (what, step) in undo.into_iter().rev() {
-                    if let Err(ue) = step() {
-                        clean = false;
-                        tracing::error!(task = %ctx.id(), step = %what, error = %ue, "rollback step failed");
-                    } else {
-                        tracing::debug!(task = %ctx.id(), step = %what, "rolled back");
-                    }
-                }
-                let result = if clean {
-                    TaskResult::CleanSuccess
-                } else {
-                    TaskResult::CleanFailure
-                };
-                self.finish(&task, result, Some(e));
-            }
+        let Err(e) = outcome else {
+            self.finish(&task, TaskResult::Success, None);
+            return;
+        };
+        let plan = task.record.lock().expect("record").plan.clone();
+        let runner = self.inner.runner.get().cloned();
+        if ctx.committed.load(Ordering::SeqCst) {
+            // Past the point of no return: finish what is left.
+            let ok = runner.is_some_and(|r| recovery::roll_forward(r.as_ref(), &plan, task.id()));
+            let result = if ok {
+                TaskResult::Success
+            } else {
+                TaskResult::CleanFailure
+            };
+            tracing::warn!(task = %task.id(), error = %e, finished = ok, "task failed after its commit point");
+            self.finish(&task, result, (!ok).then_some(e));
+            return;
         }
+        self.set_state(&task, TaskState::Cleaning);
+        let clean = match runner {
+            Some(r) => recovery::roll_back(r.as_ref(), &plan, task.id()),
+            None => plan.undo.is_empty(),
+        };
+        let result = if clean {
+            TaskResult::CleanSuccess
+        } else {
+            TaskResult::CleanFailure
+        };
+        self.finish(&task, result, Some(e));
+    }
+}
+
+fn interrupted(id: Uuid, what: &str) -> Error {
+    Error::Recorded {
+        code: Error::TaskAborted(id).code(),
+        message: format!("task {id} was interrupted by a restart of cairnd; {what}"),
     }
 }
 
@@ -381,13 +608,58 @@ fn worker(inner: Arc<Inner>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
+    use crate::engine::recovery::{Commit, Step};
     use std::time::Duration;
+
+    /// Records the steps it runs; commit checks answer `committed`.
+    #[derive(Default)]
+    struct Recorder {
+        ran: Mutex<Vec<Step>>,
+        fail: bool,
+        committed: bool,
+    }
+
+    impl StepRunner for Recorder {
+        fn run(&self, step: &Step) -> Result<()> {
+            self.ran.lock().unwrap().push(step.clone());
+            if self.fail {
+                return Err(Error::invalid("step", "failed"));
+            }
+            Ok(())
+        }
+        fn committed(&self, _: &Commit) -> Result<bool> {
+            Ok(self.committed)
+        }
+    }
+
+    fn step(n: usize) -> Step {
+        Step::RemoveFile {
+            sd: Uuid::nil(),
+            path: format!("f{n}"),
+        }
+    }
+
+    fn plan(undo: Vec<Step>, redo: Vec<Step>) -> RecoveryPlan {
+        RecoveryPlan {
+            undo,
+            redo,
+            commit: Some(Commit::Exists {
+                sd: Uuid::nil(),
+                path: "x".into(),
+            }),
+        }
+    }
+
+    fn manager(runner: Arc<Recorder>) -> TaskManager {
+        let m = TaskManager::new(2, 10);
+        m.set_runner(runner);
+        m
+    }
 
     #[test]
     fn success_and_clear() {
-        let m = TaskManager::new(2, 10);
-        let id = m.spawn("test", |_| Ok(())).unwrap();
+        let m = manager(Arc::default());
+        let id = m.spawn("test", None, |_| Ok(())).unwrap();
         let st = m.wait(id, Duration::from_secs(5)).unwrap();
         assert_eq!(
             (st.state, st.result),
@@ -399,35 +671,48 @@ mod tests {
 
     #[test]
     fn failure_rolls_back_in_reverse() {
-        let m = TaskManager::new(1, 10);
-        let order = Arc::new(Mutex::new(Vec::new()));
-        let o = order.clone();
+        let r = Arc::new(Recorder::default());
+        let m = manager(r.clone());
         let id = m
-            .spawn("test", move |ctx| {
-                let a = o.clone();
-                ctx.push_undo("first", move || {
-                    a.lock().unwrap().push(1);
-                    Ok(())
-                });
-                let b = o.clone();
-                ctx.push_undo("second", move || {
-                    b.lock().unwrap().push(2);
-                    Ok(())
-                });
+            .spawn("test", None, |ctx| {
+                ctx.plan(plan(vec![step(1), step(2)], vec![step(9)]))?;
                 Err(Error::invalid("x", "boom"))
             })
             .unwrap();
-        let st = m.wait(id, Duration::from_secs(5)).unwrap();
-        assert_eq!(st.result, TaskResult::CleanSuccess);
-        assert_eq!(*order.lock().unwrap(), vec![2, 1]);
+        assert_eq!(
+            m.wait(id, Duration::from_secs(5)).unwrap().result,
+            TaskResult::CleanSuccess
+        );
+        assert_eq!(*r.ran.lock().unwrap(), vec![step(2), step(1)]);
+    }
+
+    #[test]
+    fn failure_after_commit_rolls_forward() {
+        let r = Arc::new(Recorder::default());
+        let m = manager(r.clone());
+        let id = m
+            .spawn("test", None, |ctx| {
+                ctx.plan(plan(vec![step(1)], vec![step(8), step(9)]))?;
+                ctx.commit();
+                Err(Error::invalid("x", "boom"))
+            })
+            .unwrap();
+        assert_eq!(
+            m.wait(id, Duration::from_secs(5)).unwrap().result,
+            TaskResult::Success
+        );
+        assert_eq!(*r.ran.lock().unwrap(), vec![step(8), step(9)]);
     }
 
     #[test]
     fn failed_undo_is_clean_failure() {
-        let m = TaskManager::new(1, 10);
+        let m = manager(Arc::new(Recorder {
+            fail: true,
+            ..Default::default()
+        }));
         let id = m
-            .spawn("test", |ctx| {
-                ctx.push_undo("bad", || Err(Error::invalid("y", "undo failed")));
+            .spawn("test", None, |ctx| {
+                ctx.plan(plan(vec![step(1)], vec![]))?;
                 Err(Error::invalid("x", "boom"))
             })
             .unwrap();
@@ -439,15 +724,11 @@ mod tests {
 
     #[test]
     fn stop_running_task() {
-        let m = TaskManager::new(1, 10);
-        let undone = Arc::new(AtomicUsize::new(0));
-        let u = undone.clone();
+        let r = Arc::new(Recorder::default());
+        let m = manager(r.clone());
         let id = m
-            .spawn("test", move |ctx| {
-                ctx.push_undo("step", move || {
-                    u.fetch_add(1, Ordering::SeqCst);
-                    Ok(())
-                });
+            .spawn("test", None, |ctx| {
+                ctx.plan(plan(vec![step(1)], vec![]))?;
                 loop {
                     ctx.check_abort()?;
                     thread::sleep(Duration::from_millis(1));
@@ -462,7 +743,7 @@ mod tests {
         let st = m.wait(id, Duration::from_secs(5)).unwrap();
         assert_eq!(st.result, TaskResult::CleanSuccess);
         assert!(matches!(st.error.as_deref(), Some(Error::TaskAborted(_))));
-        assert_eq!(undone.load(Ordering::SeqCst), 1);
+        assert_eq!(*r.ran.lock().unwrap(), vec![step(1)]);
     }
 
     #[test]
@@ -471,7 +752,7 @@ mod tests {
         let gate = Arc::new((Mutex::new(false), Condvar::new()));
         let g = gate.clone();
         let first = m
-            .spawn("block", move |_| {
+            .spawn("block", None, move |_| {
                 let (l, c) = &*g;
                 let mut open = l.lock().unwrap();
                 while !*open {
@@ -480,9 +761,9 @@ mod tests {
                 Ok(())
             })
             .unwrap();
-        let queued = m.spawn("queued", |_| Ok(())).unwrap();
+        let queued = m.spawn("queued", None, |_| Ok(())).unwrap();
         assert!(matches!(
-            m.spawn("third", |_| Ok(())),
+            m.spawn("third", None, |_| Ok(())),
             Err(Error::AddTask(_))
         ));
         m.stop(queued).unwrap();
@@ -497,10 +778,72 @@ mod tests {
 
     #[test]
     fn panics_become_failures() {
-        let m = TaskManager::new(1, 10);
-        let id = m.spawn("test", |_| panic!("bug")).unwrap();
+        let m = manager(Arc::default());
+        let id = m.spawn("test", None, |_| panic!("bug")).unwrap();
         let st = m.wait(id, Duration::from_secs(5)).unwrap();
         assert_eq!(st.result, TaskResult::CleanSuccess);
         assert!(st.error.unwrap().to_string().contains("bug"));
+    }
+
+    #[test]
+    fn persisted_tasks_are_recovered() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path();
+        // A finished task and two interrupted ones, as a crash leaves them.
+        let m = manager(Arc::default());
+        let done = m.spawn("done", Some(store), |_| Ok(())).unwrap();
+        m.wait(done, Duration::from_secs(5)).unwrap();
+        let write = |plan: RecoveryPlan| {
+            let rec = TaskRecord {
+                version: RECORD_VERSION,
+                id: Uuid::new_v4(),
+                verb: "createVolume".into(),
+                state: "running".into(),
+                result: String::new(),
+                error: None,
+                plan,
+                created: 0,
+            };
+            rec.save(store).unwrap();
+            rec.id
+        };
+        let back = write(plan(vec![step(1), step(2)], vec![]));
+        let r = Arc::new(Recorder::default());
+        let fresh = manager(r.clone());
+        let report = fresh.recover(store);
+        assert_eq!(
+            report,
+            RecoveryReport {
+                finished: 1,
+                rolled_back: 1,
+                rolled_forward: 0,
+                failed: 0
+            }
+        );
+        assert_eq!(fresh.status(done).unwrap().result, TaskResult::Success);
+        let st = fresh.status(back).unwrap();
+        assert_eq!(
+            (st.state, st.result),
+            (TaskState::Finished, TaskResult::CleanSuccess)
+        );
+        assert_eq!(st.error.unwrap().code(), 411);
+        assert_eq!(*r.ran.lock().unwrap(), vec![step(2), step(1)]);
+        // The outcome was persisted: a second recovery only loads it.
+        let again = manager(Arc::new(Recorder::default()));
+        assert_eq!(again.recover(store).finished, 2);
+        // Committed interrupted tasks are finished instead.
+        let fwd = write(plan(vec![step(1)], vec![step(7)]));
+        let r = Arc::new(Recorder {
+            committed: true,
+            ..Default::default()
+        });
+        let third = manager(r.clone());
+        let report = third.recover(store);
+        assert_eq!(report.rolled_forward, 1);
+        assert_eq!(third.status(fwd).unwrap().result, TaskResult::Success);
+        assert_eq!(*r.ran.lock().unwrap(), vec![step(7)]);
+        // Clearing removes the record.
+        third.clear(fwd).unwrap();
+        assert!(!TaskRecord::dir(store, fwd).exists());
     }
 }

@@ -5,10 +5,12 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::locks::DEFAULT_TIMEOUT;
+use super::recovery::{Commit, RecoveryPlan, Step};
 use super::{Engine, TaskCtx};
 use crate::backend::file::volume::{header_disagreement, DataSpec, LEASE_SUFFIX, META_SUFFIX};
 use crate::backend::file::FileDomain;
 use crate::error::{Error, Result};
+use crate::failpoint;
 use crate::format::domain_md::is_safe_value;
 use crate::format::volume_md::{truncate_description, VolumeMetadata, MAX_SEQUENCE};
 use crate::primitives::durable;
@@ -121,7 +123,8 @@ impl Engine {
         let dom = self.pool_domain(&pool, req.sd)?;
         self.validate_create(&dom, &req)?;
         let engine = self.clone();
-        self.tasks.spawn("createVolume", move |ctx| {
+        let store = self.task_store(&pool)?;
+        self.tasks.spawn("createVolume", Some(&store), move |ctx| {
             let _lock = engine.locks.lock(req.sd, &[req.img], DEFAULT_TIMEOUT)?;
             engine.require_spm(req.pool)?;
             let parent = engine.validate_create(&dom, &req)?;
@@ -256,11 +259,12 @@ impl Engine {
         let dom = self.pool_domain(&pool, req.sd)?;
         validate_delete(&dom, &req)?;
         let engine = self.clone();
-        self.tasks.spawn("deleteVolume", move |ctx| {
+        let store = self.task_store(&pool)?;
+        self.tasks.spawn("deleteVolume", Some(&store), move |ctx| {
             let _lock = engine.locks.lock(req.sd, &[req.img], DEFAULT_TIMEOUT)?;
             engine.require_spm(req.pool)?;
             let md = validate_delete(&dom, &req)?;
-            delete_volume_steps(ctx, &dom, &req, md)
+            delete_volume_steps(ctx, &engine, &dom, &req, md)
         })
     }
 
@@ -342,10 +346,14 @@ pub(crate) fn read_in_image(dom: &FileDomain, img: Uuid, vol: Uuid) -> Result<Vo
     Ok(md)
 }
 
-/// Creates a volume. The metadata file is the commit point: it is written
-/// last, with its final legality, after the data and the lease are durable,
-/// so a volume whose metadata exists is complete. (A crash before that
-/// leaves files without metadata, which garbage collection removes.)
+fn rel(img: Uuid, name: impl std::fmt::Display) -> String {
+    format!("{}/{img}/{name}", crate::backend::file::IMAGES)
+}
+
+/// Creates a volume. The metadata file is the commit point: it appears
+/// last, atomically and with its final legality, after the data and the
+/// lease are durable, so a volume whose metadata exists is complete. Every
+/// step before it is undone by the persisted plan.
 fn create_volume_steps(
     ctx: &TaskCtx,
     dom: &Arc<FileDomain>,
@@ -354,29 +362,62 @@ fn create_volume_steps(
 ) -> Result<()> {
     let manifest = dom.manifest()?;
     let version = manifest.version;
-    let (img, vol) = (req.img, req.vol);
-
+    let (sd, img, vol) = (dom.sd, req.img, req.vol);
     let img_dir = dom.image_dir(img);
     let new_image = !img_dir.is_dir();
+
+    let mut undo = Vec::new();
+    if new_image {
+        undo.push(Step::RemoveEmptyDir {
+            sd,
+            path: format!("{}/{img}", crate::backend::file::IMAGES),
+        });
+    }
+    undo.push(Step::RemoveFile {
+        sd,
+        path: rel(img, vol),
+    });
+    undo.push(Step::RemoveFile {
+        sd,
+        path: rel(img, format_args!("{vol}{LEASE_SUFFIX}")),
+    });
+    if let Some(p) = &parent {
+        let contents = p.render(version).map_err(|e| Error::VolumeMetadataWrite {
+            vol: req.src_vol,
+            reason: e.to_string(),
+        })?;
+        let contents = String::from_utf8(contents).expect("metadata is text");
+        undo.push(Step::WriteVolumeMetadata {
+            sd,
+            img,
+            vol: req.src_vol,
+            contents,
+        });
+    }
+    let meta = rel(img, format_args!("{vol}{META_SUFFIX}"));
+    undo.push(Step::RemoveFile {
+        sd,
+        path: format!("{meta}{}", durable::NEW_SUFFIX),
+    });
+    undo.push(Step::RemoveFile {
+        sd,
+        path: meta.clone(),
+    });
+    ctx.plan(RecoveryPlan {
+        undo,
+        redo: Vec::new(),
+        commit: Some(Commit::Exists { sd, path: meta }),
+    })?;
+    failpoint::hit("volume.create.planned")?;
+
     if new_image {
         durable::make_dir(&img_dir, 0o755).map_err(|e| {
             dom.io_failure(e, |e| {
                 Error::io_path("cannot create image directory", &img_dir, e)
             })
         })?;
-        let d = img_dir.clone();
-        ctx.push_undo(format!("remove image directory {img}"), move || {
-            // Only if empty: another volume may have been created meanwhile.
-            match std::fs::remove_dir(&d) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOTEMPTY.raw_os_error()) => {
-                    Ok(())
-                }
-                Err(e) => Err(Error::io_path("cannot remove", &d, e)),
-            }
-        });
     }
+    failpoint::hit("volume.create.after_dir")?;
     ctx.check_abort()?;
 
     let parent_name = req.src_vol.to_string();
@@ -387,29 +428,26 @@ fn create_volume_steps(
         parent: parent.as_ref().map(|p| (parent_name.as_str(), p.format)),
         compat: if version >= 4 { "1.1" } else { "0.10" },
     };
-    push_remove(ctx, dom, img, vol, "");
     let data = dom.create_volume_data(img, vol, &spec)?;
+    failpoint::hit("volume.create.after_data")?;
     ctx.check_abort()?;
 
-    push_remove(ctx, dom, img, vol, LEASE_SUFFIX);
     let lease = dom.create_volume_lease(img, vol, manifest.alignment)?;
     durable::sync_all_together(&[&data, &lease])
         .map_err(|e| dom.io_failure(e, |e| Error::io(format!("cannot sync volume {vol}"), e)))?;
+    failpoint::hit("volume.create.after_lease")?;
     ctx.check_abort()?;
 
     if let Some(parent_md) = &parent {
         let mut internal = parent_md.clone();
         internal.role = VolumeRole::Internal;
-        let (d, pvol, leaf) = (dom.clone(), req.src_vol, parent_md.clone());
-        ctx.push_undo(format!("make {pvol} a leaf again"), move || {
-            d.write_volume(img, pvol, &leaf, version)
-        });
         dom.write_volume(img, req.src_vol, &internal, version)?;
+        failpoint::hit("volume.create.after_parent")?;
         ctx.check_abort()?;
     }
 
     let md = VolumeMetadata {
-        domain: dom.sd,
+        domain: sd,
         image: img,
         parent: parent.as_ref().map_or(BLANK_UUID, |_| req.src_vol),
         capacity: req.size,
@@ -427,8 +465,8 @@ fn create_volume_steps(
         generation: 0,
         sequence: req.sequence,
     };
-    push_remove(ctx, dom, img, vol, META_SUFFIX);
     dom.create_volume_metadata(img, vol, &md, version)?;
+    failpoint::hit("volume.create.after_metadata")?;
     // A crash before the image directory's own entry is durable loses the
     // whole directory, metadata included: the volume is absent, not broken.
     let images = dom.images_dir();
@@ -439,15 +477,9 @@ fn create_volume_steps(
     };
     durable::fsync_dirs_together(dirs)
         .map_err(|e| dom.io_failure(e, |e| Error::io_path("cannot sync", &img_dir, e)))?;
-    tracing::info!(sd = %dom.sd, img = %img, vol = %vol, format = %req.format, size = req.size, "volume created");
+    failpoint::hit("volume.create.done")?;
+    tracing::info!(sd = %sd, img = %img, vol = %vol, format = %req.format, size = req.size, "volume created");
     Ok(())
-}
-
-fn push_remove(ctx: &TaskCtx, dom: &Arc<FileDomain>, img: Uuid, vol: Uuid, suffix: &'static str) {
-    let d = dom.clone();
-    ctx.push_undo(format!("remove {vol}{suffix}"), move || {
-        d.remove_volume_file(img, vol, suffix).map(drop)
-    });
 }
 
 fn validate_delete(dom: &FileDomain, req: &DeleteVolume) -> Result<VolumeMetadata> {
@@ -470,7 +502,8 @@ fn validate_delete(dom: &FileDomain, req: &DeleteVolume) -> Result<VolumeMetadat
     Ok(md)
 }
 
-fn children_of(dom: &FileDomain, img: Uuid, vol: Uuid) -> Result<Vec<Uuid>> {
+/// Volumes of `img` whose parent is `vol`.
+pub(crate) fn children_of(dom: &FileDomain, img: Uuid, vol: Uuid) -> Result<Vec<Uuid>> {
     let mut out = Vec::new();
     for other in dom.volumes(img)? {
         if other != vol {
@@ -486,41 +519,62 @@ fn children_of(dom: &FileDomain, img: Uuid, vol: Uuid) -> Result<Vec<Uuid>> {
 
 /// Deletes a volume. Removing the metadata file is the commit point (the
 /// mirror of create): once it is durably gone the volume no longer exists,
-/// and data or lease files a crash leaves behind are garbage without
-/// metadata, which garbage collection removes.
+/// and the rest (data, lease, the parent's role, an emptied image) is the
+/// redo part of the plan, finished by recovery if a crash interrupts it.
 fn delete_volume_steps(
     ctx: &TaskCtx,
+    engine: &Engine,
     dom: &Arc<FileDomain>,
     req: &DeleteVolume,
     md: VolumeMetadata,
 ) -> Result<()> {
-    let version = dom.manifest()?.version;
-    let (img, vol) = (req.img, req.vol);
+    let (sd, img, vol) = (dom.sd, req.img, req.vol);
+    let mut redo = vec![
+        Step::RemoveFile {
+            sd,
+            path: rel(img, vol),
+        },
+        Step::RemoveFile {
+            sd,
+            path: rel(img, format_args!("{vol}{LEASE_SUFFIX}")),
+        },
+    ];
+    if md.parent != BLANK_UUID {
+        redo.push(Step::RelinkLeaf {
+            sd,
+            img,
+            vol: md.parent,
+        });
+    }
+    redo.push(Step::RemoveImageIfEmpty { sd, img });
+    let meta = rel(img, format_args!("{vol}{META_SUFFIX}"));
+    ctx.plan(RecoveryPlan {
+        undo: Vec::new(),
+        redo: redo.clone(),
+        commit: Some(Commit::Missing { sd, path: meta }),
+    })?;
+    failpoint::hit("volume.delete.planned")?;
     ctx.check_abort()?;
 
     let img_dir = dom.image_dir(img);
-    let sync_img_dir =
-        || durable::fsync_dir(&img_dir).map_err(|e| Error::io_path("cannot sync", &img_dir, e));
     dom.remove_volume_file(img, vol, META_SUFFIX)?;
-    sync_img_dir()?;
+    durable::fsync_dir(&img_dir).map_err(|e| Error::io_path("cannot sync", &img_dir, e))?;
     ctx.commit();
-    dom.remove_volume_file(img, vol, "")?;
-    dom.remove_volume_file(img, vol, LEASE_SUFFIX)?;
+    failpoint::hit("volume.delete.after_metadata")?;
 
-    if md.parent != BLANK_UUID {
-        if let Ok(mut parent) = dom.read_volume(img, md.parent) {
-            if parent.role == VolumeRole::Internal && children_of(dom, img, md.parent)?.is_empty() {
-                parent.role = VolumeRole::Leaf;
-                dom.write_volume(img, md.parent, &parent, version)?;
-            }
-        }
+    let (files, rest) = redo.split_at(2);
+    for step in files {
+        engine.run_step(step)?;
     }
-    if dom.volumes(img)?.is_empty() {
-        remove_image_dir(dom, img)?;
-    } else {
-        sync_img_dir()?;
+    failpoint::hit("volume.delete.after_data")?;
+    let (parent, image) = rest.split_at(rest.len() - 1);
+    for step in parent {
+        engine.run_step(step)?;
     }
-    tracing::info!(sd = %dom.sd, img = %img, vol = %vol, "volume deleted");
+    failpoint::hit("volume.delete.after_parent")?;
+    engine.run_step(&image[0])?;
+    failpoint::hit("volume.delete.done")?;
+    tracing::info!(sd = %sd, img = %img, vol = %vol, "volume deleted");
     Ok(())
 }
 

@@ -62,6 +62,19 @@ pub fn create_new_synced(path: &Path, data: &[u8], mode: u32) -> io::Result<()> 
     Ok(())
 }
 
+/// Creates `path` with `data` atomically: the contents are written and
+/// synced under `<path>.new`, then linked to `path`, which fails with
+/// `AlreadyExists` if it exists. `path` never exists with partial contents.
+/// Syncing the directory is up to the caller.
+pub fn create_new_linked(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    let tmp = new_path(path);
+    remove_if_exists(&tmp)?;
+    create_new_synced(&tmp, data, mode)?;
+    let linked = fs::hard_link(&tmp, path);
+    let _ = fs::remove_file(&tmp);
+    linked
+}
+
 /// Syncs several files at once. Independent syncs issued together can share
 /// one journal commit instead of waiting for one commit each.
 pub fn sync_all_together(files: &[&File]) -> io::Result<()> {
@@ -136,6 +149,19 @@ mod tests {
         write_atomic(&p, b"one", 0o660).unwrap();
         write_atomic(&p, b"two", 0o660).unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert!(!new_path(&p).exists());
+    }
+
+    #[test]
+    fn linked_creation_is_exclusive_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v.meta");
+        create_new_linked(&p, b"a", 0o660).unwrap();
+        assert_eq!(
+            create_new_linked(&p, b"b", 0o660).unwrap_err().kind(),
+            io::ErrorKind::AlreadyExists
+        );
+        assert_eq!(fs::read(&p).unwrap(), b"a");
         assert!(!new_path(&p).exists());
     }
 

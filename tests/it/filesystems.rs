@@ -151,22 +151,38 @@ fn full_disk_fails_the_task_cleanly() {
 
     // Preallocating more than the file system holds.
     let (img, vol) = (uuid(), uuid());
-    let t = d.call("Volume.create", volume_params(&sp, &sd, &img, &vol, json!({"volFormat": "RAW", "preallocate": "PREALLOCATED", "size": (256u64 << 20).to_string()})));
+    let t = d.call(
+        "Volume.create",
+        volume_params(&sp, &sd, &img, &vol, json!({"volFormat": "RAW", "preallocate": "PREALLOCATED", "size": (256u64 << 20).to_string()})),
+    );
     let st = d.wait_task(&t);
     assert_eq!(st["taskResult"], "cleanSuccess", "{st}");
     assert_eq!(st["code"], 397, "{st}");
     assert!(st["message"].as_str().unwrap().contains("no space"), "{st}");
+    d.call("Task.clear", json!({"taskID": t}));
     assert_eq!(tree(&fs.mount), before, "rollback left files behind");
 
-    // A completely full disk: even the qcow2 header cannot be written.
+    // A completely full disk: the task cannot even be recorded, or its
+    // first write fails; either way a clear error and nothing left.
     let filler = fill(&fs.mount);
-    let t = d.call(
+    match d.client.call(
         "Volume.create",
         volume_params(&sp, &sd, &uuid(), &uuid(), json!({})),
-    );
-    let st = d.wait_task(&t);
-    assert_eq!(st["code"], 397, "{st}");
-    assert_eq!(st["taskResult"], "cleanSuccess");
+    ) {
+        Err(cairn::client::ClientError::Rpc { code, message }) => {
+            assert_eq!(code, 397, "{message}")
+        }
+        Ok(t) => {
+            let st = d.wait_task(&t);
+            assert_eq!(
+                (st["code"].as_i64(), st["taskResult"].as_str()),
+                (Some(397), Some("cleanSuccess")),
+                "{st}"
+            );
+            d.call("Task.clear", json!({"taskID": t}));
+        }
+        Err(e) => panic!("{e}"),
+    }
     assert_eq!(
         std::fs::read_dir(&images).unwrap().count(),
         0,

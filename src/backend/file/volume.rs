@@ -122,7 +122,7 @@ impl FileDomain {
             vol,
             reason: e.to_string(),
         })?;
-        durable::create_new_synced(&self.meta_path(img, vol), &bytes, VOLUME_MODE).map_err(|e| {
+        durable::create_new_linked(&self.meta_path(img, vol), &bytes, VOLUME_MODE).map_err(|e| {
             self.io_failure(e, |e| match e.kind() {
                 io::ErrorKind::AlreadyExists => Error::VolumeAlreadyExists(vol),
                 _ => Error::VolumeMetadataWrite {

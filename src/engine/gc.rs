@@ -1,0 +1,256 @@
+//! Garbage collection of what a crash can leave on a file domain, and the
+//! engine's recovery step runner.
+//!
+//! Runs when this host becomes SPM, after interrupted tasks are recovered
+//! and before any new task can start, so nothing it removes is in use.
+
+use std::fs;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+use super::recovery::{Commit, Step, StepRunner};
+use super::volumes::children_of;
+use super::Engine;
+use crate::backend::file::volume::{LEASE_SUFFIX, META_SUFFIX};
+use crate::backend::file::{FileDomain, REMOVED_IMAGE_PREFIX};
+use crate::error::{Error, IoContext, Result};
+use crate::primitives::durable;
+use crate::types::{parse_uuid, Uuid, VolumeRole};
+
+/// What garbage collection did, for the log and for tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct GcReport {
+    /// Paths removed, relative to their domain.
+    pub removed: Vec<String>,
+    /// Volumes whose role was repaired.
+    pub repaired: Vec<String>,
+}
+
+impl GcReport {
+    pub fn is_empty(&self) -> bool {
+        self.removed.is_empty() && self.repaired.is_empty()
+    }
+}
+
+/// Resolves a domain-relative path from a task record, refusing anything
+/// that could leave the domain (records live on shared storage).
+fn domain_path(dom: &FileDomain, rel: &str) -> Result<PathBuf> {
+    let p = Path::new(rel);
+    if rel.is_empty() || !p.components().all(|c| matches!(c, Component::Normal(_))) {
+        return Err(Error::invalid(
+            "task record",
+            format!("path {rel:?} is not inside a domain"),
+        ));
+    }
+    Ok(dom.root().join(p))
+}
+
+impl Engine {
+    /// Runs one recovery step (also used by task bodies for their redo part).
+    pub(crate) fn run_step(&self, step: &Step) -> Result<()> {
+        match step {
+            Step::RemoveFile { sd, path } => {
+                let p = domain_path(&*self.domain(*sd)?, path)?;
+                if durable::remove_if_exists(&p).ctx("cannot remove", &p)? {
+                    durable::fsync_parent(&p).ctx("cannot sync", &p)?;
+                }
+                Ok(())
+            }
+            Step::RemoveEmptyDir { sd, path } => {
+                let p = domain_path(&*self.domain(*sd)?, path)?;
+                match fs::remove_dir(&p) {
+                    Ok(()) => durable::fsync_parent(&p).ctx("cannot sync", &p),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                    Err(e)
+                        if e.raw_os_error() == Some(rustix::io::Errno::NOTEMPTY.raw_os_error()) =>
+                    {
+                        Ok(())
+                    }
+                    Err(e) => Err(Error::io_path("cannot remove", &p, e)),
+                }
+            }
+            Step::RemoveTree { sd, path } => {
+                let p = domain_path(&*self.domain(*sd)?, path)?;
+                match fs::remove_dir_all(&p) {
+                    Ok(()) => durable::fsync_parent(&p).ctx("cannot sync", &p),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(Error::io_path("cannot remove", &p, e)),
+                }
+            }
+            Step::WriteVolumeMetadata {
+                sd,
+                img,
+                vol,
+                contents,
+            } => {
+                let dom = self.domain(*sd)?;
+                let p = dom.meta_path(*img, *vol);
+                durable::write_atomic(
+                    &p,
+                    contents.as_bytes(),
+                    crate::backend::file::volume::VOLUME_MODE,
+                )
+                .ctx("cannot write", &p)
+            }
+            Step::RelinkLeaf { sd, img, vol } => {
+                let dom = self.domain(*sd)?;
+                let Ok(mut md) = dom.read_volume(*img, *vol) else {
+                    return Ok(());
+                };
+                if md.role == VolumeRole::Internal && children_of(&dom, *img, *vol)?.is_empty() {
+                    md.role = VolumeRole::Leaf;
+                    dom.write_volume(*img, *vol, &md, dom.manifest()?.version)?;
+                }
+                Ok(())
+            }
+            Step::RemoveImageIfEmpty { sd, img } => {
+                let dom = self.domain(*sd)?;
+                match dom.volumes(*img) {
+                    Ok(v) if v.is_empty() => super::volumes::remove_image_dir(&dom, *img),
+                    Ok(_) | Err(Error::ImageNotFound { .. }) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+
+    fn is_committed(&self, check: &Commit) -> Result<bool> {
+        let (sd, path, want) = match check {
+            Commit::Exists { sd, path } => (sd, path, true),
+            Commit::Missing { sd, path } => (sd, path, false),
+        };
+        let p = domain_path(&*self.domain(*sd)?, path)?;
+        Ok(fs::symlink_metadata(p).is_ok() == want)
+    }
+
+    /// Removes crash leftovers from a domain: images being deleted, files
+    /// being written (`*.new`), volume files without metadata, empty images;
+    /// and repairs parent roles a crash left inconsistent.
+    pub fn collect_garbage(&self, dom: &FileDomain) -> Result<GcReport> {
+        let mut report = GcReport::default();
+        let images = dom.images_dir();
+        let entries =
+            fs::read_dir(&images).map_err(|source| Error::DomainAccess { sd: dom.sd, source })?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            match parse_uuid(&name) {
+                Some(img) => self.collect_image(dom, img, &mut report)?,
+                None if name.starts_with(REMOVED_IMAGE_PREFIX) => {
+                    fs::remove_dir_all(&path).ctx("cannot remove", &path)?;
+                    report.removed.push(format!("images/{name}"));
+                }
+                None => {
+                    tracing::warn!(sd = %dom.sd, entry = %name, "unexpected entry in images/ left alone")
+                }
+            }
+        }
+        if !report.is_empty() {
+            durable::fsync_dir(&images).ctx("cannot sync", &images)?;
+            tracing::info!(sd = %dom.sd, removed = ?report.removed, repaired = ?report.repaired, "garbage collected");
+        }
+        Ok(report)
+    }
+
+    fn collect_image(&self, dom: &FileDomain, img: Uuid, report: &mut GcReport) -> Result<()> {
+        let dir = dom.image_dir(img);
+        let vols = dom.volumes(img)?;
+        let mut removed_any = false;
+        for entry in fs::read_dir(&dir).ctx("cannot list", &dir)?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let base = name
+                .strip_suffix(META_SUFFIX)
+                .or_else(|| name.strip_suffix(LEASE_SUFFIX))
+                .unwrap_or(&name);
+            let owner = parse_uuid(base);
+            let garbage =
+                name.ends_with(durable::NEW_SUFFIX) || owner.is_some_and(|v| !vols.contains(&v));
+            if garbage {
+                let p = entry.path();
+                durable::remove_if_exists(&p).ctx("cannot remove", &p)?;
+                report.removed.push(format!("images/{img}/{name}"));
+                removed_any = true;
+            }
+        }
+        if vols.is_empty() {
+            super::volumes::remove_image_dir(dom, img)?;
+            report.removed.push(format!("images/{img}/"));
+            return Ok(());
+        }
+        if removed_any {
+            durable::fsync_dir(&dir).ctx("cannot sync", &dir)?;
+        }
+        let version = dom.manifest()?.version;
+        for &vol in &vols {
+            let Ok(mut md) = dom.read_volume(img, vol) else {
+                continue;
+            };
+            let has_children = !children_of(dom, img, vol)?.is_empty();
+            let fixed = match (md.role, has_children) {
+                (VolumeRole::Internal, false) => Some(VolumeRole::Leaf),
+                (VolumeRole::Leaf, true) => Some(VolumeRole::Internal),
+                _ => None,
+            };
+            if let Some(role) = fixed {
+                md.role = role;
+                dom.write_volume(img, vol, &md, version)?;
+                report
+                    .repaired
+                    .push(format!("images/{img}/{vol}: now {role}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The engine as the task manager's recovery step runner. Holds the engine
+/// weakly: the engine owns the task manager.
+pub struct EngineRunner(pub std::sync::Weak<Engine>);
+
+impl StepRunner for EngineRunner {
+    fn run(&self, step: &Step) -> Result<()> {
+        self.engine()?.run_step(step)
+    }
+
+    fn committed(&self, check: &Commit) -> Result<bool> {
+        self.engine()?.is_committed(check)
+    }
+}
+
+impl EngineRunner {
+    fn engine(&self) -> Result<std::sync::Arc<Engine>> {
+        self.0
+            .upgrade()
+            .ok_or_else(|| Error::AddTask("the engine is shutting down".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_paths_stay_inside_the_domain() {
+        let dom_dir = tempfile::tempdir().unwrap();
+        let sd = Uuid::new_v4();
+        let root = dom_dir.path().join(sd.to_string());
+        std::fs::create_dir_all(root.join("dom_md")).unwrap();
+        let md =
+            crate::backend::file::manifest::initial_metadata(&crate::backend::file::NewDomain {
+                sd,
+                name: "t".into(),
+                class: crate::types::DomainClass::Data,
+                domain_type: crate::types::DomainType::LocalFs,
+                version: 5,
+                block_size: 512,
+                alignment: 1 << 20,
+                remote_path: "/x".into(),
+            });
+        std::fs::write(root.join("dom_md/metadata"), md.render()).unwrap();
+        let dom = FileDomain::open(root).unwrap();
+        assert!(domain_path(&dom, "images/a/b").is_ok());
+        for bad in ["../x", "/etc/passwd", "images/../../x", "", "./x"] {
+            assert!(domain_path(&dom, bad).is_err(), "{bad}");
+        }
+    }
+}

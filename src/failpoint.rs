@@ -1,0 +1,121 @@
+//! Failpoints: named places in mutating operations where a test can make
+//! cairnd crash (exit at once, no cleanup) or fail with an error.
+//!
+//! Armed by the environment, read once at start:
+//! `CAIRN_FAILPOINTS=volume.create.after_data=crash,image.delete.after_rename=error`.
+//! Unarmed, a failpoint costs one load of a static.
+//!
+//! Every failpoint is listed in [`ALL`]; a test checks that the list and the
+//! call sites agree, so the failpoint walk covers every step.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use crate::error::{Error, Result};
+
+/// Every failpoint, by operation, in step order.
+pub const ALL: &[&str] = &[
+    "volume.create.planned",
+    "volume.create.after_dir",
+    "volume.create.after_data",
+    "volume.create.after_lease",
+    "volume.create.after_parent",
+    "volume.create.after_metadata",
+    "volume.create.done",
+    "volume.delete.planned",
+    "volume.delete.after_metadata",
+    "volume.delete.after_data",
+    "volume.delete.after_parent",
+    "volume.delete.done",
+    "image.delete.planned",
+    "image.delete.after_rename",
+    "image.delete.done",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Crash,
+    Error,
+}
+
+fn armed() -> &'static HashMap<String, Action> {
+    static ARMED: OnceLock<HashMap<String, Action>> = OnceLock::new();
+    ARMED.get_or_init(|| {
+        let spec = std::env::var("CAIRN_FAILPOINTS").unwrap_or_default();
+        spec.split(',')
+            .filter(|s| !s.is_empty())
+            .filter_map(|item| {
+                let (name, action) = item.split_once('=').unwrap_or((item, "crash"));
+                let action = match action {
+                    "crash" => Action::Crash,
+                    "error" => Action::Error,
+                    other => {
+                        eprintln!("cairnd: ignoring failpoint {name} with unknown action {other}");
+                        return None;
+                    }
+                };
+                Some((name.to_string(), action))
+            })
+            .collect()
+    })
+}
+
+/// Passes unless the failpoint `name` is armed.
+pub fn hit(name: &'static str) -> Result<()> {
+    debug_assert!(
+        ALL.contains(&name),
+        "failpoint {name} is not listed in failpoint::ALL"
+    );
+    let armed = armed();
+    if armed.is_empty() {
+        return Ok(());
+    }
+    match armed.get(name) {
+        None => Ok(()),
+        Some(Action::Error) => Err(Error::io(
+            format!("failpoint {name}"),
+            std::io::Error::other("injected failure"),
+        )),
+        Some(Action::Crash) => {
+            tracing::error!(failpoint = name, "failpoint: crashing now");
+            crash()
+        }
+    }
+}
+
+/// Ends the process at once: no destructors, no flushing, like a kill -9.
+fn crash() -> ! {
+    extern "C" {
+        fn _exit(status: i32) -> !;
+    }
+    // SAFETY: _exit never returns and touches no Rust state.
+    unsafe { _exit(86) }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The list names exactly the failpoints placed in the code.
+    #[test]
+    fn list_matches_call_sites() {
+        let mut found = Vec::new();
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut stack = vec![src];
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(dir).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == "rs") && !p.ends_with("failpoint.rs") {
+                    let text = std::fs::read_to_string(&p).unwrap();
+                    for part in text.split("failpoint::hit(\"").skip(1) {
+                        found.push(part.split('"').next().unwrap().to_string());
+                    }
+                }
+            }
+        }
+        found.sort();
+        let mut listed: Vec<String> = super::ALL.iter().map(|s| s.to_string()).collect();
+        listed.sort();
+        assert_eq!(found, listed);
+    }
+}
