@@ -466,6 +466,7 @@ fn create_volume_steps(
         sequence: req.sequence,
     };
     dom.create_volume_metadata(img, vol, &md, version)?;
+    ctx.commit();
     failpoint::hit("volume.create.after_metadata")?;
     // A crash before the image directory's own entry is durable loses the
     // whole directory, metadata included: the volume is absent, not broken.

@@ -10,6 +10,7 @@ fn seed_walkthrough_over_json_rpc() {
     let d = Daemon::start_with(Opts {
         embedded: false,
         tcp: false,
+        ..Default::default()
     });
     let storage = d.data().join("walkthrough");
     std::fs::create_dir(&storage).unwrap();
@@ -616,6 +617,7 @@ fn four_k_domains_and_alignment() {
     let d = Daemon::start_with(Opts {
         embedded: false,
         tcp: false,
+        ..Default::default()
     });
     let dir = d.data().join("4k");
     std::fs::create_dir(&dir).unwrap();

@@ -415,6 +415,7 @@ fn paths_that_would_escape() {
     let d = Daemon::start_with(Opts {
         embedded: false,
         tcp: false,
+        ..Default::default()
     });
     let conn = |p: &str| json!({"storagepoolID": BLANK, "domainType": "LOCALFS", "connectionParams": [{"id": 1, "connection": p}]});
     for bad in ["relative/dir", "/tmp/../etc", "/tmp/./x", "..", "/tmp/x/"] {
@@ -447,6 +448,7 @@ fn domain_create_validation() {
     let d = Daemon::start_with(Opts {
         embedded: false,
         tcp: false,
+        ..Default::default()
     });
     let dir = d.data().join("dom");
     std::fs::create_dir(&dir).unwrap();

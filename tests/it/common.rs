@@ -21,6 +21,8 @@ pub struct Daemon {
 pub struct Opts {
     pub embedded: bool,
     pub tcp: bool,
+    /// Extra environment (failpoints).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Opts {
@@ -28,6 +30,7 @@ impl Default for Opts {
         Opts {
             embedded: true,
             tcp: false,
+            env: Vec::new(),
         }
     }
 }
@@ -58,6 +61,7 @@ impl Daemon {
         if let Some(addr) = &tcp {
             cmd.arg("--listen").arg(addr);
         }
+        cmd.envs(opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let log = std::fs::File::create(dir.path().join("cairnd.log")).expect("log file");
         cmd.stdout(Stdio::null()).stderr(log);
         let child = cmd.spawn().expect("start cairnd");
@@ -87,6 +91,18 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("cairnd did not start; log:\n{}", self.log());
+    }
+
+    /// Waits for cairnd to exit on its own; its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        None
     }
 
     pub fn log(&self) -> String {
@@ -250,6 +266,23 @@ pub fn tree(dir: &Path) -> Vec<String> {
     walk(dir, dir, &mut out);
     out.sort();
     out
+}
+
+/// Runs the independent VDSM format checker (tests/tools/vdsm_check.py).
+pub fn vdsm_check(domain_dir: &Path) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/vdsm_check.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(domain_dir)
+        .output()
+        .expect("python3");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.trim() == "ok",
+        "VDSM format check of {}:\n{text}{}",
+        domain_dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 pub fn qemu_img_json(args: &[&str]) -> Value {

@@ -18,22 +18,6 @@ const SP5: &str = "5e6f7a8b-9c0d-4e1f-8a3b-4c5d6e7f8091";
 const IMG5: &str = "6f7a8b9c-0d1e-4f2a-9b4c-5d6e7f809102";
 const V5: &str = "7a8b9c0d-1e2f-4a3b-8c5d-6e7f80910213";
 
-fn vdsm_check(domain_dir: &Path) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/vdsm_check.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(domain_dir)
-        .output()
-        .expect("python3");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && text.trim() == "ok",
-        "VDSM format check of {}:\n{text}{}",
-        domain_dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
@@ -127,6 +111,7 @@ fn reads_and_extends_a_vdsm_v4_domain() {
     let d = Daemon::start_with(Opts {
         embedded: false,
         tcp: false,
+        ..Default::default()
     });
     let storage = d.data().join("vdsm4");
     let root = install_fixture("vdsm-v4", SD4, &storage);
@@ -210,6 +195,7 @@ fn joins_a_pool_created_by_vdsm() {
     let d = Daemon::start_with(Opts {
         embedded: false,
         tcp: false,
+        ..Default::default()
     });
     let storage = d.data().join("vdsm5");
     let root = install_fixture("vdsm-v5-master", SD5, &storage);
@@ -267,6 +253,7 @@ fn broken_seal_is_reported() {
     let d = Daemon::start_with(Opts {
         embedded: false,
         tcp: false,
+        ..Default::default()
     });
     let storage = d.data().join("broken");
     let root = install_fixture("vdsm-v4", SD4, &storage);

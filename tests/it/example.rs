@@ -10,6 +10,7 @@ fn python_walkthrough_example() {
     let d = Daemon::start_with(Opts {
         embedded: false,
         tcp: false,
+        ..Default::default()
     });
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/walkthrough.py");
     let out = Command::new("python3")

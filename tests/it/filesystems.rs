@@ -39,6 +39,7 @@ fn posixfs_mounts_a_real_xfs() {
     let d = Daemon::start_with(Opts {
         embedded: false,
         tcp: false,
+        ..Default::default()
     });
     let conn =
         json!({"id": "loop", "connection": fs.device, "vfs_type": "xfs", "mnt_options": "noatime"});
@@ -99,6 +100,7 @@ fn mount_failure_is_reported_per_connection() {
     let d = Daemon::start_with(Opts {
         embedded: false,
         tcp: false,
+        ..Default::default()
     });
     let st = d.call(
         "StoragePool.connectStorageServer",
@@ -138,6 +140,7 @@ fn full_disk_fails_the_task_cleanly() {
     let d = Daemon::start_with(Opts {
         embedded: false,
         tcp: false,
+        ..Default::default()
     });
     let remote = fs.mount.to_str().unwrap().to_string();
     let (sp, sd) = pool_on(

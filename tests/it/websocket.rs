@@ -11,6 +11,7 @@ fn http_over_tcp() {
     let d = Daemon::start_with(Opts {
         embedded: true,
         tcp: true,
+        ..Default::default()
     });
     let tcp = cairn::client::Client::new(cairn::client::Target::Tcp(d.tcp.clone().unwrap()));
     let pools = tcp
@@ -24,6 +25,7 @@ fn websocket_calls_and_task_events() {
     let d = Daemon::start_with(Opts {
         embedded: true,
         tcp: true,
+        ..Default::default()
     });
     let (sp, sd) = d.embedded();
     let url = format!("ws://{}/jsonrpc", d.tcp.clone().unwrap());

@@ -1,0 +1,294 @@
+//! The failpoint walk: for every step of every mutating verb, crash cairnd
+//! there (exit without cleanup) or fail there, restart, and check that the
+//! task reports a final state, the volume is whole or gone, and nothing is
+//! left over.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    CreateImage,
+    CreateSnapshot,
+    DeleteLeaf,
+    DeleteImage,
+}
+
+/// What a case starts from: the embedded pool, an image with a base volume
+/// and a snapshot on top.
+struct Setup {
+    sp: String,
+    sd: String,
+    img: String,
+    base: String,
+    top: String,
+    /// The volume or image the operation creates or deletes.
+    target: String,
+}
+
+fn setup(d: &Daemon, op: Op) -> Setup {
+    let (sp, sd) = d.embedded();
+    let (img, base, top) = (uuid(), uuid(), uuid());
+    d.create_volume(
+        &sp,
+        &sd,
+        &img,
+        &base,
+        json!({"volFormat": "RAW", "size": "1048576"}),
+    );
+    d.create_volume(
+        &sp,
+        &sd,
+        &img,
+        &top,
+        json!({"srcImgUUID": img, "srcVolUUID": base, "size": "1048576"}),
+    );
+    let target = match op {
+        Op::CreateImage | Op::CreateSnapshot => uuid(),
+        Op::DeleteLeaf => top.clone(),
+        Op::DeleteImage => img.clone(),
+    };
+    Setup {
+        sp,
+        sd,
+        img,
+        base,
+        top,
+        target,
+    }
+}
+
+fn start_op(d: &Daemon, s: &Setup, op: Op) -> Result<Value, cairn::client::ClientError> {
+    let p = match op {
+        Op::CreateImage => (
+            "Volume.create",
+            volume_params(&s.sp, &s.sd, &uuid(), &s.target, json!({})),
+        ),
+        Op::CreateSnapshot => (
+            "Volume.create",
+            volume_params(
+                &s.sp,
+                &s.sd,
+                &s.img,
+                &s.target,
+                json!({"srcImgUUID": s.img, "srcVolUUID": s.top, "size": "1048576"}),
+            ),
+        ),
+        Op::DeleteLeaf => (
+            "Volume.delete",
+            json!({"volumeID": s.top, "storagepoolID": s.sp, "storagedomainID": s.sd, "imageID": s.img, "postZero": false, "force": false}),
+        ),
+        Op::DeleteImage => (
+            "Image.delete",
+            json!({"imageID": s.img, "storagepoolID": s.sp, "storagedomainID": s.sd, "postZero": false, "force": false}),
+        ),
+    };
+    d.client.call(p.0, p.1)
+}
+
+/// Failpoints each operation passes, and whether the operation has taken
+/// effect once that failpoint is reached (past its commit point).
+fn failpoints(op: Op) -> Vec<(&'static str, bool)> {
+    let create = |with_parent: bool| {
+        let mut v = vec![
+            ("volume.create.planned", false),
+            ("volume.create.after_dir", false),
+            ("volume.create.after_data", false),
+            ("volume.create.after_lease", false),
+        ];
+        if with_parent {
+            v.push(("volume.create.after_parent", false));
+        }
+        v.extend([
+            ("volume.create.after_metadata", true),
+            ("volume.create.done", true),
+        ]);
+        v
+    };
+    match op {
+        Op::CreateImage => create(false),
+        Op::CreateSnapshot => create(true),
+        Op::DeleteLeaf => vec![
+            ("volume.delete.planned", false),
+            ("volume.delete.after_metadata", true),
+            ("volume.delete.after_data", true),
+            ("volume.delete.after_parent", true),
+            ("volume.delete.done", true),
+        ],
+        Op::DeleteImage => vec![
+            ("image.delete.planned", false),
+            ("image.delete.after_rename", true),
+            ("image.delete.done", true),
+        ],
+    }
+}
+
+fn run_case(op: Op, fp: &str, action: &str, takes_effect: bool) {
+    let d = Daemon::start();
+    let s = setup(&d, op);
+    let dir = d.stop(false);
+    let armed = Opts {
+        env: vec![("CAIRN_FAILPOINTS".into(), format!("{fp}={action}"))],
+        ..Default::default()
+    };
+    let mut d = Daemon::start_in(dir, armed);
+    let started = start_op(&d, &s, op);
+    let d = if action == "crash" {
+        let code = d.wait_exit(Duration::from_secs(20));
+        assert_eq!(
+            code,
+            Some(86),
+            "{op:?} {fp}: cairnd should have crashed\n{}",
+            d.log()
+        );
+        let dir = d.stop(true);
+        Daemon::start_in(dir, Opts::default())
+    } else {
+        d
+    };
+    // The task is known after the restart even if its id never reached us.
+    let task = match started {
+        Ok(t) => t,
+        Err(_) => {
+            let all = d.call("Host.getAllTasksStatuses", json!({}));
+            let ids: Vec<&String> = all.as_object().unwrap().keys().collect();
+            assert_eq!(ids.len(), 1, "{op:?} {fp}: one task expected: {all}");
+            json!(ids[0])
+        }
+    };
+    let st = d.wait_task(&task);
+    let want = if takes_effect {
+        "success"
+    } else {
+        "cleanSuccess"
+    };
+    assert_eq!(
+        st["taskResult"],
+        want,
+        "{op:?} {fp} {action}: {st}\n{}",
+        d.log()
+    );
+    d.call("Task.clear", json!({"taskID": task}));
+    // For an injected error this is the in-process rollback, before any
+    // restart could garbage-collect what it missed.
+    check_outcome(&d, &s, op, takes_effect, &format!("{op:?} {fp} {action}"));
+    // The pool keeps working (unarmed).
+    let d = Daemon::start_in(d.stop(false), Opts::default());
+    d.create_volume(&s.sp, &s.sd, &uuid(), &uuid(), json!({"size": "1048576"}));
+}
+
+fn volume_status(d: &Daemon, s: &Setup, vol: &str) -> Option<Value> {
+    d.client
+        .call("Volume.getInfo", json!({"volumeID": vol, "storagepoolID": s.sp, "storagedomainID": s.sd, "imageID": s.img}))
+        .ok()
+}
+
+fn check_outcome(d: &Daemon, s: &Setup, op: Op, took_effect: bool, case: &str) {
+    let domain = d.domain_dir(&s.sd);
+    no_leftovers(&domain, case);
+    vdsm_check(&domain);
+    let dump = d.call("StorageDomain.dump", json!({"sd_id": s.sd}));
+    let vols = dump["volumes"].as_object().unwrap();
+    assert!(vols.values().all(|v| v["status"] == "OK"), "{case}: {dump}");
+    let present = |v: &str| vols.contains_key(v);
+    match op {
+        Op::CreateImage => assert_eq!(present(&s.target), took_effect, "{case}"),
+        Op::CreateSnapshot => {
+            assert_eq!(present(&s.target), took_effect, "{case}");
+            let top = volume_status(d, s, &s.top).unwrap();
+            assert_eq!(
+                top["voltype"],
+                if took_effect { "INTERNAL" } else { "LEAF" },
+                "{case}"
+            );
+        }
+        Op::DeleteLeaf => {
+            assert_eq!(present(&s.top), !took_effect, "{case}");
+            let base = volume_status(d, s, &s.base).unwrap();
+            assert_eq!(
+                base["voltype"],
+                if took_effect { "LEAF" } else { "INTERNAL" },
+                "{case}"
+            );
+        }
+        Op::DeleteImage => {
+            assert_eq!(present(&s.base) && present(&s.top), !took_effect, "{case}");
+            assert_eq!(present(&s.base) || present(&s.top), !took_effect, "{case}");
+        }
+    }
+}
+
+/// No file without metadata, no temporary, no image being removed.
+fn no_leftovers(domain: &Path, case: &str) {
+    let images = domain.join("images");
+    for entry in std::fs::read_dir(&images).unwrap().flatten() {
+        let name = entry.file_name().into_string().unwrap();
+        assert!(!name.starts_with("_remove_me_"), "{case}: leftover {name}");
+        let files: Vec<String> = std::fs::read_dir(entry.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().into_string().unwrap())
+            .collect();
+        assert!(!files.is_empty(), "{case}: empty image directory {name}");
+        for f in &files {
+            assert!(!f.ends_with(".new"), "{case}: leftover {name}/{f}");
+            let vol = f.split('.').next().unwrap();
+            assert!(
+                files.contains(&format!("{vol}.meta")),
+                "{case}: {name}/{f} has no metadata"
+            );
+        }
+    }
+}
+
+fn walk(op: Op) {
+    for (fp, takes_effect) in failpoints(op) {
+        for action in ["crash", "error"] {
+            run_case(op, fp, action, takes_effect);
+        }
+    }
+}
+
+#[test]
+fn walk_volume_create_new_image() {
+    walk(Op::CreateImage);
+}
+
+#[test]
+fn walk_volume_create_snapshot() {
+    walk(Op::CreateSnapshot);
+}
+
+#[test]
+fn walk_volume_delete() {
+    walk(Op::DeleteLeaf);
+}
+
+#[test]
+fn walk_image_delete() {
+    walk(Op::DeleteImage);
+}
+
+/// Every failpoint in the code is exercised by the walk above.
+#[test]
+fn walk_covers_every_failpoint() {
+    let mut walked: Vec<&str> = [
+        Op::CreateImage,
+        Op::CreateSnapshot,
+        Op::DeleteLeaf,
+        Op::DeleteImage,
+    ]
+    .into_iter()
+    .flat_map(failpoints)
+    .map(|(fp, _)| fp)
+    .collect();
+    walked.sort();
+    walked.dedup();
+    let mut all = cairn::failpoint::ALL.to_vec();
+    all.sort();
+    assert_eq!(walked, all);
+}
