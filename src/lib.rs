@@ -2,7 +2,7 @@
 //!
 //! Layers, top to bottom:
 //! - [`api`]: adapters (JSON-RPC over Unix socket, HTTP and WebSocket).
-//! - [`engine`]: pools, domains, images, volumes, tasks, locks.
+//! - [`engine`]: pools, domains, images, volumes, tasks, resource manager.
 //! - [`backend`]: storage domain implementations (file domains).
 //! - [`format`]: on-storage metadata formats.
 //! - [`primitives`]: qemu-img, image probing, durable writes, leases, mounts.

@@ -131,6 +131,7 @@ impl Engine {
                 "domain version 4 supports only 512-byte blocks",
             ));
         }
+        let _lock = self.lock_storage(&[req.sd])?;
         match self.domain(req.sd) {
             Ok(_) => return Err(Error::DomainAlreadyExists(req.sd)),
             Err(Error::DomainNotFound(_)) => {}
@@ -270,6 +271,7 @@ impl Engine {
     /// Erases a domain. An attached domain is refused unless `auto_detach`,
     /// and never while its pool is connected here.
     pub fn format_domain(&self, sd: Uuid, auto_detach: bool) -> Result<()> {
+        let _lock = self.lock_storage(&[sd])?;
         let dom = self.domain(sd)?;
         let m = dom.manifest()?;
         if let Some(&pool) = m.pools.first() {

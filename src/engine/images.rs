@@ -5,8 +5,8 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::locks::DEFAULT_TIMEOUT;
 use super::recovery::{Commit, RecoveryPlan, Step};
+use super::resources::Mode;
 use super::volumes::read_in_image;
 use super::Engine;
 use crate::backend::file::volume::header_disagreement;
@@ -51,7 +51,7 @@ impl Engine {
         let engine = self.clone();
         let store = self.task_store(&pool)?;
         self.tasks.spawn("deleteImage", Some(&store), move |ctx| {
-            let _lock = engine.locks.lock(req.sd, &[req.img], DEFAULT_TIMEOUT)?;
+            let _lock = engine.lock_image(req.sd, req.img, Mode::Exclusive)?;
             engine.require_spm(req.pool)?;
             let src = dom.image_dir(req.img);
             if !src.is_dir() {
@@ -103,6 +103,8 @@ impl Engine {
     ) -> Result<PathBuf> {
         let pool = self.connected_pool(pool)?;
         let dom = self.pool_domain(&pool, sd)?;
+        // Shared: a delete of this image waits until the link is in place.
+        let _lock = self.lock_image(sd, img, Mode::Shared)?;
         let chain = chain_of(&dom, img, vol)?;
         if !allow_illegal {
             if let Some((id, _)) = chain

@@ -9,9 +9,9 @@ pub mod domains;
 pub mod embedded;
 pub mod gc;
 pub mod images;
-pub mod locks;
 pub mod pool;
 pub mod recovery;
+pub mod resources;
 pub mod tasks;
 pub mod volumes;
 
@@ -86,7 +86,7 @@ pub struct HostState {
 pub struct Engine {
     pub paths: Paths,
     pub tasks: TaskManager,
-    locks: locks::ImageLocks,
+    pub resources: resources::ResourceManager,
     host_state: Mutex<HostState>,
     pool: Mutex<Option<Arc<PoolState>>>,
     domain_cache: Mutex<HashMap<Uuid, Arc<FileDomain>>>,
@@ -110,7 +110,7 @@ impl Engine {
         let engine = Arc::new(Engine {
             paths,
             tasks: TaskManager::new(config.task_workers, config.max_tasks),
-            locks: locks::ImageLocks::default(),
+            resources: resources::ResourceManager::new(),
             host_state: Mutex::new(HostState::default()),
             pool: Mutex::new(None),
             domain_cache: Mutex::new(HashMap::new()),
@@ -213,6 +213,33 @@ impl Engine {
         }
         out.sort();
         Ok(out)
+    }
+
+    /// Locks an image (its whole chain) under a shared lock on its domain.
+    pub fn lock_image(
+        &self,
+        sd: Uuid,
+        img: Uuid,
+        mode: resources::Mode,
+    ) -> Result<resources::Guard> {
+        use resources::{Mode, Resource, DEFAULT_TIMEOUT};
+        self.resources.acquire(
+            &[
+                (Resource::storage(sd), Mode::Shared),
+                (Resource::image(sd, img), mode),
+            ],
+            DEFAULT_TIMEOUT,
+        )
+    }
+
+    /// Locks a pool or domain exclusively.
+    pub fn lock_storage(&self, ids: &[Uuid]) -> Result<resources::Guard> {
+        use resources::{Mode, Resource, DEFAULT_TIMEOUT};
+        let reqs: Vec<_> = ids
+            .iter()
+            .map(|&id| (Resource::storage(id), Mode::Exclusive))
+            .collect();
+        self.resources.acquire(&reqs, DEFAULT_TIMEOUT)
     }
 
     fn forget_domain(&self, sd: Uuid) {

@@ -127,6 +127,9 @@ impl Engine {
         if !members.contains(&req.master_sd) {
             members.push(req.master_sd);
         }
+        let mut locked = members.clone();
+        locked.push(req.id);
+        let _lock = self.lock_storage(&locked)?;
         let master = self.domain(req.master_sd)?;
         let mm = master.manifest()?;
         if mm.pools == [req.id] && mm.role == DomainRole::Master {

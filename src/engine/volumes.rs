@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::locks::DEFAULT_TIMEOUT;
 use super::recovery::{Commit, RecoveryPlan, Step};
+use super::resources::Mode;
 use super::{Engine, TaskCtx};
 use crate::backend::file::volume::{header_disagreement, DataSpec, LEASE_SUFFIX, META_SUFFIX};
 use crate::backend::file::FileDomain;
@@ -125,7 +125,7 @@ impl Engine {
         let engine = self.clone();
         let store = self.task_store(&pool)?;
         self.tasks.spawn("createVolume", Some(&store), move |ctx| {
-            let _lock = engine.locks.lock(req.sd, &[req.img], DEFAULT_TIMEOUT)?;
+            let _lock = engine.lock_image(req.sd, req.img, Mode::Exclusive)?;
             engine.require_spm(req.pool)?;
             let parent = engine.validate_create(&dom, &req)?;
             create_volume_steps(ctx, &dom, &req, parent)
@@ -261,7 +261,7 @@ impl Engine {
         let engine = self.clone();
         let store = self.task_store(&pool)?;
         self.tasks.spawn("deleteVolume", Some(&store), move |ctx| {
-            let _lock = engine.locks.lock(req.sd, &[req.img], DEFAULT_TIMEOUT)?;
+            let _lock = engine.lock_image(req.sd, req.img, Mode::Exclusive)?;
             engine.require_spm(req.pool)?;
             let md = validate_delete(&dom, &req)?;
             delete_volume_steps(ctx, &engine, &dom, &req, md)
@@ -321,7 +321,7 @@ impl Engine {
     ) -> Result<()> {
         let pool = self.require_spm(pool)?;
         let dom = self.pool_domain(&pool, sd)?;
-        let _lock = self.locks.lock(sd, &[img], DEFAULT_TIMEOUT)?;
+        let _lock = self.lock_image(sd, img, Mode::Exclusive)?;
         let mut md = read_in_image(&dom, img, vol)?;
         if md.legality == legality {
             return Ok(());
