@@ -6,6 +6,7 @@ mod bad_input;
 mod cli;
 mod common;
 mod compat;
+mod concurrency;
 mod crash;
 mod example;
 mod filesystems;
