@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -208,4 +209,166 @@ fn full_disk_fails_the_task_cleanly() {
         ),
         json!([vol])
     );
+}
+
+/// Remounts; retried because ext4 refuses to go read-only while a file is
+/// open for writing, so the switch lands between two steps of a task.
+fn remount(dir: &Path, mode: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,{mode}")])
+            .arg(dir)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            return;
+        }
+        let why = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "remount {mode}: {why}"
+        );
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// A pool whose master lives in the data dir, with a second domain on a
+/// loop-mounted ext4 that tests can make read-only.
+fn pool_with_loop_domain(d: &Daemon, fs: &LoopFs) -> (String, String, String) {
+    let master_dir = d.data().join("master-storage");
+    std::fs::create_dir(&master_dir).unwrap();
+    d.connect_local(&master_dir);
+    d.connect_local(&fs.mount);
+    let (sp, master, sd) = (uuid(), uuid(), uuid());
+    for (id, path) in [(&master, &master_dir), (&sd, &fs.mount)] {
+        d.call(
+            "StorageDomain.create",
+            json!({"storagedomainID": id, "domainType": "LOCALFS", "typeArgs": path.to_str().unwrap(), "name": "d", "domainClass": "Data"}),
+        );
+    }
+    d.call("StoragePool.create", json!({"storagepoolID": sp, "name": "p", "masterSdUUID": master, "masterVersion": 1, "domainList": [master, sd]}));
+    d.call("StoragePool.connect", json!({"storagepoolID": sp, "hostID": 1, "scsiKey": "", "masterSdUUID": master, "masterVersion": 1}));
+    d.spm_start(&sp);
+    (sp, master, sd)
+}
+
+#[test]
+fn read_only_storage_fails_cleanly_and_other_domains_keep_working() {
+    let Some(fs) = LoopFs::new(64, "ext4", true) else {
+        return;
+    };
+    let d = Daemon::start_with(Opts {
+        embedded: false,
+        ..Default::default()
+    });
+    let (sp, master, sd) = pool_with_loop_domain(&d, &fs);
+    let (img, base) = (uuid(), uuid());
+    d.create_volume(&sp, &sd, &img, &base, json!({"size": "1048576"}));
+    let before = tree(&fs.mount);
+
+    remount(&fs.mount, "ro");
+    for params in [
+        volume_params(&sp, &sd, &uuid(), &uuid(), json!({})),
+        volume_params(
+            &sp,
+            &sd,
+            &img,
+            &uuid(),
+            json!({"srcImgUUID": img, "srcVolUUID": base}),
+        ),
+    ] {
+        let t = d.call("Volume.create", params);
+        let st = d.wait_task(&t);
+        assert_ne!(st["taskResult"], "success", "{st}");
+        assert!(
+            st["message"]
+                .as_str()
+                .unwrap()
+                .contains("Read-only file system"),
+            "{st}"
+        );
+        d.call("Task.clear", json!({"taskID": t}));
+    }
+    let t = d.call("Volume.delete", json!({"volumeID": base, "storagepoolID": sp, "storagedomainID": sd, "imageID": img, "postZero": false, "force": false}));
+    let st = d.wait_task(&t);
+    assert_eq!(st["taskResult"], "cleanSuccess", "{st}");
+    d.call("Task.clear", json!({"taskID": t}));
+    assert_eq!(
+        tree(&fs.mount),
+        before,
+        "nothing changed on the read-only domain"
+    );
+
+    // The daemon is up and the master domain works.
+    d.create_volume(&sp, &master, &uuid(), &uuid(), json!({"size": "1048576"}));
+    remount(&fs.mount, "rw");
+    d.create_volume(&sp, &sd, &uuid(), &uuid(), json!({"size": "1048576"}));
+    vdsm_check(&fs.mount.join(&sd));
+}
+
+#[test]
+fn storage_going_read_only_mid_operation_is_repaired() {
+    let Some(fs) = LoopFs::new(64, "ext4", true) else {
+        return;
+    };
+    let d = Daemon::start_with(Opts {
+        embedded: false,
+        ..Default::default()
+    });
+    let (sp, _master, sd) = pool_with_loop_domain(&d, &fs);
+    let (img, base) = (uuid(), uuid());
+    d.create_volume(&sp, &sd, &img, &base, json!({"size": "1048576"}));
+    // Remount while snapshots are being made: each task either succeeds or
+    // fails with a clear error; whatever a failed rollback could not remove
+    // on read-only storage is collected once it is writable again.
+    for round in 0..6 {
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let p = volume_params(&sp, &sd, &uuid(), &uuid(), json!({"size": "1048576"}));
+            tasks.push(d.call("Volume.create", p));
+        }
+        std::thread::sleep(Duration::from_micros(300 * round));
+        remount(&fs.mount, "ro");
+        for t in &tasks {
+            let st = d.wait_task(t);
+            if st["taskResult"] != "success" {
+                assert!(
+                    st["message"].as_str().unwrap().contains("Read-only"),
+                    "{st}"
+                );
+            }
+            d.call("Task.clear", json!({"taskID": t}));
+        }
+        remount(&fs.mount, "rw");
+    }
+    // A restart takes the SPM role again: recovery and garbage collection.
+    let d = Daemon::start_in(d.stop(false), Opts::default());
+    let dump = d.call("StorageDomain.dump", json!({"sd_id": sd}));
+    assert!(
+        dump["volumes"]
+            .as_object()
+            .unwrap()
+            .values()
+            .all(|v| v["status"] == "OK"),
+        "{dump}"
+    );
+    vdsm_check(&fs.mount.join(&sd));
+    for entry in std::fs::read_dir(fs.mount.join(&sd).join("images"))
+        .unwrap()
+        .flatten()
+    {
+        let files: Vec<String> = std::fs::read_dir(entry.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().into_string().unwrap())
+            .collect();
+        for f in &files {
+            let vol = f.split('.').next().unwrap();
+            assert!(
+                files.contains(&format!("{vol}.meta")),
+                "{f} has no metadata after garbage collection"
+            );
+        }
+    }
 }
