@@ -95,6 +95,16 @@ pub enum Error {
     TaskAborted(Uuid),
     #[error("cannot queue task: {0}")]
     AddTask(String),
+    #[error("job {0} already exists")]
+    JobExists(Uuid),
+    #[error("job {0} does not exist")]
+    NoSuchJob(Uuid),
+    #[error("volume {vol} has generation {actual}, not {expected}")]
+    GenerationMismatch {
+        vol: Uuid,
+        expected: u32,
+        actual: u32,
+    },
 
     #[error("timed out waiting for {0}")]
     ResourceTimeout(String),
@@ -185,6 +195,9 @@ impl Error {
             Error::TaskNotFinished(_) => 403,
             Error::TaskAborted(_) => 411,
             Error::AddTask(_) => 405,
+            Error::JobExists(_) => 69,
+            Error::NoSuchJob(_) => 66,
+            Error::GenerationMismatch { .. } => 911,
             Error::ResourceTimeout(_) => 851,
             Error::StorageTypeNotSupported(..) => 468,
             Error::Connection { .. } => 451,

@@ -30,6 +30,9 @@ pub const ALL: &[&str] = &[
     "image.delete.planned",
     "image.delete.after_rename",
     "image.delete.done",
+    "volume.update.planned",
+    "volume.update.after_illegal",
+    "volume.update.done",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

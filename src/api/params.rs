@@ -39,6 +39,7 @@ enum_param!(
     crate::types::VolumeFormat,
     crate::types::VolumeAllocation,
     crate::types::VolumeLegality,
+    crate::types::VolumeRole,
     crate::types::DiskType
 );
 

@@ -12,10 +12,11 @@ use super::errors::{vdsm_code, ApiError};
 use super::params::{uuid_value, Params};
 use crate::engine::domains::{CreateDomain, DomainFilter};
 use crate::engine::images::DeleteImage;
+use crate::engine::jobs::{VolumeAttrs, VolumeRef};
 use crate::engine::pool::CreatePool;
 use crate::engine::volumes::{CreateVolume, DeleteVolume};
 use crate::engine::{ConnectionParams, Engine, TaskResult, TaskState, TaskStatus};
-use crate::types::{DiskType, DomainClass, DomainType, Uuid, BLANK_UUID};
+use crate::types::{DiskType, DomainClass, DomainType, Uuid, VolumeRole, BLANK_UUID};
 
 /// A handler returns its result already serialized: large results (a
 /// domain dump) never exist as a `Value` tree.
@@ -252,6 +253,16 @@ pub static VERBS: &[Verb] = &[
         name: "Image.teardown",
         params: &["storagepoolID", "storagedomainID", "imageID", "volumeID"],
         handler: image_teardown,
+    },
+    Verb {
+        name: "SDM.update_volume",
+        params: &["job_id", "vol_info", "vol_attr"],
+        handler: sdm_update_volume,
+    },
+    Verb {
+        name: "Host.getJobs",
+        params: &["job_type", "job_ids"],
+        handler: host_get_jobs,
     },
     Verb {
         name: "Task.getStatus",
@@ -676,6 +687,94 @@ fn image_teardown(e: &Arc<Engine>, p: &Params) -> Reply {
         p.uuid("imageID")?,
     )?;
     ok()
+}
+
+// ---- Host jobs ----
+
+/// A `CopyDataDIVEndpoint`-shaped volume reference inside a parameter.
+fn volume_ref(name: &str, v: Option<&Value>) -> Result<VolumeRef, ApiError> {
+    let obj = v.and_then(Value::as_object).ok_or_else(|| {
+        ApiError::invalid_params(format!(
+            "'{name}' must be an object with sd_id, img_id, vol_id"
+        ))
+    })?;
+    let id = |k: &str| -> Result<Uuid, ApiError> {
+        let v = obj
+            .get(k)
+            .ok_or_else(|| ApiError::invalid_params(format!("'{name}' lacks '{k}'")))?;
+        uuid_value(&format!("{name}.{k}"), v)
+    };
+    let generation = match obj.get("generation") {
+        None | Some(Value::Null) => None,
+        Some(g) => Some(
+            g.as_u64()
+                .and_then(|g| u32::try_from(g).ok())
+                .ok_or_else(|| {
+                    ApiError::invalid_params(format!(
+                        "'{name}.generation' must be a non-negative integer"
+                    ))
+                })?,
+        ),
+    };
+    Ok(VolumeRef {
+        sd: id("sd_id")?,
+        img: id("img_id")?,
+        vol: id("vol_id")?,
+        generation,
+    })
+}
+
+fn volume_attrs(v: Option<&Value>) -> Result<VolumeAttrs, ApiError> {
+    let obj = v
+        .and_then(Value::as_object)
+        .ok_or_else(|| ApiError::invalid_params("'vol_attr' must be an object"))?;
+    if let Some(k) = obj
+        .keys()
+        .find(|k| !["legality", "description", "generation", "type"].contains(&k.as_str()))
+    {
+        return Err(ApiError::invalid_params(format!(
+            "unknown volume attribute '{k}'"
+        )));
+    }
+    let attrs = Params::new(
+        Some(v.expect("checked")),
+        &["legality", "description", "generation", "type"],
+    )?;
+    Ok(VolumeAttrs {
+        legality: attrs.opt_enum("legality")?,
+        description: attrs.opt_string("description")?,
+        generation: attrs.opt_u32("generation")?,
+        role: attrs.opt_enum::<VolumeRole>("type")?,
+    })
+}
+
+fn sdm_update_volume(e: &Arc<Engine>, p: &Params) -> Reply {
+    let job = p.uuid("job_id")?;
+    let target = volume_ref("vol_info", p.opt_value("vol_info"))?;
+    e.update_volume(job, target, volume_attrs(p.opt_value("vol_attr"))?)?;
+    ok()
+}
+
+fn host_get_jobs(e: &Arc<Engine>, p: &Params) -> Reply {
+    let ids = match p.opt_value("job_ids") {
+        None => Vec::new(),
+        Some(_) => p
+            .list("job_ids")?
+            .iter()
+            .map(|v| uuid_value("job_ids", v))
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let jobs = match p.opt_string("job_type")?.as_deref() {
+        None | Some("storage") => e.get_jobs(&ids),
+        Some("v2v") => Vec::new(),
+        Some(other) => {
+            return Err(ApiError::invalid_params(format!(
+                "unknown job_type {other:?}; expected storage or v2v"
+            )))
+        }
+    };
+    let map: BTreeMap<Uuid, _> = jobs.into_iter().map(|j| (j.id, j)).collect();
+    to_value(&map)
 }
 
 // ---- Task ----

@@ -118,6 +118,15 @@ impl Engine {
         let (sd, path, want) = match check {
             Commit::Exists { sd, path } => (sd, path, true),
             Commit::Missing { sd, path } => (sd, path, false),
+            Commit::VolumeMetadataIs {
+                sd,
+                img,
+                vol,
+                contents,
+            } => {
+                let p = self.domain(*sd)?.meta_path(*img, *vol);
+                return Ok(fs::read(p).is_ok_and(|b| b == contents.as_bytes()));
+            }
         };
         let p = domain_path(&*self.domain(*sd)?, path)?;
         Ok(fs::symlink_metadata(p).is_ok() == want)

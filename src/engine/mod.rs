@@ -9,6 +9,7 @@ pub mod domains;
 pub mod embedded;
 pub mod gc;
 pub mod images;
+pub mod jobs;
 pub mod pool;
 pub mod recovery;
 pub mod resources;
@@ -43,6 +44,8 @@ pub struct Paths {
     /// `data-center/<spUUID>/<sdUUID>` links of the connected pool.
     pub data_center: PathBuf,
     pub host_state: PathBuf,
+    /// Host jobs' records.
+    pub jobs: PathBuf,
 }
 
 impl Paths {
@@ -53,6 +56,7 @@ impl Paths {
             run: data_dir.join("run").join("storage"),
             data_center: data_dir.join("data-center"),
             host_state: data_dir.join("host-state.json"),
+            jobs: data_dir.join("jobs"),
         }
     }
 }
@@ -86,6 +90,8 @@ pub struct HostState {
 pub struct Engine {
     pub paths: Paths,
     pub tasks: TaskManager,
+    /// Host jobs (SDM verbs), persisted in the data dir.
+    pub jobs: TaskManager,
     pub resources: resources::ResourceManager,
     host_state: Mutex<HostState>,
     pool: Mutex<Option<Arc<PoolState>>>,
@@ -97,7 +103,13 @@ impl Engine {
     /// and pool recorded there.
     pub fn open(config: EngineConfig) -> Result<Arc<Engine>> {
         let paths = Paths::new(&config.data_dir);
-        for dir in [&paths.data_dir, &paths.mnt, &paths.run, &paths.data_center] {
+        for dir in [
+            &paths.data_dir,
+            &paths.mnt,
+            &paths.run,
+            &paths.data_center,
+            &paths.jobs,
+        ] {
             fs::create_dir_all(dir).ctx("cannot create", dir)?;
         }
         let state: HostState = match fs::read(&paths.host_state) {
@@ -110,6 +122,7 @@ impl Engine {
         let engine = Arc::new(Engine {
             paths,
             tasks: TaskManager::new(config.task_workers, config.max_tasks),
+            jobs: TaskManager::new(jobs::JOB_WORKERS, config.max_tasks),
             resources: resources::ResourceManager::new(),
             host_state: Mutex::new(HostState::default()),
             pool: Mutex::new(None),
@@ -117,6 +130,9 @@ impl Engine {
         });
         engine
             .tasks
+            .set_runner(Arc::new(gc::EngineRunner(Arc::downgrade(&engine))));
+        engine
+            .jobs
             .set_runner(Arc::new(gc::EngineRunner(Arc::downgrade(&engine))));
         engine.restore(state);
         Ok(engine)
@@ -134,6 +150,9 @@ impl Engine {
             }
         }
         self.host_state.lock().expect("host state").connections = state.connections.clone();
+        // Host jobs need only the storage connections.
+        let report = self.jobs.recover(&self.paths.jobs);
+        tracing::info!(?report, "host jobs recovered");
         if let Some(rec) = state.pool {
             let spm = rec.spm;
             match self.connect_pool(rec.id, rec.host_id, rec.master_sd, rec.master_version) {

@@ -52,6 +52,13 @@ pub enum Commit {
     Exists { sd: Uuid, path: String },
     /// Committed once this path is gone (a delete's metadata file).
     Missing { sd: Uuid, path: String },
+    /// Committed once the volume's metadata reads exactly so (an update).
+    VolumeMetadataIs {
+        sd: Uuid,
+        img: Uuid,
+        vol: Uuid,
+        contents: String,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +91,9 @@ pub struct TaskRecord {
     pub error: Option<RecordedError>,
     pub plan: RecoveryPlan,
     pub created: u64,
+    /// When it finished (seconds since the epoch).
+    #[serde(default)]
+    pub finished: Option<u64>,
 }
 
 impl TaskRecord {
@@ -199,6 +209,7 @@ mod tests {
                 }),
             },
             created: 1,
+            finished: None,
         };
         rec.save(dir.path()).unwrap();
         let loaded = TaskRecord::load(&TaskRecord::dir(dir.path(), rec.id)).unwrap();

@@ -72,6 +72,8 @@ pub struct TaskStatus {
     pub result: TaskResult,
     /// The failure, if the task failed or was stopped.
     pub error: Option<Arc<Error>>,
+    /// When it finished (seconds since the epoch).
+    pub ended: Option<u64>,
 }
 
 type Body = Box<dyn FnOnce(&TaskCtx) -> Result<()> + Send>;
@@ -209,7 +211,21 @@ impl TaskManager {
         store: Option<&Path>,
         body: impl FnOnce(&TaskCtx) -> Result<()> + Send + 'static,
     ) -> Result<Uuid> {
-        let id = Uuid::new_v4();
+        self.spawn_as(Uuid::new_v4(), verb, store, body)
+    }
+
+    /// Like `spawn`, with an id the caller chose (host jobs); refused if a
+    /// task with that id is known.
+    pub fn spawn_as(
+        &self,
+        id: Uuid,
+        verb: &str,
+        store: Option<&Path>,
+        body: impl FnOnce(&TaskCtx) -> Result<()> + Send + 'static,
+    ) -> Result<Uuid> {
+        if self.inner.tasks.lock().expect("tasks").contains_key(&id) {
+            return Err(Error::JobExists(id));
+        }
         let task = Arc::new(Task {
             status: Mutex::new(TaskStatus {
                 id,
@@ -217,6 +233,7 @@ impl TaskManager {
                 state: TaskState::Init,
                 result: TaskResult::InProgress,
                 error: None,
+                ended: None,
             }),
             abort: AtomicBool::new(false),
             queued_at: Instant::now(),
@@ -231,6 +248,7 @@ impl TaskManager {
                 error: None,
                 plan: RecoveryPlan::default(),
                 created: crate::now_secs(),
+                finished: None,
             }),
         });
         {
@@ -382,6 +400,7 @@ impl TaskManager {
                 rec.state = "finished".into();
                 rec.result = result.name().into();
                 rec.error = error.as_ref().map(RecordedError::from);
+                rec.finished = Some(crate::now_secs());
                 if let Err(e) = rec.save(dir) {
                     tracing::error!(task = %id, error = %e, "cannot persist the recovered task");
                 }
@@ -398,6 +417,7 @@ impl TaskManager {
                             message: e.message.clone(),
                         })
                     }),
+                    ended: Some(rec.finished.unwrap_or_else(crate::now_secs)),
                 }),
                 abort: AtomicBool::new(false),
                 queued_at: Instant::now(),
@@ -416,6 +436,7 @@ impl TaskManager {
         report: &mut RecoveryReport,
     ) -> (TaskResult, Option<Error>) {
         let Some(runner) = self.inner.runner.get() else {
+            tracing::error!(task = %rec.id, "no recovery runner is set; task left as it is");
             report.failed += 1;
             return (
                 TaskResult::CleanFailure,
@@ -480,6 +501,7 @@ impl TaskManager {
             rec.state = "finished".into();
             rec.result = result.name().into();
             rec.error = error.as_ref().map(RecordedError::from);
+            rec.finished = Some(crate::now_secs());
         }
         if let Err(e) = task.save() {
             // The result is still readable until a restart.
@@ -490,6 +512,7 @@ impl TaskManager {
             st.state = TaskState::Finished;
             st.result = result;
             st.error = error.map(Arc::new);
+            st.ended = Some(crate::now_secs());
             st.clone()
         };
         let started = task
@@ -803,6 +826,7 @@ mod tests {
                 error: None,
                 plan,
                 created: 0,
+                finished: None,
             };
             rec.save(store).unwrap();
             rec.id

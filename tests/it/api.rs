@@ -641,3 +641,116 @@ fn four_k_domains_and_alignment() {
         );
     }
 }
+
+#[test]
+fn update_volume_is_fenced_by_generation() {
+    let d = Daemon::start();
+    let (sp, sd) = d.embedded();
+    let (img, vol) = (uuid(), uuid());
+    d.create_volume(&sp, &sd, &img, &vol, json!({}));
+    let info = || {
+        d.call(
+            "Volume.getInfo",
+            json!({"volumeID": vol, "storagepoolID": sp, "storagedomainID": sd, "imageID": img}),
+        )
+    };
+    let target = |generation: Option<u32>| {
+        let mut t = json!({"sd_id": sd, "img_id": img, "vol_id": vol});
+        if let Some(g) = generation {
+            t["generation"] = json!(g);
+        }
+        t
+    };
+    let wait_job = |job: &str| -> Value {
+        for _ in 0..2000 {
+            let jobs = d.call("Host.getJobs", json!({"job_ids": [job]}));
+            let j = &jobs[job];
+            if j["status"] != "pending" && j["status"] != "running" {
+                return j.clone();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        panic!("job {job} did not finish");
+    };
+    assert_eq!(info()["generation"], 0);
+
+    let job = uuid();
+    d.call(
+        "SDM.update_volume",
+        json!({"job_id": job, "vol_info": target(Some(0)), "vol_attr": {"description": "renamed"}}),
+    );
+    let j = wait_job(&job);
+    assert_eq!(j["status"], "done", "{j}");
+    assert_eq!(j["job_type"], "storage");
+    assert_eq!(j["description"], "update_volume");
+    let i = info();
+    assert_eq!(
+        (
+            i["description"].as_str(),
+            i["generation"].as_u64(),
+            i["legality"].as_str()
+        ),
+        (Some("renamed"), Some(1), Some("LEGAL"))
+    );
+
+    // A stale generation is refused and changes nothing.
+    let (code, msg) = d.call_err(
+        "SDM.update_volume",
+        json!({"job_id": uuid(), "vol_info": target(Some(0)), "vol_attr": {"description": "x"}}),
+    );
+    assert_eq!(code, 911, "{msg}");
+    assert_eq!(info()["description"], "renamed");
+    // The same job id twice is refused.
+    let (code, _) = d.call_err(
+        "SDM.update_volume",
+        json!({"job_id": job, "vol_info": target(None), "vol_attr": {"description": "x"}}),
+    );
+    assert_eq!(code, 69);
+    // Bad attributes.
+    assert_eq!(
+        d.call_err(
+            "SDM.update_volume",
+            json!({"job_id": uuid(), "vol_info": target(None), "vol_attr": {}})
+        )
+        .0,
+        1000
+    );
+    assert_eq!(
+        d.call_err(
+            "SDM.update_volume",
+            json!({"job_id": uuid(), "vol_info": target(None), "vol_attr": {"colour": "red"}})
+        )
+        .0,
+        -32602
+    );
+    assert_eq!(
+        d.call_err(
+            "SDM.update_volume",
+            json!({"job_id": uuid(), "vol_info": target(None), "vol_attr": {"type": "LEAF"}})
+        )
+        .0,
+        1000
+    );
+
+    // An explicit generation, legality, and making a template.
+    let job2 = uuid();
+    d.call("SDM.update_volume", json!({"job_id": job2, "vol_info": target(Some(1)), "vol_attr": {"generation": 7, "type": "SHARED", "legality": "LEGAL"}}));
+    assert_eq!(wait_job(&job2)["status"], "done");
+    let i = info();
+    assert_eq!(
+        (i["generation"].as_u64(), i["voltype"].as_str()),
+        (Some(7), Some("SHARED"))
+    );
+    let (code, _) = d.call_err("Volume.delete", json!({"volumeID": vol, "storagepoolID": sp, "storagedomainID": sd, "imageID": img, "postZero": false, "force": false}));
+    assert_eq!(code, 223, "a template needs force");
+
+    // Job results survive a restart.
+    let d = Daemon::start_in(d.stop(false), Opts::default());
+    let jobs = d.call("Host.getJobs", json!({}));
+    assert_eq!(jobs[&job]["status"], "done");
+    assert_eq!(jobs[&job2]["status"], "done");
+    assert_eq!(
+        d.call("Host.getJobs", json!({"job_type": "v2v"})),
+        json!({})
+    );
+}

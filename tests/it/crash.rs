@@ -16,6 +16,7 @@ enum Op {
     CreateSnapshot,
     DeleteLeaf,
     DeleteImage,
+    UpdateVolume,
 }
 
 /// What a case starts from: the embedded pool, an image with a base volume
@@ -49,7 +50,7 @@ fn setup(d: &Daemon, op: Op) -> Setup {
     );
     let target = match op {
         Op::CreateImage | Op::CreateSnapshot => uuid(),
-        Op::DeleteLeaf => top.clone(),
+        Op::DeleteLeaf | Op::UpdateVolume => top.clone(),
         Op::DeleteImage => img.clone(),
     };
     Setup {
@@ -86,6 +87,15 @@ fn start_op(d: &Daemon, s: &Setup, op: Op) -> Result<Value, cairn::client::Clien
             "Image.delete",
             json!({"imageID": s.img, "storagepoolID": s.sp, "storagedomainID": s.sd, "postZero": false, "force": false}),
         ),
+        Op::UpdateVolume => {
+            let job = uuid();
+            let params = json!({"job_id": job, "vol_info": {"sd_id": s.sd, "img_id": s.img, "vol_id": s.top, "generation": 0},
+                                "vol_attr": {"description": "updated"}});
+            return d
+                .client
+                .call("SDM.update_volume", params)
+                .map(|_| json!(job));
+        }
     };
     d.client.call(p.0, p.1)
 }
@@ -124,6 +134,11 @@ fn failpoints(op: Op) -> Vec<(&'static str, bool)> {
             ("image.delete.after_rename", true),
             ("image.delete.done", true),
         ],
+        Op::UpdateVolume => vec![
+            ("volume.update.planned", false),
+            ("volume.update.after_illegal", false),
+            ("volume.update.done", true),
+        ],
     }
 }
 
@@ -151,28 +166,55 @@ fn run_case(op: Op, fp: &str, action: &str, takes_effect: bool) {
         d
     };
     // The task is known after the restart even if its id never reached us.
-    let task = match started {
-        Ok(t) => t,
-        Err(_) => {
-            let all = d.call("Host.getAllTasksStatuses", json!({}));
-            let ids: Vec<&String> = all.as_object().unwrap().keys().collect();
-            assert_eq!(ids.len(), 1, "{op:?} {fp}: one task expected: {all}");
-            json!(ids[0])
-        }
-    };
-    let st = d.wait_task(&task);
-    let want = if takes_effect {
-        "success"
+    if let Op::UpdateVolume = op {
+        let job = match started {
+            Ok(j) => j,
+            Err(_) => {
+                let all = d.call("Host.getJobs", json!({}));
+                let ids: Vec<&String> = all.as_object().unwrap().keys().collect();
+                assert_eq!(ids.len(), 1, "{op:?} {fp}: one job expected: {all}");
+                json!(ids[0])
+            }
+        };
+        let job = job.as_str().unwrap().to_string();
+        let status = loop {
+            let j = d.call("Host.getJobs", json!({"job_ids": [job]}))[&job].clone();
+            if j["status"] != "pending" && j["status"] != "running" {
+                break j;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let want = if takes_effect { "done" } else { "failed" };
+        assert_eq!(
+            status["status"],
+            want,
+            "{op:?} {fp} {action}: {status}\n{}",
+            d.log()
+        );
     } else {
-        "cleanSuccess"
-    };
-    assert_eq!(
-        st["taskResult"],
-        want,
-        "{op:?} {fp} {action}: {st}\n{}",
-        d.log()
-    );
-    d.call("Task.clear", json!({"taskID": task}));
+        let task = match started {
+            Ok(t) => t,
+            Err(_) => {
+                let all = d.call("Host.getAllTasksStatuses", json!({}));
+                let ids: Vec<&String> = all.as_object().unwrap().keys().collect();
+                assert_eq!(ids.len(), 1, "{op:?} {fp}: one task expected: {all}");
+                json!(ids[0])
+            }
+        };
+        let st = d.wait_task(&task);
+        let want = if takes_effect {
+            "success"
+        } else {
+            "cleanSuccess"
+        };
+        assert_eq!(
+            st["taskResult"],
+            want,
+            "{op:?} {fp} {action}: {st}\n{}",
+            d.log()
+        );
+        d.call("Task.clear", json!({"taskID": task}));
+    }
     // For an injected error this is the in-process rollback, before any
     // restart could garbage-collect what it missed.
     check_outcome(&d, &s, op, takes_effect, &format!("{op:?} {fp} {action}"));
@@ -213,6 +255,20 @@ fn check_outcome(d: &Daemon, s: &Setup, op: Op, took_effect: bool, case: &str) {
                 base["voltype"],
                 if took_effect { "LEAF" } else { "INTERNAL" },
                 "{case}"
+            );
+        }
+        Op::UpdateVolume => {
+            let top = volume_status(d, s, &s.top).unwrap();
+            assert_eq!(top["legality"], "LEGAL", "{case}\n{}", d.log());
+            assert_eq!(
+                top["description"] == "updated",
+                took_effect,
+                "{case}: {top}"
+            );
+            assert_eq!(
+                top["generation"],
+                if took_effect { 1 } else { 0 },
+                "{case}: {top}"
             );
         }
         Op::DeleteImage => {
@@ -273,6 +329,11 @@ fn walk_image_delete() {
     walk(Op::DeleteImage);
 }
 
+#[test]
+fn walk_update_volume() {
+    walk(Op::UpdateVolume);
+}
+
 /// Every failpoint in the code is exercised by the walk above.
 #[test]
 fn walk_covers_every_failpoint() {
@@ -281,6 +342,7 @@ fn walk_covers_every_failpoint() {
         Op::CreateSnapshot,
         Op::DeleteLeaf,
         Op::DeleteImage,
+        Op::UpdateVolume,
     ]
     .into_iter()
     .flat_map(failpoints)

@@ -1,0 +1,270 @@
+//! Host jobs (VDSM's SDM verbs): caller-named, host-local, persisted in the
+//! host's data dir, and fenced by volume generation and legality rather than
+//! by the SPM role.
+//!
+//! A job that changes a volume first checks the generation the caller
+//! names, marks the volume ILLEGAL (anyone reading it sees it is being
+//! changed), changes it, then writes it LEGAL with the next generation.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::recovery::{Commit, RecoveryPlan, Step};
+use super::resources::Mode;
+use super::volumes::{children_of, read_in_image};
+use super::{Engine, TaskResult, TaskState, TaskStatus};
+use crate::error::{Error, Result};
+use crate::failpoint;
+use crate::format::domain_md::is_safe_value;
+use crate::format::volume_md::{truncate_description, VolumeMetadata, MAX_GENERATION};
+use crate::types::{Uuid, VolumeLegality, VolumeRole, BLANK_UUID};
+
+/// Finished jobs are forgotten after an hour, as in VDSM.
+pub const JOB_EXPIRY_SECS: u64 = 3600;
+pub const JOB_WORKERS: usize = 4;
+
+/// A volume named by a job, optionally with the generation the caller saw.
+#[derive(Debug, Clone, Copy)]
+pub struct VolumeRef {
+    pub sd: Uuid,
+    pub img: Uuid,
+    pub vol: Uuid,
+    pub generation: Option<u32>,
+}
+
+/// `VolumeAttributes` of `SDM.update_volume`.
+#[derive(Debug, Clone, Default)]
+pub struct VolumeAttrs {
+    pub legality: Option<VolumeLegality>,
+    pub description: Option<String>,
+    pub generation: Option<u32>,
+    pub role: Option<VolumeRole>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct JobError {
+    pub code: i64,
+    pub message: String,
+}
+
+/// `HostJobInfo`.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobInfo {
+    pub id: Uuid,
+    pub status: &'static str,
+    pub description: String,
+    pub job_type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<JobError>,
+}
+
+impl JobInfo {
+    fn from_status(st: &TaskStatus) -> JobInfo {
+        let status = match (st.state, st.result, st.error.as_deref()) {
+            (TaskState::Init, ..) => "pending",
+            (TaskState::Finished, TaskResult::Success, _) => "done",
+            (TaskState::Finished, _, Some(Error::TaskAborted(_))) => "aborted",
+            (TaskState::Finished, ..) => "failed",
+            _ => "running",
+        };
+        JobInfo {
+            id: st.id,
+            status,
+            description: st.verb.clone(),
+            job_type: "storage",
+            error: st.error.as_ref().map(|e| JobError {
+                code: e.code(),
+                message: e.to_string(),
+            }),
+        }
+    }
+}
+
+/// The generation after a successful change; wraps like VDSM's.
+pub fn next_generation(g: u32) -> u32 {
+    if g >= MAX_GENERATION {
+        0
+    } else {
+        g + 1
+    }
+}
+
+impl Engine {
+    /// `SDM.update_volume`: changes legality, description, generation or
+    /// role (to SHARED, making a template), as job `job`.
+    pub fn update_volume(
+        self: &Arc<Self>,
+        job: Uuid,
+        target: VolumeRef,
+        attrs: VolumeAttrs,
+    ) -> Result<()> {
+        let attrs = validate_attrs(attrs)?;
+        let dom = self.domain(target.sd)?;
+        let md = read_in_image(&dom, target.img, target.vol)?;
+        check_update(&dom, &target, &md, &attrs)?;
+        let engine = self.clone();
+        let store = self.paths.jobs.clone();
+        self.jobs.spawn_as(job, "update_volume", Some(&store), move |ctx| {
+            let _lock = engine.lock_image(target.sd, target.img, Mode::Exclusive)?;
+            let version = dom.manifest()?.version;
+            let original = read_in_image(&dom, target.img, target.vol)?;
+            check_update(&dom, &target, &original, &attrs)?;
+            let mut updated = original.clone();
+            if let Some(d) = &attrs.description {
+                updated.description = d.clone();
+            }
+            if let Some(role) = attrs.role {
+                updated.role = role;
+            }
+            updated.legality = attrs.legality.unwrap_or(VolumeLegality::Legal);
+            updated.generation = attrs.generation.unwrap_or_else(|| next_generation(original.generation));
+            let render = |md: &VolumeMetadata| -> Result<String> {
+                let bytes = md.render(version).map_err(|e| Error::VolumeMetadataWrite { vol: target.vol, reason: e.to_string() })?;
+                Ok(String::from_utf8(bytes).expect("metadata is text"))
+            };
+            let (sd, img, vol) = (target.sd, target.img, target.vol);
+            ctx.plan(RecoveryPlan {
+                undo: vec![Step::WriteVolumeMetadata { sd, img, vol, contents: render(&original)? }],
+                redo: Vec::new(),
+                commit: Some(Commit::VolumeMetadataIs { sd, img, vol, contents: render(&updated)? }),
+            })?;
+            failpoint::hit("volume.update.planned")?;
+
+            let mut fenced = original.clone();
+            fenced.legality = VolumeLegality::Illegal;
+            dom.write_volume(img, vol, &fenced, version)?;
+            failpoint::hit("volume.update.after_illegal")?;
+            ctx.check_abort()?;
+
+            dom.write_volume(img, vol, &updated, version)?;
+            ctx.commit();
+            failpoint::hit("volume.update.done")?;
+            tracing::info!(sd = %sd, img = %img, vol = %vol, generation = updated.generation, "volume updated");
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// `Host.getJobs`; finished jobs older than an hour are forgotten.
+    pub fn get_jobs(&self, ids: &[Uuid]) -> Vec<JobInfo> {
+        let now = crate::now_secs();
+        let mut out = Vec::new();
+        for st in self.jobs.all() {
+            if st.ended.is_some_and(|t| t + JOB_EXPIRY_SECS < now) {
+                if let Err(e) = self.jobs.clear(st.id) {
+                    tracing::warn!(job = %st.id, error = %e, "cannot forget an expired job");
+                }
+                continue;
+            }
+            if ids.is_empty() || ids.contains(&st.id) {
+                out.push(JobInfo::from_status(&st));
+            }
+        }
+        out
+    }
+}
+
+fn validate_attrs(mut attrs: VolumeAttrs) -> Result<VolumeAttrs> {
+    if attrs.legality.is_none()
+        && attrs.description.is_none()
+        && attrs.generation.is_none()
+        && attrs.role.is_none()
+    {
+        return Err(Error::invalid(
+            "vol_attr",
+            "names nothing to change (legality, description, generation, type)",
+        ));
+    }
+    if let Some(d) = &attrs.description {
+        if !is_safe_value(d) {
+            return Err(Error::invalid(
+                "vol_attr.description",
+                "may not contain line breaks or NUL",
+            ));
+        }
+        attrs.description = Some(truncate_description(d));
+    }
+    if let Some(g) = attrs.generation {
+        if g > MAX_GENERATION {
+            return Err(Error::invalid(
+                "vol_attr.generation",
+                format!("{g} is larger than {MAX_GENERATION}"),
+            ));
+        }
+    }
+    if attrs.role.is_some_and(|r| r != VolumeRole::Shared) {
+        return Err(Error::invalid("vol_attr.type", "only SHARED can be set"));
+    }
+    Ok(attrs)
+}
+
+fn check_update(
+    dom: &crate::backend::file::FileDomain,
+    target: &VolumeRef,
+    md: &VolumeMetadata,
+    attrs: &VolumeAttrs,
+) -> Result<()> {
+    if let Some(expected) = target.generation {
+        if md.generation != expected {
+            return Err(Error::GenerationMismatch {
+                vol: target.vol,
+                expected,
+                actual: md.generation,
+            });
+        }
+    }
+    if attrs.role == Some(VolumeRole::Shared) {
+        if md.parent != BLANK_UUID {
+            return Err(Error::invalid(
+                "vol_attr.type",
+                "only a base volume (no parent) can become a template",
+            ));
+        }
+        if !children_of(dom, target.img, target.vol)?.is_empty() {
+            return Err(Error::invalid(
+                "vol_attr.type",
+                "a volume with children cannot become a template",
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generations_wrap() {
+        assert_eq!(next_generation(0), 1);
+        assert_eq!(next_generation(998), 999);
+        assert_eq!(next_generation(999), 0);
+    }
+
+    #[test]
+    fn attributes_are_checked() {
+        assert!(validate_attrs(VolumeAttrs::default()).is_err());
+        assert!(validate_attrs(VolumeAttrs {
+            generation: Some(1000),
+            ..Default::default()
+        })
+        .is_err());
+        assert!(validate_attrs(VolumeAttrs {
+            role: Some(VolumeRole::Leaf),
+            ..Default::default()
+        })
+        .is_err());
+        assert!(validate_attrs(VolumeAttrs {
+            description: Some("a\nb".into()),
+            ..Default::default()
+        })
+        .is_err());
+        let long = validate_attrs(VolumeAttrs {
+            description: Some("x".repeat(300)),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(long.description.unwrap().len(), 210);
+    }
+}
