@@ -95,6 +95,8 @@ pub enum Error {
     TaskAborted(Uuid),
     #[error("cannot queue task: {0}")]
     AddTask(String),
+    #[error("task {task} cannot be reverted: {reason}")]
+    NotRevertible { task: Uuid, reason: String },
     #[error("job {0} already exists")]
     JobExists(Uuid),
     #[error("job {0} does not exist")]
@@ -196,6 +198,7 @@ impl Error {
             Error::TaskAborted(_) => 411,
             Error::AddTask(_) => 405,
             Error::JobExists(_) => 69,
+            Error::NotRevertible { .. } => 410,
             Error::NoSuchJob(_) => 66,
             Error::GenerationMismatch { .. } => 911,
             Error::ResourceTimeout(_) => 851,

@@ -280,6 +280,11 @@ pub static VERBS: &[Verb] = &[
         handler: task_clear,
     },
     Verb {
+        name: "Task.revert",
+        params: &["taskID"],
+        handler: task_revert,
+    },
+    Verb {
         name: "Task.stop",
         params: &["taskID"],
         handler: task_stop,
@@ -817,6 +822,11 @@ fn task_get_info(e: &Arc<Engine>, p: &Params) -> Reply {
 
 fn task_clear(e: &Arc<Engine>, p: &Params) -> Reply {
     e.tasks.clear(p.uuid("taskID")?)?;
+    ok()
+}
+
+fn task_revert(e: &Arc<Engine>, p: &Params) -> Reply {
+    e.revert_task(p.uuid("taskID")?)?;
     ok()
 }
 

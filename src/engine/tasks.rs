@@ -308,6 +308,54 @@ impl TaskManager {
         Ok(())
     }
 
+    /// Rolls back a finished, successful task (`Task.revert`): `check` sees
+    /// its record first and may refuse; what it returns (a lock) is held
+    /// while the undo steps run. The task then reads `cleanSuccess`.
+    pub fn revert<G>(&self, id: Uuid, check: impl FnOnce(&TaskRecord) -> Result<G>) -> Result<()> {
+        let task = self
+            .inner
+            .tasks
+            .lock()
+            .expect("tasks")
+            .get(&id)
+            .cloned()
+            .ok_or(Error::UnknownTask(id))?;
+        let st = task.status.lock().expect("task").clone();
+        if st.state != TaskState::Finished {
+            return Err(Error::TaskNotFinished(id));
+        }
+        if st.result != TaskResult::Success {
+            // Already rolled back.
+            return Ok(());
+        }
+        let rec = task.record.lock().expect("record").clone();
+        if rec.plan.undo.is_empty() {
+            return Err(Error::NotRevertible {
+                task: id,
+                reason: format!("{} cannot be undone", rec.verb),
+            });
+        }
+        let _held = check(&rec)?;
+        let runner = self
+            .inner
+            .runner
+            .get()
+            .ok_or_else(|| Error::AddTask("no recovery runner".into()))?;
+        let clean = recovery::roll_back(runner.as_ref(), &rec.plan, id);
+        let result = if clean {
+            TaskResult::CleanSuccess
+        } else {
+            TaskResult::CleanFailure
+        };
+        tracing::info!(task = %id, verb = %rec.verb, clean, "task reverted");
+        let reverted = Error::Recorded {
+            code: Error::TaskAborted(id).code(),
+            message: format!("task {id} was reverted"),
+        };
+        self.finish(&task, result, Some(reverted));
+        Ok(())
+    }
+
     /// Forgets the tasks persisted in `dir` (the SPM role moved away).
     pub fn forget_store(&self, dir: &Path) {
         self.inner

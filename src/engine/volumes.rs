@@ -310,6 +310,36 @@ impl Engine {
         })
     }
 
+    /// `Task.revert`: undoes a finished volume create, provided nothing was
+    /// built on the volume since (it is still a leaf without children).
+    pub fn revert_task(&self, id: Uuid) -> Result<()> {
+        let pool = self.connected_pool_id().ok_or(Error::NotSpm(Uuid::nil()))?;
+        self.require_spm(pool)?;
+        let refuse = |reason: &str| Error::NotRevertible {
+            task: id,
+            reason: reason.to_string(),
+        };
+        self.tasks.revert(id, |rec| {
+            let Some(Commit::Exists { sd, path }) = &rec.plan.commit else {
+                return Err(refuse("only volume creation can be reverted"));
+            };
+            let mut parts = path.trim_end_matches(META_SUFFIX).rsplit('/');
+            let vol = parts.next().and_then(crate::types::parse_uuid);
+            let img = parts.next().and_then(crate::types::parse_uuid);
+            let (Some(img), Some(vol)) = (img, vol) else {
+                return Err(refuse("unrecognised task record"));
+            };
+            let dom = self.domain(*sd)?;
+            // Held while the undo steps run: nothing new is built meanwhile.
+            let lock = self.lock_image(*sd, img, Mode::Exclusive)?;
+            let md = read_in_image(&dom, img, vol)?;
+            if md.role != VolumeRole::Leaf || !children_of(&dom, img, vol)?.is_empty() {
+                return Err(refuse("other volumes were built on the volume it created"));
+            }
+            Ok(lock)
+        })
+    }
+
     /// `Volume.setLegality` (SPM only: it writes volume metadata).
     pub fn set_volume_legality(
         &self,

@@ -754,3 +754,60 @@ fn update_volume_is_fenced_by_generation() {
         json!({})
     );
 }
+
+#[test]
+fn task_revert_undoes_a_create_when_nothing_builds_on_it() {
+    let d = Daemon::start();
+    let (sp, sd) = d.embedded();
+    let (img, base, top) = (uuid(), uuid(), uuid());
+    let t = d.call(
+        "Volume.create",
+        volume_params(&sp, &sd, &img, &base, json!({})),
+    );
+    d.wait_task(&t);
+    // The base has a snapshot on top: reverting its creation is refused.
+    let t2 = d.call(
+        "Volume.create",
+        volume_params(
+            &sp,
+            &sd,
+            &img,
+            &top,
+            json!({"srcImgUUID": img, "srcVolUUID": base}),
+        ),
+    );
+    d.wait_task(&t2);
+    let (code, msg) = d.call_err("Task.revert", json!({"taskID": t}));
+    assert_eq!(code, 410, "{msg}");
+    // Reverting the snapshot removes it and makes the base the leaf again.
+    d.call("Task.revert", json!({"taskID": t2}));
+    let st = d.call("Task.getStatus", json!({"taskID": t2}));
+    assert_eq!(st["taskResult"], "cleanSuccess");
+    assert!(st["message"].as_str().unwrap().contains("reverted"));
+    assert_eq!(
+        d.call(
+            "Image.getVolumes",
+            json!({"imageID": img, "storagepoolID": sp, "storagedomainID": sd})
+        ),
+        json!([base])
+    );
+    let info = d.call(
+        "Volume.getInfo",
+        json!({"volumeID": base, "storagepoolID": sp, "storagedomainID": sd, "imageID": img}),
+    );
+    assert_eq!(info["voltype"], "LEAF");
+    // Reverting twice is harmless; now the base can go too, image and all.
+    d.call("Task.revert", json!({"taskID": t2}));
+    d.call("Task.revert", json!({"taskID": t}));
+    assert_eq!(
+        d.call("StorageDomain.getImages", json!({"storagedomainID": sd})),
+        json!([])
+    );
+    // Deletes cannot be reverted.
+    let (img2, vol2) = (uuid(), uuid());
+    d.create_volume(&sp, &sd, &img2, &vol2, json!({}));
+    let t3 = d.call("Volume.delete", json!({"volumeID": vol2, "storagepoolID": sp, "storagedomainID": sd, "imageID": img2, "postZero": false, "force": false}));
+    d.wait_task(&t3);
+    assert_eq!(d.call_err("Task.revert", json!({"taskID": t3})).0, 410);
+    vdsm_check(&d.domain_dir(&sd));
+}
