@@ -435,6 +435,18 @@ impl TaskManager {
             }
             let mut rec = match TaskRecord::load(&path) {
                 Ok(r) => r,
+                // A record that never became durable (a crash between
+                // creating the task's directory and its first write, or in
+                // the middle of Task.clear): the task never ran.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    match TaskRecord::remove(dir, id) {
+                        Ok(()) => tracing::info!(task = %id, "removed an incomplete task record"),
+                        Err(e) => {
+                            tracing::warn!(task = %id, error = %e, "cannot remove an incomplete task record")
+                        }
+                    }
+                    continue;
+                }
                 Err(e) => {
                     report.failed += 1;
                     tracing::error!(record = %path.display(), error = %e, "cannot read a persisted task; left in place");
