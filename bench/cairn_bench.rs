@@ -5,6 +5,9 @@
 //!   cairn-bench create-delete --socket S --count N [--concurrency C]
 //!   cairn-bench populate      --socket S --count N [--concurrency C]
 //!   cairn-bench list          --socket S --expect N [--repeat R]
+//!   cairn-bench tasks         --count N      (in-process: persistence on vs off)
+//!   cairn-bench recovery      --count N      (in-process: recover N persisted tasks)
+//!   cairn-bench locks         --count N      (in-process: resource manager)
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -50,6 +53,9 @@ fn main() {
         "create-delete" => run_parallel(&o, true),
         "populate" => run_parallel(&o, false),
         "list" => list(&o),
+        "tasks" => engine_bench::tasks(o.count),
+        "recovery" => engine_bench::recovery(o.count),
+        "locks" => engine_bench::locks(o.count),
         _ => fail("usage: cairn-bench create-delete|populate|list --socket S ..."),
     }
 }
@@ -172,4 +178,190 @@ fn list(o: &Opts) {
         "{}",
         json!({"op": "list", "count": o.count, "median_seconds": times[times.len() / 2], "runs": times})
     );
+}
+
+/// Benchmarks of the engine's own machinery, run in this process.
+mod engine_bench {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use cairn::engine::recovery::{Commit, RecoveryPlan, Step, TaskRecord, RECORD_VERSION};
+    use cairn::engine::resources::{Mode, Resource, ResourceManager};
+    use cairn::engine::tasks::TaskManager;
+    use cairn::engine::{Engine, EngineConfig, TaskState};
+    use cairn::types::Uuid;
+    use serde_json::json;
+
+    use super::fail;
+
+    /// Tasks per second for the same workload (queue, declare a plan,
+    /// finish), persisted in a tasks directory on the data file system, or
+    /// kept in memory only.
+    pub fn tasks(count: usize) {
+        let dir =
+            tempfile::tempdir_in(".").unwrap_or_else(|_| tempfile::tempdir().expect("tempdir"));
+        let sd = Uuid::new_v4();
+        let run = |store: Option<&std::path::Path>| -> f64 {
+            let m = TaskManager::new(1, count + 1);
+            let start = Instant::now();
+            let mut ids = Vec::with_capacity(count);
+            for i in 0..count {
+                let id = m
+                    .spawn("bench", store, move |ctx| {
+                        ctx.plan(RecoveryPlan {
+                            undo: vec![Step::RemoveFile {
+                                sd,
+                                path: format!("images/x/{i}"),
+                            }],
+                            redo: Vec::new(),
+                            commit: Some(Commit::Exists {
+                                sd,
+                                path: format!("images/x/{i}.meta"),
+                            }),
+                        })
+                    })
+                    .unwrap_or_else(|e| fail(&format!("spawn: {e}")));
+                ids.push(id);
+            }
+            for id in ids {
+                let st = m
+                    .wait(id, Duration::from_secs(60))
+                    .unwrap_or_else(|e| fail(&e.to_string()));
+                if st.state != TaskState::Finished || st.error.is_some() {
+                    fail(&format!("task {id} failed: {:?}", st.error));
+                }
+            }
+            count as f64 / start.elapsed().as_secs_f64()
+        };
+        let off = run(None);
+        let on = run(Some(dir.path()));
+        let records = std::fs::read_dir(dir.path())
+            .map(|d| d.count())
+            .unwrap_or(0);
+        if records != count {
+            fail(&format!("{records} records persisted, expected {count}"));
+        }
+        println!(
+            "{}",
+            json!({"op": "tasks", "count": count, "memory_per_second": off, "persisted_per_second": on})
+        );
+    }
+
+    /// Time for an SPM start to load and recover `count` persisted tasks:
+    /// half finished, half interrupted with a three-step rollback each.
+    pub fn recovery(count: usize) {
+        let data =
+            tempfile::tempdir_in(".").unwrap_or_else(|_| tempfile::tempdir().expect("tempdir"));
+        let engine =
+            Engine::open(EngineConfig::new(data.path())).unwrap_or_else(|e| fail(&e.to_string()));
+        let embedded = engine
+            .ensure_embedded_default()
+            .unwrap_or_else(|e| fail(&e.to_string()));
+        let sd = embedded.domain;
+        let tasks_dir = engine.domain(sd).unwrap().master_dir().join("tasks");
+        engine
+            .spm_stop(embedded.pool)
+            .unwrap_or_else(|e| fail(&e.to_string()));
+        for i in 0..count {
+            let interrupted = i % 2 == 0;
+            let rec = TaskRecord {
+                version: RECORD_VERSION,
+                id: Uuid::new_v4(),
+                verb: "createVolume".into(),
+                state: if interrupted { "running" } else { "finished" }.into(),
+                result: if interrupted { "" } else { "success" }.into(),
+                error: None,
+                plan: RecoveryPlan {
+                    undo: (0..3)
+                        .map(|n| Step::RemoveFile {
+                            sd,
+                            path: format!("images/{i}/{n}"),
+                        })
+                        .collect(),
+                    redo: Vec::new(),
+                    commit: Some(Commit::Exists {
+                        sd,
+                        path: format!("images/{i}/x.meta"),
+                    }),
+                },
+                created: 0,
+                finished: None,
+            };
+            rec.save(&tasks_dir)
+                .unwrap_or_else(|e| fail(&e.to_string()));
+        }
+        let start = Instant::now();
+        engine
+            .spm_start_now(embedded.pool)
+            .unwrap_or_else(|e| fail(&e.to_string()));
+        let secs = start.elapsed().as_secs_f64();
+        let all = engine.tasks.all();
+        let finished = all
+            .iter()
+            .filter(|t| t.state == TaskState::Finished)
+            .count();
+        if all.len() != count || finished != count {
+            fail(&format!(
+                "{} tasks loaded, {finished} finished, expected {count}",
+                all.len()
+            ));
+        }
+        println!(
+            "{}",
+            json!({"op": "recovery", "count": count, "seconds": secs})
+        );
+    }
+
+    /// Uncontended acquire/release latency, and throughput with 64 threads
+    /// contending for four resources (three shared requests in four).
+    pub fn locks(count: usize) {
+        let m = ResourceManager::new();
+        let r = Resource::image(Uuid::nil(), Uuid::from_u128(1));
+        let start = Instant::now();
+        for _ in 0..count {
+            drop(
+                m.acquire(&[(r.clone(), Mode::Exclusive)], Duration::from_secs(1))
+                    .expect("lock"),
+            );
+        }
+        let uncontended_ns = start.elapsed().as_nanos() as f64 / count as f64;
+
+        let done = Arc::new(AtomicUsize::new(0));
+        let per_thread = (count / 64).max(100);
+        let start = Instant::now();
+        std::thread::scope(|s| {
+            for t in 0..64u64 {
+                let (m, done) = (m.clone(), done.clone());
+                s.spawn(move || {
+                    let mut x = t.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+                    for _ in 0..per_thread {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        let res = Resource::image(Uuid::nil(), Uuid::from_u128((x % 4) as u128));
+                        let mode = if x % 4 == 0 {
+                            Mode::Exclusive
+                        } else {
+                            Mode::Shared
+                        };
+                        drop(
+                            m.acquire(&[(res, mode)], Duration::from_secs(60))
+                                .expect("no deadlock"),
+                        );
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        let total = done.load(Ordering::Relaxed);
+        if total != per_thread * 64 || m.busy() != 0 {
+            fail("lock benchmark lost requests");
+        }
+        let contended = total as f64 / start.elapsed().as_secs_f64();
+        println!(
+            "{}",
+            json!({"op": "locks", "uncontended_ns": uncontended_ns, "contended_64_per_second": contended})
+        );
+    }
 }

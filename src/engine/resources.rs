@@ -68,8 +68,9 @@ pub enum Mode {
 struct Entry {
     shared: usize,
     exclusive: bool,
-    /// Waiting requests in arrival order: (ticket, mode).
-    queue: VecDeque<(u64, Mode)>,
+    /// Waiting requests in arrival order, each with its own wake-up, so a
+    /// release wakes exactly the requests it lets in.
+    queue: VecDeque<(u64, Mode, Arc<Condvar>)>,
 }
 
 impl Entry {
@@ -77,11 +78,28 @@ impl Entry {
         if self.exclusive {
             return false;
         }
-        let ahead = self.queue.iter().take_while(|(t, _)| *t != ticket);
+        let ahead = self.queue.iter().take_while(|(t, ..)| *t != ticket);
         match mode {
             Mode::Exclusive => self.shared == 0 && ahead.count() == 0,
             // Shared requests may pass only other shared requests.
-            Mode::Shared => ahead.into_iter().all(|(_, m)| *m == Mode::Shared),
+            Mode::Shared => ahead.into_iter().all(|(_, m, _)| *m == Mode::Shared),
+        }
+    }
+
+    /// Wakes the waiters at the head of the queue that can go now: one
+    /// exclusive request, or a run of shared ones.
+    fn wake_next(&self) {
+        if self.exclusive {
+            return;
+        }
+        match self.queue.front() {
+            Some((_, Mode::Exclusive, wake)) if self.shared == 0 => wake.notify_one(),
+            Some((_, Mode::Exclusive, _)) | None => {}
+            Some((_, Mode::Shared, _)) => {
+                for (_, _, wake) in self.queue.iter().take_while(|(_, m, _)| *m == Mode::Shared) {
+                    wake.notify_one();
+                }
+            }
         }
     }
 
@@ -98,7 +116,7 @@ struct State {
 
 #[derive(Clone, Default)]
 pub struct ResourceManager {
-    inner: Arc<(Mutex<State>, Condvar)>,
+    inner: Arc<Mutex<State>>,
 }
 
 /// Held resources; released (last taken first) when dropped.
@@ -142,59 +160,58 @@ impl ResourceManager {
     }
 
     fn take(&self, res: &Resource, mode: Mode, deadline: Instant) -> Result<()> {
-        let (lock, cv) = &*self.inner;
-        let mut st = lock.lock().expect("resources");
+        let mut st = self.inner.lock().expect("resources");
         let ticket = st.next_ticket;
         st.next_ticket += 1;
+        let wake = Arc::new(Condvar::new());
         st.entries
             .entry(res.clone())
             .or_default()
             .queue
-            .push_back((ticket, mode));
+            .push_back((ticket, mode, wake.clone()));
         loop {
             let entry = st.entries.get_mut(res).expect("queued entry");
             if entry.grantable(ticket, mode) {
-                entry.queue.retain(|(t, _)| *t != ticket);
+                entry.queue.retain(|(t, ..)| *t != ticket);
                 match mode {
                     Mode::Shared => entry.shared += 1,
                     Mode::Exclusive => entry.exclusive = true,
                 }
-                // Shared requests behind this one may go too.
-                cv.notify_all();
+                // Shared requests right behind this one may go too.
+                entry.wake_next();
                 return Ok(());
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                entry.queue.retain(|(t, _)| *t != ticket);
+                entry.queue.retain(|(t, ..)| *t != ticket);
+                // Requests queued behind this one may be grantable now.
+                entry.wake_next();
                 if entry.idle() {
                     st.entries.remove(res);
                 }
-                // Requests queued behind this one may be grantable now.
-                cv.notify_all();
                 return Err(Error::ResourceTimeout(format!("{res} ({mode:?})")));
             }
-            st = cv.wait_timeout(st, left).expect("resources").0;
+            st = wake.wait_timeout(st, left).expect("resources").0;
         }
     }
 
     fn release(&self, res: &Resource, mode: Mode) {
-        let (lock, cv) = &*self.inner;
-        let mut st = lock.lock().expect("resources");
+        let mut st = self.inner.lock().expect("resources");
         if let Some(entry) = st.entries.get_mut(res) {
             match mode {
                 Mode::Shared => entry.shared -= 1,
                 Mode::Exclusive => entry.exclusive = false,
             }
+            entry.wake_next();
             if entry.idle() {
                 st.entries.remove(res);
             }
         }
-        cv.notify_all();
     }
 
     /// Resources with holders or waiters (for tests and diagnostics).
     pub fn busy(&self) -> usize {
-        self.inner.0.lock().expect("resources").entries.len()
+        self.inner.lock().expect("resources").entries.len()
     }
 }
 
@@ -245,7 +262,7 @@ mod tests {
                 .map(drop)
         });
         // Wait until the writer is queued.
-        while m.inner.0.lock().unwrap().entries[&r(1)].queue.is_empty() {
+        while m.inner.lock().unwrap().entries[&r(1)].queue.is_empty() {
             thread::yield_now();
         }
         // A new reader does not overtake the queued writer...
