@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -46,8 +46,6 @@ pub struct PoolState {
     /// then may new tasks run (recovery and garbage collection must not see
     /// a new task's half-made files).
     ready: std::sync::atomic::AtomicBool,
-    /// Serializes SPM start/stop.
-    role: Mutex<()>,
 }
 
 impl PoolState {
@@ -214,6 +212,7 @@ impl Engine {
         master_sd: Uuid,
         master_version: i64,
     ) -> Result<()> {
+        let _lock = self.lock_storage(&[id])?;
         if !(1..=MAX_HOST_ID).contains(&host_id) {
             return Err(Error::invalid(
                 "hostID",
@@ -271,7 +270,6 @@ impl Engine {
             master_version,
             lease: Box::new(FlockLease::new(&master.leases_path())),
             ready: std::sync::atomic::AtomicBool::new(false),
-            role: Mutex::new(()),
         });
         *self.pool.lock().expect("pool") = Some(state);
         self.save_host_state(|st| {
@@ -308,6 +306,7 @@ impl Engine {
     }
 
     pub fn disconnect_pool(&self, id: Uuid, host_id: u32) -> Result<()> {
+        let _lock = self.lock_storage(&[id])?;
         let pool = self.connected_pool(id)?;
         if pool.host_id != host_id {
             return Err(Error::invalid(
@@ -404,7 +403,8 @@ impl Engine {
     /// the pool metadata, then the master directories.
     pub fn spm_start_now(&self, id: Uuid) -> Result<()> {
         let pool = self.connected_pool(id)?;
-        let _role = pool.role.lock().expect("spm role");
+        // Serializes SPM start/stop with each other and with pool changes.
+        let _lock = self.lock_storage(&[id])?;
         if pool.is_spm() {
             return Ok(());
         }
@@ -470,7 +470,8 @@ impl Engine {
 
     pub fn spm_stop(&self, id: Uuid) -> Result<()> {
         let pool = self.connected_pool(id)?;
-        let _role = pool.role.lock().expect("spm role");
+        // Serializes SPM start/stop with each other and with pool changes.
+        let _lock = self.lock_storage(&[id])?;
         if !pool.is_spm() {
             return Ok(());
         }
