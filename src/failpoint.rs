@@ -33,6 +33,11 @@ pub const ALL: &[&str] = &[
     "volume.update.planned",
     "volume.update.after_illegal",
     "volume.update.done",
+    "domain.create.staged",
+    "domain.create.done",
+    "domain.format.after_rename",
+    "pool.create.after_members",
+    "pool.create.done",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -33,6 +33,10 @@ pub use connections::{ConnectionParams, ConnectionStatus};
 pub use pool::PoolState;
 pub use tasks::{TaskCtx, TaskManager, TaskResult, TaskState, TaskStatus};
 
+/// How old a half-created or half-removed domain directory must be before
+/// start-up removes it (another host may be working on a young one).
+pub const DOMAIN_LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Where the engine keeps its host-local files.
 #[derive(Debug, Clone)]
 pub struct Paths {
@@ -150,6 +154,11 @@ impl Engine {
             }
         }
         self.host_state.lock().expect("host state").connections = state.connections.clone();
+        if let Ok(mounts) = self.mount_dirs() {
+            for mount in mounts {
+                crate::backend::file::collect_mount_garbage(&mount, DOMAIN_LEFTOVER_AGE);
+            }
+        }
         // Host jobs need only the storage connections.
         let report = self.jobs.recover(&self.paths.jobs);
         tracing::info!(?report, "host jobs recovered");

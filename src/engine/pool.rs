@@ -146,7 +146,9 @@ impl Engine {
                     reason: "only Data domains can join a pool",
                 });
             }
-            if let Some(&other) = m.pools.first() {
+            // Attached to this very pool by an interrupted create: go on.
+            let retry = m.pools == [req.id] && m.role == DomainRole::Regular;
+            if let Some(&other) = m.pools.first().filter(|_| !retry) {
                 return Err(Error::DomainAttached { sd, pool: other });
             }
             doms.push((dom, sd));
@@ -163,6 +165,7 @@ impl Engine {
                 reason: format!("attaching {sd}: {e}"),
             })?;
         }
+        crate::failpoint::hit("pool.create.after_members")?;
         master.ensure_master_dirs()?;
         let pool_md = PoolMetadata {
             domains: members
@@ -190,6 +193,7 @@ impl Engine {
             pool_md.write(md);
             Ok(())
         })?;
+        crate::failpoint::hit("pool.create.done")?;
         tracing::info!(pool = %req.id, master = %req.master_sd, "storage pool created");
         Ok(())
     }

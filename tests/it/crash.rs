@@ -348,9 +348,172 @@ fn walk_covers_every_failpoint() {
     .flat_map(failpoints)
     .map(|(fp, _)| fp)
     .collect();
+    walked.extend([
+        "domain.create.staged",
+        "domain.create.done",
+        "domain.format.after_rename",
+        "pool.create.after_members",
+        "pool.create.done",
+    ]);
     walked.sort();
     walked.dedup();
     let mut all = cairn::failpoint::ALL.to_vec();
     all.sort();
     assert_eq!(walked, all);
+}
+
+/// Domain create and format: crash at each failpoint, restart, and check
+/// the domain is whole or gone, and that aged leftovers are collected.
+#[test]
+fn walk_domain_create_and_format() {
+    for (fp, created) in [
+        ("domain.create.staged", false),
+        ("domain.create.done", true),
+    ] {
+        let d = Daemon::start_with(Opts {
+            embedded: false,
+            ..Default::default()
+        });
+        let storage = d.data().join("storage2");
+        std::fs::create_dir(&storage).unwrap();
+        d.connect_local(&storage);
+        let dir = d.stop(false);
+        let mut d = Daemon::start_in(
+            dir,
+            Opts {
+                embedded: false,
+                env: vec![("CAIRN_FAILPOINTS".into(), format!("{fp}=crash"))],
+                ..Default::default()
+            },
+        );
+        let sd = uuid();
+        let _ = d.client.call(
+            "StorageDomain.create",
+            json!({"storagedomainID": sd, "domainType": "LOCALFS", "typeArgs": storage.to_str().unwrap(), "name": "x", "domainClass": "Data"}),
+        );
+        assert_eq!(d.wait_exit(Duration::from_secs(20)), Some(86), "{fp}");
+        let d = Daemon::start_in(
+            d.stop(true),
+            Opts {
+                embedded: false,
+                ..Default::default()
+            },
+        );
+        let listed = d.call("Host.getStorageDomains", json!({}));
+        assert_eq!(
+            listed.as_array().unwrap().iter().any(|v| v == &json!(sd)),
+            created,
+            "{fp}"
+        );
+        if created {
+            vdsm_check(&storage.join(&sd));
+        } else {
+            // The same create simply works again.
+            d.call(
+                "StorageDomain.create",
+                json!({"storagedomainID": sd, "domainType": "LOCALFS", "typeArgs": storage.to_str().unwrap(), "name": "x", "domainClass": "Data"}),
+            );
+            vdsm_check(&storage.join(&sd));
+        }
+        // Format, crashing after the rename: the domain is gone at once.
+        let dir = d.stop(false);
+        let mut d = Daemon::start_in(
+            dir,
+            Opts {
+                embedded: false,
+                env: vec![(
+                    "CAIRN_FAILPOINTS".into(),
+                    "domain.format.after_rename=crash".into(),
+                )],
+                ..Default::default()
+            },
+        );
+        let _ = d.client.call(
+            "StorageDomain.format",
+            json!({"storagedomainID": sd, "autoDetach": false}),
+        );
+        assert_eq!(d.wait_exit(Duration::from_secs(20)), Some(86));
+        let leftover = storage.join(format!("_remove_me_{sd}"));
+        assert!(leftover.exists());
+        // A young leftover is left alone (another host may own it); an old one goes.
+        let d = Daemon::start_in(
+            d.stop(true),
+            Opts {
+                embedded: false,
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            d.call_err("StorageDomain.getInfo", json!({"storagedomainID": sd}))
+                .0,
+            358
+        );
+        assert!(leftover.exists());
+        let st = std::process::Command::new("touch")
+            .args(["-d", "1 hour ago"])
+            .arg(&leftover)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let d = Daemon::start_in(
+            d.stop(false),
+            Opts {
+                embedded: false,
+                ..Default::default()
+            },
+        );
+        assert!(!leftover.exists(), "old leftover collected at start-up");
+        drop(d);
+    }
+}
+
+/// Pool create with a master and a regular member: crash after the member
+/// is attached (the master not yet written) or at the end; the same create
+/// then completes or is a no-op, and the pool connects.
+#[test]
+fn walk_pool_create() {
+    for fp in ["pool.create.after_members", "pool.create.done"] {
+        let d = Daemon::start_with(Opts {
+            embedded: false,
+            ..Default::default()
+        });
+        let (sp, master, member) = (uuid(), uuid(), uuid());
+        for (sd, name) in [(&master, "m"), (&member, "r")] {
+            let dir = d.data().join(name);
+            std::fs::create_dir(&dir).unwrap();
+            d.connect_local(&dir);
+            d.call(
+                "StorageDomain.create",
+                json!({"storagedomainID": sd, "domainType": "LOCALFS", "typeArgs": dir.to_str().unwrap(), "name": name, "domainClass": "Data"}),
+            );
+        }
+        let create = json!({"storagepoolID": sp, "name": "p", "masterSdUUID": master, "masterVersion": 1, "domainList": [master, member]});
+        let dir = d.stop(false);
+        let mut d = Daemon::start_in(
+            dir,
+            Opts {
+                embedded: false,
+                env: vec![("CAIRN_FAILPOINTS".into(), format!("{fp}=crash"))],
+                ..Default::default()
+            },
+        );
+        let _ = d.client.call("StoragePool.create", create.clone());
+        assert_eq!(d.wait_exit(Duration::from_secs(20)), Some(86), "{fp}");
+        let d = Daemon::start_in(
+            d.stop(true),
+            Opts {
+                embedded: false,
+                ..Default::default()
+            },
+        );
+        d.call("StoragePool.create", create);
+        d.call("StoragePool.connect", json!({"storagepoolID": sp, "hostID": 1, "scsiKey": "", "masterSdUUID": master, "masterVersion": 1}));
+        let info = d.call("StoragePool.getInfo", json!({"storagepoolID": sp}));
+        assert_eq!(
+            info["info"]["domains"],
+            json!(format!("{master}:Active,{member}:Attached")),
+            "{fp}"
+        );
+        vdsm_check(&d.data().join("m").join(&master));
+    }
 }

@@ -74,8 +74,10 @@ impl FileDomain {
             fs::remove_dir_all(&staging).ctx("cannot remove stale", &staging)?;
         }
         let result = Self::build(&staging, new).and_then(|_| {
+            crate::failpoint::hit("domain.create.staged")?;
             fs::rename(&staging, &final_dir).ctx("cannot move domain into place", &final_dir)?;
-            durable::fsync_dir(mount).ctx("cannot sync", mount)
+            durable::fsync_dir(mount).ctx("cannot sync", mount)?;
+            crate::failpoint::hit("domain.create.done")
         });
         if let Err(e) = result {
             let _ = fs::remove_dir_all(&staging);
@@ -296,6 +298,7 @@ impl FileDomain {
         let doomed = parent.join(format!("{REMOVED_IMAGE_PREFIX}{}", self.sd));
         fs::rename(&self.root, &doomed).ctx("cannot rename", &self.root)?;
         durable::fsync_dir(&parent).ctx("cannot sync", &parent)?;
+        crate::failpoint::hit("domain.format.after_rename")?;
         fs::remove_dir_all(&doomed).ctx("cannot remove", &doomed)?;
         durable::fsync_dir(&parent).ctx("cannot sync", &parent)
     }
@@ -308,6 +311,44 @@ fn create_file(path: &Path) -> Result<File> {
         .mode(METADATA_MODE)
         .open(path)
         .ctx("cannot create", path)
+}
+
+/// Leftovers of domain creation (`.<sdUUID>.creating`) and removal
+/// (`_remove_me_<sdUUID>`) directly under a mount point. Only those older
+/// than `min_age` are removed: on shared storage another host may be
+/// creating or removing a domain right now.
+pub fn collect_mount_garbage(mount: &Path, min_age: std::time::Duration) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(entries) = fs::read_dir(mount) else {
+        return removed;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let leftover = name
+            .strip_prefix('.')
+            .and_then(|n| n.strip_suffix(".creating"))
+            .or_else(|| name.strip_prefix(REMOVED_IMAGE_PREFIX))
+            .is_some_and(|id| parse_uuid(id).is_some());
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= min_age);
+        if leftover && old {
+            let p = entry.path();
+            match fs::remove_dir_all(&p) {
+                Ok(()) => {
+                    tracing::info!(path = %p.display(), "removed the leftover of an interrupted domain create or format");
+                    removed.push(p);
+                }
+                Err(e) => {
+                    tracing::warn!(path = %p.display(), error = %e, "cannot remove a domain leftover")
+                }
+            }
+        }
+    }
+    removed
 }
 
 /// Detects the logical block size of the storage under `dir` by trying a
