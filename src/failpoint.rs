@@ -38,6 +38,7 @@ pub const ALL: &[&str] = &[
     "domain.format.after_rename",
     "pool.create.after_members",
     "pool.create.done",
+    "task.revert.marked",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -341,6 +341,11 @@ impl TaskManager {
             .runner
             .get()
             .ok_or_else(|| Error::AddTask("no recovery runner".into()))?;
+        // Durably "reverting" first: a crash from here on is finished by
+        // recovery (the undo steps are idempotent), never forgotten.
+        task.record.lock().expect("record").state = REVERTING.into();
+        task.save()?;
+        crate::failpoint::hit("task.revert.marked")?;
         let clean = recovery::roll_back(runner.as_ref(), &rec.plan, id);
         let result = if clean {
             TaskResult::CleanSuccess
@@ -348,11 +353,8 @@ impl TaskManager {
             TaskResult::CleanFailure
         };
         tracing::info!(task = %id, verb = %rec.verb, clean, "task reverted");
-        let reverted = Error::Recorded {
-            code: Error::TaskAborted(id).code(),
-            message: format!("task {id} was reverted"),
-        };
-        self.finish(&task, result, Some(reverted));
+
+        self.finish(&task, result, Some(reverted(id)));
         Ok(())
     }
 
@@ -503,6 +505,22 @@ impl TaskManager {
                 Some(Error::AddTask("no recovery runner".into())),
             );
         };
+        if rec.state == REVERTING {
+            let ok = recovery::roll_back(runner.as_ref(), &rec.plan, rec.id);
+            tracing::info!(task = %rec.id, verb = %rec.verb, ok, "interrupted revert finished");
+            if ok {
+                report.rolled_back += 1;
+                return (TaskResult::CleanSuccess, Some(reverted(rec.id)));
+            }
+            report.failed += 1;
+            return (
+                TaskResult::CleanFailure,
+                Some(interrupted(
+                    rec.id,
+                    "finishing its revert failed; see the log",
+                )),
+            );
+        }
         let committed = match rec
             .plan
             .commit
@@ -653,6 +671,16 @@ impl TaskManager {
             TaskResult::CleanFailure
         };
         self.finish(&task, result, Some(e));
+    }
+}
+
+/// Persisted state of a task whose `Task.revert` is under way.
+const REVERTING: &str = "reverting";
+
+fn reverted(id: Uuid) -> Error {
+    Error::Recorded {
+        code: Error::TaskAborted(id).code(),
+        message: format!("task {id} was reverted"),
     }
 }
 

@@ -354,6 +354,7 @@ fn walk_covers_every_failpoint() {
         "domain.format.after_rename",
         "pool.create.after_members",
         "pool.create.done",
+        "task.revert.marked",
     ]);
     walked.sort();
     walked.dedup();
@@ -516,4 +517,52 @@ fn walk_pool_create() {
         );
         vdsm_check(&d.data().join("m").join(&master));
     }
+}
+
+/// Task.revert crashing after it marked the task as reverting: recovery
+/// finishes the revert.
+#[test]
+fn walk_task_revert() {
+    let d = Daemon::start();
+    let (sp, sd) = d.embedded();
+    let (img, base, top) = (uuid(), uuid(), uuid());
+    d.create_volume(&sp, &sd, &img, &base, json!({"size": "1048576"}));
+    let t = d.call(
+        "Volume.create",
+        volume_params(
+            &sp,
+            &sd,
+            &img,
+            &top,
+            json!({"srcImgUUID": img, "srcVolUUID": base, "size": "1048576"}),
+        ),
+    );
+    d.wait_task(&t);
+    let dir = d.stop(false);
+    let mut d = Daemon::start_in(
+        dir,
+        Opts {
+            env: vec![("CAIRN_FAILPOINTS".into(), "task.revert.marked=crash".into())],
+            ..Default::default()
+        },
+    );
+    let _ = d.client.call("Task.revert", json!({"taskID": t}));
+    assert_eq!(d.wait_exit(Duration::from_secs(20)), Some(86));
+    let d = Daemon::start_in(d.stop(true), Opts::default());
+    let st = d.call("Task.getStatus", json!({"taskID": t}));
+    assert_eq!(st["taskResult"], "cleanSuccess", "{st}");
+    assert!(st["message"].as_str().unwrap().contains("reverted"), "{st}");
+    assert_eq!(
+        d.call(
+            "Image.getVolumes",
+            json!({"imageID": img, "storagepoolID": sp, "storagedomainID": sd})
+        ),
+        json!([base])
+    );
+    let info = d.call(
+        "Volume.getInfo",
+        json!({"volumeID": base, "storagepoolID": sp, "storagedomainID": sd, "imageID": img}),
+    );
+    assert_eq!(info["voltype"], "LEAF");
+    vdsm_check(&d.domain_dir(&sd));
 }
