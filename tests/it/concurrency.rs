@@ -160,7 +160,7 @@ fn sixty_four_clients_on_the_same_images() {
         .map(|i| {
             let (sock, s) = (d.socket.clone(), s.clone());
             std::thread::spawn(move || {
-                client_loop(sock, s, 0x9e37_79b9_7f4a_7c15 ^ (i as u64 + 1) * 7919)
+                client_loop(sock, s, 0x9e37_79b9_7f4a_7c15 ^ ((i as u64 + 1) * 7919))
             })
         })
         .collect();
