@@ -310,17 +310,28 @@ fn pool_id(ctx: &Ctx) -> Res<String> {
 }
 
 fn domain_id(ctx: &Ctx, given: Option<String>) -> Res<String> {
-    if let Some(d) = given {
-        return Ok(d);
+    match given {
+        Some(d) => Ok(d),
+        None => pool_and_domain(ctx, None).map(|(_, sd)| sd),
     }
-    let info = ctx.client.call(
-        "StoragePool.getInfo",
-        json!({"storagepoolID": pool_id(ctx)?}),
-    )?;
-    Ok(info["info"]["master_uuid"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string())
+}
+
+/// The connected pool and a domain (the given one, or the pool's master).
+fn pool_and_domain(ctx: &Ctx, given: Option<String>) -> Res<(String, String)> {
+    let sp = pool_id(ctx)?;
+    let sd = match given {
+        Some(d) => d,
+        None => {
+            let info = ctx
+                .client
+                .call("StoragePool.getInfo", json!({"storagepoolID": sp}))?;
+            info["info"]["master_uuid"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        }
+    };
+    Ok((sp, sd))
 }
 
 fn new_uuid() -> String {
@@ -734,8 +745,7 @@ fn image(ctx: &Ctx, cmd: ImageCmd) -> Res<()> {
             });
         }
         ImageCmd::Show { image, domain } => {
-            let sd = domain_id(ctx, domain)?;
-            let sp = pool_id(ctx)?;
+            let (sp, sd) = pool_and_domain(ctx, domain)?;
             let vols = ctx.client.call(
                 "Image.getVolumes",
                 json!({"imageID": image, "storagepoolID": sp, "storagedomainID": sd}),
@@ -759,8 +769,7 @@ fn image(ctx: &Ctx, cmd: ImageCmd) -> Res<()> {
             domain,
             wait,
         } => {
-            let sd = domain_id(ctx, domain)?;
-            let sp = pool_id(ctx)?;
+            let (sp, sd) = pool_and_domain(ctx, domain)?;
             let t = ctx.client.call(
                 "Image.delete",
                 json!({"imageID": image, "storagepoolID": sp, "storagedomainID": sd, "postZero": false, "force": false}),
@@ -772,8 +781,7 @@ fn image(ctx: &Ctx, cmd: ImageCmd) -> Res<()> {
             volume,
             domain,
         } => {
-            let sd = domain_id(ctx, domain)?;
-            let sp = pool_id(ctx)?;
+            let (sp, sd) = pool_and_domain(ctx, domain)?;
             let r = ctx.client.call(
                 "Image.prepare",
                 json!({"storagepoolID": sp, "storagedomainID": sd, "imageID": image, "volumeID": volume}),
@@ -781,8 +789,7 @@ fn image(ctx: &Ctx, cmd: ImageCmd) -> Res<()> {
             print_value(ctx, &r, |v| println!("{}", s(&v["path"])));
         }
         ImageCmd::Teardown { image, domain } => {
-            let sd = domain_id(ctx, domain)?;
-            let sp = pool_id(ctx)?;
+            let (sp, sd) = pool_and_domain(ctx, domain)?;
             ctx.client.call(
                 "Image.teardown",
                 json!({"storagepoolID": sp, "storagedomainID": sd, "imageID": image}),
@@ -870,8 +877,7 @@ fn volume(ctx: &Ctx, cmd: VolumeCmd) -> Res<()> {
             domain,
             wait,
         } => {
-            let sd = domain_id(ctx, domain)?;
-            let sp = pool_id(ctx)?;
+            let (sp, sd) = pool_and_domain(ctx, domain)?;
             let size = parse_size(&size)?;
             let img = match (&image, &parent) {
                 (Some(i), _) => i.clone(),
@@ -930,8 +936,7 @@ fn volume(ctx: &Ctx, cmd: VolumeCmd) -> Res<()> {
             volume,
             domain,
         } => {
-            let sd = domain_id(ctx, domain)?;
-            let sp = pool_id(ctx)?;
+            let (sp, sd) = pool_and_domain(ctx, domain)?;
             let info = ctx.client.call(
                 "Volume.getInfo",
                 json!({"volumeID": volume, "storagepoolID": sp, "storagedomainID": sd, "imageID": image}),
@@ -944,8 +949,7 @@ fn volume(ctx: &Ctx, cmd: VolumeCmd) -> Res<()> {
             domain,
             wait,
         } => {
-            let sd = domain_id(ctx, domain)?;
-            let sp = pool_id(ctx)?;
+            let (sp, sd) = pool_and_domain(ctx, domain)?;
             let t = ctx.client.call(
                 "Volume.delete",
                 json!({"volumeID": volume, "storagepoolID": sp, "storagedomainID": sd, "imageID": image, "postZero": false, "force": false}),
