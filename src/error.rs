@@ -101,6 +101,12 @@ pub enum Error {
     JobExists(Uuid),
     #[error("job {0} does not exist")]
     NoSuchJob(Uuid),
+    #[error("volume {vol} is {current} bytes; it cannot be resized to {requested}")]
+    ResizeSmaller {
+        vol: Uuid,
+        current: u64,
+        requested: u64,
+    },
     #[error("volume {vol} has generation {actual}, not {expected}")]
     GenerationMismatch {
         vol: Uuid,
@@ -201,6 +207,7 @@ impl Error {
             Error::NotRevertible { .. } => 410,
             Error::NoSuchJob(_) => 66,
             Error::GenerationMismatch { .. } => 911,
+            Error::ResizeSmaller { .. } => 232,
             Error::ResourceTimeout(_) => 851,
             Error::StorageTypeNotSupported(..) => 468,
             Error::Connection { .. } => 451,

@@ -39,6 +39,10 @@ pub const ALL: &[&str] = &[
     "pool.create.after_members",
     "pool.create.done",
     "task.revert.marked",
+    "volume.extend.planned",
+    "volume.extend.after_illegal",
+    "volume.extend.after_resize",
+    "volume.extend.done",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -255,6 +255,35 @@ pub static VERBS: &[Verb] = &[
         handler: image_teardown,
     },
     Verb {
+        name: "Volume.extendSize",
+        params: &[
+            "storagepoolID",
+            "storagedomainID",
+            "imageID",
+            "volumeID",
+            "newSize",
+        ],
+        handler: volume_extend_size,
+    },
+    Verb {
+        name: "Volume.measure",
+        params: &[
+            "volumeID",
+            "storagepoolID",
+            "storagedomainID",
+            "imageID",
+            "dstVolFormat",
+            "backing_chain",
+            "baseID",
+        ],
+        handler: volume_measure,
+    },
+    Verb {
+        name: "Volume.getQemuImageInfo",
+        params: VOLUME_IDS,
+        handler: volume_qemu_info,
+    },
+    Verb {
         name: "SDM.update_volume",
         params: &["job_id", "vol_info", "vol_attr"],
         handler: sdm_update_volume,
@@ -653,6 +682,29 @@ fn volume_set_legality(e: &Arc<Engine>, p: &Params) -> Reply {
         p.enumeration("legality")?,
     )?;
     ok()
+}
+
+fn volume_extend_size(e: &Arc<Engine>, p: &Params) -> Reply {
+    let (sd, img, vol) = volume_ids(p)?;
+    task_id(e.extend_volume(p.uuid("storagepoolID")?, sd, img, vol, p.size("newSize")?)?)
+}
+
+fn volume_measure(e: &Arc<Engine>, p: &Params) -> Reply {
+    let (sd, img, vol) = volume_ids(p)?;
+    let required = e.measure_volume(
+        sd,
+        img,
+        vol,
+        p.enumeration("dstVolFormat")?,
+        p.bool_or("backing_chain", true)?,
+        p.opt_uuid("baseID")?.filter(|b| *b != BLANK_UUID),
+    )?;
+    to_value(&json!({ "required": required }))
+}
+
+fn volume_qemu_info(e: &Arc<Engine>, p: &Params) -> Reply {
+    let (sd, img, vol) = volume_ids(p)?;
+    to_value(&e.volume_qemu_info(sd, img, vol)?)
 }
 
 // ---- Image ----

@@ -103,6 +103,18 @@ impl Engine {
                 }
                 Ok(())
             }
+            Step::ResizeImage {
+                sd,
+                img,
+                vol,
+                format,
+                size,
+            } => {
+                let format = crate::types::VolumeFormat::from_name(format).ok_or_else(|| {
+                    Error::invalid("task record", format!("unknown volume format {format:?}"))
+                })?;
+                self.resize_volume_data(*sd, *img, *vol, format, *size)
+            }
             Step::RemoveImageIfEmpty { sd, img } => {
                 let dom = self.domain(*sd)?;
                 match dom.volumes(*img) {

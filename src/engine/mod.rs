@@ -14,6 +14,7 @@ pub mod pool;
 pub mod recovery;
 pub mod resources;
 pub mod tasks;
+pub mod volume_ops;
 pub mod volumes;
 
 use std::collections::HashMap;

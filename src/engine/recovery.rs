@@ -42,6 +42,14 @@ pub enum Step {
     RelinkLeaf { sd: Uuid, img: Uuid, vol: Uuid },
     /// Remove an image directory that holds no volume metadata any more.
     RemoveImageIfEmpty { sd: Uuid, img: Uuid },
+    /// Set a volume's virtual size (format "RAW" or "COW").
+    ResizeImage {
+        sd: Uuid,
+        img: Uuid,
+        vol: Uuid,
+        format: String,
+        size: u64,
+    },
 }
 
 /// How recovery decides whether a task passed its point of no return.

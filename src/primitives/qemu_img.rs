@@ -224,20 +224,46 @@ pub struct Measure {
 
 /// Space a `target_format` image would need: for an existing image (source
 /// path and format) or for an empty image of `size` bytes.
-pub fn measure(
-    source: Option<(&Path, &str)>,
-    size: Option<u64>,
-    target_format: &str,
-) -> Result<Measure, QemuImgError> {
+/// What `qemu-img measure` measures.
+#[derive(Debug, Clone)]
+pub enum MeasureSource<'a> {
+    /// An empty image of this many bytes.
+    Size(u64),
+    /// An image file of a known format (with its backing chain).
+    File(&'a Path, &'a str),
+    /// A `json:` block specification built by Cairn (never taken from an
+    /// image), e.g. to cut a chain short.
+    Spec(&'a serde_json::Value),
+}
+
+/// Space a `target_format` image would need for `source`.
+pub fn measure(source: MeasureSource<'_>, target_format: &str) -> Result<Measure, QemuImgError> {
     let mut cmd = Command::new(binary());
     cmd.args(["measure", "--output", "json", "-O", target_format]);
-    if let Some(size) = size {
-        cmd.arg("--size").arg(size.to_string());
-    }
-    if let Some((path, fmt)) = source {
-        cmd.arg("-f").arg(fmt).arg(path);
+    match source {
+        MeasureSource::Size(size) => {
+            cmd.arg("--size").arg(size.to_string());
+        }
+        MeasureSource::File(path, fmt) => {
+            cmd.arg("-f").arg(fmt).arg(path);
+        }
+        MeasureSource::Spec(spec) => {
+            cmd.arg(format!("json:{spec}"));
+        }
     }
     parse_json("measure", &run(cmd, "measure")?)
+}
+
+/// Changes an image's virtual size; `shrink` allows making it smaller
+/// (qcow2 refuses without it).
+pub fn resize(path: &Path, format: &str, size: u64, shrink: bool) -> Result<(), QemuImgError> {
+    let mut cmd = Command::new(binary());
+    cmd.args(["resize", "-q", "-f", format]);
+    if shrink {
+        cmd.arg("--shrink");
+    }
+    cmd.arg(path).arg(size.to_string());
+    run(cmd, "resize").map(drop)
 }
 
 #[derive(Debug, Clone)]
@@ -428,7 +454,7 @@ mod real_tests {
 
     #[test]
     fn measure_and_errors() {
-        let m = measure(None, Some(1 << 30), "qcow2").unwrap();
+        let m = measure(MeasureSource::Size(1 << 30), "qcow2").unwrap();
         assert!(m.required < 1 << 20 && m.fully_allocated > 1 << 30);
         let dir = tempfile::tempdir().unwrap();
         let err = info(&dir.path().join("missing"), InfoOptions::default()).unwrap_err();

@@ -811,3 +811,103 @@ fn task_revert_undoes_a_create_when_nothing_builds_on_it() {
     assert_eq!(d.call_err("Task.revert", json!({"taskID": t3})).0, 410);
     vdsm_check(&d.domain_dir(&sd));
 }
+
+#[test]
+fn extend_measure_and_qemu_info() {
+    let d = Daemon::start();
+    let (sp, sd) = d.embedded();
+    let ids = |img: &str, vol: &str| json!({"volumeID": vol, "storagepoolID": sp, "storagedomainID": sd, "imageID": img});
+    let (img, base, top) = (uuid(), uuid(), uuid());
+    d.create_volume(&sp, &sd, &img, &base, json!({"volFormat": "RAW", "preallocate": "PREALLOCATED", "size": (8u64 << 20).to_string()}));
+    d.create_volume(
+        &sp,
+        &sd,
+        &img,
+        &top,
+        json!({"srcImgUUID": img, "srcVolUUID": base, "size": (8u64 << 20).to_string()}),
+    );
+
+    let qi = d.call("Volume.getQemuImageInfo", ids(&img, &top));
+    assert_eq!(qi["format"], "qcow2");
+    assert_eq!(qi["virtualsize"], json!(8u64 << 20));
+    assert_eq!(qi["backingfile"], json!(base));
+    assert_eq!(qi["compat"], "1.1");
+    assert_eq!(qi["clustersize"], 65536);
+    assert_eq!(qi["bitmaps"], json!([]));
+    assert_eq!(
+        d.call("Volume.getQemuImageInfo", ids(&img, &base))["format"],
+        "raw"
+    );
+
+    // Guest data in the base only.
+    let base_path = d.domain_dir(&sd).join("images").join(&img).join(&base);
+    let st = std::process::Command::new("qemu-io")
+        .args(["-f", "raw", "-c", "write -P 0x55 0 4M"])
+        .arg(&base_path)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+
+    // Measure the leaf alone, down to its parent, and the whole chain.
+    let mut m = ids(&img, &top);
+    m["dstVolFormat"] = json!("RAW");
+    assert_eq!(
+        d.call("Volume.measure", m.clone())["required"],
+        json!(8u64 << 20)
+    );
+    m["dstVolFormat"] = json!("COW");
+    m["backing_chain"] = json!(false);
+    let alone = d.call("Volume.measure", m.clone())["required"]
+        .as_u64()
+        .unwrap();
+    m["backing_chain"] = json!(true);
+    m["baseID"] = json!(base);
+    let chain = d.call("Volume.measure", m.clone())["required"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        alone < 1 << 20 && chain >= 4 << 20,
+        "alone {alone}, chain {chain}"
+    );
+    m["baseID"] = json!(uuid());
+    assert_eq!(d.call_err("Volume.measure", m).0, 1000);
+
+    // Extend: both formats; the generation moves on; smaller is refused.
+    for vol in [&top, &base] {
+        let mut p = ids(&img, vol);
+        p["newSize"] = json!((16u64 << 20).to_string());
+        let t = d.call("Volume.extendSize", p);
+        d.task_ok(&t);
+        let info = d.call("Volume.getInfo", ids(&img, vol));
+        assert_eq!(
+            (
+                info["capacity"].as_u64(),
+                info["generation"].as_u64(),
+                info["status"].as_str()
+            ),
+            (Some(16 << 20), Some(1), Some("OK"))
+        );
+        assert_eq!(
+            d.call("Volume.getQemuImageInfo", ids(&img, vol))["virtualsize"],
+            json!(16u64 << 20)
+        );
+    }
+    let truesize = d.call("Volume.getSize", ids(&img, &base))["truesize"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        truesize >= 16 << 20,
+        "a preallocated volume stays preallocated: {truesize}"
+    );
+    let mut p = ids(&img, &top);
+    p["newSize"] = json!((4u64 << 20).to_string());
+    let (code, msg) = d.call_err("Volume.extendSize", p.clone());
+    assert_eq!(code, 232, "{msg}");
+    p["newSize"] = json!("1000");
+    assert_eq!(d.call_err("Volume.extendSize", p).0, 1000);
+    vdsm_check(&d.domain_dir(&sd));
+}

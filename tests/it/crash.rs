@@ -17,6 +17,7 @@ enum Op {
     DeleteLeaf,
     DeleteImage,
     UpdateVolume,
+    Extend,
 }
 
 /// What a case starts from: the embedded pool, an image with a base volume
@@ -50,7 +51,7 @@ fn setup(d: &Daemon, op: Op) -> Setup {
     );
     let target = match op {
         Op::CreateImage | Op::CreateSnapshot => uuid(),
-        Op::DeleteLeaf | Op::UpdateVolume => top.clone(),
+        Op::DeleteLeaf | Op::UpdateVolume | Op::Extend => top.clone(),
         Op::DeleteImage => img.clone(),
     };
     Setup {
@@ -86,6 +87,10 @@ fn start_op(d: &Daemon, s: &Setup, op: Op) -> Result<Value, cairn::client::Clien
         Op::DeleteImage => (
             "Image.delete",
             json!({"imageID": s.img, "storagepoolID": s.sp, "storagedomainID": s.sd, "postZero": false, "force": false}),
+        ),
+        Op::Extend => (
+            "Volume.extendSize",
+            json!({"storagepoolID": s.sp, "storagedomainID": s.sd, "imageID": s.img, "volumeID": s.top, "newSize": "2097152"}),
         ),
         Op::UpdateVolume => {
             let job = uuid();
@@ -133,6 +138,12 @@ fn failpoints(op: Op) -> Vec<(&'static str, bool)> {
             ("image.delete.planned", false),
             ("image.delete.after_rename", true),
             ("image.delete.done", true),
+        ],
+        Op::Extend => vec![
+            ("volume.extend.planned", false),
+            ("volume.extend.after_illegal", false),
+            ("volume.extend.after_resize", false),
+            ("volume.extend.done", true),
         ],
         Op::UpdateVolume => vec![
             ("volume.update.planned", false),
@@ -257,6 +268,21 @@ fn check_outcome(d: &Daemon, s: &Setup, op: Op, took_effect: bool, case: &str) {
                 "{case}"
             );
         }
+        Op::Extend => {
+            let top = volume_status(d, s, &s.top).unwrap();
+            let size = if took_effect { 2 << 20 } else { 1 << 20 };
+            assert_eq!(
+                (top["capacity"].as_u64(), top["legality"].as_str()),
+                (Some(size), Some("LEGAL")),
+                "{case}: {top}"
+            );
+            let qi = d.call("Volume.getQemuImageInfo", json!({"volumeID": s.top, "storagepoolID": s.sp, "storagedomainID": s.sd, "imageID": s.img}));
+            assert_eq!(
+                qi["virtualsize"].as_u64(),
+                Some(size),
+                "{case}: data and metadata agree"
+            );
+        }
         Op::UpdateVolume => {
             let top = volume_status(d, s, &s.top).unwrap();
             assert_eq!(top["legality"], "LEGAL", "{case}\n{}", d.log());
@@ -330,6 +356,11 @@ fn walk_image_delete() {
 }
 
 #[test]
+fn walk_volume_extend() {
+    walk(Op::Extend);
+}
+
+#[test]
 fn walk_update_volume() {
     walk(Op::UpdateVolume);
 }
@@ -343,6 +374,7 @@ fn walk_covers_every_failpoint() {
         Op::DeleteLeaf,
         Op::DeleteImage,
         Op::UpdateVolume,
+        Op::Extend,
     ]
     .into_iter()
     .flat_map(failpoints)
