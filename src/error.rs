@@ -74,6 +74,8 @@ pub enum Error {
     VolumeHasChildren { vol: Uuid, children: String },
     #[error("volume {0} is a shared template; pass force to delete it")]
     CannotDeleteShared(Uuid),
+    #[error("template {vol} is used by {users} other image(s); delete those first")]
+    TemplateInUse { vol: Uuid, users: u64 },
     #[error("cannot snapshot illegal volume {0}")]
     SnapshotOfIllegal(Uuid),
     #[error("volume {0} is illegal and cannot be prepared")]
@@ -192,7 +194,7 @@ impl Error {
             Error::VolumeAlreadyExists(_) => 212,
             Error::ImageNotFound { .. } => 268,
             Error::VolumeHasChildren { .. } => 204,
-            Error::CannotDeleteShared(_) => 223,
+            Error::CannotDeleteShared(_) | Error::TemplateInUse { .. } => 223,
             Error::SnapshotOfIllegal(_) => 226,
             Error::PrepareIllegal(_) => 227,
             Error::BrokenChain { .. } => 262,

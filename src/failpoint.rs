@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 pub const ALL: &[&str] = &[
     "volume.create.planned",
     "volume.create.after_dir",
+    "volume.create.after_links",
     "volume.create.after_data",
     "volume.create.after_lease",
     "volume.create.after_parent",

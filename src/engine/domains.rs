@@ -223,7 +223,7 @@ impl Engine {
     pub fn domain_volumes(&self, sd: Uuid, img: Option<Uuid>) -> Result<Vec<Uuid>> {
         let dom = self.domain(sd)?;
         match img {
-            Some(img) => dom.volumes(img),
+            Some(img) => super::volumes::own_volumes(&dom, img),
             None => {
                 let mut v: Vec<Uuid> = dom.all_volumes()?.into_iter().map(|(_, v)| v).collect();
                 v.sort();

@@ -117,7 +117,7 @@ impl Engine {
             }
             Step::RemoveImageIfEmpty { sd, img } => {
                 let dom = self.domain(*sd)?;
-                match dom.volumes(*img) {
+                match super::volumes::own_volumes(&dom, *img) {
                     Ok(v) if v.is_empty() => super::volumes::remove_image_dir(&dom, *img),
                     Ok(_) | Err(Error::ImageNotFound { .. }) => Ok(()),
                     Err(e) => Err(e),
@@ -193,7 +193,9 @@ impl Engine {
                 removed_any = true;
             }
         }
-        if vols.is_empty() {
+        // Only linked templates left: the rest of an interrupted clone.
+        let own = super::volumes::own_volumes(dom, img)?;
+        if own.is_empty() {
             super::volumes::remove_image_dir(dom, img)?;
             report.removed.push(format!("images/{img}/"));
             return Ok(());
@@ -202,7 +204,7 @@ impl Engine {
             durable::fsync_dir(&dir).ctx("cannot sync", &dir)?;
         }
         let version = dom.manifest()?.version;
-        for &vol in &vols {
+        for &vol in &own {
             let Ok(mut md) = dom.read_volume(img, vol) else {
                 continue;
             };

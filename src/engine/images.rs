@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::recovery::{Commit, RecoveryPlan, Step};
 use super::resources::Mode;
-use super::volumes::read_in_image;
+use super::volumes::{own_volumes, read_in_image, template_users};
 use super::Engine;
 use crate::backend::file::volume::header_disagreement;
 use crate::backend::file::{FileDomain, IMAGES, REMOVED_IMAGE_PREFIX};
@@ -28,8 +28,9 @@ pub struct DeleteImage {
 }
 
 impl Engine {
+    /// Volumes of an image; a template linked into it is listed by its own.
     pub fn image_volumes(&self, sd: Uuid, img: Uuid) -> Result<Vec<Uuid>> {
-        self.domain(sd)?.volumes(img)
+        own_volumes(&*self.domain(sd)?, img)
     }
 
     /// `Image.delete`: the image directory is renamed to `_remove_me_<img>`
@@ -48,6 +49,7 @@ impl Engine {
             // system frees the blocks when the files go.
             tracing::info!(img = %req.img, "postZero/discard are not applied on file domains");
         }
+        refuse_templates_in_use(&dom, req.img)?;
         let engine = self.clone();
         let store = self.task_store(&pool)?;
         self.tasks.spawn("deleteImage", Some(&store), move |ctx| {
@@ -60,6 +62,7 @@ impl Engine {
                     sd: req.sd,
                 });
             }
+            refuse_templates_in_use(&dom, req.img)?;
             let (sd, img) = (req.sd, req.img);
             let doomed_name = format!("{REMOVED_IMAGE_PREFIX}{img}");
             let purge = Step::RemoveTree {
@@ -155,6 +158,21 @@ impl Engine {
             .ctx("cannot remove", &link)
             .map(drop)
     }
+}
+
+/// An image whose template is linked into other images cannot go.
+fn refuse_templates_in_use(dom: &FileDomain, img: Uuid) -> Result<()> {
+    for vol in own_volumes(dom, img)? {
+        let users = template_users(dom, img, vol);
+        if users > 0
+            && dom
+                .read_volume(img, vol)
+                .is_ok_and(|md| md.role == crate::types::VolumeRole::Shared)
+        {
+            return Err(Error::TemplateInUse { vol, users });
+        }
+    }
+    Ok(())
 }
 
 /// The chain from `vol` down to its base, top first. Refuses cycles,

@@ -125,7 +125,21 @@ impl Engine {
         let engine = self.clone();
         let store = self.task_store(&pool)?;
         self.tasks.spawn("createVolume", Some(&store), move |ctx| {
-            let _lock = engine.lock_image(req.sd, req.img, Mode::Exclusive)?;
+            // A clone also holds its template's image, shared: the
+            // template cannot go away while it is being linked.
+            let _lock = if req.src_img != BLANK_UUID && req.src_img != req.img {
+                use super::resources::{Resource, DEFAULT_TIMEOUT};
+                engine.resources.acquire(
+                    &[
+                        (Resource::storage(req.sd), Mode::Shared),
+                        (Resource::image(req.sd, req.img), Mode::Exclusive),
+                        (Resource::image(req.sd, req.src_img), Mode::Shared),
+                    ],
+                    DEFAULT_TIMEOUT,
+                )?
+            } else {
+                engine.lock_image(req.sd, req.img, Mode::Exclusive)?
+            };
             engine.require_spm(req.pool)?;
             let parent = engine.validate_create(&dom, &req)?;
             create_volume_steps(ctx, &dom, &req, parent)
@@ -187,12 +201,13 @@ impl Engine {
                 reason: "volumes live in Data domains",
             });
         }
-        let existing = match dom.volumes(req.img) {
+        // Volumes of the image, templates linked into it not counted.
+        let existing = match own_volumes(dom, req.img) {
             Ok(v) => v,
             Err(Error::ImageNotFound { .. }) => Vec::new(),
             Err(e) => return Err(e),
         };
-        if existing.contains(&req.vol) || dom.volume_path(req.img, req.vol).exists() {
+        if dom.meta_path(req.img, req.vol).exists() || dom.volume_path(req.img, req.vol).exists() {
             return Err(Error::VolumeAlreadyExists(req.vol));
         }
         if req.src_vol == BLANK_UUID {
@@ -219,27 +234,48 @@ impl Engine {
                 "srcVolUUID was given without srcImgUUID",
             ));
         }
-        if req.src_img != req.img {
+        let clone = req.src_img != req.img;
+        if clone && !existing.is_empty() {
             return Err(Error::invalid(
-                "srcImgUUID",
-                "a snapshot's parent must be in the same image (cloning from a template image is not supported yet)",
+                "imageID",
+                format!(
+                    "image {} already has volumes; a clone of a template starts a new image",
+                    req.img
+                ),
             ));
         }
-        if !existing.contains(&req.src_vol) {
-            return Err(Error::VolumeNotFound(req.src_vol));
+        let parent = match read_in_image(dom, req.src_img, req.src_vol) {
+            Err(Error::ImageNotFound { .. }) if !clone => {
+                return Err(Error::VolumeNotFound(req.src_vol))
+            }
+            other => other?,
+        };
+        if parent.image != req.src_img {
+            return Err(Error::invalid(
+                "srcImgUUID",
+                format!("volume {} belongs to image {}", req.src_vol, parent.image),
+            ));
         }
-        let parent = dom.read_volume(req.img, req.src_vol)?;
         if parent.legality != VolumeLegality::Legal {
             return Err(Error::SnapshotOfIllegal(req.src_vol));
         }
-        if parent.role != VolumeRole::Leaf {
-            return Err(Error::invalid(
-                "srcVolUUID",
-                format!("volume {} is not the leaf of its image", req.src_vol),
-            ));
+        match (clone, parent.role) {
+            (false, VolumeRole::Leaf) | (true, VolumeRole::Shared) => {}
+            (false, _) => {
+                return Err(Error::invalid("srcVolUUID", format!("volume {} is not the leaf of its image", req.src_vol)))
+            }
+            (true, _) => {
+                return Err(Error::invalid(
+                    "srcVolUUID",
+                    format!("volume {} is not a template (SHARED); only templates are cloned into other images", req.src_vol),
+                ))
+            }
         }
         if req.format != VolumeFormat::Cow {
-            return Err(Error::invalid("volFormat", "a snapshot must be COW"));
+            return Err(Error::invalid(
+                "volFormat",
+                "a snapshot or a clone must be COW",
+            ));
         }
         if req.size < parent.capacity {
             return Err(Error::invalid(
@@ -367,13 +403,35 @@ pub(crate) fn read_in_image(dom: &FileDomain, img: Uuid, vol: Uuid) -> Result<Vo
         return Err(Error::ImageNotFound { img, sd: dom.sd });
     }
     let md = dom.read_volume(img, vol)?;
-    if md.image != img {
+    // A template (SHARED) is hard-linked into the images cloned from it,
+    // metadata included, so there it names its own image.
+    if md.image != img && md.role != VolumeRole::Shared {
         return Err(Error::VolumeMetadataRead {
             vol,
             reason: format!("metadata names image {}", md.image),
         });
     }
     Ok(md)
+}
+
+/// Volumes that belong to `img`: templates linked into it are not counted.
+pub(crate) fn own_volumes(dom: &FileDomain, img: Uuid) -> Result<Vec<Uuid>> {
+    let mut out = Vec::new();
+    for vol in dom.volumes(img)? {
+        match dom.read_volume(img, vol) {
+            Ok(md) if md.image != img => {}
+            _ => out.push(vol),
+        }
+    }
+    Ok(out)
+}
+
+/// Other images a template is linked into (its data file's extra links).
+pub(crate) fn template_users(dom: &FileDomain, img: Uuid, vol: Uuid) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dom.volume_path(img, vol))
+        .map(|m| m.nlink().saturating_sub(1))
+        .unwrap_or(0)
 }
 
 fn rel(img: Uuid, name: impl std::fmt::Display) -> String {
@@ -396,12 +454,33 @@ fn create_volume_steps(
     let img_dir = dom.image_dir(img);
     let new_image = !img_dir.is_dir();
 
+    // A clone of a template links the template's files into the new image.
+    let template = parent
+        .as_ref()
+        .filter(|p| p.role == VolumeRole::Shared)
+        .map(|p| (p.image, req.src_vol));
+    let template_files = |t: Uuid| {
+        [
+            t.to_string(),
+            format!("{t}{META_SUFFIX}"),
+            format!("{t}{LEASE_SUFFIX}"),
+        ]
+    };
+
     let mut undo = Vec::new();
     if new_image {
         undo.push(Step::RemoveEmptyDir {
             sd,
             path: format!("{}/{img}", crate::backend::file::IMAGES),
         });
+    }
+    if let Some((_, t)) = template {
+        for name in template_files(t) {
+            undo.push(Step::RemoveFile {
+                sd,
+                path: rel(img, name),
+            });
+        }
     }
     undo.push(Step::RemoveFile {
         sd,
@@ -411,7 +490,7 @@ fn create_volume_steps(
         sd,
         path: rel(img, format_args!("{vol}{LEASE_SUFFIX}")),
     });
-    if let Some(p) = &parent {
+    if let Some(p) = parent.as_ref().filter(|_| template.is_none()) {
         let contents = p.render(version).map_err(|e| Error::VolumeMetadataWrite {
             vol: req.src_vol,
             reason: e.to_string(),
@@ -448,6 +527,21 @@ fn create_volume_steps(
         })?;
     }
     failpoint::hit("volume.create.after_dir")?;
+    if let Some((timg, t)) = template {
+        let from = dom.image_dir(timg);
+        for name in template_files(t) {
+            match std::fs::hard_link(from.join(&name), img_dir.join(&name)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(dom.io_failure(e, |e| {
+                        Error::io_path("cannot link the template", &from.join(&name), e)
+                    }))
+                }
+            }
+        }
+        failpoint::hit("volume.create.after_links")?;
+    }
     ctx.check_abort()?;
 
     let parent_name = req.src_vol.to_string();
@@ -468,7 +562,7 @@ fn create_volume_steps(
     failpoint::hit("volume.create.after_lease")?;
     ctx.check_abort()?;
 
-    if let Some(parent_md) = &parent {
+    if let Some(parent_md) = parent.as_ref().filter(|_| template.is_none()) {
         let mut internal = parent_md.clone();
         internal.role = VolumeRole::Internal;
         dom.write_volume(img, req.src_vol, &internal, version)?;
@@ -515,8 +609,24 @@ fn create_volume_steps(
 
 fn validate_delete(dom: &FileDomain, req: &DeleteVolume) -> Result<VolumeMetadata> {
     let md = read_in_image(dom, req.img, req.vol)?;
+    if md.image != req.img {
+        return Err(Error::invalid(
+            "imageID",
+            format!(
+                "volume {} is a template of image {}, linked here; delete it from there",
+                req.vol, md.image
+            ),
+        ));
+    }
     if md.role == VolumeRole::Shared && !req.force {
         return Err(Error::CannotDeleteShared(req.vol));
+    }
+    let users = template_users(dom, req.img, req.vol);
+    if md.role == VolumeRole::Shared && users > 0 {
+        return Err(Error::TemplateInUse {
+            vol: req.vol,
+            users,
+        });
     }
     let children = children_of(dom, req.img, req.vol)?;
     if !children.is_empty() {

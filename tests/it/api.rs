@@ -911,3 +911,117 @@ fn extend_measure_and_qemu_info() {
     assert_eq!(d.call_err("Volume.extendSize", p).0, 1000);
     vdsm_check(&d.domain_dir(&sd));
 }
+
+#[test]
+fn templates_and_thin_clones() {
+    let d = Daemon::start();
+    let (sp, sd) = d.embedded();
+    let (timg, tvol) = (uuid(), uuid());
+    d.create_volume(
+        &sp,
+        &sd,
+        &timg,
+        &tvol,
+        json!({"size": (8u64 << 20).to_string(), "desc": "golden"}),
+    );
+    // Only a template can be cloned into another image.
+    let (code, _) = d.call_err(
+        "Volume.create",
+        volume_params(
+            &sp,
+            &sd,
+            &uuid(),
+            &uuid(),
+            json!({"srcImgUUID": timg, "srcVolUUID": tvol, "size": (8u64 << 20).to_string()}),
+        ),
+    );
+    assert_eq!(code, 1000);
+    let job = uuid();
+    d.call("SDM.update_volume", json!({"job_id": job, "vol_info": {"sd_id": sd, "img_id": timg, "vol_id": tvol}, "vol_attr": {"type": "SHARED"}}));
+    for _ in 0..1000 {
+        if d.call("Host.getJobs", json!({"job_ids": [job]}))[&job]["status"] == "done" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+
+    // Two thin clones in new images.
+    let clones: Vec<(String, String)> = (0..2).map(|_| (uuid(), uuid())).collect();
+    for (img, vol) in &clones {
+        d.create_volume(
+            &sp,
+            &sd,
+            img,
+            vol,
+            json!({"srcImgUUID": timg, "srcVolUUID": tvol, "size": (8u64 << 20).to_string()}),
+        );
+        assert_eq!(
+            d.call(
+                "Image.getVolumes",
+                json!({"imageID": img, "storagepoolID": sp, "storagedomainID": sd})
+            ),
+            json!([vol])
+        );
+        let info = d.call(
+            "Volume.getInfo",
+            json!({"volumeID": vol, "storagepoolID": sp, "storagedomainID": sd, "imageID": img}),
+        );
+        assert_eq!(
+            (info["parent"].as_str(), info["voltype"].as_str()),
+            (Some(tvol.as_str()), Some("LEAF"))
+        );
+        let path = d.call(
+            "Image.prepare",
+            json!({"storagepoolID": sp, "storagedomainID": sd, "imageID": img, "volumeID": vol}),
+        )["path"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let chain = qemu_img_json(&["info", "--output", "json", "--backing-chain", "-U", &path]);
+        assert_eq!(chain.as_array().unwrap().len(), 2, "clone -> template");
+    }
+    let tinfo = d.call(
+        "Volume.getInfo",
+        json!({"volumeID": tvol, "storagepoolID": sp, "storagedomainID": sd, "imageID": timg}),
+    );
+    assert_eq!(tinfo["voltype"], "SHARED", "a template stays SHARED");
+    let dump = d.call("StorageDomain.dump", json!({"sd_id": sd}));
+    assert_eq!(
+        dump["volumes"].as_object().unwrap().len(),
+        3,
+        "the template is listed once: {dump}"
+    );
+    vdsm_check(&d.domain_dir(&sd));
+
+    // In use: neither the template nor its image can go.
+    let del_t = json!({"volumeID": tvol, "storagepoolID": sp, "storagedomainID": sd, "imageID": timg, "postZero": false, "force": true});
+    let (code, msg) = d.call_err("Volume.delete", del_t.clone());
+    assert_eq!(code, 223, "{msg}");
+    assert!(msg.contains("2 other image"), "{msg}");
+    assert_eq!(d.call_err("Image.delete", json!({"imageID": timg, "storagepoolID": sp, "storagedomainID": sd, "postZero": false, "force": false})).0, 223);
+    // Nor through a clone's image, where it is only linked.
+    let (img0, _) = &clones[0];
+    let (code, _) = d.call_err("Volume.delete", json!({"volumeID": tvol, "storagepoolID": sp, "storagedomainID": sd, "imageID": img0, "postZero": false, "force": true}));
+    assert_eq!(code, 1000);
+
+    // Deleting the clones frees the template; then it can be deleted.
+    for (img, vol) in &clones {
+        let t = d.call("Volume.delete", json!({"volumeID": vol, "storagepoolID": sp, "storagedomainID": sd, "imageID": img, "postZero": false, "force": false}));
+        d.task_ok(&t);
+        assert_eq!(
+            d.call_err(
+                "Image.getVolumes",
+                json!({"imageID": img, "storagepoolID": sp, "storagedomainID": sd})
+            )
+            .0,
+            268,
+            "the emptied clone image is gone"
+        );
+    }
+    let t = d.call("Volume.delete", del_t);
+    d.task_ok(&t);
+    assert_eq!(
+        d.call("StorageDomain.getImages", json!({"storagedomainID": sd})),
+        json!([])
+    );
+}

@@ -390,7 +390,7 @@ fn existing_volume_and_wrong_parents() {
             json!({"srcImgUUID": img, "srcVolUUID": vol}),
         ),
         1000,
-        "same image",
+        "not a template",
     );
 
     // An illegal parent cannot be snapshotted.

@@ -18,6 +18,7 @@ enum Op {
     DeleteImage,
     UpdateVolume,
     Extend,
+    CloneTemplate,
 }
 
 /// What a case starts from: the embedded pool, an image with a base volume
@@ -49,8 +50,26 @@ fn setup(d: &Daemon, op: Op) -> Setup {
         &top,
         json!({"srcImgUUID": img, "srcVolUUID": base, "size": "1048576"}),
     );
+    if let Op::CloneTemplate = op {
+        // A template of its own, in another image.
+        let (timg, tvol) = (uuid(), uuid());
+        d.create_volume(&sp, &sd, &timg, &tvol, json!({"size": "1048576"}));
+        let job = uuid();
+        d.call("SDM.update_volume", json!({"job_id": job, "vol_info": {"sd_id": sd, "img_id": timg, "vol_id": tvol}, "vol_attr": {"type": "SHARED"}}));
+        while d.call("Host.getJobs", json!({"job_ids": [job]}))[&job]["status"] != "done" {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        return Setup {
+            sp,
+            sd,
+            img: timg,
+            base: tvol.clone(),
+            top: tvol,
+            target: uuid(),
+        };
+    }
     let target = match op {
-        Op::CreateImage | Op::CreateSnapshot => uuid(),
+        Op::CreateImage | Op::CreateSnapshot | Op::CloneTemplate => uuid(),
         Op::DeleteLeaf | Op::UpdateVolume | Op::Extend => top.clone(),
         Op::DeleteImage => img.clone(),
     };
@@ -87,6 +106,16 @@ fn start_op(d: &Daemon, s: &Setup, op: Op) -> Result<Value, cairn::client::Clien
         Op::DeleteImage => (
             "Image.delete",
             json!({"imageID": s.img, "storagepoolID": s.sp, "storagedomainID": s.sd, "postZero": false, "force": false}),
+        ),
+        Op::CloneTemplate => (
+            "Volume.create",
+            volume_params(
+                &s.sp,
+                &s.sd,
+                &uuid(),
+                &s.target,
+                json!({"srcImgUUID": s.img, "srcVolUUID": s.base, "size": "1048576"}),
+            ),
         ),
         Op::Extend => (
             "Volume.extendSize",
@@ -125,6 +154,11 @@ fn failpoints(op: Op) -> Vec<(&'static str, bool)> {
         v
     };
     match op {
+        Op::CloneTemplate => {
+            let mut v = create(false);
+            v.insert(2, ("volume.create.after_links", false));
+            v
+        }
         Op::CreateImage => create(false),
         Op::CreateSnapshot => create(true),
         Op::DeleteLeaf => vec![
@@ -268,6 +302,16 @@ fn check_outcome(d: &Daemon, s: &Setup, op: Op, took_effect: bool, case: &str) {
                 "{case}"
             );
         }
+        Op::CloneTemplate => {
+            assert_eq!(present(&s.target), took_effect, "{case}");
+            let t = volume_status(d, s, &s.base).unwrap();
+            assert_eq!(t["voltype"], "SHARED", "{case}");
+            // Linked into exactly the clones that exist.
+            let links = std::fs::metadata(domain.join("images").join(&s.img).join(&s.base))
+                .map(|m| std::os::unix::fs::MetadataExt::nlink(&m))
+                .unwrap();
+            assert_eq!(links, if took_effect { 2 } else { 1 }, "{case}");
+        }
         Op::Extend => {
             let top = volume_status(d, s, &s.top).unwrap();
             let size = if took_effect { 2 << 20 } else { 1 << 20 };
@@ -356,6 +400,11 @@ fn walk_image_delete() {
 }
 
 #[test]
+fn walk_clone_from_template() {
+    walk(Op::CloneTemplate);
+}
+
+#[test]
 fn walk_volume_extend() {
     walk(Op::Extend);
 }
@@ -375,6 +424,7 @@ fn walk_covers_every_failpoint() {
         Op::DeleteImage,
         Op::UpdateVolume,
         Op::Extend,
+        Op::CloneTemplate,
     ]
     .into_iter()
     .flat_map(failpoints)

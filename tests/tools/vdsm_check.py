@@ -136,7 +136,8 @@ def check_volume(dir, vol, sd, img, version):
         problem("%s.meta lacks %s" % (vol, sorted(want - set(md))))
     if set(md) - want:
         problem("%s.meta has extra keys %s" % (vol, sorted(set(md) - want)))
-    if md.get("DOMAIN") != sd or md.get("IMAGE") != img:
+    # A template (SHARED) is hard-linked into the images cloned from it.
+    if md.get("DOMAIN") != sd or (md.get("IMAGE") != img and md.get("VOLTYPE") != "SHARED"):
         problem("%s.meta names another domain or image" % vol)
     for f in (vol, vol + ".lease"):
         if not os.path.isfile(os.path.join(dir, f)):

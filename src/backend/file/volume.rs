@@ -76,12 +76,17 @@ impl FileDomain {
         Ok(out)
     }
 
-    /// Every (image, volume) of the domain.
+    /// Every (image, volume) of the domain, each volume once (a template
+    /// linked into clones is listed in its own image only).
     pub fn all_volumes(&self) -> Result<Vec<(Uuid, Uuid)>> {
         let mut out = Vec::new();
         for img in self.images()? {
             match self.volumes(img) {
-                Ok(vols) => out.extend(vols.into_iter().map(|v| (img, v))),
+                Ok(vols) => out.extend(
+                    vols.into_iter()
+                        .filter(|&v| self.read_volume(img, v).map_or(true, |md| md.image == img))
+                        .map(|v| (img, v)),
+                ),
                 // Removed while listing.
                 Err(Error::ImageNotFound { .. }) => {}
                 Err(e) => return Err(e),
@@ -429,6 +434,10 @@ fn scan_image(fd: &rustix::fd::OwnedFd, img: Uuid, out: &mut Vec<ScannedVolume>)
             }
             _ => None,
         };
+        // A template linked into a clone is listed in its own image.
+        if md.as_ref().is_ok_and(|m| m.image != img) {
+            continue;
+        }
         out.push(ScannedVolume {
             img,
             vol,
