@@ -641,15 +641,14 @@ fn volume_create(e: &Arc<Engine>, p: &Params) -> Reply {
 }
 
 fn volume_delete(e: &Arc<Engine>, p: &Params) -> Reply {
-    // postZero and discard do not apply to file volumes (as in VDSM).
-    p.opt_bool("postZero")?;
-    p.opt_bool("discard")?;
     task_id(e.delete_volume(DeleteVolume {
         vol: p.uuid("volumeID")?,
         pool: p.uuid("storagepoolID")?,
         sd: p.uuid("storagedomainID")?,
         img: p.uuid("imageID")?,
         force: p.bool_or("force", false)?,
+        post_zero: p.bool_or("postZero", false)?,
+        discard: p.bool_or("discard", false)?,
     })?)
 }
 

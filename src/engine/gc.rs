@@ -103,6 +103,28 @@ impl Engine {
                 }
                 Ok(())
             }
+            Step::Scrub {
+                sd,
+                path,
+                zero,
+                discard,
+            } => {
+                let p = domain_path(&*self.domain(*sd)?, path)?;
+                let files: Vec<PathBuf> = match fs::read_dir(&p) {
+                    Ok(entries) => entries.flatten().map(|e| e.path()).collect(),
+                    Err(e)
+                        if e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) =>
+                    {
+                        vec![p.clone()]
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+                    Err(e) => return Err(Error::io_path("cannot list", &p, e)),
+                };
+                for f in files {
+                    scrub_file(&f, *zero, *discard)?;
+                }
+                Ok(())
+            }
             Step::ResizeImage {
                 sd,
                 img,
@@ -224,6 +246,28 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// Zeroes and/or discards one file's data, unless the file is also linked
+/// from elsewhere (a template shared with clones keeps its data).
+fn scrub_file(path: &Path, zero: bool, discard: bool) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let f = match fs::OpenOptions::new().write(true).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io_path("cannot open", path, e)),
+    };
+    let meta = f.metadata().ctx("cannot stat", path)?;
+    if !meta.is_file() || meta.nlink() > 1 {
+        return Ok(());
+    }
+    if zero {
+        crate::primitives::extents::zero_data(&f).ctx("cannot zero", path)?;
+    }
+    if discard {
+        crate::primitives::extents::discard(&f).ctx("cannot discard", path)?;
+    }
+    Ok(())
 }
 
 /// The engine as the task manager's recovery step runner. Holds the engine

@@ -44,11 +44,6 @@ impl Engine {
                 sd: req.sd,
             });
         }
-        if req.post_zero || req.discard {
-            // As in VDSM, file domains neither zero nor discard: the file
-            // system frees the blocks when the files go.
-            tracing::info!(img = %req.img, "postZero/discard are not applied on file domains");
-        }
         refuse_templates_in_use(&dom, req.img)?;
         let engine = self.clone();
         let store = self.task_store(&pool)?;
@@ -69,9 +64,17 @@ impl Engine {
                 sd,
                 path: format!("{IMAGES}/{doomed_name}"),
             };
+            // Zeroing and discarding happen after the commit point: a crash
+            // never leaves a half-zeroed image that still looks alive.
+            let scrub = (req.post_zero || req.discard).then(|| Step::Scrub {
+                sd,
+                path: format!("{IMAGES}/{doomed_name}"),
+                zero: req.post_zero,
+                discard: req.discard,
+            });
             ctx.plan(RecoveryPlan {
                 undo: Vec::new(),
-                redo: vec![purge.clone()],
+                redo: scrub.iter().chain([&purge]).cloned().collect(),
                 commit: Some(Commit::Missing {
                     sd,
                     path: format!("{IMAGES}/{img}"),
@@ -86,6 +89,9 @@ impl Engine {
             durable::fsync_dir(&images).ctx("cannot sync", &images)?;
             ctx.commit();
             failpoint::hit("image.delete.after_rename")?;
+            if let Some(scrub) = &scrub {
+                engine.run_step(scrub)?;
+            }
             engine.run_step(&purge)?;
             engine.remove_run_link(sd, img)?;
             failpoint::hit("image.delete.done")?;

@@ -42,6 +42,14 @@ pub enum Step {
     RelinkLeaf { sd: Uuid, img: Uuid, vol: Uuid },
     /// Remove an image directory that holds no volume metadata any more.
     RemoveImageIfEmpty { sd: Uuid, img: Uuid },
+    /// Zero and/or discard the data of a file, or of every file in a
+    /// directory; files linked elsewhere too (templates) are left alone.
+    Scrub {
+        sd: Uuid,
+        path: String,
+        zero: bool,
+        discard: bool,
+    },
     /// Set a volume's virtual size (format "RAW" or "COW").
     ResizeImage {
         sd: Uuid,

@@ -44,6 +44,10 @@ pub struct DeleteVolume {
     pub img: Uuid,
     pub vol: Uuid,
     pub force: bool,
+    /// Overwrite the data with zeros before removing it.
+    pub post_zero: bool,
+    /// Give the data's blocks back to the storage before removing it.
+    pub discard: bool,
 }
 
 /// The metadata part of `VolumeInfo` / `VolumeDump`, with VDSM's names.
@@ -670,28 +674,42 @@ fn delete_volume_steps(
     md: VolumeMetadata,
 ) -> Result<()> {
     let (sd, img, vol) = (dom.sd, req.img, req.vol);
-    let mut redo = vec![
-        Step::RemoveFile {
+    let mut files = Vec::new();
+    if req.post_zero || req.discard {
+        files.push(Step::Scrub {
             sd,
             path: rel(img, vol),
-        },
-        Step::RemoveFile {
-            sd,
-            path: rel(img, format_args!("{vol}{LEASE_SUFFIX}")),
-        },
-    ];
-    if md.parent != BLANK_UUID {
-        redo.push(Step::RelinkLeaf {
+            zero: req.post_zero,
+            discard: req.discard,
+        });
+    }
+    files.push(Step::RemoveFile {
+        sd,
+        path: rel(img, vol),
+    });
+    files.push(Step::RemoveFile {
+        sd,
+        path: rel(img, format_args!("{vol}{LEASE_SUFFIX}")),
+    });
+    let parent: Vec<Step> = (md.parent != BLANK_UUID)
+        .then_some(Step::RelinkLeaf {
             sd,
             img,
             vol: md.parent,
-        });
-    }
-    redo.push(Step::RemoveImageIfEmpty { sd, img });
+        })
+        .into_iter()
+        .collect();
+    let image = Step::RemoveImageIfEmpty { sd, img };
+    let redo: Vec<Step> = files
+        .iter()
+        .chain(&parent)
+        .chain([&image])
+        .cloned()
+        .collect();
     let meta = rel(img, format_args!("{vol}{META_SUFFIX}"));
     ctx.plan(RecoveryPlan {
         undo: Vec::new(),
-        redo: redo.clone(),
+        redo,
         commit: Some(Commit::Missing { sd, path: meta }),
     })?;
     failpoint::hit("volume.delete.planned")?;
@@ -702,18 +720,15 @@ fn delete_volume_steps(
     durable::fsync_dir(&img_dir).map_err(|e| Error::io_path("cannot sync", &img_dir, e))?;
     ctx.commit();
     failpoint::hit("volume.delete.after_metadata")?;
-
-    let (files, rest) = redo.split_at(2);
-    for step in files {
+    for step in &files {
         engine.run_step(step)?;
     }
     failpoint::hit("volume.delete.after_data")?;
-    let (parent, image) = rest.split_at(rest.len() - 1);
-    for step in parent {
+    for step in &parent {
         engine.run_step(step)?;
     }
     failpoint::hit("volume.delete.after_parent")?;
-    engine.run_step(&image[0])?;
+    engine.run_step(&image)?;
     failpoint::hit("volume.delete.done")?;
     tracing::info!(sd = %sd, img = %img, vol = %vol, "volume deleted");
     Ok(())

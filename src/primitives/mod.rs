@@ -1,6 +1,7 @@
 //! Building blocks with no knowledge of pools or domains.
 
 pub mod durable;
+pub mod extents;
 pub mod lease;
 pub mod mount;
 pub mod probe;

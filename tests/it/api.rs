@@ -1025,3 +1025,99 @@ fn templates_and_thin_clones() {
         json!([])
     );
 }
+
+#[test]
+fn post_zero_and_discard_scrub_deleted_data_but_never_a_template() {
+    let d = Daemon::start();
+    let (sp, sd) = d.embedded();
+    let images = d.domain_dir(&sd).join("images");
+    let write = |path: &std::path::Path, fmt: &str| {
+        let out = std::process::Command::new("qemu-io")
+            .args(["-f", fmt, "-c", "write -P 0x5a 0 1M"])
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let all_zero = |path: &std::path::Path| std::fs::read(path).unwrap().iter().all(|&b| b == 0);
+    let blocks = |path: &std::path::Path| {
+        std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(path).unwrap())
+    };
+
+    // Volume.delete with postZero, checked through an open handle (a second
+    // link would make the file look shared, and shared files are skipped).
+    let (img, vol) = (uuid(), uuid());
+    d.create_volume(
+        &sp,
+        &sd,
+        &img,
+        &vol,
+        json!({"volFormat": "RAW", "size": (4u64 << 20).to_string()}),
+    );
+    let data = images.join(&img).join(&vol);
+    write(&data, "raw");
+    let handle = std::fs::File::open(&data).unwrap();
+    let t = d.call("Volume.delete", json!({"volumeID": vol, "storagepoolID": sp, "storagedomainID": sd, "imageID": img, "postZero": true, "force": false}));
+    d.task_ok(&t);
+    assert!(!data.exists());
+    let mut buf = vec![1u8; 1 << 20];
+    std::os::unix::fs::FileExt::read_exact_at(&handle, &mut buf, 0).unwrap();
+    assert!(buf.iter().all(|&b| b == 0), "the deleted volume was zeroed");
+
+    // Image.delete with postZero and discard, checked through an open handle.
+    let (img2, vol2) = (uuid(), uuid());
+    d.create_volume(
+        &sp,
+        &sd,
+        &img2,
+        &vol2,
+        json!({"volFormat": "RAW", "size": (4u64 << 20).to_string()}),
+    );
+    let data2 = images.join(&img2).join(&vol2);
+    write(&data2, "raw");
+    let handle = std::fs::File::open(&data2).unwrap();
+    let t = d.call("Image.delete", json!({"imageID": img2, "storagepoolID": sp, "storagedomainID": sd, "postZero": true, "discard": true, "force": false}));
+    d.task_ok(&t);
+    let mut buf = vec![1u8; 1 << 20];
+    std::os::unix::fs::FileExt::read_exact_at(&handle, &mut buf, 0).unwrap();
+    assert!(buf.iter().all(|&b| b == 0), "the deleted data was zeroed");
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::blocks(&handle.metadata().unwrap()),
+        0,
+        "and discarded"
+    );
+
+    // A clone's image deleted with postZero leaves its template's data alone.
+    let (timg, tvol) = (uuid(), uuid());
+    d.create_volume(
+        &sp,
+        &sd,
+        &timg,
+        &tvol,
+        json!({"volFormat": "RAW", "size": (4u64 << 20).to_string()}),
+    );
+    let tdata = images.join(&timg).join(&tvol);
+    write(&tdata, "raw");
+    let job = uuid();
+    d.call("SDM.update_volume", json!({"job_id": job, "vol_info": {"sd_id": sd, "img_id": timg, "vol_id": tvol}, "vol_attr": {"type": "SHARED"}}));
+    while d.call("Host.getJobs", json!({"job_ids": [job]}))[&job]["status"] != "done" {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let (cimg, cvol) = (uuid(), uuid());
+    d.create_volume(
+        &sp,
+        &sd,
+        &cimg,
+        &cvol,
+        json!({"srcImgUUID": timg, "srcVolUUID": tvol, "size": (4u64 << 20).to_string()}),
+    );
+    let t = d.call("Image.delete", json!({"imageID": cimg, "storagepoolID": sp, "storagedomainID": sd, "postZero": true, "discard": true, "force": false}));
+    d.task_ok(&t);
+    assert!(!all_zero(&tdata), "the template keeps its data");
+    assert!(blocks(&tdata) > 0);
+    vdsm_check(&d.domain_dir(&sd));
+}
