@@ -187,6 +187,9 @@ enum VolumeCmd {
         /// Parent volume in the same image: creates a snapshot.
         #[arg(long)]
         parent: Option<String>,
+        /// A template to clone thin into a new image: IMAGE/VOLUME.
+        #[arg(long, conflicts_with = "parent")]
+        template: Option<String>,
         #[arg(long, default_value = "")]
         description: String,
         #[arg(long)]
@@ -215,6 +218,28 @@ enum VolumeCmd {
         domain: Option<String>,
         #[arg(long)]
         wait: bool,
+        /// Overwrite the data with zeros before it goes.
+        #[arg(long)]
+        post_zero: bool,
+    },
+    /// Grow a volume's virtual size.
+    Extend {
+        image: String,
+        volume: String,
+        /// New virtual size (K, M, G, T suffixes).
+        #[arg(long)]
+        size: String,
+        #[arg(long)]
+        domain: Option<String>,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Make a base volume a template (SHARED) that new images can clone.
+    MakeTemplate {
+        image: String,
+        volume: String,
+        #[arg(long)]
+        domain: Option<String>,
     },
 }
 
@@ -873,6 +898,7 @@ fn volume(ctx: &Ctx, cmd: VolumeCmd) -> Res<()> {
             image,
             volume,
             parent,
+            template,
             description,
             domain,
             wait,
@@ -886,9 +912,15 @@ fn volume(ctx: &Ctx, cmd: VolumeCmd) -> Res<()> {
             };
             let vol = volume.unwrap_or_else(new_uuid);
             let blank = "00000000-0000-0000-0000-000000000000".to_string();
-            let (src_img, src_vol) = match &parent {
-                Some(p) => (img.clone(), p.clone()),
-                None => (blank.clone(), blank),
+            let (src_img, src_vol) = match (&parent, &template) {
+                (Some(p), _) => (img.clone(), p.clone()),
+                (None, Some(t)) => {
+                    let (ti, tv) = t
+                        .split_once('/')
+                        .ok_or_else(|| usage("--template takes IMAGE/VOLUME"))?;
+                    (ti.to_string(), tv.to_string())
+                }
+                (None, None) => (blank.clone(), blank),
             };
             let t = ctx.client.call(
                 "Volume.create",
@@ -948,13 +980,58 @@ fn volume(ctx: &Ctx, cmd: VolumeCmd) -> Res<()> {
             volume,
             domain,
             wait,
+            post_zero,
         } => {
             let (sp, sd) = pool_and_domain(ctx, domain)?;
             let t = ctx.client.call(
                 "Volume.delete",
-                json!({"volumeID": volume, "storagepoolID": sp, "storagedomainID": sd, "imageID": image, "postZero": false, "force": false}),
+                json!({"volumeID": volume, "storagepoolID": sp, "storagedomainID": sd, "imageID": image, "postZero": post_zero, "force": false}),
             )?;
             finish_task(ctx, &t, wait, "deleting volume")?;
+        }
+        VolumeCmd::Extend {
+            image,
+            volume,
+            size,
+            domain,
+            wait,
+        } => {
+            let (sp, sd) = pool_and_domain(ctx, domain)?;
+            let size = parse_size(&size)?;
+            let t = ctx.client.call(
+                "Volume.extendSize",
+                json!({"storagepoolID": sp, "storagedomainID": sd, "imageID": image, "volumeID": volume, "newSize": size.to_string()}),
+            )?;
+            finish_task(ctx, &t, wait, "extending volume")?;
+        }
+        VolumeCmd::MakeTemplate {
+            image,
+            volume,
+            domain,
+        } => {
+            let sd = domain_id(ctx, domain)?;
+            let job = new_uuid();
+            ctx.client.call(
+                "SDM.update_volume",
+                json!({"job_id": job, "vol_info": {"sd_id": sd, "img_id": image, "vol_id": volume}, "vol_attr": {"type": "SHARED"}}),
+            )?;
+            let status = loop {
+                let jobs = ctx.client.call("Host.getJobs", json!({"job_ids": [job]}))?;
+                let j = jobs[&job].clone();
+                if j["status"] != "pending" && j["status"] != "running" {
+                    break j;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            if status["status"] != "done" {
+                return Err(ClientError::Rpc {
+                    code: status["error"]["code"].as_i64().unwrap_or(0),
+                    message: s(&status["error"]["message"]),
+                });
+            }
+            print_value(ctx, &status, |_| {
+                println!("{image}/{volume} is now a template")
+            });
         }
     }
     Ok(())

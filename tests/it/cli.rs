@@ -178,3 +178,52 @@ fn cairnd_reads_its_config_file() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("datadir"));
 }
+
+#[test]
+fn cli_extend_templates_and_clones() {
+    let d = Daemon::start();
+    let base = json_out(&d, &["volume", "create", "--size", "1G", "--wait"]);
+    let (img, vol) = (
+        base["imageID"].as_str().unwrap().to_string(),
+        base["volumeID"].as_str().unwrap().to_string(),
+    );
+    json_out(
+        &d,
+        &["volume", "extend", &img, &vol, "--size", "2G", "--wait"],
+    );
+    assert_eq!(
+        json_out(&d, &["volume", "info", &img, &vol])["capacity"],
+        2u64 << 30
+    );
+    let made = json_out(&d, &["volume", "make-template", &img, &vol]);
+    assert_eq!(made["status"], "done");
+    let clone = json_out(
+        &d,
+        &[
+            "volume",
+            "create",
+            "--size",
+            "2G",
+            "--template",
+            &format!("{img}/{vol}"),
+            "--wait",
+        ],
+    );
+    let cimg = clone["imageID"].as_str().unwrap();
+    let chain = json_out(&d, &["image", "show", cimg]);
+    assert_eq!(
+        chain.as_array().unwrap().len(),
+        1,
+        "the clone's image lists its own volume: {chain}"
+    );
+    assert_eq!(chain[0]["parent"], serde_json::json!(vol));
+    // The template is in use.
+    let out = cairn(&d, &["volume", "delete", &img, &vol, "--wait"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("error 223"));
+    let out = cairn(
+        &d,
+        &["volume", "create", "--size", "1G", "--template", "nonsense"],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("IMAGE/VOLUME"));
+}
