@@ -1,0 +1,151 @@
+//! Raw-to-raw copy at disk speed: a reflink when source and target share a
+//! file system that supports it, otherwise only the source's data ranges
+//! (SEEK_DATA/SEEK_HOLE) copied in the kernel with copy_file_range; holes
+//! stay holes and are never written as zeros.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+use super::extents::data_ranges;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// FICLONE: the target shares the source's blocks.
+    Reflink,
+    /// copy_file_range over the data ranges.
+    CopyRange,
+    /// read/write over the data ranges (file systems without the above).
+    ReadWrite,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopyStats {
+    pub method: Method,
+    /// Bytes of data copied (holes excluded).
+    pub copied: u64,
+}
+
+/// Copies `src` over `dst` (both open; `dst` writable). The target ends
+/// with the source's length, data where the source has data and holes
+/// where it has holes, synced. `progress` gets (done, total) in bytes.
+pub fn copy_raw(
+    src: &File,
+    dst: &File,
+    mut progress: impl FnMut(u64, u64),
+) -> io::Result<CopyStats> {
+    let len = src.metadata()?.len();
+    if rustix::fs::ioctl_ficlone(dst, src).is_ok() {
+        dst.sync_all()?;
+        progress(len, len);
+        return Ok(CopyStats {
+            method: Method::Reflink,
+            copied: len,
+        });
+    }
+    // Start from an all-hole target of the right size.
+    dst.set_len(0)?;
+    dst.set_len(len)?;
+    let ranges = data_ranges(src)?;
+    let total: u64 = ranges.iter().map(|r| r.1).sum();
+    let mut done = 0;
+    let mut method = Method::CopyRange;
+    for (start, length) in ranges {
+        let mut off = start;
+        let end = start + length;
+        while off < end {
+            let n = match method {
+                Method::CopyRange => {
+                    let (mut in_off, mut out_off) = (off, off);
+                    match rustix::fs::copy_file_range(
+                        src,
+                        Some(&mut in_off),
+                        dst,
+                        Some(&mut out_off),
+                        (end - off) as usize,
+                    ) {
+                        Ok(0) => {
+                            return Err(io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                "source shrank while copying",
+                            ))
+                        }
+                        Ok(n) => n as u64,
+                        // Across file systems on older kernels, or unsupported.
+                        Err(
+                            rustix::io::Errno::XDEV
+                            | rustix::io::Errno::NOSYS
+                            | rustix::io::Errno::INVAL
+                            | rustix::io::Errno::OPNOTSUPP,
+                        ) => {
+                            method = Method::ReadWrite;
+                            continue;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Method::ReadWrite | Method::Reflink => read_write(src, dst, off, end - off)?,
+            };
+            off += n;
+            done += n;
+            progress(done, total);
+        }
+    }
+    dst.sync_all()?;
+    Ok(CopyStats {
+        method,
+        copied: done,
+    })
+}
+
+fn read_write(src: &File, dst: &File, off: u64, len: u64) -> io::Result<u64> {
+    const CHUNK: u64 = 8 << 20;
+    let n = len.min(CHUNK) as usize;
+    let mut buf = vec![0u8; n];
+    src.read_exact_at(&mut buf, off)?;
+    dst.write_all_at(&buf, off)?;
+    Ok(n as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn file(dir: &std::path::Path, name: &str) -> File {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(name))
+            .unwrap()
+    }
+
+    #[test]
+    fn copies_data_and_keeps_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = file(dir.path(), "src");
+        src.set_len(64 << 20).unwrap();
+        src.write_all_at(&[0x11; 1 << 20], 0).unwrap();
+        src.write_all_at(&[0x22; 1 << 20], 40 << 20).unwrap();
+        // The target has old data everywhere; it must not survive.
+        let dst = file(dir.path(), "dst");
+        dst.write_all_at(&vec![0x77; 64 << 20], 0).unwrap();
+        let mut last = (0, 0);
+        let stats = copy_raw(&src, &dst, |d, t| last = (d, t)).unwrap();
+        assert_eq!(last.0, last.1);
+        assert_eq!(
+            std::fs::read(dir.path().join("src")).unwrap(),
+            std::fs::read(dir.path().join("dst")).unwrap()
+        );
+        let blocks = dst.metadata().unwrap().blocks() * 512;
+        if stats.method != Method::Reflink {
+            assert_eq!(stats.copied, 2 << 20);
+            assert!(
+                blocks < 4 << 20,
+                "holes stay holes: {blocks} bytes allocated"
+            );
+        }
+    }
+}
