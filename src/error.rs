@@ -103,6 +103,10 @@ pub enum Error {
     JobExists(Uuid),
     #[error("job {0} does not exist")]
     NoSuchJob(Uuid),
+    #[error("volume {vol} is busy: {reason}")]
+    VolumeBusy { vol: Uuid, reason: String },
+    #[error("destination volume {vol} is {size} bytes; the source needs {needed}")]
+    DestinationTooSmall { vol: Uuid, size: u64, needed: u64 },
     #[error("volume {vol} is {current} bytes; it cannot be resized to {requested}")]
     ResizeSmaller {
         vol: Uuid,
@@ -210,6 +214,8 @@ impl Error {
             Error::NoSuchJob(_) => 66,
             Error::GenerationMismatch { .. } => 911,
             Error::ResizeSmaller { .. } => 232,
+            Error::VolumeBusy { .. } => 203,
+            Error::DestinationTooSmall { .. } => 79,
             Error::ResourceTimeout(_) => 851,
             Error::StorageTypeNotSupported(..) => 468,
             Error::Connection { .. } => 451,

@@ -44,6 +44,10 @@ pub const ALL: &[&str] = &[
     "volume.extend.after_illegal",
     "volume.extend.after_resize",
     "volume.extend.done",
+    "copy.planned",
+    "copy.after_illegal",
+    "copy.after_data",
+    "copy.done",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -289,6 +289,11 @@ pub static VERBS: &[Verb] = &[
         handler: sdm_update_volume,
     },
     Verb {
+        name: "SDM.copy_data",
+        params: &["job_id", "source", "destination", "copy_bitmaps"],
+        handler: sdm_copy_data,
+    },
+    Verb {
         name: "Host.getJobs",
         params: &["job_type", "job_ids"],
         handler: host_get_jobs,
@@ -809,6 +814,28 @@ fn sdm_update_volume(e: &Arc<Engine>, p: &Params) -> Reply {
     let target = volume_ref("vol_info", p.opt_value("vol_info"))?;
     e.update_volume(job, target, volume_attrs(p.opt_value("vol_attr"))?)?;
     ok()
+}
+
+fn sdm_copy_data(e: &Arc<Engine>, p: &Params) -> Reply {
+    let job = p.uuid("job_id")?;
+    let source = endpoint("source", p.opt_value("source"))?;
+    let destination = endpoint("destination", p.opt_value("destination"))?;
+    e.copy_data(job, source, destination, p.bool_or("copy_bitmaps", false)?)?;
+    ok()
+}
+
+/// A `CopyDataEndpoint`: only the "div" (domain, image, volume) kind.
+fn endpoint(name: &str, v: Option<&Value>) -> Result<VolumeRef, ApiError> {
+    match v.and_then(|v| v.get("endpoint_type")) {
+        None | Some(Value::Null) => {}
+        Some(Value::String(t)) if t == "div" => {}
+        Some(t) => {
+            return Err(ApiError::invalid_params(format!(
+                "'{name}.endpoint_type' {t} is not supported; use \"div\""
+            )))
+        }
+    }
+    volume_ref(name, v)
 }
 
 fn host_get_jobs(e: &Arc<Engine>, p: &Params) -> Reply {

@@ -56,6 +56,8 @@ pub struct JobInfo {
     pub description: String,
     pub job_type: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<JobError>,
 }
 
@@ -73,6 +75,7 @@ impl JobInfo {
             status,
             description: st.verb.clone(),
             job_type: "storage",
+            progress: st.progress,
             error: st.error.as_ref().map(|e| JobError {
                 code: e.code(),
                 message: e.to_string(),

@@ -5,6 +5,7 @@
 //! touches storage, and every mutating step of a task has an undo.
 
 pub mod connections;
+pub mod copy_data;
 pub mod domains;
 pub mod embedded;
 pub mod gc;

@@ -74,6 +74,8 @@ pub struct TaskStatus {
     pub error: Option<Arc<Error>>,
     /// When it finished (seconds since the epoch).
     pub ended: Option<u64>,
+    /// Percent done, for operations that report it (copies).
+    pub progress: Option<u32>,
 }
 
 type Body = Box<dyn FnOnce(&TaskCtx) -> Result<()> + Send>;
@@ -143,6 +145,11 @@ impl TaskCtx {
 
     pub fn id(&self) -> Uuid {
         self.task.id()
+    }
+
+    /// Reports how far the task is, in percent.
+    pub fn set_progress(&self, percent: u32) {
+        self.task.status.lock().expect("task").progress = Some(percent.min(100));
     }
 }
 
@@ -234,6 +241,7 @@ impl TaskManager {
                 result: TaskResult::InProgress,
                 error: None,
                 ended: None,
+                progress: None,
             }),
             abort: AtomicBool::new(false),
             queued_at: Instant::now(),
@@ -480,6 +488,7 @@ impl TaskManager {
                         })
                     }),
                     ended: Some(rec.finished.unwrap_or_else(crate::now_secs)),
+                    progress: None,
                 }),
                 abort: AtomicBool::new(false),
                 queued_at: Instant::now(),
@@ -591,6 +600,9 @@ impl TaskManager {
             st.result = result;
             st.error = error.map(Arc::new);
             st.ended = Some(crate::now_secs());
+            if result == TaskResult::Success {
+                st.progress = st.progress.map(|_| 100);
+            }
             st.clone()
         };
         let started = task

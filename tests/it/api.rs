@@ -1121,3 +1121,160 @@ fn post_zero_and_discard_scrub_deleted_data_but_never_a_template() {
     assert!(blocks(&tdata) > 0);
     vdsm_check(&d.domain_dir(&sd));
 }
+
+#[test]
+fn copy_data_collapses_chains_and_converts() {
+    let d = Daemon::start();
+    let (sp, sd) = d.embedded();
+    let images = d.domain_dir(&sd).join("images");
+    let io = |path: &std::path::Path, fmt: &str, cmd: &str| {
+        let out = std::process::Command::new("qemu-io")
+            .args(["-f", fmt, "-c", cmd])
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let size = (16u64 << 20).to_string();
+    // Source: RAW base with data, COW top with more data.
+    let (img, base, top) = (uuid(), uuid(), uuid());
+    d.create_volume(
+        &sp,
+        &sd,
+        &img,
+        &base,
+        json!({"volFormat": "RAW", "size": size}),
+    );
+    d.create_volume(
+        &sp,
+        &sd,
+        &img,
+        &top,
+        json!({"srcImgUUID": img, "srcVolUUID": base, "size": size}),
+    );
+    io(&images.join(&img).join(&base), "raw", "write -P 0x11 0 1M");
+    io(
+        &images.join(&img).join(&top),
+        "qcow2",
+        "write -P 0x22 8M 1M",
+    );
+    let job = |src: (&str, &str), dst: (&str, &str), extra: serde_json::Value| -> Value {
+        let id = uuid();
+        let mut p = json!({"job_id": id, "source": {"endpoint_type": "div", "sd_id": sd, "img_id": src.0, "vol_id": src.1},
+                           "destination": {"endpoint_type": "div", "sd_id": sd, "img_id": dst.0, "vol_id": dst.1}});
+        for (k, v) in extra.as_object().unwrap() {
+            p[k] = v.clone();
+        }
+        d.call("SDM.copy_data", p);
+        for _ in 0..2000 {
+            let j = d.call("Host.getJobs", json!({"job_ids": [id]}))[&id].clone();
+            if j["status"] != "pending" && j["status"] != "running" {
+                return j;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        panic!("copy job did not finish");
+    };
+    let compare = |a: &std::path::Path, afmt: &str, b: &std::path::Path, bfmt: &str| {
+        let out = std::process::Command::new("qemu-img")
+            .args(["compare", "-f", afmt, "-F", bfmt])
+            .arg(a)
+            .arg(b)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let top_path = images.join(&img).join(&top);
+
+    // The chain collapsed into a RAW volume, and into a COW one.
+    for fmt in ["RAW", "COW"] {
+        let (dimg, dvol) = (uuid(), uuid());
+        d.create_volume(
+            &sp,
+            &sd,
+            &dimg,
+            &dvol,
+            json!({"volFormat": fmt, "size": size}),
+        );
+        let j = job((&img, &top), (&dimg, &dvol), json!({}));
+        assert_eq!(
+            (j["status"].as_str(), j["progress"].as_u64()),
+            (Some("done"), Some(100)),
+            "{j}"
+        );
+        let dpath = images.join(&dimg).join(&dvol);
+        compare(
+            &top_path,
+            "qcow2",
+            &dpath,
+            if fmt == "RAW" { "raw" } else { "qcow2" },
+        );
+        let info = d.call(
+            "Volume.getInfo",
+            json!({"volumeID": dvol, "storagepoolID": sp, "storagedomainID": sd, "imageID": dimg}),
+        );
+        assert_eq!(
+            (info["legality"].as_str(), info["generation"].as_u64()),
+            (Some("LEGAL"), Some(1))
+        );
+    }
+    // RAW to RAW natively: data copied, holes kept.
+    let (dimg, dvol) = (uuid(), uuid());
+    d.create_volume(
+        &sp,
+        &sd,
+        &dimg,
+        &dvol,
+        json!({"volFormat": "RAW", "size": size}),
+    );
+    let j = job((&img, &base), (&dimg, &dvol), json!({}));
+    assert_eq!(j["status"], "done", "{j}");
+    let dpath = images.join(&dimg).join(&dvol);
+    compare(&images.join(&img).join(&base), "raw", &dpath, "raw");
+    let used = std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(&dpath).unwrap()) * 512;
+    assert!(used < 4 << 20, "holes kept: {used} bytes used");
+
+    // Refusals.
+    let (simg, svol) = (uuid(), uuid());
+    d.create_volume(
+        &sp,
+        &sd,
+        &simg,
+        &svol,
+        json!({"volFormat": "RAW", "size": "1048576"}),
+    );
+    let refuse = |dst: (&str, &str), extra: serde_json::Value, code: i64| {
+        let mut p = json!({"job_id": uuid(), "source": {"sd_id": sd, "img_id": img, "vol_id": top},
+                           "destination": {"sd_id": sd, "img_id": dst.0, "vol_id": dst.1}});
+        for (k, v) in extra.as_object().unwrap() {
+            p[k] = v.clone();
+        }
+        let (got, msg) = d.call_err("SDM.copy_data", p);
+        assert_eq!(got, code, "{msg}");
+    };
+    refuse((&simg, &svol), json!({}), 79);
+    refuse((&dimg, &dvol), json!({"copy_bitmaps": true}), 1000);
+    refuse((&img, &top), json!({}), 1000);
+    refuse((&img, &base), json!({}), 203);
+    let mut stale = json!({"sd_id": sd, "img_id": dimg, "vol_id": dvol, "generation": 0});
+    let (code, _) = d.call_err("SDM.copy_data", json!({"job_id": uuid(), "source": {"sd_id": sd, "img_id": img, "vol_id": top}, "destination": stale.clone()}));
+    assert_eq!(code, 911, "dst is at generation 1 now");
+    stale["endpoint_type"] = json!("http");
+    let (code, _) = d.call_err("SDM.copy_data", json!({"job_id": uuid(), "source": {"sd_id": sd, "img_id": img, "vol_id": top}, "destination": stale}));
+    assert_eq!(code, -32602);
+    d.call(
+        "Image.prepare",
+        json!({"storagepoolID": sp, "storagedomainID": sd, "imageID": dimg, "volumeID": dvol}),
+    );
+    refuse((&dimg, &dvol), json!({}), 203);
+    vdsm_check(&d.domain_dir(&sd));
+}

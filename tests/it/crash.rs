@@ -19,6 +19,7 @@ enum Op {
     UpdateVolume,
     Extend,
     CloneTemplate,
+    CopyData,
 }
 
 /// What a case starts from: the embedded pool, an image with a base volume
@@ -31,6 +32,8 @@ struct Setup {
     top: String,
     /// The volume or image the operation creates or deletes.
     target: String,
+    /// The image of `target` when it is not `img` (a copy's destination).
+    target_img: String,
 }
 
 fn setup(d: &Daemon, op: Op) -> Setup {
@@ -66,12 +69,26 @@ fn setup(d: &Daemon, op: Op) -> Setup {
             base: tvol.clone(),
             top: tvol,
             target: uuid(),
+            target_img: String::new(),
         };
     }
+    let mut target_img = String::new();
     let target = match op {
         Op::CreateImage | Op::CreateSnapshot | Op::CloneTemplate => uuid(),
         Op::DeleteLeaf | Op::UpdateVolume | Op::Extend => top.clone(),
         Op::DeleteImage => img.clone(),
+        Op::CopyData => {
+            let (dimg, dvol) = (uuid(), uuid());
+            d.create_volume(
+                &sp,
+                &sd,
+                &dimg,
+                &dvol,
+                json!({"volFormat": "RAW", "size": "1048576"}),
+            );
+            target_img = dimg;
+            dvol
+        }
     };
     Setup {
         sp,
@@ -80,6 +97,7 @@ fn setup(d: &Daemon, op: Op) -> Setup {
         base,
         top,
         target,
+        target_img,
     }
 }
 
@@ -121,6 +139,12 @@ fn start_op(d: &Daemon, s: &Setup, op: Op) -> Result<Value, cairn::client::Clien
             "Volume.extendSize",
             json!({"storagepoolID": s.sp, "storagedomainID": s.sd, "imageID": s.img, "volumeID": s.top, "newSize": "2097152"}),
         ),
+        Op::CopyData => {
+            let job = uuid();
+            let params = json!({"job_id": job, "source": {"sd_id": s.sd, "img_id": s.img, "vol_id": s.top},
+                                "destination": {"sd_id": s.sd, "img_id": s.target_img, "vol_id": s.target}});
+            return d.client.call("SDM.copy_data", params).map(|_| json!(job));
+        }
         Op::UpdateVolume => {
             let job = uuid();
             let params = json!({"job_id": job, "vol_info": {"sd_id": s.sd, "img_id": s.img, "vol_id": s.top, "generation": 0},
@@ -173,6 +197,12 @@ fn failpoints(op: Op) -> Vec<(&'static str, bool)> {
             ("image.delete.after_rename", true),
             ("image.delete.done", true),
         ],
+        Op::CopyData => vec![
+            ("copy.planned", false),
+            ("copy.after_illegal", false),
+            ("copy.after_data", false),
+            ("copy.done", true),
+        ],
         Op::Extend => vec![
             ("volume.extend.planned", false),
             ("volume.extend.after_illegal", false),
@@ -211,7 +241,7 @@ fn run_case(op: Op, fp: &str, action: &str, takes_effect: bool) {
         d
     };
     // The task is known after the restart even if its id never reached us.
-    if let Op::UpdateVolume = op {
+    if let Op::UpdateVolume | Op::CopyData = op {
         let job = match started {
             Ok(j) => j,
             Err(_) => {
@@ -301,6 +331,28 @@ fn check_outcome(d: &Daemon, s: &Setup, op: Op, took_effect: bool, case: &str) {
                 if took_effect { "LEAF" } else { "INTERNAL" },
                 "{case}"
             );
+        }
+        Op::CopyData => {
+            let dst = d.call("Volume.getInfo", json!({"volumeID": s.target, "storagepoolID": s.sp, "storagedomainID": s.sd, "imageID": s.target_img}));
+            if took_effect {
+                assert_eq!(
+                    (dst["legality"].as_str(), dst["generation"].as_u64()),
+                    (Some("LEGAL"), Some(1)),
+                    "{case}: {dst}"
+                );
+                let out = std::process::Command::new("qemu-img")
+                    .args(["compare", "-f", "qcow2", "-F", "raw"])
+                    .arg(domain.join("images").join(&s.img).join(&s.top))
+                    .arg(domain.join("images").join(&s.target_img).join(&s.target))
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "{case}: copy differs");
+            } else {
+                // A failed copy leaves the destination fenced (or untouched
+                // if it failed before fencing it), never half-copied and LEGAL
+                // at a new generation.
+                assert_eq!(dst["generation"], 0, "{case}: {dst}");
+            }
         }
         Op::CloneTemplate => {
             assert_eq!(present(&s.target), took_effect, "{case}");
@@ -400,6 +452,11 @@ fn walk_image_delete() {
 }
 
 #[test]
+fn walk_copy_data() {
+    walk(Op::CopyData);
+}
+
+#[test]
 fn walk_clone_from_template() {
     walk(Op::CloneTemplate);
 }
@@ -425,6 +482,7 @@ fn walk_covers_every_failpoint() {
         Op::UpdateVolume,
         Op::Extend,
         Op::CloneTemplate,
+        Op::CopyData,
     ]
     .into_iter()
     .flat_map(failpoints)

@@ -1,0 +1,230 @@
+//! `SDM.copy_data`: copy a volume, with the chain below it collapsed, onto
+//! an existing base volume, in the same domain or another, converting
+//! between RAW and COW.
+//!
+//! The destination is fenced like any host job's volume: ILLEGAL while the
+//! copy runs, LEGAL with the next generation once it is complete. A copy
+//! that fails or is interrupted leaves it ILLEGAL: its old contents are
+//! gone, so there is nothing to restore, and nobody may use it half-copied.
+
+use std::sync::Arc;
+
+use super::images::chain_of;
+use super::jobs::{next_generation, VolumeRef};
+use super::recovery::{Commit, RecoveryPlan};
+use super::resources::{Mode, Resource, DEFAULT_TIMEOUT};
+use super::volumes::{children_of, read_in_image};
+use super::{Engine, TaskCtx};
+use crate::backend::file::FileDomain;
+use crate::error::{Error, Result};
+use crate::failpoint;
+use crate::format::volume_md::VolumeMetadata;
+use crate::primitives::{copy, qemu_img};
+use crate::types::{VolumeAllocation, VolumeFormat, VolumeLegality, VolumeRole, BLANK_UUID};
+
+impl Engine {
+    pub fn copy_data(
+        self: &Arc<Self>,
+        job: uuid::Uuid,
+        src: VolumeRef,
+        dst: VolumeRef,
+        copy_bitmaps: bool,
+    ) -> Result<()> {
+        if copy_bitmaps {
+            return Err(Error::invalid(
+                "copy_bitmaps",
+                "bitmaps are not supported yet",
+            ));
+        }
+        if (src.sd, src.vol) == (dst.sd, dst.vol) {
+            return Err(Error::invalid(
+                "destination",
+                "source and destination are the same volume",
+            ));
+        }
+        let (sdom, ddom) = (self.domain(src.sd)?, self.domain(dst.sd)?);
+        self.check_copy(&sdom, &ddom, &src, &dst)?;
+        let engine = self.clone();
+        let store = self.paths.jobs.clone();
+        self.jobs
+            .spawn_as(job, "copy_data", Some(&store), move |ctx| {
+                let _lock = engine.resources.acquire(
+                    &[
+                        (Resource::storage(src.sd), Mode::Shared),
+                        (Resource::storage(dst.sd), Mode::Shared),
+                        (Resource::image(src.sd, src.img), Mode::Shared),
+                        (Resource::image(dst.sd, dst.img), Mode::Exclusive),
+                    ],
+                    DEFAULT_TIMEOUT,
+                )?;
+                let (chain, original) = engine.check_copy(&sdom, &ddom, &src, &dst)?;
+                copy_steps(ctx, &sdom, &ddom, &src, &dst, &chain, original)
+            })?;
+        Ok(())
+    }
+
+    /// Validates a copy; returns the source chain (top first) and the
+    /// destination's metadata.
+    fn check_copy(
+        &self,
+        sdom: &FileDomain,
+        ddom: &FileDomain,
+        src: &VolumeRef,
+        dst: &VolumeRef,
+    ) -> Result<(Vec<(uuid::Uuid, VolumeMetadata)>, VolumeMetadata)> {
+        let chain = chain_of(sdom, src.img, src.vol)?;
+        let smd = &chain[0].1;
+        if let Some(g) = src.generation.filter(|g| *g != smd.generation) {
+            return Err(Error::GenerationMismatch {
+                vol: src.vol,
+                expected: g,
+                actual: smd.generation,
+            });
+        }
+        let dmd = read_in_image(ddom, dst.img, dst.vol)?;
+        if let Some(g) = dst.generation.filter(|g| *g != dmd.generation) {
+            return Err(Error::GenerationMismatch {
+                vol: dst.vol,
+                expected: g,
+                actual: dmd.generation,
+            });
+        }
+        if dmd.image != dst.img || dmd.role == VolumeRole::Shared {
+            return Err(Error::invalid(
+                "destination",
+                format!("volume {} is a template", dst.vol),
+            ));
+        }
+        if dmd.parent != BLANK_UUID {
+            return Err(Error::invalid(
+                "destination",
+                "the destination must be a base volume (copies collapse the source chain into it)",
+            ));
+        }
+        if !children_of(ddom, dst.img, dst.vol)?.is_empty() {
+            return Err(Error::VolumeBusy {
+                vol: dst.vol,
+                reason: "other volumes are built on it".into(),
+            });
+        }
+        if self
+            .paths
+            .run
+            .join(dst.sd.to_string())
+            .join(dst.img.to_string())
+            .exists()
+        {
+            return Err(Error::VolumeBusy {
+                vol: dst.vol,
+                reason: "its image is prepared for a VM".into(),
+            });
+        }
+        if dmd.capacity < smd.capacity {
+            return Err(Error::DestinationTooSmall {
+                vol: dst.vol,
+                size: dmd.capacity,
+                needed: smd.capacity,
+            });
+        }
+        Ok((chain, dmd))
+    }
+}
+
+fn copy_steps(
+    ctx: &TaskCtx,
+    sdom: &FileDomain,
+    ddom: &FileDomain,
+    src: &VolumeRef,
+    dst: &VolumeRef,
+    chain: &[(uuid::Uuid, VolumeMetadata)],
+    original: VolumeMetadata,
+) -> Result<()> {
+    let version = ddom.manifest()?.version;
+    let mut done = original.clone();
+    done.legality = VolumeLegality::Legal;
+    done.generation = next_generation(original.generation);
+    let contents = done
+        .render(version)
+        .map_err(|e| Error::VolumeMetadataWrite {
+            vol: dst.vol,
+            reason: e.to_string(),
+        })?;
+    ctx.plan(RecoveryPlan {
+        undo: Vec::new(),
+        redo: Vec::new(),
+        commit: Some(Commit::VolumeMetadataIs {
+            sd: dst.sd,
+            img: dst.img,
+            vol: dst.vol,
+            contents: String::from_utf8(contents).expect("metadata is text"),
+        }),
+    })?;
+    failpoint::hit("copy.planned")?;
+
+    let mut fenced = original.clone();
+    fenced.legality = VolumeLegality::Illegal;
+    ddom.write_volume(dst.img, dst.vol, &fenced, version)?;
+    failpoint::hit("copy.after_illegal")?;
+    ctx.check_abort()?;
+
+    let src_path = sdom.volume_path(src.img, src.vol);
+    let dst_path = ddom.volume_path(dst.img, dst.vol);
+    let top = &chain[0].1;
+    let native =
+        chain.len() == 1 && top.format == VolumeFormat::Raw && original.format == VolumeFormat::Raw;
+    if native {
+        let open = |p: &std::path::Path, write: bool| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(write)
+                .open(p)
+                .map_err(|e| Error::io_path("cannot open", p, e))
+        };
+        let (s, d) = (open(&src_path, false)?, open(&dst_path, true)?);
+        let stats = copy::copy_raw(&s, &d, |n, total| {
+            if let Some(pct) = (n * 100).checked_div(total) {
+                ctx.set_progress(pct as u32);
+            }
+        })
+        .map_err(|e| ddom.io_failure(e, |e| Error::io_path("cannot copy into", &dst_path, e)))?;
+        if original.allocation == VolumeAllocation::Preallocated && top.capacity > 0 {
+            rustix::fs::fallocate(&d, rustix::fs::FallocateFlags::KEEP_SIZE, 0, top.capacity)
+                .map_err(|e| {
+                    ddom.io_failure(e.into(), |e| {
+                        Error::io_path("cannot allocate", &dst_path, e)
+                    })
+                })?;
+        }
+        tracing::info!(job = %ctx.id(), method = ?stats.method, bytes = stats.copied, "raw copy done");
+    } else {
+        let opts = qemu_img::ConvertOptions {
+            src_format: top.format.qemu_name(),
+            dst_format: original.format.qemu_name(),
+            compat: None,
+            backing: None,
+            existing_target: true,
+            unordered: true,
+            bitmaps: false,
+        };
+        qemu_img::convert(&src_path, &dst_path, &opts, |p| ctx.set_progress(p as u32)).map_err(
+            |e| {
+                if e.is_no_space() {
+                    Error::NoSpace { sd: dst.sd }
+                } else {
+                    Error::VolumeCreation {
+                        vol: dst.vol,
+                        reason: e.to_string(),
+                    }
+                }
+            },
+        )?;
+    }
+    failpoint::hit("copy.after_data")?;
+    ctx.check_abort()?;
+
+    ddom.write_volume(dst.img, dst.vol, &done, version)?;
+    ctx.commit();
+    failpoint::hit("copy.done")?;
+    tracing::info!(src = %src.vol, dst = %dst.vol, "volume copied");
+    Ok(())
+}
