@@ -186,7 +186,7 @@ mod engine_bench {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    use cairn::engine::recovery::{Commit, RecoveryPlan, Step, TaskRecord, RECORD_VERSION};
+    use cairn::engine::recovery::{Commit, RecoveryPlan, Step, TaskRecord};
     use cairn::engine::resources::{Mode, Resource, ResourceManager};
     use cairn::engine::tasks::TaskManager;
     use cairn::engine::{Engine, EngineConfig, TaskState};
@@ -266,12 +266,8 @@ mod engine_bench {
         for i in 0..count {
             let interrupted = i % 2 == 0;
             let rec = TaskRecord {
-                version: RECORD_VERSION,
-                id: Uuid::new_v4(),
-                verb: "createVolume".into(),
                 state: if interrupted { "running" } else { "finished" }.into(),
                 result: if interrupted { "" } else { "success" }.into(),
-                error: None,
                 plan: RecoveryPlan {
                     undo: (0..3)
                         .map(|n| Step::RemoveFile {
@@ -285,8 +281,7 @@ mod engine_bench {
                         path: format!("images/{i}/x.meta"),
                     }),
                 },
-                created: 0,
-                finished: None,
+                ..TaskRecord::new(Uuid::new_v4(), "createVolume")
             };
             rec.save(&tasks_dir)
                 .unwrap_or_else(|e| fail(&e.to_string()));

@@ -10,8 +10,7 @@
 use std::sync::Arc;
 
 use super::images::chain_of;
-use super::jobs::{next_generation, VolumeRef};
-use super::recovery::{Commit, RecoveryPlan};
+use super::jobs::{next_generation, FencedChange, VolumeRef};
 use super::resources::{Mode, Resource, DEFAULT_TIMEOUT};
 use super::volumes::{children_of, read_in_image};
 use super::{Engine, TaskCtx};
@@ -139,33 +138,22 @@ fn copy_steps(
     chain: &[(uuid::Uuid, VolumeMetadata)],
     original: VolumeMetadata,
 ) -> Result<()> {
-    let version = ddom.manifest()?.version;
     let mut done = original.clone();
     done.legality = VolumeLegality::Legal;
     done.generation = next_generation(original.generation);
-    let contents = done
-        .render(version)
-        .map_err(|e| Error::VolumeMetadataWrite {
-            vol: dst.vol,
-            reason: e.to_string(),
-        })?;
-    ctx.plan(RecoveryPlan {
-        undo: Vec::new(),
-        redo: Vec::new(),
-        commit: Some(Commit::VolumeMetadataIs {
-            sd: dst.sd,
-            img: dst.img,
-            vol: dst.vol,
-            contents: String::from_utf8(contents).expect("metadata is text"),
-        }),
-    })?;
-    failpoint::hit("copy.planned")?;
-
-    let mut fenced = original.clone();
-    fenced.legality = VolumeLegality::Illegal;
-    ddom.write_volume(dst.img, dst.vol, &fenced, version)?;
-    failpoint::hit("copy.after_illegal")?;
-    ctx.check_abort()?;
+    // Nothing to restore on failure: the old contents are being overwritten,
+    // so the destination stays ILLEGAL.
+    let change = FencedChange::begin(
+        ctx,
+        ddom,
+        dst.img,
+        dst.vol,
+        &original,
+        done,
+        false,
+        Vec::new(),
+        ("copy.planned", "copy.after_illegal"),
+    )?;
 
     let src_path = sdom.volume_path(src.img, src.vol);
     let dst_path = ddom.volume_path(dst.img, dst.vol);
@@ -220,11 +208,7 @@ fn copy_steps(
         )?;
     }
     failpoint::hit("copy.after_data")?;
-    ctx.check_abort()?;
-
-    ddom.write_volume(dst.img, dst.vol, &done, version)?;
-    ctx.commit();
-    failpoint::hit("copy.done")?;
+    change.finish(ctx, "copy.done")?;
     tracing::info!(src = %src.vol, dst = %dst.vol, "volume copied");
     Ok(())
 }

@@ -13,7 +13,10 @@ use serde::Serialize;
 use super::recovery::{Commit, RecoveryPlan, Step};
 use super::resources::Mode;
 use super::volumes::{children_of, read_in_image};
+use super::TaskCtx;
 use super::{Engine, TaskResult, TaskState, TaskStatus};
+use crate::backend::file::volume::metadata_text;
+use crate::backend::file::FileDomain;
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::format::domain_md::is_safe_value;
@@ -84,6 +87,81 @@ impl JobInfo {
     }
 }
 
+/// A change to one volume fenced by its legality: the volume reads ILLEGAL
+/// from [`FencedChange::begin`] until [`FencedChange::finish`] writes its
+/// final metadata, which is also the task's commit check.
+pub(crate) struct FencedChange<'a> {
+    dom: &'a FileDomain,
+    img: Uuid,
+    vol: Uuid,
+    version: u32,
+    target: VolumeMetadata,
+}
+
+impl<'a> FencedChange<'a> {
+    /// Declares the task's plan, passes failpoint `planned`, marks the
+    /// volume ILLEGAL and passes failpoint `fenced`. With `restore`, a
+    /// rollback writes `original` back after running `undo` (last first).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn begin(
+        ctx: &TaskCtx,
+        dom: &'a FileDomain,
+        img: Uuid,
+        vol: Uuid,
+        original: &VolumeMetadata,
+        target: VolumeMetadata,
+        restore: bool,
+        undo: Vec<Step>,
+        (planned, fenced): (&'static str, &'static str),
+    ) -> Result<Self> {
+        let version = dom.manifest()?.version;
+        let sd = dom.sd;
+        let mut steps = Vec::new();
+        if restore {
+            steps.push(Step::WriteVolumeMetadata {
+                sd,
+                img,
+                vol,
+                contents: metadata_text(vol, original, version)?,
+            });
+        }
+        steps.extend(undo);
+        ctx.plan(RecoveryPlan {
+            undo: steps,
+            redo: Vec::new(),
+            commit: Some(Commit::VolumeMetadataIs {
+                sd,
+                img,
+                vol,
+                contents: metadata_text(vol, &target, version)?,
+            }),
+        })?;
+        failpoint::hit(planned)?;
+        let mut illegal = original.clone();
+        illegal.legality = VolumeLegality::Illegal;
+        dom.write_volume(img, vol, &illegal, version)?;
+        failpoint::hit(fenced)?;
+        ctx.check_abort()?;
+        Ok(FencedChange {
+            dom,
+            img,
+            vol,
+            version,
+            target,
+        })
+    }
+
+    /// Writes the final metadata (the commit point) and passes failpoint `done`.
+    pub(crate) fn finish(self, ctx: &TaskCtx, done: &'static str) -> Result<VolumeMetadata> {
+        ctx.check_abort()?;
+        self.dom
+            .write_volume(self.img, self.vol, &self.target, self.version)?;
+        ctx.commit();
+        failpoint::hit(done)?;
+        Ok(self.target)
+    }
+}
+
 /// The generation after a successful change; wraps like VDSM's.
 pub fn next_generation(g: u32) -> u32 {
     if g >= MAX_GENERATION {
@@ -110,7 +188,6 @@ impl Engine {
         let store = self.paths.jobs.clone();
         self.jobs.spawn_as(job, "update_volume", Some(&store), move |ctx| {
             let _lock = engine.lock_image(target.sd, target.img, Mode::Exclusive)?;
-            let version = dom.manifest()?.version;
             let original = read_in_image(&dom, target.img, target.vol)?;
             check_update(&dom, &target, &original, &attrs)?;
             let mut updated = original.clone();
@@ -122,27 +199,19 @@ impl Engine {
             }
             updated.legality = attrs.legality.unwrap_or(VolumeLegality::Legal);
             updated.generation = attrs.generation.unwrap_or_else(|| next_generation(original.generation));
-            let render = |md: &VolumeMetadata| -> Result<String> {
-                let bytes = md.render(version).map_err(|e| Error::VolumeMetadataWrite { vol: target.vol, reason: e.to_string() })?;
-                Ok(String::from_utf8(bytes).expect("metadata is text"))
-            };
             let (sd, img, vol) = (target.sd, target.img, target.vol);
-            ctx.plan(RecoveryPlan {
-                undo: vec![Step::WriteVolumeMetadata { sd, img, vol, contents: render(&original)? }],
-                redo: Vec::new(),
-                commit: Some(Commit::VolumeMetadataIs { sd, img, vol, contents: render(&updated)? }),
-            })?;
-            failpoint::hit("volume.update.planned")?;
-
-            let mut fenced = original.clone();
-            fenced.legality = VolumeLegality::Illegal;
-            dom.write_volume(img, vol, &fenced, version)?;
-            failpoint::hit("volume.update.after_illegal")?;
-            ctx.check_abort()?;
-
-            dom.write_volume(img, vol, &updated, version)?;
-            ctx.commit();
-            failpoint::hit("volume.update.done")?;
+            let change = FencedChange::begin(
+                ctx,
+                &dom,
+                img,
+                vol,
+                &original,
+                updated,
+                true,
+                Vec::new(),
+                ("volume.update.planned", "volume.update.after_illegal"),
+            )?;
+            let updated = change.finish(ctx, "volume.update.done")?;
             tracing::info!(sd = %sd, img = %img, vol = %vol, generation = updated.generation, "volume updated");
             Ok(())
         })?;

@@ -113,6 +113,21 @@ pub struct TaskRecord {
 }
 
 impl TaskRecord {
+    /// A new record, as a task is queued.
+    pub fn new(id: Uuid, verb: &str) -> TaskRecord {
+        TaskRecord {
+            version: RECORD_VERSION,
+            id,
+            verb: verb.to_string(),
+            state: "init".into(),
+            result: String::new(),
+            error: None,
+            plan: RecoveryPlan::default(),
+            created: crate::now_secs(),
+            finished: None,
+        }
+    }
+
     pub fn dir(tasks_dir: &Path, id: Uuid) -> PathBuf {
         tasks_dir.join(id.to_string())
     }
@@ -207,12 +222,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sd = Uuid::new_v4();
         let mut rec = TaskRecord {
-            version: RECORD_VERSION,
-            id: Uuid::new_v4(),
-            verb: "createVolume".into(),
             state: "running".into(),
-            result: String::new(),
-            error: None,
             plan: RecoveryPlan {
                 undo: vec![Step::RemoveFile {
                     sd,
@@ -224,9 +234,9 @@ mod tests {
                     path: "images/a/b.meta".into(),
                 }),
             },
-            created: 1,
-            finished: None,
+            ..TaskRecord::new(Uuid::new_v4(), "createVolume")
         };
+
         rec.save(dir.path()).unwrap();
         let loaded = TaskRecord::load(&TaskRecord::dir(dir.path(), rec.id)).unwrap();
         assert_eq!(loaded, rec);

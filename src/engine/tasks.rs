@@ -18,7 +18,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread;
 use std::time::Instant;
 
-use super::recovery::{self, RecordedError, RecoveryPlan, StepRunner, TaskRecord, RECORD_VERSION};
+use super::recovery::{self, RecordedError, RecoveryPlan, StepRunner, TaskRecord};
 use crate::error::{Error, Result};
 use crate::types::Uuid;
 
@@ -247,17 +247,7 @@ impl TaskManager {
             queued_at: Instant::now(),
             started_at: Mutex::new(None),
             store: store.map(Path::to_path_buf),
-            record: Mutex::new(TaskRecord {
-                version: RECORD_VERSION,
-                id,
-                verb: verb.to_string(),
-                state: "init".into(),
-                result: String::new(),
-                error: None,
-                plan: RecoveryPlan::default(),
-                created: crate::now_secs(),
-                finished: None,
-            }),
+            record: Mutex::new(TaskRecord::new(id, verb)),
         });
         {
             let tasks = self.inner.tasks.lock().expect("tasks");
@@ -918,15 +908,9 @@ mod tests {
         m.wait(done, Duration::from_secs(5)).unwrap();
         let write = |plan: RecoveryPlan| {
             let rec = TaskRecord {
-                version: RECORD_VERSION,
-                id: Uuid::new_v4(),
-                verb: "createVolume".into(),
                 state: "running".into(),
-                result: String::new(),
-                error: None,
                 plan,
-                created: 0,
-                finished: None,
+                ..TaskRecord::new(Uuid::new_v4(), "createVolume")
             };
             rec.save(store).unwrap();
             rec.id

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::images::chain_of;
-use super::jobs::next_generation;
-use super::recovery::{Commit, RecoveryPlan, Step};
+use super::jobs::{next_generation, FencedChange};
+use super::recovery::Step;
 use super::resources::Mode;
 use super::volumes::read_in_image;
 use super::Engine;
@@ -118,40 +118,27 @@ impl Engine {
         self.tasks.spawn("extendVolumeSize", Some(&store), move |ctx| {
             let _lock = engine.lock_image(sd, img, Mode::Exclusive)?;
             engine.require_spm(pool)?;
-            let version = dom.manifest()?.version;
             let original = read_in_image(&dom, img, vol)?;
             check_extend(&original, vol, new_size)?;
             let mut extended = original.clone();
             extended.capacity = new_size;
             extended.legality = VolumeLegality::Legal;
             extended.generation = next_generation(original.generation);
-            let render = |md: &VolumeMetadata| -> Result<String> {
-                let bytes = md.render(version).map_err(|e| Error::VolumeMetadataWrite { vol, reason: e.to_string() })?;
-                Ok(String::from_utf8(bytes).expect("metadata is text"))
-            };
-            ctx.plan(RecoveryPlan {
-                undo: vec![
-                    Step::WriteVolumeMetadata { sd, img, vol, contents: render(&original)? },
-                    Step::ResizeImage { sd, img, vol, format: original.format.name().into(), size: original.capacity },
-                ],
-                redo: Vec::new(),
-                commit: Some(Commit::VolumeMetadataIs { sd, img, vol, contents: render(&extended)? }),
-            })?;
-            failpoint::hit("volume.extend.planned")?;
-
-            let mut fenced = original.clone();
-            fenced.legality = VolumeLegality::Illegal;
-            dom.write_volume(img, vol, &fenced, version)?;
-            failpoint::hit("volume.extend.after_illegal")?;
-            ctx.check_abort()?;
-
+            let shrink_back = Step::ResizeImage { sd, img, vol, format: original.format.name().into(), size: original.capacity };
+            let change = FencedChange::begin(
+                ctx,
+                &dom,
+                img,
+                vol,
+                &original,
+                extended,
+                true,
+                vec![shrink_back],
+                ("volume.extend.planned", "volume.extend.after_illegal"),
+            )?;
             resize_data(&dom, img, vol, &original, new_size)?;
             failpoint::hit("volume.extend.after_resize")?;
-            ctx.check_abort()?;
-
-            dom.write_volume(img, vol, &extended, version)?;
-            ctx.commit();
-            failpoint::hit("volume.extend.done")?;
+            change.finish(ctx, "volume.extend.done")?;
             tracing::info!(sd = %sd, img = %img, vol = %vol, from = original.capacity, to = new_size, "volume extended");
             Ok(())
         })

@@ -7,7 +7,9 @@ use serde::Serialize;
 use super::recovery::{Commit, RecoveryPlan, Step};
 use super::resources::Mode;
 use super::{Engine, TaskCtx};
-use crate::backend::file::volume::{header_disagreement, DataSpec, LEASE_SUFFIX, META_SUFFIX};
+use crate::backend::file::volume::{
+    header_disagreement, metadata_text, DataSpec, LEASE_SUFFIX, META_SUFFIX,
+};
 use crate::backend::file::FileDomain;
 use crate::error::{Error, Result};
 use crate::failpoint;
@@ -495,11 +497,7 @@ fn create_volume_steps(
         path: rel(img, format_args!("{vol}{LEASE_SUFFIX}")),
     });
     if let Some(p) = parent.as_ref().filter(|_| template.is_none()) {
-        let contents = p.render(version).map_err(|e| Error::VolumeMetadataWrite {
-            vol: req.src_vol,
-            reason: e.to_string(),
-        })?;
-        let contents = String::from_utf8(contents).expect("metadata is text");
+        let contents = metadata_text(req.src_vol, p, version)?;
         undo.push(Step::WriteVolumeMetadata {
             sd,
             img,

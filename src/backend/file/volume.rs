@@ -123,10 +123,7 @@ impl FileDomain {
         md: &VolumeMetadata,
         version: u32,
     ) -> Result<()> {
-        let bytes = md.render(version).map_err(|e| Error::VolumeMetadataWrite {
-            vol,
-            reason: e.to_string(),
-        })?;
+        let bytes = metadata_bytes(vol, md, version)?;
         durable::create_new_linked(&self.meta_path(img, vol), &bytes, VOLUME_MODE).map_err(|e| {
             self.io_failure(e, |e| match e.kind() {
                 io::ErrorKind::AlreadyExists => Error::VolumeAlreadyExists(vol),
@@ -146,10 +143,7 @@ impl FileDomain {
         md: &VolumeMetadata,
         version: u32,
     ) -> Result<()> {
-        let bytes = md.render(version).map_err(|e| Error::VolumeMetadataWrite {
-            vol,
-            reason: e.to_string(),
-        })?;
+        let bytes = metadata_bytes(vol, md, version)?;
         durable::write_atomic(&self.meta_path(img, vol), &bytes, VOLUME_MODE).map_err(|e| {
             self.io_failure(e, |e| Error::VolumeMetadataWrite {
                 vol,
@@ -292,6 +286,19 @@ impl FileDomain {
         let path = self.image_dir(img).join(format!("{vol}{suffix}"));
         durable::remove_if_exists(&path).ctx("cannot remove", &path)
     }
+}
+
+/// A volume's metadata in its on-storage form for a domain `version`.
+pub fn metadata_bytes(vol: Uuid, md: &VolumeMetadata, version: u32) -> Result<Vec<u8>> {
+    md.render(version).map_err(|e| Error::VolumeMetadataWrite {
+        vol,
+        reason: e.to_string(),
+    })
+}
+
+/// The same as text, for task records.
+pub fn metadata_text(vol: Uuid, md: &VolumeMetadata, version: u32) -> Result<String> {
+    Ok(String::from_utf8(metadata_bytes(vol, md, version)?).expect("volume metadata is text"))
 }
 
 /// Checks a COW volume's header against its metadata: qcow2, the same
