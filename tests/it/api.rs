@@ -661,17 +661,7 @@ fn update_volume_is_fenced_by_generation() {
         }
         t
     };
-    let wait_job = |job: &str| -> Value {
-        for _ in 0..2000 {
-            let jobs = d.call("Host.getJobs", json!({"job_ids": [job]}));
-            let j = &jobs[job];
-            if j["status"] != "pending" && j["status"] != "running" {
-                return j.clone();
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        panic!("job {job} did not finish");
-    };
+    let wait_job = |job: &str| d.wait_job(job);
     assert_eq!(info()["generation"], 0);
 
     let job = uuid();
@@ -936,14 +926,7 @@ fn templates_and_thin_clones() {
         ),
     );
     assert_eq!(code, 1000);
-    let job = uuid();
-    d.call("SDM.update_volume", json!({"job_id": job, "vol_info": {"sd_id": sd, "img_id": timg, "vol_id": tvol}, "vol_attr": {"type": "SHARED"}}));
-    for _ in 0..1000 {
-        if d.call("Host.getJobs", json!({"job_ids": [job]}))[&job]["status"] == "done" {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    d.make_template(&sd, &timg, &tvol);
 
     // Two thin clones in new images.
     let clones: Vec<(String, String)> = (0..2).map(|_| (uuid(), uuid())).collect();
@@ -1102,11 +1085,7 @@ fn post_zero_and_discard_scrub_deleted_data_but_never_a_template() {
     );
     let tdata = images.join(&timg).join(&tvol);
     write(&tdata, "raw");
-    let job = uuid();
-    d.call("SDM.update_volume", json!({"job_id": job, "vol_info": {"sd_id": sd, "img_id": timg, "vol_id": tvol}, "vol_attr": {"type": "SHARED"}}));
-    while d.call("Host.getJobs", json!({"job_ids": [job]}))[&job]["status"] != "done" {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    d.make_template(&sd, &timg, &tvol);
     let (cimg, cvol) = (uuid(), uuid());
     d.create_volume(
         &sp,
@@ -1170,14 +1149,7 @@ fn copy_data_collapses_chains_and_converts() {
             p[k] = v.clone();
         }
         d.call("SDM.copy_data", p);
-        for _ in 0..2000 {
-            let j = d.call("Host.getJobs", json!({"job_ids": [id]}))[&id].clone();
-            if j["status"] != "pending" && j["status"] != "running" {
-                return j;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        panic!("copy job did not finish");
+        d.wait_job(&id)
     };
     let compare = |a: &std::path::Path, afmt: &str, b: &std::path::Path, bfmt: &str| {
         let out = std::process::Command::new("qemu-img")

@@ -174,6 +174,70 @@ impl Daemon {
         self.call("Task.clear", json!({"taskID": task}));
     }
 
+    /// Waits for a host job to finish; its `HostJobInfo`.
+    pub fn wait_job(&self, job: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let j = self.call("Host.getJobs", json!({"job_ids": [job]}))[job].clone();
+            if j["status"] != "pending" && j["status"] != "running" {
+                return j;
+            }
+            assert!(Instant::now() < deadline, "job {job} did not finish: {j}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Makes a base volume a template (SDM.update_volume type SHARED).
+    pub fn make_template(&self, sd: &str, img: &str, vol: &str) {
+        let job = uuid();
+        self.call(
+            "SDM.update_volume",
+            json!({"job_id": job, "vol_info": {"sd_id": sd, "img_id": img, "vol_id": vol}, "vol_attr": {"type": "SHARED"}}),
+        );
+        let j = self.wait_job(&job);
+        assert_eq!(j["status"], "done", "{j}");
+    }
+
+    /// A new directory under the data dir, connected as LOCALFS storage.
+    pub fn local_storage(&self, name: &str) -> PathBuf {
+        let dir = self.data().join(name);
+        std::fs::create_dir(&dir).unwrap();
+        self.connect_local(&dir);
+        dir
+    }
+
+    /// Stops cairnd and starts it again with `CAIRN_FAILPOINTS` armed.
+    pub fn restart_armed(self, failpoints: &str, embedded: bool) -> Daemon {
+        let env = vec![("CAIRN_FAILPOINTS".to_string(), failpoints.to_string())];
+        Daemon::start_in(
+            self.stop(false),
+            Opts {
+                embedded,
+                env,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// Waits for an armed failpoint to crash cairnd (exit 86), then starts
+    /// it again unarmed on the same data directory.
+    pub fn restart_after_crash(mut self, embedded: bool) -> Daemon {
+        let code = self.wait_exit(Duration::from_secs(20));
+        assert_eq!(
+            code,
+            Some(86),
+            "cairnd should have crashed at its failpoint\n{}",
+            self.log()
+        );
+        Daemon::start_in(
+            self.stop(true),
+            Opts {
+                embedded,
+                ..Default::default()
+            },
+        )
+    }
+
     /// Takes the SPM role of `sp` and waits for it.
     pub fn spm_start(&self, sp: &str) {
         let t = self.call(

@@ -4,7 +4,6 @@
 //! left over.
 
 use std::path::Path;
-use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -57,11 +56,7 @@ fn setup(d: &Daemon, op: Op) -> Setup {
         // A template of its own, in another image.
         let (timg, tvol) = (uuid(), uuid());
         d.create_volume(&sp, &sd, &timg, &tvol, json!({"size": "1048576"}));
-        let job = uuid();
-        d.call("SDM.update_volume", json!({"job_id": job, "vol_info": {"sd_id": sd, "img_id": timg, "vol_id": tvol}, "vol_attr": {"type": "SHARED"}}));
-        while d.call("Host.getJobs", json!({"job_ids": [job]}))[&job]["status"] != "done" {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        d.make_template(&sd, &timg, &tvol);
         return Setup {
             sp,
             sd,
@@ -220,23 +215,10 @@ fn failpoints(op: Op) -> Vec<(&'static str, bool)> {
 fn run_case(op: Op, fp: &str, action: &str, takes_effect: bool) {
     let d = Daemon::start();
     let s = setup(&d, op);
-    let dir = d.stop(false);
-    let armed = Opts {
-        env: vec![("CAIRN_FAILPOINTS".into(), format!("{fp}={action}"))],
-        ..Default::default()
-    };
-    let mut d = Daemon::start_in(dir, armed);
+    let d = d.restart_armed(&format!("{fp}={action}"), true);
     let started = start_op(&d, &s, op);
     let d = if action == "crash" {
-        let code = d.wait_exit(Duration::from_secs(20));
-        assert_eq!(
-            code,
-            Some(86),
-            "{op:?} {fp}: cairnd should have crashed\n{}",
-            d.log()
-        );
-        let dir = d.stop(true);
-        Daemon::start_in(dir, Opts::default())
+        d.restart_after_crash(true)
     } else {
         d
     };
@@ -251,14 +233,7 @@ fn run_case(op: Op, fp: &str, action: &str, takes_effect: bool) {
                 json!(ids[0])
             }
         };
-        let job = job.as_str().unwrap().to_string();
-        let status = loop {
-            let j = d.call("Host.getJobs", json!({"job_ids": [job]}))[&job].clone();
-            if j["status"] != "pending" && j["status"] != "running" {
-                break j;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
+        let status = d.wait_job(job.as_str().unwrap());
         let want = if takes_effect { "done" } else { "failed" };
         assert_eq!(
             status["status"],
@@ -515,31 +490,14 @@ fn walk_domain_create_and_format() {
             embedded: false,
             ..Default::default()
         });
-        let storage = d.data().join("storage2");
-        std::fs::create_dir(&storage).unwrap();
-        d.connect_local(&storage);
-        let dir = d.stop(false);
-        let mut d = Daemon::start_in(
-            dir,
-            Opts {
-                embedded: false,
-                env: vec![("CAIRN_FAILPOINTS".into(), format!("{fp}=crash"))],
-                ..Default::default()
-            },
-        );
+        let storage = d.local_storage("storage2");
+        let d = d.restart_armed(&format!("{fp}=crash"), false);
         let sd = uuid();
         let _ = d.client.call(
             "StorageDomain.create",
             json!({"storagedomainID": sd, "domainType": "LOCALFS", "typeArgs": storage.to_str().unwrap(), "name": "x", "domainClass": "Data"}),
         );
-        assert_eq!(d.wait_exit(Duration::from_secs(20)), Some(86), "{fp}");
-        let d = Daemon::start_in(
-            d.stop(true),
-            Opts {
-                embedded: false,
-                ..Default::default()
-            },
-        );
+        let d = d.restart_after_crash(false);
         let listed = d.call("Host.getStorageDomains", json!({}));
         assert_eq!(
             listed.as_array().unwrap().iter().any(|v| v == &json!(sd)),
@@ -557,33 +515,15 @@ fn walk_domain_create_and_format() {
             vdsm_check(&storage.join(&sd));
         }
         // Format, crashing after the rename: the domain is gone at once.
-        let dir = d.stop(false);
-        let mut d = Daemon::start_in(
-            dir,
-            Opts {
-                embedded: false,
-                env: vec![(
-                    "CAIRN_FAILPOINTS".into(),
-                    "domain.format.after_rename=crash".into(),
-                )],
-                ..Default::default()
-            },
-        );
+        let d = d.restart_armed("domain.format.after_rename=crash", false);
         let _ = d.client.call(
             "StorageDomain.format",
             json!({"storagedomainID": sd, "autoDetach": false}),
         );
-        assert_eq!(d.wait_exit(Duration::from_secs(20)), Some(86));
         let leftover = storage.join(format!("_remove_me_{sd}"));
+        let d = d.restart_after_crash(false);
         assert!(leftover.exists());
         // A young leftover is left alone (another host may own it); an old one goes.
-        let d = Daemon::start_in(
-            d.stop(true),
-            Opts {
-                embedded: false,
-                ..Default::default()
-            },
-        );
         assert_eq!(
             d.call_err("StorageDomain.getInfo", json!({"storagedomainID": sd}))
                 .0,
@@ -620,33 +560,16 @@ fn walk_pool_create() {
         });
         let (sp, master, member) = (uuid(), uuid(), uuid());
         for (sd, name) in [(&master, "m"), (&member, "r")] {
-            let dir = d.data().join(name);
-            std::fs::create_dir(&dir).unwrap();
-            d.connect_local(&dir);
+            let dir = d.local_storage(name);
             d.call(
                 "StorageDomain.create",
                 json!({"storagedomainID": sd, "domainType": "LOCALFS", "typeArgs": dir.to_str().unwrap(), "name": name, "domainClass": "Data"}),
             );
         }
         let create = json!({"storagepoolID": sp, "name": "p", "masterSdUUID": master, "masterVersion": 1, "domainList": [master, member]});
-        let dir = d.stop(false);
-        let mut d = Daemon::start_in(
-            dir,
-            Opts {
-                embedded: false,
-                env: vec![("CAIRN_FAILPOINTS".into(), format!("{fp}=crash"))],
-                ..Default::default()
-            },
-        );
+        let d = d.restart_armed(&format!("{fp}=crash"), false);
         let _ = d.client.call("StoragePool.create", create.clone());
-        assert_eq!(d.wait_exit(Duration::from_secs(20)), Some(86), "{fp}");
-        let d = Daemon::start_in(
-            d.stop(true),
-            Opts {
-                embedded: false,
-                ..Default::default()
-            },
-        );
+        let d = d.restart_after_crash(false);
         d.call("StoragePool.create", create);
         d.call("StoragePool.connect", json!({"storagepoolID": sp, "hostID": 1, "scsiKey": "", "masterSdUUID": master, "masterVersion": 1}));
         let info = d.call("StoragePool.getInfo", json!({"storagepoolID": sp}));
@@ -678,17 +601,9 @@ fn walk_task_revert() {
         ),
     );
     d.wait_task(&t);
-    let dir = d.stop(false);
-    let mut d = Daemon::start_in(
-        dir,
-        Opts {
-            env: vec![("CAIRN_FAILPOINTS".into(), "task.revert.marked=crash".into())],
-            ..Default::default()
-        },
-    );
+    let d = d.restart_armed("task.revert.marked=crash", true);
     let _ = d.client.call("Task.revert", json!({"taskID": t}));
-    assert_eq!(d.wait_exit(Duration::from_secs(20)), Some(86));
-    let d = Daemon::start_in(d.stop(true), Opts::default());
+    let d = d.restart_after_crash(true);
     let st = d.call("Task.getStatus", json!({"taskID": t}));
     assert_eq!(st["taskResult"], "cleanSuccess", "{st}");
     assert!(st["message"].as_str().unwrap().contains("reverted"), "{st}");
