@@ -7,11 +7,7 @@ use crate::common::*;
 #[test]
 fn seed_walkthrough_over_json_rpc() {
     // The seed's flow, with the wire forms VDSM receives (id=1, connection=path).
-    let d = Daemon::start_with(Opts {
-        embedded: false,
-        tcp: false,
-        ..Default::default()
-    });
+    let d = Daemon::start_bare();
     let storage = d.data().join("walkthrough");
     std::fs::create_dir(&storage).unwrap();
     let path = storage.to_str().unwrap();
@@ -614,15 +610,9 @@ fn headers_that_disagree_with_metadata_are_invalid() {
 
 #[test]
 fn four_k_domains_and_alignment() {
-    let d = Daemon::start_with(Opts {
-        embedded: false,
-        tcp: false,
-        ..Default::default()
-    });
-    let dir = d.data().join("4k");
-    std::fs::create_dir(&dir).unwrap();
+    let d = Daemon::start_bare();
+    let dir = d.local_storage("4k");
     let path = dir.to_str().unwrap();
-    d.connect_local(&dir);
     for (hosts, alignment) in [
         (250, 1u64 << 20),
         (500, 2 << 20),
@@ -831,16 +821,7 @@ fn extend_measure_and_qemu_info() {
 
     // Guest data in the base only.
     let base_path = d.domain_dir(&sd).join("images").join(&img).join(&base);
-    let st = std::process::Command::new("qemu-io")
-        .args(["-f", "raw", "-c", "write -P 0x55 0 4M"])
-        .arg(&base_path)
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+    qemu_io(&base_path, "raw", "write -P 0x55 0 4M");
 
     // Measure the leaf alone, down to its parent, and the whole chain.
     let mut m = ids(&img, &top);
@@ -1014,18 +995,7 @@ fn post_zero_and_discard_scrub_deleted_data_but_never_a_template() {
     let d = Daemon::start();
     let (sp, sd) = d.embedded();
     let images = d.domain_dir(&sd).join("images");
-    let write = |path: &std::path::Path, fmt: &str| {
-        let out = std::process::Command::new("qemu-io")
-            .args(["-f", fmt, "-c", "write -P 0x5a 0 1M"])
-            .arg(path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let write = |path: &std::path::Path, fmt: &str| qemu_io(path, fmt, "write -P 0x5a 0 1M");
     let all_zero = |path: &std::path::Path| std::fs::read(path).unwrap().iter().all(|&b| b == 0);
     let blocks = |path: &std::path::Path| {
         std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(path).unwrap())
@@ -1106,18 +1076,6 @@ fn copy_data_collapses_chains_and_converts() {
     let d = Daemon::start();
     let (sp, sd) = d.embedded();
     let images = d.domain_dir(&sd).join("images");
-    let io = |path: &std::path::Path, fmt: &str, cmd: &str| {
-        let out = std::process::Command::new("qemu-io")
-            .args(["-f", fmt, "-c", cmd])
-            .arg(path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
     let size = (16u64 << 20).to_string();
     // Source: RAW base with data, COW top with more data.
     let (img, base, top) = (uuid(), uuid(), uuid());
@@ -1135,8 +1093,8 @@ fn copy_data_collapses_chains_and_converts() {
         &top,
         json!({"srcImgUUID": img, "srcVolUUID": base, "size": size}),
     );
-    io(&images.join(&img).join(&base), "raw", "write -P 0x11 0 1M");
-    io(
+    qemu_io(&images.join(&img).join(&base), "raw", "write -P 0x11 0 1M");
+    qemu_io(
         &images.join(&img).join(&top),
         "qcow2",
         "write -P 0x22 8M 1M",

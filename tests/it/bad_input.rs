@@ -412,11 +412,7 @@ fn existing_volume_and_wrong_parents() {
 
 #[test]
 fn paths_that_would_escape() {
-    let d = Daemon::start_with(Opts {
-        embedded: false,
-        tcp: false,
-        ..Default::default()
-    });
+    let d = Daemon::start_bare();
     let conn = |p: &str| json!({"storagepoolID": BLANK, "domainType": "LOCALFS", "connectionParams": [{"id": 1, "connection": p}]});
     for bad in ["relative/dir", "/tmp/../etc", "/tmp/./x", "..", "/tmp/x/"] {
         let st = d.call("StoragePool.connectStorageServer", conn(bad));
@@ -445,15 +441,9 @@ fn paths_that_would_escape() {
 
 #[test]
 fn domain_create_validation() {
-    let d = Daemon::start_with(Opts {
-        embedded: false,
-        tcp: false,
-        ..Default::default()
-    });
-    let dir = d.data().join("dom");
-    std::fs::create_dir(&dir).unwrap();
+    let d = Daemon::start_bare();
+    let dir = d.local_storage("dom");
     let path = dir.to_str().unwrap();
-    d.connect_local(&dir);
     let base = |extra: Value| {
         let mut p = json!({"storagedomainID": uuid(), "domainType": "LOCALFS", "typeArgs": path, "name": "d", "domainClass": "Data"});
         for (k, v) in extra.as_object().unwrap() {

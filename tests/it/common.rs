@@ -40,6 +40,15 @@ impl Daemon {
         Self::start_with(Opts::default())
     }
 
+    /// cairnd without the embedded default domain, for tests that build
+    /// their own storage.
+    pub fn start_bare() -> Daemon {
+        Self::start_with(Opts {
+            embedded: false,
+            ..Default::default()
+        })
+    }
+
     pub fn start_with(opts: Opts) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         Self::start_in(dir, opts)
@@ -345,6 +354,21 @@ pub fn vdsm_check(domain_dir: &Path) {
         out.status.success() && text.trim() == "ok",
         "VDSM format check of {}:\n{text}{}",
         domain_dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs one qemu-io command (e.g. `write -P 0x5a 0 1M`) on an image.
+pub fn qemu_io(path: &Path, fmt: &str, cmd: &str) {
+    let out = Command::new("qemu-io")
+        .args(["-f", fmt, "-c", cmd])
+        .arg(path)
+        .output()
+        .expect("qemu-io");
+    assert!(
+        out.status.success(),
+        "qemu-io {cmd:?} on {}: {}",
+        path.display(),
         String::from_utf8_lossy(&out.stderr)
     );
 }

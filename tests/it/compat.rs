@@ -95,9 +95,7 @@ fn cairn_domains_follow_vdsm_rules() {
     vdsm_check(&d.domain_dir(&sd));
 
     // Version 4 too, with a non-ASCII name (checksummed as &#NNN;).
-    let dir = d.data().join("v4");
-    std::fs::create_dir(&dir).unwrap();
-    d.connect_local(&dir);
+    let dir = d.local_storage("v4");
     let sd4 = uuid();
     d.call(
         "StorageDomain.create",
@@ -108,11 +106,7 @@ fn cairn_domains_follow_vdsm_rules() {
 
 #[test]
 fn reads_and_extends_a_vdsm_v4_domain() {
-    let d = Daemon::start_with(Opts {
-        embedded: false,
-        tcp: false,
-        ..Default::default()
-    });
+    let d = Daemon::start_bare();
     let storage = d.data().join("vdsm4");
     let root = install_fixture("vdsm-v4", SD4, &storage);
     let imgdir = root.join("images").join(IMG4);
@@ -192,11 +186,7 @@ fn reads_and_extends_a_vdsm_v4_domain() {
 
 #[test]
 fn joins_a_pool_created_by_vdsm() {
-    let d = Daemon::start_with(Opts {
-        embedded: false,
-        tcp: false,
-        ..Default::default()
-    });
+    let d = Daemon::start_bare();
     let storage = d.data().join("vdsm5");
     let root = install_fixture("vdsm-v5-master", SD5, &storage);
     std::fs::create_dir_all(root.join("master/tasks")).unwrap();
@@ -250,11 +240,7 @@ fn joins_a_pool_created_by_vdsm() {
 
 #[test]
 fn broken_seal_is_reported() {
-    let d = Daemon::start_with(Opts {
-        embedded: false,
-        tcp: false,
-        ..Default::default()
-    });
+    let d = Daemon::start_bare();
     let storage = d.data().join("broken");
     let root = install_fixture("vdsm-v4", SD4, &storage);
     let md = root.join("dom_md/metadata");

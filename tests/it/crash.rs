@@ -486,10 +486,7 @@ fn walk_domain_create_and_format() {
         ("domain.create.staged", false),
         ("domain.create.done", true),
     ] {
-        let d = Daemon::start_with(Opts {
-            embedded: false,
-            ..Default::default()
-        });
+        let d = Daemon::start_bare();
         let storage = d.local_storage("storage2");
         let d = d.restart_armed(&format!("{fp}=crash"), false);
         let sd = uuid();
@@ -554,10 +551,7 @@ fn walk_domain_create_and_format() {
 #[test]
 fn walk_pool_create() {
     for fp in ["pool.create.after_members", "pool.create.done"] {
-        let d = Daemon::start_with(Opts {
-            embedded: false,
-            ..Default::default()
-        });
+        let d = Daemon::start_bare();
         let (sp, master, member) = (uuid(), uuid(), uuid());
         for (sd, name) in [(&master, "m"), (&member, "r")] {
             let dir = d.local_storage(name);

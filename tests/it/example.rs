@@ -7,11 +7,7 @@ use crate::common::*;
 
 #[test]
 fn python_walkthrough_example() {
-    let d = Daemon::start_with(Opts {
-        embedded: false,
-        tcp: false,
-        ..Default::default()
-    });
+    let d = Daemon::start_bare();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/walkthrough.py");
     let out = Command::new("python3")
         .arg(script)

@@ -37,11 +37,7 @@ fn posixfs_mounts_a_real_xfs() {
     let Some(fs) = LoopFs::new(300, "xfs", false) else {
         return;
     };
-    let d = Daemon::start_with(Opts {
-        embedded: false,
-        tcp: false,
-        ..Default::default()
-    });
+    let d = Daemon::start_bare();
     let conn =
         json!({"id": "loop", "connection": fs.device, "vfs_type": "xfs", "mnt_options": "noatime"});
     let (sp, sd) = pool_on(&d, "POSIXFS", conn.clone(), &fs.device);
@@ -98,11 +94,7 @@ fn posixfs_mounts_a_real_xfs() {
 
 #[test]
 fn mount_failure_is_reported_per_connection() {
-    let d = Daemon::start_with(Opts {
-        embedded: false,
-        tcp: false,
-        ..Default::default()
-    });
+    let d = Daemon::start_bare();
     let st = d.call(
         "StoragePool.connectStorageServer",
         json!({"storagepoolID": BLANK, "domainType": "POSIXFS", "connectionParams": [
@@ -138,11 +130,7 @@ fn full_disk_fails_the_task_cleanly() {
     let Some(fs) = LoopFs::new(64, "ext4", true) else {
         return;
     };
-    let d = Daemon::start_with(Opts {
-        embedded: false,
-        tcp: false,
-        ..Default::default()
-    });
+    let d = Daemon::start_bare();
     let remote = fs.mount.to_str().unwrap().to_string();
     let (sp, sd) = pool_on(
         &d,
@@ -236,9 +224,7 @@ fn remount(dir: &Path, mode: &str) {
 /// A pool whose master lives in the data dir, with a second domain on a
 /// loop-mounted ext4 that tests can make read-only.
 fn pool_with_loop_domain(d: &Daemon, fs: &LoopFs) -> (String, String, String) {
-    let master_dir = d.data().join("master-storage");
-    std::fs::create_dir(&master_dir).unwrap();
-    d.connect_local(&master_dir);
+    let master_dir = d.local_storage("master-storage");
     d.connect_local(&fs.mount);
     let (sp, master, sd) = (uuid(), uuid(), uuid());
     for (id, path) in [(&master, &master_dir), (&sd, &fs.mount)] {
@@ -258,10 +244,7 @@ fn read_only_storage_fails_cleanly_and_other_domains_keep_working() {
     let Some(fs) = LoopFs::new(64, "ext4", true) else {
         return;
     };
-    let d = Daemon::start_with(Opts {
-        embedded: false,
-        ..Default::default()
-    });
+    let d = Daemon::start_bare();
     let (sp, master, sd) = pool_with_loop_domain(&d, &fs);
     let (img, base) = (uuid(), uuid());
     d.create_volume(&sp, &sd, &img, &base, json!({"size": "1048576"}));
@@ -312,10 +295,7 @@ fn storage_going_read_only_mid_operation_is_repaired() {
     let Some(fs) = LoopFs::new(64, "ext4", true) else {
         return;
     };
-    let d = Daemon::start_with(Opts {
-        embedded: false,
-        ..Default::default()
-    });
+    let d = Daemon::start_bare();
     let (sp, _master, sd) = pool_with_loop_domain(&d, &fs);
     let (img, base) = (uuid(), uuid());
     d.create_volume(&sp, &sd, &img, &base, json!({"size": "1048576"}));
