@@ -19,16 +19,6 @@ use serde_json::{json, Value};
 
 const BLANK: &str = "00000000-0000-0000-0000-000000000000";
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 fn uuid() -> String {
     cairn::types::Uuid::new_v4().to_string()
 }
@@ -100,7 +90,7 @@ fn main() {
         stop: AtomicBool::new(false),
     });
     let mut violations = Vec::new();
-    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut rng = fastrand::Rng::with_seed(0x2545_f491_4f6c_dd1d);
     let started = Instant::now();
     for round in 0..rounds {
         world.stop.store(false, Ordering::SeqCst);
@@ -110,7 +100,7 @@ fn main() {
                 std::thread::spawn(move || client(w, s, (round * 131 + i + 1) as u64))
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(50 + rng.next() % 450));
+        std::thread::sleep(Duration::from_millis(rng.u64(50..500)));
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
         world.stop.store(true, Ordering::SeqCst);
@@ -187,7 +177,7 @@ fn leaf(c: &Client, w: &World, img: &str) -> Option<(String, String)> {
 
 fn client(w: Arc<World>, socket: PathBuf, seed: u64) {
     let c = Client::new(Target::Unix(socket));
-    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut rng = fastrand::Rng::with_seed(seed);
     while !w.stop.load(Ordering::SeqCst) {
         let Ok(images) = c.call("StorageDomain.getImages", json!({"storagedomainID": w.sd})) else {
             return;
@@ -198,12 +188,12 @@ fn client(w: Arc<World>, socket: PathBuf, seed: u64) {
             .iter()
             .map(|v| v.as_str().unwrap().to_string())
             .collect();
-        let pick = |rng: &mut Rng| {
-            (!images.is_empty()).then(|| images[rng.next() as usize % images.len()].clone())
+        let pick = |rng: &mut fastrand::Rng| {
+            (!images.is_empty()).then(|| images[rng.usize(..images.len())].clone())
         };
         // (image, volumes touched, present afterwards if it succeeds, method, params)
         type Op = (String, Vec<String>, bool, &'static str, Value);
-        let (image, touched, present, method, params): Op = match rng.next() % 5 {
+        let (image, touched, present, method, params): Op = match rng.u32(..5) {
             0 | 1 if images.len() < 12 => {
                 let (img, vol) = (uuid(), uuid());
                 let p = json!({"volumeID": vol, "storagepoolID": w.sp, "storagedomainID": w.sd, "imageID": img, "size": "1048576",

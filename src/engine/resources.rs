@@ -295,17 +295,6 @@ mod tests {
         assert!(m.acquire(&[(r(1), Mode::Shared)], SHORT).is_err());
     }
 
-    /// xorshift64*, deterministic.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-    }
-
     /// Random multi-resource requests from many threads: never an exclusive
     /// holder beside anyone else, never a deadlock (every request is granted
     /// within a generous deadline).
@@ -321,13 +310,13 @@ mod tests {
             .map(|t| {
                 let (m, state, done) = (m.clone(), state.clone(), done.clone());
                 thread::spawn(move || {
-                    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (t + 1));
+                    let mut rng = fastrand::Rng::with_seed(t + 1);
                     for _ in 0..300 {
-                        let n = 1 + rng.next() as usize % 3;
+                        let n = rng.usize(1..=3);
                         let reqs: Vec<(Resource, Mode)> = (0..n)
                             .map(|_| {
-                                let i = rng.next() as usize % RESOURCES;
-                                let mode = if rng.next() % 3 == 0 {
+                                let i = rng.usize(..RESOURCES);
+                                let mode = if rng.usize(..3) == 0 {
                                     Mode::Exclusive
                                 } else {
                                     Mode::Shared
