@@ -136,7 +136,14 @@ impl Engine {
                 vec![shrink_back],
                 ("volume.extend.planned", "volume.extend.after_illegal"),
             )?;
-            resize_data(&dom, img, vol, &original, new_size)?;
+            set_virtual_size(
+                &dom,
+                img,
+                vol,
+                original.format,
+                original.allocation == VolumeAllocation::Preallocated,
+                new_size,
+            )?;
             failpoint::hit("volume.extend.after_resize")?;
             change.finish(ctx, "volume.extend.done")?;
             tracing::info!(sd = %sd, img = %img, vol = %vol, from = original.capacity, to = new_size, "volume extended");
@@ -144,8 +151,8 @@ impl Engine {
         })
     }
 
-    /// Sets a volume's data to `size` bytes of virtual size (a recovery
-    /// step: shrinks back what an interrupted extend grew). Idempotent.
+    /// Sets a volume's data back to `size` bytes of virtual size (a
+    /// recovery step: shrinks back what an interrupted extend grew).
     pub(crate) fn resize_volume_data(
         &self,
         sd: Uuid,
@@ -154,41 +161,7 @@ impl Engine {
         format: VolumeFormat,
         size: u64,
     ) -> Result<()> {
-        let dom = self.domain(sd)?;
-        let path = dom.volume_path(img, vol);
-        match format {
-            VolumeFormat::Raw => {
-                let f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .map_err(|e| Error::io_path("cannot open", &path, e))?;
-                f.set_len(size)
-                    .and_then(|_| f.sync_all())
-                    .map_err(|e| Error::io_path("cannot resize", &path, e))
-            }
-            VolumeFormat::Cow => {
-                let info = qemu_img::info(
-                    &path,
-                    InfoOptions {
-                        format: Some("qcow2"),
-                        ..Default::default()
-                    },
-                )
-                .map_err(|e| Error::VolumeMetadataRead {
-                    vol,
-                    reason: e.to_string(),
-                })?;
-                if info.virtual_size == size {
-                    return Ok(());
-                }
-                qemu_img::resize(&path, "qcow2", size, info.virtual_size > size).map_err(|e| {
-                    Error::VolumeCreation {
-                        vol,
-                        reason: e.to_string(),
-                    }
-                })
-            }
-        }
+        set_virtual_size(&*self.domain(sd)?, img, vol, format, false, size)
     }
 }
 
@@ -215,46 +188,65 @@ fn check_extend(md: &VolumeMetadata, vol: Uuid, new_size: u64) -> Result<()> {
     Ok(())
 }
 
-fn resize_data(
+/// Sets a volume's data to `size` bytes of virtual size, growing or
+/// shrinking. Idempotent, so an extend and its recovery can both repeat it;
+/// `preallocate` allocates a grown RAW tail.
+fn set_virtual_size(
     dom: &FileDomain,
     img: Uuid,
     vol: Uuid,
-    md: &VolumeMetadata,
-    new_size: u64,
+    format: VolumeFormat,
+    preallocate: bool,
+    size: u64,
 ) -> Result<()> {
     let path = dom.volume_path(img, vol);
-    match md.format {
+    match format {
         VolumeFormat::Raw => {
             let f = std::fs::OpenOptions::new()
                 .write(true)
                 .open(&path)
                 .map_err(|e| Error::io_path("cannot open", &path, e))?;
-            f.set_len(new_size)
+            let old = f
+                .metadata()
+                .map_err(|e| Error::io_path("cannot stat", &path, e))?
+                .len();
+            f.set_len(size)
                 .map_err(|e| dom.io_failure(e, |e| Error::io_path("cannot resize", &path, e)))?;
-            if md.allocation == VolumeAllocation::Preallocated && new_size > md.capacity {
-                rustix::fs::fallocate(
-                    &f,
-                    rustix::fs::FallocateFlags::empty(),
-                    md.capacity,
-                    new_size - md.capacity,
-                )
-                .map_err(|e| {
-                    dom.io_failure(e.into(), |e| Error::io_path("cannot allocate", &path, e))
-                })?;
+            if preallocate && size > old {
+                rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), old, size - old)
+                    .map_err(|e| {
+                        dom.io_failure(e.into(), |e| Error::io_path("cannot allocate", &path, e))
+                    })?;
             }
             f.sync_all()
                 .map_err(|e| dom.io_failure(e, |e| Error::io_path("cannot sync", &path, e)))
         }
-        VolumeFormat::Cow => qemu_img::resize(&path, "qcow2", new_size, false).map_err(|e| {
-            if e.is_no_space() {
-                Error::NoSpace { sd: dom.sd }
-            } else {
-                Error::VolumeCreation {
-                    vol,
-                    reason: e.to_string(),
-                }
+        VolumeFormat::Cow => {
+            let info = qemu_img::info(
+                &path,
+                InfoOptions {
+                    format: Some("qcow2"),
+                    ..Default::default()
+                },
+            )
+            .map_err(|e| Error::VolumeMetadataRead {
+                vol,
+                reason: e.to_string(),
+            })?;
+            if info.virtual_size == size {
+                return Ok(());
             }
-        }),
+            qemu_img::resize(&path, "qcow2", size, info.virtual_size > size).map_err(|e| {
+                if e.is_no_space() {
+                    Error::NoSpace { sd: dom.sd }
+                } else {
+                    Error::VolumeCreation {
+                        vol,
+                        reason: e.to_string(),
+                    }
+                }
+            })
+        }
     }
 }
 
