@@ -222,16 +222,11 @@ fn set_virtual_size(
                 .map_err(|e| dom.io_failure(e, |e| Error::io_path("cannot sync", &path, e)))
         }
         VolumeFormat::Cow => {
-            let info = qemu_img::info(
-                &path,
-                InfoOptions {
-                    format: Some("qcow2"),
-                    ..Default::default()
-                },
-            )
-            .map_err(|e| Error::VolumeMetadataRead {
-                vol,
-                reason: e.to_string(),
+            let info = qemu_img::info(&path, InfoOptions::format("qcow2")).map_err(|e| {
+                Error::VolumeMetadataRead {
+                    vol,
+                    reason: e.to_string(),
+                }
             })?;
             if info.virtual_size == size {
                 return Ok(());

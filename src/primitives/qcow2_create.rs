@@ -132,14 +132,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for size in [512, 1 << 20, 10 << 30, (1 << 40) + 4096, 64 << 40] {
             let p = make(dir.path(), "a.qcow2", size, None);
-            let info = qemu_img::info(
-                &p,
-                qemu_img::InfoOptions {
-                    format: Some("qcow2"),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+            let info = qemu_img::info(&p, qemu_img::InfoOptions::format("qcow2")).unwrap();
             assert_eq!(info.virtual_size, size);
             assert_eq!(info.compat(), Some("1.1"));
             assert!(
@@ -157,25 +150,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         make(dir.path(), "base", 1 << 30, None);
         let top = make(dir.path(), "top", 1 << 30, Some(("base", "qcow2")));
-        let info = qemu_img::info(
-            &top,
-            qemu_img::InfoOptions {
-                format: Some("qcow2"),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let info = qemu_img::info(&top, qemu_img::InfoOptions::format("qcow2")).unwrap();
         assert_eq!(info.backing_filename.as_deref(), Some("base"));
         assert_eq!(info.backing_format.as_deref(), Some("qcow2"));
         assert!(qemu_img::check(&top, "qcow2").unwrap().is_clean());
-        let chain = qemu_img::info_chain(
-            &top,
-            qemu_img::InfoOptions {
-                format: Some("qcow2"),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let chain = qemu_img::info_chain(&top, qemu_img::InfoOptions::format("qcow2")).unwrap();
         assert_eq!(chain.len(), 2);
     }
 

@@ -140,6 +140,16 @@ pub struct InfoOptions<'a> {
     pub force_share: bool,
 }
 
+impl<'a> InfoOptions<'a> {
+    /// Reads the image as `format`, nothing else.
+    pub fn format(format: &'a str) -> Self {
+        InfoOptions {
+            format: Some(format),
+            ..Default::default()
+        }
+    }
+}
+
 pub fn info(path: &Path, opts: InfoOptions<'_>) -> Result<ImageInfo, QemuImgError> {
     let mut cmd = info_command(path, opts);
     if opts.backing_chain {
@@ -440,14 +450,7 @@ mod real_tests {
             seen.windows(2).all(|w| w[0] <= w[1]),
             "progress never goes back: {seen:?}"
         );
-        let info = info(
-            &dst,
-            InfoOptions {
-                format: Some("qcow2"),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let info = info(&dst, InfoOptions::format("qcow2")).unwrap();
         assert_eq!(info.virtual_size, 4 << 20);
         assert!(check(&dst, "qcow2").unwrap().is_clean());
     }
