@@ -68,7 +68,9 @@ PY
 check "$DST"
 fs=$(df --output=fstype "$WORK" | tail -1)
 python3 - "$SIZE_GIB" "$dd_s" "$qemu_s" "$cairn_s" "$fs" <<'PY'
-import datetime, platform, re, sys
+import datetime, platform, sys
+sys.path.insert(0, "bench")
+from results import publish
 gib, dd, qemu, cairn, fs = int(sys.argv[1]), *map(float, sys.argv[2:5]), sys.argv[5]
 mb = lambda s: gib * 1024 / s
 rows = [
@@ -79,8 +81,5 @@ rows = [
 out = [f"Run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.node()}, {fs}, {gib} GiB fully written raw volume, page cache dropped before each copy.", "",
        "| copy | throughput | ratio |", "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows]
 text = "\n".join(out)
-print(text)
-doc = open("bench/RESULTS.md").read()
-doc = re.sub(r"(<!-- copy:begin -->\n).*?(<!-- copy:end -->)", lambda m: m.group(1) + text + "\n" + m.group(2), doc, flags=re.S)
-open("bench/RESULTS.md", "w").write(doc)
+publish("copy", text)
 PY

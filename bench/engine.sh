@@ -18,7 +18,9 @@ if [ "${SOAK:-0}" = 1 ]; then
 fi
 cd ../..
 python3 - "$tasks" "$recovery" "$locks" "$soak" <<'PY'
-import datetime, json, platform, re, sys
+import datetime, json, platform, sys
+sys.path.insert(0, "bench")
+from results import publish
 t, r, l, s = (json.loads(x) for x in sys.argv[1:])
 rows = [
     (f"tasks/s, same workload, in memory / persisted ({t['count']} tasks)",
@@ -34,9 +36,5 @@ out = [f"Run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC o
        "| measure | result | target |", "|---|---|---|"]
 out += [f"| {a} | {b} | {c} |" for a, b, c in rows]
 text = "\n".join(out)
-print(text)
-path = "bench/RESULTS.md"
-doc = open(path).read()
-doc = re.sub(r"(<!-- engine:begin -->\n).*?(<!-- engine:end -->)", lambda m: m.group(1) + text + "\n" + m.group(2), doc, flags=re.S)
-open(path, "w").write(doc)
+publish("engine", text)
 PY

@@ -94,7 +94,9 @@ list=$($BENCH list --socket "$SOCK" --expect "$LIST_N" --repeat 5)
 rss_kib=$(awk '/VmRSS/ {print $2}' /proc/$CAIRND_PID/status)
 
 python3 - "$lv_pairs" "$c1" "$c4" "$lv_list_med" "$pop" "$list" "$rss_kib" "$PAIRS" "$LIST_N" "$fsname" <<'PY'
-import json, sys, datetime, platform, re, subprocess
+import json, sys, datetime, platform, subprocess
+sys.path.insert(0, "bench")
+from results import publish
 lv_pairs, c1, c4, lv_list, pop, lst, rss, pairs, list_n, fs = sys.argv[1:]
 c1, c4, pop, lst = (json.loads(x) for x in (c1, c4, pop, lst))
 lv_pairs, lv_list, rss = float(lv_pairs), float(lv_list), int(rss)
@@ -110,9 +112,5 @@ out = [f"Run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC o
 for name, c, l, r, t in rows:
     out.append(f"| {name} | {c} | {l} | {'' if r is None else f'{r:.1f}x'} | {t} |")
 text = "\n".join(out)
-print(text)
-path = "bench/RESULTS.md"
-doc = open(path).read()
-doc = re.sub(r"(<!-- results:begin -->\n).*?(<!-- results:end -->)", lambda m: m.group(1) + text + "\n" + m.group(2), doc, flags=re.S)
-open(path, "w").write(doc)
+publish("results", text)
 PY
