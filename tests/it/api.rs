@@ -61,10 +61,7 @@ fn seed_walkthrough_over_json_rpc() {
     d.call("Task.clear", json!({"taskID": t}));
     assert_eq!(d.call_err("Task.getStatus", json!({"taskID": t})).0, 401);
 
-    let info = d.call(
-        "Volume.getInfo",
-        json!({"volumeID": vol, "storagepoolID": sp, "storagedomainID": sd, "imageID": img}),
-    );
+    let info = d.volume_info(&sp, &sd, &img, &vol);
     for key in [
         "disktype",
         "status",
@@ -161,13 +158,7 @@ fn embedded_default_is_ready_and_survives_restart() {
         d.call("StoragePool.getSpmStatus", json!({"storagepoolID": sp}))["spmStatus"],
         "SPM"
     );
-    assert_eq!(
-        d.call(
-            "Image.getVolumes",
-            json!({"imageID": img, "storagepoolID": sp, "storagedomainID": sd})
-        ),
-        json!([vol])
-    );
+    assert_eq!(d.image_volumes(&sp, &sd, &img), json!([vol]));
     // A crash (kill -9) releases the flock lease: SPM comes back too.
     let dir = d.stop(true);
     let d = Daemon::start_in(dir, Opts::default());
@@ -197,12 +188,7 @@ fn snapshots_chain_and_delete() {
         json!({"srcImgUUID": img, "srcVolUUID": base}),
     );
 
-    let vi = |v: &str| {
-        d.call(
-            "Volume.getInfo",
-            json!({"volumeID": v, "storagepoolID": sp, "storagedomainID": sd, "imageID": img}),
-        )
-    };
+    let vi = |v: &str| d.volume_info(&sp, &sd, &img, v);
     assert_eq!(vi(&base)["voltype"], "INTERNAL");
     assert_eq!(vi(&top)["voltype"], "LEAF");
     assert_eq!(vi(&top)["parent"], json!(base));
@@ -254,13 +240,7 @@ fn snapshots_chain_and_delete() {
     let t = d.call("Volume.delete", json!({"volumeID": top, "storagepoolID": sp, "storagedomainID": sd, "imageID": img, "postZero": false, "force": false}));
     d.task_ok(&t);
     assert_eq!(vi(&base)["voltype"], "LEAF");
-    assert_eq!(
-        d.call(
-            "Image.getVolumes",
-            json!({"imageID": img, "storagepoolID": sp, "storagedomainID": sd})
-        ),
-        json!([base])
-    );
+    assert_eq!(d.image_volumes(&sp, &sd, &img), json!([base]));
     let files: Vec<String> = std::fs::read_dir(d.domain_dir(&sd).join("images").join(&img))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -588,10 +568,7 @@ fn headers_that_disagree_with_metadata_are_invalid() {
         .status()
         .unwrap();
     assert!(st.success());
-    let info = d.call(
-        "Volume.getInfo",
-        json!({"volumeID": top, "storagepoolID": sp, "storagedomainID": sd, "imageID": img}),
-    );
+    let info = d.volume_info(&sp, &sd, &img, &top);
     assert_eq!(info["status"], "INVALID");
     let dump = d.call("StorageDomain.dump", json!({"sd_id": sd}));
     assert_eq!(dump["volumes"][&top]["status"], "INVALID");
@@ -638,12 +615,7 @@ fn update_volume_is_fenced_by_generation() {
     let (sp, sd) = d.embedded();
     let (img, vol) = (uuid(), uuid());
     d.create_volume(&sp, &sd, &img, &vol, json!({}));
-    let info = || {
-        d.call(
-            "Volume.getInfo",
-            json!({"volumeID": vol, "storagepoolID": sp, "storagedomainID": sd, "imageID": img}),
-        )
-    };
+    let info = || d.volume_info(&sp, &sd, &img, &vol);
     let target = |generation: Option<u32>| {
         let mut t = json!({"sd_id": sd, "img_id": img, "vol_id": vol});
         if let Some(g) = generation {
@@ -764,17 +736,8 @@ fn task_revert_undoes_a_create_when_nothing_builds_on_it() {
     let st = d.call("Task.getStatus", json!({"taskID": t2}));
     assert_eq!(st["taskResult"], "cleanSuccess");
     assert!(st["message"].as_str().unwrap().contains("reverted"));
-    assert_eq!(
-        d.call(
-            "Image.getVolumes",
-            json!({"imageID": img, "storagepoolID": sp, "storagedomainID": sd})
-        ),
-        json!([base])
-    );
-    let info = d.call(
-        "Volume.getInfo",
-        json!({"volumeID": base, "storagepoolID": sp, "storagedomainID": sd, "imageID": img}),
-    );
+    assert_eq!(d.image_volumes(&sp, &sd, &img), json!([base]));
+    let info = d.volume_info(&sp, &sd, &img, &base);
     assert_eq!(info["voltype"], "LEAF");
     // Reverting twice is harmless; now the base can go too, image and all.
     d.call("Task.revert", json!({"taskID": t2}));
@@ -919,17 +882,8 @@ fn templates_and_thin_clones() {
             vol,
             json!({"srcImgUUID": timg, "srcVolUUID": tvol, "size": (8u64 << 20).to_string()}),
         );
-        assert_eq!(
-            d.call(
-                "Image.getVolumes",
-                json!({"imageID": img, "storagepoolID": sp, "storagedomainID": sd})
-            ),
-            json!([vol])
-        );
-        let info = d.call(
-            "Volume.getInfo",
-            json!({"volumeID": vol, "storagepoolID": sp, "storagedomainID": sd, "imageID": img}),
-        );
+        assert_eq!(d.image_volumes(&sp, &sd, img), json!([vol]));
+        let info = d.volume_info(&sp, &sd, img, vol);
         assert_eq!(
             (info["parent"].as_str(), info["voltype"].as_str()),
             (Some(tvol.as_str()), Some("LEAF"))
@@ -944,10 +898,7 @@ fn templates_and_thin_clones() {
         let chain = qemu_img_json(&["info", "--output", "json", "--backing-chain", "-U", &path]);
         assert_eq!(chain.as_array().unwrap().len(), 2, "clone -> template");
     }
-    let tinfo = d.call(
-        "Volume.getInfo",
-        json!({"volumeID": tvol, "storagepoolID": sp, "storagedomainID": sd, "imageID": timg}),
-    );
+    let tinfo = d.volume_info(&sp, &sd, &timg, &tvol);
     assert_eq!(tinfo["voltype"], "SHARED", "a template stays SHARED");
     let dump = d.call("StorageDomain.dump", json!({"sd_id": sd}));
     assert_eq!(
@@ -995,7 +946,25 @@ fn post_zero_and_discard_scrub_deleted_data_but_never_a_template() {
     let d = Daemon::start();
     let (sp, sd) = d.embedded();
     let images = d.domain_dir(&sd).join("images");
-    let write = |path: &std::path::Path, fmt: &str| qemu_io(path, fmt, "write -P 0x5a 0 1M");
+    // A 4 MiB RAW volume in a new image, its first MiB written.
+    let raw_with_data = || {
+        let (img, vol) = (uuid(), uuid());
+        d.create_volume(
+            &sp,
+            &sd,
+            &img,
+            &vol,
+            json!({"volFormat": "RAW", "size": (4u64 << 20).to_string()}),
+        );
+        let data = images.join(&img).join(&vol);
+        qemu_io(&data, "raw", "write -P 0x5a 0 1M");
+        (img, vol, data)
+    };
+    let first_mib_zero = |handle: &std::fs::File| {
+        let mut buf = vec![1u8; 1 << 20];
+        std::os::unix::fs::FileExt::read_exact_at(handle, &mut buf, 0).unwrap();
+        buf.iter().all(|&b| b == 0)
+    };
     let all_zero = |path: &std::path::Path| std::fs::read(path).unwrap().iter().all(|&b| b == 0);
     let blocks = |path: &std::path::Path| {
         std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(path).unwrap())
@@ -1003,41 +972,19 @@ fn post_zero_and_discard_scrub_deleted_data_but_never_a_template() {
 
     // Volume.delete with postZero, checked through an open handle (a second
     // link would make the file look shared, and shared files are skipped).
-    let (img, vol) = (uuid(), uuid());
-    d.create_volume(
-        &sp,
-        &sd,
-        &img,
-        &vol,
-        json!({"volFormat": "RAW", "size": (4u64 << 20).to_string()}),
-    );
-    let data = images.join(&img).join(&vol);
-    write(&data, "raw");
+    let (img, vol, data) = raw_with_data();
     let handle = std::fs::File::open(&data).unwrap();
     let t = d.call("Volume.delete", json!({"volumeID": vol, "storagepoolID": sp, "storagedomainID": sd, "imageID": img, "postZero": true, "force": false}));
     d.task_ok(&t);
     assert!(!data.exists());
-    let mut buf = vec![1u8; 1 << 20];
-    std::os::unix::fs::FileExt::read_exact_at(&handle, &mut buf, 0).unwrap();
-    assert!(buf.iter().all(|&b| b == 0), "the deleted volume was zeroed");
+    assert!(first_mib_zero(&handle), "the deleted volume was zeroed");
 
     // Image.delete with postZero and discard, checked through an open handle.
-    let (img2, vol2) = (uuid(), uuid());
-    d.create_volume(
-        &sp,
-        &sd,
-        &img2,
-        &vol2,
-        json!({"volFormat": "RAW", "size": (4u64 << 20).to_string()}),
-    );
-    let data2 = images.join(&img2).join(&vol2);
-    write(&data2, "raw");
+    let (img2, _, data2) = raw_with_data();
     let handle = std::fs::File::open(&data2).unwrap();
     let t = d.call("Image.delete", json!({"imageID": img2, "storagepoolID": sp, "storagedomainID": sd, "postZero": true, "discard": true, "force": false}));
     d.task_ok(&t);
-    let mut buf = vec![1u8; 1 << 20];
-    std::os::unix::fs::FileExt::read_exact_at(&handle, &mut buf, 0).unwrap();
-    assert!(buf.iter().all(|&b| b == 0), "the deleted data was zeroed");
+    assert!(first_mib_zero(&handle), "the deleted data was zeroed");
     assert_eq!(
         std::os::unix::fs::MetadataExt::blocks(&handle.metadata().unwrap()),
         0,
@@ -1045,16 +992,7 @@ fn post_zero_and_discard_scrub_deleted_data_but_never_a_template() {
     );
 
     // A clone's image deleted with postZero leaves its template's data alone.
-    let (timg, tvol) = (uuid(), uuid());
-    d.create_volume(
-        &sp,
-        &sd,
-        &timg,
-        &tvol,
-        json!({"volFormat": "RAW", "size": (4u64 << 20).to_string()}),
-    );
-    let tdata = images.join(&timg).join(&tvol);
-    write(&tdata, "raw");
+    let (timg, tvol, tdata) = raw_with_data();
     d.make_template(&sd, &timg, &tvol);
     let (cimg, cvol) = (uuid(), uuid());
     d.create_volume(
@@ -1148,10 +1086,7 @@ fn copy_data_collapses_chains_and_converts() {
             &dpath,
             if fmt == "RAW" { "raw" } else { "qcow2" },
         );
-        let info = d.call(
-            "Volume.getInfo",
-            json!({"volumeID": dvol, "storagepoolID": sp, "storagedomainID": sd, "imageID": dimg}),
-        );
+        let info = d.volume_info(&sp, &sd, &dimg, &dvol);
         assert_eq!(
             (info["legality"].as_str(), info["generation"].as_u64()),
             (Some("LEGAL"), Some(1))

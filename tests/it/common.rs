@@ -284,6 +284,22 @@ impl Daemon {
     }
 
     /// The domain's directory on disk.
+    /// `Volume.getInfo` of one volume.
+    pub fn volume_info(&self, sp: &str, sd: &str, img: &str, vol: &str) -> Value {
+        self.call(
+            "Volume.getInfo",
+            json!({"volumeID": vol, "storagepoolID": sp, "storagedomainID": sd, "imageID": img}),
+        )
+    }
+
+    /// `Image.getVolumes` of one image.
+    pub fn image_volumes(&self, sp: &str, sd: &str, img: &str) -> Value {
+        self.call(
+            "Image.getVolumes",
+            json!({"imageID": img, "storagepoolID": sp, "storagedomainID": sd}),
+        )
+    }
+
     pub fn domain_dir(&self, sd: &str) -> PathBuf {
         let info = self.call("StorageDomain.getInfo", json!({"storagedomainID": sd}));
         PathBuf::from(info["remotePath"].as_str().unwrap()).join(sd)

@@ -145,14 +145,8 @@ fn reads_and_extends_a_vdsm_v4_domain() {
     assert_eq!(info["block_size"], 512);
     let mut vols = vec![V4_BASE, V4_LEAF];
     vols.sort();
-    assert_eq!(
-        d.call(
-            "Image.getVolumes",
-            json!({"imageID": IMG4, "storagepoolID": BLANK, "storagedomainID": SD4})
-        ),
-        json!(vols)
-    );
-    let base = d.call("Volume.getInfo", json!({"volumeID": V4_BASE, "storagepoolID": BLANK, "storagedomainID": SD4, "imageID": IMG4}));
+    assert_eq!(d.image_volumes(BLANK, SD4, IMG4), json!(vols));
+    let base = d.volume_info(BLANK, SD4, IMG4, V4_BASE);
     assert_eq!(
         base["capacity"],
         json!(1u64 << 30),
@@ -218,10 +212,7 @@ fn joins_a_pool_created_by_vdsm() {
         d.call("StoragePool.getSpmStatus", json!({"storagepoolID": SP5})),
         json!({"spmId": 2, "spmStatus": "SPM", "spmLver": 13})
     );
-    let v = d.call(
-        "Volume.getInfo",
-        json!({"volumeID": V5, "storagepoolID": SP5, "storagedomainID": SD5, "imageID": IMG5}),
-    );
+    let v = d.volume_info(SP5, SD5, IMG5, V5);
     assert_eq!(
         v["description"],
         "{\"DiskAlias\":\"vm1_Disk1\",\"DiskDescription\":\"\"}"

@@ -308,7 +308,7 @@ fn check_outcome(d: &Daemon, s: &Setup, op: Op, took_effect: bool, case: &str) {
             );
         }
         Op::CopyData => {
-            let dst = d.call("Volume.getInfo", json!({"volumeID": s.target, "storagepoolID": s.sp, "storagedomainID": s.sd, "imageID": s.target_img}));
+            let dst = d.volume_info(&s.sp, &s.sd, &s.target_img, &s.target);
             if took_effect {
                 assert_eq!(
                     (dst["legality"].as_str(), dst["generation"].as_u64()),
@@ -601,17 +601,8 @@ fn walk_task_revert() {
     let st = d.call("Task.getStatus", json!({"taskID": t}));
     assert_eq!(st["taskResult"], "cleanSuccess", "{st}");
     assert!(st["message"].as_str().unwrap().contains("reverted"), "{st}");
-    assert_eq!(
-        d.call(
-            "Image.getVolumes",
-            json!({"imageID": img, "storagepoolID": sp, "storagedomainID": sd})
-        ),
-        json!([base])
-    );
-    let info = d.call(
-        "Volume.getInfo",
-        json!({"volumeID": base, "storagepoolID": sp, "storagedomainID": sd, "imageID": img}),
-    );
+    assert_eq!(d.image_volumes(&sp, &sd, &img), json!([base]));
+    let info = d.volume_info(&sp, &sd, &img, &base);
     assert_eq!(info["voltype"], "LEAF");
     vdsm_check(&d.domain_dir(&sd));
 }

@@ -190,13 +190,7 @@ fn full_disk_fails_the_task_cleanly() {
         &vol,
         json!({"size": (16u64 << 20).to_string()}),
     );
-    assert_eq!(
-        d.call(
-            "Image.getVolumes",
-            json!({"imageID": img, "storagepoolID": sp, "storagedomainID": sd})
-        ),
-        json!([vol])
-    );
+    assert_eq!(d.image_volumes(&sp, &sd, &img), json!([vol]));
 }
 
 /// Remounts; retried because ext4 refuses to go read-only while a file is
