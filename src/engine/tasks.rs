@@ -763,6 +763,11 @@ mod tests {
         }
     }
 
+    /// The task's status once it has finished (tests give it 5 s).
+    fn finished(m: &TaskManager, id: Uuid) -> TaskStatus {
+        m.wait(id, Duration::from_secs(5)).unwrap()
+    }
+
     fn manager(runner: Arc<Recorder>) -> TaskManager {
         let m = TaskManager::new(2, 10);
         m.set_runner(runner);
@@ -773,7 +778,7 @@ mod tests {
     fn success_and_clear() {
         let m = manager(Arc::default());
         let id = m.spawn("test", None, |_| Ok(())).unwrap();
-        let st = m.wait(id, Duration::from_secs(5)).unwrap();
+        let st = finished(&m, id);
         assert_eq!(
             (st.state, st.result),
             (TaskState::Finished, TaskResult::Success)
@@ -792,10 +797,7 @@ mod tests {
                 Err(Error::invalid("x", "boom"))
             })
             .unwrap();
-        assert_eq!(
-            m.wait(id, Duration::from_secs(5)).unwrap().result,
-            TaskResult::CleanSuccess
-        );
+        assert_eq!(finished(&m, id).result, TaskResult::CleanSuccess);
         assert_eq!(*r.ran.lock().unwrap(), vec![step(2), step(1)]);
     }
 
@@ -810,10 +812,7 @@ mod tests {
                 Err(Error::invalid("x", "boom"))
             })
             .unwrap();
-        assert_eq!(
-            m.wait(id, Duration::from_secs(5)).unwrap().result,
-            TaskResult::Success
-        );
+        assert_eq!(finished(&m, id).result, TaskResult::Success);
         assert_eq!(*r.ran.lock().unwrap(), vec![step(8), step(9)]);
     }
 
@@ -829,10 +828,7 @@ mod tests {
                 Err(Error::invalid("x", "boom"))
             })
             .unwrap();
-        assert_eq!(
-            m.wait(id, Duration::from_secs(5)).unwrap().result,
-            TaskResult::CleanFailure
-        );
+        assert_eq!(finished(&m, id).result, TaskResult::CleanFailure);
     }
 
     #[test]
@@ -853,7 +849,7 @@ mod tests {
         }
         assert!(matches!(m.clear(id), Err(Error::TaskNotFinished(_))));
         m.stop(id).unwrap();
-        let st = m.wait(id, Duration::from_secs(5)).unwrap();
+        let st = finished(&m, id);
         assert_eq!(st.result, TaskResult::CleanSuccess);
         assert!(matches!(st.error.as_deref(), Some(Error::TaskAborted(_))));
         assert_eq!(*r.ran.lock().unwrap(), vec![step(1)]);
@@ -883,17 +879,14 @@ mod tests {
         assert_eq!(m.status(queued).unwrap().state, TaskState::Finished);
         *gate.0.lock().unwrap() = true;
         gate.1.notify_all();
-        assert_eq!(
-            m.wait(first, Duration::from_secs(5)).unwrap().result,
-            TaskResult::Success
-        );
+        assert_eq!(finished(&m, first).result, TaskResult::Success);
     }
 
     #[test]
     fn panics_become_failures() {
         let m = manager(Arc::default());
         let id = m.spawn("test", None, |_| panic!("bug")).unwrap();
-        let st = m.wait(id, Duration::from_secs(5)).unwrap();
+        let st = finished(&m, id);
         assert_eq!(st.result, TaskResult::CleanSuccess);
         assert!(st.error.unwrap().to_string().contains("bug"));
     }
@@ -905,7 +898,7 @@ mod tests {
         // A finished task and two interrupted ones, as a crash leaves them.
         let m = manager(Arc::default());
         let done = m.spawn("done", Some(store), |_| Ok(())).unwrap();
-        m.wait(done, Duration::from_secs(5)).unwrap();
+        finished(&m, done);
         let write = |plan: RecoveryPlan| {
             let rec = TaskRecord {
                 state: "running".into(),
