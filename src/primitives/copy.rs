@@ -50,6 +50,8 @@ pub fn copy_raw(
     let total: u64 = ranges.iter().map(|r| r.1).sum();
     let mut done = 0;
     let mut method = Method::CopyRange;
+    // The read/write fallback's buffer, allocated once when first needed.
+    let mut buf = Vec::new();
     for (start, length) in ranges {
         let mut off = start;
         let end = start + length;
@@ -84,7 +86,9 @@ pub fn copy_raw(
                         Err(e) => return Err(e.into()),
                     }
                 }
-                Method::ReadWrite | Method::Reflink => read_write(src, dst, off, end - off)?,
+                Method::ReadWrite | Method::Reflink => {
+                    read_write(src, dst, off, end - off, &mut buf)?
+                }
             };
             off += n;
             done += n;
@@ -98,12 +102,12 @@ pub fn copy_raw(
     })
 }
 
-fn read_write(src: &File, dst: &File, off: u64, len: u64) -> io::Result<u64> {
-    const CHUNK: u64 = 8 << 20;
-    let n = len.min(CHUNK) as usize;
-    let mut buf = vec![0u8; n];
-    src.read_exact_at(&mut buf, off)?;
-    dst.write_all_at(&buf, off)?;
+fn read_write(src: &File, dst: &File, off: u64, len: u64, buf: &mut Vec<u8>) -> io::Result<u64> {
+    const CHUNK: usize = 8 << 20;
+    buf.resize(CHUNK, 0);
+    let n = len.min(CHUNK as u64) as usize;
+    src.read_exact_at(&mut buf[..n], off)?;
+    dst.write_all_at(&buf[..n], off)?;
     Ok(n as u64)
 }
 
@@ -147,5 +151,19 @@ mod tests {
                 "holes stay holes: {blocks} bytes allocated"
             );
         }
+    }
+
+    #[test]
+    fn read_write_fallback_copies_in_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = file(dir.path(), "src");
+        let data: Vec<u8> = (0..(10u32 << 20)).map(|i| (i % 251) as u8).collect();
+        src.write_all_at(&data, 0).unwrap();
+        let dst = file(dir.path(), "dst");
+        let (mut off, mut buf) = (0, Vec::new());
+        while off < data.len() as u64 {
+            off += read_write(&src, &dst, off, data.len() as u64 - off, &mut buf).unwrap();
+        }
+        assert_eq!(std::fs::read(dir.path().join("dst")).unwrap(), data);
     }
 }
