@@ -42,6 +42,7 @@ impl Engine {
             ));
         }
         let (sdom, ddom) = (self.domain(src.sd)?, self.domain(dst.sd)?);
+        // Checked before the job starts so bad input fails the call itself.
         self.check_copy(&sdom, &ddom, &src, &dst)?;
         let engine = self.clone();
         let store = self.paths.jobs.clone();
@@ -56,6 +57,7 @@ impl Engine {
                     ],
                     DEFAULT_TIMEOUT,
                 )?;
+                // Again under the locks: the volumes may have changed while queued.
                 let (chain, original) = engine.check_copy(&sdom, &ddom, &src, &dst)?;
                 copy_steps(ctx, &sdom, &ddom, &src, &dst, &chain, original)
             })?;
