@@ -108,13 +108,7 @@ impl Engine {
                 reason: "other volumes are built on it".into(),
             });
         }
-        if self
-            .paths
-            .run
-            .join(dst.sd.to_string())
-            .join(dst.img.to_string())
-            .exists()
-        {
+        if self.paths.run_link(dst.sd, dst.img).exists() {
             return Err(Error::VolumeBusy {
                 vol: dst.vol,
                 reason: "its image is prepared for a VM".into(),

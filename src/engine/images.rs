@@ -123,9 +123,9 @@ impl Engine {
                 return Err(Error::PrepareIllegal(*id));
             }
         }
-        let run_dir = self.paths.run.join(sd.to_string());
-        fs::create_dir_all(&run_dir).ctx("cannot create", &run_dir)?;
-        let link = run_dir.join(img.to_string());
+        let link = self.paths.run_link(sd, img);
+        let run_dir = link.parent().expect("a run link has a parent");
+        fs::create_dir_all(run_dir).ctx("cannot create", run_dir)?;
         let target = dom.image_dir(img);
         match fs::read_link(&link) {
             Ok(t) if t == target => {}
@@ -145,21 +145,14 @@ impl Engine {
     pub fn teardown_image(&self, pool: Uuid, sd: Uuid, img: Uuid) -> Result<()> {
         let pool = self.connected_pool(pool)?;
         let dom = self.pool_domain(&pool, sd)?;
-        if !dom.has_image(img)
-            && !self
-                .paths
-                .run
-                .join(sd.to_string())
-                .join(img.to_string())
-                .exists()
-        {
+        if !dom.has_image(img) && !self.paths.run_link(sd, img).exists() {
             return Err(Error::ImageNotFound { img, sd });
         }
         self.remove_run_link(sd, img)
     }
 
     fn remove_run_link(&self, sd: Uuid, img: Uuid) -> Result<()> {
-        let link = self.paths.run.join(sd.to_string()).join(img.to_string());
+        let link = self.paths.run_link(sd, img);
         durable::remove_if_exists(&link)
             .ctx("cannot remove", &link)
             .map(drop)

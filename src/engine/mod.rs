@@ -65,6 +65,12 @@ impl Paths {
             jobs: data_dir.join("jobs"),
         }
     }
+
+    /// The link a prepared image is reached through (it exists while the
+    /// image is prepared).
+    pub fn run_link(&self, sd: Uuid, img: Uuid) -> PathBuf {
+        self.run.join(sd.to_string()).join(img.to_string())
+    }
 }
 
 #[derive(Debug, Clone)]
