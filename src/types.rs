@@ -86,6 +86,19 @@ macro_rules! vdsm_enum {
                 s.serialize_str(self.name())
             }
         }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                Self::from_name(&s).ok_or_else(|| {
+                    serde::de::Error::custom(format!(
+                        "{s:?} is not a {}; expected one of {}",
+                        stringify!($name),
+                        Self::expected()
+                    ))
+                })
+            }
+        }
     };
 }
 
@@ -211,6 +224,17 @@ mod tests {
         assert!(parse_uuid("{5c84a9d2-be25-49a9-bcb2-2f0f5b9066c0}").is_none());
         assert!(parse_uuid("../../etc/passwd").is_none());
         assert!(parse_uuid("").is_none());
+    }
+
+    #[test]
+    fn enums_round_trip_through_serde_by_name() {
+        for f in VolumeFormat::ALL {
+            let text = serde_json::to_string(f).unwrap();
+            assert_eq!(text, format!("\"{}\"", f.name()));
+            assert_eq!(serde_json::from_str::<VolumeFormat>(&text).unwrap(), *f);
+        }
+        let err = serde_json::from_str::<VolumeFormat>("\"qcow2\"").unwrap_err();
+        assert!(err.to_string().contains("COW (4)"), "{err}");
     }
 
     #[test]

@@ -131,12 +131,7 @@ impl Engine {
                 vol,
                 format,
                 size,
-            } => {
-                let format = crate::types::VolumeFormat::from_name(format).ok_or_else(|| {
-                    Error::invalid("task record", format!("unknown volume format {format:?}"))
-                })?;
-                self.resize_volume_data(*sd, *img, *vol, format, *size)
-            }
+            } => self.resize_volume_data(*sd, *img, *vol, *format, *size),
             Step::RemoveImageIfEmpty { sd, img } => {
                 let dom = self.domain(*sd)?;
                 match super::volumes::own_volumes(&dom, *img) {

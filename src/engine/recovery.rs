@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::primitives::durable;
-use crate::types::Uuid;
+use crate::types::{Uuid, VolumeFormat};
 
 /// Format version of persisted task records.
 pub const RECORD_VERSION: u32 = 1;
@@ -50,12 +50,12 @@ pub enum Step {
         zero: bool,
         discard: bool,
     },
-    /// Set a volume's virtual size (format "RAW" or "COW").
+    /// Set a volume's virtual size.
     ResizeImage {
         sd: Uuid,
         img: Uuid,
         vol: Uuid,
-        format: String,
+        format: VolumeFormat,
         size: u64,
     },
 }

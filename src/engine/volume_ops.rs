@@ -124,7 +124,7 @@ impl Engine {
             extended.capacity = new_size;
             extended.legality = VolumeLegality::Legal;
             extended.generation = next_generation(original.generation);
-            let shrink_back = Step::ResizeImage { sd, img, vol, format: original.format.name().into(), size: original.capacity };
+            let shrink_back = Step::ResizeImage { sd, img, vol, format: original.format, size: original.capacity };
             let change = FencedChange::begin(
                 ctx,
                 &dom,
