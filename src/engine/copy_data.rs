@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use super::images::chain_of;
-use super::jobs::{next_generation, FencedChange, VolumeRef};
+use super::jobs::{next_generation, FencedChange, Rollback, VolumeRef};
 use super::resources::{Mode, Resource, DEFAULT_TIMEOUT};
 use super::volumes::{children_of, read_in_image};
 use super::{Engine, TaskCtx};
@@ -137,8 +137,6 @@ fn copy_steps(
     let mut done = original.clone();
     done.legality = VolumeLegality::Legal;
     done.generation = next_generation(original.generation);
-    // Nothing to restore on failure: the old contents are being overwritten,
-    // so the destination stays ILLEGAL.
     let change = FencedChange::begin(
         ctx,
         ddom,
@@ -146,8 +144,7 @@ fn copy_steps(
         dst.vol,
         &original,
         done,
-        false,
-        Vec::new(),
+        Rollback::LeaveIllegal,
         ("copy.planned", "copy.after_illegal"),
     )?;
 

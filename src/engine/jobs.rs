@@ -87,6 +87,14 @@ impl JobInfo {
     }
 }
 
+/// What rolling back a [`FencedChange`] does.
+pub(crate) enum Rollback {
+    /// Run these steps (last first), then write the original metadata back.
+    Restore(Vec<Step>),
+    /// Nothing: the old contents are gone, so the volume stays ILLEGAL.
+    LeaveIllegal,
+}
+
 /// A change to one volume fenced by its legality: the volume reads ILLEGAL
 /// from [`FencedChange::begin`] until [`FencedChange::finish`] writes its
 /// final metadata, which is also the task's commit check.
@@ -100,8 +108,7 @@ pub(crate) struct FencedChange<'a> {
 
 impl<'a> FencedChange<'a> {
     /// Declares the task's plan, passes failpoint `planned`, marks the
-    /// volume ILLEGAL and passes failpoint `fenced`. With `restore`, a
-    /// rollback writes `original` back after running `undo` (last first).
+    /// volume ILLEGAL and passes failpoint `fenced`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn begin(
         ctx: &TaskCtx,
@@ -110,22 +117,24 @@ impl<'a> FencedChange<'a> {
         vol: Uuid,
         original: &VolumeMetadata,
         target: VolumeMetadata,
-        restore: bool,
-        undo: Vec<Step>,
+        rollback: Rollback,
         (planned, fenced): (&'static str, &'static str),
     ) -> Result<Self> {
         let version = dom.manifest()?.version;
         let sd = dom.sd;
-        let mut steps = Vec::new();
-        if restore {
-            steps.push(Step::WriteVolumeMetadata {
-                sd,
-                img,
-                vol,
-                contents: metadata_text(vol, original, version)?,
-            });
-        }
-        steps.extend(undo);
+        let steps = match rollback {
+            Rollback::Restore(undo) => {
+                let mut steps = vec![Step::WriteVolumeMetadata {
+                    sd,
+                    img,
+                    vol,
+                    contents: metadata_text(vol, original, version)?,
+                }];
+                steps.extend(undo);
+                steps
+            }
+            Rollback::LeaveIllegal => Vec::new(),
+        };
         ctx.plan(RecoveryPlan {
             undo: steps,
             redo: Vec::new(),
@@ -207,8 +216,7 @@ impl Engine {
                 vol,
                 &original,
                 updated,
-                true,
-                Vec::new(),
+                Rollback::Restore(Vec::new()),
                 ("volume.update.planned", "volume.update.after_illegal"),
             )?;
             let updated = change.finish(ctx, "volume.update.done")?;

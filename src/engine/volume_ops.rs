@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::images::chain_of;
-use super::jobs::{next_generation, FencedChange};
+use super::jobs::{next_generation, FencedChange, Rollback};
 use super::recovery::Step;
 use super::resources::Mode;
 use super::volumes::read_in_image;
@@ -132,8 +132,7 @@ impl Engine {
                 vol,
                 &original,
                 extended,
-                true,
-                vec![shrink_back],
+                Rollback::Restore(vec![shrink_back]),
                 ("volume.extend.planned", "volume.extend.after_illegal"),
             )?;
             set_virtual_size(
