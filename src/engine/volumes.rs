@@ -465,6 +465,8 @@ fn create_volume_steps(
         .as_ref()
         .filter(|p| p.role == VolumeRole::Shared)
         .map(|p| (p.image, req.src_vol));
+    // Otherwise a parent is snapshotted: it becomes INTERNAL under the new leaf.
+    let snapshot_parent = parent.as_ref().filter(|_| template.is_none());
     let template_files = |t: Uuid| {
         [
             t.to_string(),
@@ -496,7 +498,7 @@ fn create_volume_steps(
         sd,
         path: rel(img, format_args!("{vol}{LEASE_SUFFIX}")),
     });
-    if let Some(p) = parent.as_ref().filter(|_| template.is_none()) {
+    if let Some(p) = snapshot_parent {
         let contents = metadata_text(req.src_vol, p, version)?;
         undo.push(Step::WriteVolumeMetadata {
             sd,
@@ -564,7 +566,7 @@ fn create_volume_steps(
     failpoint::hit("volume.create.after_lease")?;
     ctx.check_abort()?;
 
-    if let Some(parent_md) = parent.as_ref().filter(|_| template.is_none()) {
+    if let Some(parent_md) = snapshot_parent {
         let mut internal = parent_md.clone();
         internal.role = VolumeRole::Internal;
         dom.write_volume(img, req.src_vol, &internal, version)?;
