@@ -13,6 +13,7 @@ use super::params::{uuid_value, Params};
 use crate::engine::domains::{CreateDomain, DomainFilter};
 use crate::engine::images::DeleteImage;
 use crate::engine::jobs::{VolumeAttrs, VolumeRef};
+use crate::engine::merge::Subchain;
 use crate::engine::pool::CreatePool;
 use crate::engine::volumes::{CreateVolume, DeleteVolume};
 use crate::engine::{ConnectionParams, Engine, TaskResult, TaskState, TaskStatus};
@@ -292,6 +293,41 @@ pub static VERBS: &[Verb] = &[
         name: "SDM.copy_data",
         params: &["job_id", "source", "destination", "copy_bitmaps"],
         handler: sdm_copy_data,
+    },
+    Verb {
+        name: "SDM.amend_volume",
+        params: &["job_id", "vol_info", "qcow2_attr"],
+        handler: sdm_amend_volume,
+    },
+    Verb {
+        name: "SDM.add_bitmap",
+        params: &["job_id", "vol_info", "bitmap"],
+        handler: sdm_add_bitmap,
+    },
+    Verb {
+        name: "SDM.remove_bitmap",
+        params: &["job_id", "vol_info", "bitmap"],
+        handler: sdm_remove_bitmap,
+    },
+    Verb {
+        name: "SDM.clear_bitmaps",
+        params: &["job_id", "vol_info"],
+        handler: sdm_clear_bitmaps,
+    },
+    Verb {
+        name: "SDM.merge",
+        params: &["job_id", "subchain_info", "merge_bitmaps"],
+        handler: sdm_merge,
+    },
+    Verb {
+        name: "StoragePool.prepareMerge",
+        params: &["storagepoolID", "subchainInfo"],
+        handler: pool_prepare_merge,
+    },
+    Verb {
+        name: "StoragePool.finalizeMerge",
+        params: &["storagepoolID", "subchainInfo"],
+        handler: pool_finalize_merge,
     },
     Verb {
         name: "Host.getJobs",
@@ -822,6 +858,77 @@ fn sdm_copy_data(e: &Arc<Engine>, p: &Params) -> Reply {
     let destination = endpoint("destination", p.opt_value("destination"))?;
     e.copy_data(job, source, destination, p.bool_or("copy_bitmaps", false)?)?;
     ok()
+}
+
+fn sdm_amend_volume(e: &Arc<Engine>, p: &Params) -> Reply {
+    let job = p.uuid("job_id")?;
+    let target = volume_ref("vol_info", p.opt_value("vol_info"))?;
+    let attrs = object_param(p, "qcow2_attr", &["compat"])?;
+    e.amend_volume(job, target, attrs.string("compat")?)?;
+    ok()
+}
+
+fn sdm_add_bitmap(e: &Arc<Engine>, p: &Params) -> Reply {
+    let job = p.uuid("job_id")?;
+    let target = volume_ref("vol_info", p.opt_value("vol_info"))?;
+    e.add_bitmap(job, target, p.string("bitmap")?)?;
+    ok()
+}
+
+fn sdm_remove_bitmap(e: &Arc<Engine>, p: &Params) -> Reply {
+    let job = p.uuid("job_id")?;
+    let target = volume_ref("vol_info", p.opt_value("vol_info"))?;
+    e.remove_bitmap(job, target, p.string("bitmap")?)?;
+    ok()
+}
+
+fn sdm_clear_bitmaps(e: &Arc<Engine>, p: &Params) -> Reply {
+    let job = p.uuid("job_id")?;
+    e.clear_bitmaps(job, volume_ref("vol_info", p.opt_value("vol_info"))?)?;
+    ok()
+}
+
+fn sdm_merge(e: &Arc<Engine>, p: &Params) -> Reply {
+    let job = p.uuid("job_id")?;
+    let sc = subchain(p, "subchain_info")?;
+    e.merge(job, sc, p.bool_or("merge_bitmaps", false)?)?;
+    ok()
+}
+
+fn pool_prepare_merge(e: &Arc<Engine>, p: &Params) -> Reply {
+    task_id(e.prepare_merge(p.uuid("storagepoolID")?, subchain(p, "subchainInfo")?)?)
+}
+
+fn pool_finalize_merge(e: &Arc<Engine>, p: &Params) -> Reply {
+    task_id(e.finalize_merge(p.uuid("storagepoolID")?, subchain(p, "subchainInfo")?)?)
+}
+
+/// A `SubchainInfo` parameter.
+fn subchain(p: &Params, name: &str) -> Result<Subchain, ApiError> {
+    let o = object_param(
+        p,
+        name,
+        &["sd_id", "img_id", "top_id", "base_id", "base_generation"],
+    )?;
+    Ok(Subchain {
+        sd: o.uuid("sd_id")?,
+        img: o.uuid("img_id")?,
+        top: o.uuid("top_id")?,
+        base: o.uuid("base_id")?,
+        base_generation: o.opt_u32("base_generation")?,
+    })
+}
+
+/// A parameter that is an object with these fields.
+fn object_param(p: &Params, name: &str, fields: &[&str]) -> Result<Params, ApiError> {
+    match p.opt_value(name) {
+        Some(v @ Value::Object(_)) => Params::new(Some(v), fields)
+            .map_err(|e| ApiError::invalid_params(format!("'{name}': {}", e.message))),
+        _ => Err(ApiError::invalid_params(format!(
+            "'{name}' must be an object with {}",
+            fields.join(", ")
+        ))),
+    }
 }
 
 /// A `CopyDataEndpoint`: only the "div" (domain, image, volume) kind.

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use super::images::chain_of;
-use super::jobs::{next_generation, FencedChange, Rollback, VolumeRef};
+use super::jobs::{check_generation, legal_next, FencedChange, Rollback, VolumeRef};
 use super::resources::{Mode, Resource, DEFAULT_TIMEOUT};
 use super::volumes::{children_of, read_in_image};
 use super::{Engine, TaskCtx};
@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::format::volume_md::VolumeMetadata;
 use crate::primitives::{copy, qemu_img};
-use crate::types::{VolumeAllocation, VolumeFormat, VolumeLegality, VolumeRole, BLANK_UUID};
+use crate::types::{VolumeAllocation, VolumeFormat, VolumeRole, BLANK_UUID};
 
 impl Engine {
     pub fn copy_data(
@@ -29,12 +29,6 @@ impl Engine {
         dst: VolumeRef,
         copy_bitmaps: bool,
     ) -> Result<()> {
-        if copy_bitmaps {
-            return Err(Error::invalid(
-                "copy_bitmaps",
-                "bitmaps are not supported yet",
-            ));
-        }
         if (src.sd, src.vol) == (dst.sd, dst.vol) {
             return Err(Error::invalid(
                 "destination",
@@ -43,7 +37,7 @@ impl Engine {
         }
         let (sdom, ddom) = (self.domain(src.sd)?, self.domain(dst.sd)?);
         // Checked before the job starts so bad input fails the call itself.
-        self.check_copy(&sdom, &ddom, &src, &dst)?;
+        self.check_copy(&sdom, &ddom, &src, &dst, copy_bitmaps)?;
         let engine = self.clone();
         let store = self.paths.jobs.clone();
         self.jobs
@@ -58,8 +52,18 @@ impl Engine {
                     DEFAULT_TIMEOUT,
                 )?;
                 // Again under the locks: the volumes may have changed while queued.
-                let (chain, original) = engine.check_copy(&sdom, &ddom, &src, &dst)?;
-                copy_steps(ctx, &sdom, &ddom, &src, &dst, &chain, original)
+                let (chain, original) =
+                    engine.check_copy(&sdom, &ddom, &src, &dst, copy_bitmaps)?;
+                copy_steps(
+                    ctx,
+                    &sdom,
+                    &ddom,
+                    &src,
+                    &dst,
+                    &chain,
+                    original,
+                    copy_bitmaps,
+                )
             })?;
         Ok(())
     }
@@ -72,23 +76,18 @@ impl Engine {
         ddom: &FileDomain,
         src: &VolumeRef,
         dst: &VolumeRef,
+        copy_bitmaps: bool,
     ) -> Result<(Vec<(uuid::Uuid, VolumeMetadata)>, VolumeMetadata)> {
         let chain = chain_of(sdom, src.img, src.vol)?;
         let smd = &chain[0].1;
-        if let Some(g) = src.generation.filter(|g| *g != smd.generation) {
-            return Err(Error::GenerationMismatch {
-                vol: src.vol,
-                expected: g,
-                actual: smd.generation,
-            });
-        }
+        check_generation(src, smd)?;
         let dmd = read_in_image(ddom, dst.img, dst.vol)?;
-        if let Some(g) = dst.generation.filter(|g| *g != dmd.generation) {
-            return Err(Error::GenerationMismatch {
-                vol: dst.vol,
-                expected: g,
-                actual: dmd.generation,
-            });
+        check_generation(dst, &dmd)?;
+        if copy_bitmaps && (smd.format, dmd.format) != (VolumeFormat::Cow, VolumeFormat::Cow) {
+            return Err(Error::invalid(
+                "copy_bitmaps",
+                "bitmaps are copied only from a qcow2 volume to a qcow2 volume",
+            ));
         }
         if dmd.image != dst.img || dmd.role == VolumeRole::Shared {
             return Err(Error::invalid(
@@ -133,10 +132,9 @@ fn copy_steps(
     dst: &VolumeRef,
     chain: &[(uuid::Uuid, VolumeMetadata)],
     original: VolumeMetadata,
+    copy_bitmaps: bool,
 ) -> Result<()> {
-    let mut done = original.clone();
-    done.legality = VolumeLegality::Legal;
-    done.generation = next_generation(original.generation);
+    let done = legal_next(&original);
     let change = FencedChange::begin(
         ctx,
         ddom,
@@ -185,7 +183,7 @@ fn copy_steps(
             backing: None,
             existing_target: true,
             unordered: true,
-            bitmaps: false,
+            bitmaps: copy_bitmaps,
         };
         qemu_img::convert(&src_path, &dst_path, &opts, |p| ctx.set_progress(p as u32)).map_err(
             |e| {

@@ -15,6 +15,7 @@ use crate::backend::file::volume::{LEASE_SUFFIX, META_SUFFIX};
 use crate::backend::file::{FileDomain, REMOVED_IMAGE_PREFIX};
 use crate::error::{Error, IoContext, Result};
 use crate::primitives::durable;
+use crate::primitives::qemu_img::{self, InfoOptions};
 use crate::types::{parse_uuid, Uuid, VolumeRole};
 
 /// What garbage collection did, for the log and for tests.
@@ -132,6 +133,35 @@ impl Engine {
                 format,
                 size,
             } => self.resize_volume_data(*sd, *img, *vol, *format, *size),
+            Step::RemoveBitmap { sd, img, vol, name } => {
+                let path = self.domain(*sd)?.volume_path(*img, *vol);
+                if !path.exists() {
+                    return Ok(());
+                }
+                let failed = |e: qemu_img::QemuImgError| Error::VolumeMetadataWrite {
+                    vol: *vol,
+                    reason: e.to_string(),
+                };
+                let info = qemu_img::info(&path, InfoOptions::format("qcow2")).map_err(failed)?;
+                if info.bitmap_names().contains(name) {
+                    qemu_img::bitmap(&path, name, qemu_img::BitmapOp::Remove).map_err(failed)?;
+                }
+                Ok(())
+            }
+            Step::Rebase {
+                sd,
+                img,
+                vol,
+                backing,
+                backing_format,
+            } => {
+                let path = self.domain(*sd)?.volume_path(*img, *vol);
+                qemu_img::rebase_unsafe(&path, &backing.to_string(), backing_format.qemu_name())
+                    .map_err(|e| Error::VolumeMetadataWrite {
+                        vol: *vol,
+                        reason: e.to_string(),
+                    })
+            }
             Step::RemoveImageIfEmpty { sd, img } => {
                 let dom = self.domain(*sd)?;
                 match super::volumes::own_volumes(&dom, *img) {

@@ -180,7 +180,93 @@ pub fn next_generation(g: u32) -> u32 {
     }
 }
 
+/// One in-place change of one volume, run as a host job by
+/// [`Engine::spawn_volume_job`].
+pub(crate) struct VolumeJob<C, P, W> {
+    pub verb: &'static str,
+    pub target: VolumeRef,
+    /// Failpoints passed once the plan is declared, once the volume is
+    /// fenced ILLEGAL, once `work` is done and once the final metadata is
+    /// written.
+    pub failpoints: [&'static str; 4],
+    /// Validates the volume: before the job is queued, so bad input fails
+    /// the call, and again under the image lock.
+    pub check: C,
+    /// From the volume's metadata: its final metadata and how to roll back.
+    pub plan: P,
+    /// The change itself, run while the volume reads ILLEGAL.
+    pub work: W,
+}
+
+/// The usual end of a volume job: LEGAL with the next generation.
+pub(crate) fn legal_next(md: &VolumeMetadata) -> VolumeMetadata {
+    let mut done = md.clone();
+    done.legality = VolumeLegality::Legal;
+    done.generation = next_generation(md.generation);
+    done
+}
+
+/// Refuses a volume whose image is prepared for a VM: jobs that rewrite a
+/// volume in place need it closed.
+pub(crate) fn check_not_prepared(engine: &Engine, target: &VolumeRef) -> Result<()> {
+    if engine.paths.run_link(target.sd, target.img).exists() {
+        return Err(Error::VolumeBusy {
+            vol: target.vol,
+            reason: "its image is prepared for a VM".into(),
+        });
+    }
+    Ok(())
+}
+
 impl Engine {
+    /// Runs `spec` as job `job`: checks the caller's generation, takes the
+    /// image lock, fences the volume and changes it (see [`FencedChange`]).
+    pub(crate) fn spawn_volume_job<C, P, W>(
+        self: &Arc<Self>,
+        job: Uuid,
+        spec: VolumeJob<C, P, W>,
+    ) -> Result<()>
+    where
+        C: Fn(&Engine, &FileDomain, &VolumeMetadata) -> Result<()> + Send + 'static,
+        P: FnOnce(&VolumeMetadata) -> (VolumeMetadata, Rollback) + Send + 'static,
+        W: FnOnce(&TaskCtx, &FileDomain, &VolumeMetadata) -> Result<()> + Send + 'static,
+    {
+        let target = spec.target;
+        let dom = self.domain(target.sd)?;
+        let validate = move |engine: &Engine, dom: &FileDomain| -> Result<VolumeMetadata> {
+            let md = read_in_image(dom, target.img, target.vol)?;
+            check_generation(&target, &md)?;
+            (spec.check)(engine, dom, &md)?;
+            Ok(md)
+        };
+        validate(self, &dom)?;
+        let engine = self.clone();
+        let store = self.paths.jobs.clone();
+        let [planned, fenced, changed, done] = spec.failpoints;
+        self.jobs.spawn_as(job, spec.verb, Some(&store), move |ctx| {
+            let _lock = engine.lock_image(target.sd, target.img, Mode::Exclusive)?;
+            let original = validate(&engine, &dom)?;
+            let (final_md, rollback) = (spec.plan)(&original);
+            let change = FencedChange::begin(
+                ctx,
+                &dom,
+                target.img,
+                target.vol,
+                &original,
+                final_md,
+                rollback,
+                (planned, fenced),
+            )?;
+            (spec.work)(ctx, &dom, &original)?;
+            failpoint::hit(changed)?;
+            let md = change.finish(ctx, done)?;
+            tracing::info!(job = %ctx.id(), verb = spec.verb, sd = %target.sd, img = %target.img,
+                vol = %target.vol, generation = md.generation, "volume changed");
+            Ok(())
+        })?;
+        Ok(())
+    }
+
     /// `SDM.update_volume`: changes legality, description, generation or
     /// role (to SHARED, making a template), as job `job`.
     pub fn update_volume(
@@ -190,40 +276,38 @@ impl Engine {
         attrs: VolumeAttrs,
     ) -> Result<()> {
         let attrs = validate_attrs(attrs)?;
-        let dom = self.domain(target.sd)?;
-        let md = read_in_image(&dom, target.img, target.vol)?;
-        check_update(&dom, &target, &md, &attrs)?;
-        let engine = self.clone();
-        let store = self.paths.jobs.clone();
-        self.jobs.spawn_as(job, "update_volume", Some(&store), move |ctx| {
-            let _lock = engine.lock_image(target.sd, target.img, Mode::Exclusive)?;
-            let original = read_in_image(&dom, target.img, target.vol)?;
-            check_update(&dom, &target, &original, &attrs)?;
-            let mut updated = original.clone();
-            if let Some(d) = &attrs.description {
-                updated.description = d.clone();
-            }
-            if let Some(role) = attrs.role {
-                updated.role = role;
-            }
-            updated.legality = attrs.legality.unwrap_or(VolumeLegality::Legal);
-            updated.generation = attrs.generation.unwrap_or_else(|| next_generation(original.generation));
-            let (sd, img, vol) = (target.sd, target.img, target.vol);
-            let change = FencedChange::begin(
-                ctx,
-                &dom,
-                img,
-                vol,
-                &original,
-                updated,
-                Rollback::Restore(Vec::new()),
-                ("volume.update.planned", "volume.update.after_illegal"),
-            )?;
-            let updated = change.finish(ctx, "volume.update.done")?;
-            tracing::info!(sd = %sd, img = %img, vol = %vol, generation = updated.generation, "volume updated");
-            Ok(())
-        })?;
-        Ok(())
+        let check_attrs = attrs.clone();
+        self.spawn_volume_job(
+            job,
+            VolumeJob {
+                verb: "update_volume",
+                target,
+                failpoints: [
+                    "volume.update.planned",
+                    "volume.update.after_illegal",
+                    "volume.update.after_change",
+                    "volume.update.done",
+                ],
+                check: move |_: &Engine, dom: &FileDomain, md: &VolumeMetadata| {
+                    check_update(dom, &target, md, &check_attrs)
+                },
+                plan: move |original: &VolumeMetadata| {
+                    let mut updated = original.clone();
+                    if let Some(d) = &attrs.description {
+                        updated.description = d.clone();
+                    }
+                    if let Some(role) = attrs.role {
+                        updated.role = role;
+                    }
+                    updated.legality = attrs.legality.unwrap_or(VolumeLegality::Legal);
+                    updated.generation = attrs
+                        .generation
+                        .unwrap_or_else(|| next_generation(original.generation));
+                    (updated, Rollback::Restore(Vec::new()))
+                },
+                work: |_: &TaskCtx, _: &FileDomain, _: &VolumeMetadata| Ok(()),
+            },
+        )
     }
 
     /// `Host.getJobs`; finished jobs older than an hour are forgotten.
@@ -279,21 +363,24 @@ fn validate_attrs(mut attrs: VolumeAttrs) -> Result<VolumeAttrs> {
     Ok(attrs)
 }
 
+/// Refuses a volume whose generation is not the one the caller saw.
+pub(crate) fn check_generation(target: &VolumeRef, md: &VolumeMetadata) -> Result<()> {
+    match target.generation {
+        Some(expected) if md.generation != expected => Err(Error::GenerationMismatch {
+            vol: target.vol,
+            expected,
+            actual: md.generation,
+        }),
+        _ => Ok(()),
+    }
+}
+
 fn check_update(
-    dom: &crate::backend::file::FileDomain,
+    dom: &FileDomain,
     target: &VolumeRef,
     md: &VolumeMetadata,
     attrs: &VolumeAttrs,
 ) -> Result<()> {
-    if let Some(expected) = target.generation {
-        if md.generation != expected {
-            return Err(Error::GenerationMismatch {
-                vol: target.vol,
-                expected,
-                actual: md.generation,
-            });
-        }
-    }
     if attrs.role == Some(VolumeRole::Shared) {
         if md.parent != BLANK_UUID {
             return Err(Error::invalid(

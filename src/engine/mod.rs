@@ -11,10 +11,12 @@ pub mod embedded;
 pub mod gc;
 pub mod images;
 pub mod jobs;
+pub mod merge;
 pub mod pool;
 pub mod recovery;
 pub mod resources;
 pub mod tasks;
+pub mod volume_jobs;
 pub mod volume_ops;
 pub mod volumes;
 

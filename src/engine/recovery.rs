@@ -58,6 +58,22 @@ pub enum Step {
         format: VolumeFormat,
         size: u64,
     },
+    /// Remove a persistent bitmap of a qcow2 volume if it has it.
+    RemoveBitmap {
+        sd: Uuid,
+        img: Uuid,
+        vol: Uuid,
+        name: String,
+    },
+    /// Point a qcow2 volume's header at another backing volume of its
+    /// image, without touching data (`qemu-img rebase -u`).
+    Rebase {
+        sd: Uuid,
+        img: Uuid,
+        vol: Uuid,
+        backing: Uuid,
+        backing_format: VolumeFormat,
+    },
 }
 
 /// How recovery decides whether a task passed its point of no return.

@@ -190,7 +190,7 @@ fn check_extend(md: &VolumeMetadata, vol: Uuid, new_size: u64) -> Result<()> {
 /// Sets a volume's data to `size` bytes of virtual size, growing or
 /// shrinking. Idempotent, so an extend and its recovery can both repeat it;
 /// `preallocate` allocates a grown RAW tail.
-fn set_virtual_size(
+pub(crate) fn set_virtual_size(
     dom: &FileDomain,
     img: Uuid,
     vol: Uuid,

@@ -440,7 +440,7 @@ pub(crate) fn template_users(dom: &FileDomain, img: Uuid, vol: Uuid) -> u64 {
         .unwrap_or(0)
 }
 
-fn rel(img: Uuid, name: impl std::fmt::Display) -> String {
+pub(crate) fn rel(img: Uuid, name: impl std::fmt::Display) -> String {
     format!("{}/{img}/{name}", crate::backend::file::IMAGES)
 }
 

@@ -129,6 +129,19 @@ impl ImageInfo {
     pub fn compat(&self) -> Option<&str> {
         self.format_specific.as_ref()?.data.get("compat")?.as_str()
     }
+
+    /// Names of the persistent bitmaps of a qcow2 image.
+    pub fn bitmap_names(&self) -> Vec<String> {
+        let list = self
+            .format_specific
+            .as_ref()
+            .and_then(|f| f.data.get("bitmaps"))
+            .and_then(|b| b.as_array());
+        list.into_iter()
+            .flatten()
+            .filter_map(|b| b.get("name")?.as_str().map(str::to_string))
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -296,7 +309,7 @@ pub fn convert(
     src: &Path,
     dst: &Path,
     opts: &ConvertOptions<'_>,
-    mut progress: impl FnMut(f64),
+    progress: impl FnMut(f64),
 ) -> Result<(), QemuImgError> {
     let mut cmd = Command::new(binary());
     cmd.args(["convert", "-p", "-t", "none", "-T", "none"]);
@@ -324,6 +337,85 @@ pub fn convert(
         cmd.arg("-B").arg(file).arg("-F").arg(fmt);
     }
     cmd.arg(src).arg(dst);
+    run_with_progress(cmd, "convert", progress)
+}
+
+/// `qemu-img commit -t none -b BASE`: writes `top`'s data into `base`, a
+/// volume below it in its chain. With `-b` qemu-img leaves `top` as it was,
+/// so an interrupted commit can simply be run again.
+pub fn commit(top: &Path, base: &Path, mut progress: impl FnMut(f64)) -> Result<(), QemuImgError> {
+    let mut cmd = Command::new(binary());
+    cmd.args(["commit", "-p", "-t", "none", "-f", "qcow2", "-b"])
+        .arg(base)
+        .arg(top);
+    run_with_progress(cmd, "commit", &mut progress)
+}
+
+/// `qemu-img rebase -u`: rewrites the backing file named in `image`'s
+/// header without touching data (the caller knows the data is the same).
+pub fn rebase_unsafe(
+    image: &Path,
+    backing: &str,
+    backing_format: &str,
+) -> Result<(), QemuImgError> {
+    let mut cmd = Command::new(binary());
+    cmd.args([
+        "rebase",
+        "-q",
+        "-u",
+        "-f",
+        "qcow2",
+        "-b",
+        backing,
+        "-F",
+        backing_format,
+    ])
+    .arg(image);
+    run(cmd, "rebase").map(drop)
+}
+
+/// `qemu-img amend -o compat=...` of a qcow2 image.
+pub fn amend_compat(image: &Path, compat: &str) -> Result<(), QemuImgError> {
+    let mut cmd = Command::new(binary());
+    cmd.args(["amend", "-q", "-f", "qcow2", "-o"])
+        .arg(format!("compat={compat}"))
+        .arg(image);
+    run(cmd, "amend").map(drop)
+}
+
+/// What `qemu-img bitmap` does to one bitmap of a qcow2 image.
+#[derive(Debug, Clone, Copy)]
+pub enum BitmapOp<'a> {
+    Add,
+    Remove,
+    /// Merge the same-named bitmap of this other qcow2 image into it.
+    MergeFrom(&'a Path),
+}
+
+pub fn bitmap(image: &Path, name: &str, op: BitmapOp<'_>) -> Result<(), QemuImgError> {
+    let mut cmd = Command::new(binary());
+    cmd.args(["bitmap", "-f", "qcow2"]);
+    match op {
+        BitmapOp::Add => {
+            cmd.arg("--add");
+        }
+        BitmapOp::Remove => {
+            cmd.arg("--remove");
+        }
+        BitmapOp::MergeFrom(src) => {
+            cmd.args(["--merge", name, "-F", "qcow2", "-b"]).arg(src);
+        }
+    }
+    cmd.arg(image).arg(name);
+    run(cmd, "bitmap").map(drop)
+}
+
+/// Runs a qemu-img command given `-p`, feeding its progress to `progress`.
+fn run_with_progress(
+    mut cmd: Command,
+    name: &str,
+    mut progress: impl FnMut(f64),
+) -> Result<(), QemuImgError> {
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(QemuImgError::Spawn)?;
     let mut stdout = child.stdout.take().expect("piped stdout");
@@ -347,7 +439,7 @@ pub fn convert(
     let stderr = err_reader.join().unwrap_or_default();
     if !status.success() {
         return Err(QemuImgError::Failed {
-            command: "convert".into(),
+            command: name.into(),
             code: status.code(),
             stderr: stderr.trim().into(),
         });

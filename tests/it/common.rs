@@ -196,15 +196,27 @@ impl Daemon {
         }
     }
 
+    /// Starts host job `method` with a fresh `job_id` added to `params`,
+    /// and returns how it ended (`HostJobInfo`).
+    pub fn run_job(&self, method: &str, mut params: Value) -> Value {
+        let job = uuid();
+        params["job_id"] = json!(job);
+        self.call(method, params);
+        self.wait_job(&job)
+    }
+
+    /// Like [`Daemon::run_job`], asserting the job is done.
+    pub fn job_ok(&self, method: &str, params: Value) {
+        let j = self.run_job(method, params);
+        assert_eq!(j["status"], "done", "{method}: {j}\n{}", self.log());
+    }
+
     /// Makes a base volume a template (SDM.update_volume type SHARED).
     pub fn make_template(&self, sd: &str, img: &str, vol: &str) {
-        let job = uuid();
-        self.call(
+        self.job_ok(
             "SDM.update_volume",
-            json!({"job_id": job, "vol_info": {"sd_id": sd, "img_id": img, "vol_id": vol}, "vol_attr": {"type": "SHARED"}}),
+            json!({"vol_info": {"sd_id": sd, "img_id": img, "vol_id": vol}, "vol_attr": {"type": "SHARED"}}),
         );
-        let j = self.wait_job(&job);
-        assert_eq!(j["status"], "done", "{j}");
     }
 
     /// A new directory under the data dir, connected as LOCALFS storage.

@@ -19,6 +19,56 @@ enum Op {
     Extend,
     CloneTemplate,
     CopyData,
+    Amend,
+    AddBitmap,
+    RemoveBitmap,
+    ClearBitmaps,
+    PrepareMerge,
+    Merge,
+    FinalizeMerge,
+    FinalizeMergeInternal,
+}
+
+impl Op {
+    const ALL: [Op; 16] = [
+        Op::CreateImage,
+        Op::CreateSnapshot,
+        Op::DeleteLeaf,
+        Op::DeleteImage,
+        Op::UpdateVolume,
+        Op::Extend,
+        Op::CloneTemplate,
+        Op::CopyData,
+        Op::Amend,
+        Op::AddBitmap,
+        Op::RemoveBitmap,
+        Op::ClearBitmaps,
+        Op::PrepareMerge,
+        Op::Merge,
+        Op::FinalizeMerge,
+        Op::FinalizeMergeInternal,
+    ];
+
+    /// Host jobs (SDM verbs) rather than SPM tasks.
+    fn is_job(self) -> bool {
+        matches!(
+            self,
+            Op::UpdateVolume
+                | Op::CopyData
+                | Op::Amend
+                | Op::AddBitmap
+                | Op::RemoveBitmap
+                | Op::ClearBitmaps
+                | Op::Merge
+        )
+    }
+
+    fn is_merge(self) -> bool {
+        matches!(
+            self,
+            Op::PrepareMerge | Op::Merge | Op::FinalizeMerge | Op::FinalizeMergeInternal
+        )
+    }
 }
 
 /// What a case starts from: the embedded pool, an image with a base volume
@@ -33,6 +83,10 @@ struct Setup {
     target: String,
     /// The image of `target` when it is not `img` (a copy's destination).
     target_img: String,
+    /// The top's child (an internal merge).
+    child: String,
+    /// The top's generation once set up.
+    generation: u64,
 }
 
 fn setup(d: &Daemon, op: Op) -> Setup {
@@ -45,12 +99,14 @@ fn setup(d: &Daemon, op: Op) -> Setup {
         &base,
         json!({"volFormat": "RAW", "size": "1048576"}),
     );
+    // A merged top is larger than its base, so preparing grows the base.
+    let top_size = if op.is_merge() { "2097152" } else { "1048576" };
     d.create_volume(
         &sp,
         &sd,
         &img,
         &top,
-        json!({"srcImgUUID": img, "srcVolUUID": base, "size": "1048576"}),
+        json!({"srcImgUUID": img, "srcVolUUID": base, "size": top_size}),
     );
     if let Op::CloneTemplate = op {
         // A template of its own, in another image.
@@ -65,12 +121,59 @@ fn setup(d: &Daemon, op: Op) -> Setup {
             top: tvol,
             target: uuid(),
             target_img: String::new(),
+            child: String::new(),
+            generation: 0,
         };
     }
     let mut target_img = String::new();
+    let mut child = String::new();
+    let vol_info = json!({"sd_id": sd, "img_id": img, "vol_id": top});
+    let subchain = json!({"sd_id": sd, "img_id": img, "top_id": top, "base_id": base});
+    let top_path = d.domain_dir(&sd).join("images").join(&img).join(&top);
+    if op.is_merge() {
+        if let Op::FinalizeMergeInternal = op {
+            child = uuid();
+            d.create_volume(
+                &sp,
+                &sd,
+                &img,
+                &child,
+                json!({"srcImgUUID": img, "srcVolUUID": top, "size": "2097152"}),
+            );
+        }
+        qemu_io(&top_path, "qcow2", "write -P 0x5a 1M 64k");
+    }
+    if let Op::Merge | Op::FinalizeMerge | Op::FinalizeMergeInternal = op {
+        let t = d.call(
+            "StoragePool.prepareMerge",
+            json!({"storagepoolID": sp, "subchainInfo": subchain}),
+        );
+        d.task_ok(&t);
+    }
+    if let Op::FinalizeMerge | Op::FinalizeMergeInternal = op {
+        d.job_ok("SDM.merge", json!({"subchain_info": subchain}));
+    }
+    if let Op::RemoveBitmap | Op::ClearBitmaps = op {
+        d.job_ok(
+            "SDM.add_bitmap",
+            json!({"vol_info": vol_info, "bitmap": "b1"}),
+        );
+    }
+    let generation = d.volume_info(&sp, &sd, &img, &top)["generation"]
+        .as_u64()
+        .unwrap();
     let target = match op {
         Op::CreateImage | Op::CreateSnapshot | Op::CloneTemplate => uuid(),
-        Op::DeleteLeaf | Op::UpdateVolume | Op::Extend => top.clone(),
+        Op::DeleteLeaf
+        | Op::UpdateVolume
+        | Op::Extend
+        | Op::Amend
+        | Op::AddBitmap
+        | Op::RemoveBitmap
+        | Op::ClearBitmaps => top.clone(),
+        Op::PrepareMerge | Op::Merge | Op::FinalizeMerge | Op::FinalizeMergeInternal => {
+            base.clone()
+        }
         Op::DeleteImage => img.clone(),
         Op::CopyData => {
             let (dimg, dvol) = (uuid(), uuid());
@@ -93,6 +196,8 @@ fn setup(d: &Daemon, op: Op) -> Setup {
         top,
         target,
         target_img,
+        child,
+        generation,
     }
 }
 
@@ -140,17 +245,52 @@ fn start_op(d: &Daemon, s: &Setup, op: Op) -> Result<Value, cairn::client::Clien
                                 "destination": {"sd_id": s.sd, "img_id": s.target_img, "vol_id": s.target}});
             return d.client.call("SDM.copy_data", params).map(|_| json!(job));
         }
-        Op::UpdateVolume => {
+        Op::PrepareMerge | Op::FinalizeMerge | Op::FinalizeMergeInternal => (
+            if let Op::PrepareMerge = op {
+                "StoragePool.prepareMerge"
+            } else {
+                "StoragePool.finalizeMerge"
+            },
+            json!({"storagepoolID": s.sp, "subchainInfo": subchain(s)}),
+        ),
+        Op::UpdateVolume
+        | Op::Amend
+        | Op::AddBitmap
+        | Op::RemoveBitmap
+        | Op::ClearBitmaps
+        | Op::Merge => {
             let job = uuid();
-            let params = json!({"job_id": job, "vol_info": {"sd_id": s.sd, "img_id": s.img, "vol_id": s.top, "generation": 0},
-                                "vol_attr": {"description": "updated"}});
-            return d
-                .client
-                .call("SDM.update_volume", params)
-                .map(|_| json!(job));
+            let vol_info = json!({"sd_id": s.sd, "img_id": s.img, "vol_id": s.top, "generation": s.generation});
+            let (method, params) = match op {
+                Op::UpdateVolume => (
+                    "SDM.update_volume",
+                    json!({"vol_info": vol_info, "vol_attr": {"description": "updated"}}),
+                ),
+                Op::Amend => (
+                    "SDM.amend_volume",
+                    json!({"vol_info": vol_info, "qcow2_attr": {"compat": "0.10"}}),
+                ),
+                Op::AddBitmap => (
+                    "SDM.add_bitmap",
+                    json!({"vol_info": vol_info, "bitmap": "b2"}),
+                ),
+                Op::RemoveBitmap => (
+                    "SDM.remove_bitmap",
+                    json!({"vol_info": vol_info, "bitmap": "b1"}),
+                ),
+                Op::ClearBitmaps => ("SDM.clear_bitmaps", json!({"vol_info": vol_info})),
+                _ => ("SDM.merge", json!({"subchain_info": subchain(s)})),
+            };
+            let mut params = params;
+            params["job_id"] = json!(job);
+            return d.client.call(method, params).map(|_| json!(job));
         }
     };
     d.client.call(p.0, p.1)
+}
+
+fn subchain(s: &Setup) -> Value {
+    json!({"sd_id": s.sd, "img_id": s.img, "top_id": s.top, "base_id": s.base})
 }
 
 /// Failpoints each operation passes, and whether the operation has taken
@@ -204,17 +344,59 @@ fn failpoints(op: Op) -> Vec<(&'static str, bool)> {
             ("volume.extend.after_resize", false),
             ("volume.extend.done", true),
         ],
-        Op::UpdateVolume => vec![
-            ("volume.update.planned", false),
-            ("volume.update.after_illegal", false),
-            ("volume.update.done", true),
+        Op::UpdateVolume => job("volume.update"),
+        Op::Amend => job("amend"),
+        Op::AddBitmap => job("bitmap.add"),
+        Op::RemoveBitmap => job("bitmap.remove"),
+        Op::ClearBitmaps => job("bitmap.clear"),
+        Op::PrepareMerge => vec![
+            ("merge.prepare.planned", false),
+            ("merge.prepare.after_illegal", false),
+            ("merge.prepare.after_resize", false),
+            ("merge.prepare.done", true),
         ],
+        Op::Merge => vec![
+            ("merge.planned", false),
+            ("merge.after_illegal", false),
+            ("merge.after_commit", false),
+            ("merge.done", true),
+        ],
+        Op::FinalizeMerge | Op::FinalizeMergeInternal => {
+            let mut v = vec![
+                ("merge.finalize.planned", false),
+                ("merge.finalize.after_metadata", false),
+                ("merge.finalize.after_top_metadata", true),
+                ("merge.finalize.done", true),
+            ];
+            if let Op::FinalizeMergeInternal = op {
+                v.insert(1, ("merge.finalize.after_rebase", false));
+            }
+            v
+        }
     }
+}
+
+/// The failpoints of a one-volume host job.
+fn job(prefix: &'static str) -> Vec<(&'static str, bool)> {
+    let name = |step: &str| -> &'static str { format!("{prefix}.{step}").leak() };
+    vec![
+        (name("planned"), false),
+        (name("after_illegal"), false),
+        (name("after_change"), false),
+        (name("done"), true),
+    ]
 }
 
 fn run_case(op: Op, fp: &str, action: &str, takes_effect: bool) {
     let d = Daemon::start();
     let s = setup(&d, op);
+    let setup_jobs: Vec<String> = d
+        .call("Host.getJobs", json!({}))
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
     let d = d.restart_armed(&format!("{fp}={action}"), true);
     let started = start_op(&d, &s, op);
     let d = if action == "crash" {
@@ -223,13 +405,18 @@ fn run_case(op: Op, fp: &str, action: &str, takes_effect: bool) {
         d
     };
     // The task is known after the restart even if its id never reached us.
-    if let Op::UpdateVolume | Op::CopyData = op {
+    if op.is_job() {
         let job = match started {
             Ok(j) => j,
             Err(_) => {
                 let all = d.call("Host.getJobs", json!({}));
-                let ids: Vec<&String> = all.as_object().unwrap().keys().collect();
-                assert_eq!(ids.len(), 1, "{op:?} {fp}: one job expected: {all}");
+                let ids: Vec<&String> = all
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .filter(|id| !setup_jobs.contains(*id))
+                    .collect();
+                assert_eq!(ids.len(), 1, "{op:?} {fp}: one new job expected: {all}");
                 json!(ids[0])
             }
         };
@@ -285,7 +472,17 @@ fn check_outcome(d: &Daemon, s: &Setup, op: Op, took_effect: bool, case: &str) {
     vdsm_check(&domain);
     let dump = d.call("StorageDomain.dump", json!({"sd_id": s.sd}));
     let vols = dump["volumes"].as_object().unwrap();
-    assert!(vols.values().all(|v| v["status"] == "OK"), "{case}: {dump}");
+    // Only the volume the operation fences may be left ILLEGAL; its exact
+    // state is checked below.
+    let fenced = match op {
+        Op::Amend | Op::RemoveBitmap | Op::ClearBitmaps => Some(&s.top),
+        _ if op.is_merge() => Some(&s.base),
+        _ => None,
+    };
+    for (id, v) in vols {
+        let ok = v["status"] == "OK" || (Some(id) == fenced && v["status"] == "ILLEGAL");
+        assert!(ok, "{case}: {id} is {}: {dump}", v["status"]);
+    }
     let present = |v: &str| vols.contains_key(v);
     match op {
         Op::CreateImage => assert_eq!(present(&s.target), took_effect, "{case}"),
@@ -368,6 +565,101 @@ fn check_outcome(d: &Daemon, s: &Setup, op: Op, took_effect: bool, case: &str) {
                 "{case}: {top}"
             );
         }
+        Op::Amend | Op::AddBitmap | Op::RemoveBitmap | Op::ClearBitmaps => {
+            let top = volume_status(d, s, &s.top).unwrap();
+            let generation = top["generation"].as_u64().unwrap();
+            let legal = top["legality"] == "LEGAL";
+            let path = domain.join("images").join(&s.img).join(&s.top);
+            let info = qemu_img_json(&[
+                "info",
+                "--output=json",
+                "-f",
+                "qcow2",
+                path.to_str().unwrap(),
+            ]);
+            let data = &info["format-specific"]["data"];
+            let bitmaps: Vec<&str> = data["bitmaps"]
+                .as_array()
+                .map(|a| a.iter().map(|b| b["name"].as_str().unwrap()).collect())
+                .unwrap_or_default();
+            // (changed, unchanged): what the volume shows in each case.
+            let (changed, unchanged) = match op {
+                Op::Amend => (data["compat"] == "0.10", data["compat"] == "1.1"),
+                Op::AddBitmap => (bitmaps.contains(&"b2"), !bitmaps.contains(&"b2")),
+                Op::RemoveBitmap | Op::ClearBitmaps => (bitmaps.is_empty(), bitmaps == ["b1"]),
+                _ => unreachable!(),
+            };
+            if took_effect {
+                assert!(legal && changed, "{case}: {top} {info}");
+                assert_eq!(generation, s.generation + 1, "{case}: {top}");
+            } else {
+                assert_eq!(generation, s.generation, "{case}: {top}");
+                // Adding rolls back whole; the others leave the volume
+                // fenced once they may have changed it.
+                assert!(!legal || unchanged, "{case}: {top} {info}");
+                if let Op::AddBitmap = op {
+                    assert!(legal && unchanged, "{case}: {top} {info}");
+                }
+            }
+        }
+        Op::PrepareMerge => {
+            let base = volume_status(d, s, &s.base).unwrap();
+            let (legality, size) = if took_effect {
+                ("ILLEGAL", 2 << 20)
+            } else {
+                ("LEGAL", 1 << 20)
+            };
+            assert_eq!(
+                (base["legality"].as_str(), base["capacity"].as_u64()),
+                (Some(legality), Some(size)),
+                "{case}: {base}"
+            );
+            let path = domain.join("images").join(&s.img).join(&s.base);
+            assert_eq!(std::fs::metadata(path).unwrap().len(), size, "{case}");
+        }
+        Op::Merge => {
+            let base = volume_status(d, s, &s.base).unwrap();
+            assert_eq!(base["legality"], "ILLEGAL", "{case}: {base}");
+            assert_eq!(
+                base["generation"],
+                if took_effect { 1 } else { 0 },
+                "{case}: {base}"
+            );
+            if took_effect {
+                let path = domain.join("images").join(&s.img).join(&s.base);
+                qemu_io(&path, "raw", "read -P 0x5a 1M 64k");
+            }
+        }
+        Op::FinalizeMerge | Op::FinalizeMergeInternal => {
+            let base = volume_status(d, s, &s.base).unwrap();
+            assert_eq!(present(&s.top), !took_effect, "{case}");
+            let internal = matches!(op, Op::FinalizeMergeInternal);
+            let images = domain.join("images").join(&s.img);
+            if took_effect {
+                let role = if internal { "INTERNAL" } else { "LEAF" };
+                assert_eq!(
+                    (base["legality"].as_str(), base["voltype"].as_str()),
+                    (Some("LEGAL"), Some(role)),
+                    "{case}: {base}"
+                );
+                assert!(!images.join(&s.top).exists(), "{case}: top data left");
+            } else {
+                assert_eq!(base["legality"], "ILLEGAL", "{case}: {base}");
+            }
+            if internal {
+                let parent = if took_effect { &s.base } else { &s.top };
+                let child = volume_status(d, s, &s.child).unwrap();
+                assert_eq!(child["parent"], **parent, "{case}: {child}");
+                let path = images.join(&s.child);
+                let info = qemu_img_json(&["info", "--output=json", "-U", path.to_str().unwrap()]);
+                assert_eq!(info["backing-filename"], **parent, "{case}: {info}");
+                qemu_io(&path, "qcow2", "read -P 0x5a 1M 64k");
+            } else {
+                let leaf = if took_effect { &s.base } else { &s.top };
+                let fmt = if took_effect { "raw" } else { "qcow2" };
+                qemu_io(&images.join(leaf), fmt, "read -P 0x5a 1M 64k");
+            }
+        }
         Op::DeleteImage => {
             assert_eq!(present(&s.base) && present(&s.top), !took_effect, "{case}");
             assert_eq!(present(&s.base) || present(&s.top), !took_effect, "{case}");
@@ -446,23 +738,54 @@ fn walk_update_volume() {
     walk(Op::UpdateVolume);
 }
 
+#[test]
+fn walk_amend_volume() {
+    walk(Op::Amend);
+}
+
+#[test]
+fn walk_add_bitmap() {
+    walk(Op::AddBitmap);
+}
+
+#[test]
+fn walk_remove_bitmap() {
+    walk(Op::RemoveBitmap);
+}
+
+#[test]
+fn walk_clear_bitmaps() {
+    walk(Op::ClearBitmaps);
+}
+
+#[test]
+fn walk_prepare_merge() {
+    walk(Op::PrepareMerge);
+}
+
+#[test]
+fn walk_merge() {
+    walk(Op::Merge);
+}
+
+#[test]
+fn walk_finalize_leaf_merge() {
+    walk(Op::FinalizeMerge);
+}
+
+#[test]
+fn walk_finalize_internal_merge() {
+    walk(Op::FinalizeMergeInternal);
+}
+
 /// Every failpoint in the code is exercised by the walk above.
 #[test]
 fn walk_covers_every_failpoint() {
-    let mut walked: Vec<&str> = [
-        Op::CreateImage,
-        Op::CreateSnapshot,
-        Op::DeleteLeaf,
-        Op::DeleteImage,
-        Op::UpdateVolume,
-        Op::Extend,
-        Op::CloneTemplate,
-        Op::CopyData,
-    ]
-    .into_iter()
-    .flat_map(failpoints)
-    .map(|(fp, _)| fp)
-    .collect();
+    let mut walked: Vec<&str> = Op::ALL
+        .into_iter()
+        .flat_map(failpoints)
+        .map(|(fp, _)| fp)
+        .collect();
     walked.extend([
         "domain.create.staged",
         "domain.create.done",

@@ -1,0 +1,265 @@
+//! Host jobs that rewrite one closed qcow2 volume in place: `SDM.amend_volume`
+//! (compat level) and the persistent bitmaps of incremental backup
+//! (`SDM.add_bitmap`, `SDM.remove_bitmap`, `SDM.clear_bitmaps`).
+//!
+//! Each runs as a [`VolumeJob`]: the volume reads ILLEGAL while qemu-img
+//! changes it and LEGAL with the next generation afterwards. Adding a
+//! bitmap rolls back by removing it; an interrupted removal or amend leaves
+//! the volume ILLEGAL (as VDSM does): the caller retries, or inspects it
+//! and sets it LEGAL with `SDM.update_volume`.
+
+use std::sync::Arc;
+
+use super::jobs::{check_not_prepared, legal_next, Rollback, VolumeJob, VolumeRef};
+use super::recovery::Step;
+use super::{Engine, TaskCtx};
+use crate::backend::file::FileDomain;
+use crate::error::{Error, Result};
+use crate::format::volume_md::VolumeMetadata;
+use crate::primitives::qemu_img::{self, BitmapOp, InfoOptions, QemuImgError};
+use crate::types::{Uuid, VolumeFormat, VolumeRole};
+
+/// qcow2 limits a bitmap name to 1023 bytes.
+const MAX_BITMAP_NAME: usize = 1023;
+
+/// qcow2 compat levels `SDM.amend_volume` accepts (`Qcow2Compat`).
+const COMPAT_LEVELS: &[&str] = &["0.10", "1.1"];
+
+impl Engine {
+    /// `SDM.amend_volume`: sets the qcow2 compat level of a volume.
+    pub fn amend_volume(
+        self: &Arc<Self>,
+        job: Uuid,
+        target: VolumeRef,
+        compat: String,
+    ) -> Result<()> {
+        if !COMPAT_LEVELS.contains(&compat.as_str()) {
+            return Err(Error::invalid(
+                "qcow2_attr.compat",
+                format!("{compat:?} is not a qcow2 compat level (0.10 or 1.1)"),
+            ));
+        }
+        let checked = compat.clone();
+        self.spawn_volume_job(
+            job,
+            VolumeJob {
+                verb: "amend_volume",
+                target,
+                failpoints: [
+                    "amend.planned",
+                    "amend.after_illegal",
+                    "amend.after_change",
+                    "amend.done",
+                ],
+                check: move |e: &Engine, dom: &FileDomain, md: &VolumeMetadata| {
+                    check_rewritable(e, &target, md)?;
+                    if checked == "0.10" && !qcow2_info(dom, &target)?.bitmap_names().is_empty() {
+                        return Err(Error::invalid(
+                            "qcow2_attr.compat",
+                            format!(
+                                "volume {} has bitmaps, which compat 0.10 cannot keep",
+                                target.vol
+                            ),
+                        ));
+                    }
+                    Ok(())
+                },
+                plan: |md: &VolumeMetadata| (legal_next(md), Rollback::LeaveIllegal),
+                work: move |_: &TaskCtx, dom: &FileDomain, _: &VolumeMetadata| {
+                    let path = dom.volume_path(target.img, target.vol);
+                    qemu_img::amend_compat(&path, &compat).map_err(|e| qemu_failed(target.vol, e))
+                },
+            },
+        )
+    }
+
+    /// `SDM.add_bitmap`: adds an empty, enabled persistent bitmap.
+    pub fn add_bitmap(self: &Arc<Self>, job: Uuid, target: VolumeRef, name: String) -> Result<()> {
+        validate_bitmap_name(&name)?;
+        let (checked, undo) = (name.clone(), name.clone());
+        self.spawn_volume_job(
+            job,
+            VolumeJob {
+                verb: "add_bitmap",
+                target,
+                failpoints: ["bitmap.add.planned", "bitmap.add.after_illegal",
+"bitmap.add.after_change", "bitmap.add.done"],
+                check: move |e: &Engine, dom: &FileDomain, md: &VolumeMetadata| {
+                    check_rewritable(e, &target, md)?;
+                    let info = qcow2_info(dom, &target)?;
+                    if info.compat() == Some("0.10") {
+                        return Err(Error::invalid(
+                            "vol_info",
+                            format!("volume {} is qcow2 compat 0.10, which has no bitmaps; amend it to 1.1", target.vol),
+                        ));
+                    }
+                    if info.bitmap_names().contains(&checked) {
+                        return Err(Error::invalid(
+                            "bitmap",
+                            format!("volume {} already has a bitmap named {checked:?}", target.vol),
+                        ));
+                    }
+                    Ok(())
+                },
+                plan: move |md: &VolumeMetadata| {
+                    let undo = Step::RemoveBitmap {
+                        sd: target.sd,
+                        img: target.img,
+                        vol: target.vol,
+                        name: undo,
+                    };
+                    (legal_next(md), Rollback::Restore(vec![undo]))
+                },
+                work: move |_: &TaskCtx, dom: &FileDomain, _: &VolumeMetadata| {
+                    change_bitmaps(dom, &target, &[name], BitmapOp::Add)
+                },
+            },
+        )
+    }
+
+    /// `SDM.remove_bitmap`.
+    pub fn remove_bitmap(
+        self: &Arc<Self>,
+        job: Uuid,
+        target: VolumeRef,
+        name: String,
+    ) -> Result<()> {
+        validate_bitmap_name(&name)?;
+        let checked = name.clone();
+        self.spawn_volume_job(
+            job,
+            VolumeJob {
+                verb: "remove_bitmap",
+                target,
+                failpoints: [
+                    "bitmap.remove.planned",
+                    "bitmap.remove.after_illegal",
+                    "bitmap.remove.after_change",
+                    "bitmap.remove.done",
+                ],
+                check: move |e: &Engine, dom: &FileDomain, md: &VolumeMetadata| {
+                    check_rewritable(e, &target, md)?;
+                    if !qcow2_info(dom, &target)?.bitmap_names().contains(&checked) {
+                        return Err(Error::invalid(
+                            "bitmap",
+                            format!("volume {} has no bitmap named {checked:?}", target.vol),
+                        ));
+                    }
+                    Ok(())
+                },
+                plan: |md: &VolumeMetadata| (legal_next(md), Rollback::LeaveIllegal),
+                work: move |_: &TaskCtx, dom: &FileDomain, _: &VolumeMetadata| {
+                    change_bitmaps(dom, &target, &[name], BitmapOp::Remove)
+                },
+            },
+        )
+    }
+
+    /// `SDM.clear_bitmaps`: removes every bitmap of the volume.
+    pub fn clear_bitmaps(self: &Arc<Self>, job: Uuid, target: VolumeRef) -> Result<()> {
+        self.spawn_volume_job(
+            job,
+            VolumeJob {
+                verb: "clear_bitmaps",
+                target,
+                failpoints: [
+                    "bitmap.clear.planned",
+                    "bitmap.clear.after_illegal",
+                    "bitmap.clear.after_change",
+                    "bitmap.clear.done",
+                ],
+                check: move |e: &Engine, _: &FileDomain, md: &VolumeMetadata| {
+                    check_rewritable(e, &target, md)
+                },
+                plan: |md: &VolumeMetadata| (legal_next(md), Rollback::LeaveIllegal),
+                work: move |_: &TaskCtx, dom: &FileDomain, _: &VolumeMetadata| {
+                    let names = qcow2_info(dom, &target)?.bitmap_names();
+                    change_bitmaps(dom, &target, &names, BitmapOp::Remove)
+                },
+            },
+        )
+    }
+}
+
+fn change_bitmaps(
+    dom: &FileDomain,
+    target: &VolumeRef,
+    names: &[String],
+    op: BitmapOp<'_>,
+) -> Result<()> {
+    let path = dom.volume_path(target.img, target.vol);
+    for name in names {
+        qemu_img::bitmap(&path, name, op).map_err(|e| qemu_failed(target.vol, e))?;
+    }
+    Ok(())
+}
+
+pub(crate) fn validate_bitmap_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > MAX_BITMAP_NAME {
+        return Err(Error::invalid(
+            "bitmap",
+            format!("a bitmap name is 1 to {MAX_BITMAP_NAME} bytes"),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            "bitmap",
+            "a bitmap name may not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// Volumes a job may rewrite: qcow2, not a template, not open by a VM.
+fn check_rewritable(engine: &Engine, target: &VolumeRef, md: &VolumeMetadata) -> Result<()> {
+    if md.format != VolumeFormat::Cow {
+        return Err(Error::invalid(
+            "vol_info",
+            format!("volume {} is RAW; only qcow2 volumes have this", target.vol),
+        ));
+    }
+    if md.role == VolumeRole::Shared {
+        return Err(Error::invalid(
+            "vol_info",
+            format!(
+                "volume {} is a template, which is never changed",
+                target.vol
+            ),
+        ));
+    }
+    check_not_prepared(engine, target)
+}
+
+pub(crate) fn qcow2_info(dom: &FileDomain, target: &VolumeRef) -> Result<qemu_img::ImageInfo> {
+    let path = dom.volume_path(target.img, target.vol);
+    qemu_img::info(&path, InfoOptions::format("qcow2")).map_err(|e| Error::VolumeMetadataRead {
+        vol: target.vol,
+        reason: e.to_string(),
+    })
+}
+
+fn qemu_failed(vol: Uuid, e: QemuImgError) -> Error {
+    if e.is_no_space() {
+        return Error::Io {
+            context: format!("cannot change volume {vol}"),
+            source: std::io::Error::from_raw_os_error(rustix::io::Errno::NOSPC.raw_os_error()),
+        };
+    }
+    Error::VolumeMetadataWrite {
+        vol,
+        reason: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bitmap_names_are_checked() {
+        assert!(validate_bitmap_name("backup-1").is_ok());
+        assert!(validate_bitmap_name("").is_err());
+        assert!(validate_bitmap_name("a\u{7}b").is_err());
+        assert!(validate_bitmap_name(&"x".repeat(1024)).is_err());
+    }
+}
