@@ -56,10 +56,8 @@ impl Engine {
                     engine.check_copy(&sdom, &ddom, &src, &dst, copy_bitmaps)?;
                 copy_steps(
                     ctx,
-                    &sdom,
-                    &ddom,
-                    &src,
-                    &dst,
+                    (&sdom, &src),
+                    (&ddom, &dst),
                     &chain,
                     original,
                     copy_bitmaps,
@@ -124,12 +122,12 @@ impl Engine {
     }
 }
 
+/// Copies `src` (with `chain`, top first) onto `dst`, whose metadata was
+/// `original`.
 fn copy_steps(
     ctx: &TaskCtx,
-    sdom: &FileDomain,
-    ddom: &FileDomain,
-    src: &VolumeRef,
-    dst: &VolumeRef,
+    (sdom, src): (&FileDomain, &VolumeRef),
+    (ddom, dst): (&FileDomain, &VolumeRef),
     chain: &[(uuid::Uuid, VolumeMetadata)],
     original: VolumeMetadata,
     copy_bitmaps: bool,

@@ -10,6 +10,7 @@ mod concurrency;
 mod crash;
 mod example;
 mod filesystems;
+mod image_ops;
 mod probe_fuzz;
 mod schema;
 mod websocket;

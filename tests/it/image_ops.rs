@@ -1,0 +1,391 @@
+//! Cold merge, qcow2 amend and bitmaps through the API, with the data seen
+//! through the chain checked by qemu-img before and after.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+/// The whole virtual disk seen through `leaf`, as a raw file.
+fn flatten(leaf: &Path, out: &Path) {
+    let st = Command::new("qemu-img")
+        .args(["convert", "-U", "-f", "qcow2", "-O", "raw"])
+        .arg(leaf)
+        .arg(out)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+fn same_contents(a: &Path, afmt: &str, b: &Path, bfmt: &str) {
+    let out = Command::new("qemu-img")
+        .args(["compare", "-U", "-f", afmt, "-F", bfmt])
+        .arg(a)
+        .arg(b)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+struct Chain {
+    sp: String,
+    sd: String,
+    img: String,
+    dir: PathBuf,
+}
+
+impl Chain {
+    fn subchain(&self, top: &str, base: &str) -> Value {
+        json!({"sd_id": self.sd, "img_id": self.img, "top_id": top, "base_id": base})
+    }
+
+    /// prepareMerge, SDM.merge, finalizeMerge.
+    fn merge(&self, d: &Daemon, top: &str, base: &str) {
+        let sc = self.subchain(top, base);
+        let t = d.call(
+            "StoragePool.prepareMerge",
+            json!({"storagepoolID": self.sp, "subchainInfo": sc}),
+        );
+        d.task_ok(&t);
+        let j = d.run_job("SDM.merge", json!({"subchain_info": sc}));
+        assert_eq!(
+            (j["status"].as_str(), j["progress"].as_u64()),
+            (Some("done"), Some(100)),
+            "{j}"
+        );
+        let t = d.call(
+            "StoragePool.finalizeMerge",
+            json!({"storagepoolID": self.sp, "subchainInfo": sc}),
+        );
+        d.task_ok(&t);
+    }
+}
+
+#[test]
+fn cold_merge_internal_then_leaf_keeps_the_disk_contents() {
+    let d = Daemon::start();
+    let (sp, sd) = d.embedded();
+    let img = uuid();
+    let dir = d.domain_dir(&sd).join("images").join(&img);
+    let c = Chain { sp, sd, img, dir };
+    let (base, mid, leaf) = (uuid(), uuid(), uuid());
+    d.create_volume(
+        &c.sp,
+        &c.sd,
+        &c.img,
+        &base,
+        json!({"volFormat": "RAW", "size": (8u64 << 20).to_string()}),
+    );
+    // Each layer larger than the one below: merging grows the base.
+    d.create_volume(
+        &c.sp,
+        &c.sd,
+        &c.img,
+        &mid,
+        json!({"srcImgUUID": c.img, "srcVolUUID": base, "size": (16u64 << 20).to_string()}),
+    );
+    qemu_io(&c.dir.join(&base), "raw", "write -P 0x11 0 2M");
+    qemu_io(&c.dir.join(&mid), "qcow2", "write -P 0x22 1M 2M");
+    qemu_io(&c.dir.join(&mid), "qcow2", "write -P 0x23 12M 1M");
+    d.create_volume(
+        &c.sp,
+        &c.sd,
+        &c.img,
+        &leaf,
+        json!({"srcImgUUID": c.img, "srcVolUUID": mid, "size": (16u64 << 20).to_string()}),
+    );
+    qemu_io(&c.dir.join(&leaf), "qcow2", "write -P 0x33 2M 512k");
+    qemu_io(&c.dir.join(&leaf), "qcow2", "write -z 12M 64k");
+    let before = d.data().join("before.raw");
+    flatten(&c.dir.join(&leaf), &before);
+
+    // Bad subchains are refused before anything changes.
+    let refuse = |method: &str, sc: Value, code: i64| {
+        let params = if method.starts_with("SDM") {
+            json!({"job_id": uuid(), "subchain_info": sc})
+        } else {
+            json!({"storagepoolID": c.sp, "subchainInfo": sc})
+        };
+        let (got, msg) = d.call_err(method, params);
+        assert_eq!(got, code, "{method}: {msg}");
+    };
+    refuse("StoragePool.prepareMerge", c.subchain(&leaf, &base), 1000);
+    refuse("StoragePool.prepareMerge", c.subchain(&base, &mid), 1000);
+    refuse("StoragePool.prepareMerge", c.subchain(&uuid(), &mid), 201);
+    refuse("SDM.merge", c.subchain(&mid, &base), 1000);
+    refuse("StoragePool.finalizeMerge", c.subchain(&mid, &base), 1000);
+    let mut stale = c.subchain(&mid, &base);
+    stale["base_generation"] = json!(5);
+    refuse("StoragePool.prepareMerge", stale, 911);
+    let prepare =
+        json!({"storagepoolID": c.sp, "storagedomainID": c.sd, "imageID": c.img, "volumeID": leaf});
+    d.call("Image.prepare", prepare.clone());
+    refuse("StoragePool.prepareMerge", c.subchain(&mid, &base), 203);
+    d.call("Image.teardown", prepare);
+    assert_eq!(
+        d.volume_info(&c.sp, &c.sd, &c.img, &base)["legality"],
+        "LEGAL"
+    );
+
+    // Internal merge: mid into base; the leaf is rebased onto base.
+    c.merge(&d, &mid, &base);
+    let vols = d.image_volumes(&c.sp, &c.sd, &c.img);
+    let mut ids: Vec<&str> = vols
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    ids.sort();
+    let mut want = vec![base.as_str(), leaf.as_str()];
+    want.sort();
+    assert_eq!(ids, want);
+    assert!(!c.dir.join(&mid).exists());
+    let b = d.volume_info(&c.sp, &c.sd, &c.img, &base);
+    assert_eq!(
+        (
+            b["legality"].as_str(),
+            b["voltype"].as_str(),
+            b["capacity"].as_u64()
+        ),
+        (Some("LEGAL"), Some("INTERNAL"), Some(16 << 20)),
+        "{b}"
+    );
+    assert_eq!(d.volume_info(&c.sp, &c.sd, &c.img, &leaf)["parent"], base);
+    let info = qemu_img_json(&[
+        "info",
+        "--output=json",
+        "-U",
+        c.dir.join(&leaf).to_str().unwrap(),
+    ]);
+    assert_eq!(info["backing-filename"], base);
+    same_contents(&c.dir.join(&leaf), "qcow2", &before, "raw");
+
+    // Leaf merge: the leaf into base, which becomes the only volume.
+    c.merge(&d, &leaf, &base);
+    let b = d.volume_info(&c.sp, &c.sd, &c.img, &base);
+    assert_eq!(
+        (b["legality"].as_str(), b["voltype"].as_str()),
+        (Some("LEGAL"), Some("LEAF")),
+        "{b}"
+    );
+    assert_eq!(d.image_volumes(&c.sp, &c.sd, &c.img), json!([base.clone()]));
+    same_contents(&c.dir.join(&base), "raw", &before, "raw");
+    vdsm_check(&d.domain_dir(&c.sd));
+}
+
+#[test]
+fn merge_into_a_template_clone_and_bitmaps_follow() {
+    let d = Daemon::start();
+    let (sp, sd) = d.embedded();
+    let images = d.domain_dir(&sd).join("images");
+    // A template may not be merged into.
+    let (timg, tvol) = (uuid(), uuid());
+    d.create_volume(&sp, &sd, &timg, &tvol, json!({"size": "4194304"}));
+    d.make_template(&sd, &timg, &tvol);
+    let (img, base, top) = (uuid(), uuid(), uuid());
+    d.create_volume(
+        &sp,
+        &sd,
+        &img,
+        &base,
+        json!({"srcImgUUID": timg, "srcVolUUID": tvol, "size": "4194304"}),
+    );
+    let dir = images.join(&img);
+    let c = Chain {
+        sp: sp.clone(),
+        sd: sd.clone(),
+        img: img.clone(),
+        dir: dir.clone(),
+    };
+    let (code, _) = d.call_err(
+        "StoragePool.prepareMerge",
+        json!({"storagepoolID": sp, "subchainInfo": c.subchain(&base, &tvol)}),
+    );
+    assert_eq!(code, 1000);
+
+    // A qcow2 base (the clone) with a bitmap, a top with another.
+    let vol_info = |vol: &str| json!({"sd_id": sd, "img_id": img, "vol_id": vol});
+    d.job_ok(
+        "SDM.add_bitmap",
+        json!({"vol_info": vol_info(&base), "bitmap": "full"}),
+    );
+    d.create_volume(
+        &sp,
+        &sd,
+        &img,
+        &top,
+        json!({"srcImgUUID": img, "srcVolUUID": base, "size": "4194304"}),
+    );
+    d.job_ok(
+        "SDM.add_bitmap",
+        json!({"vol_info": vol_info(&top), "bitmap": "incr"}),
+    );
+    qemu_io(&dir.join(&top), "qcow2", "write -P 0x44 1M 64k");
+    let before = d.data().join("before.raw");
+    flatten(&dir.join(&top), &before);
+
+    let sc = c.subchain(&top, &base);
+    let t = d.call(
+        "StoragePool.prepareMerge",
+        json!({"storagepoolID": sp, "subchainInfo": sc}),
+    );
+    d.task_ok(&t);
+    d.job_ok(
+        "SDM.merge",
+        json!({"subchain_info": sc, "merge_bitmaps": true}),
+    );
+    let t = d.call(
+        "StoragePool.finalizeMerge",
+        json!({"storagepoolID": sp, "subchainInfo": sc}),
+    );
+    d.task_ok(&t);
+    same_contents(&dir.join(&base), "qcow2", &before, "raw");
+    let qi = d.call(
+        "Volume.getQemuImageInfo",
+        json!({"volumeID": base, "storagepoolID": sp, "storagedomainID": sd, "imageID": img}),
+    );
+    let mut names: Vec<&str> = qi["bitmaps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["full", "incr"], "{qi}");
+    // The template is untouched and still backs the merged clone.
+    let info = qemu_img_json(&[
+        "info",
+        "--output=json",
+        "-U",
+        dir.join(&base).to_str().unwrap(),
+    ]);
+    assert_eq!(info["backing-filename"], tvol);
+    vdsm_check(&d.domain_dir(&sd));
+}
+
+#[test]
+fn bitmaps_amend_and_copy_with_bitmaps() {
+    let d = Daemon::start();
+    let (sp, sd) = d.embedded();
+    let images = d.domain_dir(&sd).join("images");
+    let (img, vol, raw) = (uuid(), uuid(), uuid());
+    d.create_volume(&sp, &sd, &img, &vol, json!({"size": "8388608"}));
+    let rimg = uuid();
+    d.create_volume(
+        &sp,
+        &sd,
+        &rimg,
+        &raw,
+        json!({"volFormat": "RAW", "size": "8388608"}),
+    );
+    let vol_info = json!({"sd_id": sd, "img_id": img, "vol_id": vol});
+    let bitmaps = |img: &str, vol: &str| -> Vec<String> {
+        let qi = d.call(
+            "Volume.getQemuImageInfo",
+            json!({"volumeID": vol, "storagepoolID": sp, "storagedomainID": sd, "imageID": img}),
+        );
+        qi["bitmaps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    for name in ["b1", "b2"] {
+        d.job_ok(
+            "SDM.add_bitmap",
+            json!({"vol_info": vol_info, "bitmap": name}),
+        );
+    }
+    assert_eq!(bitmaps(&img, &vol), ["b1", "b2"]);
+    assert_eq!(d.volume_info(&sp, &sd, &img, &vol)["generation"], 2);
+
+    // Refusals, before a job starts.
+    let refuse = |method: &str, params: Value| {
+        let mut params = params;
+        params["job_id"] = json!(uuid());
+        let (code, msg) = d.call_err(method, params);
+        assert_eq!(code, 1000, "{method}: {msg}");
+    };
+    refuse(
+        "SDM.add_bitmap",
+        json!({"vol_info": vol_info, "bitmap": "b1"}),
+    );
+    refuse(
+        "SDM.add_bitmap",
+        json!({"vol_info": vol_info, "bitmap": ""}),
+    );
+    refuse(
+        "SDM.add_bitmap",
+        json!({"vol_info": {"sd_id": sd, "img_id": rimg, "vol_id": raw}, "bitmap": "x"}),
+    );
+    refuse(
+        "SDM.remove_bitmap",
+        json!({"vol_info": vol_info, "bitmap": "nope"}),
+    );
+    refuse(
+        "SDM.amend_volume",
+        json!({"vol_info": vol_info, "qcow2_attr": {"compat": "2.0"}}),
+    );
+    refuse(
+        "SDM.amend_volume",
+        json!({"vol_info": vol_info, "qcow2_attr": {"compat": "0.10"}}),
+    );
+    let (code, _) = d.call_err(
+        "SDM.amend_volume",
+        json!({"job_id": uuid(), "vol_info": vol_info, "qcow2_attr": {"size": 1}}),
+    );
+    assert_eq!(code, -32602);
+
+    // Copy with bitmaps to a qcow2 volume.
+    let (dimg, dvol) = (uuid(), uuid());
+    d.create_volume(&sp, &sd, &dimg, &dvol, json!({"size": "8388608"}));
+    qemu_io(&images.join(&img).join(&vol), "qcow2", "write -P 0x55 0 1M");
+    d.job_ok(
+        "SDM.copy_data",
+        json!({"source": vol_info, "destination": {"sd_id": sd, "img_id": dimg, "vol_id": dvol}, "copy_bitmaps": true}),
+    );
+    assert_eq!(bitmaps(&dimg, &dvol), ["b1", "b2"]);
+    same_contents(
+        &images.join(&img).join(&vol),
+        "qcow2",
+        &images.join(&dimg).join(&dvol),
+        "qcow2",
+    );
+
+    d.job_ok(
+        "SDM.remove_bitmap",
+        json!({"vol_info": vol_info, "bitmap": "b1"}),
+    );
+    assert_eq!(bitmaps(&img, &vol), ["b2"]);
+    d.job_ok("SDM.clear_bitmaps", json!({"vol_info": vol_info}));
+    assert!(bitmaps(&img, &vol).is_empty());
+
+    // Without bitmaps, compat can go down to 0.10 and back.
+    for compat in ["0.10", "1.1"] {
+        d.job_ok(
+            "SDM.amend_volume",
+            json!({"vol_info": vol_info, "qcow2_attr": {"compat": compat}}),
+        );
+        let qi = d.call(
+            "Volume.getQemuImageInfo",
+            json!({"volumeID": vol, "storagepoolID": sp, "storagedomainID": sd, "imageID": img}),
+        );
+        assert_eq!(qi["compat"], compat, "{qi}");
+    }
+    let v = d.volume_info(&sp, &sd, &img, &vol);
+    assert_eq!(
+        (v["legality"].as_str(), v["generation"].as_u64()),
+        (Some("LEGAL"), Some(6)),
+        "{v}"
+    );
+    vdsm_check(&d.domain_dir(&sd));
+}
