@@ -14,6 +14,7 @@ use crate::engine::domains::{CreateDomain, DomainFilter};
 use crate::engine::images::DeleteImage;
 use crate::engine::jobs::{VolumeAttrs, VolumeRef};
 use crate::engine::merge::Subchain;
+use crate::engine::nbd::NbdConfig;
 use crate::engine::pool::CreatePool;
 use crate::engine::volumes::{CreateVolume, DeleteVolume};
 use crate::engine::{ConnectionParams, Engine, TaskResult, TaskState, TaskStatus};
@@ -328,6 +329,16 @@ pub static VERBS: &[Verb] = &[
         name: "StoragePool.finalizeMerge",
         params: &["storagepoolID", "subchainInfo"],
         handler: pool_finalize_merge,
+    },
+    Verb {
+        name: "NBD.start_server",
+        params: &["server_id", "config"],
+        handler: nbd_start_server,
+    },
+    Verb {
+        name: "NBD.stop_server",
+        params: &["server_id"],
+        handler: nbd_stop_server,
     },
     Verb {
         name: "Host.getJobs",
@@ -901,6 +912,41 @@ fn pool_prepare_merge(e: &Arc<Engine>, p: &Params) -> Reply {
 
 fn pool_finalize_merge(e: &Arc<Engine>, p: &Params) -> Reply {
     task_id(e.finalize_merge(p.uuid("storagepoolID")?, subchain(p, "subchainInfo")?)?)
+}
+
+fn nbd_start_server(e: &Arc<Engine>, p: &Params) -> Reply {
+    let id = p.uuid("server_id")?;
+    let c = object_param(
+        p,
+        "config",
+        &[
+            "sd_id",
+            "img_id",
+            "vol_id",
+            "readonly",
+            "discard",
+            "detect_zeroes",
+            "backing_chain",
+            "bitmap",
+        ],
+    )?;
+    let config = NbdConfig {
+        sd: c.uuid("sd_id")?,
+        img: c.uuid("img_id")?,
+        vol: c.uuid("vol_id")?,
+        readonly: c.bool_or("readonly", false)?,
+        discard: c.bool_or("discard", false)?,
+        detect_zeroes: c.bool_or("detect_zeroes", false)?,
+        // null means the default, as in VDSM.
+        backing_chain: c.bool_or("backing_chain", true)?,
+        bitmap: c.opt_string("bitmap")?,
+    };
+    to_value(&e.start_nbd_server(id, config)?)
+}
+
+fn nbd_stop_server(e: &Arc<Engine>, p: &Params) -> Reply {
+    e.stop_nbd_server(p.uuid("server_id")?);
+    ok()
 }
 
 /// A `SubchainInfo` parameter.

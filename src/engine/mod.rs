@@ -12,6 +12,7 @@ pub mod gc;
 pub mod images;
 pub mod jobs;
 pub mod merge;
+pub mod nbd;
 pub mod pool;
 pub mod recovery;
 pub mod resources;
@@ -110,6 +111,7 @@ pub struct Engine {
     host_state: Mutex<HostState>,
     pool: Mutex<Option<Arc<PoolState>>>,
     domain_cache: Mutex<HashMap<Uuid, Arc<FileDomain>>>,
+    nbd: nbd::NbdServers,
 }
 
 impl Engine {
@@ -141,6 +143,7 @@ impl Engine {
             host_state: Mutex::new(HostState::default()),
             pool: Mutex::new(None),
             domain_cache: Mutex::new(HashMap::new()),
+            nbd: nbd::NbdServers::default(),
         });
         engine
             .tasks

@@ -247,7 +247,11 @@ pub(crate) fn set_virtual_size(
 /// A qemu block specification for the top `chain.len()` volumes of a chain
 /// (top first), with no backing file below the last: built from metadata,
 /// so it never follows a name an image header could forge.
-fn chain_spec(dom: &FileDomain, img: Uuid, chain: &[(Uuid, VolumeMetadata)]) -> serde_json::Value {
+pub(crate) fn chain_spec(
+    dom: &FileDomain,
+    img: Uuid,
+    chain: &[(Uuid, VolumeMetadata)],
+) -> serde_json::Value {
     let mut spec = serde_json::Value::Null;
     for (vol, md) in chain.iter().rev() {
         let file = serde_json::json!({"driver": "file", "filename": dom.volume_path(img, *vol)});

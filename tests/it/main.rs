@@ -11,6 +11,7 @@ mod crash;
 mod example;
 mod filesystems;
 mod image_ops;
+mod nbd;
 mod probe_fuzz;
 mod schema;
 mod websocket;
