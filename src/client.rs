@@ -25,6 +25,36 @@ pub enum ClientError {
     Rpc { code: i64, message: String },
 }
 
+/// A connection to cairnd.
+pub enum Stream {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.read(buf),
+            Stream::Tcp(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.write(buf),
+            Stream::Tcp(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.flush(),
+            Stream::Tcp(s) => s.flush(),
+        }
+    }
+}
+
 pub struct Client {
     target: Target,
     next_id: AtomicU64,
@@ -69,24 +99,28 @@ impl Client {
         );
         let mut raw = Vec::new();
         let io = |e: std::io::Error| self.transport(e.to_string());
-        match &self.target {
-            Target::Unix(p) => {
-                let mut s = UnixStream::connect(p).map_err(io)?;
-                s.set_read_timeout(Some(self.timeout)).map_err(io)?;
-                s.write_all(request.as_bytes()).map_err(io)?;
-                s.read_to_end(&mut raw).map_err(io)?;
-            }
-            Target::Tcp(addr) => {
-                let mut s = TcpStream::connect(addr).map_err(io)?;
-                s.set_read_timeout(Some(self.timeout)).map_err(io)?;
-                s.write_all(request.as_bytes()).map_err(io)?;
-                s.read_to_end(&mut raw).map_err(io)?;
-            }
-        }
+        let mut s = self.connect()?;
+        s.write_all(request.as_bytes()).map_err(io)?;
+        s.read_to_end(&mut raw).map_err(io)?;
         parse_http_response(&raw).map_err(|e| self.transport(e))
     }
 
-    fn transport(&self, reason: String) -> ClientError {
+    /// A new connection to cairnd, with the client's read timeout.
+    pub fn connect(&self) -> Result<Stream, ClientError> {
+        let io = |e: std::io::Error| self.transport(e.to_string());
+        let s = match &self.target {
+            Target::Unix(p) => Stream::Unix(UnixStream::connect(p).map_err(io)?),
+            Target::Tcp(addr) => Stream::Tcp(TcpStream::connect(addr).map_err(io)?),
+        };
+        match &s {
+            Stream::Unix(u) => u.set_read_timeout(Some(self.timeout)),
+            Stream::Tcp(t) => t.set_read_timeout(Some(self.timeout)),
+        }
+        .map_err(io)?;
+        Ok(s)
+    }
+
+    pub(crate) fn transport(&self, reason: String) -> ClientError {
         let target = match &self.target {
             Target::Unix(p) => p.display().to_string(),
             Target::Tcp(a) => a.clone(),

@@ -103,6 +103,8 @@ pub enum Error {
     JobExists(Uuid),
     #[error("job {0} does not exist")]
     NoSuchJob(Uuid),
+    #[error("image ticket {id}: {reason}")]
+    Ticket { id: Uuid, reason: String },
     #[error("volume {vol} is busy: {reason}")]
     VolumeBusy { vol: Uuid, reason: String },
     #[error("destination volume {vol} is {size} bytes; the source needs {needed}")]
@@ -215,6 +217,7 @@ impl Error {
             Error::GenerationMismatch { .. } => 911,
             Error::ResizeSmaller { .. } => 232,
             Error::VolumeBusy { .. } => 203,
+            Error::Ticket { .. } => 482,
             Error::DestinationTooSmall { .. } => 79,
             Error::ResourceTimeout(_) => 851,
             Error::StorageTypeNotSupported(..) => 468,

@@ -1,11 +1,14 @@
 //! Cairn: a storage manager for KVM hosts.
 //!
 //! Layers, top to bottom:
-//! - [`api`]: adapters (JSON-RPC over Unix socket, HTTP and WebSocket).
+//! - [`api`]: adapters (JSON-RPC over Unix socket, HTTP and WebSocket; the
+//!   image transfer data path).
 //! - [`engine`]: pools, domains, images, volumes, tasks, resource manager.
 //! - [`backend`]: storage domain implementations (file domains).
 //! - [`format`]: on-storage metadata formats.
 //! - [`primitives`]: qemu-img, image probing, durable writes, leases, mounts.
+//!
+//! [`client`] and [`transfer`] are the client side, for the CLI and tests.
 
 pub mod api;
 pub mod backend;
@@ -16,6 +19,7 @@ pub mod error;
 pub mod failpoint;
 pub mod format;
 pub mod primitives;
+pub mod transfer;
 pub mod types;
 
 pub use error::{Error, Result};

@@ -5,4 +5,5 @@ pub mod errors;
 pub mod params;
 pub mod rpc;
 pub mod server;
+pub mod transfer;
 pub mod verbs;

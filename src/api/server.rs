@@ -45,7 +45,11 @@ pub fn router(engine: Arc<Engine>) -> Router {
     Router::new()
         .route("/jsonrpc", post(http_rpc).get(ws_rpc))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
-        .with_state(AppState { engine, events })
+        .with_state(AppState {
+            engine: engine.clone(),
+            events,
+        })
+        .merge(super::transfer::routes().with_state(engine))
 }
 
 async fn http_rpc(State(st): State<AppState>, body: Bytes) -> Response {

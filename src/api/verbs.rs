@@ -16,6 +16,7 @@ use crate::engine::jobs::{VolumeAttrs, VolumeRef};
 use crate::engine::merge::Subchain;
 use crate::engine::nbd::NbdConfig;
 use crate::engine::pool::CreatePool;
+use crate::engine::tickets::TicketSpec;
 use crate::engine::volumes::{CreateVolume, DeleteVolume};
 use crate::engine::{ConnectionParams, Engine, TaskResult, TaskState, TaskStatus};
 use crate::types::{DiskType, DomainClass, DomainType, Uuid, VolumeRole, BLANK_UUID};
@@ -339,6 +340,26 @@ pub static VERBS: &[Verb] = &[
         name: "NBD.stop_server",
         params: &["server_id"],
         handler: nbd_stop_server,
+    },
+    Verb {
+        name: "Host.add_image_ticket",
+        params: &["ticket"],
+        handler: host_add_image_ticket,
+    },
+    Verb {
+        name: "Host.get_image_ticket",
+        params: &["uuid"],
+        handler: host_get_image_ticket,
+    },
+    Verb {
+        name: "Host.remove_image_ticket",
+        params: &["uuid"],
+        handler: host_remove_image_ticket,
+    },
+    Verb {
+        name: "Host.extend_image_ticket",
+        params: &["uuid", "timeout"],
+        handler: host_extend_image_ticket,
     },
     Verb {
         name: "Host.getJobs",
@@ -946,6 +967,50 @@ fn nbd_start_server(e: &Arc<Engine>, p: &Params) -> Reply {
 
 fn nbd_stop_server(e: &Arc<Engine>, p: &Params) -> Reply {
     e.stop_nbd_server(p.uuid("server_id")?);
+    ok()
+}
+
+fn host_add_image_ticket(e: &Arc<Engine>, p: &Params) -> Reply {
+    let t = object_param(
+        p,
+        "ticket",
+        &["size", "url", "timeout", "uuid", "ops", "filename"],
+    )?;
+    let mut spec = TicketSpec {
+        id: t.uuid("uuid")?,
+        size: t.size("size")?,
+        url: t.string("url")?,
+        timeout: t.size("timeout")?,
+        read: false,
+        write: false,
+        filename: t.opt_string("filename")?,
+    };
+    for op in t.list("ops")? {
+        match op.as_str() {
+            Some("read") => spec.read = true,
+            Some("write") => spec.write = true,
+            _ => {
+                return Err(ApiError::invalid_params(format!(
+                    "'ticket.ops': {op} is not an operation (read, write)"
+                )))
+            }
+        }
+    }
+    e.add_image_ticket(spec)?;
+    ok()
+}
+
+fn host_get_image_ticket(e: &Arc<Engine>, p: &Params) -> Reply {
+    to_value(&e.get_image_ticket(p.uuid("uuid")?)?)
+}
+
+fn host_remove_image_ticket(e: &Arc<Engine>, p: &Params) -> Reply {
+    e.remove_image_ticket(p.uuid("uuid")?)?;
+    ok()
+}
+
+fn host_extend_image_ticket(e: &Arc<Engine>, p: &Params) -> Reply {
+    e.extend_image_ticket(p.uuid("uuid")?, p.size("timeout")?)?;
     ok()
 }
 

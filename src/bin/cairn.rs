@@ -157,6 +157,25 @@ enum ImageCmd {
         #[arg(long)]
         domain: Option<String>,
     },
+    /// Upload a local file into a volume through an image transfer ticket
+    /// (sparsely: holes are sent as zero requests). A RAW volume takes raw
+    /// data; a COW volume takes a qcow2 file, checked when the upload ends.
+    Upload {
+        file: PathBuf,
+        image: String,
+        volume: String,
+        #[arg(long)]
+        domain: Option<String>,
+    },
+    /// Download a volume's bytes into a local file (sparse; a COW volume
+    /// comes as its qcow2 file).
+    Download {
+        image: String,
+        volume: String,
+        file: PathBuf,
+        #[arg(long)]
+        domain: Option<String>,
+    },
     /// Release a prepared image.
     Teardown {
         image: String,
@@ -233,6 +252,18 @@ enum VolumeCmd {
         domain: Option<String>,
         #[arg(long)]
         wait: bool,
+    },
+    /// Merge a volume into its parent and remove it (cold: the image must
+    /// not be prepared). Runs prepareMerge, SDM.merge and finalizeMerge.
+    Merge {
+        image: String,
+        /// The volume merged away.
+        volume: String,
+        /// Carry its bitmaps into the parent (qcow2 parents only).
+        #[arg(long)]
+        bitmaps: bool,
+        #[arg(long)]
+        domain: Option<String>,
     },
     /// Make a base volume a template (SHARED) that new images can clone.
     MakeTemplate {
@@ -501,6 +532,46 @@ fn wait_task(ctx: &Ctx, id: &str, what: &str) -> Res<Value> {
         };
         std::thread::sleep(Duration::from_millis(pause));
     }
+}
+
+/// Starts host job `method` (a new `job_id` is added to `params`), shows
+/// its progress, and returns its final `HostJobInfo` if it is done.
+fn run_job(ctx: &Ctx, method: &str, mut params: Value, what: &str) -> Res<Value> {
+    let job = new_uuid();
+    params["job_id"] = json!(job);
+    ctx.client.call(method, params)?;
+    let bar = if ctx.json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let b = indicatif::ProgressBar::new(100);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}% [{elapsed}]")
+                .expect("progress template"),
+        );
+        b.set_message(what.to_string());
+        b
+    };
+    let status = loop {
+        let jobs = ctx.client.call("Host.getJobs", json!({"job_ids": [job]}))?;
+        let j = jobs[&job].clone();
+        bar.set_position(j["progress"].as_u64().unwrap_or(0));
+        if j["status"] != "pending" && j["status"] != "running" {
+            break j;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    bar.finish_and_clear();
+    if status["status"] != "done" {
+        return Err(ClientError::Rpc {
+            code: status["error"]["code"].as_i64().unwrap_or(0),
+            message: format!(
+                "{} (job {job} {})",
+                s(&status["error"]["message"]),
+                s(&status["status"])
+            ),
+        });
+    }
+    Ok(status)
 }
 
 fn task(ctx: &Ctx, cmd: TaskCmd) -> Res<()> {
@@ -813,6 +884,81 @@ fn image(ctx: &Ctx, cmd: ImageCmd) -> Res<()> {
             )?;
             print_value(ctx, &r, |v| println!("{}", s(&v["path"])));
         }
+        ImageCmd::Upload {
+            file,
+            image,
+            volume,
+            domain,
+        } => {
+            let (sp, sd) = pool_and_domain(ctx, domain)?;
+            let f = std::fs::File::open(&file)
+                .map_err(|e| usage(format!("cannot open {}: {e}", file.display())))?;
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            let info = ctx.client.call(
+                "Volume.getInfo",
+                json!({"volumeID": volume, "storagepoolID": sp, "storagedomainID": sd, "imageID": image}),
+            )?;
+            let capacity = num(&info["capacity"]);
+            let size = if s(&info["format"]) == "RAW" {
+                if len > capacity {
+                    return Err(usage(format!(
+                        "{} is {len} bytes; the volume holds {capacity}",
+                        file.display()
+                    )));
+                }
+                capacity
+            } else {
+                len
+            };
+            let stats = transfer(ctx, (&sp, &sd, &image, &volume), size, "write", |t, bar| {
+                cairn::transfer::upload(&ctx.client, t, &f, |done, total| {
+                    bar.set_length(total);
+                    bar.set_position(done);
+                })
+            })?;
+            let out = json!({"data": stats.data, "zeros": stats.zeros});
+            print_value(ctx, &out, |_| {
+                println!(
+                    "uploaded {} of data, {} as zeros",
+                    human_size(stats.data),
+                    human_size(stats.zeros)
+                )
+            });
+        }
+        ImageCmd::Download {
+            image,
+            volume,
+            file,
+            domain,
+        } => {
+            let (sp, sd) = pool_and_domain(ctx, domain)?;
+            let sizes = ctx.client.call(
+                "Volume.getSize",
+                json!({"volumeID": volume, "storagepoolID": sp, "storagedomainID": sd, "imageID": image}),
+            )?;
+            let size = num(&sizes["apparentsize"]);
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .read(true)
+                .write(true)
+                .open(&file)
+                .map_err(|e| usage(format!("cannot create {}: {e}", file.display())))?;
+            let stats = transfer(ctx, (&sp, &sd, &image, &volume), size, "read", |t, bar| {
+                cairn::transfer::download(&ctx.client, t, &f, |done, total| {
+                    bar.set_length(total);
+                    bar.set_position(done);
+                })
+            })?;
+            let out = json!({"data": stats.data, "zeros": stats.zeros});
+            print_value(ctx, &out, |_| {
+                println!(
+                    "downloaded {} of data, {} left as holes",
+                    human_size(stats.data),
+                    human_size(stats.zeros)
+                )
+            });
+        }
         ImageCmd::Teardown { image, domain } => {
             let (sp, sd) = pool_and_domain(ctx, domain)?;
             ctx.client.call(
@@ -822,6 +968,53 @@ fn image(ctx: &Ctx, cmd: ImageCmd) -> Res<()> {
         }
     }
     Ok(())
+}
+
+/// Prepares the image, adds a ticket for the volume allowing `op`, runs
+/// `body` with the ticket id and a byte progress bar, then removes the
+/// ticket and tears the image down, whatever happened.
+fn transfer<T>(
+    ctx: &Ctx,
+    (sp, sd, image, volume): (&str, &str, &str, &str),
+    size: u64,
+    op: &str,
+    body: impl FnOnce(&str, &indicatif::ProgressBar) -> Res<T>,
+) -> Res<T> {
+    let ids = json!({"storagepoolID": sp, "storagedomainID": sd, "imageID": image});
+    let mut prepare = ids.clone();
+    prepare["volumeID"] = json!(volume);
+    let path = s(&ctx.client.call("Image.prepare", prepare)?["path"]);
+    let ticket = new_uuid();
+    let added = ctx.client.call(
+        "Host.add_image_ticket",
+        json!({"ticket": {"uuid": ticket, "size": size, "url": format!("file://{path}"),
+                          "timeout": 3600, "ops": [op]}}),
+    );
+    let result = added.and_then(|_| {
+        let bar = if ctx.json {
+            indicatif::ProgressBar::hidden()
+        } else {
+            let b = indicatif::ProgressBar::new(size);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} [{elapsed}]",
+                )
+                .expect("progress template"),
+            );
+            b
+        };
+        let r = body(&ticket, &bar);
+        bar.finish_and_clear();
+        r
+    });
+    let removed = ctx
+        .client
+        .call("Host.remove_image_ticket", json!({"uuid": ticket}));
+    let torn_down = ctx.client.call("Image.teardown", ids);
+    let value = result?;
+    removed?;
+    torn_down?;
+    Ok(value)
 }
 
 fn depth(all: &[Value], v: &Value) -> usize {
@@ -1004,31 +1197,50 @@ fn volume(ctx: &Ctx, cmd: VolumeCmd) -> Res<()> {
             )?;
             finish_task(ctx, &t, wait, "extending volume")?;
         }
+        VolumeCmd::Merge {
+            image,
+            volume,
+            bitmaps,
+            domain,
+        } => {
+            let (sp, sd) = pool_and_domain(ctx, domain)?;
+            let info = ctx.client.call(
+                "Volume.getInfo",
+                json!({"volumeID": volume, "storagepoolID": sp, "storagedomainID": sd, "imageID": image}),
+            )?;
+            let base = s(&info["parent"]);
+            let sc = json!({"sd_id": sd, "img_id": image, "top_id": volume, "base_id": base});
+            let t = ctx.client.call(
+                "StoragePool.prepareMerge",
+                json!({"storagepoolID": sp, "subchainInfo": sc}),
+            )?;
+            wait_task(ctx, &s(&t), "preparing the merge")?;
+            run_job(
+                ctx,
+                "SDM.merge",
+                json!({"subchain_info": sc, "merge_bitmaps": bitmaps}),
+                "merging",
+            )?;
+            let t = ctx.client.call(
+                "StoragePool.finalizeMerge",
+                json!({"storagepoolID": sp, "subchainInfo": sc}),
+            )?;
+            wait_task(ctx, &s(&t), "finalizing the merge")?;
+            let out = json!({"imageID": image, "merged": volume, "into": base});
+            print_value(ctx, &out, |_| println!("merged {volume} into {base}"));
+        }
         VolumeCmd::MakeTemplate {
             image,
             volume,
             domain,
         } => {
             let sd = domain_id(ctx, domain)?;
-            let job = new_uuid();
-            ctx.client.call(
+            let status = run_job(
+                ctx,
                 "SDM.update_volume",
-                json!({"job_id": job, "vol_info": {"sd_id": sd, "img_id": image, "vol_id": volume}, "vol_attr": {"type": "SHARED"}}),
+                json!({"vol_info": {"sd_id": sd, "img_id": image, "vol_id": volume}, "vol_attr": {"type": "SHARED"}}),
+                "making a template",
             )?;
-            let status = loop {
-                let jobs = ctx.client.call("Host.getJobs", json!({"job_ids": [job]}))?;
-                let j = jobs[&job].clone();
-                if j["status"] != "pending" && j["status"] != "running" {
-                    break j;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            };
-            if status["status"] != "done" {
-                return Err(ClientError::Rpc {
-                    code: status["error"]["code"].as_i64().unwrap_or(0),
-                    message: s(&status["error"]["message"]),
-                });
-            }
             print_value(ctx, &status, |_| {
                 println!("{image}/{volume} is now a template")
             });

@@ -17,6 +17,7 @@ pub mod pool;
 pub mod recovery;
 pub mod resources;
 pub mod tasks;
+pub mod tickets;
 pub mod volume_jobs;
 pub mod volume_ops;
 pub mod volumes;
@@ -112,6 +113,7 @@ pub struct Engine {
     pool: Mutex<Option<Arc<PoolState>>>,
     domain_cache: Mutex<HashMap<Uuid, Arc<FileDomain>>>,
     nbd: nbd::NbdServers,
+    tickets: tickets::Tickets,
 }
 
 impl Engine {
@@ -144,6 +146,7 @@ impl Engine {
             pool: Mutex::new(None),
             domain_cache: Mutex::new(HashMap::new()),
             nbd: nbd::NbdServers::default(),
+            tickets: tickets::Tickets::default(),
         });
         engine
             .tasks

@@ -67,6 +67,29 @@ pub fn discard(file: &File) -> io::Result<()> {
     file.sync_data()
 }
 
+/// Makes a range read as zeros: punched out where the file system can,
+/// else zeroed in place by the file system, else written with zeros.
+pub fn zero_range(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    let punch = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
+    let zero = FallocateFlags::ZERO_RANGE | FallocateFlags::KEEP_SIZE;
+    for flags in [punch, zero] {
+        match fallocate(file, flags, offset, len) {
+            Ok(()) => return Ok(()),
+            Err(rustix::io::Errno::OPNOTSUPP) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    const CHUNK: u64 = 1 << 20;
+    let zeros = vec![0u8; CHUNK as usize];
+    let mut off = offset;
+    while off < offset + len {
+        let n = (offset + len - off).min(CHUNK);
+        file.write_all_at(&zeros[..n as usize], off)?;
+        off += n;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

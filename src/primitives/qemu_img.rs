@@ -229,9 +229,60 @@ impl CheckResult {
 /// `qemu-img check`. Leaks and corruptions are reported in the result, not as
 /// an error: qemu-img exits 2 or 3 for them but the JSON is complete.
 pub fn check(path: &Path, format: &str) -> Result<CheckResult, QemuImgError> {
+    run_check(check_command(path, format))
+}
+
+/// `qemu-img check` of an image nobody vouches for (an upload): the
+/// backing chain is not opened (`-U`, only this file, `backing: null`
+/// through the json spec) and qemu-img runs with bounded memory and CPU
+/// time, so a hostile image cannot exhaust the host.
+pub fn check_untrusted(path: &Path, format: &str) -> Result<CheckResult, QemuImgError> {
+    let mut cmd = Command::new(binary());
+    let spec = serde_json::json!({
+        "driver": format,
+        "file": {"driver": "file", "filename": path},
+        "backing": null,
+    });
+    cmd.args(["check", "--output", "json", "-U"])
+        .arg(format!("json:{spec}"));
+    limit_resources(&mut cmd);
+    run_check(cmd)
+}
+
+/// Memory and CPU time a qemu-img run on untrusted input may use (as
+/// VDSM's prlimit for `qemu-img info`).
+const UNTRUSTED_MEMORY: u64 = 1 << 30;
+const UNTRUSTED_CPU_SECS: u64 = 30;
+
+fn limit_resources(cmd: &mut Command) {
+    use rustix::process::{setrlimit, Resource, Rlimit};
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit is async-signal-safe and touches only the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            for (res, limit) in [
+                (Resource::As, UNTRUSTED_MEMORY),
+                (Resource::Cpu, UNTRUSTED_CPU_SECS),
+            ] {
+                let l = Rlimit {
+                    current: Some(limit),
+                    maximum: Some(limit),
+                };
+                setrlimit(res, l).map_err(io::Error::from)?;
+            }
+            Ok(())
+        });
+    }
+}
+
+fn check_command(path: &Path, format: &str) -> Command {
     let mut cmd = Command::new(binary());
     cmd.args(["check", "--output", "json", "-f", format])
         .arg(path);
+    cmd
+}
+
+fn run_check(cmd: Command) -> Result<CheckResult, QemuImgError> {
     let out = run_accepting(cmd, "check", &[0, 2, 3])?;
     parse_json("check", &out)
 }

@@ -227,3 +227,67 @@ fn cli_extend_templates_and_clones() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("IMAGE/VOLUME"));
 }
+
+#[test]
+fn cli_upload_download_and_merge() {
+    let d = Daemon::start();
+    let created = json_out(
+        &d,
+        &[
+            "volume", "create", "--size", "32M", "--format", "raw", "--wait",
+        ],
+    );
+    let img = created["imageID"].as_str().unwrap().to_string();
+    let vol = created["volumeID"].as_str().unwrap().to_string();
+    let local = d.data().join("disk.raw");
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::create(&local).unwrap();
+        f.set_len(32 << 20).unwrap();
+        f.write_all_at(&[0x42; 65536], 5 << 20).unwrap();
+    }
+    let up = json_out(
+        &d,
+        &["image", "upload", local.to_str().unwrap(), &img, &vol],
+    );
+    assert_eq!(up["data"], 65536, "{up}");
+    let back = d.data().join("back.raw");
+    let down = json_out(
+        &d,
+        &["image", "download", &img, &vol, back.to_str().unwrap()],
+    );
+    assert_eq!(down["data"], 65536, "{down}");
+    assert_eq!(
+        std::fs::read(&back).unwrap(),
+        std::fs::read(&local).unwrap()
+    );
+
+    // A snapshot, written, then merged back into its parent.
+    let snap = json_out(
+        &d,
+        &[
+            "volume", "create", "--size", "32M", "--image", &img, "--parent", &vol, "--wait",
+        ],
+    );
+    let top = snap["volumeID"].as_str().unwrap().to_string();
+    let (_, sd) = d.embedded();
+    let top_path = d.domain_dir(&sd).join("images").join(&img).join(&top);
+    qemu_io(&top_path, "qcow2", "write -P 0x43 1M 64k");
+    let merged = json_out(&d, &["volume", "merge", &img, &top]);
+    assert_eq!(merged["into"], vol.as_str());
+    let shown = json_out(&d, &["image", "show", &img]);
+    assert_eq!(shown.as_array().unwrap().len(), 1, "{shown}");
+    let base_path = d.domain_dir(&sd).join("images").join(&img).join(&vol);
+    qemu_io(&base_path, "raw", "read -P 0x43 1M 64k");
+    qemu_io(&base_path, "raw", "read -P 0x42 5M 64k");
+
+    // Uploading more than the volume holds is refused before any transfer.
+    let big = d.data().join("big.raw");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let out = cairn(&d, &["image", "upload", big.to_str().unwrap(), &img, &vol]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holds"));
+}

@@ -14,4 +14,5 @@ mod image_ops;
 mod nbd;
 mod probe_fuzz;
 mod schema;
+mod transfer;
 mod websocket;
