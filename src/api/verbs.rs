@@ -297,6 +297,11 @@ pub static VERBS: &[Verb] = &[
         handler: sdm_copy_data,
     },
     Verb {
+        name: "SDM.sparsify_volume",
+        params: &["job_id", "vol_info"],
+        handler: sdm_sparsify_volume,
+    },
+    Verb {
         name: "SDM.amend_volume",
         params: &["job_id", "vol_info", "qcow2_attr"],
         handler: sdm_amend_volume,
@@ -889,6 +894,12 @@ fn sdm_copy_data(e: &Arc<Engine>, p: &Params) -> Reply {
     let source = endpoint("source", p.opt_value("source"))?;
     let destination = endpoint("destination", p.opt_value("destination"))?;
     e.copy_data(job, source, destination, p.bool_or("copy_bitmaps", false)?)?;
+    ok()
+}
+
+fn sdm_sparsify_volume(e: &Arc<Engine>, p: &Params) -> Reply {
+    let job = p.uuid("job_id")?;
+    e.sparsify_volume(job, volume_ref("vol_info", p.opt_value("vol_info"))?)?;
     ok()
 }
 

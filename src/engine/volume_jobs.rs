@@ -1,23 +1,28 @@
-//! Host jobs that rewrite one closed qcow2 volume in place: `SDM.amend_volume`
-//! (compat level) and the persistent bitmaps of incremental backup
-//! (`SDM.add_bitmap`, `SDM.remove_bitmap`, `SDM.clear_bitmaps`).
+//! Host jobs that rewrite one closed volume in place: `SDM.sparsify_volume`,
+//! `SDM.amend_volume` (qcow2 compat level) and the persistent bitmaps of
+//! incremental backup (`SDM.add_bitmap`, `SDM.remove_bitmap`,
+//! `SDM.clear_bitmaps`).
 //!
-//! Each runs as a [`VolumeJob`]: the volume reads ILLEGAL while qemu-img
-//! changes it and LEGAL with the next generation afterwards. Adding a
-//! bitmap rolls back by removing it; an interrupted removal or amend leaves
+//! Each runs as a [`VolumeJob`]: the volume reads ILLEGAL while it changes
+//! and LEGAL with the next generation afterwards. Sparsifying never changes
+//! what the volume reads, so it rolls back by restoring the metadata;
+//! adding a bitmap rolls back by removing it; an interrupted removal or amend leaves
 //! the volume ILLEGAL (as VDSM does): the caller retries, or inspects it
 //! and sets it LEGAL with `SDM.update_volume`.
 
 use std::sync::Arc;
 
+use super::images::chain_of;
 use super::jobs::{check_not_prepared, legal_next, Rollback, VolumeJob, VolumeRef};
 use super::recovery::Step;
+use super::volume_ops::chain_spec;
 use super::{Engine, TaskCtx};
 use crate::backend::file::FileDomain;
 use crate::error::{Error, Result};
 use crate::format::volume_md::VolumeMetadata;
 use crate::primitives::qemu_img::{self, BitmapOp, InfoOptions, QemuImgError};
-use crate::types::{Uuid, VolumeFormat, VolumeRole};
+use crate::primitives::sparsify;
+use crate::types::{Uuid, VolumeAllocation, VolumeFormat, VolumeRole};
 
 /// qcow2 limits a bitmap name to 1023 bytes.
 const MAX_BITMAP_NAME: usize = 1023;
@@ -68,6 +73,72 @@ impl Engine {
                 work: move |_: &TaskCtx, dom: &FileDomain, _: &VolumeMetadata| {
                     let path = dom.volume_path(target.img, target.vol);
                     qemu_img::amend_compat(&path, &compat).map_err(|e| qemu_failed(target.vol, e))
+                },
+            },
+        )
+    }
+
+    /// `SDM.sparsify_volume`: gives back the space of ranges that hold
+    /// only zeros, in place; what the volume reads does not change, so an
+    /// interrupted sparsify simply restores the old metadata.
+    pub fn sparsify_volume(self: &Arc<Self>, job: Uuid, target: VolumeRef) -> Result<()> {
+        self.spawn_volume_job(
+            job,
+            VolumeJob {
+                verb: "sparsify_volume",
+                target,
+                failpoints: [
+                    "sparsify.planned",
+                    "sparsify.after_illegal",
+                    "sparsify.after_change",
+                    "sparsify.done",
+                ],
+                check: move |e: &Engine, _: &FileDomain, md: &VolumeMetadata| {
+                    if md.role == VolumeRole::Shared {
+                        return Err(Error::invalid(
+                            "vol_info",
+                            format!("volume {} is a template, which is never changed", target.vol),
+                        ));
+                    }
+                    if md.allocation == VolumeAllocation::Preallocated {
+                        return Err(Error::invalid(
+                            "vol_info",
+                            format!("volume {} is PREALLOCATED and stays allocated", target.vol),
+                        ));
+                    }
+                    check_not_prepared(e, &target)
+                },
+                plan: |md: &VolumeMetadata| (legal_next(md), Rollback::Restore(Vec::new())),
+                work: move |ctx: &TaskCtx, dom: &FileDomain, md: &VolumeMetadata| {
+                    let path = dom.volume_path(target.img, target.vol);
+                    let progress = |done: u64, total: u64| {
+                        if let Some(pct) = (done * 100).checked_div(total) {
+                            ctx.set_progress(pct as u32);
+                        }
+                    };
+                    let stats = match md.format {
+                        VolumeFormat::Raw => {
+                            let f = std::fs::OpenOptions::new()
+                                .read(true)
+                                .write(true)
+                                .open(&path)
+                                .map_err(|e| Error::io_path("cannot open", &path, e))?;
+                            sparsify::sparsify_raw(&f, progress).map_err(|e| {
+                                dom.io_failure(e, |e| Error::io_path("cannot sparsify", &path, e))
+                            })?
+                        }
+                        VolumeFormat::Cow => {
+                            let chain = chain_of(dom, target.img, target.vol)?;
+                            let spec = chain_spec(dom, target.img, &chain);
+                            let cluster = qcow2_info(dom, &target)?.cluster_size.unwrap_or(65536);
+                            let f = std::fs::File::open(&path)
+                                .map_err(|e| Error::io_path("cannot open", &path, e))?;
+                            sparsify::sparsify_qcow2(&f, &spec, cluster, progress)
+                                .map_err(|e| qemu_failed(target.vol, e))?
+                        }
+                    };
+                    tracing::info!(job = %ctx.id(), vol = %target.vol, scanned = stats.scanned, freed = stats.freed, "volume sparsified");
+                    Ok(())
                 },
             },
         )

@@ -8,3 +8,4 @@ pub mod mount;
 pub mod probe;
 pub mod qcow2_create;
 pub mod qemu_img;
+pub mod sparsify;

@@ -434,6 +434,32 @@ pub fn amend_compat(image: &Path, compat: &str) -> Result<(), QemuImgError> {
     run(cmd, "amend").map(drop)
 }
 
+/// One range of `qemu-img map --output=json`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MapEntry {
+    pub start: u64,
+    pub length: u64,
+    /// 0: the top image; n: n images down its backing chain.
+    pub depth: u32,
+    pub data: bool,
+    #[serde(default)]
+    pub zero: bool,
+    #[serde(default)]
+    pub compressed: bool,
+    /// Where the data is in the image's file.
+    #[serde(default)]
+    pub offset: Option<u64>,
+}
+
+/// `qemu-img map` of an image given as a qemu json spec (`-U`: it may be
+/// in use read-only).
+pub fn map(spec: &serde_json::Value) -> Result<Vec<MapEntry>, QemuImgError> {
+    let mut cmd = Command::new(binary());
+    cmd.args(["map", "--output=json", "-U"])
+        .arg(format!("json:{spec}"));
+    parse_json("map", &run(cmd, "map")?)
+}
+
 /// What `qemu-img bitmap` does to one bitmap of a qcow2 image.
 #[derive(Debug, Clone, Copy)]
 pub enum BitmapOp<'a> {

@@ -19,6 +19,7 @@ enum Op {
     Extend,
     CloneTemplate,
     CopyData,
+    Sparsify,
     Amend,
     AddBitmap,
     RemoveBitmap,
@@ -30,7 +31,7 @@ enum Op {
 }
 
 impl Op {
-    const ALL: [Op; 16] = [
+    const ALL: [Op; 17] = [
         Op::CreateImage,
         Op::CreateSnapshot,
         Op::DeleteLeaf,
@@ -39,6 +40,7 @@ impl Op {
         Op::Extend,
         Op::CloneTemplate,
         Op::CopyData,
+        Op::Sparsify,
         Op::Amend,
         Op::AddBitmap,
         Op::RemoveBitmap,
@@ -55,6 +57,7 @@ impl Op {
             self,
             Op::UpdateVolume
                 | Op::CopyData
+                | Op::Sparsify
                 | Op::Amend
                 | Op::AddBitmap
                 | Op::RemoveBitmap
@@ -130,6 +133,10 @@ fn setup(d: &Daemon, op: Op) -> Setup {
     let vol_info = json!({"sd_id": sd, "img_id": img, "vol_id": top});
     let subchain = json!({"sd_id": sd, "img_id": img, "top_id": top, "base_id": base});
     let top_path = d.domain_dir(&sd).join("images").join(&img).join(&top);
+    if let Op::Sparsify = op {
+        qemu_io(&top_path, "qcow2", "write -P 0 0 512k");
+        qemu_io(&top_path, "qcow2", "write -P 0x5a 512k 64k");
+    }
     if op.is_merge() {
         if let Op::FinalizeMergeInternal = op {
             child = uuid();
@@ -167,6 +174,7 @@ fn setup(d: &Daemon, op: Op) -> Setup {
         Op::DeleteLeaf
         | Op::UpdateVolume
         | Op::Extend
+        | Op::Sparsify
         | Op::Amend
         | Op::AddBitmap
         | Op::RemoveBitmap
@@ -254,6 +262,7 @@ fn start_op(d: &Daemon, s: &Setup, op: Op) -> Result<Value, cairn::client::Clien
             json!({"storagepoolID": s.sp, "subchainInfo": subchain(s)}),
         ),
         Op::UpdateVolume
+        | Op::Sparsify
         | Op::Amend
         | Op::AddBitmap
         | Op::RemoveBitmap
@@ -279,6 +288,7 @@ fn start_op(d: &Daemon, s: &Setup, op: Op) -> Result<Value, cairn::client::Clien
                     json!({"vol_info": vol_info, "bitmap": "b1"}),
                 ),
                 Op::ClearBitmaps => ("SDM.clear_bitmaps", json!({"vol_info": vol_info})),
+                Op::Sparsify => ("SDM.sparsify_volume", json!({"vol_info": vol_info})),
                 _ => ("SDM.merge", json!({"subchain_info": subchain(s)})),
             };
             let mut params = params;
@@ -346,6 +356,7 @@ fn failpoints(op: Op) -> Vec<(&'static str, bool)> {
         ],
         Op::UpdateVolume => job("volume.update"),
         Op::Amend => job("amend"),
+        Op::Sparsify => job("sparsify"),
         Op::AddBitmap => job("bitmap.add"),
         Op::RemoveBitmap => job("bitmap.remove"),
         Op::ClearBitmaps => job("bitmap.clear"),
@@ -602,6 +613,18 @@ fn check_outcome(d: &Daemon, s: &Setup, op: Op, took_effect: bool, case: &str) {
                 }
             }
         }
+        Op::Sparsify => {
+            let top = volume_status(d, s, &s.top).unwrap();
+            let generation = if took_effect { 1 } else { 0 };
+            assert_eq!(
+                (top["legality"].as_str(), top["generation"].as_u64()),
+                (Some("LEGAL"), Some(generation)),
+                "{case}: {top}"
+            );
+            let path = domain.join("images").join(&s.img).join(&s.top);
+            qemu_io(&path, "qcow2", "read -P 0 0 512k");
+            qemu_io(&path, "qcow2", "read -P 0x5a 512k 64k");
+        }
         Op::PrepareMerge => {
             let base = volume_status(d, s, &s.base).unwrap();
             let (legality, size) = if took_effect {
@@ -736,6 +759,11 @@ fn walk_volume_extend() {
 #[test]
 fn walk_update_volume() {
     walk(Op::UpdateVolume);
+}
+
+#[test]
+fn walk_sparsify_volume() {
+    walk(Op::Sparsify);
 }
 
 #[test]

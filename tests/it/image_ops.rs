@@ -389,3 +389,87 @@ fn bitmaps_amend_and_copy_with_bitmaps() {
     );
     vdsm_check(&d.domain_dir(&sd));
 }
+
+#[test]
+fn sparsify_frees_zero_ranges_and_keeps_what_the_chain_reads() {
+    let d = Daemon::start();
+    let (sp, sd) = d.embedded();
+    let size = (16u64 << 20).to_string();
+    let (img, base, top) = (uuid(), uuid(), uuid());
+    d.create_volume(
+        &sp,
+        &sd,
+        &img,
+        &base,
+        json!({"volFormat": "RAW", "size": size}),
+    );
+    d.create_volume(
+        &sp,
+        &sd,
+        &img,
+        &top,
+        json!({"srcImgUUID": img, "srcVolUUID": base, "size": size}),
+    );
+    let dir = d.domain_dir(&sd).join("images").join(&img);
+    let allocated = |vol: &str| {
+        std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(dir.join(vol)).unwrap()) * 512
+    };
+    // The base: data, then written zeros. The top: zeros written over the
+    // base's data (they must keep hiding it), and data of its own.
+    qemu_io(&dir.join(&base), "raw", "write -P 0x11 0 2M");
+    qemu_io(&dir.join(&base), "raw", "write -P 0 4M 4M");
+    qemu_io(&dir.join(&top), "qcow2", "write -P 0 0 1M");
+    qemu_io(&dir.join(&top), "qcow2", "write -P 0x22 8M 1M");
+    let before = d.data().join("before.raw");
+    flatten(&dir.join(&top), &before);
+    let (base_used, top_used) = (allocated(&base), allocated(&top));
+
+    // The base has a child; sparsifying it is safe since it reads the same.
+    for vol in [&base, &top] {
+        let j = d.run_job(
+            "SDM.sparsify_volume",
+            json!({"vol_info": {"sd_id": sd, "img_id": img, "vol_id": vol}}),
+        );
+        assert_eq!(
+            (j["status"].as_str(), j["progress"].as_u64()),
+            (Some("done"), Some(100)),
+            "{j}"
+        );
+        let v = d.volume_info(&sp, &sd, &img, vol);
+        assert_eq!(
+            (v["legality"].as_str(), v["generation"].as_u64()),
+            (Some("LEGAL"), Some(1))
+        );
+    }
+    assert!(
+        allocated(&base) <= base_used - (4 << 20),
+        "base zeros freed"
+    );
+    assert!(allocated(&top) <= top_used - (1 << 20), "top zeros freed");
+    same_contents(&dir.join(&top), "qcow2", &before, "raw");
+    qemu_io(&dir.join(&top), "qcow2", "read -P 0 0 1M");
+    let chk = qemu_img_json(&["check", "--output=json", dir.join(&top).to_str().unwrap()]);
+    assert_eq!(chk["check-errors"], 0, "{chk}");
+
+    // Refusals: a template, a preallocated volume, an image in use.
+    let (pimg, pvol) = (uuid(), uuid());
+    d.create_volume(
+        &sp,
+        &sd,
+        &pimg,
+        &pvol,
+        json!({"volFormat": "RAW", "preallocate": "PREALLOCATED", "size": "1048576"}),
+    );
+    let refuse = |img: &str, vol: &str, code: i64| {
+        let (got, msg) = d.call_err(
+            "SDM.sparsify_volume",
+            json!({"job_id": uuid(), "vol_info": {"sd_id": sd, "img_id": img, "vol_id": vol}}),
+        );
+        assert_eq!(got, code, "{msg}");
+    };
+    refuse(&pimg, &pvol, 1000);
+    let prepare =
+        json!({"storagepoolID": sp, "storagedomainID": sd, "imageID": img, "volumeID": top});
+    d.call("Image.prepare", prepare);
+    refuse(&img, &top, 203);
+}
