@@ -130,6 +130,14 @@ impl DomainType {
 }
 
 vdsm_enum!(
+    /// `Image.move`'s operation (VDSM's COPY_OP and MOVE_OP).
+    ImageMoveOperation {
+        Copy => ("COPY", Some(1)),
+        Move => ("MOVE", Some(2)),
+    }
+);
+
+vdsm_enum!(
     /// What a storage domain holds.
     DomainClass {
         Data => ("Data", Some(1)),

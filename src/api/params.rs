@@ -40,7 +40,8 @@ enum_param!(
     crate::types::VolumeAllocation,
     crate::types::VolumeLegality,
     crate::types::VolumeRole,
-    crate::types::DiskType
+    crate::types::DiskType,
+    crate::types::ImageMoveOperation
 );
 
 impl Params {

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use super::errors::{vdsm_code, ApiError};
 use super::params::{uuid_value, Params};
 use crate::engine::domains::{CreateDomain, DomainFilter};
+use crate::engine::image_move::MoveImage;
 use crate::engine::images::DeleteImage;
 use crate::engine::jobs::{VolumeAttrs, VolumeRef};
 use crate::engine::merge::Subchain;
@@ -256,6 +257,20 @@ pub static VERBS: &[Verb] = &[
         name: "Image.teardown",
         params: &["storagepoolID", "storagedomainID", "imageID", "volumeID"],
         handler: image_teardown,
+    },
+    Verb {
+        name: "Image.move",
+        params: &[
+            "imageID",
+            "storagepoolID",
+            "storagedomainID",
+            "dstSdUUID",
+            "operation",
+            "postZero",
+            "force",
+            "discard",
+        ],
+        handler: image_move,
     },
     Verb {
         name: "Volume.extendSize",
@@ -811,6 +826,19 @@ fn image_prepare(e: &Arc<Engine>, p: &Params) -> Reply {
         p.bool_or("allowIllegal", false)?,
     )?;
     to_value(&json!({ "path": path.display().to_string() }))
+}
+
+fn image_move(e: &Arc<Engine>, p: &Params) -> Reply {
+    task_id(e.move_image(MoveImage {
+        pool: p.uuid("storagepoolID")?,
+        sd: p.uuid("storagedomainID")?,
+        img: p.uuid("imageID")?,
+        dst_sd: p.uuid("dstSdUUID")?,
+        operation: p.enumeration("operation")?,
+        post_zero: p.bool_or("postZero", false)?,
+        force: p.bool_or("force", false)?,
+        discard: p.bool_or("discard", false)?,
+    })?)
 }
 
 fn image_teardown(e: &Arc<Engine>, p: &Params) -> Reply {

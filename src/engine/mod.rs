@@ -9,6 +9,7 @@ pub mod copy_data;
 pub mod domains;
 pub mod embedded;
 pub mod gc;
+pub mod image_move;
 pub mod images;
 pub mod jobs;
 pub mod merge;

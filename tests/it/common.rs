@@ -219,6 +219,30 @@ impl Daemon {
         );
     }
 
+    /// A bare cairnd with a pool of two LOCALFS domains, connected and SPM:
+    /// (daemon, pool, master domain, second domain).
+    pub fn two_domain_pool() -> (Daemon, String, String, String) {
+        let d = Daemon::start_bare();
+        let (sp, sd1, sd2) = (uuid(), uuid(), uuid());
+        for (sd, name) in [(&sd1, "one"), (&sd2, "two")] {
+            let dir = d.local_storage(name);
+            d.call(
+                "StorageDomain.create",
+                json!({"storagedomainID": sd, "domainType": "LOCALFS", "typeArgs": dir.to_str().unwrap(), "name": name, "domainClass": "Data"}),
+            );
+        }
+        d.call(
+            "StoragePool.create",
+            json!({"storagepoolID": sp, "name": "p", "masterSdUUID": sd1, "masterVersion": 1, "domainList": [sd1, sd2]}),
+        );
+        d.call(
+            "StoragePool.connect",
+            json!({"storagepoolID": sp, "hostID": 1, "scsiKey": "", "masterSdUUID": sd1, "masterVersion": 1}),
+        );
+        d.spm_start(&sp);
+        (d, sp, sd1, sd2)
+    }
+
     /// A new directory under the data dir, connected as LOCALFS storage.
     pub fn local_storage(&self, name: &str) -> PathBuf {
         let dir = self.data().join(name);

@@ -821,6 +821,10 @@ fn walk_covers_every_failpoint() {
         "pool.create.after_members",
         "pool.create.done",
         "task.revert.marked",
+        "image.move.planned",
+        "image.move.after_copy",
+        "image.move.after_commit",
+        "image.move.done",
     ]);
     walked.sort();
     walked.dedup();
@@ -924,6 +928,74 @@ fn walk_pool_create() {
             "{fp}"
         );
         vdsm_check(&d.data().join("m").join(&master));
+    }
+}
+
+/// Image.move (COPY and MOVE) between two domains: crash or fail at each
+/// step; the image is then on the destination whole (and, for MOVE, gone
+/// from the source) or not there at all, with no staging left behind.
+#[test]
+fn walk_image_move() {
+    let steps = [
+        ("image.move.planned", false),
+        ("image.move.after_copy", false),
+        ("image.move.after_commit", true),
+        ("image.move.done", true),
+    ];
+    for op in ["COPY", "MOVE"] {
+        for (fp, takes_effect) in steps {
+            for action in ["crash", "error"] {
+                let case = format!("{op} {fp} {action}");
+                let (d, sp, sd1, sd2) = Daemon::two_domain_pool();
+                let (img, base, top) = (uuid(), uuid(), uuid());
+                d.create_volume(&sp, &sd1, &img, &base, json!({"size": "1048576"}));
+                d.create_volume(
+                    &sp,
+                    &sd1,
+                    &img,
+                    &top,
+                    json!({"srcImgUUID": img, "srcVolUUID": base, "size": "1048576"}),
+                );
+                let src_dir = d.domain_dir(&sd1).join("images").join(&img);
+                qemu_io(&src_dir.join(&top), "qcow2", "write -P 0x5a 0 64k");
+                let d = d.restart_armed(&format!("{fp}={action}"), false);
+                let started = d.client.call(
+                    "Image.move",
+                    json!({"imageID": img, "storagepoolID": sp, "storagedomainID": sd1, "dstSdUUID": sd2,
+                           "operation": op, "postZero": op == "MOVE", "force": false}),
+                );
+                let d = if action == "crash" {
+                    d.restart_after_crash(false)
+                } else {
+                    d
+                };
+                let task = match started {
+                    Ok(t) => t,
+                    Err(_) => {
+                        let all = d.call("Host.getAllTasksStatuses", json!({}));
+                        json!(all.as_object().unwrap().keys().next().expect("a task"))
+                    }
+                };
+                let st = d.wait_task(&task);
+                let want = if takes_effect {
+                    "success"
+                } else {
+                    "cleanSuccess"
+                };
+                assert_eq!(st["taskResult"], want, "{case}: {st}\n{}", d.log());
+                let dst_dir = d.domain_dir(&sd2).join("images").join(&img);
+                assert_eq!(dst_dir.exists(), takes_effect, "{case}");
+                let src_kept = !(takes_effect && op == "MOVE");
+                assert_eq!(src_dir.exists(), src_kept, "{case}");
+                for dir in [&dst_dir, &src_dir].into_iter().filter(|d| d.exists()) {
+                    qemu_io(&dir.join(&top), "qcow2", "read -P 0x5a 0 64k");
+                }
+                for sd in [&sd1, &sd2] {
+                    no_leftovers(&d.domain_dir(sd), &case);
+                    vdsm_check(&d.domain_dir(sd));
+                }
+            }
+        }
     }
 }
 

@@ -473,3 +473,129 @@ fn sparsify_frees_zero_ranges_and_keeps_what_the_chain_reads() {
     d.call("Image.prepare", prepare);
     refuse(&img, &top, 203);
 }
+
+#[test]
+fn image_move_copies_and_moves_whole_chains_between_domains() {
+    let (d, sp, sd1, sd2) = Daemon::two_domain_pool();
+    let dir = |sd: &str, img: &str| d.domain_dir(sd).join("images").join(img);
+    let (img, base, top) = (uuid(), uuid(), uuid());
+    d.create_volume(
+        &sp,
+        &sd1,
+        &img,
+        &base,
+        json!({"volFormat": "RAW", "size": "16777216"}),
+    );
+    d.create_volume(
+        &sp,
+        &sd1,
+        &img,
+        &top,
+        json!({"srcImgUUID": img, "srcVolUUID": base, "size": "16777216"}),
+    );
+    qemu_io(&dir(&sd1, &img).join(&base), "raw", "write -P 0x11 0 1M");
+    qemu_io(&dir(&sd1, &img).join(&top), "qcow2", "write -P 0x22 8M 1M");
+    d.job_ok(
+        "SDM.add_bitmap",
+        json!({"vol_info": {"sd_id": sd1, "img_id": img, "vol_id": top}, "bitmap": "b"}),
+    );
+    let before = d.data().join("before.raw");
+    flatten(&dir(&sd1, &img).join(&top), &before);
+    let mv = |img: &str, from: &str, to: &str, op: &str| {
+        d.call(
+            "Image.move",
+            json!({"imageID": img, "storagepoolID": sp, "storagedomainID": from, "dstSdUUID": to,
+                   "operation": op, "postZero": false, "force": false}),
+        )
+    };
+
+    // COPY: both domains hold the image; the copy is the same chain.
+    let t = mv(&img, &sd1, &sd2, "COPY");
+    d.task_ok(&t);
+    same_contents(&dir(&sd2, &img).join(&top), "qcow2", &before, "raw");
+    same_contents(&dir(&sd1, &img).join(&top), "qcow2", &before, "raw");
+    let copy = d.volume_info(&sp, &sd2, &img, &top);
+    assert_eq!(
+        (
+            copy["domain"].as_str(),
+            copy["parent"].as_str(),
+            copy["status"].as_str()
+        ),
+        (Some(sd2.as_str()), Some(base.as_str()), Some("OK")),
+        "{copy}"
+    );
+    let qi = d.call(
+        "Volume.getQemuImageInfo",
+        json!({"volumeID": top, "storagepoolID": sp, "storagedomainID": sd2, "imageID": img}),
+    );
+    assert_eq!(qi["bitmaps"][0]["name"], "b", "bitmaps travel: {qi}");
+    let (code, _) = d.call_err(
+        "Image.move",
+        json!({"imageID": img, "storagepoolID": sp, "storagedomainID": sd1, "dstSdUUID": sd2, "operation": "COPY", "postZero": false, "force": false}),
+    );
+    assert_eq!(code, 1000, "already there");
+
+    // MOVE (of the copy, back would collide; move a second image).
+    let (img2, vol2) = (uuid(), uuid());
+    d.create_volume(&sp, &sd1, &img2, &vol2, json!({"size": "4194304"}));
+    qemu_io(
+        &dir(&sd1, &img2).join(&vol2),
+        "qcow2",
+        "write -P 0x33 0 64k",
+    );
+    let prepare =
+        json!({"storagepoolID": sp, "storagedomainID": sd1, "imageID": img2, "volumeID": vol2});
+    d.call("Image.prepare", prepare.clone());
+    let (code, _) = d.call_err(
+        "Image.move",
+        json!({"imageID": img2, "storagepoolID": sp, "storagedomainID": sd1, "dstSdUUID": sd2, "operation": 2, "postZero": false, "force": false}),
+    );
+    assert_eq!(code, 1000, "a prepared image is not moved");
+    d.call("Image.teardown", prepare);
+    let t = mv(&img2, &sd1, &sd2, "MOVE");
+    d.task_ok(&t);
+    assert!(!dir(&sd1, &img2).exists());
+    qemu_io(&dir(&sd2, &img2).join(&vol2), "qcow2", "read -P 0x33 0 64k");
+
+    // A clone moves only where its template already is.
+    let (timg, tvol, cimg, cvol) = (uuid(), uuid(), uuid(), uuid());
+    d.create_volume(&sp, &sd1, &timg, &tvol, json!({"size": "4194304"}));
+    d.make_template(&sd1, &timg, &tvol);
+    d.create_volume(
+        &sp,
+        &sd1,
+        &cimg,
+        &cvol,
+        json!({"srcImgUUID": timg, "srcVolUUID": tvol, "size": "4194304"}),
+    );
+    let (code, msg) = d.call_err(
+        "Image.move",
+        json!({"imageID": cimg, "storagepoolID": sp, "storagedomainID": sd1, "dstSdUUID": sd2, "operation": "MOVE", "postZero": false, "force": false}),
+    );
+    assert_eq!(code, 1000, "{msg}");
+    let (code, _) = d.call_err(
+        "Image.move",
+        json!({"imageID": timg, "storagepoolID": sp, "storagedomainID": sd1, "dstSdUUID": sd2, "operation": "MOVE", "postZero": false, "force": false}),
+    );
+    assert_eq!(code, 223, "a template in use stays");
+    d.task_ok(&mv(&timg, &sd1, &sd2, "COPY"));
+    d.task_ok(&mv(&cimg, &sd1, &sd2, "MOVE"));
+    let links = std::os::unix::fs::MetadataExt::nlink(
+        &std::fs::metadata(dir(&sd2, &timg).join(&tvol)).unwrap(),
+    );
+    assert_eq!(links, 2, "the template is linked into the moved clone");
+    assert_eq!(d.volume_info(&sp, &sd2, &cimg, &cvol)["status"], "OK");
+    let (code, _) = d.call_err(
+        "Image.move",
+        json!({"imageID": uuid(), "storagepoolID": sp, "storagedomainID": sd1, "dstSdUUID": sd2, "operation": "COPY", "postZero": false, "force": false}),
+    );
+    assert_eq!(code, 268);
+    let (code, _) = d.call_err(
+        "Image.move",
+        json!({"imageID": img, "storagepoolID": sp, "storagedomainID": sd1, "dstSdUUID": sd1, "operation": "COPY", "postZero": false, "force": false}),
+    );
+    assert_eq!(code, 1000);
+    for sd in [&sd1, &sd2] {
+        vdsm_check(&d.domain_dir(sd));
+    }
+}
