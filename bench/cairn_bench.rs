@@ -8,6 +8,9 @@
 //!   cairn-bench tasks         --count N      (in-process: persistence on vs off)
 //!   cairn-bench recovery      --count N      (in-process: recover N persisted tasks)
 //!   cairn-bench locks         --count N      (in-process: resource manager)
+//!   cairn-bench copy          --socket S --src IMG/VOL --dst IMG/VOL
+//!                             (SDM.copy_data within the master domain)
+//!   cairn-bench snapshots     --socket S --count N   (snapshot latency)
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,6 +27,8 @@ struct Opts {
     count: usize,
     concurrency: usize,
     repeat: usize,
+    src: String,
+    dst: String,
 }
 
 fn main() {
@@ -34,6 +39,8 @@ fn main() {
         count: 1000,
         concurrency: 1,
         repeat: 5,
+        src: String::new(),
+        dst: String::new(),
     };
     while let Some(a) = args.next() {
         let v = args
@@ -46,6 +53,8 @@ fn main() {
                 o.concurrency = v.parse().unwrap_or_else(|_| fail("bad concurrency"))
             }
             "--repeat" => o.repeat = v.parse().unwrap_or_else(|_| fail("bad repeat")),
+            "--src" => o.src = v,
+            "--dst" => o.dst = v,
             _ => fail(&format!("unknown option {a}")),
         }
     }
@@ -56,6 +65,8 @@ fn main() {
         "tasks" => engine_bench::tasks(o.count),
         "recovery" => engine_bench::recovery(o.count),
         "locks" => engine_bench::locks(o.count),
+        "copy" => copy(&o),
+        "snapshots" => snapshots(&o),
         _ => fail("usage: cairn-bench create-delete|populate|list --socket S ..."),
     }
 }
@@ -177,6 +188,81 @@ fn list(o: &Opts) {
     println!(
         "{}",
         json!({"op": "list", "count": o.count, "median_seconds": times[times.len() / 2], "runs": times})
+    );
+}
+
+/// Times one SDM.copy_data job from start to done.
+fn copy(o: &Opts) {
+    let c = client(o);
+    let (_, sd) = pool_and_domain(&c);
+    let endpoint = |spec: &str| {
+        let (img, vol) = spec
+            .split_once('/')
+            .unwrap_or_else(|| fail("--src/--dst take IMAGE/VOLUME"));
+        json!({"sd_id": sd, "img_id": img, "vol_id": vol})
+    };
+    let job = cairn::types::Uuid::new_v4().to_string();
+    let start = Instant::now();
+    call(
+        &c,
+        "SDM.copy_data",
+        json!({"job_id": job, "source": endpoint(&o.src), "destination": endpoint(&o.dst)}),
+    );
+    loop {
+        let j = call(&c, "Host.getJobs", json!({"job_ids": [job]}))[&job].clone();
+        match j["status"].as_str() {
+            Some("pending" | "running") => std::thread::sleep(Duration::from_micros(500)),
+            Some("done") => break,
+            _ => fail(&format!("copy failed: {j}")),
+        }
+    }
+    println!(
+        "{}",
+        json!({"op": "copy", "seconds": start.elapsed().as_secs_f64()})
+    );
+}
+
+/// Latency of snapshot creation through the API (call to task finished),
+/// one snapshot on each of `count` fresh images; checks every snapshot.
+fn snapshots(o: &Opts) {
+    let c = client(o);
+    let (sp, sd) = pool_and_domain(&c);
+    let create = |img: &str, vol: &str, parent: &str| {
+        let src_img = if parent == BLANK { BLANK } else { img };
+        call(
+            &c,
+            "Volume.create",
+            json!({"volumeID": vol, "storagepoolID": sp, "storagedomainID": sd, "imageID": img,
+                   "size": "10737418240", "volFormat": "COW", "preallocate": "SPARSE", "diskType": "DATA",
+                   "desc": "bench", "srcImgUUID": src_img, "srcVolUUID": parent}),
+        )
+    };
+    let mut latencies = Vec::new();
+    for _ in 0..o.count {
+        let (img, base, snap) = (
+            cairn::types::Uuid::new_v4().to_string(),
+            cairn::types::Uuid::new_v4().to_string(),
+            cairn::types::Uuid::new_v4().to_string(),
+        );
+        wait_ok(&c, &create(&img, &base, BLANK));
+        let start = Instant::now();
+        let t = create(&img, &snap, &base);
+        wait_ok(&c, &t);
+        latencies.push(start.elapsed().as_secs_f64() * 1000.0);
+        let info = call(
+            &c,
+            "Volume.getInfo",
+            json!({"volumeID": snap, "storagepoolID": sp, "storagedomainID": sd, "imageID": img}),
+        );
+        if info["parent"] != json!(base) || info["status"] != "OK" {
+            fail(&format!("snapshot {snap} is wrong: {info}"));
+        }
+    }
+    latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
+    println!(
+        "{}",
+        json!({"op": "snapshots", "count": o.count, "p50_ms": pct(0.5), "p99_ms": pct(0.99), "max_ms": pct(1.0)})
     );
 }
 

@@ -2,7 +2,8 @@
 # raw->raw copy of a fully written volume (default 4 GiB): Cairn's
 # SDM.copy_data against `dd iflag=direct oflag=direct bs=8M` and
 # `qemu-img convert` (default options), same file system, one run, page
-# cache dropped before each copy. Every copy is checked byte for byte.
+# cache dropped before each copy, medians of three alternating rounds.
+# Every copy is checked byte for byte.
 # Rewrites the copy table in bench/RESULTS.md.
 #   SIZE_GIB=4 bench/copy.sh
 set -euo pipefail
@@ -11,7 +12,7 @@ cd "$(dirname "$0")/.."
 SIZE_GIB=${SIZE_GIB:-4}
 WORK=${BENCH_DIR:-$PWD/bench/work}/copy
 rm -rf "$WORK"; mkdir -p "$WORK"
-cargo build --release --bins >&2
+cargo build --release --bins --example cairn-bench >&2
 target/release/cairnd --data-dir "$WORK/cairn" --log-level warn >"$WORK/cairnd.log" 2>&1 &
 PID=$!
 trap 'kill $PID 2>/dev/null || true' EXIT
@@ -32,40 +33,20 @@ drop() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
 now() { date +%s.%N; }
 check() { cmp -s "$SRC" "$1" || { echo "copy $1 differs from the source" >&2; exit 1; }; }
 
-drop; t0=$(now); dd if="$SRC" of="$WORK/dd.out" iflag=direct oflag=direct bs=8M status=none; t1=$(now)
-dd_s=$(python3 -c "print($t1-$t0)"); check "$WORK/dd.out"; rm -f "$WORK/dd.out"
-drop; t0=$(now); qemu-img convert -f raw -O raw "$SRC" "$WORK/qemu.out"; t1=$(now)
-qemu_s=$(python3 -c "print($t1-$t0)"); check "$WORK/qemu.out"; rm -f "$WORK/qemu.out"
-drop
-cairn_s=$(python3 - "$SOCK" "$src" "$dst" "$sd" <<'PY'
-import json, socket, sys, time, uuid
-sock, src, dst, sd = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4]
-def call(method, params):
-    s = socket.socket(socket.AF_UNIX); s.connect(sock)
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
-    s.sendall(("POST /jsonrpc HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)).encode())
-    data = b""
-    while True:
-        c = s.recv(65536)
-        if not c: break
-        data += c
-    r = json.loads(data.split(b"\r\n\r\n", 1)[1])
-    if "error" in r: raise SystemExit("%s: %s" % (method, r["error"]))
-    return r["result"]
-job = str(uuid.uuid4())
-t0 = time.time()
-call("SDM.copy_data", {"job_id": job,
-     "source": {"sd_id": sd, "img_id": src["imageID"], "vol_id": src["volumeID"]},
-     "destination": {"sd_id": sd, "img_id": dst["imageID"], "vol_id": dst["volumeID"]}})
-while True:
-    j = call("Host.getJobs", {"job_ids": [job]})[job]
-    if j["status"] not in ("pending", "running"): break
-    time.sleep(0.01)
-if j["status"] != "done": raise SystemExit("copy failed: %s" % j)
-print(time.time() - t0)
-PY
-)
-check "$DST"
+copy_s() { target/release/examples/cairn-bench copy --socket "$SOCK" --src "$1" --dst "$2" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["seconds"])'; }
+ids() { python3 -c 'import json,sys; v=json.loads(sys.argv[1]); print(v["imageID"] + "/" + v["volumeID"])' "$1"; }
+median() { python3 -c 'import sys; v=sorted(map(float, sys.argv[1:])); print(v[len(v)//2])' "$@"; }
+# This disk varies by +-30% between runs: alternate three rounds, keep medians.
+dd_runs=(); qemu_runs=(); cairn_runs=()
+for _ in 1 2 3; do
+    drop; t0=$(now); dd if="$SRC" of="$WORK/dd.out" iflag=direct oflag=direct bs=8M status=none; t1=$(now)
+    dd_runs+=("$(python3 -c "print($t1-$t0)")"); check "$WORK/dd.out"; rm -f "$WORK/dd.out"
+    drop; t0=$(now); qemu-img convert -f raw -O raw "$SRC" "$WORK/qemu.out"; t1=$(now)
+    qemu_runs+=("$(python3 -c "print($t1-$t0)")"); check "$WORK/qemu.out"; rm -f "$WORK/qemu.out"
+    drop; cairn_runs+=("$(copy_s "$(ids "$src")" "$(ids "$dst")")"); check "$DST"
+done
+dd_s=$(median "${dd_runs[@]}"); qemu_s=$(median "${qemu_runs[@]}"); cairn_s=$(median "${cairn_runs[@]}")
 fs=$(df --output=fstype "$WORK" | tail -1)
 python3 - "$SIZE_GIB" "$dd_s" "$qemu_s" "$cairn_s" "$fs" <<'PY'
 import datetime, platform, sys
@@ -78,7 +59,7 @@ rows = [
     ("dd iflag=direct oflag=direct bs=8M (MiB/s)", f"{mb(dd):,.0f}", f"Cairn at {dd / cairn * 100:.0f}% of dd (target ≥ 90%)"),
     ("qemu-img convert, default options (MiB/s)", f"{mb(qemu):,.0f}", f"Cairn {qemu / cairn:.2f}x qemu-img (target ≥ 1.2x)"),
 ]
-out = [f"Run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.node()}, {fs}, {gib} GiB fully written raw volume, page cache dropped before each copy.", "",
+out = [f"Run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.node()}, {fs}, {gib} GiB fully written raw volume, page cache dropped before each copy, medians of three alternating runs.", "",
        "| copy | throughput | ratio |", "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows]
 text = "\n".join(out)
 publish("copy", text)

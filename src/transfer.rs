@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::client::{Client, ClientError, Stream};
 use crate::primitives::extents::data_ranges;
+use crate::primitives::pipeline::{pieces, pipelined};
 
 /// Bytes per PUT or ranged GET request.
 const REQUEST_SIZE: u64 = 64 << 20;
@@ -85,15 +86,14 @@ fn request(
             offset,
             length,
         } => {
-            let mut buf = vec![0u8; BUFFER.min(length as usize)];
-            let mut done = 0;
-            while done < length {
-                let n = ((length - done) as usize).min(buf.len());
-                file.read_exact_at(&mut buf[..n], offset + done)
-                    .map_err(io)?;
-                s.write_all(&buf[..n]).map_err(io)?;
-                done += n as u64;
-            }
+            // The file is read on another thread, overlapping the network.
+            pipelined(
+                pieces(offset, length, BUFFER),
+                BUFFER,
+                |at, buf| file.read_exact_at(buf, at),
+                |_, buf| s.write_all(buf),
+            )
+            .map_err(io)?;
         }
     }
     let mut r = BufReader::with_capacity(BUFFER, s);
@@ -228,7 +228,6 @@ pub fn download(
     file.set_len(0).map_err(io)?;
     file.set_len(total).map_err(io)?;
     let mut stats = TransferStats::default();
-    let mut buf = vec![0u8; BUFFER];
     for e in extents {
         if e.zero {
             stats.zeros += e.length;
@@ -253,13 +252,15 @@ pub fn download(
                     client.transport(format!("GET {off}+{n}: the server sent {} bytes", r.length))
                 );
             }
-            let mut done = 0;
-            while done < n {
-                let k = ((n - done) as usize).min(buf.len());
-                r.body.read_exact(&mut buf[..k]).map_err(io)?;
-                file.write_all_at(&buf[..k], off + done).map_err(io)?;
-                done += k as u64;
-            }
+            // The file is written on another thread, overlapping the network.
+            let body = &mut r.body;
+            pipelined(
+                pieces(off, n, BUFFER),
+                BUFFER,
+                |_, buf| body.read_exact(buf),
+                |at, buf| file.write_all_at(buf, at),
+            )
+            .map_err(io)?;
             off += n;
             stats.data += n;
             progress(off, total);

@@ -122,6 +122,43 @@ impl Engine {
     }
 }
 
+/// Parallel requests of a qemu-img copy (qemu-img's default is 8).
+const CONVERT_COROUTINES: u32 = 16;
+
+/// Makes a sparse destination an empty image of its capacity (same format;
+/// a qcow2 keeps its compat level). Its old contents are being replaced
+/// and the volume is fenced ILLEGAL, so nothing of value is lost.
+fn reset_to_empty(ddom: &FileDomain, dst: &VolumeRef, md: &VolumeMetadata) -> Result<()> {
+    let path = ddom.volume_path(dst.img, dst.vol);
+    let failed = |e: qemu_img::QemuImgError| Error::VolumeCreation {
+        vol: dst.vol,
+        reason: e.to_string(),
+    };
+    match md.format {
+        VolumeFormat::Raw => {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| Error::io_path("cannot open", &path, e))?;
+            f.set_len(0)
+                .and_then(|()| f.set_len(md.capacity))
+                .map_err(|e| ddom.io_failure(e, |e| Error::io_path("cannot reset", &path, e)))
+        }
+        VolumeFormat::Cow => {
+            let info =
+                qemu_img::info(&path, qemu_img::InfoOptions::format("qcow2")).map_err(failed)?;
+            let opts = qemu_img::CreateOptions {
+                format: "qcow2",
+                size: Some(md.capacity),
+                backing: None,
+                compat: info.compat(),
+                preallocation: None,
+            };
+            qemu_img::create(&path, &opts).map_err(failed)
+        }
+    }
+}
+
 /// Copies `src` (with `chain`, top first) onto `dst`, whose metadata was
 /// `original`.
 fn copy_steps(
@@ -174,6 +211,13 @@ fn copy_steps(
         }
         tracing::info!(job = %ctx.id(), method = ?stats.method, bytes = stats.copied, "raw copy done");
     } else {
+        // A sparse destination is reset to an empty image first, so
+        // qemu-img writes only the source's data: an empty 1 TiB source
+        // copies in milliseconds instead of zeroing a terabyte.
+        let fresh = original.allocation == VolumeAllocation::Sparse;
+        if fresh {
+            reset_to_empty(ddom, dst, &original)?;
+        }
         let opts = qemu_img::ConvertOptions {
             src_format: top.format.qemu_name(),
             dst_format: original.format.qemu_name(),
@@ -182,6 +226,8 @@ fn copy_steps(
             existing_target: true,
             unordered: true,
             bitmaps: copy_bitmaps,
+            target_is_zero: fresh,
+            coroutines: Some(CONVERT_COROUTINES),
         };
         qemu_img::convert(&src_path, &dst_path, &opts, |p| ctx.set_progress(p as u32)).map_err(
             |e| {

@@ -5,6 +5,7 @@ pub mod durable;
 pub mod extents;
 pub mod lease;
 pub mod mount;
+pub mod pipeline;
 pub mod probe;
 pub mod qcow2_create;
 pub mod qemu_img;

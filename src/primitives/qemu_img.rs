@@ -353,6 +353,11 @@ pub struct ConvertOptions<'a> {
     /// Out-of-order writes (`-W`).
     pub unordered: bool,
     pub bitmaps: bool,
+    /// The existing target reads as zeros (`--target-is-zero`): qemu-img
+    /// skips zero ranges instead of writing them.
+    pub target_is_zero: bool,
+    /// Parallel coroutines (`-m`).
+    pub coroutines: Option<u32>,
 }
 
 /// `qemu-img convert -p -t none -T none`, reporting progress in percent.
@@ -376,6 +381,12 @@ pub fn convert(
     }
     if opts.bitmaps {
         cmd.arg("--bitmaps");
+    }
+    if opts.existing_target && opts.target_is_zero {
+        cmd.arg("--target-is-zero");
+    }
+    if let Some(m) = opts.coroutines {
+        cmd.arg("-m").arg(m.to_string());
     }
     let mut o = Vec::new();
     if let Some(c) = opts.compat.filter(|_| !opts.existing_target) {
@@ -612,6 +623,8 @@ mod real_tests {
             existing_target: false,
             unordered: true,
             bitmaps: false,
+            target_is_zero: false,
+            coroutines: None,
         };
         convert(&src, &dst, &opts, |p| seen.push(p)).unwrap();
         assert_eq!(seen.last(), Some(&100.0));

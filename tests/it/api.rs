@@ -1092,6 +1092,15 @@ fn copy_data_collapses_chains_and_converts() {
             (Some("LEGAL"), Some(1))
         );
     }
+    // A destination with old data: none of it survives the copy.
+    let (dimg, dvol) = (uuid(), uuid());
+    d.create_volume(&sp, &sd, &dimg, &dvol, json!({"size": size}));
+    let dpath = images.join(&dimg).join(&dvol);
+    qemu_io(&dpath, "qcow2", "write -P 0x99 0 16M");
+    let j = job((&img, &top), (&dimg, &dvol), json!({}));
+    assert_eq!(j["status"], "done", "{j}");
+    compare(&top_path, "qcow2", &dpath, "qcow2");
+
     // RAW to RAW natively: data copied, holes kept.
     let (dimg, dvol) = (uuid(), uuid());
     d.create_volume(
