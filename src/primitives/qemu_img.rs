@@ -193,8 +193,11 @@ pub fn info_chain(path: &Path, opts: InfoOptions<'_>) -> Result<Vec<ImageInfo>, 
     parse_json("info", &run(cmd, "info")?)
 }
 
+/// `qemu-img info` reads images anyone with access to the domain may have
+/// written: it always runs under the untrusted-input limits.
 fn info_command(path: &Path, opts: InfoOptions<'_>) -> Command {
     let mut cmd = Command::new(binary());
+    limit_resources(&mut cmd);
     cmd.args(["info", "--output", "json"]);
     if let Some(f) = opts.format {
         cmd.arg("-f").arg(f);

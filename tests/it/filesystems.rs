@@ -346,3 +346,171 @@ fn storage_going_read_only_mid_operation_is_repaired() {
         }
     }
 }
+
+/// The image operations of issue 4 on a POSIXFS domain (a real xfs, with
+/// reflink): copy, merge, sparsify, bitmaps, NBD export, HTTP transfer.
+#[test]
+fn image_operations_on_a_posixfs_xfs_domain() {
+    let Some(fs) = LoopFs::new(600, "xfs", false) else {
+        return;
+    };
+    let d = Daemon::start_bare();
+    let conn = json!({"id": "loop", "connection": fs.device, "vfs_type": "xfs"});
+    let (sp, sd) = pool_on(&d, "POSIXFS", conn.clone(), &fs.device);
+    let images = d
+        .data()
+        .join("mnt")
+        .join(fs.device.replace('/', "_"))
+        .join(&sd)
+        .join("images");
+    let compare = |a: &Path, afmt: &str, b: &Path, bfmt: &str| {
+        let out = std::process::Command::new("qemu-img")
+            .args(["compare", "-U", "-f", afmt, "-F", bfmt])
+            .arg(a)
+            .arg(b)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    };
+    let size = (64u64 << 20).to_string();
+    let (img, base, top) = (uuid(), uuid(), uuid());
+    d.create_volume(
+        &sp,
+        &sd,
+        &img,
+        &base,
+        json!({"volFormat": "RAW", "size": size}),
+    );
+    d.create_volume(
+        &sp,
+        &sd,
+        &img,
+        &top,
+        json!({"srcImgUUID": img, "srcVolUUID": base, "size": size}),
+    );
+    let (bpath, tpath) = (images.join(&img).join(&base), images.join(&img).join(&top));
+    qemu_io(&bpath, "raw", "write -P 0x11 0 8M");
+    qemu_io(&bpath, "raw", "write -P 0 16M 8M");
+    qemu_io(&tpath, "qcow2", "write -P 0x22 4M 4M");
+    let vol_info = |img: &str, vol: &str| json!({"sd_id": sd, "img_id": img, "vol_id": vol});
+
+    // copy_data: the chain collapsed into a RAW volume; a RAW volume
+    // cloned by reflink.
+    for (src, fmt) in [(&top, "qcow2"), (&base, "raw")] {
+        let (dimg, dvol) = (uuid(), uuid());
+        d.create_volume(
+            &sp,
+            &sd,
+            &dimg,
+            &dvol,
+            json!({"volFormat": "RAW", "size": size}),
+        );
+        d.job_ok(
+            "SDM.copy_data",
+            json!({"source": vol_info(&img, src), "destination": vol_info(&dimg, &dvol)}),
+        );
+        compare(
+            &images.join(&img).join(src),
+            fmt,
+            &images.join(&dimg).join(&dvol),
+            "raw",
+        );
+    }
+
+    // NBD: the chain, read-only, is the same disk.
+    let server = uuid();
+    let url = d.call(
+        "NBD.start_server",
+        json!({"server_id": server, "config": {"sd_id": sd, "img_id": img, "vol_id": top, "readonly": true}}),
+    );
+    compare(Path::new(url.as_str().unwrap()), "raw", &tpath, "qcow2");
+    d.call("NBD.stop_server", json!({"server_id": server}));
+
+    // Cold merge, then sparsify the merged base: the disk reads the same.
+    let flat = d.data().join("flat.raw");
+    let st = std::process::Command::new("qemu-img")
+        .args(["convert", "-U", "-f", "qcow2", "-O", "raw"])
+        .arg(&tpath)
+        .arg(&flat)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let sc = json!({"sd_id": sd, "img_id": img, "top_id": top, "base_id": base});
+    d.task_ok(&d.call(
+        "StoragePool.prepareMerge",
+        json!({"storagepoolID": sp, "subchainInfo": sc}),
+    ));
+    d.job_ok("SDM.merge", json!({"subchain_info": sc}));
+    d.task_ok(&d.call(
+        "StoragePool.finalizeMerge",
+        json!({"storagepoolID": sp, "subchainInfo": sc}),
+    ));
+    d.job_ok(
+        "SDM.sparsify_volume",
+        json!({"vol_info": vol_info(&img, &base)}),
+    );
+    compare(&bpath, "raw", &flat, "raw");
+    let used = std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(&bpath).unwrap()) * 512;
+    assert!(used <= 13 << 20, "zeros freed: {used} bytes used");
+
+    // Bitmaps and amend on a qcow2 volume.
+    let (qimg, qvol) = (uuid(), uuid());
+    d.create_volume(&sp, &sd, &qimg, &qvol, json!({"size": size}));
+    d.job_ok(
+        "SDM.add_bitmap",
+        json!({"vol_info": vol_info(&qimg, &qvol), "bitmap": "b"}),
+    );
+    d.job_ok(
+        "SDM.clear_bitmaps",
+        json!({"vol_info": vol_info(&qimg, &qvol)}),
+    );
+    d.job_ok(
+        "SDM.amend_volume",
+        json!({"vol_info": vol_info(&qimg, &qvol), "qcow2_attr": {"compat": "0.10"}}),
+    );
+
+    // Upload and download through a ticket.
+    let local = d.data().join("local.raw");
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::create(&local).unwrap();
+        f.set_len(64 << 20).unwrap();
+        f.write_all_at(&[0x5a; 1 << 20], 9 << 20).unwrap();
+    }
+    let client = cairn::client::Client::new(cairn::client::Target::Unix(d.socket.clone()));
+    let ticket = uuid();
+    d.call(
+        "Host.add_image_ticket",
+        json!({"ticket": {"uuid": ticket, "size": 64u64 << 20, "url": format!("file://{}", bpath.display()), "timeout": 60, "ops": ["read", "write"]}}),
+    );
+    let f = std::fs::File::open(&local).unwrap();
+    cairn::transfer::upload(&client, &ticket, &f, |_, _| {}).unwrap();
+    compare(&bpath, "raw", &local, "raw");
+    let back = d.data().join("back.raw");
+    let out = std::fs::File::options()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&back)
+        .unwrap();
+    cairn::transfer::download(&client, &ticket, &out, |_, _| {}).unwrap();
+    compare(&back, "raw", &local, "raw");
+    d.call("Host.remove_image_ticket", json!({"uuid": ticket}));
+    vdsm_check(images.parent().unwrap());
+
+    d.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
+    d.call(
+        "StoragePool.disconnect",
+        json!({"storagepoolID": sp, "hostID": 1, "scsiKey": ""}),
+    );
+    let st = d.call(
+        "StoragePool.disconnectStorageServer",
+        json!({"storagepoolID": BLANK, "domainType": "POSIXFS", "connectionParams": [conn]}),
+    );
+    assert_eq!(st[0]["status"], 0);
+}
