@@ -78,25 +78,46 @@ fn request(
     }
     head.push_str("\r\n");
     s.write_all(head.as_bytes()).map_err(io)?;
-    match body {
-        Body::None => {}
-        Body::Bytes(b) => s.write_all(b).map_err(io)?,
+    let sent = match body {
+        Body::None => Ok(()),
+        Body::Bytes(b) => s.write_all(b),
+        // The file is read on another thread, overlapping the network.
         Body::File {
             file,
             offset,
             length,
-        } => {
-            // The file is read on another thread, overlapping the network.
-            pipelined(
-                pieces(offset, length, BUFFER),
-                BUFFER,
-                |at, buf| file.read_exact_at(buf, at),
-                |_, buf| s.write_all(buf),
-            )
-            .map_err(io)?;
-        }
-    }
+        } => pipelined(
+            pieces(offset, length, BUFFER),
+            BUFFER,
+            |at, buf| file.read_exact_at(buf, at),
+            |_, buf| s.write_all(buf),
+        ),
+    };
+    // A server refusing a request (403, 416) may answer and close before
+    // reading the body: its answer says more than the broken pipe.
     let mut r = BufReader::with_capacity(BUFFER, s);
+    if let Err(e) = sent {
+        return match read_head(client, &mut r) {
+            Ok((status, length)) if status != 200 => Ok(Response {
+                status,
+                length,
+                body: r,
+            }),
+            _ => Err(io(e)),
+        };
+    }
+    let (status, length) = read_head(client, &mut r)?;
+    Ok(Response {
+        status,
+        length,
+        body: r,
+    })
+}
+
+/// Reads a response's status line and headers; returns the status and the
+/// Content-Length.
+fn read_head(client: &Client, r: &mut BufReader<Stream>) -> Result<(u16, u64), ClientError> {
+    let io = |e: std::io::Error| client.transport(e.to_string());
     let mut line = String::new();
     r.read_line(&mut line).map_err(io)?;
     let status: u16 = line
@@ -118,11 +139,7 @@ fn request(
             }
         }
     }
-    Ok(Response {
-        status,
-        length,
-        body: r,
-    })
+    Ok((status, length))
 }
 
 enum Body<'a> {

@@ -696,18 +696,6 @@ fn domain_dump(e: &Arc<Engine>, p: &Params) -> Reply {
 // ---- Volume ----
 
 fn volume_create(e: &Arc<Engine>, p: &Params) -> Reply {
-    if p.bool_or("addBitmaps", false)? {
-        return Err(ApiError::new(
-            super::errors::INVALID_PARAMETER,
-            "invalid parameter 'addBitmaps': bitmaps are not supported yet",
-        ));
-    }
-    if p.opt_uuid("bitmap")?.is_some() {
-        return Err(ApiError::new(
-            super::errors::INVALID_PARAMETER,
-            "invalid parameter 'bitmap': bitmaps are not supported yet",
-        ));
-    }
     let sequence = p.opt_int("sequence")?.unwrap_or(0);
     let req = CreateVolume {
         vol: p.uuid("volumeID")?,
@@ -723,6 +711,8 @@ fn volume_create(e: &Arc<Engine>, p: &Params) -> Reply {
         src_vol: p.opt_uuid("srcVolUUID")?.unwrap_or(BLANK_UUID),
         initial_size: p.opt_size("initialSize")?,
         legal: p.bool_or("legal", true)?,
+        add_bitmaps: p.bool_or("addBitmaps", false)?,
+        bitmap: p.opt_uuid("bitmap")?,
         sequence: u64::try_from(sequence).map_err(|_| {
             ApiError::new(
                 super::errors::INVALID_PARAMETER,

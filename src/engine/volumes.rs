@@ -16,6 +16,7 @@ use crate::failpoint;
 use crate::format::domain_md::is_safe_value;
 use crate::format::volume_md::{truncate_description, VolumeMetadata, MAX_SEQUENCE};
 use crate::primitives::durable;
+use crate::primitives::qemu_img::{self, InfoOptions};
 use crate::types::{
     DiskType, Uuid, VolumeAllocation, VolumeFormat, VolumeLegality, VolumeRole, BLANK_UUID,
 };
@@ -37,6 +38,10 @@ pub struct CreateVolume {
     pub initial_size: Option<u64>,
     pub legal: bool,
     pub sequence: u64,
+    /// Add empty bitmaps named as the parent's (a snapshot of a qcow2).
+    pub add_bitmaps: bool,
+    /// Add a new empty bitmap of this name.
+    pub bitmap: Option<Uuid>,
 }
 
 #[derive(Debug, Clone)]
@@ -216,7 +221,19 @@ impl Engine {
         if dom.meta_path(req.img, req.vol).exists() || dom.volume_path(req.img, req.vol).exists() {
             return Err(Error::VolumeAlreadyExists(req.vol));
         }
+        if req.bitmap.is_some() && (req.format != VolumeFormat::Cow || m.version < 4) {
+            return Err(Error::invalid(
+                "bitmap",
+                "bitmaps live in qcow2 (compat 1.1) volumes: volFormat must be COW",
+            ));
+        }
         if req.src_vol == BLANK_UUID {
+            if req.add_bitmaps {
+                return Err(Error::invalid(
+                    "addBitmaps",
+                    "only a snapshot takes its parent's bitmaps",
+                ));
+            }
             if req.src_img != BLANK_UUID && req.src_img != req.img {
                 return Err(Error::invalid(
                     "srcVolUUID",
@@ -281,6 +298,16 @@ impl Engine {
             return Err(Error::invalid(
                 "volFormat",
                 "a snapshot or a clone must be COW",
+            ));
+        }
+        if req.add_bitmaps
+            && (clone
+                || parent.format != VolumeFormat::Cow
+                || parent.allocation != VolumeAllocation::Sparse)
+        {
+            return Err(Error::invalid(
+                "addBitmaps",
+                "only a snapshot of a COW SPARSE volume takes its parent's bitmaps",
             ));
         }
         if req.size < parent.capacity {
@@ -557,6 +584,7 @@ fn create_volume_steps(
         compat: if version >= 4 { "1.1" } else { "0.10" },
     };
     let data = dom.create_volume_data(img, vol, &spec)?;
+    add_bitmaps(dom, req, snapshot_parent.is_some())?;
     failpoint::hit("volume.create.after_data")?;
     ctx.check_abort()?;
 
@@ -731,6 +759,34 @@ fn delete_volume_steps(
     engine.run_step(&image)?;
     failpoint::hit("volume.delete.done")?;
     tracing::info!(sd = %sd, img = %img, vol = %vol, "volume deleted");
+    Ok(())
+}
+
+/// Adds the bitmaps a create asks for to the new volume's data: empty ones
+/// named as the parent's (`addBitmaps`) and a new one (`bitmap`). The data
+/// file is removed if the create rolls back, so they need no undo.
+fn add_bitmaps(dom: &FileDomain, req: &CreateVolume, snapshot: bool) -> Result<()> {
+    let mut names = Vec::new();
+    if req.add_bitmaps && snapshot {
+        let parent = dom.volume_path(req.img, req.src_vol);
+        let info = qemu_img::info(&parent, InfoOptions::format("qcow2")).map_err(|e| {
+            Error::VolumeMetadataRead {
+                vol: req.src_vol,
+                reason: e.to_string(),
+            }
+        })?;
+        names = info.bitmap_names();
+    }
+    names.extend(req.bitmap.map(|b| b.to_string()));
+    let path = dom.volume_path(req.img, req.vol);
+    for name in names {
+        qemu_img::bitmap(&path, &name, qemu_img::BitmapOp::Add).map_err(|e| {
+            Error::VolumeCreation {
+                vol: req.vol,
+                reason: e.to_string(),
+            }
+        })?;
+    }
     Ok(())
 }
 

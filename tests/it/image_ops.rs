@@ -605,3 +605,64 @@ fn image_move_copies_and_moves_whole_chains_between_domains() {
         vdsm_check(&d.domain_dir(sd));
     }
 }
+
+#[test]
+fn snapshots_take_their_parents_bitmaps_and_new_ones() {
+    let d = Daemon::start();
+    let (sp, sd) = d.embedded();
+    let (img, base, snap) = (uuid(), uuid(), uuid());
+    d.create_volume(&sp, &sd, &img, &base, json!({"size": "8388608"}));
+    d.job_ok(
+        "SDM.add_bitmap",
+        json!({"vol_info": {"sd_id": sd, "img_id": img, "vol_id": base}, "bitmap": "full-1"}),
+    );
+    let backup = uuid();
+    d.create_volume(
+        &sp,
+        &sd,
+        &img,
+        &snap,
+        json!({"srcImgUUID": img, "srcVolUUID": base, "size": "8388608", "addBitmaps": true, "bitmap": backup}),
+    );
+    let qi = d.call(
+        "Volume.getQemuImageInfo",
+        json!({"volumeID": snap, "storagepoolID": sp, "storagedomainID": sd, "imageID": img}),
+    );
+    let mut names: Vec<&str> = qi["bitmaps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    let mut want = vec!["full-1", backup.as_str()];
+    want.sort();
+    assert_eq!(names, want, "{qi}");
+
+    // Refused: bitmaps from a RAW parent, in a RAW volume, on a new base.
+    let (rimg, rvol) = (uuid(), uuid());
+    d.create_volume(
+        &sp,
+        &sd,
+        &rimg,
+        &rvol,
+        json!({"volFormat": "RAW", "size": "8388608"}),
+    );
+    let refuse = |img: &str, extra: Value| {
+        let (code, msg) = d.call_err(
+            "Volume.create",
+            volume_params(&sp, &sd, img, &uuid(), extra),
+        );
+        assert_eq!(code, 1000, "{msg}");
+    };
+    refuse(
+        &rimg,
+        json!({"srcImgUUID": rimg, "srcVolUUID": rvol, "size": "8388608", "addBitmaps": true}),
+    );
+    refuse(
+        &uuid(),
+        json!({"volFormat": "RAW", "size": "8388608", "bitmap": uuid()}),
+    );
+    refuse(&uuid(), json!({"size": "8388608", "addBitmaps": true}));
+    refuse(&uuid(), json!({"size": "8388608", "bitmap": "not-a-uuid"}));
+}

@@ -26,7 +26,8 @@ fn http(socket: &Path, method: &str, path: &str, headers: &[&str], body: &[u8]) 
     }
     head.push_str("\r\n");
     s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
+    // A refusal may come, and the connection close, before the body is read.
+    let _ = s.write_all(body);
     let mut reply = String::new();
     let _ = s.read_to_string(&mut reply);
     reply
