@@ -848,9 +848,10 @@ fn image(ctx: &Ctx, cmd: ImageCmd) -> Res<()> {
             )?;
             let mut infos = Vec::new();
             for v in vols.as_array().cloned().unwrap_or_default() {
-                infos.push(ctx.client.call(
+                infos.push(volume_query(
+                    ctx,
                     "Volume.getInfo",
-                    json!({"volumeID": v, "storagepoolID": sp, "storagedomainID": sd, "imageID": image}),
+                    (&sp, &sd, &image, &s(&v)),
                 )?);
             }
             // Base first: order by the parent links.
@@ -894,10 +895,7 @@ fn image(ctx: &Ctx, cmd: ImageCmd) -> Res<()> {
             let f = std::fs::File::open(&file)
                 .map_err(|e| usage(format!("cannot open {}: {e}", file.display())))?;
             let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-            let info = ctx.client.call(
-                "Volume.getInfo",
-                json!({"volumeID": volume, "storagepoolID": sp, "storagedomainID": sd, "imageID": image}),
-            )?;
+            let info = volume_query(ctx, "Volume.getInfo", (&sp, &sd, &image, &volume))?;
             let capacity = num(&info["capacity"]);
             let size = if s(&info["format"]) == "RAW" {
                 if len > capacity {
@@ -910,20 +908,13 @@ fn image(ctx: &Ctx, cmd: ImageCmd) -> Res<()> {
             } else {
                 len
             };
-            let stats = transfer(ctx, (&sp, &sd, &image, &volume), size, "write", |t, bar| {
-                cairn::transfer::upload(&ctx.client, t, &f, |done, total| {
-                    bar.set_length(total);
-                    bar.set_position(done);
-                })
-            })?;
-            let out = json!({"data": stats.data, "zeros": stats.zeros});
-            print_value(ctx, &out, |_| {
-                println!(
-                    "uploaded {} of data, {} as zeros",
-                    human_size(stats.data),
-                    human_size(stats.zeros)
-                )
-            });
+            transfer(
+                ctx,
+                (&sp, &sd, &image, &volume),
+                size,
+                Direction::Upload,
+                &f,
+            )?;
         }
         ImageCmd::Download {
             image,
@@ -932,10 +923,7 @@ fn image(ctx: &Ctx, cmd: ImageCmd) -> Res<()> {
             domain,
         } => {
             let (sp, sd) = pool_and_domain(ctx, domain)?;
-            let sizes = ctx.client.call(
-                "Volume.getSize",
-                json!({"volumeID": volume, "storagepoolID": sp, "storagedomainID": sd, "imageID": image}),
-            )?;
+            let sizes = volume_query(ctx, "Volume.getSize", (&sp, &sd, &image, &volume))?;
             let size = num(&sizes["apparentsize"]);
             let f = std::fs::OpenOptions::new()
                 .create(true)
@@ -944,20 +932,13 @@ fn image(ctx: &Ctx, cmd: ImageCmd) -> Res<()> {
                 .write(true)
                 .open(&file)
                 .map_err(|e| usage(format!("cannot create {}: {e}", file.display())))?;
-            let stats = transfer(ctx, (&sp, &sd, &image, &volume), size, "read", |t, bar| {
-                cairn::transfer::download(&ctx.client, t, &f, |done, total| {
-                    bar.set_length(total);
-                    bar.set_position(done);
-                })
-            })?;
-            let out = json!({"data": stats.data, "zeros": stats.zeros});
-            print_value(ctx, &out, |_| {
-                println!(
-                    "downloaded {} of data, {} left as holes",
-                    human_size(stats.data),
-                    human_size(stats.zeros)
-                )
-            });
+            transfer(
+                ctx,
+                (&sp, &sd, &image, &volume),
+                size,
+                Direction::Download,
+                &f,
+            )?;
         }
         ImageCmd::Teardown { image, domain } => {
             let (sp, sd) = pool_and_domain(ctx, domain)?;
@@ -970,21 +951,31 @@ fn image(ctx: &Ctx, cmd: ImageCmd) -> Res<()> {
     Ok(())
 }
 
-/// Prepares the image, adds a ticket for the volume allowing `op`, runs
-/// `body` with the ticket id and a byte progress bar, then removes the
-/// ticket and tears the image down, whatever happened.
-fn transfer<T>(
+#[derive(Clone, Copy)]
+enum Direction {
+    Upload,
+    Download,
+}
+
+/// Prepares the image, adds a ticket for the volume, moves the bytes
+/// between it and `file` with a progress bar, then removes the ticket and
+/// tears the image down, whatever happened; prints what moved.
+fn transfer(
     ctx: &Ctx,
     (sp, sd, image, volume): (&str, &str, &str, &str),
     size: u64,
-    op: &str,
-    body: impl FnOnce(&str, &indicatif::ProgressBar) -> Res<T>,
-) -> Res<T> {
+    direction: Direction,
+    file: &std::fs::File,
+) -> Res<()> {
     let ids = json!({"storagepoolID": sp, "storagedomainID": sd, "imageID": image});
     let mut prepare = ids.clone();
     prepare["volumeID"] = json!(volume);
     let path = s(&ctx.client.call("Image.prepare", prepare)?["path"]);
     let ticket = new_uuid();
+    let op = match direction {
+        Direction::Upload => "write",
+        Direction::Download => "read",
+    };
     let added = ctx.client.call(
         "Host.add_image_ticket",
         json!({"ticket": {"uuid": ticket, "size": size, "url": format!("file://{path}"),
@@ -1003,7 +994,14 @@ fn transfer<T>(
             );
             b
         };
-        let r = body(&ticket, &bar);
+        let progress = |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        };
+        let r = match direction {
+            Direction::Upload => cairn::transfer::upload(&ctx.client, &ticket, file, progress),
+            Direction::Download => cairn::transfer::download(&ctx.client, &ticket, file, progress),
+        };
         bar.finish_and_clear();
         r
     });
@@ -1011,10 +1009,34 @@ fn transfer<T>(
         .client
         .call("Host.remove_image_ticket", json!({"uuid": ticket}));
     let torn_down = ctx.client.call("Image.teardown", ids);
-    let value = result?;
+    let stats = result?;
     removed?;
     torn_down?;
-    Ok(value)
+    let out = json!({"data": stats.data, "zeros": stats.zeros});
+    print_value(ctx, &out, |_| {
+        let (done, zeros) = match direction {
+            Direction::Upload => ("uploaded", "sent as zeros"),
+            Direction::Download => ("downloaded", "left as holes"),
+        };
+        println!(
+            "{done} {} of data, {} {zeros}",
+            human_size(stats.data),
+            human_size(stats.zeros)
+        )
+    });
+    Ok(())
+}
+
+/// A query about one volume (`Volume.getInfo`, `Volume.getSize`).
+fn volume_query(
+    ctx: &Ctx,
+    method: &str,
+    (sp, sd, image, volume): (&str, &str, &str, &str),
+) -> Res<Value> {
+    ctx.client.call(
+        method,
+        json!({"volumeID": volume, "storagepoolID": sp, "storagedomainID": sd, "imageID": image}),
+    )
 }
 
 fn depth(all: &[Value], v: &Value) -> usize {
@@ -1162,10 +1184,7 @@ fn volume(ctx: &Ctx, cmd: VolumeCmd) -> Res<()> {
             domain,
         } => {
             let (sp, sd) = pool_and_domain(ctx, domain)?;
-            let info = ctx.client.call(
-                "Volume.getInfo",
-                json!({"volumeID": volume, "storagepoolID": sp, "storagedomainID": sd, "imageID": image}),
-            )?;
+            let info = volume_query(ctx, "Volume.getInfo", (&sp, &sd, &image, &volume))?;
             print_fields(ctx, &info);
         }
         VolumeCmd::Delete {
@@ -1204,10 +1223,7 @@ fn volume(ctx: &Ctx, cmd: VolumeCmd) -> Res<()> {
             domain,
         } => {
             let (sp, sd) = pool_and_domain(ctx, domain)?;
-            let info = ctx.client.call(
-                "Volume.getInfo",
-                json!({"volumeID": volume, "storagepoolID": sp, "storagedomainID": sd, "imageID": image}),
-            )?;
+            let info = volume_query(ctx, "Volume.getInfo", (&sp, &sd, &image, &volume))?;
             let base = s(&info["parent"]);
             let sc = json!({"sd_id": sd, "img_id": image, "top_id": volume, "base_id": base});
             let t = ctx.client.call(

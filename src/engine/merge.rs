@@ -62,42 +62,40 @@ enum Stage {
 impl Engine {
     /// `StoragePool.prepareMerge`.
     pub fn prepare_merge(self: &Arc<Self>, pool: Uuid, sc: Subchain) -> Result<Uuid> {
+        let verb = ("prepareMerge", Stage::Prepare);
+        self.spawn_subchain_task(pool, sc, verb, move |ctx, _, dom, checked| {
+            prepare_steps(ctx, dom, &sc, checked)
+        })
+    }
+
+    /// `StoragePool.finalizeMerge`: re-points the chain past the top and
+    /// removes it.
+    pub fn finalize_merge(self: &Arc<Self>, pool: Uuid, sc: Subchain) -> Result<Uuid> {
+        let verb = ("finalizeMerge", Stage::Finalize);
+        self.spawn_subchain_task(pool, sc, verb, move |ctx, engine, dom, checked| {
+            finalize_steps(ctx, engine, dom, &sc, checked)
+        })
+    }
+
+    /// An SPM task on a subchain: validated before it is queued and again
+    /// under the image's exclusive lock, still as SPM.
+    fn spawn_subchain_task(
+        self: &Arc<Self>,
+        pool: Uuid,
+        sc: Subchain,
+        (verb, stage): (&'static str, Stage),
+        steps: impl FnOnce(&TaskCtx, &Engine, &FileDomain, Checked) -> Result<()> + Send + 'static,
+    ) -> Result<Uuid> {
         let pool_state = self.require_spm(pool)?;
         let dom = self.pool_domain(&pool_state, sc.sd)?;
-        self.check_subchain(&dom, &sc, Stage::Prepare)?;
+        self.check_subchain(&dom, &sc, stage)?;
         let engine = self.clone();
         let store = self.task_store(&pool_state)?;
-        self.tasks.spawn("prepareMerge", Some(&store), move |ctx| {
+        self.tasks.spawn(verb, Some(&store), move |ctx| {
             let _lock = engine.lock_image(sc.sd, sc.img, Mode::Exclusive)?;
             engine.require_spm(pool)?;
-            let Checked { base, top, .. } = engine.check_subchain(&dom, &sc, Stage::Prepare)?;
-            let mut prepared = base.clone();
-            prepared.legality = VolumeLegality::Illegal;
-            prepared.capacity = base.capacity.max(top.capacity);
-            let shrink_back = Step::ResizeImage {
-                sd: sc.sd,
-                img: sc.img,
-                vol: sc.base,
-                format: base.format,
-                size: base.capacity,
-            };
-            let change = FencedChange::begin(
-                ctx,
-                &dom,
-                sc.img,
-                sc.base,
-                &base,
-                prepared.clone(),
-                Rollback::Restore(vec![shrink_back]),
-                ("merge.prepare.planned", "merge.prepare.after_illegal"),
-            )?;
-            if prepared.capacity > base.capacity {
-                set_virtual_size(&dom, sc.img, sc.base, base.format, false, prepared.capacity)?;
-            }
-            failpoint::hit("merge.prepare.after_resize")?;
-            change.finish(ctx, "merge.prepare.done")?;
-            tracing::info!(sd = %sc.sd, img = %sc.img, base = %sc.base, top = %sc.top, capacity = prepared.capacity, "subchain prepared for merge");
-            Ok(())
+            let checked = engine.check_subchain(&dom, &sc, stage)?;
+            steps(ctx, &engine, &dom, checked)
         })
     }
 
@@ -156,22 +154,6 @@ impl Engine {
             Ok(())
         })?;
         Ok(())
-    }
-
-    /// `StoragePool.finalizeMerge`: re-points the chain past the top and
-    /// removes it.
-    pub fn finalize_merge(self: &Arc<Self>, pool: Uuid, sc: Subchain) -> Result<Uuid> {
-        let pool_state = self.require_spm(pool)?;
-        let dom = self.pool_domain(&pool_state, sc.sd)?;
-        self.check_subchain(&dom, &sc, Stage::Finalize)?;
-        let engine = self.clone();
-        let store = self.task_store(&pool_state)?;
-        self.tasks.spawn("finalizeMerge", Some(&store), move |ctx| {
-            let _lock = engine.lock_image(sc.sd, sc.img, Mode::Exclusive)?;
-            engine.require_spm(pool)?;
-            let checked = engine.check_subchain(&dom, &sc, Stage::Finalize)?;
-            finalize_steps(ctx, &engine, &dom, &sc, checked)
-        })
     }
 
     /// Validates a subchain for `stage`: the top's parent is the base,
@@ -244,6 +226,38 @@ impl Engine {
         };
         Ok(Checked { base, top, child })
     }
+}
+
+/// Marks the base ILLEGAL and grows it to the top's virtual size.
+fn prepare_steps(ctx: &TaskCtx, dom: &FileDomain, sc: &Subchain, checked: Checked) -> Result<()> {
+    let Checked { base, top, .. } = checked;
+    let mut prepared = base.clone();
+    prepared.legality = VolumeLegality::Illegal;
+    prepared.capacity = base.capacity.max(top.capacity);
+    let shrink_back = Step::ResizeImage {
+        sd: sc.sd,
+        img: sc.img,
+        vol: sc.base,
+        format: base.format,
+        size: base.capacity,
+    };
+    let change = FencedChange::begin(
+        ctx,
+        dom,
+        sc.img,
+        sc.base,
+        &base,
+        prepared.clone(),
+        Rollback::Restore(vec![shrink_back]),
+        ("merge.prepare.planned", "merge.prepare.after_illegal"),
+    )?;
+    if prepared.capacity > base.capacity {
+        set_virtual_size(dom, sc.img, sc.base, base.format, false, prepared.capacity)?;
+    }
+    failpoint::hit("merge.prepare.after_resize")?;
+    change.finish(ctx, "merge.prepare.done")?;
+    tracing::info!(sd = %sc.sd, img = %sc.img, base = %sc.base, top = %sc.top, capacity = prepared.capacity, "subchain prepared for merge");
+    Ok(())
 }
 
 /// Adds each bitmap of the top to the base (if missing there) and merges

@@ -1016,21 +1016,7 @@ fn copy_data_collapses_chains_and_converts() {
     let images = d.domain_dir(&sd).join("images");
     let size = (16u64 << 20).to_string();
     // Source: RAW base with data, COW top with more data.
-    let (img, base, top) = (uuid(), uuid(), uuid());
-    d.create_volume(
-        &sp,
-        &sd,
-        &img,
-        &base,
-        json!({"volFormat": "RAW", "size": size}),
-    );
-    d.create_volume(
-        &sp,
-        &sd,
-        &img,
-        &top,
-        json!({"srcImgUUID": img, "srcVolUUID": base, "size": size}),
-    );
+    let (img, base, top) = d.raw_base_and_snapshot(&sp, &sd, &size);
     qemu_io(&images.join(&img).join(&base), "raw", "write -P 0x11 0 1M");
     qemu_io(
         &images.join(&img).join(&top),
@@ -1046,20 +1032,6 @@ fn copy_data_collapses_chains_and_converts() {
         }
         d.call("SDM.copy_data", p);
         d.wait_job(&id)
-    };
-    let compare = |a: &std::path::Path, afmt: &str, b: &std::path::Path, bfmt: &str| {
-        let out = std::process::Command::new("qemu-img")
-            .args(["compare", "-f", afmt, "-F", bfmt])
-            .arg(a)
-            .arg(b)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
     };
     let top_path = images.join(&img).join(&top);
 
@@ -1080,7 +1052,7 @@ fn copy_data_collapses_chains_and_converts() {
             "{j}"
         );
         let dpath = images.join(&dimg).join(&dvol);
-        compare(
+        same_contents(
             &top_path,
             "qcow2",
             &dpath,
@@ -1099,7 +1071,7 @@ fn copy_data_collapses_chains_and_converts() {
     qemu_io(&dpath, "qcow2", "write -P 0x99 0 16M");
     let j = job((&img, &top), (&dimg, &dvol), json!({}));
     assert_eq!(j["status"], "done", "{j}");
-    compare(&top_path, "qcow2", &dpath, "qcow2");
+    same_contents(&top_path, "qcow2", &dpath, "qcow2");
 
     // RAW to RAW natively: data copied, holes kept.
     let (dimg, dvol) = (uuid(), uuid());
@@ -1113,7 +1085,7 @@ fn copy_data_collapses_chains_and_converts() {
     let j = job((&img, &base), (&dimg, &dvol), json!({}));
     assert_eq!(j["status"], "done", "{j}");
     let dpath = images.join(&dimg).join(&dvol);
-    compare(&images.join(&img).join(&base), "raw", &dpath, "raw");
+    same_contents(&images.join(&img).join(&base), "raw", &dpath, "raw");
     let used = std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(&dpath).unwrap()) * 512;
     assert!(used < 4 << 20, "holes kept: {used} bytes used");
 

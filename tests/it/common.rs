@@ -319,6 +319,33 @@ impl Daemon {
         self.task_ok(&t);
     }
 
+    /// An image with a RAW base volume and a qcow2 snapshot on it, both of
+    /// `size` bytes: (image, base, top).
+    pub fn raw_base_and_snapshot(
+        &self,
+        sp: &str,
+        sd: &str,
+        size: impl std::fmt::Display,
+    ) -> (String, String, String) {
+        let (img, base, top) = (uuid(), uuid(), uuid());
+        let size = size.to_string();
+        self.create_volume(
+            sp,
+            sd,
+            &img,
+            &base,
+            json!({"volFormat": "RAW", "size": size}),
+        );
+        self.create_volume(
+            sp,
+            sd,
+            &img,
+            &top,
+            json!({"srcImgUUID": img, "srcVolUUID": base, "size": size}),
+        );
+        (img, base, top)
+    }
+
     /// The domain's directory on disk.
     /// `Volume.getInfo` of one volume.
     pub fn volume_info(&self, sp: &str, sd: &str, img: &str, vol: &str) -> Value {
@@ -326,6 +353,22 @@ impl Daemon {
             "Volume.getInfo",
             json!({"volumeID": vol, "storagepoolID": sp, "storagedomainID": sd, "imageID": img}),
         )
+    }
+
+    /// Names of a volume's bitmaps (`Volume.getQemuImageInfo`), sorted.
+    pub fn bitmaps(&self, sp: &str, sd: &str, img: &str, vol: &str) -> Vec<String> {
+        let qi = self.call(
+            "Volume.getQemuImageInfo",
+            json!({"volumeID": vol, "storagepoolID": sp, "storagedomainID": sd, "imageID": img}),
+        );
+        let mut names: Vec<String> = qi["bitmaps"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no bitmaps listed: {qi}"))
+            .iter()
+            .map(|b| b["name"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        names
     }
 
     /// `Image.getVolumes` of one image.
@@ -421,6 +464,24 @@ pub fn qemu_io(path: &Path, fmt: &str, cmd: &str) {
         out.status.success(),
         "qemu-io {cmd:?} on {}: {}",
         path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Asserts two images read the same (`qemu-img compare`, opened shared).
+pub fn same_contents(a: &Path, afmt: &str, b: &Path, bfmt: &str) {
+    let out = Command::new("qemu-img")
+        .args(["compare", "-U", "-f", afmt, "-F", bfmt])
+        .arg(a)
+        .arg(b)
+        .output()
+        .expect("qemu-img");
+    assert!(
+        out.status.success(),
+        "{} and {} differ: {}{}",
+        a.display(),
+        b.display(),
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -24,6 +24,20 @@ fn pool_on(d: &Daemon, kind: &str, conn: serde_json::Value, remote: &str) -> (St
     (sp, sd)
 }
 
+/// Stops being SPM, disconnects the pool and its POSIXFS storage (unmounts).
+fn leave_pool(d: &Daemon, sp: &str, conn: serde_json::Value) {
+    d.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
+    d.call(
+        "StoragePool.disconnect",
+        json!({"storagepoolID": sp, "hostID": 1, "scsiKey": ""}),
+    );
+    let st = d.call(
+        "StoragePool.disconnectStorageServer",
+        json!({"storagepoolID": BLANK, "domainType": "POSIXFS", "connectionParams": [conn]}),
+    );
+    assert_eq!(st[0]["status"], 0);
+}
+
 fn is_mounted(dir: &Path) -> bool {
     let canon = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
     std::fs::read_to_string("/proc/self/mounts")
@@ -78,16 +92,7 @@ fn posixfs_mounts_a_real_xfs() {
         0
     );
 
-    d.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
-    d.call(
-        "StoragePool.disconnect",
-        json!({"storagepoolID": sp, "hostID": 1, "scsiKey": ""}),
-    );
-    let st = d.call(
-        "StoragePool.disconnectStorageServer",
-        json!({"storagepoolID": BLANK, "domainType": "POSIXFS", "connectionParams": [conn]}),
-    );
-    assert_eq!(st[0]["status"], 0);
+    leave_pool(&d, &sp, conn);
     assert!(!is_mounted(&mnt));
     assert!(!mnt.exists());
 }
@@ -363,35 +368,8 @@ fn image_operations_on_a_posixfs_xfs_domain() {
         .join(fs.device.replace('/', "_"))
         .join(&sd)
         .join("images");
-    let compare = |a: &Path, afmt: &str, b: &Path, bfmt: &str| {
-        let out = std::process::Command::new("qemu-img")
-            .args(["compare", "-U", "-f", afmt, "-F", bfmt])
-            .arg(a)
-            .arg(b)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-    };
     let size = (64u64 << 20).to_string();
-    let (img, base, top) = (uuid(), uuid(), uuid());
-    d.create_volume(
-        &sp,
-        &sd,
-        &img,
-        &base,
-        json!({"volFormat": "RAW", "size": size}),
-    );
-    d.create_volume(
-        &sp,
-        &sd,
-        &img,
-        &top,
-        json!({"srcImgUUID": img, "srcVolUUID": base, "size": size}),
-    );
+    let (img, base, top) = d.raw_base_and_snapshot(&sp, &sd, &size);
     let (bpath, tpath) = (images.join(&img).join(&base), images.join(&img).join(&top));
     qemu_io(&bpath, "raw", "write -P 0x11 0 8M");
     qemu_io(&bpath, "raw", "write -P 0 16M 8M");
@@ -413,7 +391,7 @@ fn image_operations_on_a_posixfs_xfs_domain() {
             "SDM.copy_data",
             json!({"source": vol_info(&img, src), "destination": vol_info(&dimg, &dvol)}),
         );
-        compare(
+        same_contents(
             &images.join(&img).join(src),
             fmt,
             &images.join(&dimg).join(&dvol),
@@ -427,7 +405,7 @@ fn image_operations_on_a_posixfs_xfs_domain() {
         "NBD.start_server",
         json!({"server_id": server, "config": {"sd_id": sd, "img_id": img, "vol_id": top, "readonly": true}}),
     );
-    compare(Path::new(url.as_str().unwrap()), "raw", &tpath, "qcow2");
+    same_contents(Path::new(url.as_str().unwrap()), "raw", &tpath, "qcow2");
     d.call("NBD.stop_server", json!({"server_id": server}));
 
     // Cold merge, then sparsify the merged base: the disk reads the same.
@@ -453,7 +431,7 @@ fn image_operations_on_a_posixfs_xfs_domain() {
         "SDM.sparsify_volume",
         json!({"vol_info": vol_info(&img, &base)}),
     );
-    compare(&bpath, "raw", &flat, "raw");
+    same_contents(&bpath, "raw", &flat, "raw");
     let used = std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(&bpath).unwrap()) * 512;
     assert!(used <= 13 << 20, "zeros freed: {used} bytes used");
 
@@ -489,7 +467,7 @@ fn image_operations_on_a_posixfs_xfs_domain() {
     );
     let f = std::fs::File::open(&local).unwrap();
     cairn::transfer::upload(&client, &ticket, &f, |_, _| {}).unwrap();
-    compare(&bpath, "raw", &local, "raw");
+    same_contents(&bpath, "raw", &local, "raw");
     let back = d.data().join("back.raw");
     let out = std::fs::File::options()
         .create(true)
@@ -499,18 +477,9 @@ fn image_operations_on_a_posixfs_xfs_domain() {
         .open(&back)
         .unwrap();
     cairn::transfer::download(&client, &ticket, &out, |_, _| {}).unwrap();
-    compare(&back, "raw", &local, "raw");
+    same_contents(&back, "raw", &local, "raw");
     d.call("Host.remove_image_ticket", json!({"uuid": ticket}));
     vdsm_check(images.parent().unwrap());
 
-    d.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
-    d.call(
-        "StoragePool.disconnect",
-        json!({"storagepoolID": sp, "hostID": 1, "scsiKey": ""}),
-    );
-    let st = d.call(
-        "StoragePool.disconnectStorageServer",
-        json!({"storagepoolID": BLANK, "domainType": "POSIXFS", "connectionParams": [conn]}),
-    );
-    assert_eq!(st[0]["status"], 0);
+    leave_pool(&d, &sp, conn);
 }

@@ -8,18 +8,6 @@ use serde_json::{json, Value};
 
 use crate::common::*;
 
-fn qemu_img(args: &[&str]) -> (bool, String) {
-    let out = Command::new("qemu-img").args(args).output().unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 fn socket_of(url: &str) -> &str {
     url.strip_prefix("nbd:unix:").expect("a unix socket URL")
 }
@@ -29,21 +17,7 @@ fn exports_a_chain_or_a_volume_read_only_and_writable() {
     let d = Daemon::start();
     let (sp, sd) = d.embedded();
     let dir = |img: &str| d.domain_dir(&sd).join("images").join(img);
-    let (img, base, top) = (uuid(), uuid(), uuid());
-    d.create_volume(
-        &sp,
-        &sd,
-        &img,
-        &base,
-        json!({"volFormat": "RAW", "size": "8388608"}),
-    );
-    d.create_volume(
-        &sp,
-        &sd,
-        &img,
-        &top,
-        json!({"srcImgUUID": img, "srcVolUUID": base, "size": "8388608"}),
-    );
+    let (img, base, top) = d.raw_base_and_snapshot(&sp, &sd, 8388608);
     qemu_io(&dir(&img).join(&base), "raw", "write -P 0x11 0 1M");
     qemu_io(&dir(&img).join(&top), "qcow2", "write -P 0x22 4M 1M");
     let top_path = dir(&img).join(&top);
@@ -64,19 +38,8 @@ fn exports_a_chain_or_a_volume_read_only_and_writable() {
     // The whole chain, read-only: the same disk as the top's chain.
     let id = uuid();
     let url = start(&id, config(&top, json!({"readonly": true})));
-    let (same, out) = qemu_img(&[
-        "compare",
-        "-U",
-        "-f",
-        "raw",
-        "-F",
-        "qcow2",
-        &url,
-        top_path.to_str().unwrap(),
-    ]);
-    assert!(same, "{out}");
-    let (wrote, _) = qemu_img(&["info", "--output=json", &url]);
-    assert!(wrote);
+    same_contents(std::path::Path::new(&url), "raw", &top_path, "qcow2");
+    qemu_img_json(&["info", "--output=json", &url]);
     let (code, _) = d.call_err(
         "NBD.start_server",
         json!({"server_id": id, "config": config(&top, json!({"readonly": true}))}),

@@ -37,20 +37,6 @@ fn http(socket: &Path, method: &str, path: &str, headers: &[&str], body: &[u8]) 
         .unwrap_or(0)
 }
 
-fn same(a: &Path, afmt: &str, b: &Path, bfmt: &str) {
-    let out = Command::new("qemu-img")
-        .args(["compare", "-U", "-f", afmt, "-F", bfmt])
-        .arg(a)
-        .arg(b)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-}
-
 /// A sparse local file: data at 0 and at 32 MiB, holes elsewhere.
 fn sparse_file(path: &Path, size: u64) {
     let f = File::create(path).unwrap();
@@ -96,7 +82,7 @@ fn sparse_upload_and_download_through_tickets() {
         (stats.data, stats.zeros, last),
         (2 << 20, size - (2 << 20), size)
     );
-    same(&vol_path, "raw", &local, "raw");
+    same_contents(&vol_path, "raw", &local, "raw");
     let used = std::fs::metadata(&vol_path).unwrap().blocks() * 512;
     assert!(used <= 4 << 20, "the volume stays sparse: {used} bytes");
 
@@ -117,7 +103,7 @@ fn sparse_upload_and_download_through_tickets() {
         .unwrap();
     let stats = cairn::transfer::download(&client, &ticket, &out, |_, _| {}).unwrap();
     assert_eq!(stats.data, 2 << 20);
-    same(&back, "raw", &local, "raw");
+    same_contents(&back, "raw", &local, "raw");
     assert!(std::fs::metadata(&back).unwrap().blocks() * 512 <= 4 << 20);
 
     // Bad requests: nothing is written.
@@ -157,7 +143,7 @@ fn sparse_upload_and_download_through_tickets() {
     );
     assert_eq!(http(sock, "GET", "/images/not-a-ticket", &[], b""), 403);
     assert_eq!(http(sock, "OPTIONS", &path, &[], b""), 200);
-    same(&vol_path, "raw", &local, "raw");
+    same_contents(&vol_path, "raw", &local, "raw");
 
     // A write ticket holds its image exclusively until it is removed.
     let (code, _) = d.call_err(
@@ -266,7 +252,7 @@ fn qcow2_uploads_are_checked_as_untrusted() {
     let (img, vol, removed) = upload(&good);
     removed.unwrap();
     let vol_path = d.domain_dir(&sd).join("images").join(&img).join(&vol);
-    same(&vol_path, "qcow2", &good, "qcow2");
+    same_contents(&vol_path, "qcow2", &good, "qcow2");
     assert_eq!(d.volume_info(&sp, &sd, &img, &vol)["status"], "OK");
 
     // One naming a backing file outside its chain: reported, and the
