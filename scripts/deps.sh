@@ -12,6 +12,10 @@ have losetup || need_pkgs+=(util-linux)
 have mount || need_pkgs+=(mount)
 have python3 || need_pkgs+=(python3)
 have cc || need_pkgs+=(gcc)
+# sanlock: the daemon for shared-storage leases, and libsanlock_client,
+# which cairnd links.
+have sanlock || need_pkgs+=(sanlock)
+[ -e /usr/include/sanlock.h ] || need_pkgs+=(libsanlock-dev)
 
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     echo "cairn: installing ${need_pkgs[*]}" >&2

@@ -9,4 +9,5 @@ pub mod pipeline;
 pub mod probe;
 pub mod qcow2_create;
 pub mod qemu_img;
+pub mod sanlock;
 pub mod sparsify;

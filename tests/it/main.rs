@@ -13,6 +13,7 @@ mod filesystems;
 mod image_ops;
 mod nbd;
 mod probe_fuzz;
+mod sanlock;
 mod schema;
 mod transfer;
 mod websocket;
