@@ -17,6 +17,11 @@ pub struct FileConfig {
     /// Create the local domain and pool on first start (default true).
     pub embedded_default: Option<bool>,
     pub task_workers: Option<usize>,
+    /// Seconds between checks of a monitored domain (default 10).
+    pub monitor_interval: Option<f64>,
+    /// Seconds a domain check may take before the domain is invalid
+    /// (default 10).
+    pub monitor_timeout: Option<f64>,
 }
 
 impl FileConfig {

@@ -382,6 +382,21 @@ pub static VERBS: &[Verb] = &[
         handler: host_extend_image_ticket,
     },
     Verb {
+        name: "Host.startMonitoringDomain",
+        params: &["sdUUID", "hostID"],
+        handler: host_start_monitoring,
+    },
+    Verb {
+        name: "Host.stopMonitoringDomain",
+        params: &["sdUUID"],
+        handler: host_stop_monitoring,
+    },
+    Verb {
+        name: "Host.getStorageRepoStats",
+        params: &["domains"],
+        handler: host_repo_stats,
+    },
+    Verb {
         name: "Host.getJobs",
         params: &["job_type", "job_ids"],
         handler: host_get_jobs,
@@ -997,6 +1012,29 @@ fn nbd_start_server(e: &Arc<Engine>, p: &Params) -> Reply {
 fn nbd_stop_server(e: &Arc<Engine>, p: &Params) -> Reply {
     e.stop_nbd_server(p.uuid("server_id")?);
     ok()
+}
+
+fn host_start_monitoring(e: &Arc<Engine>, p: &Params) -> Reply {
+    e.start_monitoring(p.uuid("sdUUID")?, p.int("hostID")?)?;
+    ok()
+}
+
+fn host_stop_monitoring(e: &Arc<Engine>, p: &Params) -> Reply {
+    e.stop_monitoring(p.uuid("sdUUID")?);
+    ok()
+}
+
+fn host_repo_stats(e: &Arc<Engine>, p: &Params) -> Reply {
+    let only = match p.opt_value("domains") {
+        None => Vec::new(),
+        Some(_) => p
+            .list("domains")?
+            .iter()
+            .map(|v| uuid_value("domains", v))
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let stats: BTreeMap<Uuid, _> = e.repo_stats(&only).into_iter().collect();
+    to_value(&stats)
 }
 
 fn host_add_image_ticket(e: &Arc<Engine>, p: &Params) -> Reply {

@@ -36,6 +36,13 @@ struct Args {
     /// Do not create the embedded local domain and pool on first start.
     #[arg(long)]
     no_embedded_default: bool,
+    /// Seconds between checks of a monitored storage domain [default: 10].
+    #[arg(long, env = "CAIRN_MONITOR_INTERVAL")]
+    monitor_interval: Option<f64>,
+    /// Seconds a domain check may take before the domain is invalid
+    /// [default: 10].
+    #[arg(long, env = "CAIRN_MONITOR_TIMEOUT")]
+    monitor_timeout: Option<f64>,
 }
 
 /// Caps glibc's malloc arenas. By default every thread that allocates may
@@ -98,6 +105,28 @@ fn main() -> ExitCode {
     let mut config = EngineConfig::new(&data_dir);
     if let Some(n) = file.task_workers {
         config.task_workers = n;
+    }
+    let seconds = |name: &str, v: f64| {
+        if v.is_finite() && v > 0.0 && v < 3600.0 {
+            Ok(std::time::Duration::from_secs_f64(v))
+        } else {
+            Err(format!(
+                "{name} must be more than 0 and less than 3600 seconds"
+            ))
+        }
+    };
+    let timing = (|| -> Result<(), String> {
+        if let Some(v) = args.monitor_interval.or(file.monitor_interval) {
+            config.monitor.interval = seconds("monitor_interval", v)?;
+        }
+        if let Some(v) = args.monitor_timeout.or(file.monitor_timeout) {
+            config.monitor.timeout = seconds("monitor_timeout", v)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = timing {
+        eprintln!("cairnd: {e}");
+        return ExitCode::from(2);
     }
 
     let engine = match Engine::open(config) {

@@ -13,6 +13,7 @@ pub mod image_move;
 pub mod images;
 pub mod jobs;
 pub mod merge;
+pub mod monitor;
 pub mod nbd;
 pub mod pool;
 pub mod recovery;
@@ -83,6 +84,7 @@ pub struct EngineConfig {
     pub data_dir: PathBuf,
     pub task_workers: usize,
     pub max_tasks: usize,
+    pub monitor: monitor::MonitorTiming,
 }
 
 impl EngineConfig {
@@ -91,6 +93,7 @@ impl EngineConfig {
             data_dir: data_dir.to_path_buf(),
             task_workers: tasks::DEFAULT_WORKERS,
             max_tasks: tasks::DEFAULT_MAX_TASKS,
+            monitor: monitor::MonitorTiming::default(),
         }
     }
 }
@@ -115,6 +118,8 @@ pub struct Engine {
     domain_cache: Mutex<HashMap<Uuid, Arc<FileDomain>>>,
     nbd: nbd::NbdServers,
     tickets: tickets::Tickets,
+    monitors: monitor::Monitors,
+    monitor_timing: monitor::MonitorTiming,
 }
 
 impl Engine {
@@ -148,6 +153,8 @@ impl Engine {
             domain_cache: Mutex::new(HashMap::new()),
             nbd: nbd::NbdServers::default(),
             tickets: tickets::Tickets::default(),
+            monitors: monitor::Monitors::default(),
+            monitor_timing: config.monitor,
         });
         engine
             .tasks

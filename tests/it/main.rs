@@ -11,6 +11,7 @@ mod crash;
 mod example;
 mod filesystems;
 mod image_ops;
+mod monitoring;
 mod nbd;
 mod probe_fuzz;
 mod sanlock;

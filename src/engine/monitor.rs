@@ -1,0 +1,329 @@
+//! Domain monitoring (`Host.startMonitoringDomain`, `stopMonitoringDomain`,
+//! `getStorageRepoStats`): one thread per domain reads the first 4 KiB of
+//! `dom_md/metadata` with O_DIRECT every interval and records how long it
+//! took.
+//!
+//! The read runs in a child process (`dd iflag=direct`), as VDSM runs its
+//! storage I/O out of process: a read stuck on a dead mount (a process in
+//! uninterruptible sleep) holds only that child, never a cairnd thread,
+//! and cairnd can still exit. A read that does not finish within the
+//! timeout makes the domain invalid; the monitor keeps checking.
+//!
+//! Not yet: joining the domain's sanlock lockspace with the given host id
+//! (`acquired` reports false until domains carry sanlock leases).
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::Engine;
+use crate::error::{Error, Result};
+use crate::types::Uuid;
+
+/// How often each domain is checked (VDSM: 10 s).
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
+/// How long one read may take before the domain counts as invalid.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes read per check (one block of the metadata).
+const READ_SIZE: usize = 4096;
+
+/// The reader program; overridable for tests and odd installs.
+fn dd_binary() -> PathBuf {
+    std::env::var_os("CAIRN_DD")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("dd"))
+}
+
+/// `StorageDomainVitals`, as last measured.
+#[derive(Debug, Clone)]
+struct Vitals {
+    code: i64,
+    valid: bool,
+    delay: Duration,
+    version: i64,
+    /// When the last check ended (None before the first).
+    checked: Option<Instant>,
+}
+
+/// `StorageDomainVitals` on the wire (floats as strings, as VDSM sends).
+#[derive(Debug, Clone, Serialize)]
+pub struct RepoStats {
+    pub code: i64,
+    #[serde(rename = "lastCheck")]
+    pub last_check: String,
+    pub delay: String,
+    pub valid: bool,
+    pub version: i64,
+    pub acquired: bool,
+    pub actual: bool,
+}
+
+struct Monitor {
+    host_id: u64,
+    vitals: Arc<Mutex<Vitals>>,
+    /// Dropping it stops the monitor thread at its next wake-up.
+    _stop: mpsc::Sender<()>,
+}
+
+#[derive(Default)]
+pub struct Monitors {
+    monitors: Mutex<HashMap<Uuid, Monitor>>,
+}
+
+/// Timing of the monitors (tests check faster than production).
+#[derive(Debug, Clone, Copy)]
+pub struct MonitorTiming {
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+impl Default for MonitorTiming {
+    fn default() -> Self {
+        MonitorTiming {
+            interval: DEFAULT_INTERVAL,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+impl Engine {
+    /// `Host.startMonitoringDomain`: idempotent for a domain already
+    /// monitored (the host id is updated).
+    pub fn start_monitoring(&self, sd: Uuid, host_id: i64) -> Result<()> {
+        if !(1..=2000).contains(&host_id) {
+            return Err(Error::invalid(
+                "hostID",
+                format!("{host_id} is not 1 to 2000"),
+            ));
+        }
+        let mut monitors = self.monitors.monitors.lock().expect("monitors");
+        if let Some(m) = monitors.get_mut(&sd) {
+            m.host_id = host_id as u64;
+            return Ok(());
+        }
+        let vitals = Arc::new(Mutex::new(Vitals {
+            code: 0,
+            valid: false,
+            delay: Duration::ZERO,
+            version: -1,
+            checked: None,
+        }));
+        let (stop, stopped) = mpsc::channel();
+        let timing = self.monitor_timing;
+        let shared = vitals.clone();
+        let paths_mnt = self.paths.mnt.clone();
+        std::thread::Builder::new()
+            .name(format!("monitor-{sd}"))
+            .spawn(move || monitor_loop(sd, &paths_mnt, timing, &shared, &stopped))
+            .map_err(|e| Error::io("cannot start a domain monitor", e))?;
+        tracing::info!(sd = %sd, host_id, interval_ms = timing.interval.as_millis() as u64, "domain monitoring started");
+        monitors.insert(
+            sd,
+            Monitor {
+                host_id: host_id as u64,
+                vitals,
+                _stop: stop,
+            },
+        );
+        Ok(())
+    }
+
+    /// `Host.stopMonitoringDomain`: stopping one not monitored succeeds.
+    pub fn stop_monitoring(&self, sd: Uuid) {
+        if self
+            .monitors
+            .monitors
+            .lock()
+            .expect("monitors")
+            .remove(&sd)
+            .is_some()
+        {
+            tracing::info!(sd = %sd, "domain monitoring stopped");
+        }
+    }
+
+    /// `Host.getStorageRepoStats`: the monitored domains (or those named).
+    pub fn repo_stats(&self, only: &[Uuid]) -> HashMap<Uuid, RepoStats> {
+        let now = Instant::now();
+        self.monitors
+            .monitors
+            .lock()
+            .expect("monitors")
+            .iter()
+            .filter(|(sd, _)| only.is_empty() || only.contains(sd))
+            .map(|(sd, m)| {
+                let v = m.vitals.lock().expect("vitals").clone();
+                let stats = RepoStats {
+                    code: v.code,
+                    last_check: format!(
+                        "{:.1}",
+                        v.checked.map_or(0.0, |c| (now - c).as_secs_f64())
+                    ),
+                    delay: format!("{:.6}", v.delay.as_secs_f64()),
+                    valid: v.valid,
+                    version: v.version,
+                    acquired: false,
+                    actual: v.checked.is_some(),
+                };
+                (*sd, stats)
+            })
+            .collect()
+    }
+}
+
+fn monitor_loop(
+    sd: Uuid,
+    mnt: &Path,
+    timing: MonitorTiming,
+    vitals: &Mutex<Vitals>,
+    stopped: &mpsc::Receiver<()>,
+) {
+    let mut was_valid = None;
+    loop {
+        let started = Instant::now();
+        let outcome = metadata_path(mnt, sd).and_then(|p| read_direct(sd, &p, timing.timeout));
+        let mut v = vitals.lock().expect("vitals");
+        v.checked = Some(Instant::now());
+        match outcome {
+            Ok(block) => {
+                v.code = 0;
+                v.valid = true;
+                v.delay = started.elapsed();
+                v.version = metadata_version(&block).unwrap_or(v.version);
+            }
+            Err(e) => {
+                v.code = e.code();
+                v.valid = false;
+                if was_valid != Some(false) {
+                    tracing::warn!(sd = %sd, error = %e, "storage domain check failed");
+                }
+            }
+        }
+        if was_valid == Some(false) && v.valid {
+            tracing::info!(sd = %sd, delay_ms = v.delay.as_millis() as u64, "storage domain is valid again");
+        }
+        was_valid = Some(v.valid);
+        drop(v);
+        match stopped.recv_timeout(timing.interval.saturating_sub(started.elapsed())) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            // Stopped (the sender was dropped).
+            _ => return,
+        }
+    }
+}
+
+/// The domain's metadata file under any storage connection.
+fn metadata_path(mnt: &Path, sd: Uuid) -> Result<PathBuf> {
+    let entries = std::fs::read_dir(mnt).map_err(|e| Error::io_path("cannot list", mnt, e))?;
+    for entry in entries.flatten() {
+        let p = entry
+            .path()
+            .join(sd.to_string())
+            .join("dom_md")
+            .join("metadata");
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    Err(Error::DomainNotFound(sd))
+}
+
+/// Reads the first block of `path` with O_DIRECT in a child process,
+/// giving up after `timeout` (the child is killed and reaped later).
+fn read_direct(sd: Uuid, path: &Path, timeout: Duration) -> Result<Vec<u8>> {
+    let mut child = Command::new(dd_binary())
+        .arg(format!("if={}", path.display()))
+        .args(["iflag=direct", "bs=4096", "count=1", "status=none"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::io_path("cannot run dd to read", path, e))?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                let mut out = Vec::with_capacity(READ_SIZE);
+                if let Some(mut s) = child.stdout.take() {
+                    let _ = s.read_to_end(&mut out);
+                }
+                if !status.success() || out.is_empty() {
+                    let mut err = String::new();
+                    if let Some(mut s) = child.stderr.take() {
+                        let _ = s.read_to_string(&mut err);
+                    }
+                    return Err(Error::DomainAccess {
+                        sd,
+                        source: std::io::Error::other(format!(
+                            "reading {} failed: {}",
+                            path.display(),
+                            err.trim()
+                        )),
+                    });
+                }
+                return Ok(out);
+            }
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Ok(None) => {
+                let _ = child.kill();
+                // A child stuck in the kernel dies when its I/O returns;
+                // reap it then, off this thread.
+                std::thread::spawn(move || child.wait());
+                return Err(Error::DomainAccess {
+                    sd,
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("reading {} took longer than {timeout:?}", path.display()),
+                    ),
+                });
+            }
+            Err(e) => return Err(Error::io_path("cannot wait for dd reading", path, e)),
+        }
+    }
+}
+
+/// `VERSION=` from a block of domain metadata.
+fn metadata_version(block: &[u8]) -> Option<i64> {
+    String::from_utf8_lossy(block)
+        .lines()
+        .find_map(|l| l.strip_prefix("VERSION=")?.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_is_read_from_the_metadata() {
+        assert_eq!(
+            metadata_version(b"CLASS=Data\nVERSION=5\nPOOL_UUID=\n"),
+            Some(5)
+        );
+        assert_eq!(metadata_version(b"CLASS=Data\n"), None);
+    }
+
+    #[test]
+    fn a_hung_read_times_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("slow-dd");
+        std::fs::write(&script, "#!/bin/sh\nexec sleep 30\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::env::set_var("CAIRN_DD", &script);
+        let start = Instant::now();
+        let err = read_direct(
+            Uuid::nil(),
+            Path::new("/dev/null"),
+            Duration::from_millis(200),
+        )
+        .unwrap_err();
+        std::env::remove_var("CAIRN_DD");
+        assert!(start.elapsed() < Duration::from_secs(5));
+        assert!(err.to_string().contains("longer than"), "{err}");
+    }
+}
