@@ -22,6 +22,10 @@ pub struct FileConfig {
     /// Seconds a domain check may take before the domain is invalid
     /// (default 10).
     pub monitor_timeout: Option<f64>,
+    /// Leases of shared domains: "sanlock" (default) or "flock".
+    pub shared_leases: Option<String>,
+    /// sanlock io_timeout in seconds (default 10).
+    pub sanlock_io_timeout: Option<u32>,
 }
 
 impl FileConfig {

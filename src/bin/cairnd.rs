@@ -43,6 +43,14 @@ struct Args {
     /// [default: 10].
     #[arg(long, env = "CAIRN_MONITOR_TIMEOUT")]
     monitor_timeout: Option<f64>,
+    /// Leases of shared (non-LOCALFS) domains: "sanlock" (the default; needs
+    /// the sanlock daemon) or "flock" (one host only, for tests and trials).
+    #[arg(long, env = "CAIRN_SHARED_LEASES")]
+    shared_leases: Option<String>,
+    /// sanlock io_timeout in seconds [default: 10]; failover takes a
+    /// multiple of it.
+    #[arg(long, env = "CAIRN_SANLOCK_IO_TIMEOUT")]
+    sanlock_io_timeout: Option<u32>,
 }
 
 /// Caps glibc's malloc arenas. By default every thread that allocates may
@@ -122,6 +130,18 @@ fn main() -> ExitCode {
         if let Some(v) = args.monitor_timeout.or(file.monitor_timeout) {
             config.monitor.timeout = seconds("monitor_timeout", v)?;
         }
+        let io_timeout = args
+            .sanlock_io_timeout
+            .or(file.sanlock_io_timeout)
+            .unwrap_or(cairn::engine::DEFAULT_SANLOCK_IO_TIMEOUT);
+        if !(1..=60).contains(&io_timeout) {
+            return Err("sanlock_io_timeout must be 1 to 60 seconds".into());
+        }
+        config.sanlock_io_timeout = match args.shared_leases.or(file.shared_leases).as_deref() {
+            None | Some("sanlock") => Some(io_timeout),
+            Some("flock") => None,
+            Some(other) => return Err(format!("shared_leases {other:?} is not sanlock or flock")),
+        };
         Ok(())
     })();
     if let Err(e) = timing {

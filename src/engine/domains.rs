@@ -176,6 +176,17 @@ impl Engine {
                 remote_path: req.remote_path.clone(),
             },
         )?;
+        if let Some(io_timeout) = self.sanlock_for(req.domain_type) {
+            let dom = FileDomain::open(mount.join(req.sd.to_string()))?;
+            if let Err(e) = format_sanlock_leases(&dom, alignment, io_timeout) {
+                // Without its leases the domain is unusable: it goes.
+                let _ = std::fs::remove_dir_all(dom.root());
+                return Err(Error::DomainCreation {
+                    sd: req.sd,
+                    reason: format!("cannot initialize its sanlock leases: {e}"),
+                });
+            }
+        }
         Ok(())
     }
 
@@ -308,3 +319,30 @@ impl Engine {
         Ok(out)
     }
 }
+
+/// Writes a shared domain's sanlock lockspace (`dom_md/ids`) and its SDM
+/// lease (slot 1 of `dom_md/leases`), readable by the sanlock daemon.
+fn format_sanlock_leases(dom: &FileDomain, alignment: u64, io_timeout: u32) -> Result<()> {
+    use crate::primitives::lease::SanlockLease;
+    use crate::primitives::sanlock::share_with_daemon;
+    for p in [dom.ids_path(), dom.leases_path()] {
+        share_with_daemon(&p).map_err(|e| Error::io_path("cannot share", &p, e))?;
+    }
+    SanlockLease::new(
+        &dom.sd.to_string(),
+        &dom.ids_path(),
+        &dom.leases_path(),
+        alignment,
+        io_timeout,
+    )
+    .format(MAX_SANLOCK_HOSTS)
+    .map_err(|e| {
+        Error::io(
+            format!("sanlock leases of domain {}", dom.sd),
+            std::io::Error::other(e),
+        )
+    })
+}
+
+/// Host ids a shared domain's lockspace has room for (512-byte sectors).
+const MAX_SANLOCK_HOSTS: u32 = 2000;

@@ -45,6 +45,9 @@ pub use tasks::{TaskCtx, TaskManager, TaskResult, TaskState, TaskStatus};
 /// start-up removes it (another host may be working on a young one).
 pub const DOMAIN_LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(600);
 
+/// sanlock's io_timeout for shared domains (VDSM's default).
+pub const DEFAULT_SANLOCK_IO_TIMEOUT: u32 = 10;
+
 /// Where the engine keeps its host-local files.
 #[derive(Debug, Clone)]
 pub struct Paths {
@@ -85,6 +88,9 @@ pub struct EngineConfig {
     pub task_workers: usize,
     pub max_tasks: usize,
     pub monitor: monitor::MonitorTiming,
+    /// The SDM lease of shared (non-LOCALFS) domains: sanlock with this
+    /// io_timeout (seconds), or None for flock (one host only).
+    pub sanlock_io_timeout: Option<u32>,
 }
 
 impl EngineConfig {
@@ -94,6 +100,7 @@ impl EngineConfig {
             task_workers: tasks::DEFAULT_WORKERS,
             max_tasks: tasks::DEFAULT_MAX_TASKS,
             monitor: monitor::MonitorTiming::default(),
+            sanlock_io_timeout: Some(DEFAULT_SANLOCK_IO_TIMEOUT),
         }
     }
 }
@@ -120,6 +127,7 @@ pub struct Engine {
     tickets: tickets::Tickets,
     monitors: monitor::Monitors,
     monitor_timing: monitor::MonitorTiming,
+    sanlock_io_timeout: Option<u32>,
 }
 
 impl Engine {
@@ -155,6 +163,7 @@ impl Engine {
             tickets: tickets::Tickets::default(),
             monitors: monitor::Monitors::default(),
             monitor_timing: config.monitor,
+            sanlock_io_timeout: config.sanlock_io_timeout,
         });
         engine
             .tasks
@@ -265,6 +274,33 @@ impl Engine {
         }
         out.sort();
         Ok(out)
+    }
+
+    /// The sanlock io_timeout if domains of `kind` take sanlock leases:
+    /// shared file domains, unless configured for flock.
+    pub(crate) fn sanlock_for(&self, kind: crate::types::DomainType) -> Option<u32> {
+        (kind != crate::types::DomainType::LocalFs)
+            .then_some(self.sanlock_io_timeout)
+            .flatten()
+    }
+
+    /// The SDM lease of a pool whose master is `master`.
+    pub(crate) fn sdm_lease(
+        &self,
+        master: &FileDomain,
+    ) -> Result<Box<dyn crate::primitives::lease::Lease>> {
+        use crate::primitives::lease::{FlockLease, SanlockLease};
+        let m = master.manifest()?;
+        Ok(match self.sanlock_for(m.domain_type) {
+            Some(io_timeout) => Box::new(SanlockLease::new(
+                &master.sd.to_string(),
+                &master.ids_path(),
+                &master.leases_path(),
+                m.alignment,
+                io_timeout,
+            )),
+            None => Box::new(FlockLease::new(&master.leases_path())),
+        })
     }
 
     /// Locks an image (its whole chain) under a shared lock on its domain.

@@ -15,7 +15,7 @@ use crate::backend::file::manifest::{K_POOL_UUID, K_ROLE, MAX_DESCRIPTION};
 use crate::backend::file::{FileDomain, PoolMetadata};
 use crate::error::{Error, IoContext, Result};
 use crate::format::domain_md::is_safe_value;
-use crate::primitives::lease::{FlockLease, Lease, LeaseError};
+use crate::primitives::lease::{Lease, LeaseError};
 use crate::types::{DomainClass, DomainRole, DomainType, Uuid};
 
 pub const MAX_HOST_ID: u32 = 2000;
@@ -272,7 +272,7 @@ impl Engine {
             host_id,
             master_sd,
             master_version,
-            lease: Box::new(FlockLease::new(&master.leases_path())),
+            lease: self.sdm_lease(&master)?,
             ready: std::sync::atomic::AtomicBool::new(false),
         });
         *self.pool.lock().expect("pool") = Some(state);
@@ -324,6 +324,7 @@ impl Engine {
                 reason: "this host is SPM; call StoragePool.spmStop first".into(),
             });
         }
+        pool.lease.leave();
         *self.pool.lock().expect("pool") = None;
         let dir = self.paths.data_center.join(id.to_string());
         if dir.exists() {

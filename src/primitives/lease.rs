@@ -11,6 +11,8 @@ use std::sync::Mutex;
 
 use rustix::fs::{flock, FlockOperation};
 
+use super::sanlock;
+
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {
     #[error("lease {path} is held by another process")]
@@ -28,6 +30,11 @@ pub trait Lease: Send + Sync + std::fmt::Debug {
     fn acquire(&self, host_id: u32) -> Result<(), LeaseError>;
     fn release(&self);
     fn is_held(&self) -> bool;
+    /// Releases the lease and whatever holding it needed (sanlock: the
+    /// host id in the domain's lockspace, which keeps its files open).
+    fn leave(&self) {
+        self.release();
+    }
 }
 
 /// Single-host lease: `flock(LOCK_EX|LOCK_NB)` on a file, released on close,
@@ -81,6 +88,130 @@ impl Lease for FlockLease {
 
     fn is_held(&self) -> bool {
         self.held.lock().expect("lease mutex").is_some()
+    }
+}
+
+/// The SDM lease of a shared domain in sanlock: this host joins the
+/// domain's lockspace (its host id in `dom_md/ids`) and acquires the `SDM`
+/// resource in slot 1 of `dom_md/leases`. The lease is held through a
+/// sanlock registration of this process: if cairnd dies, or this host
+/// stops renewing its host id, the lease goes, and another host can take
+/// it once the host id has expired on the storage.
+#[derive(Debug)]
+pub struct SanlockLease {
+    lockspace: sanlock::Lockspace,
+    sdm: sanlock::Resource,
+    io_timeout: u32,
+    held: Mutex<Option<sanlock::Registration>>,
+    /// The host id this host joined the lockspace with.
+    joined: Mutex<Option<u64>>,
+}
+
+/// The SDM lease's slot in `dom_md/leases`, in alignment units (VDSM's).
+pub const SDM_LEASE_SLOT: u64 = 1;
+pub const SDM_LEASE_NAME: &str = "SDM";
+
+impl SanlockLease {
+    /// The lease of domain `sd` whose `ids` and `leases` files are given.
+    pub fn new(sd: &str, ids: &Path, leases: &Path, alignment: u64, io_timeout: u32) -> Self {
+        SanlockLease {
+            lockspace: sanlock::Lockspace {
+                name: sd.to_string(),
+                host_id: 0,
+                disk: sanlock::Disk {
+                    path: ids.to_path_buf(),
+                    offset: 0,
+                },
+            },
+            sdm: sanlock::Resource {
+                lockspace: sd.to_string(),
+                name: SDM_LEASE_NAME.into(),
+                disk: sanlock::Disk {
+                    path: leases.to_path_buf(),
+                    offset: SDM_LEASE_SLOT * alignment,
+                },
+                shared: false,
+            },
+            io_timeout,
+            held: Mutex::new(None),
+            joined: Mutex::new(None),
+        }
+    }
+
+    /// Writes a new domain's empty lockspace and SDM lease.
+    pub fn format(&self, max_hosts: u32) -> Result<(), LeaseError> {
+        let err = |e: sanlock::SanlockError| self.error(e);
+        sanlock::write_lockspace(&self.lockspace, max_hosts, self.io_timeout).map_err(err)?;
+        sanlock::write_resource(&self.sdm, max_hosts).map_err(err)
+    }
+
+    fn error(&self, e: sanlock::SanlockError) -> LeaseError {
+        if e.is_held_elsewhere() {
+            LeaseError::Busy {
+                path: self.sdm.disk.path.clone(),
+            }
+        } else {
+            LeaseError::Io {
+                path: self.sdm.disk.path.clone(),
+                source: io::Error::other(e),
+            }
+        }
+    }
+}
+
+impl Lease for SanlockLease {
+    fn acquire(&self, host_id: u32) -> Result<(), LeaseError> {
+        let mut held = self.held.lock().expect("lease mutex");
+        if held.is_some() {
+            return Ok(());
+        }
+        let ls = sanlock::Lockspace {
+            host_id: host_id.into(),
+            ..self.lockspace.clone()
+        };
+        // Joining takes a few io_timeouts the first time; a no-op after.
+        sanlock::add_lockspace(&ls, self.io_timeout, true).map_err(|e| self.error(e))?;
+        *self.joined.lock().expect("lease mutex") = Some(ls.host_id);
+        let reg = sanlock::Registration::new().map_err(|e| self.error(e))?;
+        reg.acquire(&self.sdm, None).map_err(|e| self.error(e))?;
+        *held = Some(reg);
+        Ok(())
+    }
+
+    fn release(&self) {
+        if let Some(reg) = self.held.lock().expect("lease mutex").take() {
+            if let Err(e) = reg.release(&self.sdm) {
+                // Dropping the registration releases it anyway.
+                tracing::warn!(error = %e, "cannot release the SDM lease cleanly");
+            }
+        }
+    }
+
+    fn leave(&self) {
+        self.release();
+        if let Some(host_id) = self.joined.lock().expect("lease mutex").take() {
+            let ls = sanlock::Lockspace {
+                host_id,
+                ..self.lockspace.clone()
+            };
+            if let Err(e) = sanlock::rem_lockspace(&ls, true) {
+                tracing::warn!(error = %e, "cannot leave the lockspace");
+            }
+        }
+    }
+
+    /// Asks sanlock, not our memory: a lease sanlock took away (the host id
+    /// could not be renewed) is not held, and the SPM stops acting at once.
+    fn is_held(&self) -> bool {
+        let held = self.held.lock().expect("lease mutex");
+        match held.as_ref().map(|reg| reg.inquire()) {
+            Some(Ok((count, _))) => count > 0,
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "cannot inquire the SDM lease; acting as if lost");
+                false
+            }
+            None => false,
+        }
     }
 }
 

@@ -70,6 +70,9 @@ impl Daemon {
         if let Some(addr) = &tcp {
             cmd.arg("--listen").arg(addr);
         }
+        // Shared domains take sanlock leases, which need a sanlock daemon:
+        // the tests that start one ask for sanlock; the others use flock.
+        cmd.env("CAIRN_SHARED_LEASES", "flock");
         cmd.envs(opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let log = std::fs::File::create(dir.path().join("cairnd.log")).expect("log file");
         cmd.stdout(Stdio::null()).stderr(log);

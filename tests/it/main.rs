@@ -12,6 +12,7 @@ mod example;
 mod filesystems;
 mod image_ops;
 mod monitoring;
+mod multihost;
 mod nbd;
 mod probe_fuzz;
 mod sanlock;

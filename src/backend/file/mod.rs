@@ -164,6 +164,10 @@ impl FileDomain {
         self.root.join(DOM_MD).join(METADATA)
     }
 
+    pub fn ids_path(&self) -> PathBuf {
+        self.root.join(DOM_MD).join("ids")
+    }
+
     pub fn leases_path(&self) -> PathBuf {
         self.root.join(DOM_MD).join("leases")
     }

@@ -385,6 +385,24 @@ impl Registration {
     }
 }
 
+/// Lets the sanlock daemon (which runs as user `sanlock`) read and write a
+/// lease file: group `sanlock`, mode 0660. Without that group (a daemon
+/// running as root) there is nothing to do.
+pub fn share_with_daemon(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let groups = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    let gid = groups.lines().find_map(|l| {
+        let mut f = l.split(':');
+        (f.next() == Some("sanlock")).then(|| f.nth(1)?.parse::<u32>().ok())?
+    });
+    if let Some(gid) = gid {
+        let gid = rustix::fs::Gid::from_raw(gid);
+        rustix::fs::chown(path, None, Some(gid))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    }
+    Ok(())
+}
+
 /// The daemon's run directory this process talks to.
 pub fn run_dir() -> PathBuf {
     std::env::var_os("SANLOCK_RUN_DIR")
