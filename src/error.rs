@@ -103,6 +103,8 @@ pub enum Error {
     JobExists(Uuid),
     #[error("job {0} does not exist")]
     NoSuchJob(Uuid),
+    #[error("cannot acquire the lease of volume {vol}: {reason}")]
+    VolumeLease { vol: Uuid, reason: String },
     #[error("image ticket {id}: {reason}")]
     Ticket { id: Uuid, reason: String },
     #[error("volume {vol} is busy: {reason}")]
@@ -218,6 +220,7 @@ impl Error {
             Error::ResizeSmaller { .. } => 232,
             Error::VolumeBusy { .. } => 203,
             Error::Ticket { .. } => 482,
+            Error::VolumeLease { .. } => 651,
             Error::DestinationTooSmall { .. } => 79,
             Error::ResourceTimeout(_) => 851,
             Error::StorageTypeNotSupported(..) => 468,

@@ -51,6 +51,7 @@ impl Engine {
                     ],
                     DEFAULT_TIMEOUT,
                 )?;
+                let _lease = engine.volume_lease(&ddom, dst.img, dst.vol)?;
                 // Again under the locks: the volumes may have changed while queued.
                 let (chain, original) =
                     engine.check_copy(&sdom, &ddom, &src, &dst, copy_bitmaps)?;

@@ -245,6 +245,7 @@ impl Engine {
         let [planned, fenced, changed, done] = spec.failpoints;
         self.jobs.spawn_as(job, spec.verb, Some(&store), move |ctx| {
             let _lock = engine.lock_image(target.sd, target.img, Mode::Exclusive)?;
+            let _lease = engine.volume_lease(&dom, target.img, target.vol)?;
             let original = validate(&engine, &dom)?;
             let (final_md, rollback) = (spec.plan)(&original);
             let change = FencedChange::begin(

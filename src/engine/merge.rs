@@ -114,6 +114,8 @@ impl Engine {
         let store = self.paths.jobs.clone();
         self.jobs.spawn_as(job, "merge", Some(&store), move |ctx| {
             let _lock = engine.lock_image(sc.sd, sc.img, Mode::Exclusive)?;
+            // Only the base changes (as VDSM takes only its lease).
+            let _lease = engine.volume_lease(&dom, sc.img, sc.base)?;
             let Checked { base, .. } = engine.check_subchain(&dom, &sc, Stage::Merge)?;
             let mut merged = base.clone();
             merged.generation = next_generation(base.generation);

@@ -21,6 +21,7 @@ pub mod resources;
 pub mod tasks;
 pub mod tickets;
 pub mod volume_jobs;
+pub mod volume_lease;
 pub mod volume_ops;
 pub mod volumes;
 

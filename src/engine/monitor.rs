@@ -9,8 +9,11 @@
 //! and cairnd can still exit. A read that does not finish within the
 //! timeout makes the domain invalid; the monitor keeps checking.
 //!
-//! Not yet: joining the domain's sanlock lockspace with the given host id
-//! (`acquired` reports false until domains carry sanlock leases).
+//! On a shared domain (one with sanlock leases) the monitor also joins the
+//! domain's lockspace with the given host id, in the background, as VDSM
+//! does: `acquired` turns true once this host owns its id, and from then on
+//! it can take volume leases. Stopping leaves the lockspace unless this
+//! host holds leases in it (the SPM keeps its SDM lease).
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -23,6 +26,7 @@ use serde::Serialize;
 
 use super::Engine;
 use crate::error::{Error, Result};
+use crate::primitives::sanlock;
 use crate::types::Uuid;
 
 /// How often each domain is checked (VDSM: 10 s).
@@ -65,6 +69,8 @@ pub struct RepoStats {
 
 struct Monitor {
     host_id: u64,
+    /// The domain's lockspace, joined with `host_id` (shared domains).
+    lockspace: Option<sanlock::Lockspace>,
     vitals: Arc<Mutex<Vitals>>,
     /// Dropping it stops the monitor thread at its next wake-up.
     _stop: mpsc::Sender<()>,
@@ -102,10 +108,10 @@ impl Engine {
             ));
         }
         let mut monitors = self.monitors.monitors.lock().expect("monitors");
-        if let Some(m) = monitors.get_mut(&sd) {
-            m.host_id = host_id as u64;
+        if monitors.contains_key(&sd) {
             return Ok(());
         }
+        let lockspace = self.join_lockspace(sd, host_id as u64);
         let vitals = Arc::new(Mutex::new(Vitals {
             code: 0,
             valid: false,
@@ -126,6 +132,7 @@ impl Engine {
             sd,
             Monitor {
                 host_id: host_id as u64,
+                lockspace,
                 vitals,
                 _stop: stop,
             },
@@ -135,16 +142,38 @@ impl Engine {
 
     /// `Host.stopMonitoringDomain`: stopping one not monitored succeeds.
     pub fn stop_monitoring(&self, sd: Uuid) {
-        if self
-            .monitors
-            .monitors
-            .lock()
-            .expect("monitors")
-            .remove(&sd)
-            .is_some()
-        {
-            tracing::info!(sd = %sd, "domain monitoring stopped");
+        let removed = self.monitors.monitors.lock().expect("monitors").remove(&sd);
+        if let Some(m) = removed {
+            if let Some(ls) = &m.lockspace {
+                match sanlock::rem_lockspace_if_unused(ls) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::info!(sd = %sd, "lockspace kept: this host holds leases in it")
+                    }
+                    Err(e) => tracing::warn!(sd = %sd, error = %e, "cannot leave the lockspace"),
+                }
+            }
+            tracing::info!(sd = %sd, host_id = m.host_id, "domain monitoring stopped");
         }
+    }
+
+    /// Starts joining a shared domain's lockspace with `host_id` (in the
+    /// background); None for domains without sanlock leases.
+    fn join_lockspace(&self, sd: Uuid, host_id: u64) -> Option<sanlock::Lockspace> {
+        let dom = self.domain(sd).ok()?;
+        let io_timeout = self.sanlock_for(dom.manifest().ok()?.domain_type)?;
+        let ls = sanlock::Lockspace {
+            name: sd.to_string(),
+            host_id,
+            disk: sanlock::Disk {
+                path: dom.ids_path(),
+                offset: 0,
+            },
+        };
+        if let Err(e) = sanlock::add_lockspace(&ls, io_timeout, false) {
+            tracing::warn!(sd = %sd, host_id, error = %e, "cannot join the domain's lockspace");
+        }
+        Some(ls)
     }
 
     /// `Host.getStorageRepoStats`: the monitored domains (or those named).
@@ -158,6 +187,12 @@ impl Engine {
             .filter(|(sd, _)| only.is_empty() || only.contains(sd))
             .map(|(sd, m)| {
                 let v = m.vitals.lock().expect("vitals").clone();
+                let acquired = m.lockspace.as_ref().is_some_and(|ls| {
+                    matches!(
+                        sanlock::inq_lockspace(ls),
+                        Ok(sanlock::LockspaceState::Joined)
+                    )
+                });
                 let stats = RepoStats {
                     code: v.code,
                     last_check: format!(
@@ -167,7 +202,7 @@ impl Engine {
                     delay: format!("{:.6}", v.delay.as_secs_f64()),
                     valid: v.valid,
                     version: v.version,
-                    acquired: false,
+                    acquired,
                     actual: v.checked.is_some(),
                 };
                 (*sd, stats)

@@ -153,7 +153,8 @@ impl Engine {
             };
             engine.require_spm(req.pool)?;
             let parent = engine.validate_create(&dom, &req)?;
-            create_volume_steps(ctx, &dom, &req, parent)
+            let sanlock = engine.sanlock_for(dom.manifest()?.domain_type);
+            create_volume_steps(ctx, &dom, &req, parent, sanlock)
         })
     }
 
@@ -475,11 +476,13 @@ pub(crate) fn rel(img: Uuid, name: impl std::fmt::Display) -> String {
 /// last, atomically and with its final legality, after the data and the
 /// lease are durable, so a volume whose metadata exists is complete. Every
 /// step before it is undone by the persisted plan.
+/// `sanlock`: the io_timeout when the domain's volumes get sanlock leases.
 fn create_volume_steps(
     ctx: &TaskCtx,
     dom: &Arc<FileDomain>,
     req: &CreateVolume,
     parent: Option<VolumeMetadata>,
+    sanlock: Option<u32>,
 ) -> Result<()> {
     let manifest = dom.manifest()?;
     let version = manifest.version;
@@ -589,6 +592,9 @@ fn create_volume_steps(
     ctx.check_abort()?;
 
     let lease = dom.create_volume_lease(img, vol, manifest.alignment)?;
+    if sanlock.is_some() {
+        super::volume_lease::format(dom, img, vol)?;
+    }
     durable::sync_all_together(&[&data, &lease])
         .map_err(|e| dom.io_failure(e, |e| Error::io(format!("cannot sync volume {vol}"), e)))?;
     failpoint::hit("volume.create.after_lease")?;

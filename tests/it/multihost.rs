@@ -9,24 +9,76 @@ use serde_json::{json, Value};
 use crate::common::*;
 use crate::sanlock::SanlockDaemon;
 
-/// A cairnd that takes sanlock leases through `sanlock`, host `id`.
-fn host(sanlock: &SanlockDaemon) -> Daemon {
-    let env = [
-        ("CAIRN_SHARED_LEASES", "sanlock".to_string()),
-        ("SANLOCK_RUN_DIR", sanlock.run_dir().display().to_string()),
-        ("CAIRN_SANLOCK_IO_TIMEOUT", "1".to_string()),
+/// sanlock io_timeout of the tests (seconds).
+const IO_TIMEOUT: u64 = 1;
+
+/// cairnd's options to take sanlock leases through `sanlock`.
+fn host_opts(sanlock: &SanlockDaemon, extra: &[(&str, &str)]) -> Opts {
+    let mut env = vec![
+        ("CAIRN_SHARED_LEASES".to_string(), "sanlock".to_string()),
+        (
+            "SANLOCK_RUN_DIR".to_string(),
+            sanlock.run_dir().display().to_string(),
+        ),
+        (
+            "CAIRN_SANLOCK_IO_TIMEOUT".to_string(),
+            IO_TIMEOUT.to_string(),
+        ),
     ];
-    let d = Daemon::start_with(Opts {
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    Opts {
         embedded: false,
-        env: env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect(),
+        env,
         ..Default::default()
-    });
+    }
+}
+
+/// A cairnd that takes sanlock leases through `sanlock`.
+fn host(sanlock: &SanlockDaemon) -> Daemon {
+    let d = Daemon::start_with(host_opts(sanlock, &[]));
     // The sanlock daemon (user sanlock) reaches the leases under the mount.
     std::fs::set_permissions(d.data(), std::fs::Permissions::from_mode(0o755)).unwrap();
     d
+}
+
+/// Two hosts connected to one pool on `fs` (a POSIXFS domain created by
+/// the first): (pool, domain, connection).
+fn shared_pool(fs: &LoopFs, hosts: [&Daemon; 2]) -> (String, String, Value) {
+    let conn = json!({"id": "shared", "connection": fs.device, "vfs_type": "xfs"});
+    for d in hosts {
+        let st = d.call(
+            "StoragePool.connectStorageServer",
+            json!({"storagepoolID": BLANK, "domainType": "POSIXFS", "connectionParams": [conn]}),
+        );
+        assert_eq!(st[0]["status"], 0, "{st}");
+    }
+    let (sp, sd) = (uuid(), uuid());
+    hosts[0].call(
+        "StorageDomain.create",
+        json!({"storagedomainID": sd, "domainType": "POSIXFS", "typeArgs": fs.device, "name": "shared", "domainClass": "Data"}),
+    );
+    hosts[0].call(
+        "StoragePool.create",
+        json!({"storagepoolID": sp, "name": "p", "masterSdUUID": sd, "masterVersion": 1, "domainList": [sd]}),
+    );
+    for (d, id) in hosts.into_iter().zip([1, 2]) {
+        d.call(
+            "StoragePool.connect",
+            json!({"storagepoolID": sp, "hostID": id, "scsiKey": "", "masterSdUUID": sd, "masterVersion": 1}),
+        );
+    }
+    (sp, sd, conn)
+}
+
+/// Figures for bench/failover.sh, written when it asks for them.
+fn report(name: &str, figures: Value) {
+    if let Some(dir) = std::env::var_os("CAIRN_BENCH_REPORT_DIR") {
+        std::fs::write(
+            std::path::Path::new(&dir).join(format!("{name}.json")),
+            figures.to_string(),
+        )
+        .unwrap();
+    }
 }
 
 fn spm_status(d: &Daemon, sp: &str) -> Value {
@@ -42,32 +94,16 @@ fn one_spm_at_a_time_through_sanlock() {
         return;
     };
     let (a, b) = (host(&s1), host(&s2));
-    let conn = json!({"id": "shared", "connection": fs.device, "vfs_type": "xfs"});
-    for d in [&a, &b] {
-        let st = d.call(
-            "StoragePool.connectStorageServer",
-            json!({"storagepoolID": BLANK, "domainType": "POSIXFS", "connectionParams": [conn]}),
-        );
-        assert_eq!(st[0]["status"], 0, "{st}");
-    }
-    let (sp, sd) = (uuid(), uuid());
-    a.call(
-        "StorageDomain.create",
-        json!({"storagedomainID": sd, "domainType": "POSIXFS", "typeArgs": fs.device, "name": "shared", "domainClass": "Data"}),
-    );
-    a.call(
-        "StoragePool.create",
-        json!({"storagepoolID": sp, "name": "p", "masterSdUUID": sd, "masterVersion": 1, "domainList": [sd]}),
-    );
-    for (d, id) in [(&a, 1), (&b, 2)] {
-        d.call(
-            "StoragePool.connect",
-            json!({"storagepoolID": sp, "hostID": id, "scsiKey": "", "masterSdUUID": sd, "masterVersion": 1}),
-        );
-    }
+    let (sp, sd, conn) = shared_pool(&fs, [&a, &b]);
 
-    // Host 1 becomes SPM; host 2 cannot while host 1 holds the lease.
+    // Host 1 becomes SPM (joining the lockspace first); host 2 cannot
+    // while host 1 holds the lease.
+    let joined = std::time::Instant::now();
     a.spm_start(&sp);
+    report(
+        "join",
+        json!({"io_timeout": IO_TIMEOUT, "join_and_spm_s": joined.elapsed().as_secs_f64()}),
+    );
     assert_eq!(spm_status(&a, &sp)["spmStatus"], "SPM");
     let t = b.call(
         "StoragePool.spmStart",
@@ -128,5 +164,262 @@ fn one_spm_at_a_time_through_sanlock() {
             st[0]["status"], 0,
             "unmounted once the lockspace is left: {st}"
         );
+    }
+}
+
+/// One spmStart task, waited for and cleared: its final status.
+fn spm_start_task(d: &Daemon, sp: &str) -> Value {
+    let t = d.call(
+        "StoragePool.spmStart",
+        json!({"storagepoolID": sp, "prevID": -1, "prevLver": "-1", "enableScsiFencing": "false"}),
+    );
+    let st = d.wait_task(&t);
+    d.call("Task.clear", json!({"taskID": t}));
+    st
+}
+
+/// The SPM crashes mid-task: the other host takes over and rolls the
+/// task back. Then that SPM's whole host dies (cairnd and sanlock killed):
+/// the first host becomes SPM once the dead host's lease expires, which
+/// sanlock allows after 8 io_timeouts plus its 60 s watchdog allowance.
+#[test]
+fn failover_after_a_crash_and_after_a_dead_host() {
+    let Some(fs) = LoopFs::new(300, "xfs", false) else {
+        return;
+    };
+    let (Some(s1), Some(mut s2)) = (SanlockDaemon::start(), SanlockDaemon::start()) else {
+        return;
+    };
+    let (a, b) = (host(&s1), host(&s2));
+    let (sp, sd, conn) = shared_pool(&fs, [&a, &b]);
+    let b_mount = b.data().join("mnt").join(fs.device.replace('/', "_"));
+    a.spm_start(&sp);
+    let (img, base) = (uuid(), uuid());
+    a.create_volume(&sp, &sd, &img, &base, json!({"size": "1048576"}));
+
+    // Host 1 dies in the middle of a snapshot, leaving its task record.
+    let mut a = Daemon::start_in(
+        a.stop(false),
+        host_opts(
+            &s1,
+            &[("CAIRN_FAILPOINTS", "volume.create.after_data=crash")],
+        ),
+    );
+    a.spm_start(&sp);
+    let snap = uuid();
+    let _ = a.client.call(
+        "Volume.create",
+        volume_params(
+            &sp,
+            &sd,
+            &img,
+            &snap,
+            json!({"srcImgUUID": img, "srcVolUUID": base, "size": "1048576"}),
+        ),
+    );
+    assert_eq!(a.wait_exit(std::time::Duration::from_secs(20)), Some(86));
+    // Its sanlock daemon lives on and frees the lease of the dead process:
+    // host 2 takes over at once and rolls the snapshot back.
+    let st = spm_start_task(&b, &sp);
+    assert_eq!(st["taskResult"], "success", "{st}\n{}", b.log());
+    let tasks = b.call("Host.getAllTasksStatuses", json!({}));
+    let rolled_back: Vec<_> = tasks
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|t| t["taskResult"] == "cleanSuccess")
+        .collect();
+    assert_eq!(rolled_back.len(), 1, "{tasks}");
+    assert_eq!(b.image_volumes(&sp, &sd, &img), json!([base]));
+    assert_eq!(b.volume_info(&sp, &sd, &img, &base)["voltype"], "LEAF");
+
+    // Now host 2 dies whole. Host 1 comes back and contends.
+    let a = Daemon::start_in(a.stop(true), host_opts(&s1, &[]));
+    let died = std::time::Instant::now();
+    let _ = s2.child.kill();
+    let b_dir = b.stop(true);
+    // sanlock makes the acquire wait until the dead host's lease expires
+    // (or refuses it, 651, while the host still looks alive): either way
+    // host 1 gets the role only after the expiry, and never before.
+    let mut refused = 0;
+    let mut t = a.call(
+        "StoragePool.spmStart",
+        json!({"storagepoolID": sp, "prevID": -1, "prevLver": "-1", "enableScsiFencing": "false"}),
+    );
+    loop {
+        let st = a.call("Task.getStatus", json!({"taskID": t}));
+        if st["taskState"] == "finished" {
+            a.call("Task.clear", json!({"taskID": t}));
+            if st["taskResult"] == "success" {
+                break;
+            }
+            assert_eq!(st["code"], 651, "{st}");
+            refused += 1;
+            std::thread::sleep(std::time::Duration::from_millis(250));
+            t = a.call(
+                "StoragePool.spmStart",
+                json!({"storagepoolID": sp, "prevID": -1, "prevLver": "-1", "enableScsiFencing": "false"}),
+            );
+            continue;
+        }
+        assert_eq!(
+            spm_status(&a, &sp)["spmStatus"],
+            "Free",
+            "not SPM before the expiry"
+        );
+        assert!(died.elapsed().as_secs() < 200, "no failover\n{}", a.log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let failover = died.elapsed().as_secs_f64();
+    let minimum = (8 * IO_TIMEOUT + 60) as f64;
+    assert!(
+        failover >= minimum - 1.0,
+        "{failover} s: faster than sanlock allows? ({refused} refusals)"
+    );
+    let st = spm_status(&a, &sp);
+    assert_eq!(
+        (st["spmStatus"].as_str(), st["spmId"].as_i64()),
+        (Some("SPM"), Some(1)),
+        "{st}"
+    );
+    a.create_volume(
+        &sp,
+        &sd,
+        &img,
+        &uuid(),
+        json!({"srcImgUUID": img, "srcVolUUID": base, "size": "1048576"}),
+    );
+    eprintln!(
+        "failover {failover:.1} s, theoretical minimum {minimum:.0} s (io_timeout {IO_TIMEOUT} s)"
+    );
+    report(
+        "failover",
+        json!({"io_timeout": IO_TIMEOUT, "failover_s": failover, "minimum_s": minimum}),
+    );
+    a.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
+    a.call(
+        "StoragePool.disconnect",
+        json!({"storagepoolID": sp, "hostID": 1, "scsiKey": ""}),
+    );
+    a.call(
+        "StoragePool.disconnectStorageServer",
+        json!({"storagepoolID": BLANK, "domainType": "POSIXFS", "connectionParams": [conn]}),
+    );
+    // The dead host's mount: what its reboot would have cleared.
+    let _ = std::process::Command::new("umount")
+        .arg("-l")
+        .arg(&b_mount)
+        .status();
+    drop(b_dir);
+}
+
+/// A host job changes a volume only while holding the volume's lease: a
+/// job on one host is refused while another host holds it.
+#[test]
+fn volume_leases_keep_two_hosts_off_one_volume() {
+    let Some(fs) = LoopFs::new(300, "xfs", false) else {
+        return;
+    };
+    let (Some(s1), Some(s2)) = (SanlockDaemon::start(), SanlockDaemon::start()) else {
+        return;
+    };
+    let (a, b) = (host(&s1), host(&s2));
+    let (sp, sd, conn) = shared_pool(&fs, [&a, &b]);
+    a.spm_start(&sp);
+    let (img, vol) = (uuid(), uuid());
+    a.create_volume(&sp, &sd, &img, &vol, json!({"size": "1048576"}));
+    // Each host joins the domain's lockspace by monitoring it.
+    for (d, id) in [(&a, 1), (&b, 2)] {
+        d.call(
+            "Host.startMonitoringDomain",
+            json!({"sdUUID": sd, "hostID": id}),
+        );
+    }
+    for d in [&a, &b] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while d.call("Host.getStorageRepoStats", json!({}))[&sd]["acquired"] != true {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no host id\n{}",
+                d.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    // Host 2 holds the volume's lease (as a long job there would).
+    let lease = b
+        .data()
+        .join("mnt")
+        .join(fs.device.replace('/', "_"))
+        .join(&sd)
+        .join("images")
+        .join(&img)
+        .join(format!("{vol}.lease"));
+    let mut holder = s2
+        .client(&[
+            "command",
+            "-r",
+            &format!("{sd}:{vol}:{}:0", lease.display()),
+            "-c",
+            "/bin/sleep",
+            "600",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let update = |d: &Daemon| {
+        d.run_job(
+            "SDM.update_volume",
+            json!({"vol_info": {"sd_id": sd, "img_id": img, "vol_id": vol}, "vol_attr": {"description": "changed"}}),
+        )
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let refused = loop {
+        let j = update(&a);
+        if j["status"] == "failed" {
+            break j;
+        }
+        // The holder may not have its lease yet: undo and try again.
+        assert!(std::time::Instant::now() < deadline, "never refused: {j}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(refused["error"]["code"], 651, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("another host"),
+        "{refused}"
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let j = update(&a);
+        if j["status"] == "done" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never freed: {j}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(
+        a.volume_info(&sp, &sd, &img, &vol)["description"],
+        "changed"
+    );
+
+    a.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
+    for (d, id) in [(&a, 1), (&b, 2)] {
+        d.call("Host.stopMonitoringDomain", json!({"sdUUID": sd}));
+        d.call(
+            "StoragePool.disconnect",
+            json!({"storagepoolID": sp, "hostID": id, "scsiKey": ""}),
+        );
+        let st = d.call(
+            "StoragePool.disconnectStorageServer",
+            json!({"storagepoolID": BLANK, "domainType": "POSIXFS", "connectionParams": [conn]}),
+        );
+        assert_eq!(st[0]["status"], 0, "{st}");
     }
 }

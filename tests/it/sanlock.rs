@@ -16,7 +16,7 @@ const IO_TIMEOUT: u32 = 1;
 /// A sanlock daemon of its own (`SANLOCK_RUN_DIR`), as one host has.
 pub struct SanlockDaemon {
     pub dir: tempfile::TempDir,
-    child: Child,
+    pub child: Child,
 }
 
 impl SanlockDaemon {
@@ -319,4 +319,52 @@ fn two_hosts_contend_for_one_lease() {
     let (lver, owners) = sanlock::read_resource_owners(&res).unwrap();
     assert_eq!(lver, 2);
     assert_eq!(owners.iter().map(|h| h.host_id).collect::<Vec<_>>(), [1]);
+}
+
+/// How long a lease of a host that died (its sanlock daemon killed) takes
+/// to become free: what SPM failover waits for at the least.
+#[test]
+#[ignore = "a measurement (about a minute); run with --run-ignored"]
+fn measure_dead_host_lease_expiry() {
+    let (Some(host1), Some(mut host2)) = (SanlockDaemon::start(), SanlockDaemon::start()) else {
+        return;
+    };
+    let storage = shared_tempdir();
+    let ids = lease_file(storage.path(), "ids");
+    let leases = lease_file(storage.path(), "leases");
+    host1.use_here();
+    sanlock::write_lockspace(&lockspace(&ids, 0), 2000, IO_TIMEOUT).unwrap();
+    let res = resource(&leases);
+    sanlock::write_resource(&res, 2000).unwrap();
+    let ls2 = format!("cairn-test:2:{}:0", ids.display());
+    assert!(host2
+        .client(&["add_lockspace", "-s", &ls2, "-o", "1"])
+        .status()
+        .unwrap()
+        .success());
+    let r = format!("cairn-test:SDM:{}:0", leases.display());
+    let mut holder = host2
+        .client(&["command", "-r", &r, "-c", "/bin/sleep", "600"])
+        .spawn()
+        .unwrap();
+    sanlock::add_lockspace(&lockspace(&ids, 1), IO_TIMEOUT, true).unwrap();
+    while sanlock::read_resource_owners(&res).unwrap().1.is_empty() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let reg = Registration::new().unwrap();
+    let killed = Instant::now();
+    let _ = host2.child.kill();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    loop {
+        match reg.acquire(&res, None) {
+            Ok(()) => break,
+            Err(e) if e.is_held_elsewhere() => std::thread::sleep(Duration::from_millis(200)),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    eprintln!(
+        "lease free {:.1} s after its host died (io_timeout {IO_TIMEOUT} s)",
+        killed.elapsed().as_secs_f64()
+    );
 }

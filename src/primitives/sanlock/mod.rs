@@ -60,6 +60,7 @@ mod libc_errno {
     pub const ENOENT: i32 = 2;
     pub const EEXIST: i32 = 17;
     pub const EINPROGRESS: i32 = 115;
+    pub const EBUSY: i32 = 16;
 }
 
 fn check(op: &'static str, rv: c_int) -> Result<c_int, SanlockError> {
@@ -277,6 +278,18 @@ pub fn rem_lockspace(ls: &Lockspace, wait: bool) -> Result<(), SanlockError> {
     match unsafe { sys::sanlock_rem_lockspace(&mut raw, flags) } {
         rv if rv == -libc_errno::ENOENT => Ok(()),
         rv => check("rem_lockspace", rv).map(drop),
+    }
+}
+
+/// Leaves a lockspace unless this host holds leases in it; returns whether
+/// it left (or was not joined).
+pub fn rem_lockspace_if_unused(ls: &Lockspace) -> Result<bool, SanlockError> {
+    let mut raw = raw_lockspace(ls)?;
+    // SAFETY: as above.
+    match unsafe { sys::sanlock_rem_lockspace(&mut raw, sys::SANLK_REM_UNUSED) } {
+        rv if rv == -libc_errno::ENOENT => Ok(true),
+        rv if rv == -libc_errno::EBUSY => Ok(false),
+        rv => check("rem_lockspace", rv).map(|_| true),
     }
 }
 

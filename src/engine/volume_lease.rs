@@ -1,0 +1,86 @@
+//! Volume leases on shared domains: each volume's `<vol>.lease` file holds
+//! a sanlock resource (named by the volume, in the domain's lockspace), and
+//! every host job that changes a volume holds it exclusively, so two hosts
+//! can never change one volume (or its metadata) at once. A host takes
+//! volume leases once it has joined the domain's lockspace, which
+//! `Host.startMonitoringDomain` does with its host id (as in VDSM).
+
+use super::Engine;
+use crate::backend::file::FileDomain;
+use crate::error::{Error, Result};
+use crate::primitives::sanlock::{self, Disk, Registration, Resource};
+use crate::types::Uuid;
+
+/// Host ids a volume lease has room for (as the domain's lockspace).
+const MAX_HOSTS: u32 = 2000;
+
+fn resource(dom: &FileDomain, img: Uuid, vol: Uuid) -> Resource {
+    Resource {
+        lockspace: dom.sd.to_string(),
+        name: vol.to_string(),
+        disk: Disk {
+            path: dom.lease_path(img, vol),
+            offset: 0,
+        },
+        shared: false,
+    }
+}
+
+/// Writes a new volume's lease (its file exists, sized to the alignment).
+pub(crate) fn format(dom: &FileDomain, img: Uuid, vol: Uuid) -> Result<()> {
+    let res = resource(dom, img, vol);
+    sanlock::share_with_daemon(&res.disk.path)
+        .map_err(|e| Error::io_path("cannot share", &res.disk.path, e))?;
+    sanlock::write_resource(&res, MAX_HOSTS).map_err(|e| Error::VolumeCreation {
+        vol,
+        reason: format!("cannot write its sanlock lease: {e}"),
+    })
+}
+
+/// A volume lease held by this host; released when dropped.
+#[derive(Debug)]
+pub(crate) struct VolumeLease {
+    registration: Registration,
+    resource: Resource,
+}
+
+impl Drop for VolumeLease {
+    fn drop(&mut self) {
+        if let Err(e) = self.registration.release(&self.resource) {
+            // Closing the registration releases it anyway.
+            tracing::warn!(lease = %self.resource.name, error = %e, "cannot release a volume lease cleanly");
+        }
+    }
+}
+
+impl Engine {
+    /// Takes the volume's lease if its domain is shared (None on domains
+    /// without sanlock leases, where the image lock is enough).
+    pub(crate) fn volume_lease(
+        &self,
+        dom: &FileDomain,
+        img: Uuid,
+        vol: Uuid,
+    ) -> Result<Option<VolumeLease>> {
+        if self.sanlock_for(dom.manifest()?.domain_type).is_none() {
+            return Ok(None);
+        }
+        let resource = resource(dom, img, vol);
+        let failed = |e: sanlock::SanlockError| Error::VolumeLease {
+            vol,
+            reason: if e.is_held_elsewhere() {
+                "another host holds it (a job on that host is changing the volume)".into()
+            } else {
+                format!(
+                    "{e}; has this host joined the domain's lockspace (Host.startMonitoringDomain)?"
+                )
+            },
+        };
+        let registration = Registration::new().map_err(failed)?;
+        registration.acquire(&resource, None).map_err(failed)?;
+        Ok(Some(VolumeLease {
+            registration,
+            resource,
+        }))
+    }
+}
