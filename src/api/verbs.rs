@@ -397,6 +397,42 @@ pub static VERBS: &[Verb] = &[
         handler: host_repo_stats,
     },
     Verb {
+        name: "StorageDomain.attach",
+        params: &["storagedomainID", "storagepoolID"],
+        handler: domain_attach,
+    },
+    Verb {
+        name: "StorageDomain.detach",
+        params: &[
+            "storagedomainID",
+            "storagepoolID",
+            "masterSdUUID",
+            "masterVersion",
+            "force",
+        ],
+        handler: domain_detach,
+    },
+    Verb {
+        name: "StorageDomain.activate",
+        params: &["storagedomainID", "storagepoolID"],
+        handler: domain_activate,
+    },
+    Verb {
+        name: "StorageDomain.deactivate",
+        params: &[
+            "storagedomainID",
+            "storagepoolID",
+            "masterSdUUID",
+            "masterVersion",
+        ],
+        handler: domain_deactivate,
+    },
+    Verb {
+        name: "StoragePool.refresh",
+        params: &["storagepoolID", "masterSdUUID", "masterVersion"],
+        handler: pool_refresh,
+    },
+    Verb {
         name: "Host.getJobs",
         params: &["job_type", "job_ids"],
         handler: host_get_jobs,
@@ -1011,6 +1047,58 @@ fn nbd_start_server(e: &Arc<Engine>, p: &Params) -> Reply {
 
 fn nbd_stop_server(e: &Arc<Engine>, p: &Params) -> Reply {
     e.stop_nbd_server(p.uuid("server_id")?);
+    ok()
+}
+
+fn domain_attach(e: &Arc<Engine>, p: &Params) -> Reply {
+    e.attach_domain(p.uuid("storagedomainID")?, p.uuid("storagepoolID")?)?;
+    ok()
+}
+
+/// `masterSdUUID`/`masterVersion` of detach and deactivate name a new
+/// master; Cairn does not move the master, so they must name the current
+/// one when given.
+fn check_master_unchanged(e: &Arc<Engine>, p: &Params) -> Result<(), ApiError> {
+    let pool = p.uuid("storagepoolID")?;
+    if let Some(master) = p.opt_uuid("masterSdUUID")?.filter(|m| *m != BLANK_UUID) {
+        let info = e.pool_info(pool)?;
+        if info.info.master_uuid != master {
+            return Err(ApiError::new(
+                super::errors::INVALID_PARAMETER,
+                "invalid parameter 'masterSdUUID': moving the master domain is not supported",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn domain_detach(e: &Arc<Engine>, p: &Params) -> Reply {
+    check_master_unchanged(e, p)?;
+    e.detach_domain(
+        p.uuid("storagedomainID")?,
+        p.uuid("storagepoolID")?,
+        p.bool_or("force", false)?,
+    )?;
+    ok()
+}
+
+fn domain_activate(e: &Arc<Engine>, p: &Params) -> Reply {
+    e.activate_domain(p.uuid("storagedomainID")?, p.uuid("storagepoolID")?)?;
+    ok()
+}
+
+fn domain_deactivate(e: &Arc<Engine>, p: &Params) -> Reply {
+    check_master_unchanged(e, p)?;
+    e.deactivate_domain(p.uuid("storagedomainID")?, p.uuid("storagepoolID")?)?;
+    ok()
+}
+
+fn pool_refresh(e: &Arc<Engine>, p: &Params) -> Reply {
+    e.refresh_pool(
+        p.uuid("storagepoolID")?,
+        p.uuid("masterSdUUID")?,
+        p.int("masterVersion")?,
+    )?;
     ok()
 }
 

@@ -21,8 +21,8 @@ use crate::types::{DomainClass, DomainRole, DomainType, Uuid};
 pub const MAX_HOST_ID: u32 = 2000;
 pub const SPM_ID_FREE: i64 = -1;
 pub const LVER_INVALID: i64 = -1;
-const STATUS_ACTIVE: &str = "Active";
-const STATUS_ATTACHED: &str = "Attached";
+pub(crate) const STATUS_ACTIVE: &str = "Active";
+pub(crate) const STATUS_ATTACHED: &str = "Attached";
 
 /// The connected pool, as remembered in the host state.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -290,7 +290,7 @@ impl Engine {
     }
 
     /// `data-center/<sp>/<sd>` and `mastersd` links, as VDSM makes them.
-    fn link_pool(&self, id: Uuid, master_sd: Uuid, md: &PoolMetadata) -> Result<()> {
+    pub(crate) fn link_pool(&self, id: Uuid, master_sd: Uuid, md: &PoolMetadata) -> Result<()> {
         let dir = self.paths.data_center.join(id.to_string());
         if dir.exists() {
             fs::remove_dir_all(&dir).ctx("cannot reset", &dir)?;
@@ -335,7 +335,7 @@ impl Engine {
         Ok(())
     }
 
-    fn pool_metadata(
+    pub(crate) fn pool_metadata(
         &self,
         pool: &PoolState,
     ) -> Result<(

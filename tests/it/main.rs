@@ -11,6 +11,7 @@ mod crash;
 mod example;
 mod filesystems;
 mod image_ops;
+mod membership;
 mod monitoring;
 mod multihost;
 mod nbd;

@@ -324,7 +324,7 @@ fn two_hosts_contend_for_one_lease() {
 /// How long a lease of a host that died (its sanlock daemon killed) takes
 /// to become free: what SPM failover waits for at the least.
 #[test]
-#[ignore = "a measurement (about a minute); run with --run-ignored"]
+#[ignore = "a 70 s measurement, run with --run-ignored; multihost::failover_after_a_crash_and_after_a_dead_host covers the same expiry"]
 fn measure_dead_host_lease_expiry() {
     let (Some(host1), Some(mut host2)) = (SanlockDaemon::start(), SanlockDaemon::start()) else {
         return;

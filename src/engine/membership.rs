@@ -1,0 +1,167 @@
+//! A pool's member domains: `StorageDomain.attach`, `activate`,
+//! `deactivate`, `detach` (SPM only: they write pool metadata) and
+//! `StoragePool.refresh`.
+//!
+//! Membership is written in two places, in an order that makes a crash
+//! between them harmless: attaching marks the domain (`POOL_UUID`) before
+//! the master lists it, so a domain can be attached without being listed
+//! (an attach run again finishes it) but never listed without being
+//! attached; detaching does the reverse.
+
+use super::pool::{STATUS_ACTIVE, STATUS_ATTACHED};
+use super::Engine;
+use crate::backend::file::manifest::{K_POOL_UUID, K_ROLE};
+use crate::error::{Error, Result};
+use crate::types::{DomainClass, DomainRole, Uuid};
+
+impl Engine {
+    /// `StorageDomain.attach`: the domain joins the pool as Attached.
+    /// Attaching a domain already in this pool succeeds.
+    pub fn attach_domain(&self, sd: Uuid, pool_id: Uuid) -> Result<()> {
+        let pool = self.require_spm(pool_id)?;
+        let _lock = self.lock_storage(&[pool_id, sd])?;
+        let dom = self.domain(sd)?;
+        let m = dom.manifest()?;
+        if m.class != DomainClass::Data {
+            return Err(Error::DomainClass {
+                sd,
+                reason: "only Data domains can join a pool",
+            });
+        }
+        if let Some(&other) = m.pools.first().filter(|p| **p != pool_id) {
+            return Err(Error::DomainAttached { sd, pool: other });
+        }
+        let (master, pmd, _) = self.pool_metadata(&pool)?;
+        if pmd.domains.iter().any(|(d, _)| *d == sd) {
+            return Ok(());
+        }
+        dom.update_metadata(|md| {
+            md.set(K_POOL_UUID, pool_id.to_string());
+            md.set(K_ROLE, DomainRole::Regular.name());
+            Ok(())
+        })?;
+        self.set_member(&master, sd, Some(STATUS_ATTACHED))?;
+        self.relink(&pool)?;
+        tracing::info!(sd = %sd, pool = %pool_id, "storage domain attached");
+        Ok(())
+    }
+
+    /// `StorageDomain.activate`: an attached domain becomes Active.
+    pub fn activate_domain(&self, sd: Uuid, pool_id: Uuid) -> Result<()> {
+        self.change_status(sd, pool_id, STATUS_ACTIVE)
+    }
+
+    /// `StorageDomain.deactivate`: an active domain becomes Attached. The
+    /// master cannot be deactivated (moving the master is not supported).
+    pub fn deactivate_domain(&self, sd: Uuid, pool_id: Uuid) -> Result<()> {
+        let pool = self.require_spm(pool_id)?;
+        if sd == pool.master_sd {
+            return Err(Error::invalid(
+                "storagedomainID",
+                format!("{sd} is the pool's master domain; it stays active"),
+            ));
+        }
+        self.change_status(sd, pool_id, STATUS_ATTACHED)
+    }
+
+    /// `StorageDomain.detach`: an inactive domain leaves the pool (`force`
+    /// detaches an active one). The master cannot be detached.
+    pub fn detach_domain(&self, sd: Uuid, pool_id: Uuid, force: bool) -> Result<()> {
+        let pool = self.require_spm(pool_id)?;
+        if sd == pool.master_sd {
+            return Err(Error::invalid(
+                "storagedomainID",
+                format!("{sd} is the pool's master domain"),
+            ));
+        }
+        let _lock = self.lock_storage(&[pool_id, sd])?;
+        let (master, pmd, _) = self.pool_metadata(&pool)?;
+        match pmd.domains.iter().find(|(d, _)| *d == sd) {
+            None => return Err(Error::DomainNotInPool { sd, pool: pool_id }),
+            Some((_, st)) if st == STATUS_ACTIVE && !force => {
+                return Err(Error::invalid(
+                    "storagedomainID",
+                    format!("domain {sd} is active; deactivate it first (or pass force)"),
+                ))
+            }
+            Some(_) => {}
+        }
+        self.set_member(&master, sd, None)?;
+        if let Ok(dom) = self.domain(sd) {
+            dom.update_metadata(|md| {
+                md.set(K_POOL_UUID, String::new());
+                Ok(())
+            })?;
+        }
+        self.relink(&pool)?;
+        tracing::info!(sd = %sd, pool = %pool_id, "storage domain detached");
+        Ok(())
+    }
+
+    /// `StoragePool.refresh`: re-reads the pool from its master, which must
+    /// be `master_sd` at `master_version`.
+    pub fn refresh_pool(&self, pool_id: Uuid, master_sd: Uuid, master_version: i64) -> Result<()> {
+        let pool = self.connected_pool(pool_id)?;
+        if pool.master_sd != master_sd {
+            return Err(Error::PoolWrongMaster {
+                pool: pool_id,
+                reason: format!("the master is {}, not {master_sd}", pool.master_sd),
+            });
+        }
+        let (_, pmd, _) = self.pool_metadata(&pool)?;
+        if pmd.master_version != master_version {
+            return Err(Error::PoolWrongMaster {
+                pool: pool_id,
+                reason: format!(
+                    "master version is {}, not {master_version}",
+                    pmd.master_version
+                ),
+            });
+        }
+        self.link_pool(pool_id, master_sd, &pmd)
+    }
+
+    /// Rebuilds the pool's `data-center/` links from its metadata.
+    fn relink(&self, pool: &super::PoolState) -> Result<()> {
+        let (_, pmd, _) = self.pool_metadata(pool)?;
+        self.link_pool(pool.id, pool.master_sd, &pmd)
+    }
+
+    fn change_status(&self, sd: Uuid, pool_id: Uuid, status: &str) -> Result<()> {
+        let pool = self.require_spm(pool_id)?;
+        let _lock = self.lock_storage(&[pool_id, sd])?;
+        let (master, pmd, _) = self.pool_metadata(&pool)?;
+        match pmd.domains.iter().find(|(d, _)| *d == sd) {
+            None => return Err(Error::DomainNotInPool { sd, pool: pool_id }),
+            Some((_, st)) if st == status => return Ok(()),
+            Some(_) => {}
+        }
+        // The domain must be reachable to be activated.
+        if status == STATUS_ACTIVE {
+            self.domain(sd)?.manifest()?;
+        }
+        self.set_member(&master, sd, Some(status))?;
+        tracing::info!(sd = %sd, pool = %pool_id, status, "storage domain status changed");
+        Ok(())
+    }
+
+    /// Sets (or, with None, removes) a domain's entry in the master's
+    /// `POOL_DOMAINS`.
+    fn set_member(
+        &self,
+        master: &crate::backend::file::FileDomain,
+        sd: Uuid,
+        status: Option<&str>,
+    ) -> Result<()> {
+        master.update_metadata(|md| {
+            let m = crate::backend::file::DomainManifest::from_metadata(master.sd, md)?;
+            let mut p = m.pool.ok_or(Error::PoolMasterNotFound(Uuid::nil()))?;
+            p.domains.retain(|(d, _)| *d != sd);
+            if let Some(st) = status {
+                p.domains.push((sd, st.to_string()));
+            }
+            p.write(md);
+            Ok(())
+        })
+    }
+}
