@@ -16,6 +16,8 @@ have cc || need_pkgs+=(gcc)
 # which cairnd links.
 have sanlock || need_pkgs+=(sanlock)
 [ -e /usr/include/sanlock.h ] || need_pkgs+=(libsanlock-dev)
+# GlusterFS: the tests run a real one-brick volume.
+have glusterd || need_pkgs+=(glusterfs-server glusterfs-client)
 
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     echo "cairn: installing ${need_pkgs[*]}" >&2

@@ -123,9 +123,12 @@ impl Engine {
         let timing = self.monitor_timing;
         let shared = vitals.clone();
         let paths_mnt = self.paths.mnt.clone();
+        // Found now, while the storage answers; afterwards only the child
+        // reader touches it (a stat on a dead mount would block a thread).
+        let known = self.domain(sd).ok().map(|d| d.metadata_path());
         std::thread::Builder::new()
             .name(format!("monitor-{sd}"))
-            .spawn(move || monitor_loop(sd, &paths_mnt, timing, &shared, &stopped))
+            .spawn(move || monitor_loop(sd, (&paths_mnt, known), timing, &shared, &stopped))
             .map_err(|e| Error::io("cannot start a domain monitor", e))?;
         tracing::info!(sd = %sd, host_id, interval_ms = timing.interval.as_millis() as u64, "domain monitoring started");
         monitors.insert(
@@ -211,9 +214,11 @@ impl Engine {
     }
 }
 
+/// `(mnt, known)`: the connections' directory, and the metadata path if
+/// the domain was found when monitoring started.
 fn monitor_loop(
     sd: Uuid,
-    mnt: &Path,
+    (mnt, mut known): (&Path, Option<PathBuf>),
     timing: MonitorTiming,
     vitals: &Mutex<Vitals>,
     stopped: &mpsc::Receiver<()>,
@@ -221,7 +226,13 @@ fn monitor_loop(
     let mut was_valid = None;
     loop {
         let started = Instant::now();
-        let outcome = metadata_path(mnt, sd).and_then(|p| read_direct(sd, &p, timing.timeout));
+        if known.is_none() {
+            known = metadata_path(mnt, sd).ok();
+        }
+        let outcome = match &known {
+            Some(p) => read_direct(sd, p, timing.timeout),
+            None => Err(Error::DomainNotFound(sd)),
+        };
         let mut v = vitals.lock().expect("vitals");
         v.checked = Some(Instant::now());
         match outcome {
@@ -291,6 +302,9 @@ fn read_direct(sd: Uuid, path: &Path, timeout: Duration) -> Result<Vec<u8>> {
                     let mut err = String::new();
                     if let Some(mut s) = child.stderr.take() {
                         let _ = s.read_to_string(&mut err);
+                    }
+                    if err.contains("No such file or directory") {
+                        return Err(Error::DomainNotFound(sd));
                     }
                     return Err(Error::DomainAccess {
                         sd,

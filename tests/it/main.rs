@@ -10,6 +10,7 @@ mod concurrency;
 mod crash;
 mod example;
 mod filesystems;
+mod gluster;
 mod image_ops;
 mod membership;
 mod monitoring;
