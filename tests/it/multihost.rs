@@ -41,9 +41,9 @@ fn host(sanlock: &SanlockDaemon) -> Daemon {
     d
 }
 
-/// Two hosts connected to one pool on `fs` (a POSIXFS domain created by
-/// the first): (pool, domain, connection).
-fn shared_pool(fs: &LoopFs, hosts: [&Daemon; 2]) -> (String, String, Value) {
+/// Hosts connected to one pool on `fs` (a POSIXFS domain created by the
+/// first), with host ids 1, 2, ...: (pool, domain, connection).
+fn shared_pool(fs: &LoopFs, hosts: &[&Daemon]) -> (String, String, Value) {
     let conn = json!({"id": "shared", "connection": fs.device, "vfs_type": "xfs"});
     for d in hosts {
         let st = d.call(
@@ -61,7 +61,7 @@ fn shared_pool(fs: &LoopFs, hosts: [&Daemon; 2]) -> (String, String, Value) {
         "StoragePool.create",
         json!({"storagepoolID": sp, "name": "p", "masterSdUUID": sd, "masterVersion": 1, "domainList": [sd]}),
     );
-    for (d, id) in hosts.into_iter().zip([1, 2]) {
+    for (d, id) in hosts.iter().zip(1..) {
         d.call(
             "StoragePool.connect",
             json!({"storagepoolID": sp, "hostID": id, "scsiKey": "", "masterSdUUID": sd, "masterVersion": 1}),
@@ -94,7 +94,7 @@ fn one_spm_at_a_time_through_sanlock() {
         return;
     };
     let (a, b) = (host(&s1), host(&s2));
-    let (sp, sd, conn) = shared_pool(&fs, [&a, &b]);
+    let (sp, sd, conn) = shared_pool(&fs, &[&a, &b]);
 
     // Host 1 becomes SPM (joining the lockspace first); host 2 cannot
     // while host 1 holds the lease.
@@ -167,6 +167,27 @@ fn one_spm_at_a_time_through_sanlock() {
     }
 }
 
+/// One spmStart task, waited for (up to `patience`) and cleared.
+fn spm_start_task_waiting(d: &Daemon, sp: &str, patience: std::time::Duration) -> Value {
+    let t = d.call(
+        "StoragePool.spmStart",
+        json!({"storagepoolID": sp, "prevID": -1, "prevLver": "-1", "enableScsiFencing": "false"}),
+    );
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        let st = d.call("Task.getStatus", json!({"taskID": t}));
+        if st["taskState"] == "finished" {
+            d.call("Task.clear", json!({"taskID": t}));
+            return st;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "spmStart never ended: {st}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// One spmStart task, waited for and cleared: its final status.
 fn spm_start_task(d: &Daemon, sp: &str) -> Value {
     let t = d.call(
@@ -187,11 +208,15 @@ fn failover_after_a_crash_and_after_a_dead_host() {
     let Some(fs) = LoopFs::new(300, "xfs", false) else {
         return;
     };
-    let (Some(s1), Some(mut s2)) = (SanlockDaemon::start(), SanlockDaemon::start()) else {
+    let (Some(s1), Some(mut s2), Some(s3)) = (
+        SanlockDaemon::start(),
+        SanlockDaemon::start(),
+        SanlockDaemon::start(),
+    ) else {
         return;
     };
-    let (a, b) = (host(&s1), host(&s2));
-    let (sp, sd, conn) = shared_pool(&fs, [&a, &b]);
+    let (a, b, c) = (host(&s1), host(&s2), host(&s3));
+    let (sp, sd, conn) = shared_pool(&fs, &[&a, &b, &c]);
     let b_mount = b.data().join("mnt").join(fs.device.replace('/', "_"));
     a.spm_start(&sp);
     let (img, base) = (uuid(), uuid());
@@ -238,57 +263,78 @@ fn failover_after_a_crash_and_after_a_dead_host() {
     let died = std::time::Instant::now();
     let _ = s2.child.kill();
     let b_dir = b.stop(true);
-    // sanlock makes the acquire wait until the dead host's lease expires
-    // (or refuses it, 651, while the host still looks alive): either way
-    // host 1 gets the role only after the expiry, and never before.
-    let mut refused = 0;
-    let mut t = a.call(
-        "StoragePool.spmStart",
-        json!({"storagepoolID": sp, "prevID": -1, "prevLver": "-1", "enableScsiFencing": "false"}),
-    );
-    loop {
-        let st = a.call("Task.getStatus", json!({"taskID": t}));
-        if st["taskState"] == "finished" {
-            a.call("Task.clear", json!({"taskID": t}));
-            if st["taskResult"] == "success" {
-                break;
+    // Hosts 1 and 3 contend: sanlock makes their acquires wait until the
+    // dead host's lease expires (or refuses them, 651, while it still looks
+    // alive). Exactly one wins, never before the expiry, and a sampler
+    // checks that no two hosts ever say they are SPM.
+    let contenders = [(&a, 1), (&c, 3)];
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (winners, most_spms, samples) = std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            let (mut most, mut samples) = (0, 0);
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let spms = contenders
+                    .iter()
+                    .filter(|(d, _)| spm_status(d, &sp)["spmStatus"] == "SPM")
+                    .count();
+                most = most.max(spms);
+                samples += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
             }
-            assert_eq!(st["code"], 651, "{st}");
-            refused += 1;
-            std::thread::sleep(std::time::Duration::from_millis(250));
-            t = a.call(
-                "StoragePool.spmStart",
-                json!({"storagepoolID": sp, "prevID": -1, "prevLver": "-1", "enableScsiFencing": "false"}),
-            );
-            continue;
-        }
-        assert_eq!(
-            spm_status(&a, &sp)["spmStatus"],
-            "Free",
-            "not SPM before the expiry"
-        );
-        assert!(died.elapsed().as_secs() < 200, "no failover\n{}", a.log());
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    let failover = died.elapsed().as_secs_f64();
+            (most, samples)
+        });
+        let racers: Vec<_> = contenders
+            .iter()
+            .map(|&(d, id)| {
+                let sp = &sp;
+                scope.spawn(move || loop {
+                    let st = spm_start_task_waiting(d, sp, std::time::Duration::from_secs(200));
+                    if st["taskResult"] == "success" {
+                        return Some((id, died.elapsed().as_secs_f64()));
+                    }
+                    assert_eq!(st["code"], 651, "host {id}: {st}");
+                    if contenders
+                        .iter()
+                        .any(|(o, _)| spm_status(o, sp)["spmStatus"] == "SPM")
+                    {
+                        return None;
+                    }
+                    assert!(died.elapsed().as_secs() < 200, "no failover");
+                    std::thread::sleep(std::time::Duration::from_millis(250));
+                })
+            })
+            .collect();
+        let winners: Vec<(i64, f64)> = racers
+            .into_iter()
+            .filter_map(|r| r.join().expect("a contender"))
+            .collect();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (most, samples) = sampler.join().expect("the sampler");
+        (winners, most, samples)
+    });
+    assert_eq!(winners.len(), 1, "exactly one new SPM: {winners:?}");
+    assert!(most_spms <= 1, "two SPMs at once in {samples} samples");
+    let (winner_id, failover) = winners[0];
+    let winner = if winner_id == 1 { &a } else { &c };
     let minimum = (8 * IO_TIMEOUT + 60) as f64;
     assert!(
         failover >= minimum - 1.0,
-        "{failover} s: faster than sanlock allows? ({refused} refusals)"
+        "{failover} s: faster than sanlock allows?"
     );
-    let st = spm_status(&a, &sp);
+    let st = spm_status(winner, &sp);
     assert_eq!(
         (st["spmStatus"].as_str(), st["spmId"].as_i64()),
-        (Some("SPM"), Some(1)),
+        (Some("SPM"), Some(winner_id)),
         "{st}"
     );
-    a.create_volume(
+    winner.create_volume(
         &sp,
         &sd,
         &img,
         &uuid(),
         json!({"srcImgUUID": img, "srcVolUUID": base, "size": "1048576"}),
     );
+    eprintln!("host {winner_id} took over; {samples} safety samples, at most {most_spms} SPM");
     eprintln!(
         "failover {failover:.1} s, theoretical minimum {minimum:.0} s (io_timeout {IO_TIMEOUT} s)"
     );
@@ -296,15 +342,17 @@ fn failover_after_a_crash_and_after_a_dead_host() {
         "failover",
         json!({"io_timeout": IO_TIMEOUT, "failover_s": failover, "minimum_s": minimum}),
     );
-    a.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
-    a.call(
-        "StoragePool.disconnect",
-        json!({"storagepoolID": sp, "hostID": 1, "scsiKey": ""}),
-    );
-    a.call(
-        "StoragePool.disconnectStorageServer",
-        json!({"storagepoolID": BLANK, "domainType": "POSIXFS", "connectionParams": [conn]}),
-    );
+    winner.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
+    for (d, id) in contenders {
+        d.call(
+            "StoragePool.disconnect",
+            json!({"storagepoolID": sp, "hostID": id, "scsiKey": ""}),
+        );
+        d.call(
+            "StoragePool.disconnectStorageServer",
+            json!({"storagepoolID": BLANK, "domainType": "POSIXFS", "connectionParams": [conn]}),
+        );
+    }
     // The dead host's mount: what its reboot would have cleared.
     let _ = std::process::Command::new("umount")
         .arg("-l")
@@ -324,7 +372,7 @@ fn volume_leases_keep_two_hosts_off_one_volume() {
         return;
     };
     let (a, b) = (host(&s1), host(&s2));
-    let (sp, sd, conn) = shared_pool(&fs, [&a, &b]);
+    let (sp, sd, conn) = shared_pool(&fs, &[&a, &b]);
     a.spm_start(&sp);
     let (img, vol) = (uuid(), uuid());
     a.create_volume(&sp, &sd, &img, &vol, json!({"size": "1048576"}));
