@@ -14,6 +14,7 @@ use crate::engine::domains::{CreateDomain, DomainFilter};
 use crate::engine::image_move::MoveImage;
 use crate::engine::images::DeleteImage;
 use crate::engine::jobs::{VolumeAttrs, VolumeRef};
+use crate::engine::membership::Reconstruct;
 use crate::engine::merge::Subchain;
 use crate::engine::nbd::NbdConfig;
 use crate::engine::pool::CreatePool;
@@ -426,6 +427,22 @@ pub static VERBS: &[Verb] = &[
             "masterVersion",
         ],
         handler: domain_deactivate,
+    },
+    Verb {
+        name: "StoragePool.reconstructMaster",
+        params: &[
+            "storagepoolID",
+            "hostId",
+            "name",
+            "masterSdUUID",
+            "masterVersion",
+            "domainDict",
+            "lockRenewalIntervalSec",
+            "leaseTimeSec",
+            "ioOpTimeoutSec",
+            "leaseRetries",
+        ],
+        handler: pool_reconstruct_master,
     },
     Verb {
         name: "StoragePool.refresh",
@@ -1090,6 +1107,40 @@ fn domain_activate(e: &Arc<Engine>, p: &Params) -> Reply {
 fn domain_deactivate(e: &Arc<Engine>, p: &Params) -> Reply {
     check_master_unchanged(e, p)?;
     e.deactivate_domain(p.uuid("storagedomainID")?, p.uuid("storagepoolID")?)?;
+    ok()
+}
+
+fn pool_reconstruct_master(e: &Arc<Engine>, p: &Params) -> Reply {
+    let dict = p
+        .opt_value("domainDict")
+        .and_then(Value::as_object)
+        .ok_or_else(|| {
+            ApiError::invalid_params("'domainDict' must be an object {sdUUID: status}")
+        })?;
+    let mut domains = Vec::new();
+    for (sd, status) in dict {
+        let sd = uuid_value("domainDict", &json!(sd))?;
+        let status = match status.as_str().map(str::to_ascii_lowercase).as_deref() {
+            Some("active") => "Active",
+            Some("attached") => "Attached",
+            _ => {
+                return Err(ApiError::invalid_params(format!(
+                    "'domainDict.{sd}' must be \"active\" or \"attached\""
+                )))
+            }
+        };
+        domains.push((sd, status.to_string()));
+    }
+    let host_id = u32::try_from(p.int("hostId")?)
+        .map_err(|_| ApiError::invalid_params("'hostId' must be a host id"))?;
+    e.reconstruct_master(&Reconstruct {
+        pool: p.uuid("storagepoolID")?,
+        host_id,
+        name: p.opt_string("name")?.unwrap_or_default(),
+        master_sd: p.uuid("masterSdUUID")?,
+        master_version: p.int("masterVersion")?,
+        domains,
+    })?;
     ok()
 }
 

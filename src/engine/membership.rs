@@ -10,8 +10,9 @@
 
 use super::pool::{STATUS_ACTIVE, STATUS_ATTACHED};
 use super::Engine;
-use crate::backend::file::manifest::{K_POOL_UUID, K_ROLE};
+use crate::backend::file::manifest::{K_POOL_UUID, K_ROLE, MAX_DESCRIPTION};
 use crate::error::{Error, Result};
+use crate::format::domain_md::is_safe_value;
 use crate::types::{DomainClass, DomainRole, Uuid};
 
 impl Engine {
@@ -163,5 +164,117 @@ impl Engine {
             p.write(md);
             Ok(())
         })
+    }
+}
+
+/// `StoragePool.reconstructMaster`'s request.
+#[derive(Debug, Clone)]
+pub struct Reconstruct {
+    pub pool: Uuid,
+    pub host_id: u32,
+    pub name: String,
+    pub master_sd: Uuid,
+    pub master_version: i64,
+    /// Member domains and their status ("Active" or "Attached").
+    pub domains: Vec<(Uuid, String)>,
+}
+
+impl Engine {
+    /// `StoragePool.reconstructMaster`: rebuilds a pool whose master is
+    /// lost on another of its domains, from a host not connected to it.
+    /// The new master's SDM lease is held while its metadata is written, so
+    /// no SPM can be changing the pool meanwhile. Members are marked first
+    /// and the master written last: an interrupted reconstruct leaves no
+    /// new master, and running it again finishes it.
+    pub fn reconstruct_master(&self, req: &Reconstruct) -> Result<()> {
+        if let Some(p) = self.connected_pool_id() {
+            return Err(Error::PoolAlreadyConnected(p));
+        }
+        if req.master_version < 1 {
+            return Err(Error::invalid("masterVersion", "must be positive"));
+        }
+        if !(1..=super::pool::MAX_HOST_ID).contains(&req.host_id) {
+            return Err(Error::invalid(
+                "hostId",
+                format!("{} is not in 1..{}", req.host_id, super::pool::MAX_HOST_ID),
+            ));
+        }
+        if req.name.chars().count() > MAX_DESCRIPTION {
+            return Err(Error::PoolDescriptionTooLong(req.name.chars().count()));
+        }
+        if !is_safe_value(&req.name) {
+            return Err(Error::invalid("name", "may not contain line breaks or NUL"));
+        }
+        let mut members = req.domains.clone();
+        if let Some(m) = members.iter_mut().find(|(sd, _)| *sd == req.master_sd) {
+            m.1 = STATUS_ACTIVE.into();
+        } else {
+            members.push((req.master_sd, STATUS_ACTIVE.into()));
+        }
+        let mut ids: Vec<Uuid> = members.iter().map(|(sd, _)| *sd).collect();
+        ids.push(req.pool);
+        let _lock = self.lock_storage(&ids)?;
+        let master = self.domain(req.master_sd)?;
+        let mm = master.manifest()?;
+        if let Some(other) = mm.pools.first().filter(|p| **p != req.pool) {
+            return Err(Error::DomainAttached {
+                sd: req.master_sd,
+                pool: *other,
+            });
+        }
+        if let Some(old) = mm
+            .pool
+            .as_ref()
+            .filter(|p| p.master_version >= req.master_version)
+        {
+            return Err(Error::PoolWrongMaster {
+                pool: req.pool,
+                reason: format!(
+                    "master version {} is not newer than the domain's {}",
+                    req.master_version, old.master_version
+                ),
+            });
+        }
+        let lease = self.sdm_lease(&master)?;
+        lease
+            .acquire(req.host_id)
+            .map_err(|e| Error::AcquireLease {
+                pool: req.pool,
+                reason: e.to_string(),
+            })?;
+        let result = (|| -> Result<()> {
+            for (sd, _) in members.iter().filter(|(sd, _)| *sd != req.master_sd) {
+                let dom = self.domain(*sd)?;
+                if let Some(other) = dom.manifest()?.pools.first().filter(|p| **p != req.pool) {
+                    return Err(Error::DomainAttached {
+                        sd: *sd,
+                        pool: *other,
+                    });
+                }
+                dom.update_metadata(|md| {
+                    md.set(K_POOL_UUID, req.pool.to_string());
+                    md.set(K_ROLE, DomainRole::Regular.name());
+                    Ok(())
+                })?;
+            }
+            master.ensure_master_dirs()?;
+            let pool_md = crate::backend::file::PoolMetadata {
+                domains: members.clone(),
+                description: req.name.clone(),
+                spm_id: super::pool::SPM_ID_FREE,
+                lver: super::pool::LVER_INVALID,
+                master_version: req.master_version,
+            };
+            master.update_metadata(|md| {
+                md.set(K_POOL_UUID, req.pool.to_string());
+                md.set(K_ROLE, DomainRole::Master.name());
+                pool_md.write(md);
+                Ok(())
+            })
+        })();
+        lease.leave();
+        result?;
+        tracing::info!(pool = %req.pool, master = %req.master_sd, version = req.master_version, "pool master reconstructed");
+        Ok(())
     }
 }

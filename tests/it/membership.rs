@@ -86,3 +86,67 @@ fn domains_join_work_in_and_leave_a_pool() {
     assert_eq!(d.call_err("StorageDomain.attach", ids).0, 654);
     vdsm_check(&dir.join(&sd));
 }
+
+/// The master domain is lost: the pool is rebuilt on another member with a
+/// newer master version, and what that domain holds is still there.
+#[test]
+fn reconstruct_master_on_a_surviving_domain() {
+    let (d, sp, sd1, sd2) = Daemon::two_domain_pool();
+    let (img, vol) = (uuid(), uuid());
+    d.create_volume(&sp, &sd2, &img, &vol, json!({"size": "1048576"}));
+    let reconstruct = |version: i64| {
+        json!({"storagepoolID": sp, "hostId": 1, "name": "rebuilt", "masterSdUUID": sd2,
+               "masterVersion": version, "domainDict": {sd2.clone(): "active"},
+               "lockRenewalIntervalSec": 5, "leaseTimeSec": 60, "ioOpTimeoutSec": 10, "leaseRetries": 3})
+    };
+    assert_eq!(
+        d.call_err("StoragePool.reconstructMaster", reconstruct(2))
+            .0,
+        323,
+        "not while connected"
+    );
+    d.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
+    d.call(
+        "StoragePool.disconnect",
+        json!({"storagepoolID": sp, "hostID": 1, "scsiKey": ""}),
+    );
+    // The master's storage goes away.
+    let st = d.call(
+        "StoragePool.disconnectStorageServer",
+        json!({"storagepoolID": BLANK, "domainType": "LOCALFS",
+               "connectionParams": [{"id": 1, "connection": d.data().join("one").to_str().unwrap()}]}),
+    );
+    assert_eq!(st[0]["status"], 0, "{st}");
+    let (code, _) = d.call_err(
+        "StoragePool.connect",
+        json!({"storagepoolID": sp, "hostID": 1, "scsiKey": "", "masterSdUUID": sd1, "masterVersion": 1}),
+    );
+    assert_eq!(code, 304, "the master is gone");
+
+    let mut bad = reconstruct(2);
+    bad["domainDict"] = json!({sd2.clone(): "gone"});
+    assert_eq!(d.call_err("StoragePool.reconstructMaster", bad).0, -32602);
+    d.call("StoragePool.reconstructMaster", reconstruct(2));
+    d.call(
+        "StoragePool.connect",
+        json!({"storagepoolID": sp, "hostID": 1, "scsiKey": "", "masterSdUUID": sd2, "masterVersion": 2}),
+    );
+    d.spm_start(&sp);
+    let info = d.call("StoragePool.getInfo", json!({"storagepoolID": sp}));
+    assert_eq!(info["info"]["master_uuid"], sd2, "{info}");
+    assert_eq!(info["info"]["master_ver"], 2, "{info}");
+    assert_eq!(d.volume_info(&sp, &sd2, &img, &vol)["status"], "OK");
+    d.create_volume(&sp, &sd2, &uuid(), &uuid(), json!({"size": "1048576"}));
+    // An older master version than the domain's is refused.
+    d.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
+    d.call(
+        "StoragePool.disconnect",
+        json!({"storagepoolID": sp, "hostID": 1, "scsiKey": ""}),
+    );
+    assert_eq!(
+        d.call_err("StoragePool.reconstructMaster", reconstruct(2))
+            .0,
+        324
+    );
+    vdsm_check(&d.domain_dir(&sd2));
+}
