@@ -10,8 +10,8 @@ use serde_json::json;
 use crate::common::*;
 
 /// A one-brick Gluster volume, stopped and deleted when dropped.
-struct GlusterVolume {
-    name: String,
+pub struct GlusterVolume {
+    pub name: String,
     _brick: tempfile::TempDir,
 }
 
@@ -24,7 +24,7 @@ fn gluster(args: &[&str]) -> std::process::Output {
 }
 
 impl GlusterVolume {
-    fn create() -> Option<GlusterVolume> {
+    pub fn create() -> Option<GlusterVolume> {
         if !rustix::process::geteuid().is_root() {
             eprintln!("SKIP: glusterd needs root");
             return None;

@@ -7,6 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use serde_json::{json, Value};
 
 use crate::common::*;
+use crate::gluster::GlusterVolume;
 use crate::sanlock::SanlockDaemon;
 
 /// sanlock io_timeout of the tests (seconds).
@@ -41,21 +42,60 @@ fn host(sanlock: &SanlockDaemon) -> Daemon {
     d
 }
 
-/// Hosts connected to one pool on `fs` (a POSIXFS domain created by the
-/// first), with host ids 1, 2, ...: (pool, domain, connection).
-fn shared_pool(fs: &LoopFs, hosts: &[&Daemon]) -> (String, String, Value) {
-    let conn = json!({"id": "shared", "connection": fs.device, "vfs_type": "xfs"});
+/// Shared storage every host connects: its domain type, connection and
+/// remote path.
+struct SharedStorage {
+    kind: &'static str,
+    conn: Value,
+    remote: String,
+}
+
+impl SharedStorage {
+    fn xfs(fs: &LoopFs) -> SharedStorage {
+        SharedStorage {
+            kind: "POSIXFS",
+            conn: json!({"id": "shared", "connection": fs.device, "vfs_type": "xfs"}),
+            remote: fs.device.clone(),
+        }
+    }
+
+    fn gluster(vol: &GlusterVolume) -> SharedStorage {
+        let spec = format!("127.0.0.1:/{}", vol.name);
+        SharedStorage {
+            kind: "GLUSTERFS",
+            conn: json!({"id": "shared", "connection": spec}),
+            remote: spec,
+        }
+    }
+
+    /// Where host `d` mounts it.
+    fn mount(&self, d: &Daemon) -> std::path::PathBuf {
+        d.data().join("mnt").join(self.remote.replace('/', "_"))
+    }
+
+    fn disconnect(&self, d: &Daemon) {
+        let st = d.call(
+            "StoragePool.disconnectStorageServer",
+            json!({"storagepoolID": BLANK, "domainType": self.kind, "connectionParams": [self.conn]}),
+        );
+        assert_eq!(st[0]["status"], 0, "unmounted: {st}");
+    }
+}
+
+/// Hosts connected to one pool on `storage` (a domain created by the
+/// first), with host ids 1, 2, ...: (pool, domain).
+fn shared_pool(storage: &SharedStorage, hosts: &[&Daemon]) -> (String, String) {
     for d in hosts {
         let st = d.call(
             "StoragePool.connectStorageServer",
-            json!({"storagepoolID": BLANK, "domainType": "POSIXFS", "connectionParams": [conn]}),
+            json!({"storagepoolID": BLANK, "domainType": storage.kind, "connectionParams": [storage.conn]}),
         );
         assert_eq!(st[0]["status"], 0, "{st}");
     }
     let (sp, sd) = (uuid(), uuid());
     hosts[0].call(
         "StorageDomain.create",
-        json!({"storagedomainID": sd, "domainType": "POSIXFS", "typeArgs": fs.device, "name": "shared", "domainClass": "Data"}),
+        json!({"storagedomainID": sd, "domainType": storage.kind, "typeArgs": storage.remote, "name": "shared", "domainClass": "Data"}),
     );
     hosts[0].call(
         "StoragePool.create",
@@ -67,7 +107,7 @@ fn shared_pool(fs: &LoopFs, hosts: &[&Daemon]) -> (String, String, Value) {
             json!({"storagepoolID": sp, "hostID": id, "scsiKey": "", "masterSdUUID": sd, "masterVersion": 1}),
         );
     }
-    (sp, sd, conn)
+    (sp, sd)
 }
 
 /// Figures for bench/failover.sh, written when it asks for them.
@@ -94,7 +134,8 @@ fn one_spm_at_a_time_through_sanlock() {
         return;
     };
     let (a, b) = (host(&s1), host(&s2));
-    let (sp, sd, conn) = shared_pool(&fs, &[&a, &b]);
+    let storage = SharedStorage::xfs(&fs);
+    let (sp, sd) = shared_pool(&storage, &[&a, &b]);
 
     // Host 1 becomes SPM (joining the lockspace first); host 2 cannot
     // while host 1 holds the lease.
@@ -143,12 +184,7 @@ fn one_spm_at_a_time_through_sanlock() {
         volume_params(&sp, &sd, &uuid(), &uuid(), json!({"size": "1048576"})),
     );
     assert_eq!(code, 654);
-    vdsm_check(
-        &b.data()
-            .join("mnt")
-            .join(fs.device.replace('/', "_"))
-            .join(&sd),
-    );
+    vdsm_check(&storage.mount(&b).join(&sd));
 
     b.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
     for (d, id) in [(&a, 1), (&b, 2)] {
@@ -156,14 +192,8 @@ fn one_spm_at_a_time_through_sanlock() {
             "StoragePool.disconnect",
             json!({"storagepoolID": sp, "hostID": id, "scsiKey": ""}),
         );
-        let st = d.call(
-            "StoragePool.disconnectStorageServer",
-            json!({"storagepoolID": BLANK, "domainType": "POSIXFS", "connectionParams": [conn]}),
-        );
-        assert_eq!(
-            st[0]["status"], 0,
-            "unmounted once the lockspace is left: {st}"
-        );
+        // Unmounts only once the lockspace is left.
+        storage.disconnect(d);
     }
 }
 
@@ -216,8 +246,9 @@ fn failover_after_a_crash_and_after_a_dead_host() {
         return;
     };
     let (a, b, c) = (host(&s1), host(&s2), host(&s3));
-    let (sp, sd, conn) = shared_pool(&fs, &[&a, &b, &c]);
-    let b_mount = b.data().join("mnt").join(fs.device.replace('/', "_"));
+    let storage = SharedStorage::xfs(&fs);
+    let (sp, sd) = shared_pool(&storage, &[&a, &b, &c]);
+    let b_mount = storage.mount(&b);
     a.spm_start(&sp);
     let (img, base) = (uuid(), uuid());
     a.create_volume(&sp, &sd, &img, &base, json!({"size": "1048576"}));
@@ -348,10 +379,7 @@ fn failover_after_a_crash_and_after_a_dead_host() {
             "StoragePool.disconnect",
             json!({"storagepoolID": sp, "hostID": id, "scsiKey": ""}),
         );
-        d.call(
-            "StoragePool.disconnectStorageServer",
-            json!({"storagepoolID": BLANK, "domainType": "POSIXFS", "connectionParams": [conn]}),
-        );
+        storage.disconnect(d);
     }
     // The dead host's mount: what its reboot would have cleared.
     let _ = std::process::Command::new("umount")
@@ -372,7 +400,8 @@ fn volume_leases_keep_two_hosts_off_one_volume() {
         return;
     };
     let (a, b) = (host(&s1), host(&s2));
-    let (sp, sd, conn) = shared_pool(&fs, &[&a, &b]);
+    let storage = SharedStorage::xfs(&fs);
+    let (sp, sd) = shared_pool(&storage, &[&a, &b]);
     a.spm_start(&sp);
     let (img, vol) = (uuid(), uuid());
     a.create_volume(&sp, &sd, &img, &vol, json!({"size": "1048576"}));
@@ -396,10 +425,8 @@ fn volume_leases_keep_two_hosts_off_one_volume() {
     }
 
     // Host 2 holds the volume's lease (as a long job there would).
-    let lease = b
-        .data()
-        .join("mnt")
-        .join(fs.device.replace('/', "_"))
+    let lease = storage
+        .mount(&b)
         .join(&sd)
         .join("images")
         .join(&img)
@@ -464,10 +491,60 @@ fn volume_leases_keep_two_hosts_off_one_volume() {
             "StoragePool.disconnect",
             json!({"storagepoolID": sp, "hostID": id, "scsiKey": ""}),
         );
-        let st = d.call(
-            "StoragePool.disconnectStorageServer",
-            json!({"storagepoolID": BLANK, "domainType": "POSIXFS", "connectionParams": [conn]}),
+        storage.disconnect(d);
+    }
+}
+
+/// Three hosts share a pool on a real GlusterFS volume: one SPM at a time
+/// through sanlock on the Gluster mount, and a new SPM when it steps down.
+#[test]
+fn three_hosts_share_a_gluster_pool() {
+    let Some(vol) = GlusterVolume::create() else {
+        return;
+    };
+    let (Some(s1), Some(s2), Some(s3)) = (
+        SanlockDaemon::start(),
+        SanlockDaemon::start(),
+        SanlockDaemon::start(),
+    ) else {
+        return;
+    };
+    let hosts = [host(&s1), host(&s2), host(&s3)];
+    let storage = SharedStorage::gluster(&vol);
+    let refs: Vec<&Daemon> = hosts.iter().collect();
+    let (sp, sd) = shared_pool(&storage, &refs);
+    hosts[0].spm_start(&sp);
+    for d in &hosts[1..] {
+        let st = spm_start_task(d, &sp);
+        assert_eq!(st["code"], 651, "{st}");
+    }
+    let (img, vol_id) = (uuid(), uuid());
+    hosts[0].create_volume(&sp, &sd, &img, &vol_id, json!({"size": "1048576"}));
+    for d in &hosts[1..] {
+        assert_eq!(d.volume_info(&sp, &sd, &img, &vol_id)["status"], "OK");
+    }
+    hosts[0].call("StoragePool.spmStop", json!({"storagepoolID": sp}));
+    hosts[2].spm_start(&sp);
+    let st = spm_status(&hosts[2], &sp);
+    assert_eq!(
+        (st["spmId"].as_i64(), st["spmLver"].as_i64()),
+        (Some(3), Some(2)),
+        "{st}"
+    );
+    hosts[2].create_volume(
+        &sp,
+        &sd,
+        &img,
+        &uuid(),
+        json!({"srcImgUUID": img, "srcVolUUID": vol_id, "size": "1048576"}),
+    );
+    vdsm_check(&storage.mount(&hosts[2]).join(&sd));
+    hosts[2].call("StoragePool.spmStop", json!({"storagepoolID": sp}));
+    for (d, id) in hosts.iter().zip(1..) {
+        d.call(
+            "StoragePool.disconnect",
+            json!({"storagepoolID": sp, "hostID": id, "scsiKey": ""}),
         );
-        assert_eq!(st[0]["status"], 0, "{st}");
+        storage.disconnect(d);
     }
 }
