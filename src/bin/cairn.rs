@@ -109,6 +109,29 @@ enum DomainCmd {
         #[arg(long)]
         id: Option<String>,
     },
+    /// Attach a domain to the connected pool (SPM).
+    Attach { domain: String },
+    /// Make an attached domain active (SPM).
+    Activate { domain: String },
+    /// Make an active domain attached only (SPM).
+    Deactivate { domain: String },
+    /// Detach an inactive domain from the pool (SPM).
+    Detach {
+        domain: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Start monitoring a domain (on shared storage: join its lockspace).
+    Monitor {
+        domain: String,
+        /// This host's id in the domain's lockspace.
+        #[arg(long, default_value_t = 1)]
+        host_id: u32,
+    },
+    /// Stop monitoring a domain.
+    Unmonitor { domain: String },
+    /// Health of the monitored domains.
+    Health,
     /// Erase a domain and all its data.
     Format {
         domain: String,
@@ -121,6 +144,47 @@ enum DomainCmd {
 enum PoolCmd {
     /// Pool metadata and member domains.
     Info,
+    /// Create a pool with MASTER as its master domain.
+    Create {
+        master: String,
+        #[arg(long, default_value = "cairn")]
+        name: String,
+        /// Other member domains (attached).
+        #[arg(long = "domain")]
+        domains: Vec<String>,
+        /// Pool UUID [default: a new one].
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Connect this host to a pool (another host may have created it).
+    Connect {
+        pool: String,
+        master: String,
+        /// This host's id in the pool (1-2000), unique per host.
+        #[arg(long)]
+        host_id: u32,
+        #[arg(long, default_value_t = 1)]
+        master_version: i64,
+    },
+    /// Disconnect this host from its pool (not while SPM).
+    Disconnect {
+        #[arg(long)]
+        host_id: u32,
+    },
+    /// Rebuild a pool whose master is lost on a surviving domain (from a
+    /// host not connected to it).
+    ReconstructMaster {
+        pool: String,
+        master: String,
+        #[arg(long)]
+        host_id: u32,
+        /// Must be newer than the master version the domain knows.
+        #[arg(long)]
+        master_version: i64,
+        /// Other members: UUID or UUID:attached (default active).
+        #[arg(long = "domain")]
+        domains: Vec<String>,
+    },
     /// SPM role of this host.
     SpmStatus,
     /// Become SPM (waits for the task).
@@ -405,6 +469,12 @@ fn print_value(ctx: &Ctx, v: &Value, human: impl FnOnce(&Value)) {
 }
 
 /// An object as aligned `key value` lines (or JSON with --json).
+/// Reports a command that changed something: `value` with --json, else
+/// one line.
+fn done(ctx: &Ctx, value: Value, line: &str) {
+    print_value(ctx, &value, |_| println!("{line}"));
+}
+
 fn print_fields(ctx: &Ctx, v: &Value) {
     print_value(ctx, v, print_pairs);
 }
@@ -711,7 +781,79 @@ fn storage(ctx: &Ctx, cmd: StorageCmd) -> Res<()> {
 }
 
 fn domain(ctx: &Ctx, cmd: DomainCmd) -> Res<()> {
+    let membership = |verb: &str, sd: &str, extra: Value| -> Res<()> {
+        let mut params = json!({"storagedomainID": sd, "storagepoolID": pool_id(ctx)?});
+        for (k, v) in extra.as_object().expect("an object") {
+            params[k] = v.clone();
+        }
+        ctx.client.call(verb, params)?;
+        done(
+            ctx,
+            json!({"storagedomainID": sd}),
+            &format!("{verb}: {sd}"),
+        );
+        Ok(())
+    };
     match cmd {
+        DomainCmd::Attach { domain } => membership("StorageDomain.attach", &domain, json!({}))?,
+        DomainCmd::Activate { domain } => membership("StorageDomain.activate", &domain, json!({}))?,
+        DomainCmd::Deactivate { domain } => {
+            membership("StorageDomain.deactivate", &domain, json!({}))?
+        }
+        DomainCmd::Detach { domain, force } => {
+            membership("StorageDomain.detach", &domain, json!({"force": force}))?
+        }
+        DomainCmd::Monitor { domain, host_id } => {
+            ctx.client.call(
+                "Host.startMonitoringDomain",
+                json!({"sdUUID": domain, "hostID": host_id}),
+            )?;
+            done(
+                ctx,
+                json!({"sdUUID": domain}),
+                &format!("monitoring {domain}"),
+            );
+        }
+        DomainCmd::Unmonitor { domain } => {
+            ctx.client
+                .call("Host.stopMonitoringDomain", json!({"sdUUID": domain}))?;
+            done(
+                ctx,
+                json!({"sdUUID": domain}),
+                &format!("no longer monitoring {domain}"),
+            );
+        }
+        DomainCmd::Health => {
+            let stats = ctx.client.call("Host.getStorageRepoStats", json!({}))?;
+            print_value(ctx, &stats, |v| {
+                let rows = v
+                    .as_object()
+                    .map(|m| {
+                        m.iter()
+                            .map(|(id, st)| {
+                                vec![
+                                    id.clone(),
+                                    if st["valid"] == true {
+                                        "valid"
+                                    } else {
+                                        "INVALID"
+                                    }
+                                    .into(),
+                                    s(&st["code"]),
+                                    format!("{} s", s(&st["delay"])),
+                                    format!("{} s ago", s(&st["lastCheck"])),
+                                    s(&st["acquired"]),
+                                ]
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                table(
+                    &["DOMAIN", "STATE", "CODE", "DELAY", "CHECKED", "HOST ID"],
+                    rows,
+                );
+            });
+        }
         DomainCmd::List => {
             let ids = ctx.client.call("Host.getStorageDomains", json!({}))?;
             let mut infos = Vec::new();
@@ -790,8 +932,85 @@ fn domain(ctx: &Ctx, cmd: DomainCmd) -> Res<()> {
 }
 
 fn pool(ctx: &Ctx, cmd: PoolCmd) -> Res<()> {
+    match cmd {
+        PoolCmd::Create {
+            master,
+            name,
+            domains,
+            id,
+        } => {
+            let sp = id.unwrap_or_else(new_uuid);
+            let mut all = domains;
+            all.push(master.clone());
+            ctx.client.call(
+                "StoragePool.create",
+                json!({"storagepoolID": sp, "name": name, "masterSdUUID": master, "masterVersion": 1, "domainList": all}),
+            )?;
+            print_value(ctx, &json!({"storagepoolID": sp}), |_| {
+                println!("pool {sp}")
+            });
+            return Ok(());
+        }
+        PoolCmd::Connect {
+            pool,
+            master,
+            host_id,
+            master_version,
+        } => {
+            ctx.client.call(
+                "StoragePool.connect",
+                json!({"storagepoolID": pool, "hostID": host_id, "scsiKey": "", "masterSdUUID": master, "masterVersion": master_version}),
+            )?;
+            done(
+                ctx,
+                json!({"storagepoolID": pool}),
+                &format!("connected to pool {pool} as host {host_id}"),
+            );
+            return Ok(());
+        }
+        PoolCmd::ReconstructMaster {
+            pool,
+            master,
+            host_id,
+            master_version,
+            domains,
+        } => {
+            let mut dict = serde_json::Map::new();
+            for d in domains {
+                let (id, status) = d.split_once(':').unwrap_or((&d, "active"));
+                dict.insert(id.to_string(), json!(status));
+            }
+            dict.insert(master.clone(), json!("active"));
+            ctx.client.call(
+                "StoragePool.reconstructMaster",
+                json!({"storagepoolID": pool, "hostId": host_id, "name": "cairn", "masterSdUUID": master,
+                       "masterVersion": master_version, "domainDict": dict}),
+            )?;
+            done(
+                ctx,
+                json!({"storagepoolID": pool, "masterSdUUID": master}),
+                &format!("pool {pool} rebuilt on master {master}"),
+            );
+            return Ok(());
+        }
+        _ => {}
+    }
     let sp = pool_id(ctx)?;
     match cmd {
+        PoolCmd::Create { .. } | PoolCmd::Connect { .. } | PoolCmd::ReconstructMaster { .. } => {
+            unreachable!("handled above")
+        }
+        PoolCmd::Disconnect { host_id } => {
+            ctx.client.call(
+                "StoragePool.disconnect",
+                json!({"storagepoolID": sp, "hostID": host_id, "scsiKey": ""}),
+            )?;
+            done(
+                ctx,
+                json!({"storagepoolID": sp}),
+                &format!("disconnected from pool {sp}"),
+            );
+        }
         PoolCmd::Info => {
             let info = ctx
                 .client
@@ -822,6 +1041,7 @@ fn pool(ctx: &Ctx, cmd: PoolCmd) -> Res<()> {
         PoolCmd::SpmStop => {
             ctx.client
                 .call("StoragePool.spmStop", json!({"storagepoolID": sp}))?;
+            done(ctx, json!({"spm": false}), "this host is no longer SPM");
         }
     }
     Ok(())

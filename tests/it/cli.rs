@@ -291,3 +291,51 @@ fn cli_upload_download_and_merge() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("holds"));
 }
+
+#[test]
+fn cli_pool_membership_monitoring_and_reconnect() {
+    let d = Daemon::start();
+    let (sp, master) = d.embedded();
+    let dir = d.data().join("second");
+    std::fs::create_dir(&dir).unwrap();
+    let dir = dir.to_str().unwrap();
+    json_out(&d, &["storage", "connect", dir]);
+    let sd = uuid();
+    json_out(
+        &d,
+        &["domain", "create", dir, "--name", "second", "--id", &sd],
+    );
+    json_out(&d, &["domain", "attach", &sd]);
+    json_out(&d, &["domain", "activate", &sd]);
+    let created = json_out(
+        &d,
+        &[
+            "volume", "create", "--size", "1M", "--domain", &sd, "--wait",
+        ],
+    );
+    assert!(created["volumeID"].is_string());
+    json_out(&d, &["domain", "monitor", &sd]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let health = json_out(&d, &["domain", "health"]);
+        if health[&sd]["actual"] == true {
+            assert_eq!(health[&sd]["valid"], true, "{health}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{health}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    json_out(&d, &["domain", "unmonitor", &sd]);
+    let out = cairn(&d, &["domain", "detach", &sd]);
+    assert!(!out.status.success(), "an active domain is not detached");
+    json_out(&d, &["domain", "deactivate", &sd]);
+    json_out(&d, &["domain", "detach", &sd]);
+
+    // Leave the pool and come back, as another host would join it.
+    json_out(&d, &["pool", "spm-stop"]);
+    json_out(&d, &["pool", "disconnect", "--host-id", "1"]);
+    json_out(&d, &["pool", "connect", &sp, &master, "--host-id", "1"]);
+    json_out(&d, &["pool", "spm-start"]);
+    let st = json_out(&d, &["pool", "spm-status"]);
+    assert_eq!(st["spmStatus"], "SPM", "{st}");
+}
