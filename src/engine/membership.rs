@@ -258,19 +258,13 @@ impl Engine {
                 })?;
             }
             master.ensure_master_dirs()?;
-            let pool_md = crate::backend::file::PoolMetadata {
-                domains: members.clone(),
-                description: req.name.clone(),
-                spm_id: super::pool::SPM_ID_FREE,
-                lver: super::pool::LVER_INVALID,
-                master_version: req.master_version,
-            };
-            master.update_metadata(|md| {
-                md.set(K_POOL_UUID, req.pool.to_string());
-                md.set(K_ROLE, DomainRole::Master.name());
-                pool_md.write(md);
-                Ok(())
-            })
+            super::pool::write_master(
+                &master,
+                req.pool,
+                members.clone(),
+                &req.name,
+                req.master_version,
+            )
         })();
         lease.leave();
         result?;

@@ -167,32 +167,18 @@ impl Engine {
         }
         crate::failpoint::hit("pool.create.after_members")?;
         master.ensure_master_dirs()?;
-        let pool_md = PoolMetadata {
-            domains: members
-                .iter()
-                .map(|&sd| {
-                    (
-                        sd,
-                        if sd == req.master_sd {
-                            STATUS_ACTIVE
-                        } else {
-                            STATUS_ATTACHED
-                        }
-                        .to_string(),
-                    )
-                })
-                .collect(),
-            description: req.name.clone(),
-            spm_id: SPM_ID_FREE,
-            lver: LVER_INVALID,
-            master_version: req.master_version,
-        };
-        master.update_metadata(|md| {
-            md.set(K_POOL_UUID, req.id.to_string());
-            md.set(K_ROLE, DomainRole::Master.name());
-            pool_md.write(md);
-            Ok(())
-        })?;
+        let domains = members
+            .iter()
+            .map(|&sd| {
+                let status = if sd == req.master_sd {
+                    STATUS_ACTIVE
+                } else {
+                    STATUS_ATTACHED
+                };
+                (sd, status.to_string())
+            })
+            .collect();
+        write_master(&master, req.id, domains, &req.name, req.master_version)?;
         crate::failpoint::hit("pool.create.done")?;
         tracing::info!(pool = %req.id, master = %req.master_sd, "storage pool created");
         Ok(())
@@ -539,4 +525,28 @@ impl Engine {
         }
         Ok(dom)
     }
+}
+
+/// Makes `master` the master of pool `id`: its role and a fresh pool
+/// metadata block (no SPM yet) listing `domains`.
+pub(crate) fn write_master(
+    master: &FileDomain,
+    id: Uuid,
+    domains: Vec<(Uuid, String)>,
+    description: &str,
+    master_version: i64,
+) -> Result<()> {
+    let pool_md = PoolMetadata {
+        domains,
+        description: description.to_string(),
+        spm_id: SPM_ID_FREE,
+        lver: LVER_INVALID,
+        master_version,
+    };
+    master.update_metadata(|md| {
+        md.set(K_POOL_UUID, id.to_string());
+        md.set(K_ROLE, DomainRole::Master.name());
+        pool_md.write(md);
+        Ok(())
+    })
 }

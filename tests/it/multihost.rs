@@ -110,6 +110,26 @@ fn shared_pool(storage: &SharedStorage, hosts: &[&Daemon]) -> (String, String) {
     (sp, sd)
 }
 
+/// Two hosts, each with its own sanlock daemon, sharing a pool on a
+/// loop-mounted xfs; None (said why) when this machine cannot. Bind the
+/// loop file system first, so it goes last.
+#[allow(clippy::type_complexity)]
+fn two_hosts_on_xfs() -> Option<(
+    LoopFs,
+    [SanlockDaemon; 2],
+    [Daemon; 2],
+    SharedStorage,
+    String,
+    String,
+)> {
+    let fs = LoopFs::new(300, "xfs", false)?;
+    let sanlocks = [SanlockDaemon::start()?, SanlockDaemon::start()?];
+    let hosts = [host(&sanlocks[0]), host(&sanlocks[1])];
+    let storage = SharedStorage::xfs(&fs);
+    let (sp, sd) = shared_pool(&storage, &[&hosts[0], &hosts[1]]);
+    Some((fs, sanlocks, hosts, storage, sp, sd))
+}
+
 /// Figures for bench/failover.sh, written when it asks for them.
 fn report(name: &str, figures: Value) {
     if let Some(dir) = std::env::var_os("CAIRN_BENCH_REPORT_DIR") {
@@ -127,15 +147,9 @@ fn spm_status(d: &Daemon, sp: &str) -> Value {
 
 #[test]
 fn one_spm_at_a_time_through_sanlock() {
-    let Some(fs) = LoopFs::new(300, "xfs", false) else {
+    let Some((_fs, [_s1, _s2], [a, b], storage, sp, sd)) = two_hosts_on_xfs() else {
         return;
     };
-    let (Some(s1), Some(s2)) = (SanlockDaemon::start(), SanlockDaemon::start()) else {
-        return;
-    };
-    let (a, b) = (host(&s1), host(&s2));
-    let storage = SharedStorage::xfs(&fs);
-    let (sp, sd) = shared_pool(&storage, &[&a, &b]);
 
     // Host 1 becomes SPM (joining the lockspace first); host 2 cannot
     // while host 1 holds the lease.
@@ -393,15 +407,9 @@ fn failover_after_a_crash_and_after_a_dead_host() {
 /// job on one host is refused while another host holds it.
 #[test]
 fn volume_leases_keep_two_hosts_off_one_volume() {
-    let Some(fs) = LoopFs::new(300, "xfs", false) else {
+    let Some((_fs, [_s1, s2], [a, b], storage, sp, sd)) = two_hosts_on_xfs() else {
         return;
     };
-    let (Some(s1), Some(s2)) = (SanlockDaemon::start(), SanlockDaemon::start()) else {
-        return;
-    };
-    let (a, b) = (host(&s1), host(&s2));
-    let storage = SharedStorage::xfs(&fs);
-    let (sp, sd) = shared_pool(&storage, &[&a, &b]);
     a.spm_start(&sp);
     let (img, vol) = (uuid(), uuid());
     a.create_volume(&sp, &sd, &img, &vol, json!({"size": "1048576"}));

@@ -155,6 +155,18 @@ fn resource(path: &Path) -> Resource {
     }
 }
 
+/// Lease files with the test lockspace and the SDM resource written, through
+/// the daemon this process uses: (their directory, ids, leases, resource).
+fn lease_area() -> (tempfile::TempDir, PathBuf, PathBuf, Resource) {
+    let storage = shared_tempdir();
+    let ids = lease_file(storage.path(), "ids");
+    let leases = lease_file(storage.path(), "leases");
+    sanlock::write_lockspace(&lockspace(&ids, 0), 2000, IO_TIMEOUT).unwrap();
+    let res = resource(&leases);
+    sanlock::write_resource(&res, 2000).unwrap();
+    (storage, ids, leases, res)
+}
+
 /// The test lockspace's hosts, once the daemon can tell.
 fn hosts_when_ready() -> Vec<sanlock::Host> {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -244,13 +256,8 @@ fn two_hosts_contend_for_one_lease() {
     let (Some(host1), Some(host2)) = (SanlockDaemon::start(), SanlockDaemon::start()) else {
         return;
     };
-    let storage = shared_tempdir();
-    let ids = lease_file(storage.path(), "ids");
-    let leases = lease_file(storage.path(), "leases");
     host1.use_here();
-    sanlock::write_lockspace(&lockspace(&ids, 0), 2000, IO_TIMEOUT).unwrap();
-    let res = resource(&leases);
-    sanlock::write_resource(&res, 2000).unwrap();
+    let (_storage, ids, leases, res) = lease_area();
 
     // Host 2 joins and holds the lease through `sanlock client command`.
     let ls2 = format!("cairn-test:2:{}:0", ids.display());
@@ -329,13 +336,8 @@ fn measure_dead_host_lease_expiry() {
     let (Some(host1), Some(mut host2)) = (SanlockDaemon::start(), SanlockDaemon::start()) else {
         return;
     };
-    let storage = shared_tempdir();
-    let ids = lease_file(storage.path(), "ids");
-    let leases = lease_file(storage.path(), "leases");
     host1.use_here();
-    sanlock::write_lockspace(&lockspace(&ids, 0), 2000, IO_TIMEOUT).unwrap();
-    let res = resource(&leases);
-    sanlock::write_resource(&res, 2000).unwrap();
+    let (_storage, ids, leases, res) = lease_area();
     let ls2 = format!("cairn-test:2:{}:0", ids.display());
     assert!(host2
         .client(&["add_lockspace", "-s", &ls2, "-o", "1"])
