@@ -13,7 +13,7 @@ use super::Engine;
 use crate::backend::file::manifest::{K_POOL_UUID, K_ROLE, MAX_DESCRIPTION};
 use crate::error::{Error, Result};
 use crate::format::domain_md::is_safe_value;
-use crate::types::{DomainClass, DomainRole, Uuid};
+use crate::types::{DomainRole, Uuid};
 
 impl Engine {
     /// `StorageDomain.attach`: the domain joins the pool as Attached.
@@ -22,13 +22,7 @@ impl Engine {
         let pool = self.require_spm(pool_id)?;
         let _lock = self.lock_storage(&[pool_id, sd])?;
         let dom = self.domain(sd)?;
-        let m = dom.manifest()?;
-        if m.class != DomainClass::Data {
-            return Err(Error::DomainClass {
-                sd,
-                reason: "only Data domains can join a pool",
-            });
-        }
+        let m = super::pool::joinable(&dom)?;
         if let Some(&other) = m.pools.first().filter(|p| **p != pool_id) {
             return Err(Error::DomainAttached { sd, pool: other });
         }

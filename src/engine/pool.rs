@@ -139,13 +139,7 @@ impl Engine {
         let mut doms: Vec<(Arc<FileDomain>, Uuid)> = Vec::new();
         for &sd in &members {
             let dom = self.domain(sd)?;
-            let m = dom.manifest()?;
-            if m.class != DomainClass::Data {
-                return Err(Error::DomainClass {
-                    sd,
-                    reason: "only Data domains can join a pool",
-                });
-            }
+            let m = joinable(&dom)?;
             // Attached to this very pool by an interrupted create: go on.
             let retry = m.pools == [req.id] && m.role == DomainRole::Regular;
             if let Some(&other) = m.pools.first().filter(|_| !retry) {
@@ -549,4 +543,16 @@ pub(crate) fn write_master(
         pool_md.write(md);
         Ok(())
     })
+}
+
+/// The manifest of a domain that may join a pool (a Data domain).
+pub(crate) fn joinable(dom: &FileDomain) -> Result<crate::backend::file::DomainManifest> {
+    let m = dom.manifest()?;
+    if m.class != DomainClass::Data {
+        return Err(Error::DomainClass {
+            sd: dom.sd,
+            reason: "only Data domains can join a pool",
+        });
+    }
+    Ok(m)
 }
