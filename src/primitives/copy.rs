@@ -202,17 +202,8 @@ fn read_write(src: &File, dst: &File, off: u64, len: u64, buf: &mut Vec<u8>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::primitives::scratch_file as file;
     use std::os::unix::fs::MetadataExt;
-
-    fn file(dir: &std::path::Path, name: &str) -> File {
-        std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(dir.join(name))
-            .unwrap()
-    }
 
     #[test]
     fn copies_data_and_keeps_holes() {

@@ -98,14 +98,7 @@ mod tests {
     #[test]
     fn ranges_zero_and_discard() {
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("f");
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&p)
-            .unwrap();
+        let f = crate::primitives::scratch_file(dir.path(), "f");
         f.set_len(16 << 20).unwrap();
         f.write_all_at(&[0x55; 65536], 1 << 20).unwrap();
         f.write_all_at(&[0x66; 65536], 8 << 20).unwrap();

@@ -11,3 +11,16 @@ pub mod qcow2_create;
 pub mod qemu_img;
 pub mod sanlock;
 pub mod sparsify;
+
+/// A read-write file in a test's scratch directory (created if missing,
+/// kept if there).
+#[cfg(test)]
+pub(crate) fn scratch_file(dir: &std::path::Path, name: &str) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join(name))
+        .expect("scratch file")
+}

@@ -180,13 +180,7 @@ mod tests {
     fn raw_zero_blocks_are_punched_and_data_kept() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&p)
-            .unwrap();
+        let f = crate::primitives::scratch_file(dir.path(), "f");
         f.write_all_at(&vec![0u8; 1 << 20], 0).unwrap();
         f.write_all_at(&[7u8; 100], 4096 * 10 + 5).unwrap();
         f.sync_all().unwrap();
