@@ -130,6 +130,17 @@ fn two_hosts_on_xfs() -> Option<(
     Some((fs, sanlocks, hosts, storage, sp, sd))
 }
 
+/// (POOL_SPM_ID, POOL_SPM_LVER) of a master domain's metadata file.
+fn spm_in_metadata(path: &std::path::Path) -> (i64, i64) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let get = |key: &str| -> i64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+            .unwrap_or_else(|| panic!("{key} missing in {text}"))
+    };
+    (get("POOL_SPM_ID"), get("POOL_SPM_LVER"))
+}
+
 /// Figures for bench/failover.sh, written when it asks for them.
 fn report(name: &str, figures: Value) {
     if let Some(dir) = std::env::var_os("CAIRN_BENCH_REPORT_DIR") {
@@ -314,19 +325,36 @@ fn failover_after_a_crash_and_after_a_dead_host() {
     // checks that no two hosts ever say they are SPM.
     let contenders = [(&a, 1), (&c, 3)];
     let done = std::sync::atomic::AtomicBool::new(false);
-    let (winners, most_spms, samples) = std::thread::scope(|scope| {
+    let metadata = storage.mount(&a).join(&sd).join("dom_md").join("metadata");
+    let (winners, (most_spms, samples, owners)) = std::thread::scope(|scope| {
+        // Samples who says it is SPM and what the pool metadata says: a
+        // host may only say so once the metadata names it, and the
+        // metadata's SPM changes once, straight from the dead host to the
+        // winner, at the next lease version.
         let sampler = scope.spawn(|| {
             let (mut most, mut samples) = (0, 0);
+            let mut owners: Vec<(i64, i64)> = Vec::new();
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                let spms = contenders
+                let spms: Vec<i64> = contenders
                     .iter()
                     .filter(|(d, _)| spm_status(d, &sp)["spmStatus"] == "SPM")
-                    .count();
-                most = most.max(spms);
+                    .map(|(_, id)| *id)
+                    .collect();
+                let owner = spm_in_metadata(&metadata);
+                if owners.last() != Some(&owner) {
+                    owners.push(owner);
+                }
+                for id in &spms {
+                    assert_eq!(
+                        *id, owner.0,
+                        "host {id} acts as SPM; metadata names {owner:?}"
+                    );
+                }
+                most = most.max(spms.len());
                 samples += 1;
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
-            (most, samples)
+            (most, samples, owners)
         });
         let racers: Vec<_> = contenders
             .iter()
@@ -354,12 +382,19 @@ fn failover_after_a_crash_and_after_a_dead_host() {
             .filter_map(|r| r.join().expect("a contender"))
             .collect();
         done.store(true, std::sync::atomic::Ordering::Relaxed);
-        let (most, samples) = sampler.join().expect("the sampler");
-        (winners, most, samples)
+        (winners, sampler.join().expect("the sampler"))
     });
     assert_eq!(winners.len(), 1, "exactly one new SPM: {winners:?}");
+    let (winner_id, _) = winners[0];
+    assert_eq!(
+        owners.len(),
+        2,
+        "one change of SPM in the metadata: {owners:?}"
+    );
+    assert_eq!(owners[0].0, 2, "{owners:?}");
+    assert_eq!(owners[1], (winner_id, owners[0].1 + 1), "{owners:?}");
     assert!(most_spms <= 1, "two SPMs at once in {samples} samples");
-    let (winner_id, failover) = winners[0];
+    let failover = winners[0].1;
     let winner = if winner_id == 1 { &a } else { &c };
     let minimum = (8 * IO_TIMEOUT + 60) as f64;
     assert!(
