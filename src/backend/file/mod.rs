@@ -56,6 +56,30 @@ pub struct FileDomain {
     pub sd: Uuid,
     root: PathBuf,
     md_lock: Mutex<()>,
+    /// The metadata as last read, with the stamp of the file it came from.
+    md_cache: Mutex<Option<(FileStamp, DomainMetadata)>>,
+}
+
+/// What identifies one version of a file: metadata is replaced by rename,
+/// so every write, by any host, makes a new inode (and a new ctime).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    ctime: (i64, i64),
+}
+
+impl FileStamp {
+    fn of(m: &fs::Metadata) -> FileStamp {
+        use std::os::unix::fs::MetadataExt;
+        FileStamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
 }
 
 impl FileDomain {
@@ -153,6 +177,7 @@ impl FileDomain {
             sd,
             root,
             md_lock: Mutex::new(()),
+            md_cache: Mutex::new(None),
         }
     }
 
@@ -184,16 +209,34 @@ impl FileDomain {
         self.root.join(MASTER)
     }
 
+    /// The domain metadata, parsed again only when the file changed since
+    /// the last read (a stat instead of a read, a checksum and a parse).
     pub fn read_metadata(&self) -> Result<DomainMetadata> {
         let path = self.metadata_path();
-        let bytes = fs::read(&path).map_err(|source| match source.kind() {
+        let io_err = |source: io::Error| match source.kind() {
             io::ErrorKind::NotFound => Error::DomainNotFound(self.sd),
             _ => Error::DomainAccess {
                 sd: self.sd,
                 source,
             },
-        })?;
-        DomainMetadata::parse(&bytes).map_err(|e| match e {
+        };
+        let mut file = fs::File::open(&path).map_err(io_err)?;
+        let stamp = FileStamp::of(&file.metadata().map_err(io_err)?);
+        let mut cache = self.md_cache.lock().expect("metadata cache");
+        if let Some((cached, md)) = cache.as_ref() {
+            if *cached == stamp {
+                return Ok(md.clone());
+            }
+        }
+        let mut bytes = Vec::new();
+        io::Read::read_to_end(&mut file, &mut bytes).map_err(io_err)?;
+        let md = self.parse_metadata(&bytes)?;
+        *cache = Some((stamp, md.clone()));
+        Ok(md)
+    }
+
+    fn parse_metadata(&self, bytes: &[u8]) -> Result<DomainMetadata> {
+        DomainMetadata::parse(bytes).map_err(|e| match e {
             e @ crate::format::domain_md::DomainMetadataError::SealBroken { .. } => {
                 Error::DomainSealBroken {
                     sd: self.sd,
@@ -389,4 +432,42 @@ pub fn detect_block_size(dir: &Path) -> u32 {
 
 fn libc_o_direct() -> i32 {
     rustix::fs::OFlags::DIRECT.bits() as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::file::manifest::K_DESCRIPTION;
+
+    /// Two handles on one domain, as two hosts have: each sees the other's
+    /// writes at once, though both cache what they read.
+    #[test]
+    fn cached_metadata_follows_writes_by_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let sd = Uuid::new_v4();
+        let new = NewDomain {
+            sd,
+            name: "d".into(),
+            class: DomainClass::Data,
+            domain_type: DomainType::LocalFs,
+            version: 5,
+            block_size: 512,
+            alignment: 1 << 20,
+            remote_path: dir.path().display().to_string(),
+        };
+        let a = FileDomain::create(dir.path(), &new).unwrap();
+        let b = FileDomain::open(dir.path().join(sd.to_string())).unwrap();
+        assert_eq!(a.read_metadata().unwrap().get(K_DESCRIPTION), Some("d"));
+        assert_eq!(b.read_metadata().unwrap().get(K_DESCRIPTION), Some("d"));
+        for name in ["renamed", "again"] {
+            b.update_metadata(|md| {
+                md.set(K_DESCRIPTION, name.to_string());
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(a.read_metadata().unwrap().get(K_DESCRIPTION), Some(name));
+        }
+        std::fs::remove_file(a.metadata_path()).unwrap();
+        assert!(matches!(a.read_metadata(), Err(Error::DomainNotFound(_))));
+    }
 }
