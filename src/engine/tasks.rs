@@ -274,10 +274,18 @@ impl TaskManager {
         Ok(id)
     }
 
+    fn task(&self, id: Uuid) -> Result<Arc<Task>> {
+        self.inner
+            .tasks
+            .lock()
+            .expect("tasks")
+            .get(&id)
+            .cloned()
+            .ok_or(Error::UnknownTask(id))
+    }
+
     pub fn status(&self, id: Uuid) -> Result<TaskStatus> {
-        let tasks = self.inner.tasks.lock().expect("tasks");
-        let task = tasks.get(&id).ok_or(Error::UnknownTask(id))?;
-        let status = task.status.lock().expect("task").clone();
+        let status = self.task(id)?.status.lock().expect("task").clone();
         Ok(status)
     }
 
@@ -310,14 +318,7 @@ impl TaskManager {
     /// its record first and may refuse; what it returns (a lock) is held
     /// while the undo steps run. The task then reads `cleanSuccess`.
     pub fn revert<G>(&self, id: Uuid, check: impl FnOnce(&TaskRecord) -> Result<G>) -> Result<()> {
-        let task = self
-            .inner
-            .tasks
-            .lock()
-            .expect("tasks")
-            .get(&id)
-            .cloned()
-            .ok_or(Error::UnknownTask(id))?;
+        let task = self.task(id)?;
         let st = task.status.lock().expect("task").clone();
         if st.state != TaskState::Finished {
             return Err(Error::TaskNotFinished(id));
@@ -368,14 +369,7 @@ impl TaskManager {
     /// Asks a task to stop. A queued task ends at once; a running one stops
     /// at its next step boundary and rolls back.
     pub fn stop(&self, id: Uuid) -> Result<()> {
-        let task = self
-            .inner
-            .tasks
-            .lock()
-            .expect("tasks")
-            .get(&id)
-            .cloned()
-            .ok_or(Error::UnknownTask(id))?;
+        let task = self.task(id)?;
         task.abort.store(true, Ordering::SeqCst);
         let mut queue = self.inner.queue.lock().expect("queue");
         if let Some(pos) = queue.iter().position(|(t, _)| Arc::ptr_eq(t, &task)) {

@@ -256,15 +256,7 @@ fn snapshots_chain_and_delete() {
 fn image_delete_prepare_teardown() {
     let d = Daemon::start();
     let (sp, sd) = d.embedded();
-    let (img, v1, v2) = (uuid(), uuid(), uuid());
-    d.create_volume(&sp, &sd, &img, &v1, json!({}));
-    d.create_volume(
-        &sp,
-        &sd,
-        &img,
-        &v2,
-        json!({"srcImgUUID": img, "srcVolUUID": v1}),
-    );
+    let (img, v1, v2) = d.base_and_snapshot(&sp, &sd, json!({}));
     assert_eq!(
         d.call("StorageDomain.getImages", json!({"storagedomainID": sd})),
         json!([img])
@@ -542,15 +534,7 @@ fn batch_and_notifications() {
 fn headers_that_disagree_with_metadata_are_invalid() {
     let d = Daemon::start();
     let (sp, sd) = d.embedded();
-    let (img, base, top) = (uuid(), uuid(), uuid());
-    d.create_volume(&sp, &sd, &img, &base, json!({}));
-    d.create_volume(
-        &sp,
-        &sd,
-        &img,
-        &top,
-        json!({"srcImgUUID": img, "srcVolUUID": base}),
-    );
+    let (img, base, top) = d.base_and_snapshot(&sp, &sd, json!({}));
     let top_path = d.domain_dir(&sd).join("images").join(&img).join(&top);
     // A guest-controlled or tampered header pointing outside the chain.
     let st = std::process::Command::new("qemu-img")

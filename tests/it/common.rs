@@ -322,31 +322,29 @@ impl Daemon {
         self.task_ok(&t);
     }
 
-    /// An image with a RAW base volume and a qcow2 snapshot on it, both of
-    /// `size` bytes: (image, base, top).
+    /// An image with a base volume created with `base` (its volume
+    /// parameters) and a qcow2 snapshot of the same size on it:
+    /// (image, base, top).
+    pub fn base_and_snapshot(&self, sp: &str, sd: &str, base: Value) -> (String, String, String) {
+        let (img, base_id, top) = (uuid(), uuid(), uuid());
+        self.create_volume(sp, sd, &img, &base_id, base.clone());
+        let mut snap = json!({"srcImgUUID": img, "srcVolUUID": base_id});
+        if let Some(size) = base.get("size") {
+            snap["size"] = size.clone();
+        }
+        self.create_volume(sp, sd, &img, &top, snap);
+        (img, base_id, top)
+    }
+
+    /// [`Daemon::base_and_snapshot`] with a RAW base of `size` bytes.
     pub fn raw_base_and_snapshot(
         &self,
         sp: &str,
         sd: &str,
         size: impl std::fmt::Display,
     ) -> (String, String, String) {
-        let (img, base, top) = (uuid(), uuid(), uuid());
         let size = size.to_string();
-        self.create_volume(
-            sp,
-            sd,
-            &img,
-            &base,
-            json!({"volFormat": "RAW", "size": size}),
-        );
-        self.create_volume(
-            sp,
-            sd,
-            &img,
-            &top,
-            json!({"srcImgUUID": img, "srcVolUUID": base, "size": size}),
-        );
-        (img, base, top)
+        self.base_and_snapshot(sp, sd, json!({"volFormat": "RAW", "size": size}))
     }
 
     /// The domain's directory on disk.
