@@ -104,15 +104,7 @@ impl Engine {
             });
         }
         let (_, pmd, _) = self.pool_metadata(&pool)?;
-        if pmd.master_version != master_version {
-            return Err(Error::PoolWrongMaster {
-                pool: pool_id,
-                reason: format!(
-                    "master version is {}, not {master_version}",
-                    pmd.master_version
-                ),
-            });
-        }
+        super::pool::check_master_version(pool_id, &pmd, master_version)?;
         self.link_pool(pool_id, master_sd, &pmd)
     }
 

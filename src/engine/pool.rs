@@ -237,15 +237,7 @@ impl Engine {
                 })
             }
         };
-        if pool_md.master_version != master_version {
-            return Err(Error::PoolWrongMaster {
-                pool: id,
-                reason: format!(
-                    "master version is {}, not {master_version}",
-                    pool_md.master_version
-                ),
-            });
-        }
+        check_master_version(id, &pool_md, master_version)?;
         self.link_pool(id, master_sd, &pool_md)?;
         let state = Arc::new(PoolState {
             id,
@@ -555,4 +547,19 @@ pub(crate) fn joinable(dom: &FileDomain) -> Result<crate::backend::file::DomainM
         });
     }
     Ok(m)
+}
+
+/// Refuses a caller's master version that is not the pool's (VDSM's
+/// wrong-master error).
+pub(crate) fn check_master_version(id: Uuid, md: &PoolMetadata, master_version: i64) -> Result<()> {
+    if md.master_version != master_version {
+        return Err(Error::PoolWrongMaster {
+            pool: id,
+            reason: format!(
+                "master version is {}, not {master_version}",
+                md.master_version
+            ),
+        });
+    }
+    Ok(())
 }
