@@ -474,8 +474,20 @@ fn volume_leases_keep_two_hosts_off_one_volume() {
         .join("images")
         .join(&img)
         .join(format!("{vol}.lease"));
-    let mut holder = s2
-        .client(&[
+    // `sanlock client command` gives up if its first acquire fails, so it
+    // is started again until host 2 is seen holding the lease.
+    s2.use_here();
+    let resource = cairn::primitives::sanlock::Resource {
+        lockspace: sd.clone(),
+        name: vol.clone(),
+        disk: cairn::primitives::sanlock::Disk {
+            path: lease.clone(),
+            offset: 0,
+        },
+        shared: false,
+    };
+    let hold = || {
+        s2.client(&[
             "command",
             "-r",
             &format!("{sd}:{vol}:{}:0", lease.display()),
@@ -486,23 +498,32 @@ fn volume_leases_keep_two_hosts_off_one_volume() {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .unwrap();
+        .unwrap()
+    };
+    let mut holder = hold();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, owners) = cairn::primitives::sanlock::read_resource_owners(&resource).unwrap();
+        if owners.iter().any(|h| h.host_id == 2) {
+            break;
+        }
+        if holder.try_wait().unwrap().is_some() {
+            holder = hold();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "host 2 never took the lease"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let update = |d: &Daemon| {
         d.run_job(
             "SDM.update_volume",
             json!({"vol_info": {"sd_id": sd, "img_id": img, "vol_id": vol}, "vol_attr": {"description": "changed"}}),
         )
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let refused = loop {
-        let j = update(&a);
-        if j["status"] == "failed" {
-            break j;
-        }
-        // The holder may not have its lease yet: undo and try again.
-        assert!(std::time::Instant::now() < deadline, "never refused: {j}");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
+    let refused = update(&a);
+    assert_eq!(refused["status"], "failed", "{refused}");
     assert_eq!(refused["error"]["code"], 651, "{refused}");
     assert!(
         refused["error"]["message"]
