@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::Engine;
-use crate::backend::file::manifest::{alignment_for, MAX_DESCRIPTION};
+use crate::backend::file::manifest::{alignment_for, DomainManifest, MAX_DESCRIPTION};
 use crate::backend::file::{self, FileDomain, NewDomain};
 use crate::error::{Error, Result};
 use crate::format::domain_md::is_safe_value;
@@ -178,7 +178,7 @@ impl Engine {
         )?;
         if let Some(io_timeout) = self.sanlock_for(req.domain_type) {
             let dom = FileDomain::open(mount.join(req.sd.to_string()))?;
-            if let Err(e) = format_sanlock_leases(&dom, alignment, io_timeout) {
+            if let Err(e) = format_sanlock_leases(&dom, io_timeout) {
                 // Without its leases the domain is unusable: it goes.
                 let _ = std::fs::remove_dir_all(dom.root());
                 return Err(Error::DomainCreation {
@@ -322,7 +322,7 @@ impl Engine {
 
 /// Writes a shared domain's sanlock lockspace (`dom_md/ids`) and its SDM
 /// lease (slot 1 of `dom_md/leases`), readable by the sanlock daemon.
-fn format_sanlock_leases(dom: &FileDomain, alignment: u64, io_timeout: u32) -> Result<()> {
+fn format_sanlock_leases(dom: &FileDomain, io_timeout: u32) -> Result<()> {
     use crate::primitives::lease::SanlockLease;
     use crate::primitives::sanlock::share_with_daemon;
     for p in [dom.ids_path(), dom.leases_path()] {
@@ -332,10 +332,10 @@ fn format_sanlock_leases(dom: &FileDomain, alignment: u64, io_timeout: u32) -> R
         &dom.sd.to_string(),
         &dom.ids_path(),
         &dom.leases_path(),
-        alignment,
+        lease_geometry(&dom.manifest()?)?,
         io_timeout,
     )
-    .format(MAX_SANLOCK_HOSTS)
+    .format()
     .map_err(|e| {
         Error::io(
             format!("sanlock leases of domain {}", dom.sd),
@@ -344,5 +344,12 @@ fn format_sanlock_leases(dom: &FileDomain, alignment: u64, io_timeout: u32) -> R
     })
 }
 
-/// Host ids a shared domain's lockspace has room for (512-byte sectors).
-const MAX_SANLOCK_HOSTS: u32 = 2000;
+/// The sanlock layout of a domain's leases: its block size and alignment.
+pub(crate) fn lease_geometry(m: &DomainManifest) -> Result<crate::primitives::sanlock::Geometry> {
+    crate::primitives::sanlock::Geometry::new(m.block_size, m.alignment).map_err(|e| {
+        Error::DomainMetadata {
+            sd: m.sd,
+            reason: e.to_string(),
+        }
+    })
+}

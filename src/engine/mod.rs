@@ -298,7 +298,7 @@ impl Engine {
                 &master.sd.to_string(),
                 &master.ids_path(),
                 &master.leases_path(),
-                m.alignment,
+                domains::lease_geometry(&m)?,
                 io_timeout,
             )),
             None => Box::new(FlockLease::new(&master.leases_path())),

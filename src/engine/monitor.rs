@@ -164,7 +164,8 @@ impl Engine {
     /// background); None for domains without sanlock leases.
     fn join_lockspace(&self, sd: Uuid, host_id: u64) -> Option<sanlock::Lockspace> {
         let dom = self.domain(sd).ok()?;
-        let io_timeout = self.sanlock_for(dom.manifest().ok()?.domain_type)?;
+        let m = dom.manifest().ok()?;
+        let io_timeout = self.sanlock_for(m.domain_type)?;
         let ls = sanlock::Lockspace {
             name: sd.to_string(),
             host_id,
@@ -172,6 +173,7 @@ impl Engine {
                 path: dom.ids_path(),
                 offset: 0,
             },
+            geometry: super::domains::lease_geometry(&m).ok()?,
         };
         if let Err(e) = sanlock::add_lockspace(&ls, io_timeout, false) {
             tracing::warn!(sd = %sd, host_id, error = %e, "cannot join the domain's lockspace");

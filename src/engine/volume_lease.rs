@@ -11,11 +11,8 @@ use crate::error::{Error, Result};
 use crate::primitives::sanlock::{self, Disk, Registration, Resource};
 use crate::types::Uuid;
 
-/// Host ids a volume lease has room for (as the domain's lockspace).
-const MAX_HOSTS: u32 = 2000;
-
-fn resource(dom: &FileDomain, img: Uuid, vol: Uuid) -> Resource {
-    Resource {
+fn resource(dom: &FileDomain, img: Uuid, vol: Uuid) -> Result<Resource> {
+    Ok(Resource {
         lockspace: dom.sd.to_string(),
         name: vol.to_string(),
         disk: Disk {
@@ -23,15 +20,16 @@ fn resource(dom: &FileDomain, img: Uuid, vol: Uuid) -> Resource {
             offset: 0,
         },
         shared: false,
-    }
+        geometry: super::domains::lease_geometry(&dom.manifest()?)?,
+    })
 }
 
 /// Writes a new volume's lease (its file exists, sized to the alignment).
 pub(crate) fn format(dom: &FileDomain, img: Uuid, vol: Uuid) -> Result<()> {
-    let res = resource(dom, img, vol);
+    let res = resource(dom, img, vol)?;
     sanlock::share_with_daemon(&res.disk.path)
         .map_err(|e| Error::io_path("cannot share", &res.disk.path, e))?;
-    sanlock::write_resource(&res, MAX_HOSTS).map_err(|e| Error::VolumeCreation {
+    sanlock::write_resource(&res).map_err(|e| Error::VolumeCreation {
         vol,
         reason: format!("cannot write its sanlock lease: {e}"),
     })
@@ -65,7 +63,7 @@ impl Engine {
         if self.sanlock_for(dom.manifest()?.domain_type).is_none() {
             return Ok(None);
         }
-        let resource = resource(dom, img, vol);
+        let resource = resource(dom, img, vol)?;
         let failed = |e: sanlock::SanlockError| Error::VolumeLease {
             vol,
             reason: if e.is_held_elsewhere() {

@@ -113,7 +113,13 @@ pub const SDM_LEASE_NAME: &str = "SDM";
 
 impl SanlockLease {
     /// The lease of domain `sd` whose `ids` and `leases` files are given.
-    pub fn new(sd: &str, ids: &Path, leases: &Path, alignment: u64, io_timeout: u32) -> Self {
+    pub fn new(
+        sd: &str,
+        ids: &Path,
+        leases: &Path,
+        geometry: sanlock::Geometry,
+        io_timeout: u32,
+    ) -> Self {
         SanlockLease {
             lockspace: sanlock::Lockspace {
                 name: sd.to_string(),
@@ -122,15 +128,17 @@ impl SanlockLease {
                     path: ids.to_path_buf(),
                     offset: 0,
                 },
+                geometry,
             },
             sdm: sanlock::Resource {
                 lockspace: sd.to_string(),
                 name: SDM_LEASE_NAME.into(),
                 disk: sanlock::Disk {
                     path: leases.to_path_buf(),
-                    offset: SDM_LEASE_SLOT * alignment,
+                    offset: SDM_LEASE_SLOT * geometry.align(),
                 },
                 shared: false,
+                geometry,
             },
             io_timeout,
             held: Mutex::new(None),
@@ -139,10 +147,10 @@ impl SanlockLease {
     }
 
     /// Writes a new domain's empty lockspace and SDM lease.
-    pub fn format(&self, max_hosts: u32) -> Result<(), LeaseError> {
+    pub fn format(&self) -> Result<(), LeaseError> {
         let err = |e: sanlock::SanlockError| self.error(e);
-        sanlock::write_lockspace(&self.lockspace, max_hosts, self.io_timeout).map_err(err)?;
-        sanlock::write_resource(&self.sdm, max_hosts).map_err(err)
+        sanlock::write_lockspace(&self.lockspace, self.io_timeout).map_err(err)?;
+        sanlock::write_resource(&self.sdm).map_err(err)
     }
 
     fn error(&self, e: sanlock::SanlockError) -> LeaseError {
@@ -164,6 +172,15 @@ impl Lease for SanlockLease {
         let mut held = self.held.lock().expect("lease mutex");
         if held.is_some() {
             return Ok(());
+        }
+        let max_hosts = self.lockspace.geometry.max_hosts();
+        if host_id == 0 || host_id > max_hosts {
+            return Err(LeaseError::Io {
+                path: self.lockspace.disk.path.clone(),
+                source: io::Error::other(format!(
+                    "host id {host_id} is outside this lockspace's 1..{max_hosts}"
+                )),
+            });
         }
         let ls = sanlock::Lockspace {
             host_id: host_id.into(),

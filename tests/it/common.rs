@@ -512,6 +512,17 @@ pub struct LoopFs {
 impl LoopFs {
     /// Returns None (and says why) when the machine cannot do it.
     pub fn new(size_mib: u64, fs_type: &str, mount: bool) -> Option<LoopFs> {
+        LoopFs::with_sector_size(size_mib, fs_type, mount, 512)
+    }
+
+    /// On a loop device with `sector_size`-byte logical sectors (4096: a
+    /// 4K-native disk, which refuses 512-byte direct I/O).
+    pub fn with_sector_size(
+        size_mib: u64,
+        fs_type: &str,
+        mount: bool,
+        sector_size: u32,
+    ) -> Option<LoopFs> {
         if !rustix::process::geteuid().is_root() {
             eprintln!("SKIP: loop-mounted {fs_type} needs root");
             return None;
@@ -521,7 +532,7 @@ impl LoopFs {
         let f = std::fs::File::create(&file).expect("image");
         f.set_len(size_mib << 20).expect("size");
         let out = Command::new("losetup")
-            .args(["-f", "--show"])
+            .args(["-f", "--show", "--sector-size", &sector_size.to_string()])
             .arg(&file)
             .output()
             .expect("losetup");

@@ -95,7 +95,7 @@ fn shared_pool(storage: &SharedStorage, hosts: &[&Daemon]) -> (String, String) {
     let (sp, sd) = (uuid(), uuid());
     hosts[0].call(
         "StorageDomain.create",
-        json!({"storagedomainID": sd, "domainType": storage.kind, "typeArgs": storage.remote, "name": "shared", "domainClass": "Data"}),
+        json!({"storagedomainID": sd, "domainType": storage.kind, "typeArgs": storage.remote, "name": "shared", "domainClass": "Data", "blockSize": 0}),
     );
     hosts[0].call(
         "StoragePool.create",
@@ -438,6 +438,103 @@ fn failover_after_a_crash_and_after_a_dead_host() {
     drop(b_dir);
 }
 
+/// Each host joins the domain's lockspace by monitoring it (as in VDSM);
+/// returns once every host holds its host id.
+fn join_lockspace(hosts: &[(&Daemon, u32)], sd: &str) {
+    for (d, id) in hosts {
+        d.call(
+            "Host.startMonitoringDomain",
+            json!({"sdUUID": sd, "hostID": id}),
+        );
+    }
+    for (d, _) in hosts {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while d.call("Host.getStorageRepoStats", json!({}))[sd]["acquired"] != true {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no host id\n{}",
+                d.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
+/// Storage with 4K sectors refuses sanlock's default 512-byte I/O: the
+/// domain's block size and alignment (8 MiB for 2000 hosts) reach every
+/// lockspace and lease, and two hosts share a pool on it as on any other.
+#[test]
+fn two_hosts_share_a_pool_on_4k_storage() {
+    let Some(fs) = LoopFs::with_sector_size(300, "xfs", false, 4096) else {
+        return;
+    };
+    let (Some(s1), Some(s2)) = (SanlockDaemon::start(), SanlockDaemon::start()) else {
+        return;
+    };
+    let (a, b) = (host(&s1), host(&s2));
+    let storage = SharedStorage::xfs(&fs);
+    let (sp, sd) = shared_pool(&storage, &[&a, &b]);
+    let info = a.call("StorageDomain.getInfo", json!({"storagedomainID": sd}));
+    assert_eq!(
+        (info["block_size"].as_u64(), info["alignment"].as_u64()),
+        (Some(4096), Some(8 << 20)),
+        "{info}"
+    );
+
+    a.spm_start(&sp);
+    let st = spm_start_task(&b, &sp);
+    assert_eq!(st["code"], 651, "{st}\n{}", b.log());
+    let (img, vol) = (uuid(), uuid());
+    a.create_volume(&sp, &sd, &img, &vol, json!({"size": "1048576"}));
+    // Host 2 changes the volume under its 4K volume lease.
+    join_lockspace(&[(&a, 1), (&b, 2)], &sd);
+    b.job_ok(
+        "SDM.update_volume",
+        json!({"vol_info": {"sd_id": sd, "img_id": img, "vol_id": vol}, "vol_attr": {"description": "4k"}}),
+    );
+    a.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
+    b.spm_start(&sp);
+    let st = spm_status(&b, &sp);
+    assert_eq!(
+        (st["spmId"].as_i64(), st["spmLver"].as_i64()),
+        (Some(2), Some(2)),
+        "{st}"
+    );
+    b.create_volume(
+        &sp,
+        &sd,
+        &img,
+        &uuid(),
+        json!({"srcImgUUID": img, "srcVolUUID": vol, "size": "1048576"}),
+    );
+    let dom = storage.mount(&b).join(&sd);
+    vdsm_check(&dom);
+    // sanlock reads the SDM lease back in slot 1 of 8 MiB, with 4K sectors.
+    let dump = std::process::Command::new("sanlock")
+        .args(["direct", "dump"])
+        .arg(format!("{}:{}", dom.join("dom_md").join("leases").display(), 8 << 20))
+        .output()
+        .unwrap();
+    let dump = String::from_utf8_lossy(&dump.stdout);
+    assert!(
+        dump.lines()
+            .any(|l| l.split_whitespace().next() == Some("08388608")
+                && l.contains(&format!("{sd}"))
+                && l.contains(" SDM ")),
+        "{dump}"
+    );
+
+    b.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
+    for (d, id) in [(&a, 1), (&b, 2)] {
+        d.call("Host.stopMonitoringDomain", json!({"sdUUID": sd}));
+        d.call(
+            "StoragePool.disconnect",
+            json!({"storagepoolID": sp, "hostID": id, "scsiKey": ""}),
+        );
+        storage.disconnect(d);
+    }
+}
+
 /// A host job changes a volume only while holding the volume's lease: a
 /// job on one host is refused while another host holds it.
 #[test]
@@ -448,24 +545,7 @@ fn volume_leases_keep_two_hosts_off_one_volume() {
     a.spm_start(&sp);
     let (img, vol) = (uuid(), uuid());
     a.create_volume(&sp, &sd, &img, &vol, json!({"size": "1048576"}));
-    // Each host joins the domain's lockspace by monitoring it.
-    for (d, id) in [(&a, 1), (&b, 2)] {
-        d.call(
-            "Host.startMonitoringDomain",
-            json!({"sdUUID": sd, "hostID": id}),
-        );
-    }
-    for d in [&a, &b] {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while d.call("Host.getStorageRepoStats", json!({}))[&sd]["acquired"] != true {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no host id\n{}",
-                d.log()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-    }
+    join_lockspace(&[(&a, 1), (&b, 2)], &sd);
 
     // Host 2 holds the volume's lease (as a long job there would).
     let lease = storage
@@ -485,6 +565,7 @@ fn volume_leases_keep_two_hosts_off_one_volume() {
             offset: 0,
         },
         shared: false,
+        geometry: cairn::primitives::sanlock::Geometry::CLASSIC,
     };
     let hold = || {
         s2.client(&[

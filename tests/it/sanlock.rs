@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use cairn::primitives::sanlock::{
-    self, Disk, HostState, Lockspace, LockspaceState, Registration, Resource,
+    self, Disk, Geometry, HostState, Lockspace, LockspaceState, Registration, Resource,
 };
 
 /// io_timeout for the tests' lockspaces: a clean join takes ~3 of them.
@@ -140,6 +140,7 @@ fn lockspace(path: &Path, host_id: u64) -> Lockspace {
             path: path.to_path_buf(),
             offset: 0,
         },
+        geometry: Geometry::CLASSIC,
     }
 }
 
@@ -152,6 +153,7 @@ fn resource(path: &Path) -> Resource {
             offset: 0,
         },
         shared: false,
+        geometry: Geometry::CLASSIC,
     }
 }
 
@@ -161,9 +163,9 @@ fn lease_area() -> (tempfile::TempDir, PathBuf, PathBuf, Resource) {
     let storage = shared_tempdir();
     let ids = lease_file(storage.path(), "ids");
     let leases = lease_file(storage.path(), "leases");
-    sanlock::write_lockspace(&lockspace(&ids, 0), 2000, IO_TIMEOUT).unwrap();
+    sanlock::write_lockspace(&lockspace(&ids, 0), IO_TIMEOUT).unwrap();
     let res = resource(&leases);
-    sanlock::write_resource(&res, 2000).unwrap();
+    sanlock::write_resource(&res).unwrap();
     (storage, ids, leases, res)
 }
 
@@ -191,7 +193,7 @@ fn lockspace_and_lease_lifecycle_on_a_real_daemon() {
     let ids = lease_file(storage.path(), "ids");
     let leases = lease_file(storage.path(), "leases");
     let ls = lockspace(&ids, 1);
-    sanlock::write_lockspace(&ls, 2000, IO_TIMEOUT).unwrap();
+    sanlock::write_lockspace(&ls, IO_TIMEOUT).unwrap();
     assert_eq!(sanlock::inq_lockspace(&ls).unwrap(), LockspaceState::Absent);
 
     // Asynchronous join: Joining, then Joined.
@@ -222,7 +224,7 @@ fn lockspace_and_lease_lifecycle_on_a_real_daemon() {
 
     // A lease: written, acquired (lver 1), inquired, released.
     let res = resource(&leases);
-    sanlock::write_resource(&res, 2000).unwrap();
+    sanlock::write_resource(&res).unwrap();
     let reg = Registration::new().unwrap();
     reg.acquire(&res, None).unwrap();
     let (count, state) = reg.inquire().unwrap();

@@ -78,13 +78,80 @@ pub struct Disk {
     pub offset: u64,
 }
 
+/// How sanlock lays out a lease area: the storage's sector size and the
+/// alignment of each lease. Storage with 4K sectors refuses 512-byte
+/// direct I/O, so sanlock must be told; larger alignments make room for
+/// more hosts on 4K storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    sector: u32,
+    align: u64,
+}
+
+const MIB: u64 = 1 << 20;
+
+impl Geometry {
+    /// 512-byte sectors, 1 MiB alignment: sanlock's classic layout.
+    pub const CLASSIC: Geometry = Geometry {
+        sector: 512,
+        align: MIB,
+    };
+
+    /// The combinations sanlock supports: 512 B sectors with 1 MiB
+    /// alignment, 4 KiB sectors with 1, 2, 4 or 8 MiB.
+    pub fn new(sector: u32, align: u64) -> Result<Geometry, SanlockError> {
+        let ok = match sector {
+            512 => align == MIB,
+            4096 => [MIB, 2 * MIB, 4 * MIB, 8 * MIB].contains(&align),
+            _ => false,
+        };
+        if ok {
+            Ok(Geometry { sector, align })
+        } else {
+            Err(SanlockError {
+                op: "geometry",
+                rv: -22,
+                message: format!(
+                    "sanlock has no layout for {sector}-byte sectors aligned to {align} bytes"
+                ),
+            })
+        }
+    }
+
+    pub fn align(self) -> u64 {
+        self.align
+    }
+
+    /// Host ids a lockspace (or lease) of this geometry has room for.
+    pub fn max_hosts(self) -> u32 {
+        (self.align / u64::from(self.sector)).min(2000) as u32
+    }
+
+    /// The `SANLK_RES_*` bits, which equal the `SANLK_LSF_*` ones.
+    fn flags(self) -> u32 {
+        let align = match self.align / MIB {
+            1 => sys::SANLK_RES_ALIGN1M,
+            2 => sys::SANLK_RES_ALIGN2M,
+            4 => sys::SANLK_RES_ALIGN4M,
+            _ => sys::SANLK_RES_ALIGN8M,
+        };
+        let sector = if self.sector == 4096 {
+            sys::SANLK_RES_SECTOR4K
+        } else {
+            sys::SANLK_RES_SECTOR512
+        };
+        align | sector
+    }
+}
+
 /// A lockspace: the host id leases of a domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lockspace {
     pub name: String,
-    /// 1..=2000; ignored by [`write_lockspace`].
+    /// 1..=max hosts; ignored by [`write_lockspace`].
     pub host_id: u64,
     pub disk: Disk,
+    pub geometry: Geometry,
 }
 
 /// A resource lease in a lockspace.
@@ -94,6 +161,7 @@ pub struct Resource {
     pub name: String,
     pub disk: Disk,
     pub shared: bool,
+    pub geometry: Geometry,
 }
 
 /// A host as a lockspace or a lease reports it.
@@ -182,7 +250,7 @@ fn raw_lockspace(ls: &Lockspace) -> Result<sys::sanlk_lockspace, SanlockError> {
     let mut raw = sys::sanlk_lockspace {
         name: [0; sys::SANLK_NAME_LEN],
         host_id: ls.host_id,
-        flags: 0,
+        flags: ls.geometry.flags(),
         host_id_disk: raw_disk(&ls.disk)?,
     };
     copy_str(&mut raw.name, ls.name.as_bytes(), "lockspace name")?;
@@ -197,7 +265,8 @@ fn raw_resource(res: &Resource, lver: Option<u64>) -> Result<sys::sanlk_resource
         data64: 0,
         data32: 0,
         unused: 0,
-        flags: if res.shared { sys::SANLK_RES_SHARED } else { 0 }
+        flags: res.geometry.flags()
+            | if res.shared { sys::SANLK_RES_SHARED } else { 0 }
             | if lver.is_some() {
                 sys::SANLK_RES_LVER
             } else {
@@ -230,16 +299,14 @@ fn take_hosts(hss: *mut sys::sanlk_host, count: c_int) -> Vec<Host> {
     hosts
 }
 
-/// Initializes a lockspace's host id area on storage (`max_hosts` slots).
-pub fn write_lockspace(
-    ls: &Lockspace,
-    max_hosts: u32,
-    io_timeout: u32,
-) -> Result<(), SanlockError> {
+/// Initializes a lockspace's host id area on storage, with a slot for each
+/// host its geometry has room for.
+pub fn write_lockspace(ls: &Lockspace, io_timeout: u32) -> Result<(), SanlockError> {
     let mut raw = raw_lockspace(ls)?;
+    let max_hosts = ls.geometry.max_hosts() as c_int;
     // SAFETY: a valid lockspace struct, used only during the call.
     check("write_lockspace", unsafe {
-        sys::sanlock_write_lockspace(&mut raw, max_hosts as c_int, 0, io_timeout)
+        sys::sanlock_write_lockspace(&mut raw, max_hosts, 0, io_timeout)
     })
     .map(drop)
 }
@@ -306,11 +373,12 @@ pub fn get_hosts(lockspace: &str, host_id: u64) -> Result<Vec<Host>, SanlockErro
 }
 
 /// Initializes a resource lease on storage.
-pub fn write_resource(res: &Resource, max_hosts: u32) -> Result<(), SanlockError> {
+pub fn write_resource(res: &Resource) -> Result<(), SanlockError> {
     let mut raw = raw_resource(res, None)?;
+    let max_hosts = res.geometry.max_hosts() as c_int;
     // SAFETY: a valid one-disk resource struct, used only during the call.
     check("write_resource", unsafe {
-        sys::sanlock_write_resource(&mut raw, max_hosts as c_int, 0, 0)
+        sys::sanlock_write_resource(&mut raw, max_hosts, 0, 0)
     })
     .map(drop)
 }
@@ -436,6 +504,7 @@ mod tests {
                 path: "/a".into(),
                 offset: 0,
             },
+            geometry: Geometry::CLASSIC,
         };
         assert!(raw_lockspace(&ls).is_err());
         let ls = Lockspace {
@@ -452,5 +521,23 @@ mod tests {
             ..ls
         };
         assert!(raw_lockspace(&long).is_err());
+    }
+
+    #[test]
+    fn geometries_are_sanlocks() {
+        assert!(Geometry::new(512, 2 * MIB).is_err());
+        assert!(Geometry::new(4096, 3 * MIB).is_err());
+        assert!(Geometry::new(1024, MIB).is_err());
+        let hosts = |s, a| Geometry::new(s, a).unwrap().max_hosts();
+        assert_eq!(hosts(512, MIB), 2000);
+        assert_eq!(hosts(4096, MIB), 250);
+        assert_eq!(hosts(4096, 2 * MIB), 500);
+        assert_eq!(hosts(4096, 4 * MIB), 1000);
+        assert_eq!(hosts(4096, 8 * MIB), 2000);
+        let four_k = Geometry::new(4096, 8 * MIB).unwrap();
+        assert_eq!(
+            four_k.flags(),
+            sys::SANLK_RES_ALIGN8M | sys::SANLK_RES_SECTOR4K
+        );
     }
 }

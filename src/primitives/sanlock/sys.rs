@@ -11,6 +11,15 @@ pub const SANLK_PATH_LEN: usize = 1024;
 pub const SANLK_RES_LVER: u32 = 0x1;
 pub const SANLK_RES_SHARED: u32 = 0x4;
 
+/// Lease area geometry, for resources (`SANLK_RES_*`) and lockspaces
+/// (`SANLK_LSF_*`, the same bits).
+pub const SANLK_RES_ALIGN1M: u32 = 0x10;
+pub const SANLK_RES_ALIGN2M: u32 = 0x20;
+pub const SANLK_RES_ALIGN4M: u32 = 0x40;
+pub const SANLK_RES_ALIGN8M: u32 = 0x80;
+pub const SANLK_RES_SECTOR512: u32 = 0x100;
+pub const SANLK_RES_SECTOR4K: u32 = 0x200;
+
 pub const SANLK_ADD_ASYNC: u32 = 0x1;
 pub const SANLK_REM_ASYNC: u32 = 0x1;
 pub const SANLK_REM_UNUSED: u32 = 0x2;
@@ -157,6 +166,12 @@ int main(void) {
     P(sanlk_lockspace, host_id_disk)
     S(sanlk_host) P(sanlk_host, generation) P(sanlk_host, timestamp)
     P(sanlk_host, io_timeout) P(sanlk_host, flags)
+#define F(f) printf(#f " %u\n", (unsigned)f);
+    F(SANLK_RES_ALIGN1M) F(SANLK_RES_ALIGN2M) F(SANLK_RES_ALIGN4M)
+    F(SANLK_RES_ALIGN8M) F(SANLK_RES_SECTOR512) F(SANLK_RES_SECTOR4K)
+    F(SANLK_LSF_ALIGN1M) F(SANLK_LSF_ALIGN2M) F(SANLK_LSF_ALIGN4M)
+    F(SANLK_LSF_ALIGN8M) F(SANLK_LSF_SECTOR512) F(SANLK_LSF_SECTOR4K)
+    F(SANLK_RES_LVER) F(SANLK_RES_SHARED)
     return 0;
 }
 "#,
@@ -212,6 +227,25 @@ int main(void) {
             ("sanlk_host.io_timeout", offset_of!(sanlk_host, io_timeout)),
             ("sanlk_host.flags", offset_of!(sanlk_host, flags)),
         ];
+        let flags = [
+            ("ALIGN1M", SANLK_RES_ALIGN1M),
+            ("ALIGN2M", SANLK_RES_ALIGN2M),
+            ("ALIGN4M", SANLK_RES_ALIGN4M),
+            ("ALIGN8M", SANLK_RES_ALIGN8M),
+            ("SECTOR512", SANLK_RES_SECTOR512),
+            ("SECTOR4K", SANLK_RES_SECTOR4K),
+        ];
+        for (name, value) in flags {
+            for kind in ["RES", "LSF"] {
+                let c_name = format!("SANLK_{kind}_{name}");
+                assert_eq!(Some(&(value as usize)), c.get(&c_name), "{c_name}");
+            }
+        }
+        assert_eq!(Some(&(SANLK_RES_LVER as usize)), c.get("SANLK_RES_LVER"));
+        assert_eq!(
+            Some(&(SANLK_RES_SHARED as usize)),
+            c.get("SANLK_RES_SHARED")
+        );
         for (name, value) in rust {
             assert_eq!(Some(&value), c.get(name), "{name}");
         }
