@@ -57,6 +57,10 @@ pub enum Error {
     PoolMasterNotFound(Uuid),
     #[error("pool description is {0} characters, more than 50")]
     PoolDescriptionTooLong(usize),
+    #[error("pool {pool} has a task in progress ({task}); wait for it or stop it")]
+    TaskInProgress { pool: Uuid, task: Uuid },
+    #[error("storage domain {0} is not active in its pool")]
+    DomainNotActive(Uuid),
     #[error("this host is not the SPM of pool {0}")]
     NotSpm(Uuid),
     #[error("cannot become SPM of pool {pool}: {reason}")]
@@ -196,6 +200,8 @@ impl Error {
             Error::PoolMasterNotFound(_) => 304,
             Error::PoolDescriptionTooLong(_) => 327,
             Error::NotSpm(_) => 654,
+            Error::TaskInProgress { .. } => 406,
+            Error::DomainNotActive(_) => 369,
             Error::SpmStart { .. } => 650,
             Error::AcquireLease { .. } => 651,
             Error::VolumeNotFound(_) => 201,

@@ -14,6 +14,7 @@ use crate::engine::domains::{CreateDomain, DomainFilter};
 use crate::engine::image_move::MoveImage;
 use crate::engine::images::DeleteImage;
 use crate::engine::jobs::{VolumeAttrs, VolumeRef};
+use crate::engine::master::SwitchMaster;
 use crate::engine::membership::Reconstruct;
 use crate::engine::merge::Subchain;
 use crate::engine::nbd::NbdConfig;
@@ -443,6 +444,16 @@ pub static VERBS: &[Verb] = &[
             "leaseRetries",
         ],
         handler: pool_reconstruct_master,
+    },
+    Verb {
+        name: "StoragePool.switchMaster",
+        params: &[
+            "storagepoolID",
+            "oldMasterUUID",
+            "newMasterUUID",
+            "masterVersion",
+        ],
+        handler: pool_switch_master,
     },
     Verb {
         name: "StoragePool.refresh",
@@ -1142,6 +1153,15 @@ fn pool_reconstruct_master(e: &Arc<Engine>, p: &Params) -> Reply {
         domains,
     })?;
     ok()
+}
+
+fn pool_switch_master(e: &Arc<Engine>, p: &Params) -> Reply {
+    task_id(e.switch_master(SwitchMaster {
+        pool: p.uuid("storagepoolID")?,
+        old_master: p.uuid("oldMasterUUID")?,
+        new_master: p.uuid("newMasterUUID")?,
+        master_version: p.int("masterVersion")?,
+    })?)
 }
 
 fn pool_refresh(e: &Arc<Engine>, p: &Params) -> Reply {

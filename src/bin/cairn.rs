@@ -185,6 +185,21 @@ enum PoolCmd {
         #[arg(long = "domain")]
         domains: Vec<String>,
     },
+    /// Move the master role to another active domain (SPM only; waits for
+    /// the task). Other hosts then follow with `pool refresh`.
+    SwitchMaster {
+        new_master: String,
+        /// [default: the pool's master version + 1]
+        #[arg(long)]
+        master_version: Option<i64>,
+    },
+    /// Re-read the pool; with MASTER, follow a master that moved.
+    Refresh {
+        master: Option<String>,
+        /// [default: what MASTER's metadata says]
+        #[arg(long)]
+        master_version: Option<i64>,
+    },
     /// SPM role of this host.
     SpmStatus,
     /// Become SPM (waits for the task).
@@ -1042,6 +1057,66 @@ fn pool(ctx: &Ctx, cmd: PoolCmd) -> Res<()> {
             ctx.client
                 .call("StoragePool.spmStop", json!({"storagepoolID": sp}))?;
             done(ctx, json!({"spm": false}), "this host is no longer SPM");
+        }
+        PoolCmd::SwitchMaster {
+            new_master,
+            master_version,
+        } => {
+            let info = ctx
+                .client
+                .call("StoragePool.getInfo", json!({"storagepoolID": sp}))?;
+            let old = s(&info["info"]["master_uuid"]);
+            let version = match master_version {
+                Some(v) => v,
+                None => info["info"]["master_ver"].as_i64().unwrap_or(0) + 1,
+            };
+            let t = ctx.client.call(
+                "StoragePool.switchMaster",
+                json!({"storagepoolID": sp, "oldMasterUUID": old, "newMasterUUID": new_master, "masterVersion": version}),
+            )?;
+            wait_task(ctx, &s(&t), "switching the master")?;
+            done(
+                ctx,
+                json!({"storagepoolID": sp, "masterSdUUID": new_master, "masterVersion": version}),
+                &format!("master of pool {sp} is now {new_master} (version {version})"),
+            );
+        }
+        PoolCmd::Refresh {
+            master,
+            master_version,
+        } => {
+            let (master, version) = match master {
+                None => {
+                    let info = ctx
+                        .client
+                        .call("StoragePool.getInfo", json!({"storagepoolID": sp}))?;
+                    (
+                        s(&info["info"]["master_uuid"]),
+                        info["info"]["master_ver"].as_i64().unwrap_or(0),
+                    )
+                }
+                Some(m) => {
+                    let version = match master_version {
+                        Some(v) => v,
+                        None => ctx
+                            .client
+                            .call("StorageDomain.getInfo", json!({"storagedomainID": m}))?
+                            ["master_ver"]
+                            .as_i64()
+                            .unwrap_or(0),
+                    };
+                    (m, version)
+                }
+            };
+            ctx.client.call(
+                "StoragePool.refresh",
+                json!({"storagepoolID": sp, "masterSdUUID": master, "masterVersion": version}),
+            )?;
+            done(
+                ctx,
+                json!({"storagepoolID": sp, "masterSdUUID": master, "masterVersion": version}),
+                &format!("pool {sp} refreshed from master {master} (version {version})"),
+            );
         }
     }
     Ok(())

@@ -47,13 +47,13 @@ impl Engine {
     }
 
     /// `StorageDomain.deactivate`: an active domain becomes Attached. The
-    /// master cannot be deactivated (moving the master is not supported).
+    /// master cannot be deactivated (move it first: switchMaster).
     pub fn deactivate_domain(&self, sd: Uuid, pool_id: Uuid) -> Result<()> {
         let pool = self.require_spm(pool_id)?;
         if sd == pool.master_sd {
             return Err(Error::invalid(
                 "storagedomainID",
-                format!("{sd} is the pool's master domain; it stays active"),
+                format!("{sd} is the pool's master domain; move the master first (StoragePool.switchMaster)"),
             ));
         }
         self.change_status(sd, pool_id, STATUS_ATTACHED)
@@ -94,14 +94,13 @@ impl Engine {
     }
 
     /// `StoragePool.refresh`: re-reads the pool from its master, which must
-    /// be `master_sd` at `master_version`.
+    /// be `master_sd` at `master_version`; a host that is not SPM follows a
+    /// master that moved (switchMaster, reconstructMaster).
     pub fn refresh_pool(&self, pool_id: Uuid, master_sd: Uuid, master_version: i64) -> Result<()> {
         let pool = self.connected_pool(pool_id)?;
         if pool.master_sd != master_sd {
-            return Err(Error::PoolWrongMaster {
-                pool: pool_id,
-                reason: format!("the master is {}, not {master_sd}", pool.master_sd),
-            });
+            let _lock = self.lock_storage(&[pool_id])?;
+            return self.follow_master(&pool, master_sd, master_version);
         }
         let (_, pmd, _) = self.pool_metadata(&pool)?;
         super::pool::check_master_version(pool_id, &pmd, master_version)?;

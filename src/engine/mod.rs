@@ -12,6 +12,7 @@ pub mod gc;
 pub mod image_move;
 pub mod images;
 pub mod jobs;
+pub mod master;
 pub mod membership;
 pub mod merge;
 pub mod monitor;

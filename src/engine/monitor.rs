@@ -143,6 +143,14 @@ impl Engine {
         Ok(())
     }
 
+    pub fn is_monitoring(&self, sd: Uuid) -> bool {
+        self.monitors
+            .monitors
+            .lock()
+            .expect("monitors")
+            .contains_key(&sd)
+    }
+
     /// `Host.stopMonitoringDomain`: stopping one not monitored succeeds.
     pub fn stop_monitoring(&self, sd: Uuid) {
         let removed = self.monitors.monitors.lock().expect("monitors").remove(&sd);

@@ -49,8 +49,34 @@ pub struct PoolState {
 }
 
 impl PoolState {
+    pub(super) fn new(
+        id: Uuid,
+        host_id: u32,
+        master_sd: Uuid,
+        master_version: i64,
+        lease: Box<dyn Lease>,
+    ) -> PoolState {
+        PoolState {
+            id,
+            host_id,
+            master_sd,
+            master_version,
+            lease,
+            ready: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
     pub fn is_spm(&self) -> bool {
         self.ready.load(std::sync::atomic::Ordering::SeqCst) && self.lease.is_held()
+    }
+
+    /// Starts (or stops) accepting SPM work; the lease is kept either way.
+    pub(super) fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub(super) fn lease(&self) -> &dyn Lease {
+        self.lease.as_ref()
     }
 }
 
@@ -238,15 +264,15 @@ impl Engine {
             }
         };
         check_master_version(id, &pool_md, master_version)?;
+        self.refuse_moved_master(id, master_sd, &pool_md)?;
         self.link_pool(id, master_sd, &pool_md)?;
-        let state = Arc::new(PoolState {
+        let state = Arc::new(PoolState::new(
             id,
             host_id,
             master_sd,
             master_version,
-            lease: self.sdm_lease(&master)?,
-            ready: std::sync::atomic::AtomicBool::new(false),
-        });
+            self.sdm_lease(&master)?,
+        ));
         *self.pool.lock().expect("pool") = Some(state);
         self.save_host_state(|st| {
             st.pool = Some(PoolRecord {
@@ -317,7 +343,19 @@ impl Engine {
     )> {
         let master = self.domain(pool.master_sd)?;
         let m = master.manifest()?;
-        let md = m.pool.clone().ok_or(Error::PoolMasterNotFound(pool.id))?;
+        let md = match &m.pool {
+            Some(md) if m.role == DomainRole::Master => md.clone(),
+            _ => {
+                return Err(Error::PoolWrongMaster {
+                    pool: pool.id,
+                    reason: format!(
+                        "domain {} is no longer the pool's master; \
+                         StoragePool.refresh with the new one",
+                        pool.master_sd
+                    ),
+                })
+            }
+        };
         Ok((master, md, m))
     }
 
@@ -385,6 +423,8 @@ impl Engine {
         if pool.is_spm() {
             return Ok(());
         }
+        let (_, pmd, _) = self.pool_metadata(&pool)?;
+        self.refuse_moved_master(id, pool.master_sd, &pmd)?;
         pool.lease.acquire(pool.host_id).map_err(|e| match e {
             LeaseError::Busy { .. } => Error::AcquireLease {
                 pool: id,
@@ -406,6 +446,9 @@ impl Engine {
                 Ok(p.lver)
             })?;
             master.ensure_master_dirs()?;
+            if let Some(pmd) = master.manifest()?.pool {
+                self.demote_stale_masters(id, pool.master_sd, &pmd)?;
+            }
             let tasks_dir = master.master_dir().join("tasks");
             let start = std::time::Instant::now();
             let report = self.tasks.recover(&tasks_dir);
@@ -431,7 +474,7 @@ impl Engine {
                     p.spm = true;
                 }
             })?;
-            pool.ready.store(true, std::sync::atomic::Ordering::SeqCst);
+            pool.set_ready(true);
             tracing::info!(pool = %id, host_id = pool.host_id, lver, "this host is now SPM");
             Ok(())
         })();
@@ -452,11 +495,8 @@ impl Engine {
         if !pool.is_spm() {
             return Ok(());
         }
-        if self.tasks.busy() {
-            return Err(Error::SpmStart {
-                pool: id,
-                reason: "tasks are still running; wait for them or stop them".into(),
-            });
+        if let Some(task) = self.tasks.unfinished(None) {
+            return Err(Error::TaskInProgress { pool: id, task });
         }
         let master = self.domain(pool.master_sd)?;
         master.update_metadata(|md| {
@@ -466,7 +506,7 @@ impl Engine {
             p.write(md);
             Ok(())
         })?;
-        pool.ready.store(false, std::sync::atomic::Ordering::SeqCst);
+        pool.set_ready(false);
         pool.lease.release();
         self.tasks.forget_store(&master.master_dir().join("tasks"));
         self.save_host_state(|st| {

@@ -391,8 +391,12 @@ impl TaskManager {
     }
 
     /// True while any task is queued or running.
-    pub fn busy(&self) -> bool {
-        self.all().iter().any(|s| s.state != TaskState::Finished)
+    /// A task still queued or running, other than `except`.
+    pub fn unfinished(&self, except: Option<Uuid>) -> Option<Uuid> {
+        self.all()
+            .iter()
+            .find(|s| s.state != TaskState::Finished && Some(s.id) != except)
+            .map(|s| s.id)
     }
 
     /// Blocks until the task finishes (for in-process callers and tests).

@@ -138,9 +138,50 @@ pub fn remove_if_exists(path: &Path) -> io::Result<bool> {
     }
 }
 
+/// Copies the directory tree `src` to `dst` (which must not exist): every
+/// file and directory synced before this returns, modes kept. For small
+/// trees of records (a pool's task records); symlinks are refused.
+pub fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(src)?.permissions().mode() & 0o7777;
+    make_dir(dst, mode)?;
+    for entry in fs::read_dir(src)? {
+        let entry = entry?;
+        let (from, to) = (entry.path(), dst.join(entry.file_name()));
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            copy_tree(&from, &to)?;
+        } else if kind.is_file() {
+            fs::copy(&from, &to)?;
+            File::open(&to)?.sync_all()?;
+        } else {
+            return Err(io::Error::other(format!(
+                "{} is neither a file nor a directory",
+                from.display()
+            )));
+        }
+    }
+    fsync_dir(dst)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tree_copy_keeps_files_and_refuses_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("tasks");
+        fs::create_dir_all(src.join("t1")).unwrap();
+        fs::write(src.join("t1").join("task.json"), b"{}").unwrap();
+        copy_tree(&src, &dir.path().join("copy")).unwrap();
+        assert_eq!(
+            fs::read(dir.path().join("copy/t1/task.json")).unwrap(),
+            b"{}"
+        );
+        std::os::unix::fs::symlink("/etc/passwd", src.join("t1").join("link")).unwrap();
+        assert!(copy_tree(&src, &dir.path().join("copy2")).is_err());
+    }
 
     #[test]
     fn atomic_replace() {

@@ -15,7 +15,7 @@ fn cairn(d: &Daemon, args: &[&str]) -> Output {
         .expect("run cairn")
 }
 
-fn json_out(d: &Daemon, args: &[&str]) -> Value {
+pub(crate) fn json_out(d: &Daemon, args: &[&str]) -> Value {
     let mut all = vec!["--json"];
     all.extend_from_slice(args);
     let out = cairn(d, &all);

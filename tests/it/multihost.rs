@@ -512,14 +512,18 @@ fn two_hosts_share_a_pool_on_4k_storage() {
     // sanlock reads the SDM lease back in slot 1 of 8 MiB, with 4K sectors.
     let dump = std::process::Command::new("sanlock")
         .args(["direct", "dump"])
-        .arg(format!("{}:{}", dom.join("dom_md").join("leases").display(), 8 << 20))
+        .arg(format!(
+            "{}:{}",
+            dom.join("dom_md").join("leases").display(),
+            8 << 20
+        ))
         .output()
         .unwrap();
     let dump = String::from_utf8_lossy(&dump.stdout);
     assert!(
         dump.lines()
             .any(|l| l.split_whitespace().next() == Some("08388608")
-                && l.contains(&format!("{sd}"))
+                && l.contains(sd.as_str())
                 && l.contains(" SDM ")),
         "{dump}"
     );
@@ -686,6 +690,81 @@ fn three_hosts_share_a_gluster_pool() {
     vdsm_check(&storage.mount(&hosts[2]).join(&sd));
     hosts[2].call("StoragePool.spmStop", json!({"storagepoolID": sp}));
     for (d, id) in hosts.iter().zip(1..) {
+        d.call(
+            "StoragePool.disconnect",
+            json!({"storagepoolID": sp, "hostID": id, "scsiKey": ""}),
+        );
+        storage.disconnect(d);
+    }
+}
+
+/// The SPM moves the master to another domain with the CLI; the other
+/// host is refused on the old master until it follows (`pool refresh`),
+/// then takes the SPM role on the new master's lease.
+#[test]
+fn the_master_moves_and_every_host_follows() {
+    let Some((_fs, [_s1, s2], [a, b], storage, sp, sd1)) = two_hosts_on_xfs() else {
+        return;
+    };
+    a.spm_start(&sp);
+    let sd2 = uuid();
+    a.call(
+        "StorageDomain.create",
+        json!({"storagedomainID": sd2, "domainType": storage.kind, "typeArgs": storage.remote, "name": "second", "domainClass": "Data", "blockSize": 0}),
+    );
+    let ids = json!({"storagedomainID": sd2, "storagepoolID": sp});
+    a.call("StorageDomain.attach", ids.clone());
+    a.call("StorageDomain.activate", ids);
+    let (img, vol) = (uuid(), uuid());
+    a.create_volume(&sp, &sd2, &img, &vol, json!({"size": "1048576"}));
+
+    let moved = crate::cli::json_out(&a, &["pool", "switch-master", &sd2]);
+    assert_eq!(moved["masterVersion"], 2, "{moved}");
+    let (code, msg) = b.call_err("StoragePool.getInfo", json!({"storagepoolID": sp}));
+    assert_eq!(code, 324, "{msg}");
+    crate::cli::json_out(&b, &["pool", "refresh", &sd2]);
+    let info = b.call("StoragePool.getInfo", json!({"storagepoolID": sp}));
+    assert_eq!(
+        (
+            info["info"]["master_uuid"].as_str(),
+            info["info"]["master_ver"].as_i64()
+        ),
+        (Some(sd2.as_str()), Some(2)),
+        "{info}"
+    );
+
+    // The SPM role now lives in the new master's lease.
+    a.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
+    b.spm_start(&sp);
+    assert_eq!(spm_status(&b, &sp)["spmId"], 2);
+    let sdm = |sd: &str| cairn::primitives::sanlock::Resource {
+        lockspace: sd.to_string(),
+        name: "SDM".into(),
+        disk: cairn::primitives::sanlock::Disk {
+            path: storage.mount(&b).join(sd).join("dom_md").join("leases"),
+            offset: 1 << 20,
+        },
+        shared: false,
+        geometry: cairn::primitives::sanlock::Geometry::CLASSIC,
+    };
+    s2.use_here();
+    let owners = |sd: &str| {
+        let (_, hosts) = cairn::primitives::sanlock::read_resource_owners(&sdm(sd)).unwrap();
+        hosts.iter().map(|h| h.host_id).collect::<Vec<_>>()
+    };
+    assert_eq!(owners(&sd2), [2]);
+    assert_eq!(
+        owners(&sd1),
+        Vec::<u64>::new(),
+        "the old master's lease is free"
+    );
+    b.create_volume(&sp, &sd1, &uuid(), &uuid(), json!({"size": "1048576"}));
+    for sd in [&sd1, &sd2] {
+        vdsm_check(&storage.mount(&b).join(sd));
+    }
+
+    b.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
+    for (d, id) in [(&a, 1), (&b, 2)] {
         d.call(
             "StoragePool.disconnect",
             json!({"storagepoolID": sp, "hostID": id, "scsiKey": ""}),
