@@ -36,6 +36,10 @@ impl Default for Opts {
 }
 
 impl Daemon {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn start() -> Daemon {
         Self::start_with(Opts::default())
     }
@@ -577,4 +581,30 @@ impl Drop for LoopFs {
         let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
         let _ = Command::new("losetup").arg("-d").arg(&self.device).status();
     }
+}
+
+/// A C program (or shared object) from `tests/tools/`, built once per test
+/// process with `cc -o <out> <source> <args>`.
+pub fn built_tool(source: &str, out: &str, args: &[&str]) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap();
+    if let Some((_, p)) = built.iter().find(|(o, _)| o == out) {
+        return p.clone();
+    }
+    let dir = std::env::temp_dir().join(format!("cairn-tools-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(out);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/tools")
+        .join(source);
+    let st = Command::new("cc")
+        .arg("-o")
+        .arg(&path)
+        .arg(&src)
+        .args(args)
+        .status()
+        .expect("cc (scripts/deps.sh installs gcc)");
+    assert!(st.success(), "cannot build {source}");
+    built.push((out.to_string(), path.clone()));
+    path
 }

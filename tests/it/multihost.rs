@@ -152,13 +152,27 @@ fn report(name: &str, figures: Value) {
     }
 }
 
+/// The SDM lease of domain `sd` under `mount` (512-byte sectors).
+fn sdm_lease(mount: &std::path::Path, sd: &str) -> cairn::primitives::sanlock::Resource {
+    cairn::primitives::sanlock::Resource {
+        lockspace: sd.to_string(),
+        name: "SDM".into(),
+        disk: cairn::primitives::sanlock::Disk {
+            path: mount.join(sd).join("dom_md").join("leases"),
+            offset: 1 << 20,
+        },
+        shared: false,
+        geometry: cairn::primitives::sanlock::Geometry::CLASSIC,
+    }
+}
+
 fn spm_status(d: &Daemon, sp: &str) -> Value {
     d.call("StoragePool.getSpmStatus", json!({"storagepoolID": sp}))
 }
 
 #[test]
 fn one_spm_at_a_time_through_sanlock() {
-    let Some((_fs, [_s1, _s2], [a, b], storage, sp, sd)) = two_hosts_on_xfs() else {
+    let Some((_fs, [s1, _s2], [a, b], storage, sp, sd)) = two_hosts_on_xfs() else {
         return;
     };
 
@@ -178,8 +192,22 @@ fn one_spm_at_a_time_through_sanlock() {
     let st = b.wait_task(&t);
     assert_eq!(st["code"], 651, "{st}\n{}", b.log());
     assert_eq!(spm_status(&b, &sp)["spmStatus"], "Free");
+    // The SPM's writes pass the lease watch; a write by a host without
+    // the lease (this test process, posing as host 2) is caught.
+    s1.use_here();
+    let mount = storage.mount(&a);
+    let watch = LeaseWatch::start(&mount, sdm_lease(&mount, &sd));
     let (img, vol) = (uuid(), uuid());
     a.create_volume(&sp, &sd, &img, &vol, json!({"size": "1048576"}));
+    std::fs::write(mount.join("intruder"), b"x").unwrap();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        watch.check(&[(a.pid(), 1), (std::process::id(), 2)])
+    }));
+    let message = *caught.unwrap_err().downcast::<String>().unwrap();
+    assert!(
+        message.contains("host 2 wrote") && message.contains("intruder"),
+        "{message}"
+    );
     assert_eq!(b.volume_info(&sp, &sd, &img, &vol)["status"], "OK");
     let (code, _) = b.call_err(
         "Volume.create",
@@ -274,6 +302,11 @@ fn failover_after_a_crash_and_after_a_dead_host() {
     let storage = SharedStorage::xfs(&fs);
     let (sp, sd) = shared_pool(&storage, &[&a, &b, &c]);
     let b_mount = storage.mount(&b);
+    // Every write any host makes from here on is checked against the
+    // lease's owners (read through host 3's sanlock, which lives on).
+    s3.use_here();
+    let watch = LeaseWatch::start(&storage.mount(&c), sdm_lease(&storage.mount(&c), &sd));
+    let mut pids = vec![(a.pid(), 1), (b.pid(), 2), (c.pid(), 3)];
     a.spm_start(&sp);
     let (img, base) = (uuid(), uuid());
     a.create_volume(&sp, &sd, &img, &base, json!({"size": "1048576"}));
@@ -286,6 +319,7 @@ fn failover_after_a_crash_and_after_a_dead_host() {
             &[("CAIRN_FAILPOINTS", "volume.create.after_data=crash")],
         ),
     );
+    pids.push((a.pid(), 1));
     a.spm_start(&sp);
     let snap = uuid();
     let _ = a.client.call(
@@ -316,6 +350,7 @@ fn failover_after_a_crash_and_after_a_dead_host() {
 
     // Now host 2 dies whole. Host 1 comes back and contends.
     let a = Daemon::start_in(a.stop(true), host_opts(&s1, &[]));
+    pids.push((a.pid(), 1));
     let died = std::time::Instant::now();
     let _ = s2.child.kill();
     let b_dir = b.stop(true);
@@ -414,7 +449,10 @@ fn failover_after_a_crash_and_after_a_dead_host() {
         &uuid(),
         json!({"srcImgUUID": img, "srcVolUUID": base, "size": "1048576"}),
     );
+    let (writes, readings) = watch.check(&pids);
+    assert!(writes > 0, "no write seen: is fanotify watching?");
     eprintln!("host {winner_id} took over; {samples} safety samples, at most {most_spms} SPM");
+    eprintln!("{writes} writes by the hosts, each while its host held the SDM lease ({readings} lease readings)");
     eprintln!(
         "failover {failover:.1} s, theoretical minimum {minimum:.0} s (io_timeout {IO_TIMEOUT} s)"
     );
@@ -737,19 +775,11 @@ fn the_master_moves_and_every_host_follows() {
     a.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
     b.spm_start(&sp);
     assert_eq!(spm_status(&b, &sp)["spmId"], 2);
-    let sdm = |sd: &str| cairn::primitives::sanlock::Resource {
-        lockspace: sd.to_string(),
-        name: "SDM".into(),
-        disk: cairn::primitives::sanlock::Disk {
-            path: storage.mount(&b).join(sd).join("dom_md").join("leases"),
-            offset: 1 << 20,
-        },
-        shared: false,
-        geometry: cairn::primitives::sanlock::Geometry::CLASSIC,
-    };
     s2.use_here();
     let owners = |sd: &str| {
-        let (_, hosts) = cairn::primitives::sanlock::read_resource_owners(&sdm(sd)).unwrap();
+        let (_, hosts) =
+            cairn::primitives::sanlock::read_resource_owners(&sdm_lease(&storage.mount(&b), sd))
+                .unwrap();
         hosts.iter().map(|h| h.host_id).collect::<Vec<_>>()
     };
     assert_eq!(owners(&sd2), [2]);
@@ -770,5 +800,133 @@ fn the_master_moves_and_every_host_follows() {
             json!({"storagepoolID": sp, "hostID": id, "scsiKey": ""}),
         );
         storage.disconnect(d);
+    }
+}
+
+/// Watches who writes the shared storage while the SDM lease changes
+/// hands. fanotify reports every write on the file system with its
+/// process; a sampler reads the lease's owners every 10 ms and, after each
+/// reading, writes a marker file. The kernel queues events in order, so a
+/// write seen between markers k and k + 1 happened between readings k and
+/// k + 1, and its host must own the lease in one of them.
+struct LeaseWatch {
+    tool: std::process::Child,
+    events: std::sync::Arc<std::sync::Mutex<Vec<(u32, u32, String)>>>,
+    owners: std::sync::Arc<std::sync::Mutex<Vec<Vec<u64>>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sampler: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Where the sampler drops its markers, under the watched mount.
+const MARKERS: &str = ".cairn-lease-samples";
+
+impl LeaseWatch {
+    /// Watches the file system under `mount`; `sdm` is the lease, read
+    /// through the sanlock daemon this test process uses.
+    fn start(mount: &std::path::Path, sdm: cairn::primitives::sanlock::Resource) -> LeaseWatch {
+        use std::io::BufRead;
+        let tool = built_tool("fanotify_writers.c", "fanotify_writers", &["-O2"]);
+        let mut child = std::process::Command::new(tool)
+            .arg(mount)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        assert_eq!(lines.next().unwrap().unwrap(), "ready", "fanotify mark");
+        let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = events.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let mut f = line.splitn(3, '\t');
+                let (Some(pid), Some(ppid), Some(path)) = (f.next(), f.next(), f.next()) else {
+                    continue;
+                };
+                sink.lock().unwrap().push((
+                    pid.parse().unwrap_or(0),
+                    ppid.parse().unwrap_or(0),
+                    path.to_string(),
+                ));
+            }
+        });
+        let markers = mount.join(MARKERS);
+        std::fs::create_dir_all(&markers).unwrap();
+        let owners = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (readings, stopping) = (owners.clone(), stop.clone());
+        let sampler = std::thread::spawn(move || {
+            while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                let hosts = match cairn::primitives::sanlock::read_resource_owners(&sdm) {
+                    Ok((_, hosts)) => hosts.iter().map(|h| h.host_id).collect(),
+                    Err(e) => panic!("cannot read the SDM lease: {e}"),
+                };
+                let mut all = readings.lock().unwrap();
+                all.push(hosts);
+                std::fs::write(markers.join((all.len() - 1).to_string()), b"x").unwrap();
+                drop(all);
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        });
+        // Writes from here on come after the first reading.
+        while owners.lock().unwrap().is_empty() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        LeaseWatch {
+            tool: child,
+            events,
+            owners,
+            stop,
+            sampler: Some(sampler),
+        }
+    }
+
+    /// Stops watching and checks every write made by a host's cairnd (or
+    /// a child of it): `hosts` maps cairnd pids to host ids. Returns the
+    /// number of writes checked and of lease readings.
+    fn check(mut self, hosts: &[(u32, u64)]) -> (usize, usize) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.sampler
+            .take()
+            .unwrap()
+            .join()
+            .expect("the lease sampler");
+        // The last marker's event is read once the tool catches up.
+        let owners = self.owners.lock().unwrap().clone();
+        let last = format!("/{MARKERS}/{}", owners.len() - 1);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !self
+            .events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, _, p)| p.ends_with(&last))
+        {
+            assert!(std::time::Instant::now() < deadline, "fanotify fell behind");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let _ = self.tool.kill();
+        let _ = self.tool.wait();
+        let host_of = |pid: u32| hosts.iter().find(|(p, _)| *p == pid).map(|(_, h)| *h);
+        let mut sample: Option<usize> = None;
+        let mut checked = 0;
+        for (pid, ppid, path) in self.events.lock().unwrap().iter() {
+            if let Some(k) = path.split(&format!("/{MARKERS}/")).nth(1) {
+                sample = Some(k.parse().unwrap());
+                continue;
+            }
+            let Some(host) = host_of(*pid).or_else(|| host_of(*ppid)) else {
+                continue;
+            };
+            let k = sample
+                .unwrap_or_else(|| panic!("host {host} wrote {path} before the first reading"));
+            // The write came after reading k began and before reading
+            // k + 2 did; the owner changes at most once in that time.
+            let allowed: Vec<u64> = owners[k..owners.len().min(k + 3)].concat();
+            assert!(
+                allowed.contains(&host),
+                "host {host} wrote {path} without the SDM lease: owners {allowed:?} around reading {k}"
+            );
+            checked += 1;
+        }
+        (checked, owners.len())
     }
 }

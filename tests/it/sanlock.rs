@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::common::built_tool;
 use cairn::primitives::sanlock::{
     self, Disk, Geometry, HostState, Lockspace, LockspaceState, Registration, Resource,
 };
@@ -113,23 +113,12 @@ pub fn lease_file(dir: &Path, name: &str) -> PathBuf {
 }
 
 /// tests/tools/sanlock_rlimit_shim.c, built once per test process.
-fn rlimit_shim() -> &'static Path {
-    static SHIM: OnceLock<PathBuf> = OnceLock::new();
-    SHIM.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("cairn-shim-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let so = dir.join("rlimit_shim.so");
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/sanlock_rlimit_shim.c");
-        let st = Command::new("cc")
-            .args(["-shared", "-fPIC", "-o"])
-            .arg(&so)
-            .arg(&src)
-            .arg("-ldl")
-            .status()
-            .expect("cc");
-        assert!(st.success(), "cannot build the rlimit shim");
-        so
-    })
+fn rlimit_shim() -> PathBuf {
+    built_tool(
+        "sanlock_rlimit_shim.c",
+        "rlimit_shim.so",
+        &["-shared", "-fPIC", "-ldl"],
+    )
 }
 
 fn lockspace(path: &Path, host_id: u64) -> Lockspace {

@@ -31,10 +31,11 @@ fn schema_params(text: &str) -> HashMap<String, Vec<String>> {
             && !line.starts_with("    -")
         {
             in_params = false;
-        } else if in_params && line.starts_with("        name: ") {
-            out.get_mut(method)
-                .unwrap()
-                .push(line.trim_start_matches("        name: ").to_string());
+        } else if in_params && line.starts_with("        ") {
+            // List items are indented by 4 or 8 under `params:`.
+            if let Some(name) = line.trim_start().strip_prefix("name: ") {
+                out.get_mut(method).unwrap().push(name.to_string());
+            }
         }
     }
     out

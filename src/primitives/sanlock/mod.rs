@@ -122,9 +122,15 @@ impl Geometry {
         self.align
     }
 
-    /// Host ids a lockspace (or lease) of this geometry has room for.
+    /// Host ids a lockspace (or lease) of this geometry has room for, as
+    /// sanlock defines them: 2000 with 512-byte sectors, 250 per MiB of
+    /// alignment with 4K sectors.
     pub fn max_hosts(self) -> u32 {
-        (self.align / u64::from(self.sector)).min(2000) as u32
+        if self.sector == 512 {
+            2000
+        } else {
+            250 * (self.align / MIB) as u32
+        }
     }
 
     /// The `SANLK_RES_*` bits, which equal the `SANLK_LSF_*` ones.
