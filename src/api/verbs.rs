@@ -766,10 +766,7 @@ fn domain_format(e: &Arc<Engine>, p: &Params) -> Reply {
 }
 
 fn domain_dump(e: &Arc<Engine>, p: &Params) -> Reply {
-    // `full` adds sanlock lease dumps in VDSM; file domains here have no
-    // sanlock leases to dump yet, so both forms return the same.
-    p.opt_bool("full")?;
-    to_value(&e.dump_domain(p.uuid("sd_id")?)?)
+    to_value(&e.dump_domain(p.uuid("sd_id")?, p.bool_or("full", false)?)?)
 }
 
 // ---- Volume ----

@@ -132,6 +132,9 @@ enum DomainCmd {
     Unmonitor { domain: String },
     /// Health of the monitored domains.
     Health,
+    /// Sanlock leases of a shared domain as stored: host ids and the
+    /// reserved leases (whose owner is the SPM).
+    Leases { domain: Option<String> },
     /// Erase a domain and all its data.
     Format {
         domain: String,
@@ -837,6 +840,46 @@ fn domain(ctx: &Ctx, cmd: DomainCmd) -> Res<()> {
                 json!({"sdUUID": domain}),
                 &format!("no longer monitoring {domain}"),
             );
+        }
+        DomainCmd::Leases { domain } => {
+            let sd = domain_id(ctx, domain)?;
+            let dump = ctx
+                .client
+                .call("StorageDomain.dump", json!({"sd_id": sd, "full": true}))?;
+            let out = json!({"lockspace": dump["lockspace"], "leases": dump["leases"], "xleases": dump["xleases"]});
+            print_value(ctx, &out, |v| {
+                if v["lockspace"].is_null() {
+                    println!("domain {sd} has no sanlock leases (LOCALFS keeps a host-local lock)");
+                    return;
+                }
+                let rows = |key: &str| {
+                    v[key]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|r| {
+                            vec![
+                                s(&r["offset"]),
+                                s(&r["resource"]),
+                                s(&r["own"]),
+                                s(&r["gen"]),
+                                s(&r["timestamp"]),
+                                if r["lver"].is_null() {
+                                    "-".into()
+                                } else {
+                                    s(&r["lver"])
+                                },
+                            ]
+                        })
+                        .collect()
+                };
+                let headers = ["OFFSET", "NAME", "OWNER", "GEN", "TIMESTAMP", "LVER"];
+                println!("host ids (dom_md/ids):");
+                table(&headers, rows("lockspace"));
+                println!("\nreserved leases (dom_md/leases):");
+                table(&headers, rows("leases"));
+            });
         }
         DomainCmd::Health => {
             let stats = ctx.client.call("Host.getStorageRepoStats", json!({}))?;

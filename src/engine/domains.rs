@@ -9,6 +9,8 @@ use crate::backend::file::manifest::{alignment_for, DomainManifest, MAX_DESCRIPT
 use crate::backend::file::{self, FileDomain, NewDomain};
 use crate::error::{Error, Result};
 use crate::format::domain_md::is_safe_value;
+use crate::format::xleases;
+use crate::primitives::sanlock::dump::{direct_dump, LeaseRecord};
 use crate::types::{
     DomainClass, DomainType, Uuid, CREATABLE_DOMAIN_VERSIONS, DEFAULT_DOMAIN_VERSION,
 };
@@ -69,11 +71,34 @@ pub struct VolumeDump {
     pub truesize: u64,
 }
 
+/// `StorageDomainDump`; the lease parts only in a full dump.
 #[derive(Debug, Clone, Serialize)]
 pub struct DomainDump {
     pub metadata: DomainInfo,
     pub volumes: BTreeMap<Uuid, VolumeDump>,
+    /// The reserved leases (`dom_md/leases`: the SDM lease and its
+    /// neighbours), on domains with sanlock leases.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leases: Option<Vec<LeaseRecord>>,
+    /// The host id slots (`dom_md/ids`), on domains with sanlock leases.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lockspace: Option<Vec<LeaseRecord>>,
+    /// External (VM) leases by id, on version 4 and later.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub xleases: Option<BTreeMap<String, XleaseDump>>,
 }
+
+/// `XleaseDump`.
+#[derive(Debug, Clone, Serialize)]
+pub struct XleaseDump {
+    pub offset: u64,
+    pub updating: bool,
+}
+
+/// Slots of `dom_md/leases` a full dump reads (VDSM's reserved leases).
+const RESERVED_LEASES: u64 = 100;
+/// How long reading one lease area may take.
+const DUMP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Debug, Clone, Default)]
 pub struct DomainFilter {
@@ -245,7 +270,9 @@ impl Engine {
 
     /// Domain metadata and every volume with its metadata and sizes, in one
     /// pass over the domain (the fast listing).
-    pub fn dump_domain(&self, sd: Uuid) -> Result<DomainDump> {
+    /// `StorageDomain.dump`; `full` adds the lease areas as they are on
+    /// storage.
+    pub fn dump_domain(&self, sd: Uuid, full: bool) -> Result<DomainDump> {
         let metadata = self.domain_info(sd)?;
         let dom = self.domain(sd)?;
         let mut volumes = BTreeMap::new();
@@ -276,7 +303,62 @@ impl Engine {
                 },
             );
         }
-        Ok(DomainDump { metadata, volumes })
+        let mut dump = DomainDump {
+            metadata,
+            volumes,
+            leases: None,
+            lockspace: None,
+            xleases: None,
+        };
+        if full {
+            let m = dom.manifest()?;
+            if self.sanlock_for(m.domain_type).is_some() {
+                let geometry = lease_geometry(&m)?;
+                let read = |path: &std::path::Path, size: u64| {
+                    direct_dump(path, size, geometry, DUMP_TIMEOUT).map_err(|e| {
+                        Error::DomainAccess {
+                            sd,
+                            source: std::io::Error::other(e),
+                        }
+                    })
+                };
+                dump.leases = Some(read(&dom.leases_path(), RESERVED_LEASES * m.alignment)?);
+                dump.lockspace = Some(read(&dom.ids_path(), m.alignment)?);
+            }
+            if m.version >= 4 {
+                dump.xleases = Some(self.dump_xleases(&dom, m.alignment)?);
+            }
+        }
+        Ok(dump)
+    }
+
+    fn dump_xleases(
+        &self,
+        dom: &FileDomain,
+        alignment: u64,
+    ) -> Result<BTreeMap<String, XleaseDump>> {
+        use std::os::unix::fs::FileExt;
+        let path = dom.xleases_path();
+        let mut index = vec![0; xleases::INDEX_SIZE];
+        std::fs::File::open(&path)
+            .and_then(|f| f.read_exact_at(&mut index, alignment))
+            .map_err(|e| Error::io_path("cannot read", &path, e))?;
+        let records = xleases::used_records(&index).map_err(|reason| Error::DomainMetadata {
+            sd: dom.sd,
+            reason: format!("xleases index: {reason}"),
+        })?;
+        Ok(records
+            .into_iter()
+            .map(|r| {
+                (
+                    r.lease_id,
+                    XleaseDump {
+                        offset: r.offset,
+                        updating: r.updating,
+                    },
+                )
+            })
+            .collect())
     }
 
     /// Erases a domain. An attached domain is refused unless `auto_detach`,

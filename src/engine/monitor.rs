@@ -16,9 +16,8 @@
 //! host holds leases in it (the SPM keeps its SDM lease).
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,6 +25,7 @@ use serde::Serialize;
 
 use super::Engine;
 use crate::error::{Error, Result};
+use crate::primitives::child::output_within;
 use crate::primitives::sanlock;
 use crate::types::Uuid;
 
@@ -290,60 +290,36 @@ fn metadata_path(mnt: &Path, sd: Uuid) -> Result<PathBuf> {
 }
 
 /// Reads the first block of `path` with O_DIRECT in a child process,
-/// giving up after `timeout` (the child is killed and reaped later).
+/// giving up after `timeout`.
 fn read_direct(sd: Uuid, path: &Path, timeout: Duration) -> Result<Vec<u8>> {
-    let mut child = Command::new(dd_binary())
-        .arg(format!("if={}", path.display()))
-        .args(["iflag=direct", "bs=4096", "count=1", "status=none"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::io_path("cannot run dd to read", path, e))?;
-    let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => {
-                let mut out = Vec::with_capacity(READ_SIZE);
-                if let Some(mut s) = child.stdout.take() {
-                    let _ = s.read_to_end(&mut out);
-                }
-                if !status.success() || out.is_empty() {
-                    let mut err = String::new();
-                    if let Some(mut s) = child.stderr.take() {
-                        let _ = s.read_to_string(&mut err);
-                    }
-                    if err.contains("No such file or directory") {
-                        return Err(Error::DomainNotFound(sd));
-                    }
-                    return Err(Error::DomainAccess {
-                        sd,
-                        source: std::io::Error::other(format!(
-                            "reading {} failed: {}",
-                            path.display(),
-                            err.trim()
-                        )),
-                    });
-                }
-                return Ok(out);
-            }
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
-            Ok(None) => {
-                let _ = child.kill();
-                // A child stuck in the kernel dies when its I/O returns;
-                // reap it then, off this thread.
-                std::thread::spawn(move || child.wait());
-                return Err(Error::DomainAccess {
-                    sd,
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("reading {} took longer than {timeout:?}", path.display()),
-                    ),
-                });
-            }
-            Err(e) => return Err(Error::io_path("cannot wait for dd reading", path, e)),
+    let mut dd = Command::new(dd_binary());
+    dd.arg(format!("if={}", path.display()))
+        .args(["iflag=direct", "count=1", "status=none"])
+        .arg(format!("bs={READ_SIZE}"));
+    let out = output_within(dd, timeout)
+        .map_err(|e| Error::io_path("cannot run dd to read", path, e))?
+        .ok_or_else(|| Error::DomainAccess {
+            sd,
+            source: std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("reading {} took longer than {timeout:?}", path.display()),
+            ),
+        })?;
+    if !out.status.success() || out.stdout.is_empty() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        if err.contains("No such file or directory") {
+            return Err(Error::DomainNotFound(sd));
         }
+        return Err(Error::DomainAccess {
+            sd,
+            source: std::io::Error::other(format!(
+                "reading {} failed: {}",
+                path.display(),
+                err.trim()
+            )),
+        });
     }
+    Ok(out.stdout)
 }
 
 /// `VERSION=` from a block of domain metadata.

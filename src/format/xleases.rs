@@ -40,6 +40,48 @@ pub fn format_index(lockspace: &str, mtime: u64, alignment: u64) -> (u64, Vec<u8
     (alignment, buf)
 }
 
+/// A lease the index names: its id, its offset in the volume and whether
+/// an update of it was interrupted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexRecord {
+    pub lease_id: String,
+    pub offset: u64,
+    pub updating: bool,
+}
+
+/// The leases an index (as [`format_index`] lays it out) names.
+pub fn used_records(index: &[u8]) -> Result<Vec<IndexRecord>, String> {
+    if index.len() < INDEX_SIZE {
+        return Err(format!(
+            "the index is {} bytes, not {INDEX_SIZE}",
+            index.len()
+        ));
+    }
+    if index[0..4] != INDEX_MAGIC.to_be_bytes() {
+        return Err("the index has no xleases magic".into());
+    }
+    index[HEADER_SIZE..INDEX_SIZE]
+        .chunks_exact(RECORD_SIZE)
+        .filter(|rec| rec[0] != 0)
+        .map(|rec| {
+            let name = &rec[..48];
+            let end = name.iter().position(|&b| b == 0).unwrap_or(48);
+            let lease_id = std::str::from_utf8(&name[..end])
+                .map_err(|_| "a lease id is not text".to_string())?
+                .to_string();
+            let offset = std::str::from_utf8(&rec[49..60])
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| format!("lease {lease_id} has a bad offset"))?;
+            Ok(IndexRecord {
+                lease_id,
+                offset,
+                updating: rec[61] == b'u',
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,5 +105,25 @@ mod tests {
         let rec = &buf[512..576];
         assert!(rec[..49].iter().all(|&b| b == 0));
         assert_eq!(&rec[49..], b"00000000000\0--\n");
+        assert_eq!(used_records(&buf).unwrap(), []);
+    }
+
+    #[test]
+    fn records_in_use_are_read() {
+        let (_, mut buf) = format_index("ls", 1, 1 << 20);
+        let rec = &mut buf[HEADER_SIZE + RECORD_SIZE..HEADER_SIZE + 2 * RECORD_SIZE];
+        rec[..4].copy_from_slice(b"vm-1");
+        rec[49..60].copy_from_slice(b"00003145728");
+        rec[61] = b'u';
+        assert_eq!(
+            used_records(&buf).unwrap(),
+            [IndexRecord {
+                lease_id: "vm-1".into(),
+                offset: 3 << 20,
+                updating: true
+            }]
+        );
+        buf[0] = 0;
+        assert!(used_records(&buf).is_err());
     }
 }

@@ -1,5 +1,6 @@
 //! Building blocks with no knowledge of pools or domains.
 
+pub mod child;
 pub mod copy;
 pub mod durable;
 pub mod extents;

@@ -399,6 +399,12 @@ fn dump_lists_every_volume_with_metadata() {
         assert_eq!(v["capacity"], json!(1u64 << 30));
         assert!(v["apparentsize"].as_u64().unwrap() > 0);
     }
+    // A full dump adds the external leases index (empty); LOCALFS has no
+    // sanlock lease areas to dump.
+    let full = d.call("StorageDomain.dump", json!({"sd_id": sd, "full": true}));
+    assert_eq!(full["xleases"], json!({}), "{full}");
+    assert!(full.get("leases").is_none() && full.get("lockspace").is_none());
+    assert_eq!(full["volumes"], dump["volumes"]);
 }
 
 #[test]

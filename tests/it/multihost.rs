@@ -192,6 +192,32 @@ fn one_spm_at_a_time_through_sanlock() {
     let st = b.wait_task(&t);
     assert_eq!(st["code"], 651, "{st}\n{}", b.log());
     assert_eq!(spm_status(&b, &sp)["spmStatus"], "Free");
+    // The leases as stored, seen from the other host: host 1 holds its
+    // host id and the SDM lease.
+    let leases = crate::cli::json_out(&b, &["domain", "leases", &sd]);
+    let record = |key: &str, name: &str| {
+        leases[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["resource"].as_str().is_some_and(|n| n.contains(name)))
+            .unwrap_or_else(|| panic!("no {name} in {key}: {leases}"))
+            .clone()
+    };
+    let sdm = record("leases", "SDM");
+    assert_eq!(
+        (sdm["own"].as_u64(), sdm["lver"].as_u64()),
+        (Some(1), Some(1)),
+        "{leases}"
+    );
+    assert_eq!(sdm["offset"], 1 << 20);
+    let host1 = &leases["lockspace"].as_array().unwrap()[0];
+    assert_eq!(
+        (host1["offset"].as_u64(), host1["own"].as_u64()),
+        (Some(0), Some(1)),
+        "{leases}"
+    );
+    assert_eq!(leases["xleases"], json!({}));
     // The SPM's writes pass the lease watch; a write by a host without
     // the lease (this test process, posing as host 2) is caught.
     s1.use_here();

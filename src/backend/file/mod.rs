@@ -197,6 +197,10 @@ impl FileDomain {
         self.root.join(DOM_MD).join("leases")
     }
 
+    pub fn xleases_path(&self) -> PathBuf {
+        self.root.join(DOM_MD).join("xleases")
+    }
+
     pub fn images_dir(&self) -> PathBuf {
         self.root.join(IMAGES)
     }

@@ -6,6 +6,7 @@
 //! stops renewing loses its leases, and other hosts can take them once
 //! its host id has expired on the storage.
 
+pub mod dump;
 pub mod sys;
 
 use std::ffi::{c_char, c_int, CStr};
