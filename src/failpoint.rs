@@ -3,6 +3,8 @@
 //!
 //! Armed by the environment, read once at start:
 //! `CAIRN_FAILPOINTS=volume.create.after_data=crash,image.delete.after_rename=error`.
+//! A third action, `pause`, holds the operation there for a minute (to act
+//! on the host while an operation is in flight).
 //! Unarmed, a failpoint costs one load of a static.
 //!
 //! Every failpoint is listed in [`ALL`]; a test checks that the list and the
@@ -95,6 +97,7 @@ pub const ALL: &[&str] = &[
 enum Action {
     Crash,
     Error,
+    Pause,
 }
 
 fn armed() -> &'static HashMap<String, Action> {
@@ -108,6 +111,7 @@ fn armed() -> &'static HashMap<String, Action> {
                 let action = match action {
                     "crash" => Action::Crash,
                     "error" => Action::Error,
+                    "pause" => Action::Pause,
                     other => {
                         eprintln!("cairnd: ignoring failpoint {name} with unknown action {other}");
                         return None;
@@ -138,6 +142,11 @@ pub fn hit(name: &'static str) -> Result<()> {
         Some(Action::Crash) => {
             tracing::error!(failpoint = name, "failpoint: crashing now");
             crash()
+        }
+        Some(Action::Pause) => {
+            tracing::warn!(failpoint = name, "failpoint: pausing for a minute");
+            std::thread::sleep(std::time::Duration::from_secs(60));
+            Ok(())
         }
     }
 }

@@ -175,6 +175,7 @@ impl Engine {
             .jobs
             .set_runner(Arc::new(gc::EngineRunner(Arc::downgrade(&engine))));
         engine.restore(state);
+        Engine::watch_spm_lease(&engine);
         Ok(engine)
     }
 

@@ -19,6 +19,10 @@ use crate::primitives::lease::{Lease, LeaseError};
 use crate::types::{DomainClass, DomainRole, DomainType, Uuid};
 
 pub const MAX_HOST_ID: u32 = 2000;
+/// How often the SPM lease watchdog asks sanlock about the lease.
+const WATCHDOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// cairnd's exit status when it lost the SPM lease with tasks running.
+pub const EXIT_LEASE_LOST: i32 = 75;
 pub const SPM_ID_FREE: i64 = -1;
 pub const LVER_INVALID: i64 = -1;
 pub(crate) const STATUS_ACTIVE: &str = "Active";
@@ -67,7 +71,11 @@ impl PoolState {
     }
 
     pub fn is_spm(&self) -> bool {
-        self.ready.load(std::sync::atomic::Ordering::SeqCst) && self.lease.is_held()
+        self.is_ready() && self.lease.is_held()
+    }
+
+    fn is_ready(&self) -> bool {
+        self.ready.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Starts (or stops) accepting SPM work; the lease is kept either way.
@@ -550,6 +558,50 @@ impl Engine {
             return Err(Error::DomainNotInPool { sd, pool: pool.id });
         }
         Ok(dom)
+    }
+}
+
+impl Engine {
+    /// Starts the SPM lease watchdog, which lives as long as the engine.
+    pub(super) fn watch_spm_lease(engine: &Arc<Engine>) {
+        let engine = Arc::downgrade(engine);
+        std::thread::Builder::new()
+            .name("spm-watchdog".into())
+            .spawn(move || loop {
+                std::thread::sleep(WATCHDOG_INTERVAL);
+                match engine.upgrade() {
+                    Some(e) => e.check_spm_lease(),
+                    None => return,
+                }
+            })
+            .expect("spawn the SPM watchdog");
+    }
+
+    /// If this host acts as SPM but sanlock no longer holds its lease (its
+    /// host id could not be renewed, or its sanlock died), it stops at once
+    /// and says so. SPM tasks still running could write without the lease:
+    /// as sanlock would, the process then ends, and the next SPM recovers
+    /// them.
+    fn check_spm_lease(&self) {
+        let Some(pool) = self.pool.lock().expect("pool").clone() else {
+            return;
+        };
+        if !pool.is_ready() || pool.lease.is_held() {
+            return;
+        }
+        pool.set_ready(false);
+        tracing::error!(pool = %pool.id, host_id = pool.host_id, "the SPM lease is lost (sanlock no longer holds it): this host stops acting as SPM");
+        if let Err(e) = self.save_host_state(|st| {
+            if let Some(p) = st.pool.as_mut() {
+                p.spm = false;
+            }
+        }) {
+            tracing::warn!(error = %e, "cannot record that this host is no longer SPM");
+        }
+        if let Some(task) = self.tasks.unfinished(None) {
+            tracing::error!(pool = %pool.id, task = %task, "SPM tasks are running without the lease; exiting so they write nothing more (the next SPM recovers them)");
+            std::process::exit(EXIT_LEASE_LOST);
+        }
     }
 }
 

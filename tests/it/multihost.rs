@@ -956,3 +956,91 @@ impl LeaseWatch {
         (checked, owners.len())
     }
 }
+
+/// One host on a loop-mounted xfs, SPM through sanlock, with extra
+/// environment for its cairnd: (fs, sanlock, cairnd, storage, pool, domain).
+fn lone_spm(
+    extra: &[(&str, &str)],
+) -> Option<(LoopFs, SanlockDaemon, Daemon, SharedStorage, String, String)> {
+    let fs = LoopFs::new(300, "xfs", false)?;
+    let sanlock = SanlockDaemon::start()?;
+    let d = Daemon::start_with(host_opts(&sanlock, extra));
+    std::fs::set_permissions(d.data(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let storage = SharedStorage::xfs(&fs);
+    let (sp, sd) = shared_pool(&storage, &[&d]);
+    d.spm_start(&sp);
+    Some((fs, sanlock, d, storage, sp, sd))
+}
+
+/// The SPM's sanlock dies under it, so its lease can no longer be kept:
+/// the watchdog notices within a second or two, the host stops acting as
+/// SPM and says so, and SPM verbs are refused.
+#[test]
+fn a_lost_lease_stops_the_spm_at_once() {
+    let Some((_fs, mut sanlock, d, _storage, sp, sd)) = lone_spm(&[]) else {
+        return;
+    };
+    let _ = sanlock.child.kill();
+    let _ = sanlock.child.wait();
+    let lost = std::time::Instant::now();
+    while spm_status(&d, &sp)["spmStatus"] == "SPM" {
+        assert!(lost.elapsed().as_secs() < 10, "still SPM\n{}", d.log());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (code, _) = d.call_err(
+        "Volume.create",
+        volume_params(&sp, &sd, &uuid(), &uuid(), json!({"size": "1048576"})),
+    );
+    assert_eq!(code, 654);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !d.log().contains("the SPM lease is lost") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not said\n{}",
+            d.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    eprintln!(
+        "SPM role dropped {:?} after its sanlock died",
+        lost.elapsed()
+    );
+}
+
+/// The same with a task half done: rather than let it write on without
+/// the lease, cairnd exits (as sanlock would make it), leaving the task to
+/// the next SPM's recovery; the volume never gets its metadata.
+#[test]
+fn a_lost_lease_with_a_task_running_ends_the_process() {
+    let Some((_fs, mut sanlock, mut d, storage, sp, sd)) =
+        lone_spm(&[("CAIRN_FAILPOINTS", "volume.create.after_data=pause")])
+    else {
+        return;
+    };
+    let (img, vol) = (uuid(), uuid());
+    d.call(
+        "Volume.create",
+        volume_params(&sp, &sd, &img, &vol, json!({"size": "1048576"})),
+    );
+    let image = storage.mount(&d).join(&sd).join("images").join(&img);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !d.log().contains("failpoint: pausing") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no pause\n{}",
+            d.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = sanlock.child.kill();
+    let _ = sanlock.child.wait();
+    assert_eq!(
+        d.wait_exit(std::time::Duration::from_secs(10)),
+        Some(75),
+        "{}",
+        d.log()
+    );
+    assert!(d.log().contains("running without the lease"), "{}", d.log());
+    assert!(image.join(&vol).exists(), "the task had made its data");
+    assert!(!image.join(format!("{vol}.meta")).exists());
+}
