@@ -36,7 +36,12 @@ fn host_opts(sanlock: &SanlockDaemon, extra: &[(&str, &str)]) -> Opts {
 
 /// A cairnd that takes sanlock leases through `sanlock`.
 fn host(sanlock: &SanlockDaemon) -> Daemon {
-    let d = Daemon::start_with(host_opts(sanlock, &[]));
+    host_with(sanlock, &[])
+}
+
+/// Likewise, with more environment for cairnd.
+fn host_with(sanlock: &SanlockDaemon, extra: &[(&str, &str)]) -> Daemon {
+    let d = Daemon::start_with(host_opts(sanlock, extra));
     // The sanlock daemon (user sanlock) reaches the leases under the mount.
     std::fs::set_permissions(d.data(), std::fs::Permissions::from_mode(0o755)).unwrap();
     d
@@ -65,6 +70,15 @@ impl SharedStorage {
             kind: "GLUSTERFS",
             conn: json!({"id": "shared", "connection": spec}),
             remote: spec,
+        }
+    }
+
+    /// An NFS export with the connection options VDSM sends.
+    fn nfs(spec: &str) -> SharedStorage {
+        SharedStorage {
+            kind: "NFS",
+            conn: json!({"id": "shared", "connection": spec, "protocol_version": "4.2", "timeout": 600, "retrans": 6}),
+            remote: spec.to_string(),
         }
     }
 
@@ -964,8 +978,7 @@ fn lone_spm(
 ) -> Option<(LoopFs, SanlockDaemon, Daemon, SharedStorage, String, String)> {
     let fs = LoopFs::new(300, "xfs", false)?;
     let sanlock = SanlockDaemon::start()?;
-    let d = Daemon::start_with(host_opts(&sanlock, extra));
-    std::fs::set_permissions(d.data(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let d = host_with(&sanlock, extra);
     let storage = SharedStorage::xfs(&fs);
     let (sp, sd) = shared_pool(&storage, &[&d]);
     d.spm_start(&sp);
@@ -1043,4 +1056,77 @@ fn a_lost_lease_with_a_task_running_ends_the_process() {
     assert!(d.log().contains("running without the lease"), "{}", d.log());
     assert!(image.join(&vol).exists(), "the task had made its data");
     assert!(!image.join(format!("{vol}.meta")).exists());
+}
+
+/// NFS as far as this machine allows: the kernel has no NFS client, so a
+/// stand-in mount program (tests/tools/fake_nfs_mount.sh, through
+/// `CAIRN_MOUNT`) records the command cairnd builds and bind-mounts a
+/// local xfs directory instead. Everything after the mount runs for real:
+/// an NFS domain, its sanlock leases, two hosts, the SPM handover, unmount.
+#[test]
+fn two_hosts_share_an_nfs_domain_behind_a_stand_in_mount() {
+    let Some(fs) = LoopFs::new(300, "xfs", true) else {
+        return;
+    };
+    let (Some(s1), Some(s2)) = (SanlockDaemon::start(), SanlockDaemon::start()) else {
+        return;
+    };
+    let export = fs.mount.join("nfs.example/export/data");
+    std::fs::create_dir_all(&export).unwrap();
+    std::fs::set_permissions(&export, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("mount.log");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/fake_nfs_mount.sh");
+    let env = [
+        ("CAIRN_MOUNT", script.to_str().unwrap()),
+        ("FAKE_NFS_ROOT", fs.mount.to_str().unwrap()),
+        ("FAKE_NFS_LOG", log.to_str().unwrap()),
+    ];
+    let (a, b) = (host_with(&s1, &env), host_with(&s2, &env));
+    let storage = SharedStorage::nfs("nfs.example:/export/data");
+    let (sp, sd) = shared_pool(&storage, &[&a, &b]);
+    let calls = std::fs::read_to_string(&log).unwrap();
+    for d in [&a, &b] {
+        let expected = format!(
+            "-t nfs -o soft,nosharecache,timeo=600,retrans=6,nfsvers=4.2 -- nfs.example:/export/data {}",
+            storage.mount(d).display()
+        );
+        assert!(
+            calls.lines().any(|l| l == expected),
+            "{expected}\nnot in\n{calls}"
+        );
+    }
+    let info = a.call("StorageDomain.getInfo", json!({"storagedomainID": sd}));
+    assert_eq!(info["type"], "NFS", "{info}");
+
+    a.spm_start(&sp);
+    assert_eq!(spm_start_task(&b, &sp)["code"], 651);
+    let (img, vol) = (uuid(), uuid());
+    a.create_volume(&sp, &sd, &img, &vol, json!({"size": "1048576"}));
+    a.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
+    b.spm_start(&sp);
+    b.create_volume(
+        &sp,
+        &sd,
+        &img,
+        &uuid(),
+        json!({"srcImgUUID": img, "srcVolUUID": vol, "size": "1048576"}),
+    );
+    vdsm_check(&export.join(&sd));
+
+    b.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
+    for (d, id) in [(&a, 1), (&b, 2)] {
+        d.call(
+            "StoragePool.disconnect",
+            json!({"storagepoolID": sp, "hostID": id, "scsiKey": ""}),
+        );
+        storage.disconnect(d);
+        assert!(
+            !std::fs::read_to_string("/proc/mounts")
+                .unwrap()
+                .contains(&storage.mount(d).display().to_string()),
+            "unmounted"
+        );
+    }
 }
