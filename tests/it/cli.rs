@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::common::*;
 
-fn cairn(d: &Daemon, args: &[&str]) -> Output {
+pub(crate) fn cairn(d: &Daemon, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cairn"))
         .arg("--socket")
         .arg(&d.socket)

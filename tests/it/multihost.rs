@@ -722,8 +722,9 @@ fn volume_leases_keep_two_hosts_off_one_volume() {
     }
 }
 
-/// Three hosts share a pool on a real GlusterFS volume: one SPM at a time
-/// through sanlock on the Gluster mount, and a new SPM when it steps down.
+/// Three hosts share a pool on a real GlusterFS volume, set up and run
+/// with the `cairn` CLI: one SPM at a time through sanlock on the Gluster
+/// mount, and a new SPM when it steps down.
 #[test]
 fn three_hosts_share_a_gluster_pool() {
     let Some(vol) = GlusterVolume::create() else {
@@ -736,43 +737,70 @@ fn three_hosts_share_a_gluster_pool() {
     ) else {
         return;
     };
+    use crate::cli::{cairn, json_out};
     let hosts = [host(&s1), host(&s2), host(&s3)];
-    let storage = SharedStorage::gluster(&vol);
-    let refs: Vec<&Daemon> = hosts.iter().collect();
-    let (sp, sd) = shared_pool(&storage, &refs);
-    hosts[0].spm_start(&sp);
-    for d in &hosts[1..] {
-        let st = spm_start_task(d, &sp);
-        assert_eq!(st["code"], 651, "{st}");
+    let spec = format!("127.0.0.1:/{}", vol.name);
+    for d in &hosts {
+        json_out(d, &["storage", "connect", "--type", "GLUSTERFS", &spec]);
     }
-    let (img, vol_id) = (uuid(), uuid());
-    hosts[0].create_volume(&sp, &sd, &img, &vol_id, json!({"size": "1048576"}));
-    for d in &hosts[1..] {
-        assert_eq!(d.volume_info(&sp, &sd, &img, &vol_id)["status"], "OK");
+    let created = json_out(
+        &hosts[0],
+        &[
+            "domain",
+            "create",
+            &spec,
+            "--type",
+            "GLUSTERFS",
+            "--name",
+            "gluster",
+        ],
+    );
+    let sd = created["storagedomainID"].as_str().unwrap().to_string();
+    let pool = json_out(&hosts[0], &["pool", "create", &sd, "--name", "three"]);
+    let sp = pool["storagepoolID"].as_str().unwrap().to_string();
+    for (d, id) in hosts.iter().zip(1..) {
+        json_out(
+            d,
+            &["pool", "connect", &sp, &sd, "--host-id", &id.to_string()],
+        );
     }
-    hosts[0].call("StoragePool.spmStop", json!({"storagepoolID": sp}));
-    hosts[2].spm_start(&sp);
-    let st = spm_status(&hosts[2], &sp);
+    json_out(&hosts[0], &["pool", "spm-start"]);
+    for d in &hosts[1..] {
+        let out = cairn(d, &["pool", "spm-start"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("651"), "{err}");
+    }
+    let made = json_out(&hosts[0], &["volume", "create", "--size", "1M", "--wait"]);
+    let (img, base) = (
+        made["imageID"].as_str().unwrap().to_string(),
+        made["volumeID"].as_str().unwrap().to_string(),
+    );
+    for d in &hosts[1..] {
+        assert_eq!(
+            json_out(d, &["volume", "info", &img, &base])["status"],
+            "OK"
+        );
+    }
+    json_out(&hosts[0], &["pool", "spm-stop"]);
+    json_out(&hosts[2], &["pool", "spm-start"]);
+    let st = json_out(&hosts[2], &["pool", "spm-status"]);
     assert_eq!(
         (st["spmId"].as_i64(), st["spmLver"].as_i64()),
         (Some(3), Some(2)),
         "{st}"
     );
-    hosts[2].create_volume(
-        &sp,
-        &sd,
-        &img,
-        &uuid(),
-        json!({"srcImgUUID": img, "srcVolUUID": vol_id, "size": "1048576"}),
+    json_out(
+        &hosts[2],
+        &[
+            "volume", "create", "--size", "1M", "--image", &img, "--parent", &base, "--wait",
+        ],
     );
+    let storage = SharedStorage::gluster(&vol);
     vdsm_check(&storage.mount(&hosts[2]).join(&sd));
-    hosts[2].call("StoragePool.spmStop", json!({"storagepoolID": sp}));
+    json_out(&hosts[2], &["pool", "spm-stop"]);
     for (d, id) in hosts.iter().zip(1..) {
-        d.call(
-            "StoragePool.disconnect",
-            json!({"storagepoolID": sp, "hostID": id, "scsiKey": ""}),
-        );
-        storage.disconnect(d);
+        json_out(d, &["pool", "disconnect", "--host-id", &id.to_string()]);
+        json_out(d, &["storage", "disconnect", "--type", "GLUSTERFS", &spec]);
     }
 }
 
