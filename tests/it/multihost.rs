@@ -87,6 +87,29 @@ impl SharedStorage {
         d.data().join("mnt").join(self.remote.replace('/', "_"))
     }
 
+    /// The SPM steps down, then every host stops monitoring `monitored`,
+    /// leaves pool `sp` and disconnects the storage, which unmounts only
+    /// once the host has left the lockspaces on it.
+    fn leave(&self, sp: &str, spm: &Daemon, hosts: &[(&Daemon, i64)], monitored: &[&str]) {
+        spm.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
+        for (d, id) in hosts {
+            for sd in monitored {
+                d.call("Host.stopMonitoringDomain", json!({"sdUUID": sd}));
+            }
+            d.call(
+                "StoragePool.disconnect",
+                json!({"storagepoolID": sp, "hostID": id, "scsiKey": ""}),
+            );
+            self.disconnect(d);
+            assert!(
+                !std::fs::read_to_string("/proc/mounts")
+                    .unwrap()
+                    .contains(&self.mount(d).display().to_string()),
+                "still mounted"
+            );
+        }
+    }
+
     fn disconnect(&self, d: &Daemon) {
         let st = d.call(
             "StoragePool.disconnectStorageServer",
@@ -279,15 +302,7 @@ fn one_spm_at_a_time_through_sanlock() {
     assert_eq!(code, 654);
     vdsm_check(&storage.mount(&b).join(&sd));
 
-    b.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
-    for (d, id) in [(&a, 1), (&b, 2)] {
-        d.call(
-            "StoragePool.disconnect",
-            json!({"storagepoolID": sp, "hostID": id, "scsiKey": ""}),
-        );
-        // Unmounts only once the lockspace is left.
-        storage.disconnect(d);
-    }
+    storage.leave(&sp, &b, &[(&a, 1), (&b, 2)], &[]);
 }
 
 /// One spmStart task, waited for (up to `patience`) and cleared.
@@ -500,14 +515,7 @@ fn failover_after_a_crash_and_after_a_dead_host() {
         "failover",
         json!({"io_timeout": IO_TIMEOUT, "failover_s": failover, "minimum_s": minimum}),
     );
-    winner.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
-    for (d, id) in contenders {
-        d.call(
-            "StoragePool.disconnect",
-            json!({"storagepoolID": sp, "hostID": id, "scsiKey": ""}),
-        );
-        storage.disconnect(d);
-    }
+    storage.leave(&sp, winner, &contenders, &[]);
     // The dead host's mount: what its reboot would have cleared.
     let _ = std::process::Command::new("umount")
         .arg("-l")
@@ -606,15 +614,7 @@ fn two_hosts_share_a_pool_on_4k_storage() {
         "{dump}"
     );
 
-    b.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
-    for (d, id) in [(&a, 1), (&b, 2)] {
-        d.call("Host.stopMonitoringDomain", json!({"sdUUID": sd}));
-        d.call(
-            "StoragePool.disconnect",
-            json!({"storagepoolID": sp, "hostID": id, "scsiKey": ""}),
-        );
-        storage.disconnect(d);
-    }
+    storage.leave(&sp, &b, &[(&a, 1), (&b, 2)], &[&sd]);
 }
 
 /// A host job changes a volume only while holding the volume's lease: a
@@ -711,15 +711,7 @@ fn volume_leases_keep_two_hosts_off_one_volume() {
         "changed"
     );
 
-    a.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
-    for (d, id) in [(&a, 1), (&b, 2)] {
-        d.call("Host.stopMonitoringDomain", json!({"sdUUID": sd}));
-        d.call(
-            "StoragePool.disconnect",
-            json!({"storagepoolID": sp, "hostID": id, "scsiKey": ""}),
-        );
-        storage.disconnect(d);
-    }
+    storage.leave(&sp, &a, &[(&a, 1), (&b, 2)], &[&sd]);
 }
 
 /// Three hosts share a pool on a real GlusterFS volume, set up and run
@@ -861,14 +853,7 @@ fn the_master_moves_and_every_host_follows() {
         vdsm_check(&storage.mount(&b).join(sd));
     }
 
-    b.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
-    for (d, id) in [(&a, 1), (&b, 2)] {
-        d.call(
-            "StoragePool.disconnect",
-            json!({"storagepoolID": sp, "hostID": id, "scsiKey": ""}),
-        );
-        storage.disconnect(d);
-    }
+    storage.leave(&sp, &b, &[(&a, 1), (&b, 2)], &[]);
 }
 
 /// Watches who writes the shared storage while the SDM lease changes
@@ -1143,18 +1128,5 @@ fn two_hosts_share_an_nfs_domain_behind_a_stand_in_mount() {
     );
     vdsm_check(&export.join(&sd));
 
-    b.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
-    for (d, id) in [(&a, 1), (&b, 2)] {
-        d.call(
-            "StoragePool.disconnect",
-            json!({"storagepoolID": sp, "hostID": id, "scsiKey": ""}),
-        );
-        storage.disconnect(d);
-        assert!(
-            !std::fs::read_to_string("/proc/mounts")
-                .unwrap()
-                .contains(&storage.mount(d).display().to_string()),
-            "unmounted"
-        );
-    }
+    storage.leave(&sp, &b, &[(&a, 1), (&b, 2)], &[]);
 }
