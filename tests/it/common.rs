@@ -125,6 +125,19 @@ impl Daemon {
         std::fs::read_to_string(self.dir.path().join("cairnd.log")).unwrap_or_default()
     }
 
+    /// Waits (up to `patience`) until cairnd's log says `text`.
+    pub fn wait_log(&self, text: &str, patience: Duration) {
+        let deadline = Instant::now() + patience;
+        while !self.log().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "cairnd never logged {text:?}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn data(&self) -> &Path {
         self.dir.path()
     }

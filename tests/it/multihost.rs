@@ -1018,15 +1018,7 @@ fn a_lost_lease_stops_the_spm_at_once() {
         volume_params(&sp, &sd, &uuid(), &uuid(), json!({"size": "1048576"})),
     );
     assert_eq!(code, 654);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !d.log().contains("the SPM lease is lost") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not said\n{}",
-            d.log()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    d.wait_log("the SPM lease is lost", std::time::Duration::from_secs(10));
     eprintln!(
         "SPM role dropped {:?} after its sanlock died",
         lost.elapsed()
@@ -1049,15 +1041,7 @@ fn a_lost_lease_with_a_task_running_ends_the_process() {
         volume_params(&sp, &sd, &img, &vol, json!({"size": "1048576"})),
     );
     let image = storage.mount(&d).join(&sd).join("images").join(&img);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !d.log().contains("failpoint: pausing") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no pause\n{}",
-            d.log()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    d.wait_log("failpoint: pausing", std::time::Duration::from_secs(20));
     let _ = sanlock.child.kill();
     let _ = sanlock.child.wait();
     assert_eq!(
