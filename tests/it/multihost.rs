@@ -203,6 +203,17 @@ fn sdm_lease(mount: &std::path::Path, sd: &str) -> cairn::primitives::sanlock::R
     }
 }
 
+/// A 1 MiB snapshot on top of `parent`, made by the SPM `d`.
+fn snapshot(d: &Daemon, sp: &str, sd: &str, img: &str, parent: &str) {
+    d.create_volume(
+        sp,
+        sd,
+        img,
+        &uuid(),
+        json!({"srcImgUUID": img, "srcVolUUID": parent, "size": "1048576"}),
+    );
+}
+
 fn spm_status(d: &Daemon, sp: &str) -> Value {
     d.call("StoragePool.getSpmStatus", json!({"storagepoolID": sp}))
 }
@@ -288,13 +299,7 @@ fn one_spm_at_a_time_through_sanlock() {
         "{st}"
     );
     assert_eq!(st["spmLver"], 2, "{st}");
-    b.create_volume(
-        &sp,
-        &sd,
-        &img,
-        &uuid(),
-        json!({"srcImgUUID": img, "srcVolUUID": vol, "size": "1048576"}),
-    );
+    snapshot(&b, &sp, &sd, &img, &vol);
     let (code, _) = a.call_err(
         "Volume.create",
         volume_params(&sp, &sd, &uuid(), &uuid(), json!({"size": "1048576"})),
@@ -497,13 +502,7 @@ fn failover_after_a_crash_and_after_a_dead_host() {
         (Some("SPM"), Some(winner_id)),
         "{st}"
     );
-    winner.create_volume(
-        &sp,
-        &sd,
-        &img,
-        &uuid(),
-        json!({"srcImgUUID": img, "srcVolUUID": base, "size": "1048576"}),
-    );
+    snapshot(winner, &sp, &sd, &img, &base);
     let (writes, readings) = watch.check(&pids);
     assert!(writes > 0, "no write seen: is fanotify watching?");
     eprintln!("host {winner_id} took over; {samples} safety samples, at most {most_spms} SPM");
@@ -586,13 +585,7 @@ fn two_hosts_share_a_pool_on_4k_storage() {
         (Some(2), Some(2)),
         "{st}"
     );
-    b.create_volume(
-        &sp,
-        &sd,
-        &img,
-        &uuid(),
-        json!({"srcImgUUID": img, "srcVolUUID": vol, "size": "1048576"}),
-    );
+    snapshot(&b, &sp, &sd, &img, &vol);
     let dom = storage.mount(&b).join(&sd);
     vdsm_check(&dom);
     // sanlock reads the SDM lease back in slot 1 of 8 MiB, with 4K sectors.
@@ -1103,13 +1096,7 @@ fn two_hosts_share_an_nfs_domain_behind_a_stand_in_mount() {
     a.create_volume(&sp, &sd, &img, &vol, json!({"size": "1048576"}));
     a.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
     b.spm_start(&sp);
-    b.create_volume(
-        &sp,
-        &sd,
-        &img,
-        &uuid(),
-        json!({"srcImgUUID": img, "srcVolUUID": vol, "size": "1048576"}),
-    );
+    snapshot(&b, &sp, &sd, &img, &vol);
     vdsm_check(&export.join(&sd));
 
     storage.leave(&sp, &b, &[(&a, 1), (&b, 2)], &[]);
