@@ -3,8 +3,8 @@
 //!
 //! Armed by the environment, read once at start:
 //! `CAIRN_FAILPOINTS=volume.create.after_data=crash,image.delete.after_rename=error`.
-//! A third action, `pause`, holds the operation there for a minute (to act
-//! on the host while an operation is in flight).
+//! A third action, `pause` (or `pause:SECONDS`), holds the operation there
+//! for a minute (or that long), to act on the host while it is in flight.
 //! Unarmed, a failpoint costs one load of a static.
 //!
 //! Every failpoint is listed in [`ALL`]; a test checks that the list and the
@@ -97,7 +97,7 @@ pub const ALL: &[&str] = &[
 enum Action {
     Crash,
     Error,
-    Pause,
+    Pause(std::time::Duration),
 }
 
 fn armed() -> &'static HashMap<String, Action> {
@@ -111,7 +111,14 @@ fn armed() -> &'static HashMap<String, Action> {
                 let action = match action {
                     "crash" => Action::Crash,
                     "error" => Action::Error,
-                    "pause" => Action::Pause,
+                    "pause" => Action::Pause(std::time::Duration::from_secs(60)),
+                    pause if pause.starts_with("pause:") => match pause[6..].parse() {
+                        Ok(secs) => Action::Pause(std::time::Duration::from_secs(secs)),
+                        Err(_) => {
+                            eprintln!("cairnd: ignoring failpoint {name} with bad pause {pause}");
+                            return None;
+                        }
+                    },
                     other => {
                         eprintln!("cairnd: ignoring failpoint {name} with unknown action {other}");
                         return None;
@@ -143,9 +150,9 @@ pub fn hit(name: &'static str) -> Result<()> {
             tracing::error!(failpoint = name, "failpoint: crashing now");
             crash()
         }
-        Some(Action::Pause) => {
-            tracing::warn!(failpoint = name, "failpoint: pausing for a minute");
-            std::thread::sleep(std::time::Duration::from_secs(60));
+        Some(Action::Pause(how_long)) => {
+            tracing::warn!(failpoint = name, ?how_long, "failpoint: pausing");
+            std::thread::sleep(*how_long);
             Ok(())
         }
     }

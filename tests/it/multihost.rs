@@ -610,8 +610,10 @@ fn two_hosts_share_a_pool_on_4k_storage() {
     storage.leave(&sp, &b, &[(&a, 1), (&b, 2)], &[&sd]);
 }
 
-/// A host job changes a volume only while holding the volume's lease: a
-/// job on one host is refused while another host holds it.
+/// Two hosts race SDM jobs on one volume: each job holds the volume's
+/// lease while it changes the volume, so the job that comes second, on the
+/// other host, is refused with a clear error while the first runs (held
+/// there by a pause), and succeeds once it is done.
 #[test]
 fn volume_leases_keep_two_hosts_off_one_volume() {
     let Some((_fs, [_s1, s2], [a, b], storage, sp, sd)) = two_hosts_on_xfs() else {
@@ -620,90 +622,40 @@ fn volume_leases_keep_two_hosts_off_one_volume() {
     a.spm_start(&sp);
     let (img, vol) = (uuid(), uuid());
     a.create_volume(&sp, &sd, &img, &vol, json!({"size": "1048576"}));
+    // Host 2's jobs stop for a while once they hold the lease.
+    let b = Daemon::start_in(
+        b.stop(false),
+        host_opts(
+            &s2,
+            &[("CAIRN_FAILPOINTS", "volume.update.after_illegal=pause:4")],
+        ),
+    );
     join_lockspace(&[(&a, 1), (&b, 2)], &sd);
-
-    // Host 2 holds the volume's lease (as a long job there would).
-    let lease = storage
-        .mount(&b)
-        .join(&sd)
-        .join("images")
-        .join(&img)
-        .join(format!("{vol}.lease"));
-    // `sanlock client command` gives up if its first acquire fails, so it
-    // is started again until host 2 is seen holding the lease.
-    s2.use_here();
-    let resource = cairn::primitives::sanlock::Resource {
-        lockspace: sd.clone(),
-        name: vol.clone(),
-        disk: cairn::primitives::sanlock::Disk {
-            path: lease.clone(),
-            offset: 0,
-        },
-        shared: false,
-        geometry: cairn::primitives::sanlock::Geometry::CLASSIC,
-    };
-    let hold = || {
-        s2.client(&[
-            "command",
-            "-r",
-            &format!("{sd}:{vol}:{}:0", lease.display()),
-            "-c",
-            "/bin/sleep",
-            "600",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap()
-    };
-    let mut holder = hold();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let (_, owners) = cairn::primitives::sanlock::read_resource_owners(&resource).unwrap();
-        if owners.iter().any(|h| h.host_id == 2) {
-            break;
-        }
-        if holder.try_wait().unwrap().is_some() {
-            holder = hold();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "host 2 never took the lease"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let update = |d: &Daemon| {
-        d.run_job(
+    let update = |d: &Daemon, description: &str| {
+        let job = uuid();
+        d.call(
             "SDM.update_volume",
-            json!({"vol_info": {"sd_id": sd, "img_id": img, "vol_id": vol}, "vol_attr": {"description": "changed"}}),
-        )
+            json!({"job_id": job, "vol_info": {"sd_id": sd, "img_id": img, "vol_id": vol},
+                   "vol_attr": {"description": description}}),
+        );
+        job
     };
-    let refused = update(&a);
+    let first = update(&b, "host 2");
+    b.wait_log("failpoint: pausing", std::time::Duration::from_secs(20));
+    let refused = a.wait_job(&update(&a, "host 1"));
     assert_eq!(refused["status"], "failed", "{refused}");
     assert_eq!(refused["error"]["code"], 651, "{refused}");
-    assert!(
-        refused["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("another host"),
-        "{refused}"
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(message.contains("another host holds it"), "{refused}");
+    let first = b.wait_job(&first);
+    assert_eq!(first["status"], "done", "{first}");
+    assert_eq!(a.volume_info(&sp, &sd, &img, &vol)["description"], "host 2");
+    a.job_ok(
+        "SDM.update_volume",
+        json!({"vol_info": {"sd_id": sd, "img_id": img, "vol_id": vol, "generation": 1},
+               "vol_attr": {"description": "host 1"}}),
     );
-    let _ = holder.kill();
-    let _ = holder.wait();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let j = update(&a);
-        if j["status"] == "done" {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "never freed: {j}");
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    assert_eq!(
-        a.volume_info(&sp, &sd, &img, &vol)["description"],
-        "changed"
-    );
-
+    assert_eq!(a.volume_info(&sp, &sd, &img, &vol)["description"], "host 1");
     storage.leave(&sp, &a, &[(&a, 1), (&b, 2)], &[&sd]);
 }
 
