@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use super::pool::{joinable, PoolRecord, PoolState, STATUS_ACTIVE};
+use super::pool::{joinable, PoolState, STATUS_ACTIVE};
 use super::Engine;
 use crate::backend::file::manifest::{K_POOL_UUID, K_ROLE, POOL_KEYS};
 use crate::backend::file::{DomainManifest, FileDomain, PoolMetadata};
@@ -135,24 +135,17 @@ impl Engine {
             req.master_version,
             new_lease,
         ));
-        state.set_ready(true);
-        *self.pool.lock().expect("pool") = Some(state);
-        after_commit(self.save_host_state(|st| {
-            st.pool = Some(PoolRecord {
-                id: req.pool,
-                host_id: pool.host_id,
-                master_sd: req.new_master,
-                master_version: req.master_version,
-                spm: true,
-            })
-        }));
+        after_commit(self.install_pool(state.clone(), true));
         after_commit(
             new.manifest()
                 .and_then(|m| m.pool.ok_or(Error::PoolMasterNotFound(req.pool)))
                 .and_then(|md| self.link_pool(req.pool, req.new_master, &md)),
         );
+        // The records now live on the new master: tasks are found there
+        // before new ones may start.
         self.tasks.forget_store(&old.master_dir().join("tasks"));
         self.tasks.recover(&new.master_dir().join("tasks"));
+        state.set_ready(true);
         after_commit(self.demote_master(&old, req.pool));
         self.let_go(req.old_master, pool.lease());
         tracing::info!(pool = %req.pool, from = %req.old_master, to = %req.new_master, version = req.master_version, "master domain switched");
@@ -307,38 +300,13 @@ impl Engine {
                 ),
             });
         }
-        let master = self.domain(master_sd)?;
-        let m = master.manifest()?;
-        let pmd = match (m.pool, m.pools.contains(&pool.id)) {
-            (Some(p), true) if m.role == DomainRole::Master => p,
-            _ => {
-                return Err(Error::PoolWrongMaster {
-                    pool: pool.id,
-                    reason: format!("domain {master_sd} is not the master of this pool"),
-                })
-            }
-        };
-        super::pool::check_master_version(pool.id, &pmd, master_version)?;
-        self.refuse_moved_master(pool.id, master_sd, &pmd)?;
-        let state = Arc::new(PoolState::new(
-            pool.id,
-            pool.host_id,
-            master_sd,
-            master_version,
-            self.sdm_lease(&master)?,
-        ));
+        let (master, pmd) = self.current_master(pool.id, master_sd, master_version)?;
         self.link_pool(pool.id, master_sd, &pmd)?;
-        *self.pool.lock().expect("pool") = Some(state);
+        let lease = self.sdm_lease(&master)?;
+        let state = PoolState::new(pool.id, pool.host_id, master_sd, master_version, lease);
+        let installed = self.install_pool(Arc::new(state), false);
         self.let_go(pool.master_sd, pool.lease());
-        self.save_host_state(|st| {
-            st.pool = Some(PoolRecord {
-                id: pool.id,
-                host_id: pool.host_id,
-                master_sd,
-                master_version,
-                spm: false,
-            })
-        })?;
+        installed?;
         tracing::info!(pool = %pool.id, master = %master_sd, version = master_version, "following the pool's new master");
         Ok(())
     }

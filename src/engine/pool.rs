@@ -256,14 +256,39 @@ impl Engine {
                 None => {}
             }
         }
+        let (master, pool_md) = self.current_master(id, master_sd, master_version)?;
+        self.link_pool(id, master_sd, &pool_md)?;
+        let lease = self.sdm_lease(&master)?;
+        self.install_pool(
+            Arc::new(PoolState::new(
+                id,
+                host_id,
+                master_sd,
+                master_version,
+                lease,
+            )),
+            false,
+        )?;
+        tracing::info!(pool = %id, host_id, master = %master_sd, "connected to storage pool");
+        Ok(())
+    }
+
+    /// `master_sd` and its pool metadata, if it is the current master of
+    /// pool `id` at `master_version` (no other member superseded it).
+    pub(crate) fn current_master(
+        &self,
+        id: Uuid,
+        master_sd: Uuid,
+        master_version: i64,
+    ) -> Result<(Arc<FileDomain>, PoolMetadata)> {
         let master = match self.domain(master_sd) {
             Ok(d) => d,
             Err(Error::DomainNotFound(_)) => return Err(Error::PoolMasterNotFound(id)),
             Err(e) => return Err(e),
         };
         let m = master.manifest()?;
-        let pool_md = match (&m.pool, m.pools.contains(&id)) {
-            (Some(p), true) if m.role == DomainRole::Master => p.clone(),
+        let pool_md = match (m.pool, m.pools.contains(&id)) {
+            (Some(p), true) if m.role == DomainRole::Master => p,
             _ => {
                 return Err(Error::PoolWrongMaster {
                     pool: id,
@@ -273,26 +298,21 @@ impl Engine {
         };
         check_master_version(id, &pool_md, master_version)?;
         self.refuse_moved_master(id, master_sd, &pool_md)?;
-        self.link_pool(id, master_sd, &pool_md)?;
-        let state = Arc::new(PoolState::new(
-            id,
-            host_id,
-            master_sd,
-            master_version,
-            self.sdm_lease(&master)?,
-        ));
+        Ok((master, pool_md))
+    }
+
+    /// Makes `state` the connected pool and records it in the host state
+    /// (the swap happens even if recording fails).
+    pub(crate) fn install_pool(&self, state: Arc<PoolState>, spm: bool) -> Result<()> {
+        let record = PoolRecord {
+            id: state.id,
+            host_id: state.host_id,
+            master_sd: state.master_sd,
+            master_version: state.master_version,
+            spm,
+        };
         *self.pool.lock().expect("pool") = Some(state);
-        self.save_host_state(|st| {
-            st.pool = Some(PoolRecord {
-                id,
-                host_id,
-                master_sd,
-                master_version,
-                spm: false,
-            });
-        })?;
-        tracing::info!(pool = %id, host_id, master = %master_sd, "connected to storage pool");
-        Ok(())
+        self.save_host_state(|st| st.pool = Some(record))
     }
 
     /// `data-center/<sp>/<sd>` and `mastersd` links, as VDSM makes them.
