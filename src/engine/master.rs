@@ -11,10 +11,10 @@
 
 use std::sync::Arc;
 
-use super::pool::{joinable, PoolState, STATUS_ACTIVE};
+use super::pool::{joinable, master_of, PoolState, STATUS_ACTIVE};
 use super::Engine;
 use crate::backend::file::manifest::{K_POOL_UUID, K_ROLE, POOL_KEYS};
-use crate::backend::file::{DomainManifest, FileDomain, PoolMetadata};
+use crate::backend::file::{FileDomain, PoolMetadata};
 use crate::error::{Error, IoContext, Result};
 use crate::failpoint::hit;
 use crate::primitives::durable;
@@ -223,8 +223,8 @@ impl Engine {
 
     /// Another member of the pool that is its master at a newer version
     /// than `pmd` (the master moved while this host looked elsewhere).
-    pub(crate) fn newer_master(&self, master_sd: Uuid, pmd: &PoolMetadata) -> Option<(Uuid, i64)> {
-        self.other_masters(master_sd, pmd)
+    fn newer_master(&self, pool: Uuid, master_sd: Uuid, pmd: &PoolMetadata) -> Option<(Uuid, i64)> {
+        self.other_masters(pool, master_sd, pmd)
             .into_iter()
             .map(|(dom, v)| (dom.sd, v))
             .find(|(_, v)| *v > pmd.master_version)
@@ -237,7 +237,7 @@ impl Engine {
         master_sd: Uuid,
         pmd: &PoolMetadata,
     ) -> Result<()> {
-        match self.newer_master(master_sd, pmd) {
+        match self.newer_master(pool, master_sd, pmd) {
             Some((sd, version)) => Err(Error::PoolWrongMaster {
                 pool,
                 reason: format!(
@@ -257,7 +257,7 @@ impl Engine {
         master_sd: Uuid,
         pmd: &PoolMetadata,
     ) -> Result<()> {
-        for (dom, version) in self.other_masters(master_sd, pmd) {
+        for (dom, version) in self.other_masters(pool, master_sd, pmd) {
             if version < pmd.master_version {
                 self.demote_master(&dom, pool)?;
             }
@@ -267,17 +267,18 @@ impl Engine {
 
     /// The pool's other members that claim to be its master, with their
     /// master versions.
-    fn other_masters(&self, master_sd: Uuid, pmd: &PoolMetadata) -> Vec<(Arc<FileDomain>, i64)> {
+    fn other_masters(
+        &self,
+        pool: Uuid,
+        master_sd: Uuid,
+        pmd: &PoolMetadata,
+    ) -> Vec<(Arc<FileDomain>, i64)> {
         pmd.domains
             .iter()
             .filter(|(sd, _)| *sd != master_sd)
             .filter_map(|(sd, _)| {
                 let dom = self.domain(*sd).ok()?;
-                let m: DomainManifest = dom.manifest().ok()?;
-                let version = m
-                    .pool
-                    .filter(|_| m.role == DomainRole::Master)?
-                    .master_version;
+                let version = master_of(&dom.manifest().ok()?, pool)?.master_version;
                 Some((dom, version))
             })
             .collect()

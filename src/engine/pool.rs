@@ -286,16 +286,10 @@ impl Engine {
             Err(Error::DomainNotFound(_)) => return Err(Error::PoolMasterNotFound(id)),
             Err(e) => return Err(e),
         };
-        let m = master.manifest()?;
-        let pool_md = match (m.pool, m.pools.contains(&id)) {
-            (Some(p), true) if m.role == DomainRole::Master => p,
-            _ => {
-                return Err(Error::PoolWrongMaster {
-                    pool: id,
-                    reason: format!("domain {master_sd} is not the master of this pool"),
-                })
-            }
-        };
+        let pool_md = master_of(&master.manifest()?, id).ok_or_else(|| Error::PoolWrongMaster {
+            pool: id,
+            reason: format!("domain {master_sd} is not the master of this pool"),
+        })?;
         check_master_version(id, &pool_md, master_version)?;
         self.refuse_moved_master(id, master_sd, &pool_md)?;
         Ok((master, pool_md))
@@ -371,19 +365,13 @@ impl Engine {
     )> {
         let master = self.domain(pool.master_sd)?;
         let m = master.manifest()?;
-        let md = match &m.pool {
-            Some(md) if m.role == DomainRole::Master => md.clone(),
-            _ => {
-                return Err(Error::PoolWrongMaster {
-                    pool: pool.id,
-                    reason: format!(
-                        "domain {} is no longer the pool's master; \
-                         StoragePool.refresh with the new one",
-                        pool.master_sd
-                    ),
-                })
-            }
-        };
+        let md = master_of(&m, pool.id).ok_or_else(|| Error::PoolWrongMaster {
+            pool: pool.id,
+            reason: format!(
+                "domain {} is no longer the pool's master; StoragePool.refresh with the new one",
+                pool.master_sd
+            ),
+        })?;
         Ok((master, md, m))
     }
 
@@ -647,6 +635,16 @@ pub(crate) fn write_master(
         pool_md.write(md);
         Ok(())
     })
+}
+
+/// The pool metadata of a domain that is pool `id`'s master.
+pub(crate) fn master_of(
+    m: &crate::backend::file::DomainManifest,
+    id: Uuid,
+) -> Option<PoolMetadata> {
+    m.pool
+        .clone()
+        .filter(|_| m.role == DomainRole::Master && m.pools.contains(&id))
 }
 
 /// The manifest of a domain that may join a pool (a Data domain).
