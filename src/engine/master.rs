@@ -101,6 +101,7 @@ impl Engine {
         let pool = self.require_spm(req.pool)?;
         let _lock = self.lock_storage(&[req.pool, req.old_master, req.new_master])?;
         let (old, pmd, new) = self.check_switch(&pool, req)?;
+        let new_lease = self.sdm_lease(&new)?;
         // Tasks keep their records on the master: none may run, or start,
         // while the records move.
         pool.set_ready(false);
@@ -111,7 +112,6 @@ impl Engine {
                 task,
             });
         }
-        let new_lease = self.sdm_lease(&new)?;
         let moved = new_lease
             .acquire(pool.host_id)
             .map_err(|e| Error::AcquireLease {
