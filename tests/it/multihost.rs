@@ -274,14 +274,16 @@ fn one_spm_at_a_time_through_sanlock() {
     let (img, vol) = (uuid(), uuid());
     a.create_volume(&sp, &sd, &img, &vol, json!({"size": "1048576"}));
     std::fs::write(mount.join("intruder"), b"x").unwrap();
-    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        watch.check(&[(a.pid(), 1), (std::process::id(), 2)])
-    }));
-    let message = *caught.unwrap_err().downcast::<String>().unwrap();
-    assert!(
-        message.contains("host 2 wrote") && message.contains("intruder"),
-        "{message}"
-    );
+    if let Some(watch) = watch {
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            watch.check(&[(a.pid(), 1), (std::process::id(), 2)])
+        }));
+        let message = *caught.unwrap_err().downcast::<String>().unwrap();
+        assert!(
+            message.contains("host 2 wrote") && message.contains("intruder"),
+            "{message}"
+        );
+    }
     assert_eq!(b.volume_info(&sp, &sd, &img, &vol)["status"], "OK");
     let (code, _) = b.call_err(
         "Volume.create",
@@ -503,10 +505,12 @@ fn failover_after_a_crash_and_after_a_dead_host() {
         "{st}"
     );
     snapshot(winner, &sp, &sd, &img, &base);
-    let (writes, readings) = watch.check(&pids);
-    assert!(writes > 0, "no write seen: is fanotify watching?");
+    if let Some(watch) = watch {
+        let (writes, readings) = watch.check(&pids);
+        assert!(writes > 0, "no write seen: is fanotify watching?");
+        eprintln!("{writes} writes by the hosts, each while its host held the SDM lease ({readings} lease readings)");
+    }
     eprintln!("host {winner_id} took over; {samples} safety samples, at most {most_spms} SPM");
-    eprintln!("{writes} writes by the hosts, each while its host held the SDM lease ({readings} lease readings)");
     eprintln!(
         "failover {failover:.1} s, theoretical minimum {minimum:.0} s (io_timeout {IO_TIMEOUT} s)"
     );
@@ -820,17 +824,32 @@ const MARKERS: &str = ".cairn-lease-samples";
 
 impl LeaseWatch {
     /// Watches the file system under `mount`; `sdm` is the lease, read
-    /// through the sanlock daemon this test process uses.
-    fn start(mount: &std::path::Path, sdm: cairn::primitives::sanlock::Resource) -> LeaseWatch {
+    /// through the sanlock daemon this test process uses. None (said why)
+    /// where fanotify cannot watch a whole file system (kernel < 4.20, no
+    /// CAP_SYS_ADMIN).
+    fn start(
+        mount: &std::path::Path,
+        sdm: cairn::primitives::sanlock::Resource,
+    ) -> Option<LeaseWatch> {
         use std::io::BufRead;
         let tool = built_tool("fanotify_writers.c", "fanotify_writers", &["-O2"]);
         let mut child = std::process::Command::new(tool)
             .arg(mount)
             .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
         let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        assert_eq!(lines.next().unwrap().unwrap(), "ready", "fanotify mark");
+        if !matches!(lines.next(), Some(Ok(l)) if l == "ready") {
+            let mut err = String::new();
+            let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
+            let _ = child.wait();
+            eprintln!(
+                "SKIP: writes are not checked against the lease: {}",
+                err.trim()
+            );
+            return None;
+        }
         let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = events.clone();
         std::thread::spawn(move || {
@@ -868,13 +887,13 @@ impl LeaseWatch {
         while owners.lock().unwrap().is_empty() {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        LeaseWatch {
+        Some(LeaseWatch {
             tool: child,
             events,
             owners,
             stop,
             sampler: Some(sampler),
-        }
+        })
     }
 
     /// Stops watching and checks every write made by a host's cairnd (or
