@@ -145,8 +145,7 @@ fn embedded_default_is_ready_and_survives_restart() {
         d.call("StoragePool.getSpmStatus", json!({"storagepoolID": sp}))["spmStatus"],
         "SPM"
     );
-    let (img, vol) = (uuid(), uuid());
-    d.create_volume(&sp, &sd, &img, &vol, json!({}));
+    let (img, vol) = d.new_image(&sp, &sd, json!({}));
     let dir = d.stop(false);
     let d = Daemon::start_in(dir, Opts::default());
     assert_eq!(
@@ -326,12 +325,9 @@ fn volume_formats_and_sizes() {
         ("COW", "PREALLOCATED"),
     ];
     for (fmt, alloc) in cases {
-        let (img, vol) = (uuid(), uuid());
-        d.create_volume(
+        let (img, vol) = d.new_image(
             &sp,
             &sd,
-            &img,
-            &vol,
             json!({"volFormat": fmt, "preallocate": alloc, "size": (64u64 << 20).to_string()}),
         );
         let size = d.call(
@@ -383,8 +379,7 @@ fn dump_lists_every_volume_with_metadata() {
     let (sp, sd) = d.embedded();
     let mut made = Vec::new();
     for _ in 0..5 {
-        let (img, vol) = (uuid(), uuid());
-        d.create_volume(&sp, &sd, &img, &vol, json!({}));
+        let (img, vol) = d.new_image(&sp, &sd, json!({}));
         made.push((img, vol));
     }
     let dump = d.call("StorageDomain.dump", json!({"sd_id": sd}));
@@ -603,8 +598,7 @@ fn four_k_domains_and_alignment() {
 fn update_volume_is_fenced_by_generation() {
     let d = Daemon::start();
     let (sp, sd) = d.embedded();
-    let (img, vol) = (uuid(), uuid());
-    d.create_volume(&sp, &sd, &img, &vol, json!({}));
+    let (img, vol) = d.new_image(&sp, &sd, json!({}));
     let info = || d.volume_info(&sp, &sd, &img, &vol);
     let target = |generation: Option<u32>| {
         let mut t = json!({"sd_id": sd, "img_id": img, "vol_id": vol});
@@ -737,8 +731,7 @@ fn task_revert_undoes_a_create_when_nothing_builds_on_it() {
         json!([])
     );
     // Deletes cannot be reverted.
-    let (img2, vol2) = (uuid(), uuid());
-    d.create_volume(&sp, &sd, &img2, &vol2, json!({}));
+    let (img2, vol2) = d.new_image(&sp, &sd, json!({}));
     let t3 = d.call("Volume.delete", json!({"volumeID": vol2, "storagepoolID": sp, "storagedomainID": sd, "imageID": img2, "postZero": false, "force": false}));
     d.wait_task(&t3);
     assert_eq!(d.call_err("Task.revert", json!({"taskID": t3})).0, 410);
@@ -840,12 +833,9 @@ fn extend_measure_and_qemu_info() {
 fn templates_and_thin_clones() {
     let d = Daemon::start();
     let (sp, sd) = d.embedded();
-    let (timg, tvol) = (uuid(), uuid());
-    d.create_volume(
+    let (timg, tvol) = d.new_image(
         &sp,
         &sd,
-        &timg,
-        &tvol,
         json!({"size": (8u64 << 20).to_string(), "desc": "golden"}),
     );
     // Only a template can be cloned into another image.
@@ -938,12 +928,9 @@ fn post_zero_and_discard_scrub_deleted_data_but_never_a_template() {
     let images = d.domain_dir(&sd).join("images");
     // A 4 MiB RAW volume in a new image, its first MiB written.
     let raw_with_data = || {
-        let (img, vol) = (uuid(), uuid());
-        d.create_volume(
+        let (img, vol) = d.new_image(
             &sp,
             &sd,
-            &img,
-            &vol,
             json!({"volFormat": "RAW", "size": (4u64 << 20).to_string()}),
         );
         let data = images.join(&img).join(&vol);
@@ -984,12 +971,9 @@ fn post_zero_and_discard_scrub_deleted_data_but_never_a_template() {
     // A clone's image deleted with postZero leaves its template's data alone.
     let (timg, tvol, tdata) = raw_with_data();
     d.make_template(&sd, &timg, &tvol);
-    let (cimg, cvol) = (uuid(), uuid());
-    d.create_volume(
+    let (cimg, _) = d.new_image(
         &sp,
         &sd,
-        &cimg,
-        &cvol,
         json!({"srcImgUUID": timg, "srcVolUUID": tvol, "size": (4u64 << 20).to_string()}),
     );
     let t = d.call("Image.delete", json!({"imageID": cimg, "storagepoolID": sp, "storagedomainID": sd, "postZero": true, "discard": true, "force": false}));
@@ -1027,14 +1011,7 @@ fn copy_data_collapses_chains_and_converts() {
 
     // The chain collapsed into a RAW volume, and into a COW one.
     for fmt in ["RAW", "COW"] {
-        let (dimg, dvol) = (uuid(), uuid());
-        d.create_volume(
-            &sp,
-            &sd,
-            &dimg,
-            &dvol,
-            json!({"volFormat": fmt, "size": size}),
-        );
+        let (dimg, dvol) = d.new_image(&sp, &sd, json!({"volFormat": fmt, "size": size}));
         let j = job((&img, &top), (&dimg, &dvol), json!({}));
         assert_eq!(
             (j["status"].as_str(), j["progress"].as_u64()),
@@ -1055,8 +1032,7 @@ fn copy_data_collapses_chains_and_converts() {
         );
     }
     // A destination with old data: none of it survives the copy.
-    let (dimg, dvol) = (uuid(), uuid());
-    d.create_volume(&sp, &sd, &dimg, &dvol, json!({"size": size}));
+    let (dimg, dvol) = d.new_image(&sp, &sd, json!({"size": size}));
     let dpath = images.join(&dimg).join(&dvol);
     qemu_io(&dpath, "qcow2", "write -P 0x99 0 16M");
     let j = job((&img, &top), (&dimg, &dvol), json!({}));
@@ -1064,14 +1040,7 @@ fn copy_data_collapses_chains_and_converts() {
     same_contents(&top_path, "qcow2", &dpath, "qcow2");
 
     // RAW to RAW natively: data copied, holes kept.
-    let (dimg, dvol) = (uuid(), uuid());
-    d.create_volume(
-        &sp,
-        &sd,
-        &dimg,
-        &dvol,
-        json!({"volFormat": "RAW", "size": size}),
-    );
+    let (dimg, dvol) = d.new_image(&sp, &sd, json!({"volFormat": "RAW", "size": size}));
     let j = job((&img, &base), (&dimg, &dvol), json!({}));
     assert_eq!(j["status"], "done", "{j}");
     let dpath = images.join(&dimg).join(&dvol);
@@ -1080,14 +1049,7 @@ fn copy_data_collapses_chains_and_converts() {
     assert!(used < 4 << 20, "holes kept: {used} bytes used");
 
     // Refusals.
-    let (simg, svol) = (uuid(), uuid());
-    d.create_volume(
-        &sp,
-        &sd,
-        &simg,
-        &svol,
-        json!({"volFormat": "RAW", "size": "1048576"}),
-    );
+    let (simg, svol) = d.new_image(&sp, &sd, json!({"volFormat": "RAW", "size": "1048576"}));
     let refuse = |dst: (&str, &str), extra: serde_json::Value, code: i64| {
         let mut p = json!({"job_id": uuid(), "source": {"sd_id": sd, "img_id": img, "vol_id": top},
                            "destination": {"sd_id": sd, "img_id": dst.0, "vol_id": dst.1}});

@@ -213,8 +213,7 @@ fn invalid_values() {
 fn missing_things() {
     let d = Daemon::start();
     let (sp, sd) = d.embedded();
-    let (img, vol) = (uuid(), uuid());
-    d.create_volume(&sp, &sd, &img, &vol, json!({}));
+    let (img, vol) = d.new_image(&sp, &sd, json!({}));
     let other_pool = uuid();
     refused(
         &d,
@@ -293,8 +292,7 @@ fn missing_things() {
 fn existing_volume_and_wrong_parents() {
     let d = Daemon::start();
     let (sp, sd) = d.embedded();
-    let (img, vol) = (uuid(), uuid());
-    d.create_volume(&sp, &sd, &img, &vol, json!({}));
+    let (img, vol) = d.new_image(&sp, &sd, json!({}));
     refused(
         &d,
         "Volume.create",

@@ -339,12 +339,20 @@ impl Daemon {
         self.task_ok(&t);
     }
 
+    /// A new image holding one volume made with `extra` (its volume
+    /// parameters): (image, volume).
+    pub fn new_image(&self, sp: &str, sd: &str, extra: Value) -> (String, String) {
+        let (img, vol) = (uuid(), uuid());
+        self.create_volume(sp, sd, &img, &vol, extra);
+        (img, vol)
+    }
+
     /// An image with a base volume created with `base` (its volume
     /// parameters) and a qcow2 snapshot of the same size on it:
     /// (image, base, top).
     pub fn base_and_snapshot(&self, sp: &str, sd: &str, base: Value) -> (String, String, String) {
-        let (img, base_id, top) = (uuid(), uuid(), uuid());
-        self.create_volume(sp, sd, &img, &base_id, base.clone());
+        let top = uuid();
+        let (img, base_id) = self.new_image(sp, sd, base.clone());
         let mut snap = json!({"srcImgUUID": img, "srcVolUUID": base_id});
         if let Some(size) = base.get("size") {
             snap["size"] = size.clone();

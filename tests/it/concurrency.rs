@@ -143,8 +143,7 @@ fn sixty_four_clients_on_the_same_images() {
     let mut images = Vec::new();
     let mut bases = BTreeSet::new();
     for _ in 0..IMAGES {
-        let (img, base) = (uuid(), uuid());
-        d.create_volume(&sp, &sd, &img, &base, json!({"size": "1048576"}));
+        let (img, base) = d.new_image(&sp, &sd, json!({"size": "1048576"}));
         images.push(img);
         bases.insert(base);
     }

@@ -113,8 +113,7 @@ fn setup(d: &Daemon, op: Op) -> Setup {
     );
     if let Op::CloneTemplate = op {
         // A template of its own, in another image.
-        let (timg, tvol) = (uuid(), uuid());
-        d.create_volume(&sp, &sd, &timg, &tvol, json!({"size": "1048576"}));
+        let (timg, tvol) = d.new_image(&sp, &sd, json!({"size": "1048576"}));
         d.make_template(&sd, &timg, &tvol);
         return Setup {
             sp,
@@ -184,14 +183,8 @@ fn setup(d: &Daemon, op: Op) -> Setup {
         }
         Op::DeleteImage => img.clone(),
         Op::CopyData => {
-            let (dimg, dvol) = (uuid(), uuid());
-            d.create_volume(
-                &sp,
-                &sd,
-                &dimg,
-                &dvol,
-                json!({"volFormat": "RAW", "size": "1048576"}),
-            );
+            let (dimg, dvol) =
+                d.new_image(&sp, &sd, json!({"volFormat": "RAW", "size": "1048576"}));
             target_img = dimg;
             dvol
         }

@@ -71,14 +71,7 @@ fn posixfs_mounts_a_real_xfs() {
         "stats come from the loop fs: {stats}"
     );
 
-    let (img, vol) = (uuid(), uuid());
-    d.create_volume(
-        &sp,
-        &sd,
-        &img,
-        &vol,
-        json!({"size": (1u64 << 40).to_string()}),
-    );
+    let (img, vol) = d.new_image(&sp, &sd, json!({"size": (1u64 << 40).to_string()}));
     let path = mnt.join(&sd).join("images").join(&img).join(&vol);
     assert_eq!(
         qemu_img_json(&[
@@ -245,8 +238,7 @@ fn read_only_storage_fails_cleanly_and_other_domains_keep_working() {
     };
     let d = Daemon::start_bare();
     let (sp, master, sd) = pool_with_loop_domain(&d, &fs);
-    let (img, base) = (uuid(), uuid());
-    d.create_volume(&sp, &sd, &img, &base, json!({"size": "1048576"}));
+    let (img, base) = d.new_image(&sp, &sd, json!({"size": "1048576"}));
     let before = tree(&fs.mount);
 
     remount(&fs.mount, "ro");
@@ -296,8 +288,7 @@ fn storage_going_read_only_mid_operation_is_repaired() {
     };
     let d = Daemon::start_bare();
     let (sp, _master, sd) = pool_with_loop_domain(&d, &fs);
-    let (img, base) = (uuid(), uuid());
-    d.create_volume(&sp, &sd, &img, &base, json!({"size": "1048576"}));
+    d.new_image(&sp, &sd, json!({"size": "1048576"}));
     // Remount while snapshots are being made: each task either succeeds or
     // fails with a clear error; whatever a failed rollback could not remove
     // on read-only storage is collected once it is writable again.
@@ -379,14 +370,7 @@ fn image_operations_on_a_posixfs_xfs_domain() {
     // copy_data: the chain collapsed into a RAW volume; a RAW volume
     // cloned by reflink.
     for (src, fmt) in [(&top, "qcow2"), (&base, "raw")] {
-        let (dimg, dvol) = (uuid(), uuid());
-        d.create_volume(
-            &sp,
-            &sd,
-            &dimg,
-            &dvol,
-            json!({"volFormat": "RAW", "size": size}),
-        );
+        let (dimg, dvol) = d.new_image(&sp, &sd, json!({"volFormat": "RAW", "size": size}));
         d.job_ok(
             "SDM.copy_data",
             json!({"source": vol_info(&img, src), "destination": vol_info(&dimg, &dvol)}),
@@ -436,8 +420,7 @@ fn image_operations_on_a_posixfs_xfs_domain() {
     assert!(used <= 13 << 20, "zeros freed: {used} bytes used");
 
     // Bitmaps and amend on a qcow2 volume.
-    let (qimg, qvol) = (uuid(), uuid());
-    d.create_volume(&sp, &sd, &qimg, &qvol, json!({"size": size}));
+    let (qimg, qvol) = d.new_image(&sp, &sd, json!({"size": size}));
     d.job_ok(
         "SDM.add_bitmap",
         json!({"vol_info": vol_info(&qimg, &qvol), "bitmap": "b"}),

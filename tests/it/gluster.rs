@@ -133,8 +133,7 @@ fn glusterfs_domain_and_a_brick_stopped_under_it() {
         "StorageDomain.activate",
         json!({"storagedomainID": sd, "storagepoolID": sp}),
     );
-    let (img, v) = (uuid(), uuid());
-    d.create_volume(&sp, &sd, &img, &v, json!({"size": "1048576"}));
+    d.new_image(&sp, &sd, json!({"size": "1048576"}));
     let mnt = d.data().join("mnt").join(spec.replace('/', "_"));
     vdsm_check(&mnt.join(&sd));
 

@@ -172,8 +172,7 @@ fn merge_into_a_template_clone_and_bitmaps_follow() {
     let (sp, sd) = d.embedded();
     let images = d.domain_dir(&sd).join("images");
     // A template may not be merged into.
-    let (timg, tvol) = (uuid(), uuid());
-    d.create_volume(&sp, &sd, &timg, &tvol, json!({"size": "4194304"}));
+    let (timg, tvol) = d.new_image(&sp, &sd, json!({"size": "4194304"}));
     d.make_template(&sd, &timg, &tvol);
     let (img, base, top) = (uuid(), uuid(), uuid());
     d.create_volume(
@@ -309,8 +308,7 @@ fn bitmaps_amend_and_copy_with_bitmaps() {
     assert_eq!(code, -32602);
 
     // Copy with bitmaps to a qcow2 volume.
-    let (dimg, dvol) = (uuid(), uuid());
-    d.create_volume(&sp, &sd, &dimg, &dvol, json!({"size": "8388608"}));
+    let (dimg, dvol) = d.new_image(&sp, &sd, json!({"size": "8388608"}));
     qemu_io(&images.join(&img).join(&vol), "qcow2", "write -P 0x55 0 1M");
     d.job_ok(
         "SDM.copy_data",
@@ -407,12 +405,9 @@ fn sparsify_frees_zero_ranges_and_keeps_what_the_chain_reads() {
     assert_eq!(chk["check-errors"], 0, "{chk}");
 
     // Refusals: a template, a preallocated volume, an image in use.
-    let (pimg, pvol) = (uuid(), uuid());
-    d.create_volume(
+    let (pimg, pvol) = d.new_image(
         &sp,
         &sd,
-        &pimg,
-        &pvol,
         json!({"volFormat": "RAW", "preallocate": "PREALLOCATED", "size": "1048576"}),
     );
     let refuse = |img: &str, vol: &str, code: i64| {
@@ -491,8 +486,7 @@ fn image_move_copies_and_moves_whole_chains_between_domains() {
     assert_eq!(code, 1000, "already there");
 
     // MOVE (of the copy, back would collide; move a second image).
-    let (img2, vol2) = (uuid(), uuid());
-    d.create_volume(&sp, &sd1, &img2, &vol2, json!({"size": "4194304"}));
+    let (img2, vol2) = d.new_image(&sp, &sd1, json!({"size": "4194304"}));
     qemu_io(
         &dir(&sd1, &img2).join(&vol2),
         "qcow2",
@@ -578,14 +572,7 @@ fn snapshots_take_their_parents_bitmaps_and_new_ones() {
     assert_eq!(d.bitmaps(&sp, &sd, &img, &snap), want);
 
     // Refused: bitmaps from a RAW parent, in a RAW volume, on a new base.
-    let (rimg, rvol) = (uuid(), uuid());
-    d.create_volume(
-        &sp,
-        &sd,
-        &rimg,
-        &rvol,
-        json!({"volFormat": "RAW", "size": "8388608"}),
-    );
+    let (rimg, rvol) = d.new_image(&sp, &sd, json!({"volFormat": "RAW", "size": "8388608"}));
     let refuse = |img: &str, extra: Value| {
         let (code, msg) = d.call_err(
             "Volume.create",

@@ -92,8 +92,7 @@ fn domains_join_work_in_and_leave_a_pool() {
 #[test]
 fn reconstruct_master_on_a_surviving_domain() {
     let (d, sp, sd1, sd2) = Daemon::two_domain_pool();
-    let (img, vol) = (uuid(), uuid());
-    d.create_volume(&sp, &sd2, &img, &vol, json!({"size": "1048576"}));
+    let (img, vol) = d.new_image(&sp, &sd2, json!({"size": "1048576"}));
     let reconstruct = |version: i64| {
         json!({"storagepoolID": sp, "hostId": 1, "name": "rebuilt", "masterSdUUID": sd2,
                "masterVersion": version, "domainDict": {sd2.clone(): "active"},

@@ -271,8 +271,7 @@ fn one_spm_at_a_time_through_sanlock() {
     s1.use_here();
     let mount = storage.mount(&a);
     let watch = LeaseWatch::start(&mount, sdm_lease(&mount, &sd));
-    let (img, vol) = (uuid(), uuid());
-    a.create_volume(&sp, &sd, &img, &vol, json!({"size": "1048576"}));
+    let (img, vol) = a.new_image(&sp, &sd, json!({"size": "1048576"}));
     std::fs::write(mount.join("intruder"), b"x").unwrap();
     if let Some(watch) = watch {
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -370,8 +369,7 @@ fn failover_after_a_crash_and_after_a_dead_host() {
     let watch = LeaseWatch::start(&storage.mount(&c), sdm_lease(&storage.mount(&c), &sd));
     let mut pids = vec![(a.pid(), 1), (b.pid(), 2), (c.pid(), 3)];
     a.spm_start(&sp);
-    let (img, base) = (uuid(), uuid());
-    a.create_volume(&sp, &sd, &img, &base, json!({"size": "1048576"}));
+    let (img, base) = a.new_image(&sp, &sd, json!({"size": "1048576"}));
 
     // Host 1 dies in the middle of a snapshot, leaving its task record.
     let mut a = Daemon::start_in(
@@ -573,8 +571,7 @@ fn two_hosts_share_a_pool_on_4k_storage() {
     a.spm_start(&sp);
     let st = spm_start_task(&b, &sp);
     assert_eq!(st["code"], 651, "{st}\n{}", b.log());
-    let (img, vol) = (uuid(), uuid());
-    a.create_volume(&sp, &sd, &img, &vol, json!({"size": "1048576"}));
+    let (img, vol) = a.new_image(&sp, &sd, json!({"size": "1048576"}));
     // Host 2 changes the volume under its 4K volume lease.
     join_lockspace(&[(&a, 1), (&b, 2)], &sd);
     b.job_ok(
@@ -624,8 +621,7 @@ fn volume_leases_keep_two_hosts_off_one_volume() {
         return;
     };
     a.spm_start(&sp);
-    let (img, vol) = (uuid(), uuid());
-    a.create_volume(&sp, &sd, &img, &vol, json!({"size": "1048576"}));
+    let (img, vol) = a.new_image(&sp, &sd, json!({"size": "1048576"}));
     // Host 2's jobs stop for a while once they hold the lease.
     let b = Daemon::start_in(
         b.stop(false),
@@ -762,8 +758,7 @@ fn the_master_moves_and_every_host_follows() {
     let ids = json!({"storagedomainID": sd2, "storagepoolID": sp});
     a.call("StorageDomain.attach", ids.clone());
     a.call("StorageDomain.activate", ids);
-    let (img, vol) = (uuid(), uuid());
-    a.create_volume(&sp, &sd2, &img, &vol, json!({"size": "1048576"}));
+    a.new_image(&sp, &sd2, json!({"size": "1048576"}));
 
     let moved = crate::cli::json_out(&a, &["pool", "switch-master", &sd2]);
     assert_eq!(moved["masterVersion"], 2, "{moved}");
@@ -1063,8 +1058,7 @@ fn two_hosts_share_an_nfs_domain_behind_a_stand_in_mount() {
 
     a.spm_start(&sp);
     assert_eq!(spm_start_task(&b, &sp)["code"], 651);
-    let (img, vol) = (uuid(), uuid());
-    a.create_volume(&sp, &sd, &img, &vol, json!({"size": "1048576"}));
+    let (img, vol) = a.new_image(&sp, &sd, json!({"size": "1048576"}));
     a.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
     b.spm_start(&sp);
     snapshot(&b, &sp, &sd, &img, &vol);

@@ -106,8 +106,7 @@ fn exports_a_chain_or_a_volume_read_only_and_writable() {
     refuse(config(&uuid(), json!({"readonly": true})), 201);
     refuse(config(&top, json!({"readonly": "yes"})), -32602);
     refuse(json!({"sd_id": sd, "img_id": img}), -32602);
-    let (timg, tvol) = (uuid(), uuid());
-    d.create_volume(&sp, &sd, &timg, &tvol, json!({"size": "1048576"}));
+    let (timg, tvol) = d.new_image(&sp, &sd, json!({"size": "1048576"}));
     d.make_template(&sd, &timg, &tvol);
     let (got, _) = d.call_err(
         "NBD.start_server",
@@ -130,8 +129,7 @@ fn exports_a_chain_or_a_volume_read_only_and_writable() {
 fn exports_a_dirty_bitmap_for_incremental_backup() {
     let d = Daemon::start();
     let (sp, sd) = d.embedded();
-    let (img, vol) = (uuid(), uuid());
-    d.create_volume(&sp, &sd, &img, &vol, json!({"size": "8388608"}));
+    let (img, vol) = d.new_image(&sp, &sd, json!({"size": "8388608"}));
     let path = d.domain_dir(&sd).join("images").join(&img).join(&vol);
     qemu_io(&path, "qcow2", "write -P 0x01 0 1M");
     let bitmap = uuid();

@@ -58,12 +58,9 @@ fn sparse_upload_and_download_through_tickets() {
     let d = Daemon::start();
     let (sp, sd) = d.embedded();
     let size = 64u64 << 20;
-    let (img, vol) = (uuid(), uuid());
-    d.create_volume(
+    let (img, vol) = d.new_image(
         &sp,
         &sd,
-        &img,
-        &vol,
         json!({"volFormat": "RAW", "size": size.to_string()}),
     );
     let vol_path = d.domain_dir(&sd).join("images").join(&img).join(&vol);
@@ -210,8 +207,7 @@ fn qcow2_uploads_are_checked_as_untrusted() {
     let size = 16u64 << 20;
     let client = Client::new(Target::Unix(d.socket.clone()));
     let upload = |local: &Path| -> (String, String, Result<Value, (i64, String)>) {
-        let (img, vol) = (uuid(), uuid());
-        d.create_volume(&sp, &sd, &img, &vol, json!({"size": size.to_string()}));
+        let (img, vol) = d.new_image(&sp, &sd, json!({"size": size.to_string()}));
         let vol_path = d.domain_dir(&sd).join("images").join(&img).join(&vol);
         let f = File::open(local).unwrap();
         let ticket = uuid();
