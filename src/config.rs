@@ -26,6 +26,8 @@ pub struct FileConfig {
     pub shared_leases: Option<String>,
     /// sanlock io_timeout in seconds (default 10).
     pub sanlock_io_timeout: Option<u32>,
+    /// Directories LOCALFS storage may lie under, besides the data dir.
+    pub local_roots: Option<Vec<PathBuf>>,
 }
 
 impl FileConfig {

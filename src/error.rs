@@ -42,6 +42,8 @@ pub enum Error {
     DomainNotInPool { sd: Uuid, pool: Uuid },
     #[error("storage domain {sd} cannot be used here: {reason}")]
     DomainClass { sd: Uuid, reason: &'static str },
+    #[error("storage domain {sd} is busy: {reason}")]
+    DomainBusy { sd: Uuid, reason: String },
     #[error("no space left on storage domain {sd}")]
     NoSpace { sd: Uuid },
 
@@ -137,6 +139,10 @@ pub enum Error {
     Connection { connection: String, reason: String },
     #[error("mount failed: {0}")]
     Mount(String),
+    /// Storage content that would lead cairnd outside the storage: a link,
+    /// a device node, a FIFO where a volume or directory should be.
+    #[error("refusing unsafe storage content: {0}")]
+    UnsafeStorage(String),
 
     /// A failure restored from a persisted task record.
     #[error("{message}")]
@@ -193,6 +199,7 @@ impl Error {
             Error::DomainNotInPool { .. } => 353,
             Error::DomainClass { .. } => 386,
             Error::NoSpace { .. } => 397,
+            Error::DomainBusy { .. } => 350,
             Error::PoolNotConnected(_) => 309,
             Error::PoolAlreadyConnected(_) => 323,
             Error::PoolCreation { .. } => 301,
@@ -232,6 +239,7 @@ impl Error {
             Error::StorageTypeNotSupported(..) => 468,
             Error::Connection { .. } => 451,
             Error::Mount(_) => 477,
+            Error::UnsafeStorage(_) => 254,
             Error::Io { .. } => 100,
             Error::Recorded { code, .. } => *code,
         }

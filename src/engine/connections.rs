@@ -1,5 +1,13 @@
 //! Storage server connections: each one becomes a directory under `mnt/`
 //! named after its remote path (a link for LOCALFS, a mount point otherwise).
+//!
+//! A connection request comes from the network, so nothing it names is
+//! trusted: mount points are real directories cairnd made (never reached
+//! through a link, so a mount cannot land on the link's target), only
+//! storage file system types with known options are mounted, always
+//! `nosuid,nodev,noexec`, LOCALFS paths must lie under the configured
+//! roots and never in a system directory, and a disconnect only undoes
+//! what a recorded connection of the same kind did.
 
 use std::fs;
 use std::io;
@@ -57,7 +65,7 @@ impl Engine {
         conns
             .iter()
             .map(|c| {
-                let result = Self::record_for(domain_type, c).and_then(|rec| {
+                let result = self.police_local(domain_type, c).and_then(|()| record_for(domain_type, c, &self.local_roots)).and_then(|rec| {
                     self.establish(&rec)?;
                     self.save_host_state(|st| {
                         if !st.connections.contains(&rec) {
@@ -82,13 +90,46 @@ impl Engine {
         conns
             .iter()
             .map(|c| {
-                let result = Self::record_for(domain_type, c).and_then(|rec| {
+                // Only a recorded connection of this kind is undone, as it
+                // was made: nothing else at its directory is touched.
+                let rec = ConnectionRecord {
+                    domain_type: domain_type.name().to_string(),
+                    spec: c.spec.clone(),
+                    vfs_type: None,
+                    options: None,
+                };
+                let result = self.mount_dir(&c.spec).and_then(|_| {
                     self.tear_down(&rec)?;
-                    self.save_host_state(|st| st.connections.retain(|r| r.spec != rec.spec))
+                    self.save_host_state(|st| {
+                        st.connections.retain(|r| {
+                            r.spec != rec.spec || r.domain_type != rec.domain_type
+                        })
+                    })
                 });
                 (c.id.clone(), result)
             })
             .collect()
+    }
+
+    /// A LOCALFS connection may not be one of cairnd's own directories.
+    fn police_local(&self, domain_type: DomainType, c: &ConnectionParams) -> Result<()> {
+        if domain_type != DomainType::LocalFs {
+            return Ok(());
+        }
+        let data = &self.local_roots[0];
+        let path = Path::new(&c.spec);
+        let run = self.paths.run.parent().unwrap_or(&self.paths.run);
+        let own = [self.paths.mnt.as_path(), run, &self.paths.data_center, &self.paths.jobs]
+            .iter()
+            .filter_map(|d| d.canonicalize().ok())
+            .any(|d| path.starts_with(d));
+        if path == data || own {
+            return Err(Error::IllegalRemotePath(
+                c.spec.clone(),
+                "cairnd's own directories are not storage",
+            ));
+        }
+        Ok(())
     }
 
     /// The directory under `mnt/` for a remote path.
@@ -99,10 +140,16 @@ impl Engine {
         Ok(self.paths.mnt.join(name))
     }
 
-    fn record_for(domain_type: DomainType, c: &ConnectionParams) -> Result<ConnectionRecord> {
+}
+
+fn record_for(
+    domain_type: DomainType,
+    c: &ConnectionParams,
+    local_roots: &[PathBuf],
+) -> Result<ConnectionRecord> {
         let (vfs_type, options) = match domain_type {
             DomainType::LocalFs => {
-                validate_local_path(&c.spec)?;
+                police_local_path(&c.spec, local_roots)?;
                 (None, None)
             }
             DomainType::SharedFs => {
@@ -117,10 +164,17 @@ impl Engine {
                         )
                     })?;
                 validate_mount_text("vfs_type", &vfs)?;
-                (Some(vfs), c.options.clone())
+                if mount::is_local_type(&vfs) {
+                    check_block_device(&c.spec)?;
+                }
+                let options = police(&vfs, c.options.as_deref())?;
+                (Some(vfs), Some(options))
             }
-            DomainType::GlusterFs => (Some("glusterfs".to_string()), c.options.clone()),
-            DomainType::Nfs => (Some("nfs".to_string()), Some(nfs_options(c)?)),
+            DomainType::GlusterFs => (
+                Some("glusterfs".to_string()),
+                Some(police("glusterfs", c.options.as_deref())?),
+            ),
+            DomainType::Nfs => (Some("nfs".to_string()), Some(police("nfs", Some(&nfs_options(c)?))?)),
             other => {
                 return Err(Error::StorageTypeNotSupported(
                     other.name().to_string(),
@@ -143,8 +197,9 @@ impl Engine {
             vfs_type,
             options,
         })
-    }
+}
 
+impl Engine {
     /// Makes the connection's directory usable; idempotent.
     pub(crate) fn establish(&self, rec: &ConnectionRecord) -> Result<()> {
         let dir = self.mount_dir(&rec.spec)?;
@@ -165,16 +220,35 @@ impl Engine {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     std::os::unix::fs::symlink(target, &dir).ctx("cannot link", &dir)
                 }
+                Err(e) if e.kind() == io::ErrorKind::InvalidInput => Err(Error::Connection {
+                    connection: rec.spec.clone(),
+                    reason: format!("{} is another connection's mount point", dir.display()),
+                }),
                 Err(e) => Err(Error::io_path("cannot read link", &dir, e)),
             };
         }
-        if mount::is_mountpoint(&dir) {
-            return Ok(());
-        }
-        match fs::create_dir(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(Error::io_path("cannot create mount point", &dir, e)),
+        // A mount goes only onto a real directory of cairnd's: mount(8)
+        // would follow a LOCALFS connection's link of the same name and
+        // mount over whatever it points to.
+        match fs::symlink_metadata(&dir) {
+            Ok(m) if m.is_dir() => {
+                if mount::is_mountpoint(&dir) {
+                    return Ok(());
+                }
+            }
+            Ok(_) => {
+                return Err(Error::Connection {
+                    connection: rec.spec.clone(),
+                    reason: format!(
+                        "{} is another connection's link, never a mount point",
+                        dir.display()
+                    ),
+                })
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir(&dir).ctx("cannot create mount point", &dir)?
+            }
+            Err(e) => return Err(Error::io_path("cannot inspect mount point", &dir, e)),
         }
         let req = MountRequest {
             spec: rec.spec.clone(),
@@ -190,11 +264,25 @@ impl Engine {
 
     fn tear_down(&self, rec: &ConnectionRecord) -> Result<()> {
         let dir = self.mount_dir(&rec.spec)?;
+        let recorded = self
+            .host_state
+            .lock()
+            .expect("host state")
+            .connections
+            .iter()
+            .any(|r| r.spec == rec.spec && r.domain_type == rec.domain_type);
+        if !recorded {
+            // Not this kind of connection of ours: whatever is at the
+            // directory (another connection's link or mount) stays.
+            tracing::info!(connection = %rec.spec, kind = %rec.domain_type, "not connected; nothing to disconnect");
+            return Ok(());
+        }
+        let entry = fs::symlink_metadata(&dir).ok();
         if rec.domain_type()? == DomainType::LocalFs {
-            if fs::symlink_metadata(&dir).is_ok() {
+            if entry.is_some_and(|m| m.file_type().is_symlink()) {
                 fs::remove_file(&dir).ctx("cannot remove link", &dir)?;
             }
-        } else {
+        } else if entry.is_some_and(|m| m.is_dir()) {
             if mount::is_mountpoint(&dir) {
                 mount::umount(&dir, MOUNT_TIMEOUT).map_err(|e| Error::Mount(e.to_string()))?;
             }
@@ -232,6 +320,60 @@ fn validate_local_path(p: &str) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Directories a LOCALFS connection may never be, nor lie below.
+const SYSTEM_TREES: [&str; 12] = [
+    "/etc", "/proc", "/sys", "/dev", "/boot", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64",
+    "/run",
+];
+/// Top-level directories a LOCALFS connection may lie below but never be.
+const SYSTEM_DIRS: [&str; 8] = ["/", "/root", "/home", "/var", "/tmp", "/srv", "/mnt", "/opt"];
+
+/// A LOCALFS path: absolute and normalized, reached without links, under
+/// one of `roots`, and no system directory. The roots are the data
+/// directory (the embedded domain lives there) and those the administrator
+/// configured (`local_roots`).
+fn police_local_path(p: &str, roots: &[PathBuf]) -> Result<()> {
+    validate_local_path(p)?;
+    let path = Path::new(p);
+    let refuse = |why: &'static str| Err(Error::IllegalRemotePath(p.to_string(), why));
+    if SYSTEM_DIRS.iter().any(|d| path == Path::new(d))
+        || SYSTEM_TREES.iter().any(|d| path.starts_with(d))
+    {
+        return refuse("a system directory is never storage");
+    }
+    if !roots.iter().any(|r| path.starts_with(r)) {
+        return refuse("not under an allowed local storage root (local_roots)");
+    }
+    match path.canonicalize() {
+        Ok(real) if real == path => Ok(()),
+        Ok(_) => refuse("a local path may not pass through a symbolic link"),
+        Err(_) => Err(Error::Connection {
+            connection: p.to_string(),
+            reason: "no such directory".into(),
+        }),
+    }
+}
+
+/// Local file systems are mounted from block devices only: mount(8) would
+/// turn a regular file (say, an uploaded volume) into a loop device and
+/// let the kernel parse whatever file system a tenant wrote into it.
+fn check_block_device(spec: &str) -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    match fs::metadata(spec) {
+        Ok(m) if m.file_type().is_block_device() => Ok(()),
+        Ok(_) => Err(Error::IllegalRemotePath(
+            spec.to_string(),
+            "a local file system is mounted from a block device only",
+        )),
+        // mount(8) reports a missing device itself (477).
+        Err(_) => Ok(()),
+    }
+}
+
+fn police(vfs: &str, options: Option<&str>) -> Result<String> {
+    mount::police_options(vfs, options).map_err(|reason| Error::invalid("mnt_options", reason))
 }
 
 /// Mount types and options become arguments of mount(8): no control
@@ -316,18 +458,44 @@ mod tests {
         );
         c.nfs_version = Some("5".into());
         assert!(nfs_options(&c).is_err());
-        let rec = Engine::record_for(DomainType::Nfs, &params("server:/export")).unwrap();
+        let rec = record_for(DomainType::Nfs, &params("server:/export"), &[]).unwrap();
         assert_eq!(rec.vfs_type.as_deref(), Some("nfs"));
+        assert_eq!(
+            rec.options.as_deref(),
+            Some("soft,nosharecache,timeo=100,retrans=3,nosuid,nodev,noexec")
+        );
     }
 
     #[test]
     fn posix_needs_a_type_and_sane_options() {
-        assert!(Engine::record_for(DomainType::SharedFs, &params("/dev/loop0")).is_err());
+        let record = |t, c: &ConnectionParams| record_for(t, c, &[]);
+        assert!(record(DomainType::SharedFs, &params("/dev/loop0")).is_err());
         let mut c = params("/dev/loop0");
         c.vfs_type = Some("xfs".into());
-        assert!(Engine::record_for(DomainType::SharedFs, &c).is_ok());
+        assert!(record(DomainType::SharedFs, &c).is_ok());
         c.options = Some("-o remount".into());
-        assert!(Engine::record_for(DomainType::SharedFs, &c).is_err());
-        assert!(Engine::record_for(DomainType::Iscsi, &params("10.0.0.1")).is_err());
+        assert!(record(DomainType::SharedFs, &c).is_err());
+        c.options = Some("exec".into());
+        assert!(record(DomainType::SharedFs, &c).is_err());
+        c.options = None;
+        c.spec = "/etc/passwd".into();
+        assert!(record(DomainType::SharedFs, &c).is_err(), "a file is no block device");
+        assert!(record(DomainType::Iscsi, &params("10.0.0.1")).is_err());
+    }
+
+    #[test]
+    fn local_paths_stay_under_their_roots() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::create_dir(root.join("data")).unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("etc-link")).unwrap();
+        let roots = [root.clone()];
+        let ok = |p: &Path| police_local_path(p.to_str().unwrap(), &roots);
+        ok(&root.join("data")).unwrap();
+        assert!(ok(&root.join("etc-link")).is_err());
+        for p in ["/", "/etc", "/etc/x", "/proc", "/root", "/usr/lib", "/run/cairn"] {
+            assert!(police_local_path(p, &[PathBuf::from("/")]).is_err(), "{p}");
+        }
+        assert!(police_local_path("/srv/data", &roots).is_err(), "outside the roots");
     }
 }

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use super::images::chain_of;
+use crate::primitives::nofollow::Access;
 use super::jobs::{check_generation, legal_next, FencedChange, Rollback, VolumeRef};
 use super::resources::{Mode, Resource, DEFAULT_TIMEOUT};
 use super::volumes::{children_of, read_in_image};
@@ -130,17 +131,14 @@ const CONVERT_COROUTINES: u32 = 16;
 /// a qcow2 keeps its compat level). Its old contents are being replaced
 /// and the volume is fenced ILLEGAL, so nothing of value is lost.
 fn reset_to_empty(ddom: &FileDomain, dst: &VolumeRef, md: &VolumeMetadata) -> Result<()> {
-    let path = ddom.volume_path(dst.img, dst.vol);
+    let path = ddom.data_file(dst.img, dst.vol)?;
     let failed = |e: qemu_img::QemuImgError| Error::VolumeCreation {
         vol: dst.vol,
         reason: e.to_string(),
     };
     match md.format {
         VolumeFormat::Raw => {
-            let f = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(|e| Error::io_path("cannot open", &path, e))?;
+            let f = ddom.open_data(dst.img, dst.vol, Access::WRITE)?;
             f.set_len(0)
                 .and_then(|()| f.set_len(md.capacity))
                 .map_err(|e| ddom.io_failure(e, |e| Error::io_path("cannot reset", &path, e)))
@@ -182,20 +180,14 @@ fn copy_steps(
         ("copy.planned", "copy.after_illegal"),
     )?;
 
-    let src_path = sdom.volume_path(src.img, src.vol);
-    let dst_path = ddom.volume_path(dst.img, dst.vol);
+    let src_path = sdom.data_file(src.img, src.vol)?;
+    let dst_path = ddom.data_file(dst.img, dst.vol)?;
     let top = &chain[0].1;
     let native =
         chain.len() == 1 && top.format == VolumeFormat::Raw && original.format == VolumeFormat::Raw;
     if native {
-        let open = |p: &std::path::Path, write: bool| {
-            std::fs::OpenOptions::new()
-                .read(true)
-                .write(write)
-                .open(p)
-                .map_err(|e| Error::io_path("cannot open", p, e))
-        };
-        let (s, d) = (open(&src_path, false)?, open(&dst_path, true)?);
+        let s = sdom.open_data(src.img, src.vol, Access::READ)?;
+        let d = ddom.open_data(dst.img, dst.vol, Access::READ_WRITE)?;
         let stats = copy::copy_raw(&s, &d, |n, total| {
             if let Some(pct) = (n * 100).checked_div(total) {
                 ctx.set_progress(pct as u32);

@@ -340,7 +340,7 @@ impl Engine {
         use std::os::unix::fs::FileExt;
         let path = dom.xleases_path();
         let mut index = vec![0; xleases::INDEX_SIZE];
-        std::fs::File::open(&path)
+        crate::primitives::nofollow::open(&path, crate::primitives::nofollow::Access::READ)
             .and_then(|f| f.read_exact_at(&mut index, alignment))
             .map_err(|e| Error::io_path("cannot read", &path, e))?;
         let records = xleases::used_records(&index).map_err(|reason| Error::DomainMetadata {
@@ -364,6 +364,7 @@ impl Engine {
     /// Erases a domain. An attached domain is refused unless `auto_detach`,
     /// and never while its pool is connected here.
     pub fn format_domain(&self, sd: Uuid, auto_detach: bool) -> Result<()> {
+        self.refuse_if_exported(sd)?;
         let _lock = self.lock_storage(&[sd])?;
         let dom = self.domain(sd)?;
         let m = dom.manifest()?;

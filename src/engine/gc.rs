@@ -134,10 +134,11 @@ impl Engine {
                 size,
             } => self.resize_volume_data(*sd, *img, *vol, *format, *size),
             Step::RemoveBitmap { sd, img, vol, name } => {
-                let path = self.domain(*sd)?.volume_path(*img, *vol);
-                if !path.exists() {
+                let dom = self.domain(*sd)?;
+                if !dom.volume_path(*img, *vol).exists() {
                     return Ok(());
                 }
+                let path = dom.data_file(*img, *vol)?;
                 let failed = |e: qemu_img::QemuImgError| Error::VolumeMetadataWrite {
                     vol: *vol,
                     reason: e.to_string(),
@@ -155,7 +156,7 @@ impl Engine {
                 backing,
                 backing_format,
             } => {
-                let path = self.domain(*sd)?.volume_path(*img, *vol);
+                let path = self.domain(*sd)?.data_file(*img, *vol)?;
                 qemu_img::rebase_unsafe(&path, &backing.to_string(), backing_format.qemu_name())
                     .map_err(|e| Error::VolumeMetadataWrite {
                         vol: *vol,
@@ -277,9 +278,16 @@ impl Engine {
 /// from elsewhere (a template shared with clones keeps its data).
 fn scrub_file(path: &Path, zero: bool, discard: bool) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
-    let f = match fs::OpenOptions::new().write(true).open(path) {
+    use crate::primitives::nofollow::{self, Access};
+    let f = match nofollow::open(path, Access::WRITE) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            // A link or special file planted where data was: never
+            // zeroed through; removing the entry is all that is left.
+            tracing::warn!(path = %path.display(), error = %e, "not scrubbing unsafe storage content");
+            return Ok(());
+        }
         Err(e) => return Err(Error::io_path("cannot open", path, e)),
     };
     let meta = f.metadata().ctx("cannot stat", path)?;

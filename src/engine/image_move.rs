@@ -16,7 +16,7 @@
 //! cloned from must already be on the destination; it is hard-linked in,
 //! as the clone's own domain does.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 
@@ -212,7 +212,8 @@ fn move_steps(
         for suffix in ["", LEASE_SUFFIX] {
             let from = src.image_dir(img).join(format!("{vol}{suffix}"));
             let to = staging.join(format!("{vol}{suffix}"));
-            let s = File::open(&from).ctx("cannot open", &from)?;
+            let s = crate::primitives::nofollow::open(&from, crate::primitives::nofollow::Access::READ)
+                .map_err(|e| Error::UnsafeStorage(e.to_string()))?;
             let d = OpenOptions::new()
                 .write(true)
                 .create_new(true)

@@ -123,6 +123,11 @@ impl Engine {
                 return Err(Error::PrepareIllegal(*id));
             }
         }
+        // The VM opens the chain through the link by name: every volume
+        // must be a regular file reached without links.
+        for (id, _) in &chain {
+            dom.data_file(img, *id)?;
+        }
         let link = self.paths.run_link(sd, img);
         let run_dir = link.parent().expect("a run link has a parent");
         fs::create_dir_all(run_dir).ctx("cannot create", run_dir)?;

@@ -132,8 +132,8 @@ impl Engine {
                 ("merge.planned", "merge.after_illegal"),
             )?;
             let (top_path, base_path) = (
-                dom.volume_path(sc.img, sc.top),
-                dom.volume_path(sc.img, sc.base),
+                dom.data_file(sc.img, sc.top)?,
+                dom.data_file(sc.img, sc.base)?,
             );
             qemu_img::commit(&top_path, &base_path, |p| ctx.set_progress(p as u32)).map_err(
                 |e| {
@@ -280,8 +280,8 @@ fn merge_bitmaps_into_base(dom: &FileDomain, sc: &Subchain) -> Result<()> {
         },
     );
     let have = qcow2_info(dom, &base_ref)?.bitmap_names();
-    let top_path = dom.volume_path(sc.img, sc.top);
-    let base_path = dom.volume_path(sc.img, sc.base);
+    let top_path = dom.data_file(sc.img, sc.top)?;
+    let base_path = dom.data_file(sc.img, sc.base)?;
     let failed = |e: qemu_img::QemuImgError| Error::VolumeMetadataWrite {
         vol: sc.base,
         reason: e.to_string(),
@@ -351,7 +351,7 @@ fn finalize_steps(
     ctx.check_abort()?;
 
     if let Some((id, md)) = &child {
-        let path = dom.volume_path(img, *id);
+        let path = dom.data_file(img, *id)?;
         qemu_img::rebase_unsafe(&path, &sc.base.to_string(), base.format.qemu_name()).map_err(
             |e| Error::VolumeMetadataWrite {
                 vol: *id,

@@ -21,6 +21,7 @@ use crate::backend::file::FileDomain;
 use crate::error::{Error, Result};
 use crate::format::volume_md::VolumeMetadata;
 use crate::primitives::qemu_img::{self, BitmapOp, InfoOptions, QemuImgError};
+use crate::primitives::nofollow::Access;
 use crate::primitives::sparsify;
 use crate::types::{Uuid, VolumeAllocation, VolumeFormat, VolumeRole};
 
@@ -71,7 +72,7 @@ impl Engine {
                 },
                 plan: |md: &VolumeMetadata| (legal_next(md), Rollback::LeaveIllegal),
                 work: move |_: &TaskCtx, dom: &FileDomain, _: &VolumeMetadata| {
-                    let path = dom.volume_path(target.img, target.vol);
+                    let path = dom.data_file(target.img, target.vol)?;
                     qemu_img::amend_compat(&path, &compat).map_err(|e| qemu_failed(target.vol, e))
                 },
             },
@@ -118,21 +119,16 @@ impl Engine {
                     };
                     let stats = match md.format {
                         VolumeFormat::Raw => {
-                            let f = std::fs::OpenOptions::new()
-                                .read(true)
-                                .write(true)
-                                .open(&path)
-                                .map_err(|e| Error::io_path("cannot open", &path, e))?;
+                            let f = dom.open_data(target.img, target.vol, Access::READ_WRITE)?;
                             sparsify::sparsify_raw(&f, progress).map_err(|e| {
                                 dom.io_failure(e, |e| Error::io_path("cannot sparsify", &path, e))
                             })?
                         }
                         VolumeFormat::Cow => {
                             let chain = chain_of(dom, target.img, target.vol)?;
-                            let spec = chain_spec(dom, target.img, &chain);
+                            let spec = chain_spec(dom, target.img, &chain)?;
                             let cluster = qcow2_info(dom, &target)?.cluster_size.unwrap_or(65536);
-                            let f = std::fs::File::open(&path)
-                                .map_err(|e| Error::io_path("cannot open", &path, e))?;
+                            let f = dom.open_data(target.img, target.vol, Access::READ)?;
                             sparsify::sparsify_qcow2(&f, &spec, cluster, progress)
                                 .map_err(|e| qemu_failed(target.vol, e))?
                         }
@@ -258,7 +254,7 @@ fn change_bitmaps(
     names: &[String],
     op: BitmapOp<'_>,
 ) -> Result<()> {
-    let path = dom.volume_path(target.img, target.vol);
+    let path = dom.data_file(target.img, target.vol)?;
     for name in names {
         qemu_img::bitmap(&path, name, op).map_err(|e| qemu_failed(target.vol, e))?;
     }
@@ -302,7 +298,7 @@ fn check_rewritable(engine: &Engine, target: &VolumeRef, md: &VolumeMetadata) ->
 }
 
 pub(crate) fn qcow2_info(dom: &FileDomain, target: &VolumeRef) -> Result<qemu_img::ImageInfo> {
-    let path = dom.volume_path(target.img, target.vol);
+    let path = dom.data_file(target.img, target.vol)?;
     qemu_img::info(&path, InfoOptions::format("qcow2")).map_err(|e| Error::VolumeMetadataRead {
         vol: target.vol,
         reason: e.to_string(),

@@ -15,6 +15,7 @@ use crate::backend::file::FileDomain;
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::format::volume_md::VolumeMetadata;
+use crate::primitives::nofollow::Access;
 use crate::primitives::qemu_img::{self, InfoOptions, MeasureSource};
 use crate::types::{Uuid, VolumeAllocation, VolumeFormat, VolumeLegality};
 
@@ -39,7 +40,7 @@ impl Engine {
     pub fn volume_qemu_info(&self, sd: Uuid, img: Uuid, vol: Uuid) -> Result<QemuImageInfo> {
         let dom = self.domain(sd)?;
         let md = read_in_image(&dom, img, vol)?;
-        let path = dom.volume_path(img, vol);
+        let path = dom.data_file(img, vol)?;
         let opts = InfoOptions {
             format: Some(md.format.qemu_name()),
             backing_chain: false,
@@ -89,7 +90,7 @@ impl Engine {
                 ));
             }
         };
-        let spec = chain_spec(&dom, img, &chain[..depth]);
+        let spec = chain_spec(&dom, img, &chain[..depth])?;
         let m =
             qemu_img::measure(MeasureSource::Spec(&spec), dst_format.qemu_name()).map_err(|e| {
                 Error::VolumeMetadataRead {
@@ -201,10 +202,7 @@ pub(crate) fn set_virtual_size(
     let path = dom.volume_path(img, vol);
     match format {
         VolumeFormat::Raw => {
-            let f = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(|e| Error::io_path("cannot open", &path, e))?;
+            let f = dom.open_data(img, vol, Access::WRITE)?;
             let old = f
                 .metadata()
                 .map_err(|e| Error::io_path("cannot stat", &path, e))?
@@ -251,10 +249,10 @@ pub(crate) fn chain_spec(
     dom: &FileDomain,
     img: Uuid,
     chain: &[(Uuid, VolumeMetadata)],
-) -> serde_json::Value {
+) -> Result<serde_json::Value> {
     let mut spec = serde_json::Value::Null;
     for (vol, md) in chain.iter().rev() {
-        let file = serde_json::json!({"driver": "file", "filename": dom.volume_path(img, *vol)});
+        let file = serde_json::json!({"driver": "file", "filename": dom.data_file(img, *vol)?});
         spec = match md.format {
             VolumeFormat::Raw => serde_json::json!({"driver": "raw", "file": file}),
             VolumeFormat::Cow => {
@@ -262,5 +260,5 @@ pub(crate) fn chain_spec(
             }
         };
     }
-    spec
+    Ok(spec)
 }

@@ -463,7 +463,7 @@ pub(crate) fn own_volumes(dom: &FileDomain, img: Uuid) -> Result<Vec<Uuid>> {
 /// Other images a template is linked into (its data file's extra links).
 pub(crate) fn template_users(dom: &FileDomain, img: Uuid, vol: Uuid) -> u64 {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(dom.volume_path(img, vol))
+    std::fs::symlink_metadata(dom.volume_path(img, vol))
         .map(|m| m.nlink().saturating_sub(1))
         .unwrap_or(0)
 }
@@ -774,7 +774,7 @@ fn delete_volume_steps(
 fn add_bitmaps(dom: &FileDomain, req: &CreateVolume, snapshot: bool) -> Result<()> {
     let mut names = Vec::new();
     if req.add_bitmaps && snapshot {
-        let parent = dom.volume_path(req.img, req.src_vol);
+        let parent = dom.data_file(req.img, req.src_vol)?;
         let info = qemu_img::info(&parent, InfoOptions::format("qcow2")).map_err(|e| {
             Error::VolumeMetadataRead {
                 vol: req.src_vol,
@@ -784,7 +784,7 @@ fn add_bitmaps(dom: &FileDomain, req: &CreateVolume, snapshot: bool) -> Result<(
         names = info.bitmap_names();
     }
     names.extend(req.bitmap.map(|b| b.to_string()));
-    let path = dom.volume_path(req.img, req.vol);
+    let path = dom.data_file(req.img, req.vol)?;
     for name in names {
         qemu_img::bitmap(&path, &name, qemu_img::BitmapOp::Add).map_err(|e| {
             Error::VolumeCreation {

@@ -22,10 +22,12 @@ pub fn new_path(path: &Path) -> PathBuf {
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     let tmp = new_path(path);
     let result = (|| {
+        // A leftover (or planted) temporary is removed, never opened: it
+        // could be a link to a file outside the storage.
+        remove_if_exists(&tmp)?;
         let mut f = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(mode)
             .open(&tmp)?;
         f.write_all(data)?;

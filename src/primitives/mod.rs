@@ -6,6 +6,7 @@ pub mod durable;
 pub mod extents;
 pub mod lease;
 pub mod mount;
+pub mod nofollow;
 pub mod pipeline;
 pub mod probe;
 pub mod qcow2_create;

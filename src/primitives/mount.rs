@@ -43,6 +43,99 @@ pub fn mount_point_name(remote: &str) -> Option<String> {
     Some(name)
 }
 
+/// Options every storage mount gets: nothing on a data mount needs to run,
+/// be a device or raise privileges, and storage content is untrusted.
+pub const FORCED_OPTIONS: [&str; 3] = ["nosuid", "nodev", "noexec"];
+
+/// File system types a storage connection may mount. Pseudo and stacking
+/// file systems (bind mounts, tmpfs, overlay, proc) are never storage.
+const LOCAL_TYPES: [&str; 5] = ["xfs", "ext4", "ext3", "ext2", "btrfs"];
+const NETWORK_TYPES: [&str; 5] = ["nfs", "nfs4", "glusterfs", "ceph", "cephfs"];
+
+/// Options that take no value, allowed on every type.
+const COMMON_FLAGS: [&str; 11] = [
+    "ro", "rw", "noatime", "relatime", "nodiratime", "lazytime", "strictatime", "sync",
+    "async", "dirsync", "_netdev",
+];
+
+/// Per type: options without a value, and options that take one.
+fn type_options(vfs: &str) -> (&'static [&'static str], &'static [&'static str]) {
+    match vfs {
+        "xfs" => (
+            &["discard", "nodiscard", "inode64", "largeio", "nolargeio", "nouuid", "noquota", "wsync"],
+            &["logbufs", "logbsize", "allocsize"],
+        ),
+        "ext4" | "ext3" | "ext2" => (
+            &["discard", "nodiscard", "nodelalloc", "delalloc", "journal_checksum", "noauto_da_alloc"],
+            &["commit", "data", "barrier"],
+        ),
+        "btrfs" => (&["discard", "nodiscard", "ssd", "nossd"], &["compress", "subvol", "subvolid"]),
+        "nfs" | "nfs4" => (
+            &["soft", "hard", "softerr", "nolock", "lock", "nosharecache", "sharecache", "noac", "ac",
+              "acl", "noacl", "intr", "nointr", "cto", "nocto"],
+            &["timeo", "retrans", "nfsvers", "vers", "proto", "port", "rsize", "wsize", "sec",
+              "actimeo", "acregmin", "acregmax", "acdirmin", "acdirmax", "lookupcache",
+              "local_lock", "clientaddr", "mountport", "mountproto", "minorversion", "namlen",
+              "retry", "nconnect"],
+        ),
+        "glusterfs" => (
+            &["acl", "selinux", "enable-ino32"],
+            &["backup-volfile-servers", "backupvolfile-server", "log-level", "transport",
+              "direct-io-mode", "volfile-max-fetch-attempts", "attribute-timeout", "entry-timeout"],
+        ),
+        "ceph" | "cephfs" => (&["noshare"], &["name", "mds_namespace", "fs", "mon_addr"]),
+        _ => (&[], &[]),
+    }
+}
+
+/// Checks a connection's file system type and options against what storage
+/// needs, and returns the options to mount with: the caller's, then
+/// [`FORCED_OPTIONS`]. Anything not known to be harmless is refused rather
+/// than passed to mount(8): `exec`, `suid`, `dev`, `loop`, `bind`,
+/// `errors=panic`, options naming host files (`log-file=`, `secretfile=`).
+pub fn police_options(vfs: &str, options: Option<&str>) -> Result<String, String> {
+    if !LOCAL_TYPES.contains(&vfs) && !NETWORK_TYPES.contains(&vfs) {
+        return Err(format!(
+            "file system type {vfs:?} is not storage (allowed: {}, {})",
+            LOCAL_TYPES.join(", "),
+            NETWORK_TYPES.join(", ")
+        ));
+    }
+    let (flags, valued) = type_options(vfs);
+    let mut out: Vec<String> = Vec::new();
+    for opt in options.unwrap_or("").split(',').filter(|o| !o.is_empty()) {
+        let (name, value) = match opt.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (opt, None),
+        };
+        let known = match value {
+            None => COMMON_FLAGS.contains(&name) || flags.contains(&name) || FORCED_OPTIONS.contains(&name),
+            Some(v) => {
+                valued.contains(&name)
+                    && !v.is_empty()
+                    && v.chars().all(|c| c.is_ascii_alphanumeric() || ".:_-".contains(c))
+            }
+        };
+        if !known {
+            return Err(format!("mount option {opt:?} is not allowed for {vfs}"));
+        }
+        if !out.iter().any(|o| o == opt) {
+            out.push(opt.to_string());
+        }
+    }
+    for forced in FORCED_OPTIONS {
+        if !out.iter().any(|o| o == forced) {
+            out.push(forced.to_string());
+        }
+    }
+    Ok(out.join(","))
+}
+
+/// True for types whose spec is a local block device (not a server path).
+pub fn is_local_type(vfs: &str) -> bool {
+    LOCAL_TYPES.contains(&vfs)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountRequest {
     pub spec: String,
@@ -205,6 +298,24 @@ mod tests {
             args,
             ["-t", "xfs", "-o", "noatime", "--", "/dev/loop3", "/srv/m"]
         );
+    }
+
+    #[test]
+    fn options_are_policed() {
+        assert_eq!(police_options("xfs", Some("noatime")).unwrap(), "noatime,nosuid,nodev,noexec");
+        assert_eq!(police_options("xfs", None).unwrap(), "nosuid,nodev,noexec");
+        assert_eq!(
+            police_options("nfs", Some("soft,timeo=600,nfsvers=4.2")).unwrap(),
+            "soft,timeo=600,nfsvers=4.2,nosuid,nodev,noexec"
+        );
+        for bad in ["exec", "suid", "dev", "loop", "bind", "remount", "errors=panic", "noatime,exec",
+                    "logbufs=../x", "uid=0", "context=x"] {
+            assert!(police_options("xfs", Some(bad)).is_err(), "{bad}");
+        }
+        assert!(police_options("glusterfs", Some("log-file=/etc/passwd")).is_err());
+        for t in ["none", "tmpfs", "overlay", "proc", "bind", "sysfs", "9p", ""] {
+            assert!(police_options(t, None).is_err(), "{t}");
+        }
     }
 
     #[test]

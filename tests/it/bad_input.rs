@@ -416,8 +416,12 @@ fn paths_that_would_escape() {
         let st = d.call("StoragePool.connectStorageServer", conn(bad));
         assert_ne!(st[0]["status"], 0, "{bad} was accepted");
     }
-    let st = d.call("StoragePool.connectStorageServer", conn("/nonexistent/dir"));
+    let missing = std::env::temp_dir().join(uuid());
+    let st = d.call("StoragePool.connectStorageServer", conn(missing.to_str().unwrap()));
     assert_eq!(st[0]["status"], 451);
+    // Outside the allowed roots (the data dir and CAIRN_LOCAL_ROOTS).
+    let st = d.call("StoragePool.connectStorageServer", conn("/nonexistent/dir"));
+    assert_eq!(st[0]["status"], 390);
     // Creating a domain on a path that is not connected.
     let (code, msg) = d.call_err(
         "StorageDomain.create",

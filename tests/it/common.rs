@@ -77,6 +77,8 @@ impl Daemon {
         // Shared domains take sanlock leases, which need a sanlock daemon:
         // the tests that start one ask for sanlock; the others use flock.
         cmd.env("CAIRN_SHARED_LEASES", "flock");
+        // Loop file systems and fixtures live in temporary directories.
+        cmd.env("CAIRN_LOCAL_ROOTS", std::env::temp_dir());
         cmd.envs(opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let log = std::fs::File::create(dir.path().join("cairnd.log")).expect("log file");
         cmd.stdout(Stdio::null()).stderr(log);

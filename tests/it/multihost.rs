@@ -1045,7 +1045,7 @@ fn two_hosts_share_an_nfs_domain_behind_a_stand_in_mount() {
     let calls = std::fs::read_to_string(&log).unwrap();
     for d in [&a, &b] {
         let expected = format!(
-            "-t nfs -o soft,nosharecache,timeo=600,retrans=6,nfsvers=4.2 -- nfs.example:/export/data {}",
+            "-t nfs -o soft,nosharecache,timeo=600,retrans=6,nfsvers=4.2,nosuid,nodev,noexec -- nfs.example:/export/data {}",
             storage.mount(d).display()
         );
         assert!(

@@ -114,7 +114,7 @@ impl FileDomain {
             });
         }
         tracing::info!(sd = %new.sd, path = %final_dir.display(), version = new.version, "created storage domain");
-        Ok(FileDomain::at(new.sd, final_dir))
+        FileDomain::open(final_dir)
     }
 
     fn build(dir: &Path, new: &NewDomain) -> Result<()> {
@@ -150,7 +150,20 @@ impl FileDomain {
     }
 
     /// Opens the domain at `root`, whose last component must be its UUID.
+    ///
+    /// The connection's directory is resolved once (it may be cairnd's own
+    /// LOCALFS link); below it nothing is ever followed, so the domain
+    /// directory must be a real directory and every path handed out below
+    /// it is checked for links where it is opened.
     pub fn open(root: PathBuf) -> Result<FileDomain> {
+        let root = match (root.parent(), root.file_name()) {
+            (Some(mount), Some(name)) => mount.canonicalize().ctx("cannot resolve", mount)?.join(name),
+            _ => root,
+        };
+        crate::primitives::nofollow::check_dir(&root).map_err(|e| match e.kind() {
+            io::ErrorKind::InvalidData => Error::UnsafeStorage(e.to_string()),
+            _ => Error::io_path("cannot open domain", &root, e),
+        })?;
         let sd = root
             .file_name()
             .and_then(|n| n.to_str())
@@ -224,7 +237,9 @@ impl FileDomain {
                 source,
             },
         };
-        let mut file = fs::File::open(&path).map_err(io_err)?;
+        let mut file =
+            crate::primitives::nofollow::open(&path, crate::primitives::nofollow::Access::READ)
+                .map_err(io_err)?;
         let stamp = FileStamp::of(&file.metadata().map_err(io_err)?);
         let mut cache = self.md_cache.lock().expect("metadata cache");
         if let Some((cached, md)) = cache.as_ref() {

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use crate::error::{Error, IoContext, Result};
 use crate::format::volume_md::VolumeMetadata;
 use crate::primitives::probe::{self, ImageHeader};
+use crate::primitives::nofollow::{self, Access};
 use crate::primitives::{durable, qcow2_create, qemu_img};
 use crate::types::{parse_uuid, Uuid, VolumeAllocation, VolumeFormat};
 
@@ -32,6 +33,20 @@ pub struct DataSpec<'a> {
 impl FileDomain {
     pub fn volume_path(&self, img: Uuid, vol: Uuid) -> PathBuf {
         self.image_dir(img).join(vol.to_string())
+    }
+
+    /// The volume's data file, checked to be a regular file reached
+    /// without links, for programs that open it by name.
+    pub fn data_file(&self, img: Uuid, vol: Uuid) -> Result<PathBuf> {
+        let path = self.volume_path(img, vol);
+        nofollow::check_file(&path).map_err(|e| unsafe_or(e, vol, &path))?;
+        Ok(path)
+    }
+
+    /// Opens the volume's data file without following links.
+    pub fn open_data(&self, img: Uuid, vol: Uuid, access: Access) -> Result<fs::File> {
+        let path = self.volume_path(img, vol);
+        nofollow::open(&path, access).map_err(|e| unsafe_or(e, vol, &path))
     }
 
     pub fn meta_path(&self, img: Uuid, vol: Uuid) -> PathBuf {
@@ -97,10 +112,17 @@ impl FileDomain {
 
     pub fn read_volume(&self, img: Uuid, vol: Uuid) -> Result<VolumeMetadata> {
         let path = self.meta_path(img, vol);
-        let bytes = match fs::read(&path) {
+        let read = nofollow::open(&path, Access::READ).and_then(|mut f| {
+            let mut b = Vec::new();
+            io::Read::read_to_end(&mut f, &mut b).map(|_| b)
+        });
+        let bytes = match read {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(Error::VolumeNotFound(vol))
+            }
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                return Err(Error::UnsafeStorage(e.to_string()))
             }
             Err(e) => {
                 return Err(Error::VolumeMetadataRead {
@@ -232,7 +254,7 @@ impl FileDomain {
                         }
                     }
                 })?;
-                fs::File::open(&path).ctx("cannot open", &path)
+                self.open_data(img, vol, Access::READ)
             }
         }
     }
@@ -260,13 +282,10 @@ impl FileDomain {
     /// (apparent size, allocated bytes) of the data file.
     pub fn volume_sizes(&self, img: Uuid, vol: Uuid) -> Result<(u64, u64)> {
         let path = self.volume_path(img, vol);
-        let st = match fs::metadata(&path) {
-            Ok(st) => st,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(Error::VolumeNotFound(vol))
-            }
-            Err(e) => return Err(Error::io_path("cannot stat", &path, e)),
-        };
+        let st = self
+            .open_data(img, vol, Access::READ)?
+            .metadata()
+            .ctx("cannot stat", &path)?;
         Ok((st.len(), st.blocks() * 512))
     }
 
@@ -278,13 +297,27 @@ impl FileDomain {
         vol: Uuid,
         md: &VolumeMetadata,
     ) -> Option<std::io::Result<ImageHeader>> {
-        (md.format == VolumeFormat::Cow).then(|| probe::probe_file(&self.volume_path(img, vol)))
+        (md.format == VolumeFormat::Cow).then(|| {
+            let f = nofollow::open(&self.volume_path(img, vol), Access::READ)?;
+            let len = f.metadata()?.len();
+            probe::probe_open(&f, len)
+        })
     }
 
     /// Removes one of the volume's files (kind: "" data, ".meta", ".lease").
     pub fn remove_volume_file(&self, img: Uuid, vol: Uuid, suffix: &str) -> Result<bool> {
         let path = self.image_dir(img).join(format!("{vol}{suffix}"));
         durable::remove_if_exists(&path).ctx("cannot remove", &path)
+    }
+}
+
+/// A missing data file is a missing volume; a link or special file is
+/// refused as unsafe.
+fn unsafe_or(e: io::Error, vol: Uuid, path: &std::path::Path) -> Error {
+    match e.kind() {
+        io::ErrorKind::NotFound => Error::VolumeNotFound(vol),
+        io::ErrorKind::InvalidData => Error::UnsafeStorage(e.to_string()),
+        _ => Error::io_path("cannot open", path, e),
     }
 }
 
