@@ -56,6 +56,7 @@ impl Engine {
                 format!("{sd} is the pool's master domain; move the master first (StoragePool.switchMaster)"),
             ));
         }
+        self.refuse_if_exported(sd)?;
         self.change_status(sd, pool_id, STATUS_ATTACHED)
     }
 
@@ -63,6 +64,7 @@ impl Engine {
     /// detaches an active one). The master cannot be detached.
     pub fn detach_domain(&self, sd: Uuid, pool_id: Uuid, force: bool) -> Result<()> {
         let pool = self.require_spm(pool_id)?;
+        self.refuse_if_exported(sd)?;
         if sd == pool.master_sd {
             return Err(Error::invalid(
                 "storagedomainID",

@@ -23,7 +23,7 @@ use super::volume_ops::chain_spec;
 use super::volumes::children_of;
 use super::Engine;
 use crate::error::{Error, Result};
-use crate::types::{Uuid, VolumeFormat, VolumeRole};
+use crate::types::{Uuid, VolumeFormat, VolumeLegality, VolumeRole};
 
 /// How long qemu-nbd gets to open the image and listen.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -47,6 +47,7 @@ pub struct NbdConfig {
 }
 
 struct Server {
+    sd: Uuid,
     child: Child,
     socket: PathBuf,
     /// qemu-nbd's stderr.
@@ -54,10 +55,28 @@ struct Server {
     _lock: Guard,
 }
 
+/// How long qemu-nbd gets to exit on SIGTERM before it is killed: it
+/// ignores a SIGTERM that arrives while it is still starting up.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
 impl Drop for Server {
     fn drop(&mut self) {
+        // SIGTERM lets a writable export flush its qcow2 tables; it is
+        // sent again until handled, since one that comes too early is lost.
         let pid = rustix::process::Pid::from_child(&self.child);
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        let deadline = Instant::now() + STOP_GRACE;
+        let mut next_term = Instant::now();
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            if Instant::now() >= next_term {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+                next_term = Instant::now() + Duration::from_millis(100);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if matches!(self.child.try_wait(), Ok(None)) {
+            tracing::warn!(pid = self.child.id(), "qemu-nbd ignored SIGTERM; killing it");
+            let _ = self.child.kill();
+        }
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.socket);
         let _ = std::fs::remove_file(&self.log);
@@ -124,16 +143,21 @@ impl Engine {
         } else {
             Mode::Exclusive
         };
-        let lock = self.resources.acquire(
-            &[
-                (Resource::storage(cfg.sd), Mode::Shared),
-                (Resource::image(cfg.sd, cfg.img), mode),
-            ],
-            LOCK_TIMEOUT,
-        )?;
+        // The image only, as image tickets do (see `refuse_if_exported`).
+        let lock = self
+            .resources
+            .acquire(&[(Resource::image(cfg.sd, cfg.img), mode)], LOCK_TIMEOUT)?;
         // Validates the whole chain (parents, headers, cycles) from metadata.
         let chain = chain_of(&dom, cfg.img, cfg.vol)?;
         let md = &chain[0].1;
+        // What may not be prepared for a VM is not exported either: an
+        // interrupted copy or an unchecked upload.
+        if let Some((id, _)) = chain[..if cfg.backing_chain { chain.len() } else { 1 }]
+            .iter()
+            .find(|(_, md)| md.legality != VolumeLegality::Legal)
+        {
+            return Err(Error::PrepareIllegal(*id));
+        }
         if !cfg.readonly {
             if md.role == VolumeRole::Shared {
                 return Err(Error::invalid(
@@ -155,7 +179,7 @@ impl Engine {
             ));
         }
         let depth = if cfg.backing_chain { chain.len() } else { 1 };
-        let spec = chain_spec(&dom, cfg.img, &chain[..depth]);
+        let spec = chain_spec(&dom, cfg.img, &chain[..depth])?;
 
         let dir = self.paths.run.parent().expect("run dir").join("nbd");
         std::fs::create_dir_all(&dir).map_err(|e| Error::io_path("cannot create", &dir, e))?;
@@ -203,6 +227,7 @@ impl Engine {
             .spawn(cmd)
             .map_err(|e| Error::io_path("cannot run", std::path::Path::new("qemu-nbd"), e))?;
         let mut server = Server {
+            sd: cfg.sd,
             child,
             socket: socket.clone(),
             log,
@@ -218,9 +243,28 @@ impl Engine {
         Ok(format!("nbd:unix:{}", socket.display()))
     }
 
+    /// Refuses at once to pull `sd` from under open image tickets or NBD
+    /// exports (they may stay for days; waiting on them helps nobody).
+    pub(crate) fn refuse_if_exported(&self, sd: Uuid) -> Result<()> {
+        let tickets = self.tickets_on(sd);
+        let exports = self.nbd.servers.lock().expect("nbd").values().filter(|s| s.sd == sd).count();
+        if tickets + exports > 0 {
+            return Err(Error::DomainBusy {
+                sd,
+                reason: format!(
+                    "{tickets} image ticket(s) and {exports} NBD export(s) use it; remove them first"
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// `NBD.stop_server`: stopping a server that is not running succeeds.
     pub fn stop_nbd_server(&self, id: Uuid) {
-        if self.nbd.servers.lock().expect("nbd").remove(&id).is_some() {
+        // Stopped outside the lock: other NBD calls never wait on it.
+        let server = self.nbd.servers.lock().expect("nbd").remove(&id);
+        if let Some(server) = server {
+            drop(server);
             tracing::info!(server = %id, "NBD server stopped");
         }
     }

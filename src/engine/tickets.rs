@@ -13,10 +13,10 @@
 //! limits) rejects, is reported, and such a chain cannot be prepared.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,8 +28,9 @@ use super::volumes::read_in_image;
 use super::Engine;
 use crate::backend::file::volume::header_disagreement;
 use crate::error::{Error, Result};
+use crate::primitives::nofollow;
 use crate::primitives::{extents, qemu_img};
-use crate::types::{parse_uuid, Uuid, VolumeFormat};
+use crate::types::{parse_uuid, Uuid, VolumeFormat, VolumeLegality};
 
 /// How long adding a ticket waits for a busy image.
 const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -104,6 +105,8 @@ pub struct Ticket {
     active: AtomicUsize,
     transferred: AtomicU64,
     wrote: AtomicBool,
+    /// The volume's legality before the ticket made it ILLEGAL.
+    was_legal: bool,
     _lock: Guard,
 }
 
@@ -191,11 +194,15 @@ impl Ticket {
         let size = self.spec.size;
         let mut out = Vec::new();
         let mut pos = 0;
+        // The data path serves the volume's file as it is: an unallocated
+        // range reads as zeros and is never a hole (imageio's "hole" means
+        // "the backing file shows through", which would let a client
+        // downloading onto a backing file skip it and corrupt the copy).
         let zeros = |start: u64, end: u64| Extent {
             start,
             length: end - start,
             zero: true,
-            hole: true,
+            hole: false,
         };
         for (start, len) in extents::data_ranges(&self.file)? {
             if start >= size {
@@ -253,16 +260,32 @@ pub struct Tickets {
 }
 
 impl Tickets {
-    /// Drops tickets expired long ago, releasing their image locks.
-    fn sweep(map: &mut HashMap<Uuid, Arc<Ticket>>) {
+    /// Takes out tickets expired long ago; the caller finishes them
+    /// (outside the map's lock) as if they had been removed.
+    fn sweep(map: &mut HashMap<Uuid, Arc<Ticket>>) -> Vec<Arc<Ticket>> {
         let now = Instant::now();
-        map.retain(|id, t| {
-            let keep = *t.expires.lock().expect("ticket") + ABANDONED_AFTER > now;
-            if !keep {
+        let abandoned: Vec<Uuid> = map
+            .iter()
+            .filter(|(_, t)| *t.expires.lock().expect("ticket") + ABANDONED_AFTER <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        abandoned
+            .into_iter()
+            .filter_map(|id| {
                 tracing::warn!(ticket = %id, "dropping a ticket abandoned after it expired");
-            }
-            keep
-        });
+                map.remove(&id)
+            })
+            .collect()
+    }
+}
+
+/// The largest ticket a volume allows: its capacity for RAW; for a qcow2
+/// file, VDSM's 1.1x cap on COW volumes plus room for a small image's
+/// tables. A PUT can then never grow a RAW volume past its size.
+fn max_ticket_size(md: &crate::format::volume_md::VolumeMetadata) -> u64 {
+    match md.format {
+        VolumeFormat::Raw => md.capacity,
+        VolumeFormat::Cow => md.capacity.saturating_add(md.capacity / 10).saturating_add(16 << 20),
     }
 }
 
@@ -286,32 +309,57 @@ impl Engine {
                 ));
             }
         }
-        // A replaced ticket gives up its lock before the new one takes it.
+        // A replaced ticket is finished (its upload checked) and gives up
+        // its lock before the new one takes it.
         let old = self
             .tickets
             .tickets
             .lock()
             .expect("tickets")
             .remove(&spec.id);
-        drop(old);
-        let (sd, img, vol, path) = self.ticket_volume(&spec.url)?;
+        if let Some(old) = old {
+            if let Err(e) = self.finish_ticket(old) {
+                tracing::warn!(ticket = %spec.id, error = %e, "the replaced ticket's upload was refused");
+            }
+        }
+        let (sd, img, vol) = self.ticket_volume(&spec.url)?;
         let mode = if spec.write {
             Mode::Exclusive
         } else {
             Mode::Shared
         };
-        let lock = self.resources.acquire(
-            &[
-                (Resource::storage(sd), Mode::Shared),
-                (Resource::image(sd, img), mode),
-            ],
-            LOCK_TIMEOUT,
-        )?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(spec.write)
-            .open(&path)
-            .map_err(|e| Error::io_path("cannot open", &path, e))?;
+        // The image only: a transfer changes no domain structure, so it
+        // never holds up attach or activate (those that would pull the
+        // domain from under it check for it instead: `refuse_if_exported`).
+        let lock = self
+            .resources
+            .acquire(&[(Resource::image(sd, img), mode)], LOCK_TIMEOUT)?;
+        let access = if spec.write {
+            nofollow::Access::READ_WRITE
+        } else {
+            nofollow::Access::READ
+        };
+        let dom = self.domain(sd)?;
+        let mut md = read_in_image(&dom, img, vol)?;
+        let max = max_ticket_size(&md);
+        if spec.size > max {
+            return Err(Error::invalid(
+                "ticket.size",
+                format!(
+                    "{} bytes is more than volume {vol} can hold ({max} bytes)",
+                    spec.size
+                ),
+            ));
+        }
+        let file = dom.open_data(img, vol, access)?;
+        // A volume being written through a ticket is ILLEGAL until the
+        // ticket goes and its contents are checked: a crash mid-upload
+        // leaves it ILLEGAL, never looking whole.
+        let was_legal = md.legality == VolumeLegality::Legal;
+        if spec.write && was_legal {
+            md.legality = VolumeLegality::Illegal;
+            dom.write_volume(img, vol, &md, dom.manifest()?.version)?;
+        }
         tracing::info!(ticket = %spec.id, sd = %sd, img = %img, vol = %vol, size = spec.size,
             read = spec.read, write = spec.write, timeout = spec.timeout, "image ticket added");
         let ticket = Ticket {
@@ -324,19 +372,61 @@ impl Engine {
             active: AtomicUsize::new(0),
             transferred: AtomicU64::new(0),
             wrote: AtomicBool::new(false),
+            was_legal,
             _lock: lock,
         };
-        let mut map = self.tickets.tickets.lock().expect("tickets");
-        Tickets::sweep(&mut map);
-        map.insert(ticket.spec.id, Arc::new(ticket));
+        let abandoned = {
+            let mut map = self.tickets.tickets.lock().expect("tickets");
+            map.insert(ticket.spec.id, Arc::new(ticket));
+            Tickets::sweep(&mut map)
+        };
+        self.finish_abandoned(abandoned);
+        Ok(())
+    }
+
+    fn finish_abandoned(&self, abandoned: Vec<Arc<Ticket>>) {
+        for t in abandoned {
+            let id = t.spec.id;
+            if let Err(e) = self.finish_ticket(t) {
+                tracing::warn!(ticket = %id, error = %e, "the abandoned ticket's upload was refused");
+            }
+        }
+    }
+
+    /// Ends a ticket: a write ticket's volume is synced and, if written,
+    /// checked as untrusted input; it is LEGAL again only if it passes
+    /// (or, untouched, if it was LEGAL before).
+    fn finish_ticket(&self, t: Arc<Ticket>) -> Result<()> {
+        if !t.spec.write {
+            return Ok(());
+        }
+        let wrote = t.wrote.load(Ordering::Relaxed);
+        if wrote {
+            if let Err(e) = t.file.sync_all() {
+                tracing::warn!(ticket = %t.spec.id, error = %e, "cannot sync the uploaded volume");
+            }
+            self.verify_upload(&t)?;
+        } else if !t.was_legal {
+            return Ok(());
+        }
+        let dom = self.domain(t.sd)?;
+        let mut md = read_in_image(&dom, t.img, t.vol)?;
+        if md.legality != VolumeLegality::Legal {
+            md.legality = VolumeLegality::Legal;
+            dom.write_volume(t.img, t.vol, &md, dom.manifest()?.version)?;
+        }
         Ok(())
     }
 
     /// `Host.get_image_ticket`.
     pub fn get_image_ticket(&self, id: Uuid) -> Result<TicketInfo> {
-        let mut map = self.tickets.tickets.lock().expect("tickets");
-        Tickets::sweep(&mut map);
-        map.get(&id).map(|t| t.info()).ok_or_else(|| no_ticket(id))
+        let (info, abandoned) = {
+            let mut map = self.tickets.tickets.lock().expect("tickets");
+            let abandoned = Tickets::sweep(&mut map);
+            (map.get(&id).map(|t| t.info()), abandoned)
+        };
+        self.finish_abandoned(abandoned);
+        info.ok_or_else(|| no_ticket(id))
     }
 
     /// `Host.extend_image_ticket`: the ticket expires `timeout` seconds
@@ -362,13 +452,20 @@ impl Engine {
         };
         let info = t.info();
         tracing::info!(ticket = %id, transferred = info.transferred, "image ticket removed");
-        if t.wrote.load(Ordering::Relaxed) {
-            if let Err(e) = t.file.sync_all() {
-                tracing::warn!(ticket = %id, error = %e, "cannot sync the uploaded volume");
-            }
-            self.verify_upload(&t)?;
-        }
-        Ok(())
+        self.finish_ticket(t)
+    }
+
+    /// Finishes tickets abandoned after they expired (their uploads are
+    /// checked); run by the housekeeper, so none waits for another call.
+    pub(crate) fn sweep_tickets(&self) {
+        let abandoned = Tickets::sweep(&mut self.tickets.tickets.lock().expect("tickets"));
+        self.finish_abandoned(abandoned);
+    }
+
+    /// Image tickets open on volumes of `sd`.
+    pub(crate) fn tickets_on(&self, sd: Uuid) -> usize {
+        let map = self.tickets.tickets.lock().expect("tickets");
+        map.values().filter(|t| t.sd == sd).count()
     }
 
     /// Requests through the HTTP data path: the ticket, if it allows `access`.
@@ -400,7 +497,7 @@ impl Engine {
     /// Resolves a ticket URL to the volume it names: `file://` and a path
     /// that, links resolved, is `<domain>/images/<img>/<vol>` of a domain
     /// under one of this host's storage connections.
-    fn ticket_volume(&self, url: &str) -> Result<(Uuid, Uuid, Uuid, PathBuf)> {
+    fn ticket_volume(&self, url: &str) -> Result<(Uuid, Uuid, Uuid)> {
         let bad = |why: &str| Error::invalid("ticket.url", format!("{url:?}: {why}"));
         let path = url
             .strip_prefix("file://")
@@ -420,12 +517,12 @@ impl Engine {
             return Err(bad("is not a volume of a storage domain"));
         };
         let dom = self.domain(sd)?;
-        let expected = std::fs::canonicalize(dom.volume_path(img, vol)).ok();
-        if expected.as_deref() != Some(real.as_path()) {
+        let expected = dom.data_file(img, vol)?;
+        if expected != real {
             return Err(bad("is not a volume of a connected storage domain"));
         }
         read_in_image(&dom, img, vol)?;
-        Ok((sd, img, vol, real))
+        Ok((sd, img, vol))
     }
 
     fn verify_upload(&self, t: &Ticket) -> Result<()> {
@@ -447,7 +544,7 @@ impl Engine {
         if let Some(why) = header_disagreement(&md, &header) {
             return Err(refuse(why));
         }
-        let path: &Path = &dom.volume_path(t.img, t.vol);
+        let path: &Path = &dom.data_file(t.img, t.vol)?;
         let check = qemu_img::check_untrusted(path, "qcow2").map_err(|e| refuse(e.to_string()))?;
         if !check.is_clean() {
             return Err(refuse(format!("qemu-img check found {check:?}")));

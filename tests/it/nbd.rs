@@ -159,3 +159,20 @@ fn exports_a_dirty_bitmap_for_incremental_backup() {
         .collect();
     assert_eq!(dirty, [(2 << 20, 64 << 10)], "{map}");
 }
+
+#[test]
+fn a_server_stopped_right_after_it_started_never_hangs() {
+    let d = Daemon::start();
+    let (sp, sd) = d.embedded();
+    let (img, vol) = d.new_image(&sp, &sd, json!({"size": "1048576"}));
+    let cfg = json!({"sd_id": sd, "img_id": img, "vol_id": vol, "readonly": true});
+    let started = Instant::now();
+    for _ in 0..10 {
+        let id = uuid();
+        d.call("NBD.start_server", json!({"server_id": id, "config": cfg}));
+        d.call("NBD.stop_server", json!({"server_id": id}));
+    }
+    assert!(started.elapsed() < Duration::from_secs(60), "start/stop took {:?}", started.elapsed());
+    let leftovers = Command::new("pgrep").args(["-P", &d.pid().to_string(), "qemu-nbd"]).output().unwrap();
+    assert!(leftovers.stdout.is_empty(), "qemu-nbd left running");
+}

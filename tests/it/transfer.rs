@@ -298,3 +298,168 @@ fn qcow2_uploads_are_checked_as_untrusted() {
     let (code, msg) = removed.unwrap_err();
     assert_eq!(code, 482, "{msg}");
 }
+
+/// A raw HTTP request; returns the status and the body.
+fn http_body(socket: &Path, method: &str, path: &str) -> (u16, String) {
+    let mut s = UnixStream::connect(socket).unwrap();
+    let head = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    let status = reply.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = reply.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+fn legality(d: &Daemon, sp: &str, sd: &str, img: &str, vol: &str) -> String {
+    d.volume_info(sp, sd, img, vol)["legality"].as_str().unwrap().to_string()
+}
+
+fn prepare_code(d: &Daemon, sp: &str, sd: &str, img: &str, vol: &str) -> i64 {
+    d.call_err(
+        "Image.prepare",
+        json!({"storagepoolID": sp, "storagedomainID": sd, "imageID": img, "volumeID": vol}),
+    )
+    .0
+}
+
+#[test]
+fn raw_areas_are_never_holes() {
+    let d = Daemon::start();
+    let (sp, sd) = d.embedded();
+    let size = 8u64 << 20;
+    let (img, vol) = d.new_image(&sp, &sd, json!({"volFormat": "RAW", "size": size.to_string()}));
+    let vol_path = d.domain_dir(&sd).join("images").join(&img).join(&vol);
+    qemu_io(&vol_path, "raw", "write -P 0x11 1M 1M");
+    let ticket = uuid();
+    add_ticket(&d, &ticket, size, &vol_path, &["read"]);
+    let (status, body) = http_body(&d.socket, "GET", &format!("/images/{ticket}/extents"));
+    assert_eq!(status, 200, "{body}");
+    let extents: Vec<Value> = serde_json::from_str(&body).unwrap();
+    assert!(extents.len() >= 3, "{body}");
+    assert!(extents.iter().any(|e| e["zero"] == true), "{body}");
+    assert!(
+        extents.iter().all(|e| e["hole"] == false),
+        "an unallocated raw area reads as zeros, it is no hole: {body}"
+    );
+}
+
+#[test]
+fn an_interrupted_upload_never_looks_whole() {
+    let d = Daemon::start();
+    let (sp, sd) = d.embedded();
+    let size = 4u64 << 20;
+    let mut volumes = Vec::new();
+    for format in ["RAW", "COW"] {
+        let (img, vol) = d.new_image(&sp, &sd, json!({"volFormat": format, "size": size.to_string()}));
+        let vol_path = d.domain_dir(&sd).join("images").join(&img).join(&vol);
+        let ticket = uuid();
+        add_ticket(&d, &ticket, size, &vol_path, &["write"]);
+        assert_eq!(legality(&d, &sp, &sd, &img, &vol), "ILLEGAL", "written through a ticket");
+        let put = http(
+            &d.socket,
+            "PUT",
+            &format!("/images/{ticket}"),
+            &["Content-Range: bytes 0-1048575/*"],
+            &vec![0x42u8; 1 << 20],
+        );
+        assert_eq!(put, 200);
+        volumes.push((img, vol));
+    }
+    let d = Daemon::start_in(d.stop(true), Default::default());
+    for (img, vol) in &volumes {
+        assert_eq!(legality(&d, &sp, &sd, img, vol), "ILLEGAL");
+        // Illegal (227), or a broken chain (262) where the header was hit.
+        let code = prepare_code(&d, &sp, &sd, img, vol);
+        assert!(code == 227 || code == 262, "prepare: {code}");
+    }
+}
+
+#[test]
+fn the_upload_check_cannot_be_skipped() {
+    let d = Daemon::start();
+    let (sp, sd) = d.embedded();
+    let size = 16u64 << 20;
+    // A structurally corrupt qcow2: its L1 table points into the header.
+    let bad = d.data().join("bad.qcow2");
+    let st = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&bad)
+        .arg(size.to_string())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    qemu_io(&bad, "qcow2", "write -P 0x5c 0 64k");
+    let l1 = {
+        let mut h = [0u8; 48];
+        File::open(&bad).unwrap().read_exact_at(&mut h, 0).unwrap();
+        u64::from_be_bytes(h[40..48].try_into().unwrap())
+    };
+    File::options()
+        .write(true)
+        .open(&bad)
+        .unwrap()
+        .write_all_at(&(0x8000_0000_0000_0000u64).to_be_bytes(), l1)
+        .unwrap();
+    let bytes = std::fs::read(&bad).unwrap();
+    let client = Client::new(Target::Unix(d.socket.clone()));
+    let new_upload = |ticket: &str| {
+        let (img, vol) = d.new_image(&sp, &sd, json!({"size": size.to_string()}));
+        let vol_path = d.domain_dir(&sd).join("images").join(&img).join(&vol);
+        add_ticket(&d, ticket, bytes.len() as u64, &vol_path, &["write"]);
+        cairn::transfer::upload(&client, ticket, &File::open(&bad).unwrap(), |_, _| {}).unwrap();
+        (img, vol, vol_path)
+    };
+
+    // Removing the ticket: 482, and the volume stays ILLEGAL.
+    let ticket = uuid();
+    let (img, vol, _) = new_upload(&ticket);
+    let (code, _) = d.call_err("Host.remove_image_ticket", json!({"uuid": ticket}));
+    assert_eq!(code, 482);
+    assert_eq!(legality(&d, &sp, &sd, &img, &vol), "ILLEGAL");
+    assert_eq!(prepare_code(&d, &sp, &sd, &img, &vol), 227);
+    let (code, _) = d.call_err(
+        "NBD.start_server",
+        json!({"server_id": uuid(), "config": {"sd_id": sd, "img_id": img, "vol_id": vol, "readonly": true}}),
+    );
+    assert_ne!(code, 0, "an unchecked upload was exported");
+
+    // Re-adding the same ticket id read-only still checks the upload.
+    let ticket = uuid();
+    let (img, vol, vol_path) = new_upload(&ticket);
+    add_ticket(&d, &ticket, bytes.len() as u64, &vol_path, &["read"]);
+    assert!(d.log().contains("the replaced ticket's upload was refused"), "{}", d.log());
+    assert_eq!(legality(&d, &sp, &sd, &img, &vol), "ILLEGAL");
+    d.call("Host.remove_image_ticket", json!({"uuid": ticket}));
+    assert_eq!(legality(&d, &sp, &sd, &img, &vol), "ILLEGAL");
+
+    // A write ticket that simply expires leaves the volume ILLEGAL.
+    let (img, vol) = d.new_image(&sp, &sd, json!({"size": size.to_string()}));
+    let vol_path = d.domain_dir(&sd).join("images").join(&img).join(&vol);
+    let ticket = uuid();
+    d.call(
+        "Host.add_image_ticket",
+        json!({"ticket": {"uuid": ticket, "size": bytes.len(), "url": format!("file://{}", vol_path.display()),
+                          "timeout": 1, "ops": ["write"]}}),
+    );
+    cairn::transfer::upload(&client, &ticket, &File::open(&bad).unwrap(), |_, _| {}).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(http(&d.socket, "PUT", &format!("/images/{ticket}"), &[], b"x"), 403);
+    assert_eq!(legality(&d, &sp, &sd, &img, &vol), "ILLEGAL");
+    // Removed late (or swept once abandoned), it is checked all the same.
+    let (code, _) = d.call_err("Host.remove_image_ticket", json!({"uuid": ticket}));
+    assert_eq!(code, 482);
+    assert_eq!(prepare_code(&d, &sp, &sd, &img, &vol), 227);
+
+    // A ticket larger than its volume: refused, so a PUT cannot grow it.
+    let (img, vol) = d.new_image(&sp, &sd, json!({"volFormat": "RAW", "size": "1048576"}));
+    let vol_path = d.domain_dir(&sd).join("images").join(&img).join(&vol);
+    let (code, msg) = d.call_err(
+        "Host.add_image_ticket",
+        json!({"ticket": {"uuid": uuid(), "size": 1u64 << 40, "url": format!("file://{}", vol_path.display()),
+                          "timeout": 300, "ops": ["write"]}}),
+    );
+    assert_eq!(code, 1000, "{msg}");
+    assert_eq!(std::fs::metadata(&vol_path).unwrap().len(), 1 << 20);
+    assert_eq!(legality(&d, &sp, &sd, &img, &vol), "LEGAL");
+}
