@@ -18,7 +18,10 @@ pub mod engine;
 pub mod error;
 pub mod failpoint;
 pub mod format;
+pub mod logging;
+pub mod pki;
 pub mod primitives;
+pub mod tls;
 pub mod transfer;
 pub mod types;
 

@@ -21,11 +21,15 @@ pub struct ApiError {
     pub message: String,
 }
 
+/// The longest error message sent or logged: messages quote bad input,
+/// and a caller must not make cairnd echo (or log) megabytes.
+pub const MAX_MESSAGE: usize = 1024;
+
 impl ApiError {
     pub fn new(code: i64, message: impl Into<String>) -> Self {
         ApiError {
             code,
-            message: message.into(),
+            message: cap(message.into(), MAX_MESSAGE),
         }
     }
 
@@ -36,14 +40,40 @@ impl ApiError {
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
-        ApiError {
-            code: vdsm_code(&e),
-            message: e.to_string(),
-        }
+        ApiError::new(vdsm_code(&e), e.to_string())
     }
+}
+
+/// `text` cut to at most `max` bytes (on a character boundary), saying so.
+pub fn cap(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let cut = text.len();
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push_str(&format!("... ({} of {cut} bytes not shown)", cut - end));
+    text
 }
 
 /// VDSM's code for an engine error.
 pub fn vdsm_code(e: &Error) -> i64 {
     e.code()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_are_capped() {
+        let long = format!("bad value {}", "é".repeat(1 << 19));
+        let e = ApiError::new(INVALID_PARAMETER, long);
+        assert!(e.message.len() < MAX_MESSAGE + 64, "{}", e.message.len());
+        assert!(e.message.ends_with("bytes not shown)"));
+        assert_eq!(ApiError::new(1, "short").message, "short");
+    }
 }

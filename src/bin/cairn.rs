@@ -580,7 +580,8 @@ fn parse_size(text: &str) -> Res<u64> {
 
 // ---- tasks ----
 
-/// Polls a task with a progress bar until it finishes; clears it on success.
+/// Polls a task with a progress bar until it finishes, then clears it: what
+/// the CLI waited for, nobody else will clear.
 fn wait_task(ctx: &Ctx, id: &str, what: &str) -> Res<Value> {
     let bar = if ctx.json {
         indicatif::ProgressBar::hidden()
@@ -603,6 +604,9 @@ fn wait_task(ctx: &Ctx, id: &str, what: &str) -> Res<Value> {
                 ctx.client.call("Task.clear", json!({"taskID": id}))?;
                 return Ok(st);
             }
+            // The failure is reported below; a task already rolled back
+            // has nothing more to give.
+            let _ = ctx.client.call("Task.clear", json!({"taskID": id}));
             return Err(ClientError::Rpc {
                 code: st["code"].as_i64().unwrap_or(0),
                 message: format!(

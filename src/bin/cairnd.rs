@@ -51,6 +51,10 @@ struct Args {
     /// multiple of it.
     #[arg(long, env = "CAIRN_SANLOCK_IO_TIMEOUT")]
     sanlock_io_timeout: Option<u32>,
+    /// A directory LOCALFS storage may lie under, besides the data dir
+    /// (repeatable; the environment takes a ':'-separated list).
+    #[arg(long = "local-root", env = "CAIRN_LOCAL_ROOTS", value_delimiter = ':')]
+    local_roots: Vec<PathBuf>,
 }
 
 /// Caps glibc's malloc arenas. By default every thread that allocates may
@@ -92,7 +96,7 @@ fn main() -> ExitCode {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(cairn::logging::CappedStderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if json_logs {
         builder.json().init();
@@ -111,6 +115,11 @@ fn main() -> ExitCode {
     let listen = args.listen.or(file.listen);
     let embedded = !args.no_embedded_default && file.embedded_default.unwrap_or(true);
     let mut config = EngineConfig::new(&data_dir);
+    config.local_roots = if args.local_roots.is_empty() {
+        file.local_roots.unwrap_or_default()
+    } else {
+        args.local_roots
+    };
     if let Some(n) = file.task_workers {
         config.task_workers = n;
     }

@@ -48,6 +48,10 @@ pub use tasks::{TaskCtx, TaskManager, TaskResult, TaskState, TaskStatus};
 /// start-up removes it (another host may be working on a young one).
 pub const DOMAIN_LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(600);
 
+/// How long a finished task or job waits for a client to read and clear it.
+pub const FINISHED_TASK_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+const HOUSEKEEPING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// sanlock's io_timeout for shared domains (VDSM's default).
 pub const DEFAULT_SANLOCK_IO_TIMEOUT: u32 = 10;
 
@@ -94,6 +98,9 @@ pub struct EngineConfig {
     /// The SDM lease of shared (non-LOCALFS) domains: sanlock with this
     /// io_timeout (seconds), or None for flock (one host only).
     pub sanlock_io_timeout: Option<u32>,
+    /// Directories LOCALFS connections may lie under, besides the data
+    /// directory.
+    pub local_roots: Vec<PathBuf>,
 }
 
 impl EngineConfig {
@@ -104,6 +111,7 @@ impl EngineConfig {
             max_tasks: tasks::DEFAULT_MAX_TASKS,
             monitor: monitor::MonitorTiming::default(),
             sanlock_io_timeout: Some(DEFAULT_SANLOCK_IO_TIMEOUT),
+            local_roots: Vec::new(),
         }
     }
 }
@@ -131,6 +139,7 @@ pub struct Engine {
     monitors: monitor::Monitors,
     monitor_timing: monitor::MonitorTiming,
     sanlock_io_timeout: Option<u32>,
+    local_roots: Vec<PathBuf>,
 }
 
 impl Engine {
@@ -146,6 +155,14 @@ impl Engine {
             &paths.jobs,
         ] {
             fs::create_dir_all(dir).ctx("cannot create", dir)?;
+        }
+        // Roots are compared with canonical LOCALFS paths.
+        let mut local_roots = vec![paths.data_dir.canonicalize().ctx("cannot resolve", &paths.data_dir)?];
+        for root in &config.local_roots {
+            match root.canonicalize() {
+                Ok(r) => local_roots.push(r),
+                Err(e) => tracing::warn!(root = %root.display(), error = %e, "local storage root is not usable; ignored"),
+            }
         }
         let state: HostState = match fs::read(&paths.host_state) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
@@ -167,6 +184,7 @@ impl Engine {
             monitors: monitor::Monitors::default(),
             monitor_timing: config.monitor,
             sanlock_io_timeout: config.sanlock_io_timeout,
+            local_roots,
         });
         engine
             .tasks
@@ -176,7 +194,26 @@ impl Engine {
             .set_runner(Arc::new(gc::EngineRunner(Arc::downgrade(&engine))));
         engine.restore(state);
         Engine::watch_spm_lease(&engine);
+        Engine::keep_house(&engine);
         Ok(engine)
+    }
+
+    /// Ages out what clients left behind: finished tasks and jobs nobody
+    /// cleared, and image tickets abandoned after they expired.
+    fn keep_house(engine: &Arc<Engine>) {
+        let weak = Arc::downgrade(engine);
+        std::thread::Builder::new()
+            .name("housekeeper".into())
+            .spawn(move || loop {
+                std::thread::sleep(HOUSEKEEPING_INTERVAL);
+                let Some(engine) = weak.upgrade() else { return };
+                let forgotten = engine.tasks.expire(FINISHED_TASK_TTL) + engine.jobs.expire(FINISHED_TASK_TTL);
+                if forgotten > 0 {
+                    tracing::info!(forgotten, "aged out finished tasks and jobs nobody cleared");
+                }
+                engine.sweep_tickets();
+            })
+            .expect("spawn the housekeeper thread");
     }
 
     /// True when the data dir has no recorded state yet (first start).

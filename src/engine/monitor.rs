@@ -293,6 +293,7 @@ fn metadata_path(mnt: &Path, sd: Uuid) -> Result<PathBuf> {
 /// giving up after `timeout`.
 fn read_direct(sd: Uuid, path: &Path, timeout: Duration) -> Result<Vec<u8>> {
     let mut dd = Command::new(dd_binary());
+    crate::primitives::child::die_with_parent(&mut dd);
     dd.arg(format!("if={}", path.display()))
         .args(["iflag=direct", "count=1", "status=none"])
         .arg(format!("bs={READ_SIZE}"));

@@ -167,6 +167,33 @@ pub struct TaskManager {
     inner: Arc<Inner>,
 }
 
+/// Forgets up to `count` finished tasks, oldest first (only those that
+/// ended before `before`, if given), with their records; returns how many.
+fn forget_finished(tasks: &mut HashMap<Uuid, Arc<Task>>, count: usize, before: Option<u64>) -> usize {
+    let mut finished: Vec<(u64, Uuid)> = tasks
+        .values()
+        .filter_map(|t| {
+            let st = t.status.lock().expect("task");
+            (st.state == TaskState::Finished).then(|| (st.ended.unwrap_or(0), st.id))
+        })
+        .filter(|(ended, _)| before.is_none_or(|b| *ended < b))
+        .collect();
+    finished.sort();
+    let mut forgotten = 0;
+    for (_, id) in finished.into_iter().take(count) {
+        if let Some(task) = tasks.remove(&id) {
+            if let Some(dir) = &task.store {
+                if let Err(e) = TaskRecord::remove(dir, id) {
+                    tracing::warn!(task = %id, error = %e, "cannot remove the record of a forgotten task");
+                }
+            }
+            tracing::info!(task = %id, "forgot a finished task nobody cleared");
+            forgotten += 1;
+        }
+    }
+    forgotten
+}
+
 /// What recovery found in a tasks directory.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RecoveryReport {
@@ -250,10 +277,17 @@ impl TaskManager {
             record: Mutex::new(TaskRecord::new(id, verb)),
         });
         {
-            let tasks = self.inner.tasks.lock().expect("tasks");
+            let mut tasks = self.inner.tasks.lock().expect("tasks");
+            if tasks.len() >= self.inner.max_tasks {
+                // Finished tasks no client cleared make room, oldest first:
+                // forgetting a result beats refusing all work (VDSM's cap
+                // alone lets one careless client stop a host).
+                let excess = tasks.len() + 1 - self.inner.max_tasks;
+                forget_finished(&mut tasks, excess, None);
+            }
             if tasks.len() >= self.inner.max_tasks {
                 return Err(Error::AddTask(format!(
-                    "{} tasks are kept already; clear finished tasks with Task.clear",
+                    "{} tasks are running or queued; wait for some to finish",
                     tasks.len()
                 )));
             }
@@ -297,6 +331,14 @@ impl TaskManager {
             .collect();
         all.sort_by_key(|s| s.id);
         all
+    }
+
+    /// Forgets finished tasks that ended more than `age` ago and nobody
+    /// cleared; returns how many.
+    pub fn expire(&self, age: std::time::Duration) -> usize {
+        let cutoff = crate::now_secs().saturating_sub(age.as_secs());
+        let mut tasks = self.inner.tasks.lock().expect("tasks");
+        forget_finished(&mut tasks, usize::MAX, Some(cutoff))
     }
 
     /// Forgets a finished task, and its record.
@@ -875,6 +917,11 @@ mod tests {
         ));
         m.stop(queued).unwrap();
         assert_eq!(m.status(queued).unwrap().state, TaskState::Finished);
+        // A finished task nobody cleared makes room for new work.
+        let third = m.spawn("third", None, |_| Ok(())).unwrap();
+        assert!(matches!(m.status(queued), Err(Error::UnknownTask(_))));
+        m.stop(third).unwrap();
+        assert_eq!(m.expire(std::time::Duration::ZERO), 0, "ended this second");
         *gate.0.lock().unwrap() = true;
         gate.1.notify_all();
         assert_eq!(finished(&m, first).result, TaskResult::Success);

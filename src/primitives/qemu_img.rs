@@ -11,6 +11,13 @@ use std::process::{Command, Stdio};
 use serde::Deserialize;
 
 /// Where the qemu-img binary is; overridable for tests and odd installs.
+/// A qemu-img command that dies with cairnd.
+fn command() -> Command {
+    let mut cmd = Command::new(binary());
+    super::child::die_with_parent(&mut cmd);
+    cmd
+}
+
 pub fn binary() -> PathBuf {
     std::env::var_os("CAIRN_QEMU_IMG")
         .map(PathBuf::from)
@@ -73,7 +80,7 @@ pub struct CreateOptions<'a> {
 }
 
 pub fn create(path: &Path, opts: &CreateOptions<'_>) -> Result<(), QemuImgError> {
-    let mut cmd = Command::new(binary());
+    let mut cmd = command();
     cmd.arg("create").arg("-q").arg("-f").arg(opts.format);
     let mut o = Vec::new();
     if let Some(c) = opts.compat {
@@ -196,7 +203,7 @@ pub fn info_chain(path: &Path, opts: InfoOptions<'_>) -> Result<Vec<ImageInfo>, 
 /// `qemu-img info` reads images anyone with access to the domain may have
 /// written: it always runs under the untrusted-input limits.
 fn info_command(path: &Path, opts: InfoOptions<'_>) -> Command {
-    let mut cmd = Command::new(binary());
+    let mut cmd = command();
     limit_resources(&mut cmd);
     cmd.args(["info", "--output", "json"]);
     if let Some(f) = opts.format {
@@ -240,7 +247,7 @@ pub fn check(path: &Path, format: &str) -> Result<CheckResult, QemuImgError> {
 /// through the json spec) and qemu-img runs with bounded memory and CPU
 /// time, so a hostile image cannot exhaust the host.
 pub fn check_untrusted(path: &Path, format: &str) -> Result<CheckResult, QemuImgError> {
-    let mut cmd = Command::new(binary());
+    let mut cmd = command();
     let spec = serde_json::json!({
         "driver": format,
         "file": {"driver": "file", "filename": path},
@@ -279,7 +286,7 @@ fn limit_resources(cmd: &mut Command) {
 }
 
 fn check_command(path: &Path, format: &str) -> Command {
-    let mut cmd = Command::new(binary());
+    let mut cmd = command();
     cmd.args(["check", "--output", "json", "-f", format])
         .arg(path);
     cmd
@@ -315,7 +322,7 @@ pub enum MeasureSource<'a> {
 
 /// Space a `target_format` image would need for `source`.
 pub fn measure(source: MeasureSource<'_>, target_format: &str) -> Result<Measure, QemuImgError> {
-    let mut cmd = Command::new(binary());
+    let mut cmd = command();
     cmd.args(["measure", "--output", "json", "-O", target_format]);
     match source {
         MeasureSource::Size(size) => {
@@ -334,7 +341,7 @@ pub fn measure(source: MeasureSource<'_>, target_format: &str) -> Result<Measure
 /// Changes an image's virtual size; `shrink` allows making it smaller
 /// (qcow2 refuses without it).
 pub fn resize(path: &Path, format: &str, size: u64, shrink: bool) -> Result<(), QemuImgError> {
-    let mut cmd = Command::new(binary());
+    let mut cmd = command();
     cmd.args(["resize", "-q", "-f", format]);
     if shrink {
         cmd.arg("--shrink");
@@ -370,7 +377,7 @@ pub fn convert(
     opts: &ConvertOptions<'_>,
     progress: impl FnMut(f64),
 ) -> Result<(), QemuImgError> {
-    let mut cmd = Command::new(binary());
+    let mut cmd = command();
     cmd.args(["convert", "-p", "-t", "none", "-T", "none"]);
     cmd.arg("-f")
         .arg(opts.src_format)
@@ -409,7 +416,7 @@ pub fn convert(
 /// volume below it in its chain. With `-b` qemu-img leaves `top` as it was,
 /// so an interrupted commit can simply be run again.
 pub fn commit(top: &Path, base: &Path, mut progress: impl FnMut(f64)) -> Result<(), QemuImgError> {
-    let mut cmd = Command::new(binary());
+    let mut cmd = command();
     cmd.args(["commit", "-p", "-t", "none", "-f", "qcow2", "-b"])
         .arg(base)
         .arg(top);
@@ -423,7 +430,7 @@ pub fn rebase_unsafe(
     backing: &str,
     backing_format: &str,
 ) -> Result<(), QemuImgError> {
-    let mut cmd = Command::new(binary());
+    let mut cmd = command();
     cmd.args([
         "rebase",
         "-q",
@@ -441,7 +448,7 @@ pub fn rebase_unsafe(
 
 /// `qemu-img amend -o compat=...` of a qcow2 image.
 pub fn amend_compat(image: &Path, compat: &str) -> Result<(), QemuImgError> {
-    let mut cmd = Command::new(binary());
+    let mut cmd = command();
     cmd.args(["amend", "-q", "-f", "qcow2", "-o"])
         .arg(format!("compat={compat}"))
         .arg(image);
@@ -468,7 +475,7 @@ pub struct MapEntry {
 /// `qemu-img map` of an image given as a qemu json spec (`-U`: it may be
 /// in use read-only).
 pub fn map(spec: &serde_json::Value) -> Result<Vec<MapEntry>, QemuImgError> {
-    let mut cmd = Command::new(binary());
+    let mut cmd = command();
     cmd.args(["map", "--output=json", "-U"])
         .arg(format!("json:{spec}"));
     parse_json("map", &run(cmd, "map")?)
@@ -484,7 +491,7 @@ pub enum BitmapOp<'a> {
 }
 
 pub fn bitmap(image: &Path, name: &str, op: BitmapOp<'_>) -> Result<(), QemuImgError> {
-    let mut cmd = Command::new(binary());
+    let mut cmd = command();
     cmd.args(["bitmap", "-f", "qcow2"]);
     match op {
         BitmapOp::Add => {

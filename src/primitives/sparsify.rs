@@ -145,6 +145,7 @@ pub fn sparsify_qcow2(
     }
     // Commands on stdin: there may be many ranges.
     let mut cmd = Command::new("qemu-io");
+    super::child::die_with_parent(&mut cmd);
     cmd.arg(format!("json:{chain_spec}"))
         .stdin(Stdio::piped())
         .stdout(Stdio::null())

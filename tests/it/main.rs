@@ -19,5 +19,6 @@ mod nbd;
 mod probe_fuzz;
 mod sanlock;
 mod schema;
+mod security;
 mod transfer;
 mod websocket;

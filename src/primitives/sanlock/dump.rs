@@ -40,6 +40,7 @@ pub fn direct_dump(
     // sanlock splits its argument at colons, which mount paths may hold:
     // name the file relative to its directory.
     let mut cmd = Command::new("sanlock");
+    crate::primitives::child::die_with_parent(&mut cmd);
     cmd.current_dir(dir)
         .args(["direct", "dump"])
         .arg(format!("{}:0:{size}", file.to_string_lossy()))
