@@ -12,7 +12,9 @@ without the embedded default pool (a host connects to one pool at a time):
     python3 examples/walkthrough.py --socket /tmp/cairn-demo/cairnd.sock \
         --storage /tmp/cairn-demo/walkthrough
 
-or over TCP with `cairnd --listen 127.0.0.1:4044` and `--url http://127.0.0.1:4044`.
+or over TCP, which is mutual TLS: `cairnd --listen 127.0.0.1:4044` with the
+certificates of `cairn pki`, and `--url https://127.0.0.1:4044 --cert
+client.pem --key client-key.pem --ca ca.pem`.
 """
 
 import argparse
@@ -21,6 +23,7 @@ import itertools
 import json
 import os
 import socket
+import ssl
 import sys
 import time
 import uuid
@@ -49,15 +52,18 @@ class VdsmError(Exception):
 
 
 class Client:
-    def __init__(self, socket_path=None, url=None):
+    def __init__(self, socket_path=None, url=None, tls=None):
         self._socket = socket_path
         self._url = url
+        self._tls = tls
         self._ids = itertools.count(1)
 
     def _connection(self):
         if self._socket:
             return UnixHTTPConnection(self._socket)
         host = self._url.split("://", 1)[-1].rstrip("/")
+        if self._tls:
+            return http.client.HTTPSConnection(host, context=self._tls)
         return http.client.HTTPConnection(host)
 
     def call(self, method, **params):
@@ -86,13 +92,22 @@ def wait_task(client, task_id):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--socket", help="cairnd's Unix socket")
-    ap.add_argument("--url", help="cairnd's TCP address, e.g. http://127.0.0.1:4044")
+    ap.add_argument("--url", help="cairnd's TCP address, e.g. https://127.0.0.1:4044")
+    ap.add_argument("--cert", help="this client's certificate (for https)")
+    ap.add_argument("--key", help="its private key")
+    ap.add_argument("--ca", help="the cluster CA that signed cairnd's certificate")
     ap.add_argument("--storage", required=True, help="a local directory to hold the new domain")
     args = ap.parse_args()
     if not (args.socket or args.url):
         ap.error("give --socket or --url")
 
-    client = Client(args.socket, args.url)
+    tls = None
+    if args.url and args.url.startswith("https://"):
+        if not (args.cert and args.key and args.ca):
+            ap.error("https needs --cert, --key and --ca (cairnd authenticates its clients)")
+        tls = ssl.create_default_context(cafile=args.ca)
+        tls.load_cert_chain(args.cert, args.key)
+    client = Client(args.socket, args.url, tls)
     sp_uuid, sd_uuid, img_uuid, vol_uuid = (str(uuid.uuid4()) for _ in range(4))
     os.makedirs(args.storage, exist_ok=True)
     path = os.path.abspath(args.storage)

@@ -1,11 +1,13 @@
 //! A small blocking JSON-RPC client (for the CLI and tests): HTTP/1.1 over
-//! the daemon's Unix socket or TCP.
+//! the daemon's Unix socket, or TCP with mutual TLS (plain TCP only where
+//! cairnd was told to serve it so).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -13,8 +15,13 @@ use serde_json::{json, Value};
 #[derive(Debug, Clone)]
 pub enum Target {
     Unix(PathBuf),
-    /// host:port
+    /// host:port, in the clear (cairnd's `insecure_plain_tcp`).
     Tcp(String),
+    /// host:port with mutual TLS.
+    Tls {
+        addr: String,
+        config: Arc<rustls::ClientConfig>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +36,7 @@ pub enum ClientError {
 pub enum Stream {
     Unix(UnixStream),
     Tcp(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
 }
 
 impl Read for Stream {
@@ -36,6 +44,12 @@ impl Read for Stream {
         match self {
             Stream::Unix(s) => s.read(buf),
             Stream::Tcp(s) => s.read(buf),
+            Stream::Tls(s) => match s.read(buf) {
+                // cairnd closes without a TLS close_notify after a reply
+                // with Connection: close; the reply is complete by then.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(0),
+                other => other,
+            },
         }
     }
 }
@@ -45,12 +59,14 @@ impl Write for Stream {
         match self {
             Stream::Unix(s) => s.write(buf),
             Stream::Tcp(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
         }
     }
     fn flush(&mut self) -> std::io::Result<()> {
         match self {
             Stream::Unix(s) => s.flush(),
             Stream::Tcp(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
         }
     }
 }
@@ -109,21 +125,39 @@ impl Client {
     pub fn connect(&self) -> Result<Stream, ClientError> {
         let io = |e: std::io::Error| self.transport(e.to_string());
         let s = match &self.target {
-            Target::Unix(p) => Stream::Unix(UnixStream::connect(p).map_err(io)?),
-            Target::Tcp(addr) => Stream::Tcp(TcpStream::connect(addr).map_err(io)?),
+            Target::Unix(p) => {
+                let u = UnixStream::connect(p).map_err(io)?;
+                u.set_read_timeout(Some(self.timeout)).map_err(io)?;
+                Stream::Unix(u)
+            }
+            Target::Tcp(addr) => {
+                let t = TcpStream::connect(addr).map_err(io)?;
+                t.set_read_timeout(Some(self.timeout)).map_err(io)?;
+                Stream::Tcp(t)
+            }
+            Target::Tls { addr, config } => {
+                let name = crate::tls::server_name(addr).map_err(|e| self.transport(e.to_string()))?;
+                let conn = rustls::ClientConnection::new(config.clone(), name)
+                    .map_err(|e| self.transport(e.to_string()))?;
+                let t = TcpStream::connect(addr).map_err(io)?;
+                t.set_read_timeout(Some(self.timeout)).map_err(io)?;
+                let mut tls = rustls::StreamOwned::new(conn, t);
+                // Handshake now, so a refused certificate is reported as such.
+                while tls.conn.is_handshaking() {
+                    tls.conn
+                        .complete_io(&mut tls.sock)
+                        .map_err(|e| self.transport(format!("TLS handshake failed: {e}")))?;
+                }
+                Stream::Tls(Box::new(tls))
+            }
         };
-        match &s {
-            Stream::Unix(u) => u.set_read_timeout(Some(self.timeout)),
-            Stream::Tcp(t) => t.set_read_timeout(Some(self.timeout)),
-        }
-        .map_err(io)?;
         Ok(s)
     }
 
     pub(crate) fn transport(&self, reason: String) -> ClientError {
         let target = match &self.target {
             Target::Unix(p) => p.display().to_string(),
-            Target::Tcp(a) => a.clone(),
+            Target::Tcp(a) | Target::Tls { addr: a, .. } => a.clone(),
         };
         ClientError::Transport { target, reason }
     }

@@ -28,6 +28,22 @@ pub struct FileConfig {
     pub sanlock_io_timeout: Option<u32>,
     /// Directories LOCALFS storage may lie under, besides the data dir.
     pub local_roots: Option<Vec<PathBuf>>,
+    /// The TCP listener's certificate, key and the CA that signs clients
+    /// (default: `<data-dir>/pki/host.pem`, `host-key.pem`, `ca.pem`).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_ca: Option<PathBuf>,
+    /// Serve TCP without TLS or authentication; loopback addresses only.
+    pub insecure_plain_tcp: Option<bool>,
+    /// Connections the TCP listener takes at once (default 256).
+    pub max_connections: Option<usize>,
+    /// Seconds a connection may move no byte before it is closed (300).
+    pub idle_timeout: Option<f64>,
+}
+
+/// Where `cairn pki` keeps a data dir's certificates by default.
+pub fn pki_in(data_dir: &Path) -> PathBuf {
+    data_dir.join("pki")
 }
 
 impl FileConfig {

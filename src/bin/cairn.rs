@@ -22,9 +22,23 @@ struct Cli {
     /// cairnd's data directory, to find its socket.
     #[arg(long, global = true, env = "CAIRN_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Talk to cairnd over TCP instead (host:port).
-    #[arg(long, global = true)]
+    /// Talk to cairnd over TCP instead (host:port), with mutual TLS.
+    #[arg(long, global = true, env = "CAIRN_CONNECT")]
     connect: Option<String>,
+    /// This client's certificate for --connect [default:
+    /// <data-dir>/pki/client.pem].
+    #[arg(long, global = true, env = "CAIRN_CERT")]
+    cert: Option<PathBuf>,
+    /// Its private key [default: <data-dir>/pki/client-key.pem].
+    #[arg(long, global = true, env = "CAIRN_KEY")]
+    key: Option<PathBuf>,
+    /// The CA that signed cairnd's certificate [default:
+    /// <data-dir>/pki/ca.pem].
+    #[arg(long, global = true, env = "CAIRN_CA")]
+    ca: Option<PathBuf>,
+    /// With --connect: plain TCP, to a cairnd serving insecure_plain_tcp.
+    #[arg(long, global = true)]
+    insecure_plain: bool,
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -54,12 +68,44 @@ enum Cmd {
     /// Asynchronous tasks.
     #[command(subcommand)]
     Task(TaskCmd),
+    /// Certificates for mutual TLS: a cluster CA, host and client
+    /// certificates (written to <data-dir>/pki unless --dir).
+    #[command(subcommand)]
+    Pki(PkiCmd),
     /// Call any JSON-RPC verb: cairn call Volume.getInfo '{"volumeID": ...}'
     Call {
         method: String,
         /// Parameters as a JSON object or array.
         #[arg(default_value = "{}")]
         params: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PkiCmd {
+    /// Create the cluster CA (ca.pem, ca-key.pem): once per cluster; copy
+    /// ca.pem to every host and client, keep ca-key.pem safe.
+    Init {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The CA's common name.
+        #[arg(long, default_value = "Cairn cluster CA")]
+        name: String,
+    },
+    /// Issue <name>.pem and <name>-key.pem signed by the CA: --host for a
+    /// cairnd listener (cairnd looks for "host"), --client for a caller
+    /// (the CLI looks for "client").
+    Issue {
+        name: String,
+        #[arg(long, conflicts_with = "client", required_unless_present = "client")]
+        host: bool,
+        #[arg(long)]
+        client: bool,
+        /// More names or IP addresses the host is reached by (repeatable).
+        #[arg(long)]
+        san: Vec<String>,
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -378,22 +424,41 @@ enum TaskCmd {
 struct Ctx {
     client: Client,
     json: bool,
+    data_dir: PathBuf,
 }
 
 type Res<T> = Result<T, ClientError>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let data_dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
     let target = match (&cli.connect, &cli.socket) {
-        (Some(addr), _) => Target::Tcp(addr.clone()),
+        (Some(addr), _) if cli.insecure_plain => Target::Tcp(addr.clone()),
+        (Some(addr), _) => {
+            let default = cairn::tls::TlsFiles::in_dir(&cairn::config::pki_in(&data_dir), "client");
+            let files = cairn::tls::TlsFiles {
+                cert: cli.cert.clone().unwrap_or(default.cert),
+                key: cli.key.clone().unwrap_or(default.key),
+                ca: cli.ca.clone().unwrap_or(default.ca),
+            };
+            match cairn::tls::client_config(&files) {
+                Ok(config) => Target::Tls {
+                    addr: addr.clone(),
+                    config,
+                },
+                Err(e) => {
+                    eprintln!("cairn: --connect uses mutual TLS: {e} (pass --cert/--key/--ca, or see `cairn pki`)");
+                    return ExitCode::from(2);
+                }
+            }
+        }
         (None, Some(s)) => Target::Unix(s.clone()),
-        (None, None) => Target::Unix(socket_in(
-            &cli.data_dir.clone().unwrap_or_else(default_data_dir),
-        )),
+        (None, None) => Target::Unix(socket_in(&data_dir)),
     };
     let ctx = Ctx {
         client: Client::new(target),
         json: cli.json,
+        data_dir,
     };
     match run(&ctx, cli.cmd) {
         Ok(()) => ExitCode::SUCCESS,
@@ -408,6 +473,27 @@ fn main() -> ExitCode {
     }
 }
 
+fn pki(data_dir: &std::path::Path, cmd: &PkiCmd) -> Result<PathBuf, cairn::pki::PkiError> {
+    let dir = |d: &Option<PathBuf>| d.clone().unwrap_or_else(|| cairn::config::pki_in(data_dir));
+    match cmd {
+        PkiCmd::Init { dir: d, name } => cairn::pki::init_ca(&dir(d), name),
+        PkiCmd::Issue {
+            name,
+            host,
+            san,
+            dir: d,
+            ..
+        } => {
+            let role = if *host {
+                cairn::pki::Role::Host
+            } else {
+                cairn::pki::Role::Client
+            };
+            cairn::pki::issue(&dir(d), name, role, san)
+        }
+    }
+}
+
 fn usage(msg: impl Into<String>) -> ClientError {
     ClientError::Rpc {
         code: -32602,
@@ -418,6 +504,11 @@ fn usage(msg: impl Into<String>) -> ClientError {
 fn run(ctx: &Ctx, cmd: Cmd) -> Res<()> {
     match cmd {
         Cmd::Status => status(ctx),
+        Cmd::Pki(c) => {
+            let path = pki(&ctx.data_dir, &c).map_err(|e| usage(e.to_string()))?;
+            println!("{}", path.display());
+            Ok(())
+        }
         Cmd::Call { method, params } => {
             let params: Value = serde_json::from_str(&params)
                 .map_err(|e| usage(format!("params are not JSON: {e}")))?;

@@ -55,6 +55,82 @@ struct Args {
     /// (repeatable; the environment takes a ':'-separated list).
     #[arg(long = "local-root", env = "CAIRN_LOCAL_ROOTS", value_delimiter = ':')]
     local_roots: Vec<PathBuf>,
+    /// The TCP listener's certificate [default: <data-dir>/pki/host.pem].
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// Its private key [default: <data-dir>/pki/host-key.pem].
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// The CA whose client certificates are accepted [default:
+    /// <data-dir>/pki/ca.pem].
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// Serve TCP in the clear, unauthenticated: for a loopback address
+    /// only, and logged as a warning.
+    #[arg(long)]
+    insecure_plain_tcp: bool,
+    /// Connections the TCP listener takes at once [default: 256].
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Seconds a connection may move no byte before it is closed
+    /// [default: 300].
+    #[arg(long)]
+    idle_timeout: Option<f64>,
+}
+
+/// What the TCP listener's security comes from (flags over the file).
+struct TcpSecurity {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    ca: Option<PathBuf>,
+    insecure_plain: bool,
+}
+
+impl TcpSecurity {
+    fn new(args: &Args, file: &FileConfig) -> TcpSecurity {
+        TcpSecurity {
+            cert: args.tls_cert.clone().or_else(|| file.tls_cert.clone()),
+            key: args.tls_key.clone().or_else(|| file.tls_key.clone()),
+            ca: args.tls_ca.clone().or_else(|| file.tls_ca.clone()),
+            insecure_plain: args.insecure_plain_tcp || file.insecure_plain_tcp == Some(true),
+        }
+    }
+
+    /// Mutual TLS, unless plain TCP was asked for on a loopback address.
+    fn server_config(
+        &self,
+        addr: &str,
+        data_dir: &std::path::Path,
+    ) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, String> {
+        if self.insecure_plain {
+            let loopback = addr
+                .parse::<std::net::SocketAddr>()
+                .map(|a| a.ip().is_loopback())
+                .unwrap_or(false);
+            if !loopback {
+                return Err(format!(
+                    "insecure_plain_tcp is allowed on a loopback address only, not {addr}"
+                ));
+            }
+            return Ok(None);
+        }
+        let default = cairn::tls::TlsFiles::in_dir(&cairn::config::pki_in(data_dir), "host");
+        let files = cairn::tls::TlsFiles {
+            cert: self.cert.clone().unwrap_or(default.cert),
+            key: self.key.clone().unwrap_or(default.key),
+            ca: self.ca.clone().unwrap_or(default.ca),
+        };
+        if !files.exist() {
+            return Err(format!(
+                "--listen serves mutual TLS and needs {}, {} and {}; create them with \
+                 `cairn pki init` and `cairn pki issue host --host` (see the README's SECURITY section)",
+                files.cert.display(),
+                files.key.display(),
+                files.ca.display()
+            ));
+        }
+        cairn::tls::server_config(&files).map(Some).map_err(|e| e.to_string())
+    }
 }
 
 /// Caps glibc's malloc arenas. By default every thread that allocates may
@@ -87,6 +163,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let security = TcpSecurity::new(&args, &file);
     let level = args
         .log_level
         .or(file.log_level)
@@ -106,19 +183,53 @@ fn main() -> ExitCode {
 
     let data_dir = args
         .data_dir
-        .or(file.data_dir)
+        .clone()
+        .or(file.data_dir.clone())
         .unwrap_or_else(default_data_dir);
     let socket = args
         .socket
-        .or(file.socket)
+        .clone()
+        .or(file.socket.clone())
         .unwrap_or_else(|| socket_in(&data_dir));
-    let listen = args.listen.or(file.listen);
+    let listen = args.listen.clone().or(file.listen.clone());
+    let tls = match listen.as_deref().map(|a| security.server_config(a, &data_dir)) {
+        Some(Err(e)) => {
+            eprintln!("cairnd: {e}");
+            return ExitCode::from(2);
+        }
+        Some(Ok(tls)) => tls,
+        None => None,
+    };
+    let nofile = server::raise_file_limit();
+    let mut tcp_limits = server::Limits::default();
+    if let Some(n) = args.max_connections.or(file.max_connections) {
+        tcp_limits.max_connections = n.max(1);
+    }
+    if let Some(t) = args.idle_timeout.or(file.idle_timeout) {
+        if !(t.is_finite() && t > 0.0 && t <= 86400.0) {
+            eprintln!("cairnd: idle_timeout must be more than 0 and at most 86400 seconds");
+            return ExitCode::from(2);
+        }
+        tcp_limits.idle_timeout = std::time::Duration::from_secs_f64(t);
+        tcp_limits.header_timeout = tcp_limits.header_timeout.min(tcp_limits.idle_timeout);
+    }
+    // The local socket keeps its own bound: a TCP flood cannot starve it.
+    let unix_limits = server::Limits {
+        max_connections: 128,
+        ..tcp_limits.clone()
+    };
+    // Both bounds fit under the open-file limit with room for storage.
+    let room = nofile.saturating_sub(unix_limits.max_connections as u64 + 1024);
+    if (tcp_limits.max_connections as u64) > room {
+        tracing::warn!(nofile, max_connections = room, "open-file limit too low; lowering the TCP connection bound");
+        tcp_limits.max_connections = room.max(1) as usize;
+    }
     let embedded = !args.no_embedded_default && file.embedded_default.unwrap_or(true);
     let mut config = EngineConfig::new(&data_dir);
     config.local_roots = if args.local_roots.is_empty() {
-        file.local_roots.unwrap_or_default()
+        file.local_roots.clone().unwrap_or_default()
     } else {
-        args.local_roots
+        args.local_roots.clone()
     };
     if let Some(n) = file.task_workers {
         config.task_workers = n;
@@ -202,11 +313,11 @@ fn main() -> ExitCode {
                 let _ = rx.recv().await;
             }
         };
-        let unix = server::serve_unix(router.clone(), &socket, wait(&stop_tx));
+        let unix = server::serve_unix(router.clone(), &socket, unix_limits, wait(&stop_tx));
         tracing::info!(data_dir = %data_dir.display(), "cairnd ready");
         match listen {
             Some(addr) => {
-                let tcp = server::serve_tcp(router, &addr, wait(&stop_tx));
+                let tcp = server::serve_tcp(router, &addr, tls, tcp_limits, wait(&stop_tx));
                 tokio::try_join!(unix, tcp).map(drop)
             }
             None => unix.await,

@@ -132,7 +132,7 @@ fn cairnd_reads_its_config_file() {
     std::fs::write(
         &config,
         format!(
-            "data_dir = {:?}\nlisten = \"127.0.0.1:{port}\"\nlog_format = \"json\"\nembedded_default = false\n",
+            "data_dir = {:?}\nlisten = \"127.0.0.1:{port}\"\ninsecure_plain_tcp = true\nlog_format = \"json\"\nembedded_default = false\n",
             data.to_str().unwrap()
         ),
     )

@@ -23,6 +23,8 @@ pub struct Opts {
     pub tcp: bool,
     /// Extra environment (failpoints).
     pub env: Vec<(String, String)>,
+    /// Extra cairnd arguments.
+    pub args: Vec<String>,
 }
 
 impl Default for Opts {
@@ -31,6 +33,7 @@ impl Default for Opts {
             embedded: true,
             tcp: false,
             env: Vec::new(),
+            args: Vec::new(),
         }
     }
 }
@@ -73,7 +76,9 @@ impl Daemon {
         }
         if let Some(addr) = &tcp {
             cmd.arg("--listen").arg(addr);
+            cluster_pki(&dir.path().join("pki"));
         }
+        cmd.args(&opts.args);
         // Shared domains take sanlock leases, which need a sanlock daemon:
         // the tests that start one ask for sanlock; the others use flock.
         cmd.env("CAIRN_SHARED_LEASES", "flock");
@@ -439,7 +444,34 @@ pub fn uuid() -> String {
     cairn::types::Uuid::new_v4().to_string()
 }
 
-fn free_tcp_addr() -> String {
+/// A cluster CA in `dir` with a "host" certificate for 127.0.0.1 and a
+/// "client" one, where cairnd and the CLI look for them by default.
+pub fn cluster_pki(dir: &Path) {
+    use cairn::pki::{init_ca, issue, Role};
+    if !dir.join("ca.pem").exists() {
+        init_ca(dir, "test cluster").expect("CA");
+        issue(dir, "host", Role::Host, &["127.0.0.1".into()]).expect("host certificate");
+        issue(dir, "client", Role::Client, &[]).expect("client certificate");
+    }
+}
+
+impl Daemon {
+    /// TLS settings of a client holding this cluster's client certificate.
+    pub fn tls_config(&self) -> std::sync::Arc<rustls::ClientConfig> {
+        let files = cairn::tls::TlsFiles::in_dir(&self.data().join("pki"), "client");
+        cairn::tls::client_config(&files).expect("client TLS")
+    }
+
+    /// A client of the TCP listener with this cluster's client certificate.
+    pub fn tls_client(&self) -> Client {
+        Client::new(Target::Tls {
+            addr: self.tcp.clone().expect("a TCP listener"),
+            config: self.tls_config(),
+        })
+    }
+}
+
+pub fn free_tcp_addr() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").to_string()
 }

@@ -5,14 +5,27 @@ use std::process::Command;
 
 use crate::common::*;
 
+/// Over mutual TLS, with Python's ssl (OpenSSL) as the client: the
+/// certificates `cairn pki` makes work beyond rustls.
 #[test]
 fn python_walkthrough_example() {
-    let d = Daemon::start_bare();
+    let d = Daemon::start_with(Opts {
+        embedded: false,
+        tcp: true,
+        ..Default::default()
+    });
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/walkthrough.py");
+    let pki = d.data().join("pki");
     let out = Command::new("python3")
         .arg(script)
-        .arg("--socket")
-        .arg(&d.socket)
+        .arg("--url")
+        .arg(format!("https://{}", d.tcp.clone().unwrap()))
+        .arg("--cert")
+        .arg(pki.join("client.pem"))
+        .arg("--key")
+        .arg(pki.join("client-key.pem"))
+        .arg("--ca")
+        .arg(pki.join("ca.pem"))
         .arg("--storage")
         .arg(d.data().join("walkthrough"))
         .output()

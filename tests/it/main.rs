@@ -17,6 +17,7 @@ mod monitoring;
 mod multihost;
 mod nbd;
 mod probe_fuzz;
+mod remote;
 mod sanlock;
 mod schema;
 mod security;

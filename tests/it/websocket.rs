@@ -1,4 +1,5 @@
-//! TCP transports: HTTP POST /jsonrpc and the WebSocket with events.
+//! TCP transports, over mutual TLS: HTTP POST /jsonrpc and the WebSocket
+//! with events.
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -6,15 +7,19 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::common::*;
 
-#[test]
-fn http_over_tcp() {
-    let d = Daemon::start_with(Opts {
+fn tcp_daemon() -> Daemon {
+    Daemon::start_with(Opts {
         embedded: true,
         tcp: true,
         ..Default::default()
-    });
-    let tcp = cairn::client::Client::new(cairn::client::Target::Tcp(d.tcp.clone().unwrap()));
-    let pools = tcp
+    })
+}
+
+#[test]
+fn http_over_tcp() {
+    let d = tcp_daemon();
+    let pools = d
+        .tls_client()
         .call("Host.getConnectedStoragePools", json!({}))
         .unwrap();
     assert_eq!(pools.as_array().unwrap().len(), 1);
@@ -22,19 +27,21 @@ fn http_over_tcp() {
 
 #[test]
 fn websocket_calls_and_task_events() {
-    let d = Daemon::start_with(Opts {
-        embedded: true,
-        tcp: true,
-        ..Default::default()
-    });
+    let d = tcp_daemon();
     let (sp, sd) = d.embedded();
-    let url = format!("ws://{}/jsonrpc", d.tcp.clone().unwrap());
+    let addr = d.tcp.clone().unwrap();
+    let config = d.tls_config();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async move {
-        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.expect("websocket");
+        let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let name = cairn::tls::server_name(&addr).unwrap();
+        let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.expect("TLS");
+        let (mut ws, _) = tokio_tungstenite::client_async(format!("wss://{addr}/jsonrpc"), tls)
+            .await
+            .expect("websocket");
         let req = json!({"jsonrpc": "2.0", "id": 7, "method": "Volume.create", "params": volume_params(&sp, &sd, &uuid(), &uuid(), json!({}))});
         ws.send(Message::Text(req.to_string().into())).await.unwrap();
         let mut task = None;
