@@ -192,7 +192,9 @@ impl Engine {
         engine
             .jobs
             .set_runner(Arc::new(gc::EngineRunner(Arc::downgrade(&engine))));
+        crate::primitives::reserve::ensure(&engine.paths.data_dir);
         engine.restore(state);
+        engine.keep_reserves();
         Engine::watch_spm_lease(&engine);
         Engine::keep_house(&engine);
         Ok(engine)
@@ -212,8 +214,23 @@ impl Engine {
                     tracing::info!(forgotten, "aged out finished tasks and jobs nobody cleared");
                 }
                 engine.sweep_tickets();
+                engine.keep_reserves();
             })
             .expect("spawn the housekeeper thread");
+    }
+
+    /// Makes the space reserves that are missing and fit again: the data
+    /// directory's and those of the connected pool's domains.
+    fn keep_reserves(&self) {
+        crate::primitives::reserve::ensure(&self.paths.data_dir);
+        let Some(pool) = self.connected_pool_id() else { return };
+        for sd in self.visible_domains().unwrap_or_default() {
+            if let Ok(dom) = self.domain(sd) {
+                if dom.manifest().is_ok_and(|m| m.pools.contains(&pool)) {
+                    dom.ensure_reserve();
+                }
+            }
+        }
     }
 
     /// True when the data dir has no recorded state yet (first start).

@@ -186,6 +186,10 @@ impl Engine {
         if !is_safe_value(&req.description) {
             return Err(Error::invalid("desc", "may not contain line breaks or NUL"));
         }
+        // What is left is held for recovery (deletes, SPM start, metadata).
+        if dom.usable_space()? == 0 {
+            return Err(Error::NoSpace { sd: dom.sd });
+        }
         if req.sequence > MAX_SEQUENCE {
             return Err(Error::invalid(
                 "sequence",

@@ -18,8 +18,20 @@ pub fn new_path(path: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Atomically replaces `path` with `data`, durably.
+/// Atomically replaces `path` with `data`, durably. On a full file system
+/// the nearest space reserve is released and the write tried once more:
+/// these rewrites (metadata, task records, host state) are what recovery
+/// and freeing space need.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    match replace(path, data, mode) {
+        Err(e) if crate::error::is_enospc(&e) && super::reserve::release_near(path).is_some() => {
+            replace(path, data, mode)
+        }
+        other => other,
+    }
+}
+
+fn replace(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     let tmp = new_path(path);
     let result = (|| {
         // A leftover (or planted) temporary is removed, never opened: it

@@ -11,6 +11,7 @@ pub mod pipeline;
 pub mod probe;
 pub mod qcow2_create;
 pub mod qemu_img;
+pub mod reserve;
 pub mod sanlock;
 pub mod sparsify;
 

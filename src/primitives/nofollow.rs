@@ -83,24 +83,20 @@ pub fn open(path: &Path, access: Access) -> io::Result<File> {
 /// Checks that `path` is a regular file reached without links, before it
 /// is handed to a program (qemu-img, qemu-nbd) that opens it by name.
 pub fn check_file(path: &Path) -> io::Result<()> {
-    kind_of(path).and_then(|t| {
-        if t == FileType::RegularFile {
-            Ok(())
-        } else {
-            Err(refused(path, "not a regular file"))
-        }
-    })
+    check_kind(path, FileType::RegularFile, "not a regular file")
 }
 
 /// Checks that `path` is a directory reached without links.
 pub fn check_dir(path: &Path) -> io::Result<()> {
-    kind_of(path).and_then(|t| {
-        if t == FileType::Directory {
-            Ok(())
-        } else {
-            Err(refused(path, "not a directory"))
-        }
-    })
+    check_kind(path, FileType::Directory, "not a directory")
+}
+
+fn check_kind(path: &Path, want: FileType, otherwise: &str) -> io::Result<()> {
+    if kind_of(path)? == want {
+        Ok(())
+    } else {
+        Err(refused(path, otherwise))
+    }
 }
 
 fn kind_of(path: &Path) -> io::Result<FileType> {

@@ -466,3 +466,43 @@ fn image_operations_on_a_posixfs_xfs_domain() {
 
     leave_pool(&d, &sp, conn);
 }
+
+/// The review's trap: a full master domain (holding the data dir too) left
+/// a restarted host without the SPM role, unable to take it or to delete
+/// anything. The space reserve keeps recovery going.
+#[test]
+fn a_full_domain_can_still_be_recovered() {
+    let Some(fs) = LoopFs::new(128, "ext4", true) else {
+        return;
+    };
+    let d = Daemon::start_in(tempfile::tempdir_in(&fs.mount).unwrap(), Opts::default());
+    let (sp, sd) = d.embedded();
+    let (img, vol) = d.new_image(
+        &sp,
+        &sd,
+        json!({"volFormat": "RAW", "preallocate": "PREALLOCATED", "size": (32u64 << 20).to_string()}),
+    );
+    let filler = fill(&fs.mount);
+    let (code, _) = d.call_err("Volume.create", volume_params(&sp, &sd, &uuid(), &uuid(), json!({})));
+    assert_eq!(code, 397, "new volumes stop before the reserve");
+
+    // Restarted on the full disk, it is SPM again.
+    let d = Daemon::start_in(d.stop(false), Opts::default());
+    let spm = |d: &Daemon| d.call("StoragePool.getSpmStatus", json!({"storagepoolID": sp}))["spmStatus"].clone();
+    assert_eq!(spm(&d), "SPM", "{}", d.log());
+    // It can hand the role over and take it again.
+    d.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
+    d.spm_start(&sp);
+    assert_eq!(spm(&d), "SPM");
+    // And delete what fills the domain.
+    let t = d.call(
+        "Volume.delete",
+        json!({"volumeID": vol, "storagepoolID": sp, "storagedomainID": sd, "imageID": img, "postZero": false, "force": false}),
+    );
+    d.task_ok(&t);
+    let free = d.call("StorageDomain.getInfo", json!({"storagedomainID": sd}));
+    assert!(d.log().contains("released the space reserve"), "{}", d.log());
+    let stats = d.call("StorageDomain.getStats", json!({"storagedomainID": sd}));
+    assert!(stats["diskfree"].as_u64().unwrap() >= 24 << 20, "{stats} {free}");
+    std::fs::remove_file(filler).unwrap();
+}

@@ -114,7 +114,9 @@ impl FileDomain {
             });
         }
         tracing::info!(sd = %new.sd, path = %final_dir.display(), version = new.version, "created storage domain");
-        FileDomain::open(final_dir)
+        let dom = FileDomain::open(final_dir)?;
+        dom.ensure_reserve();
+        Ok(dom)
     }
 
     fn build(dir: &Path, new: &NewDomain) -> Result<()> {
@@ -338,6 +340,17 @@ impl FileDomain {
             source: e.into(),
         })?;
         Ok((st.f_frsize * st.f_blocks, st.f_frsize * st.f_bavail))
+    }
+
+    /// Keeps the domain's space reserve (see `primitives::reserve`).
+    pub fn ensure_reserve(&self) -> bool {
+        crate::primitives::reserve::ensure(&self.root)
+    }
+
+    /// Bytes free beyond the space reserve: what new volumes may use.
+    pub fn usable_space(&self) -> Result<u64> {
+        let (_, free) = self.space()?;
+        Ok(free.saturating_sub(2 * crate::primitives::reserve::RESERVE_SIZE))
     }
 
     /// Creates `master/{vms,tasks}` (pool data on the master domain).
