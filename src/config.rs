@@ -35,6 +35,8 @@ pub struct FileConfig {
     pub tls_ca: Option<PathBuf>,
     /// Serve TCP without TLS or authentication; loopback addresses only.
     pub insecure_plain_tcp: Option<bool>,
+    /// The unprivileged user the network front runs as (default nobody).
+    pub front_user: Option<String>,
     /// Connections the TCP listener takes at once (default 256).
     pub max_connections: Option<usize>,
     /// Seconds a connection may move no byte before it is closed (300).

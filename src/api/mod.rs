@@ -2,6 +2,7 @@
 //! shape results; no storage logic lives here.
 
 pub mod errors;
+pub mod front;
 pub mod params;
 pub mod rpc;
 pub mod server;

@@ -1,6 +1,7 @@
 //! Transports: JSON-RPC over HTTP (`POST /jsonrpc`) and WebSocket
 //! (`GET /jsonrpc`, which also carries event notifications), served on a
-//! Unix socket and, when configured, on TCP with mutual TLS.
+//! Unix socket and, when configured, on TCP with mutual TLS through the
+//! unprivileged network front (`api::front`).
 //!
 //! Every connection is bounded: a listener takes at most `max_connections`
 //! (each listener its own count, so a flood on TCP never starves the local
@@ -241,7 +242,7 @@ pub async fn serve_unix(
             },
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            refuse_full("unix").await;
+            refuse_full("unix");
             continue;
         };
         let (router, limits) = (router.clone(), limits.clone());
@@ -252,81 +253,16 @@ pub async fn serve_unix(
     }
 }
 
-/// Serves `router` on TCP: with `tls`, only to clients whose certificate
-/// the cluster CA signed; without it (an explicit opt-out), in the clear.
-pub async fn serve_tcp(
-    router: Router,
-    addr: &str,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    limits: Limits,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
-    match &tls {
-        Some(_) => tracing::info!(address = %local, max_connections = limits.max_connections,
-            "serving JSON-RPC on TCP with mutual TLS (POST /jsonrpc, WebSocket GET /jsonrpc, /images)"),
-        None => tracing::warn!(address = %local,
-            "serving JSON-RPC on TCP WITHOUT TLS OR AUTHENTICATION (insecure_plain_tcp): anyone who reaches this address controls the host's storage"),
-    }
-    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = &mut shutdown => return Ok(()),
-            accepted = listener.accept() => match accepted {
-                Ok(s) => s,
-                Err(e) => { accept_failed(&e).await; continue; }
-            },
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            refuse_full("tcp").await;
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let (router, limits, acceptor) = (router.clone(), limits.clone(), acceptor.clone());
-        tokio::spawn(async move {
-            match acceptor {
-                None => serve_connection(stream, router, &limits).await,
-                Some(acceptor) => {
-                    let tls = match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => tls,
-                        Ok(Err(e)) => {
-                            tracing::info!(%peer, error = %e, "TLS handshake refused");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::info!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    };
-                    let who = tls
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|c| c.first())
-                        .map(crate::tls::peer_name)
-                        .unwrap_or_default();
-                    tracing::debug!(%peer, client = %who, "TLS client connected");
-                    serve_connection(tls, router, &limits).await;
-                }
-            }
-            drop(slot);
-        });
-    }
-}
-
 /// A failed accept (out of file descriptors, most likely): wait a moment
 /// rather than spin.
-async fn accept_failed(e: &io::Error) {
+pub(crate) async fn accept_failed(e: &io::Error) {
     tracing::warn!(error = %e, "cannot accept a connection");
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
 /// A listener at its bound closes new connections at once; says so at most
 /// once a second.
-async fn refuse_full(listener: &'static str) {
+pub(crate) fn refuse_full(listener: &'static str) {
     use std::sync::atomic::{AtomicU64, Ordering};
     static LAST: AtomicU64 = AtomicU64::new(0);
     let now = crate::now_secs();
@@ -335,7 +271,7 @@ async fn refuse_full(listener: &'static str) {
     }
 }
 
-async fn serve_connection<S>(io: S, router: Router, limits: &Limits)
+pub(crate) async fn serve_connection<S>(io: S, router: Router, limits: &Limits)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -352,14 +288,14 @@ where
 }
 
 /// Closes a connection that moved no byte, either way, for a while.
-struct IdleTimeout<S> {
+pub(crate) struct IdleTimeout<S> {
     inner: S,
     timeout: Duration,
     deadline: Pin<Box<Sleep>>,
 }
 
 impl<S> IdleTimeout<S> {
-    fn new(inner: S, timeout: Duration) -> Self {
+    pub(crate) fn new(inner: S, timeout: Duration) -> Self {
         IdleTimeout {
             inner,
             timeout,

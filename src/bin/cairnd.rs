@@ -69,6 +69,10 @@ struct Args {
     /// only, and logged as a warning.
     #[arg(long)]
     insecure_plain_tcp: bool,
+    /// The unprivileged user the network front (TLS and connection
+    /// handling of the TCP listener) runs as [default: nobody].
+    #[arg(long)]
+    front_user: Option<String>,
     /// Connections the TCP listener takes at once [default: 256].
     #[arg(long)]
     max_connections: Option<usize>,
@@ -96,12 +100,13 @@ impl TcpSecurity {
         }
     }
 
-    /// Mutual TLS, unless plain TCP was asked for on a loopback address.
-    fn server_config(
+    /// The certificate, key and client CA for mutual TLS, checked to load;
+    /// None when plain TCP was asked for on a loopback address.
+    fn tls_files(
         &self,
         addr: &str,
         data_dir: &std::path::Path,
-    ) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, String> {
+    ) -> Result<Option<(PathBuf, PathBuf, PathBuf)>, String> {
         if self.insecure_plain {
             let loopback = addr
                 .parse::<std::net::SocketAddr>()
@@ -129,7 +134,9 @@ impl TcpSecurity {
                 files.ca.display()
             ));
         }
-        cairn::tls::server_config(&files).map(Some).map_err(|e| e.to_string())
+        // Loaded here too, so a bad file stops cairnd, not just the front.
+        cairn::tls::server_config(&files).map_err(|e| e.to_string())?;
+        Ok(Some((files.cert, files.key, files.ca)))
     }
 }
 
@@ -154,6 +161,15 @@ fn cap_malloc_arenas() {
 fn cap_malloc_arenas() {}
 
 fn main() -> ExitCode {
+    if cairn::api::front::is_front() {
+        // Logs go to cairnd's log, through the inherited standard error.
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+            .with_writer(cairn::logging::CappedStderr)
+            .with_ansi(false)
+            .init();
+        return cairn::api::front::main();
+    }
     cap_malloc_arenas();
     let args = Args::parse();
     let file = match args.config.as_deref().map(FileConfig::load).transpose() {
@@ -192,7 +208,7 @@ fn main() -> ExitCode {
         .or(file.socket.clone())
         .unwrap_or_else(|| socket_in(&data_dir));
     let listen = args.listen.clone().or(file.listen.clone());
-    let tls = match listen.as_deref().map(|a| security.server_config(a, &data_dir)) {
+    let tls = match listen.as_deref().map(|a| security.tls_files(a, &data_dir)) {
         Some(Err(e)) => {
             eprintln!("cairnd: {e}");
             return ExitCode::from(2);
@@ -200,6 +216,11 @@ fn main() -> ExitCode {
         Some(Ok(tls)) => tls,
         None => None,
     };
+    let front_user = args
+        .front_user
+        .clone()
+        .or(file.front_user.clone())
+        .unwrap_or_else(|| "nobody".into());
     let nofile = server::raise_file_limit();
     let mut tcp_limits = server::Limits::default();
     if let Some(n) = args.max_connections.or(file.max_connections) {
@@ -317,7 +338,15 @@ fn main() -> ExitCode {
         tracing::info!(data_dir = %data_dir.display(), "cairnd ready");
         match listen {
             Some(addr) => {
-                let tcp = server::serve_tcp(router, &addr, tls, tcp_limits, wait(&stop_tx));
+                let listener = std::net::TcpListener::bind(&addr)?;
+                let front = cairn::api::front::FrontConfig {
+                    tls,
+                    user: front_user,
+                    max_connections: tcp_limits.max_connections,
+                    header_timeout_ms: tcp_limits.header_timeout.as_millis() as u64,
+                    idle_timeout_ms: tcp_limits.idle_timeout.as_millis() as u64,
+                };
+                let tcp = cairn::api::front::serve_tcp(listener, front, router, wait(&stop_tx));
                 tokio::try_join!(unix, tcp).map(drop)
             }
             None => unix.await,

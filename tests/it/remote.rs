@@ -208,3 +208,56 @@ fn idle_and_slow_connections_cannot_exhaust_cairnd() {
     // And TLS clients are served again once the flood is gone.
     assert!(!refused(&tls));
 }
+
+/// The network front of a cairnd, from /proc: (pid, its status file).
+fn front_of(d: &Daemon) -> Option<(u32, String)> {
+    let out = Command::new("pgrep").args(["-P", &d.pid().to_string()]).output().unwrap();
+    String::from_utf8(out.stdout).unwrap().split_whitespace().find_map(|pid| {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let is_front = String::from_utf8_lossy(&cmdline).contains("__network-front");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        is_front.then(|| (pid.parse().unwrap(), status))
+    })
+}
+
+fn status_field<'a>(status: &'a str, name: &str) -> &'a str {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name).map(str::trim))
+        .unwrap_or_else(|| panic!("no {name} in {status}"))
+}
+
+#[test]
+fn network_input_is_parsed_by_an_unprivileged_front_that_comes_back() {
+    let d = tcp_daemon(&[]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (pid, status) = loop {
+        if let Some(f) = front_of(&d) {
+            break f;
+        }
+        assert!(Instant::now() < deadline, "no network front\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    if rustix::process::geteuid().is_root() {
+        for uid in status_field(&status, "Uid:").split_whitespace() {
+            assert_ne!(uid, "0", "the front runs as root:\n{status}");
+        }
+        assert_eq!(status_field(&status, "CapEff:"), "0000000000000000", "{status}");
+        assert_eq!(status_field(&status, "CapPrm:"), "0000000000000000", "{status}");
+        assert_eq!(status_field(&status, "Groups:"), "", "{status}");
+    }
+    assert_eq!(status_field(&status, "NoNewPrivs:"), "1", "{status}");
+    assert!(!refused(&d.tls_client()));
+
+    // A front that dies (say, an exploit crashed it) is replaced.
+    Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if front_of(&d).is_some_and(|(p, _)| p != pid) && !refused(&d.tls_client()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no new front\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(d.log().contains("the network front exited; starting another"));
+}
