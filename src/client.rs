@@ -136,7 +136,8 @@ impl Client {
                 Stream::Tcp(t)
             }
             Target::Tls { addr, config } => {
-                let name = crate::tls::server_name(addr).map_err(|e| self.transport(e.to_string()))?;
+                let name =
+                    crate::tls::server_name(addr).map_err(|e| self.transport(e.to_string()))?;
                 let conn = rustls::ClientConnection::new(config.clone(), name)
                     .map_err(|e| self.transport(e.to_string()))?;
                 let t = TcpStream::connect(addr).map_err(io)?;

@@ -26,7 +26,11 @@ impl<W: Write> Write for CappedWriter<W> {
             self.0.write_all(buf)?;
         } else {
             self.0.write_all(&buf[..MAX_LINE])?;
-            writeln!(self.0, "... ({} bytes of this line not logged)", buf.len() - MAX_LINE)?;
+            writeln!(
+                self.0,
+                "... ({} bytes of this line not logged)",
+                buf.len() - MAX_LINE
+            )?;
         }
         Ok(buf.len())
     }

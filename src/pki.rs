@@ -7,8 +7,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 
 pub const CA_CERT: &str = "ca.pem";
@@ -100,7 +100,8 @@ pub fn issue(dir: &Path, name: &str, role: Role, sans: &[String]) -> Result<Path
     }
     let ca_key_path = dir.join(CA_KEY);
     let ca_cert_path = dir.join(CA_CERT);
-    let ca_key = KeyPair::from_pem(&std::fs::read_to_string(&ca_key_path).map_err(io(&ca_key_path))?)?;
+    let ca_key =
+        KeyPair::from_pem(&std::fs::read_to_string(&ca_key_path).map_err(io(&ca_key_path))?)?;
     let ca_pem = std::fs::read_to_string(&ca_cert_path).map_err(io(&ca_cert_path))?;
     let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key)?;
 
@@ -121,7 +122,10 @@ pub fn issue(dir: &Path, name: &str, role: Role, sans: &[String]) -> Result<Path
     dn.push(DnType::CommonName, name);
     dn.push(DnType::OrganizationName, "Cairn");
     params.distinguished_name = dn;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     params.extended_key_usages = vec![match role {
         Role::Host => ExtendedKeyUsagePurpose::ServerAuth,
         Role::Client => ExtendedKeyUsagePurpose::ClientAuth,
@@ -131,7 +135,11 @@ pub fn issue(dir: &Path, name: &str, role: Role, sans: &[String]) -> Result<Path
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &issuer)?;
     let cert_path = dir.join(format!("{name}.pem"));
-    write_new(&dir.join(format!("{name}-key.pem")), &key.serialize_pem(), 0o600)?;
+    write_new(
+        &dir.join(format!("{name}-key.pem")),
+        &key.serialize_pem(),
+        0o600,
+    )?;
     write_new(&cert_path, &cert.pem(), 0o644)?;
     Ok(cert_path)
 }
@@ -153,11 +161,20 @@ mod tests {
         let pki = dir.path().join("pki");
         init_ca(&pki, "test cluster").unwrap();
         assert!(init_ca(&pki, "again").is_err(), "a CA is never overwritten");
-        issue(&pki, "host1", Role::Host, &["127.0.0.1".into(), "localhost".into()]).unwrap();
+        issue(
+            &pki,
+            "host1",
+            Role::Host,
+            &["127.0.0.1".into(), "localhost".into()],
+        )
+        .unwrap();
         issue(&pki, "admin", Role::Client, &[]).unwrap();
         assert!(issue(&pki, "../evil", Role::Client, &[]).is_err());
         use std::os::unix::fs::MetadataExt;
-        assert_eq!(std::fs::metadata(pki.join("admin-key.pem")).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(pki.join("admin-key.pem")).unwrap().mode() & 0o777,
+            0o600
+        );
 
         let host = crate::tls::TlsFiles::in_dir(&pki, "host1");
         let client = crate::tls::TlsFiles::in_dir(&pki, "admin");

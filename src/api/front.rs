@@ -78,8 +78,10 @@ pub async fn serve_tcp(
 ) -> io::Result<()> {
     let addr = listener.local_addr()?;
     match &config.tls {
-        Some(_) => tracing::info!(address = %addr, max_connections = config.max_connections, user = %config.user,
-            "serving JSON-RPC on TCP with mutual TLS through an unprivileged network front (POST /jsonrpc, WebSocket GET /jsonrpc, /images)"),
+        Some(_) => {
+            tracing::info!(address = %addr, max_connections = config.max_connections, user = %config.user,
+            "serving JSON-RPC on TCP with mutual TLS through an unprivileged network front (POST /jsonrpc, WebSocket GET /jsonrpc, /images)")
+        }
         None => tracing::warn!(address = %addr,
             "serving JSON-RPC on TCP WITHOUT TLS OR AUTHENTICATION (insecure_plain_tcp): anyone who reaches this address controls the host's storage"),
     }
@@ -139,11 +141,18 @@ pub async fn serve_tcp(
 }
 
 /// Starts the front with the listener and the control socket as fds 3, 4.
-fn start(listener: &std::net::TcpListener, control: OwnedFd, config: &FrontConfig) -> io::Result<Child> {
+fn start(
+    listener: &std::net::TcpListener,
+    control: OwnedFd,
+    config: &FrontConfig,
+) -> io::Result<Child> {
     use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.arg(FRONT_ARG)
-        .env(CONFIG_ENV, serde_json::to_string(config).map_err(io::Error::other)?)
+        .env(
+            CONFIG_ENV,
+            serde_json::to_string(config).map_err(io::Error::other)?,
+        )
         .stdin(std::process::Stdio::null());
     let sources = [listener.as_raw_fd(), control.as_raw_fd()];
     // SAFETY: only async-signal-safe system calls between fork and exec.
@@ -152,7 +161,9 @@ fn start(listener: &std::net::TcpListener, control: OwnedFd, config: &FrontConfi
             // Out of the way first, so placing one cannot clobber the other.
             let high: Vec<OwnedFd> = sources
                 .iter()
-                .map(|&fd| rustix::io::fcntl_dupfd_cloexec(rustix::fd::BorrowedFd::borrow_raw(fd), 10))
+                .map(|&fd| {
+                    rustix::io::fcntl_dupfd_cloexec(rustix::fd::BorrowedFd::borrow_raw(fd), 10)
+                })
                 .collect::<Result<_, _>>()?;
             for (fd, target) in high.iter().zip([LISTENER_FD, CONTROL_FD]) {
                 let mut at = OwnedFd::from_raw_fd(target);
@@ -198,7 +209,10 @@ fn receive(control: OwnedFd, tx: mpsc::Sender<(std::os::unix::net::UnixStream, S
             return;
         };
         let client = String::from_utf8_lossy(&name[..msg.bytes.min(MAX_NAME)]).into_owned();
-        if tx.blocking_send((std::os::unix::net::UnixStream::from(fd), client)).is_err() {
+        if tx
+            .blocking_send((std::os::unix::net::UnixStream::from(fd), client))
+            .is_err()
+        {
             return;
         }
     }
@@ -312,17 +326,20 @@ async fn accept(
             match acceptor {
                 None => relay(stream, "(no TLS)", &control, &limits).await,
                 Some(acceptor) => {
-                    let tls = match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => tls,
-                        Ok(Err(e)) => {
-                            tracing::info!(%peer, error = %e, "TLS handshake refused");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::info!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    };
+                    let tls =
+                        match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream))
+                            .await
+                        {
+                            Ok(Ok(tls)) => tls,
+                            Ok(Err(e)) => {
+                                tracing::info!(%peer, error = %e, "TLS handshake refused");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::info!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
                     let who = tls
                         .get_ref()
                         .1
@@ -375,6 +392,11 @@ fn hand_over(control: &Mutex<OwnedFd>, fd: OwnedFd, client: &str) -> io::Result<
     let control = control.lock().expect("control socket");
     // An empty name still carries a byte, so the message is never EOF.
     let payload: &[u8] = if name.is_empty() { b"?" } else { name };
-    sendmsg(&*control, &[IoSlice::new(payload)], &mut cmsg, SendFlags::NOSIGNAL)?;
+    sendmsg(
+        &*control,
+        &[IoSlice::new(payload)],
+        &mut cmsg,
+        SendFlags::NOSIGNAL,
+    )?;
     Ok(())
 }

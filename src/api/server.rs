@@ -98,7 +98,10 @@ pub fn router(engine: Arc<Engine>) -> Router {
 /// clients (the CLI, VDSM's engine, scripts) send none.
 async fn same_origin_only(req: Request, next: Next) -> Response {
     if let Some(origin) = req.headers().get(header::ORIGIN) {
-        let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok());
         let same = origin
             .to_str()
             .ok()
@@ -134,7 +137,11 @@ async fn http_rpc(State(st): State<AppState>, req: Request) -> Response {
     {
         Ok(Ok(b)) => b,
         Ok(Err(_)) => {
-            return (StatusCode::PAYLOAD_TOO_LARGE, "request too large or broken\n").into_response()
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request too large or broken\n",
+            )
+                .into_response()
         }
         Err(_) => return (StatusCode::REQUEST_TIMEOUT, "request body too slow\n").into_response(),
     };
@@ -267,7 +274,10 @@ pub(crate) fn refuse_full(listener: &'static str) {
     static LAST: AtomicU64 = AtomicU64::new(0);
     let now = crate::now_secs();
     if LAST.swap(now, Ordering::Relaxed) != now {
-        tracing::warn!(listener, "connection limit reached; refusing new connections");
+        tracing::warn!(
+            listener,
+            "connection limit reached; refusing new connections"
+        );
     }
 }
 

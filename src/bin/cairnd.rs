@@ -242,7 +242,11 @@ fn main() -> ExitCode {
     // Both bounds fit under the open-file limit with room for storage.
     let room = nofile.saturating_sub(unix_limits.max_connections as u64 + 1024);
     if (tcp_limits.max_connections as u64) > room {
-        tracing::warn!(nofile, max_connections = room, "open-file limit too low; lowering the TCP connection bound");
+        tracing::warn!(
+            nofile,
+            max_connections = room,
+            "open-file limit too low; lowering the TCP connection bound"
+        );
         tcp_limits.max_connections = room.max(1) as usize;
     }
     let embedded = !args.no_embedded_default && file.embedded_default.unwrap_or(true);

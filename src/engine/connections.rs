@@ -101,9 +101,8 @@ impl Engine {
                 let result = self.mount_dir(&c.spec).and_then(|_| {
                     self.tear_down(&rec)?;
                     self.save_host_state(|st| {
-                        st.connections.retain(|r| {
-                            r.spec != rec.spec || r.domain_type != rec.domain_type
-                        })
+                        st.connections
+                            .retain(|r| r.spec != rec.spec || r.domain_type != rec.domain_type)
                     })
                 });
                 (c.id.clone(), result)
@@ -119,10 +118,15 @@ impl Engine {
         let data = &self.local_roots[0];
         let path = Path::new(&c.spec);
         let run = self.paths.run.parent().unwrap_or(&self.paths.run);
-        let own = [self.paths.mnt.as_path(), run, &self.paths.data_center, &self.paths.jobs]
-            .iter()
-            .filter_map(|d| d.canonicalize().ok())
-            .any(|d| path.starts_with(d));
+        let own = [
+            self.paths.mnt.as_path(),
+            run,
+            &self.paths.data_center,
+            &self.paths.jobs,
+        ]
+        .iter()
+        .filter_map(|d| d.canonicalize().ok())
+        .any(|d| path.starts_with(d));
         if path == data || own {
             return Err(Error::IllegalRemotePath(
                 c.spec.clone(),
@@ -139,7 +143,6 @@ impl Engine {
         })?;
         Ok(self.paths.mnt.join(name))
     }
-
 }
 
 fn record_for(
@@ -147,56 +150,59 @@ fn record_for(
     c: &ConnectionParams,
     local_roots: &[PathBuf],
 ) -> Result<ConnectionRecord> {
-        let (vfs_type, options) = match domain_type {
-            DomainType::LocalFs => {
-                police_local_path(&c.spec, local_roots)?;
-                (None, None)
-            }
-            DomainType::SharedFs => {
-                let vfs = c
-                    .vfs_type
-                    .clone()
-                    .filter(|v| !v.is_empty())
-                    .ok_or_else(|| {
-                        Error::invalid(
-                            "vfs_type",
-                            "POSIXFS connections need a file system type (vfs_type)",
-                        )
-                    })?;
-                validate_mount_text("vfs_type", &vfs)?;
-                if mount::is_local_type(&vfs) {
-                    check_block_device(&c.spec)?;
-                }
-                let options = police(&vfs, c.options.as_deref())?;
-                (Some(vfs), Some(options))
-            }
-            DomainType::GlusterFs => (
-                Some("glusterfs".to_string()),
-                Some(police("glusterfs", c.options.as_deref())?),
-            ),
-            DomainType::Nfs => (Some("nfs".to_string()), Some(police("nfs", Some(&nfs_options(c)?))?)),
-            other => {
-                return Err(Error::StorageTypeNotSupported(
-                    other.name().to_string(),
-                    "block storage (iSCSI, FC) and CIFS connections are not implemented yet",
-                ))
-            }
-        };
-        if c.spec.is_empty() || c.spec.contains(['\0', '\n']) {
-            return Err(Error::invalid(
-                "connection",
-                "empty or contains control characters",
-            ));
+    let (vfs_type, options) = match domain_type {
+        DomainType::LocalFs => {
+            police_local_path(&c.spec, local_roots)?;
+            (None, None)
         }
-        if let Some(o) = &options {
-            validate_mount_text("mnt_options", o)?;
+        DomainType::SharedFs => {
+            let vfs = c
+                .vfs_type
+                .clone()
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| {
+                    Error::invalid(
+                        "vfs_type",
+                        "POSIXFS connections need a file system type (vfs_type)",
+                    )
+                })?;
+            validate_mount_text("vfs_type", &vfs)?;
+            if mount::is_local_type(&vfs) {
+                check_block_device(&c.spec)?;
+            }
+            let options = police(&vfs, c.options.as_deref())?;
+            (Some(vfs), Some(options))
         }
-        Ok(ConnectionRecord {
-            domain_type: domain_type.name().to_string(),
-            spec: c.spec.clone(),
-            vfs_type,
-            options,
-        })
+        DomainType::GlusterFs => (
+            Some("glusterfs".to_string()),
+            Some(police("glusterfs", c.options.as_deref())?),
+        ),
+        DomainType::Nfs => (
+            Some("nfs".to_string()),
+            Some(police("nfs", Some(&nfs_options(c)?))?),
+        ),
+        other => {
+            return Err(Error::StorageTypeNotSupported(
+                other.name().to_string(),
+                "block storage (iSCSI, FC) and CIFS connections are not implemented yet",
+            ))
+        }
+    };
+    if c.spec.is_empty() || c.spec.contains(['\0', '\n']) {
+        return Err(Error::invalid(
+            "connection",
+            "empty or contains control characters",
+        ));
+    }
+    if let Some(o) = &options {
+        validate_mount_text("mnt_options", o)?;
+    }
+    Ok(ConnectionRecord {
+        domain_type: domain_type.name().to_string(),
+        spec: c.spec.clone(),
+        vfs_type,
+        options,
+    })
 }
 
 impl Engine {
@@ -328,7 +334,9 @@ const SYSTEM_TREES: [&str; 12] = [
     "/run",
 ];
 /// Top-level directories a LOCALFS connection may lie below but never be.
-const SYSTEM_DIRS: [&str; 8] = ["/", "/root", "/home", "/var", "/tmp", "/srv", "/mnt", "/opt"];
+const SYSTEM_DIRS: [&str; 8] = [
+    "/", "/root", "/home", "/var", "/tmp", "/srv", "/mnt", "/opt",
+];
 
 /// A LOCALFS path: absolute and normalized, reached without links, under
 /// one of `roots`, and no system directory. The roots are the data
@@ -479,7 +487,10 @@ mod tests {
         assert!(record(DomainType::SharedFs, &c).is_err());
         c.options = None;
         c.spec = "/etc/passwd".into();
-        assert!(record(DomainType::SharedFs, &c).is_err(), "a file is no block device");
+        assert!(
+            record(DomainType::SharedFs, &c).is_err(),
+            "a file is no block device"
+        );
         assert!(record(DomainType::Iscsi, &params("10.0.0.1")).is_err());
     }
 
@@ -493,9 +504,20 @@ mod tests {
         let ok = |p: &Path| police_local_path(p.to_str().unwrap(), &roots);
         ok(&root.join("data")).unwrap();
         assert!(ok(&root.join("etc-link")).is_err());
-        for p in ["/", "/etc", "/etc/x", "/proc", "/root", "/usr/lib", "/run/cairn"] {
+        for p in [
+            "/",
+            "/etc",
+            "/etc/x",
+            "/proc",
+            "/root",
+            "/usr/lib",
+            "/run/cairn",
+        ] {
             assert!(police_local_path(p, &[PathBuf::from("/")]).is_err(), "{p}");
         }
-        assert!(police_local_path("/srv/data", &roots).is_err(), "outside the roots");
+        assert!(
+            police_local_path("/srv/data", &roots).is_err(),
+            "outside the roots"
+        );
     }
 }

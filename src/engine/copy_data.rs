@@ -10,7 +10,6 @@
 use std::sync::Arc;
 
 use super::images::chain_of;
-use crate::primitives::nofollow::Access;
 use super::jobs::{check_generation, legal_next, FencedChange, Rollback, VolumeRef};
 use super::resources::{Mode, Resource, DEFAULT_TIMEOUT};
 use super::volumes::{children_of, read_in_image};
@@ -19,6 +18,7 @@ use crate::backend::file::FileDomain;
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::format::volume_md::VolumeMetadata;
+use crate::primitives::nofollow::Access;
 use crate::primitives::{copy, qemu_img};
 use crate::types::{VolumeAllocation, VolumeFormat, VolumeRole, BLANK_UUID};
 

@@ -277,8 +277,8 @@ impl Engine {
 /// Zeroes and/or discards one file's data, unless the file is also linked
 /// from elsewhere (a template shared with clones keeps its data).
 fn scrub_file(path: &Path, zero: bool, discard: bool) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
     use crate::primitives::nofollow::{self, Access};
+    use std::os::unix::fs::MetadataExt;
     let f = match nofollow::open(path, Access::WRITE) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),

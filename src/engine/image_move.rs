@@ -212,8 +212,9 @@ fn move_steps(
         for suffix in ["", LEASE_SUFFIX] {
             let from = src.image_dir(img).join(format!("{vol}{suffix}"));
             let to = staging.join(format!("{vol}{suffix}"));
-            let s = crate::primitives::nofollow::open(&from, crate::primitives::nofollow::Access::READ)
-                .map_err(|e| Error::UnsafeStorage(e.to_string()))?;
+            let s =
+                crate::primitives::nofollow::open(&from, crate::primitives::nofollow::Access::READ)
+                    .map_err(|e| Error::UnsafeStorage(e.to_string()))?;
             let d = OpenOptions::new()
                 .write(true)
                 .create_new(true)

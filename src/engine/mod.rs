@@ -157,11 +157,16 @@ impl Engine {
             fs::create_dir_all(dir).ctx("cannot create", dir)?;
         }
         // Roots are compared with canonical LOCALFS paths.
-        let mut local_roots = vec![paths.data_dir.canonicalize().ctx("cannot resolve", &paths.data_dir)?];
+        let mut local_roots = vec![paths
+            .data_dir
+            .canonicalize()
+            .ctx("cannot resolve", &paths.data_dir)?];
         for root in &config.local_roots {
             match root.canonicalize() {
                 Ok(r) => local_roots.push(r),
-                Err(e) => tracing::warn!(root = %root.display(), error = %e, "local storage root is not usable; ignored"),
+                Err(e) => {
+                    tracing::warn!(root = %root.display(), error = %e, "local storage root is not usable; ignored")
+                }
             }
         }
         let state: HostState = match fs::read(&paths.host_state) {
@@ -209,7 +214,8 @@ impl Engine {
             .spawn(move || loop {
                 std::thread::sleep(HOUSEKEEPING_INTERVAL);
                 let Some(engine) = weak.upgrade() else { return };
-                let forgotten = engine.tasks.expire(FINISHED_TASK_TTL) + engine.jobs.expire(FINISHED_TASK_TTL);
+                let forgotten =
+                    engine.tasks.expire(FINISHED_TASK_TTL) + engine.jobs.expire(FINISHED_TASK_TTL);
                 if forgotten > 0 {
                     tracing::info!(forgotten, "aged out finished tasks and jobs nobody cleared");
                 }
@@ -223,7 +229,9 @@ impl Engine {
     /// directory's and those of the connected pool's domains.
     fn keep_reserves(&self) {
         crate::primitives::reserve::ensure(&self.paths.data_dir);
-        let Some(pool) = self.connected_pool_id() else { return };
+        let Some(pool) = self.connected_pool_id() else {
+            return;
+        };
         for sd in self.visible_domains().unwrap_or_default() {
             if let Ok(dom) = self.domain(sd) {
                 if dom.manifest().is_ok_and(|m| m.pools.contains(&pool)) {

@@ -74,7 +74,10 @@ impl Drop for Server {
             std::thread::sleep(Duration::from_millis(5));
         }
         if matches!(self.child.try_wait(), Ok(None)) {
-            tracing::warn!(pid = self.child.id(), "qemu-nbd ignored SIGTERM; killing it");
+            tracing::warn!(
+                pid = self.child.id(),
+                "qemu-nbd ignored SIGTERM; killing it"
+            );
             let _ = self.child.kill();
         }
         let _ = self.child.wait();
@@ -247,7 +250,14 @@ impl Engine {
     /// exports (they may stay for days; waiting on them helps nobody).
     pub(crate) fn refuse_if_exported(&self, sd: Uuid) -> Result<()> {
         let tickets = self.tickets_on(sd);
-        let exports = self.nbd.servers.lock().expect("nbd").values().filter(|s| s.sd == sd).count();
+        let exports = self
+            .nbd
+            .servers
+            .lock()
+            .expect("nbd")
+            .values()
+            .filter(|s| s.sd == sd)
+            .count();
         if tickets + exports > 0 {
             return Err(Error::DomainBusy {
                 sd,

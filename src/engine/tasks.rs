@@ -169,7 +169,11 @@ pub struct TaskManager {
 
 /// Forgets up to `count` finished tasks, oldest first (only those that
 /// ended before `before`, if given), with their records; returns how many.
-fn forget_finished(tasks: &mut HashMap<Uuid, Arc<Task>>, count: usize, before: Option<u64>) -> usize {
+fn forget_finished(
+    tasks: &mut HashMap<Uuid, Arc<Task>>,
+    count: usize,
+    before: Option<u64>,
+) -> usize {
     let mut finished: Vec<(u64, Uuid)> = tasks
         .values()
         .filter_map(|t| {

@@ -285,7 +285,10 @@ impl Tickets {
 fn max_ticket_size(md: &crate::format::volume_md::VolumeMetadata) -> u64 {
     match md.format {
         VolumeFormat::Raw => md.capacity,
-        VolumeFormat::Cow => md.capacity.saturating_add(md.capacity / 10).saturating_add(16 << 20),
+        VolumeFormat::Cow => md
+            .capacity
+            .saturating_add(md.capacity / 10)
+            .saturating_add(16 << 20),
     }
 }
 

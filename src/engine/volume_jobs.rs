@@ -20,8 +20,8 @@ use super::{Engine, TaskCtx};
 use crate::backend::file::FileDomain;
 use crate::error::{Error, Result};
 use crate::format::volume_md::VolumeMetadata;
-use crate::primitives::qemu_img::{self, BitmapOp, InfoOptions, QemuImgError};
 use crate::primitives::nofollow::Access;
+use crate::primitives::qemu_img::{self, BitmapOp, InfoOptions, QemuImgError};
 use crate::primitives::sparsify;
 use crate::types::{Uuid, VolumeAllocation, VolumeFormat, VolumeRole};
 

@@ -54,34 +54,106 @@ const NETWORK_TYPES: [&str; 5] = ["nfs", "nfs4", "glusterfs", "ceph", "cephfs"];
 
 /// Options that take no value, allowed on every type.
 const COMMON_FLAGS: [&str; 11] = [
-    "ro", "rw", "noatime", "relatime", "nodiratime", "lazytime", "strictatime", "sync",
-    "async", "dirsync", "_netdev",
+    "ro",
+    "rw",
+    "noatime",
+    "relatime",
+    "nodiratime",
+    "lazytime",
+    "strictatime",
+    "sync",
+    "async",
+    "dirsync",
+    "_netdev",
 ];
 
 /// Per type: options without a value, and options that take one.
 fn type_options(vfs: &str) -> (&'static [&'static str], &'static [&'static str]) {
     match vfs {
         "xfs" => (
-            &["discard", "nodiscard", "inode64", "largeio", "nolargeio", "nouuid", "noquota", "wsync"],
+            &[
+                "discard",
+                "nodiscard",
+                "inode64",
+                "largeio",
+                "nolargeio",
+                "nouuid",
+                "noquota",
+                "wsync",
+            ],
             &["logbufs", "logbsize", "allocsize"],
         ),
         "ext4" | "ext3" | "ext2" => (
-            &["discard", "nodiscard", "nodelalloc", "delalloc", "journal_checksum", "noauto_da_alloc"],
+            &[
+                "discard",
+                "nodiscard",
+                "nodelalloc",
+                "delalloc",
+                "journal_checksum",
+                "noauto_da_alloc",
+            ],
             &["commit", "data", "barrier"],
         ),
-        "btrfs" => (&["discard", "nodiscard", "ssd", "nossd"], &["compress", "subvol", "subvolid"]),
+        "btrfs" => (
+            &["discard", "nodiscard", "ssd", "nossd"],
+            &["compress", "subvol", "subvolid"],
+        ),
         "nfs" | "nfs4" => (
-            &["soft", "hard", "softerr", "nolock", "lock", "nosharecache", "sharecache", "noac", "ac",
-              "acl", "noacl", "intr", "nointr", "cto", "nocto"],
-            &["timeo", "retrans", "nfsvers", "vers", "proto", "port", "rsize", "wsize", "sec",
-              "actimeo", "acregmin", "acregmax", "acdirmin", "acdirmax", "lookupcache",
-              "local_lock", "clientaddr", "mountport", "mountproto", "minorversion", "namlen",
-              "retry", "nconnect"],
+            &[
+                "soft",
+                "hard",
+                "softerr",
+                "nolock",
+                "lock",
+                "nosharecache",
+                "sharecache",
+                "noac",
+                "ac",
+                "acl",
+                "noacl",
+                "intr",
+                "nointr",
+                "cto",
+                "nocto",
+            ],
+            &[
+                "timeo",
+                "retrans",
+                "nfsvers",
+                "vers",
+                "proto",
+                "port",
+                "rsize",
+                "wsize",
+                "sec",
+                "actimeo",
+                "acregmin",
+                "acregmax",
+                "acdirmin",
+                "acdirmax",
+                "lookupcache",
+                "local_lock",
+                "clientaddr",
+                "mountport",
+                "mountproto",
+                "minorversion",
+                "namlen",
+                "retry",
+                "nconnect",
+            ],
         ),
         "glusterfs" => (
             &["acl", "selinux", "enable-ino32"],
-            &["backup-volfile-servers", "backupvolfile-server", "log-level", "transport",
-              "direct-io-mode", "volfile-max-fetch-attempts", "attribute-timeout", "entry-timeout"],
+            &[
+                "backup-volfile-servers",
+                "backupvolfile-server",
+                "log-level",
+                "transport",
+                "direct-io-mode",
+                "volfile-max-fetch-attempts",
+                "attribute-timeout",
+                "entry-timeout",
+            ],
         ),
         "ceph" | "cephfs" => (&["noshare"], &["name", "mds_namespace", "fs", "mon_addr"]),
         _ => (&[], &[]),
@@ -109,11 +181,16 @@ pub fn police_options(vfs: &str, options: Option<&str>) -> Result<String, String
             None => (opt, None),
         };
         let known = match value {
-            None => COMMON_FLAGS.contains(&name) || flags.contains(&name) || FORCED_OPTIONS.contains(&name),
+            None => {
+                COMMON_FLAGS.contains(&name)
+                    || flags.contains(&name)
+                    || FORCED_OPTIONS.contains(&name)
+            }
             Some(v) => {
                 valued.contains(&name)
                     && !v.is_empty()
-                    && v.chars().all(|c| c.is_ascii_alphanumeric() || ".:_-".contains(c))
+                    && v.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || ".:_-".contains(c))
             }
         };
         if !known {
@@ -302,18 +379,34 @@ mod tests {
 
     #[test]
     fn options_are_policed() {
-        assert_eq!(police_options("xfs", Some("noatime")).unwrap(), "noatime,nosuid,nodev,noexec");
+        assert_eq!(
+            police_options("xfs", Some("noatime")).unwrap(),
+            "noatime,nosuid,nodev,noexec"
+        );
         assert_eq!(police_options("xfs", None).unwrap(), "nosuid,nodev,noexec");
         assert_eq!(
             police_options("nfs", Some("soft,timeo=600,nfsvers=4.2")).unwrap(),
             "soft,timeo=600,nfsvers=4.2,nosuid,nodev,noexec"
         );
-        for bad in ["exec", "suid", "dev", "loop", "bind", "remount", "errors=panic", "noatime,exec",
-                    "logbufs=../x", "uid=0", "context=x"] {
+        for bad in [
+            "exec",
+            "suid",
+            "dev",
+            "loop",
+            "bind",
+            "remount",
+            "errors=panic",
+            "noatime,exec",
+            "logbufs=../x",
+            "uid=0",
+            "context=x",
+        ] {
             assert!(police_options("xfs", Some(bad)).is_err(), "{bad}");
         }
         assert!(police_options("glusterfs", Some("log-file=/etc/passwd")).is_err());
-        for t in ["none", "tmpfs", "overlay", "proc", "bind", "sysfs", "9p", ""] {
+        for t in [
+            "none", "tmpfs", "overlay", "proc", "bind", "sysfs", "9p", "",
+        ] {
             assert!(police_options(t, None).is_err(), "{t}");
         }
     }

@@ -54,7 +54,9 @@ pub fn ensure(dir: &Path) -> bool {
 pub fn release_near(path: &Path) -> Option<PathBuf> {
     for dir in path.ancestors().skip(1).take(SEARCH_DEPTH) {
         let reserve = dir.join(RESERVE_NAME);
-        if std::fs::symlink_metadata(&reserve).is_ok_and(|m| m.is_file()) && std::fs::remove_file(&reserve).is_ok() {
+        if std::fs::symlink_metadata(&reserve).is_ok_and(|m| m.is_file())
+            && std::fs::remove_file(&reserve).is_ok()
+        {
             tracing::warn!(reserve = %reserve.display(), "file system full: released the space reserve to keep recovery going; delete volumes to free space");
             return Some(reserve);
         }
@@ -73,8 +75,16 @@ mod tests {
         std::fs::create_dir_all(&deep).unwrap();
         assert!(ensure(dir.path()));
         assert!(ensure(dir.path()), "ensuring twice keeps it");
-        assert_eq!(std::fs::metadata(dir.path().join(RESERVE_NAME)).unwrap().len(), RESERVE_SIZE);
-        assert_eq!(release_near(&deep.join("file")), Some(dir.path().join(RESERVE_NAME)));
+        assert_eq!(
+            std::fs::metadata(dir.path().join(RESERVE_NAME))
+                .unwrap()
+                .len(),
+            RESERVE_SIZE
+        );
+        assert_eq!(
+            release_near(&deep.join("file")),
+            Some(dir.path().join(RESERVE_NAME))
+        );
         assert_eq!(release_near(&deep.join("file")), None);
     }
 }

@@ -417,7 +417,10 @@ fn paths_that_would_escape() {
         assert_ne!(st[0]["status"], 0, "{bad} was accepted");
     }
     let missing = std::env::temp_dir().join(uuid());
-    let st = d.call("StoragePool.connectStorageServer", conn(missing.to_str().unwrap()));
+    let st = d.call(
+        "StoragePool.connectStorageServer",
+        conn(missing.to_str().unwrap()),
+    );
     assert_eq!(st[0]["status"], 451);
     // Outside the allowed roots (the data dir and CAIRN_LOCAL_ROOTS).
     let st = d.call("StoragePool.connectStorageServer", conn("/nonexistent/dir"));

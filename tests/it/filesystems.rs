@@ -483,12 +483,17 @@ fn a_full_domain_can_still_be_recovered() {
         json!({"volFormat": "RAW", "preallocate": "PREALLOCATED", "size": (32u64 << 20).to_string()}),
     );
     let filler = fill(&fs.mount);
-    let (code, _) = d.call_err("Volume.create", volume_params(&sp, &sd, &uuid(), &uuid(), json!({})));
+    let (code, _) = d.call_err(
+        "Volume.create",
+        volume_params(&sp, &sd, &uuid(), &uuid(), json!({})),
+    );
     assert_eq!(code, 397, "new volumes stop before the reserve");
 
     // Restarted on the full disk, it is SPM again.
     let d = Daemon::start_in(d.stop(false), Opts::default());
-    let spm = |d: &Daemon| d.call("StoragePool.getSpmStatus", json!({"storagepoolID": sp}))["spmStatus"].clone();
+    let spm = |d: &Daemon| {
+        d.call("StoragePool.getSpmStatus", json!({"storagepoolID": sp}))["spmStatus"].clone()
+    };
     assert_eq!(spm(&d), "SPM", "{}", d.log());
     // It can hand the role over and take it again.
     d.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
@@ -501,8 +506,15 @@ fn a_full_domain_can_still_be_recovered() {
     );
     d.task_ok(&t);
     let free = d.call("StorageDomain.getInfo", json!({"storagedomainID": sd}));
-    assert!(d.log().contains("released the space reserve"), "{}", d.log());
+    assert!(
+        d.log().contains("released the space reserve"),
+        "{}",
+        d.log()
+    );
     let stats = d.call("StorageDomain.getStats", json!({"storagedomainID": sd}));
-    assert!(stats["diskfree"].as_u64().unwrap() >= 24 << 20, "{stats} {free}");
+    assert!(
+        stats["diskfree"].as_u64().unwrap() >= 24 << 20,
+        "{stats} {free}"
+    );
     std::fs::remove_file(filler).unwrap();
 }

@@ -172,7 +172,14 @@ fn a_server_stopped_right_after_it_started_never_hangs() {
         d.call("NBD.start_server", json!({"server_id": id, "config": cfg}));
         d.call("NBD.stop_server", json!({"server_id": id}));
     }
-    assert!(started.elapsed() < Duration::from_secs(60), "start/stop took {:?}", started.elapsed());
-    let leftovers = Command::new("pgrep").args(["-P", &d.pid().to_string(), "qemu-nbd"]).output().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "start/stop took {:?}",
+        started.elapsed()
+    );
+    let leftovers = Command::new("pgrep")
+        .args(["-P", &d.pid().to_string(), "qemu-nbd"])
+        .output()
+        .unwrap();
     assert!(leftovers.stdout.is_empty(), "qemu-nbd left running");
 }

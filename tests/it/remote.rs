@@ -34,7 +34,9 @@ fn tls_target(addr: &str, ca: &Path, identity: Option<(&Path, &Path)>) -> Client
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from_pem_file(ca).unwrap()).unwrap();
+    roots
+        .add(CertificateDer::from_pem_file(ca).unwrap())
+        .unwrap();
     let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -66,16 +68,31 @@ fn tcp_serves_only_clients_with_a_cluster_certificate() {
 
     // The attack from the review: an anonymous client wiping the pool.
     let plain = Client::new(Target::Tcp(addr.clone()));
-    assert!(plain.call("StoragePool.disconnect", json!({"storagepoolID": sp, "hostID": 1, "scsiKey": ""})).is_err());
     assert!(plain
-        .call("StorageDomain.format", json!({"storagedomainID": sd, "autoDetach": true}))
+        .call(
+            "StoragePool.disconnect",
+            json!({"storagepoolID": sp, "hostID": 1, "scsiKey": ""})
+        )
+        .is_err());
+    assert!(plain
+        .call(
+            "StorageDomain.format",
+            json!({"storagedomainID": sd, "autoDetach": true})
+        )
         .is_err());
     // TLS without a client certificate, and with one from another CA.
     assert!(refused(&tls_target(&addr, &pki.join("ca.pem"), None)));
     let other = tempfile::tempdir().unwrap();
     cluster_pki(other.path());
-    let stranger = (other.path().join("client.pem"), other.path().join("client-key.pem"));
-    assert!(refused(&tls_target(&addr, &pki.join("ca.pem"), Some((&stranger.0, &stranger.1)))));
+    let stranger = (
+        other.path().join("client.pem"),
+        other.path().join("client-key.pem"),
+    );
+    assert!(refused(&tls_target(
+        &addr,
+        &pki.join("ca.pem"),
+        Some((&stranger.0, &stranger.1))
+    )));
     // A host certificate is no client certificate.
     assert!(refused(&tls_target(
         &addr,
@@ -86,7 +103,10 @@ fn tcp_serves_only_clients_with_a_cluster_certificate() {
     let pools = d.call("Host.getConnectedStoragePools", json!({}));
     assert_eq!(pools, json!([sp]));
     d.call("StorageDomain.getInfo", json!({"storagedomainID": sd}));
-    assert!(d.log().contains("TLS handshake refused"), "refusals are logged");
+    assert!(
+        d.log().contains("TLS handshake refused"),
+        "refusals are logged"
+    );
 
     // The image data path is behind the same TLS.
     let (img, vol) = d.new_image(&sp, &sd, json!({"volFormat": "RAW", "size": "1048576"}));
@@ -117,10 +137,16 @@ fn cairnd_refuses_an_unauthenticated_listener() {
     };
     let out = run(&["--listen", &free_tcp_addr()]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cairn pki"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cairn pki"),
+        "{out:?}"
+    );
     let out = run(&["--listen", "0.0.0.0:0", "--insecure-plain-tcp"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("loopback"),
+        "{out:?}"
+    );
 
     // On loopback, the opt-out works, and says so loudly.
     let d = tcp_plain();
@@ -145,7 +171,10 @@ fn raw(socket: &Path, request: &str) -> u16 {
         head.push(b[0]);
     }
     let head = String::from_utf8_lossy(&head);
-    head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+    head.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
 }
 
 #[test]
@@ -158,15 +187,29 @@ fn browsers_cannot_drive_cairnd() {
             body.len()
         )
     };
-    assert_eq!(raw(&d.socket, &post("Content-Type: application/json\r\n")), 200);
+    assert_eq!(
+        raw(&d.socket, &post("Content-Type: application/json\r\n")),
+        200
+    );
     // A form or text/plain post (what a page may send without preflight).
-    for ct in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"] {
-        assert_eq!(raw(&d.socket, &post(&format!("Content-Type: {ct}\r\n"))), 415, "{ct}");
+    for ct in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+    ] {
+        assert_eq!(
+            raw(&d.socket, &post(&format!("Content-Type: {ct}\r\n"))),
+            415,
+            "{ct}"
+        );
     }
     assert_eq!(raw(&d.socket, &post("")), 415);
     // A foreign Origin, on a POST and on a WebSocket upgrade.
     assert_eq!(
-        raw(&d.socket, &post("Content-Type: application/json\r\nOrigin: http://evil.example\r\n")),
+        raw(
+            &d.socket,
+            &post("Content-Type: application/json\r\nOrigin: http://evil.example\r\n")
+        ),
         403
     );
     let upgrade = "GET /jsonrpc HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
@@ -181,12 +224,18 @@ fn idle_and_slow_connections_cannot_exhaust_cairnd() {
     let d = tcp_daemon(&["--max-connections", "20", "--idle-timeout", "2"]);
     let addr = d.tcp.clone().unwrap();
     // Far more idle connections than the bound.
-    let idle: Vec<TcpStream> = (0..300).filter_map(|_| TcpStream::connect(&addr).ok()).collect();
+    let idle: Vec<TcpStream> = (0..300)
+        .filter_map(|_| TcpStream::connect(&addr).ok())
+        .collect();
     assert!(idle.len() > 20);
     // The local socket answers at once all the same.
     let started = Instant::now();
     d.call("Host.getConnectedStoragePools", json!({}));
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
     // Idle connections (no TLS handshake, no request) are closed.
     let mut closed = 0;
     for mut s in idle {
@@ -200,24 +249,35 @@ fn idle_and_slow_connections_cannot_exhaust_cairnd() {
     // A request that trickles its headers is cut off too.
     let tls = d.tls_client();
     let mut slow = tls.connect().unwrap();
-    slow.write_all(b"POST /jsonrpc HTTP/1.1\r\nHost: x\r\n").unwrap();
+    slow.write_all(b"POST /jsonrpc HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
     let started = Instant::now();
     let mut rest = Vec::new();
     let _ = slow.read_to_end(&mut rest);
-    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
     // And TLS clients are served again once the flood is gone.
     assert!(!refused(&tls));
 }
 
 /// The network front of a cairnd, from /proc: (pid, its status file).
 fn front_of(d: &Daemon) -> Option<(u32, String)> {
-    let out = Command::new("pgrep").args(["-P", &d.pid().to_string()]).output().unwrap();
-    String::from_utf8(out.stdout).unwrap().split_whitespace().find_map(|pid| {
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let is_front = String::from_utf8_lossy(&cmdline).contains("__network-front");
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        is_front.then(|| (pid.parse().unwrap(), status))
-    })
+    let out = Command::new("pgrep")
+        .args(["-P", &d.pid().to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .find_map(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let is_front = String::from_utf8_lossy(&cmdline).contains("__network-front");
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            is_front.then(|| (pid.parse().unwrap(), status))
+        })
 }
 
 fn status_field<'a>(status: &'a str, name: &str) -> &'a str {
@@ -242,15 +302,26 @@ fn network_input_is_parsed_by_an_unprivileged_front_that_comes_back() {
         for uid in status_field(&status, "Uid:").split_whitespace() {
             assert_ne!(uid, "0", "the front runs as root:\n{status}");
         }
-        assert_eq!(status_field(&status, "CapEff:"), "0000000000000000", "{status}");
-        assert_eq!(status_field(&status, "CapPrm:"), "0000000000000000", "{status}");
+        assert_eq!(
+            status_field(&status, "CapEff:"),
+            "0000000000000000",
+            "{status}"
+        );
+        assert_eq!(
+            status_field(&status, "CapPrm:"),
+            "0000000000000000",
+            "{status}"
+        );
         assert_eq!(status_field(&status, "Groups:"), "", "{status}");
     }
     assert_eq!(status_field(&status, "NoNewPrivs:"), "1", "{status}");
     assert!(!refused(&d.tls_client()));
 
     // A front that dies (say, an exploit crashed it) is replaced.
-    Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         if front_of(&d).is_some_and(|(p, _)| p != pid) && !refused(&d.tls_client()) {
@@ -259,5 +330,7 @@ fn network_input_is_parsed_by_an_unprivileged_front_that_comes_back() {
         assert!(Instant::now() < deadline, "no new front\n{}", d.log());
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(d.log().contains("the network front exited; starting another"));
+    assert!(d
+        .log()
+        .contains("the network front exited; starting another"));
 }

@@ -35,7 +35,10 @@ impl Canary {
             CANARY_TEXT,
             "the canary file changed"
         );
-        assert!(!is_mounted(&self.path), "something was mounted on the canary");
+        assert!(
+            !is_mounted(&self.path),
+            "something was mounted on the canary"
+        );
     }
 }
 
@@ -81,8 +84,16 @@ fn mounts_never_go_through_a_link_and_disconnect_unmounts_only_its_own() {
     let canary = Canary::new();
     let spec = canary.path.to_str().unwrap();
     // A LOCALFS link named after the canary, then mounts with the same name.
-    assert_eq!(connect(&d, "LOCALFS", json!({"id": 1, "connection": spec})), 0);
-    for (vfs, opts) in [("xfs", ""), ("tmpfs", ""), ("none", "bind"), ("overlay", "")] {
+    assert_eq!(
+        connect(&d, "LOCALFS", json!({"id": 1, "connection": spec})),
+        0
+    );
+    for (vfs, opts) in [
+        ("xfs", ""),
+        ("tmpfs", ""),
+        ("none", "bind"),
+        ("overlay", ""),
+    ] {
         let code = connect(
             &d,
             "POSIXFS",
@@ -93,10 +104,17 @@ fn mounts_never_go_through_a_link_and_disconnect_unmounts_only_its_own() {
     canary.assert_intact();
     // A POSIXFS disconnect of the same name leaves the link and the canary.
     assert_eq!(
-        disconnect(&d, "POSIXFS", json!({"id": 1, "connection": spec, "vfs_type": "xfs"})),
+        disconnect(
+            &d,
+            "POSIXFS",
+            json!({"id": 1, "connection": spec, "vfs_type": "xfs"})
+        ),
         0
     );
-    let link = d.data().join("mnt").join(spec.replace('_', "__").replace('/', "_"));
+    let link = d
+        .data()
+        .join("mnt")
+        .join(spec.replace('_', "__").replace('/', "_"));
     assert!(link.is_symlink(), "the LOCALFS link was removed");
 
     // A file system cairnd did not mount, reached through a LOCALFS link,
@@ -105,13 +123,26 @@ fn mounts_never_go_through_a_link_and_disconnect_unmounts_only_its_own() {
         return;
     };
     let theirs = fs.mount.to_str().unwrap();
-    assert_eq!(connect(&d, "LOCALFS", json!({"id": 2, "connection": theirs})), 0);
     assert_eq!(
-        disconnect(&d, "POSIXFS", json!({"id": 2, "connection": theirs, "vfs_type": "ext4"})),
+        connect(&d, "LOCALFS", json!({"id": 2, "connection": theirs})),
         0
     );
-    assert!(is_mounted(&fs.mount), "cairnd unmounted a file system it did not mount");
-    assert_eq!(disconnect(&d, "LOCALFS", json!({"id": 2, "connection": theirs})), 0);
+    assert_eq!(
+        disconnect(
+            &d,
+            "POSIXFS",
+            json!({"id": 2, "connection": theirs, "vfs_type": "ext4"})
+        ),
+        0
+    );
+    assert!(
+        is_mounted(&fs.mount),
+        "cairnd unmounted a file system it did not mount"
+    );
+    assert_eq!(
+        disconnect(&d, "LOCALFS", json!({"id": 2, "connection": theirs})),
+        0
+    );
     assert!(is_mounted(&fs.mount));
 }
 
@@ -121,7 +152,15 @@ fn mount_options_and_types_are_policed() {
     let Some(fs) = LoopFs::new(64, "ext4", false) else {
         return;
     };
-    for opts in ["exec", "suid", "dev", "noatime,exec", "loop", "remount", "errors=panic"] {
+    for opts in [
+        "exec",
+        "suid",
+        "dev",
+        "noatime,exec",
+        "loop",
+        "remount",
+        "errors=panic",
+    ] {
         let code = connect(
             &d,
             "POSIXFS",
@@ -131,7 +170,11 @@ fn mount_options_and_types_are_policed() {
     }
     // Special file systems are never storage, whatever the spec.
     for vfs in ["tmpfs", "proc", "overlay", "none", "sysfs"] {
-        let code = connect(&d, "POSIXFS", json!({"id": 1, "connection": "x", "vfs_type": vfs}));
+        let code = connect(
+            &d,
+            "POSIXFS",
+            json!({"id": 1, "connection": "x", "vfs_type": vfs}),
+        );
         assert_eq!(code, 1000, "type {vfs} was accepted");
     }
     // A local file system comes from a block device, never from a file.
@@ -143,13 +186,22 @@ fn mount_options_and_types_are_policed() {
     );
     assert_eq!(code, 390);
     assert_eq!(
-        connect(&d, "GLUSTERFS", json!({"id": 1, "connection": "h:/v", "mnt_options": "log-file=/tmp/x"})),
+        connect(
+            &d,
+            "GLUSTERFS",
+            json!({"id": 1, "connection": "h:/v", "mnt_options": "log-file=/tmp/x"})
+        ),
         1000
     );
-    assert_eq!(mnt_entries(&d), 0, "a refused connection left a mount point");
+    assert_eq!(
+        mnt_entries(&d),
+        0,
+        "a refused connection left a mount point"
+    );
 
     // What is mounted is always nosuid,nodev,noexec.
-    let conn = json!({"id": 1, "connection": fs.device, "vfs_type": "ext4", "mnt_options": "noatime"});
+    let conn =
+        json!({"id": 1, "connection": fs.device, "vfs_type": "ext4", "mnt_options": "noatime"});
     assert_eq!(connect(&d, "POSIXFS", conn.clone()), 0);
     let mnt = d.data().join("mnt").join(fs.device.replace('/', "_"));
     let opts = mount_options(&mnt.canonicalize().unwrap());
@@ -164,20 +216,40 @@ fn mount_options_and_types_are_policed() {
 #[test]
 fn local_storage_stays_under_its_roots() {
     let d = Daemon::start_bare();
-    for p in ["/", "/etc", "/proc", "/root", "/usr/share", "/dev", "/sys/kernel", "/boot"] {
-        assert_eq!(connect(&d, "LOCALFS", json!({"id": 1, "connection": p})), 390, "{p}");
+    for p in [
+        "/",
+        "/etc",
+        "/proc",
+        "/root",
+        "/usr/share",
+        "/dev",
+        "/sys/kernel",
+        "/boot",
+    ] {
+        assert_eq!(
+            connect(&d, "LOCALFS", json!({"id": 1, "connection": p})),
+            390,
+            "{p}"
+        );
     }
     // cairnd's own directories are not storage either.
     for own in ["mnt", "run", "jobs", ""] {
         let p = d.data().join(own);
         let p = p.to_str().unwrap().trim_end_matches('/');
-        assert_eq!(connect(&d, "LOCALFS", json!({"id": 1, "connection": p})), 390, "{p}");
+        assert_eq!(
+            connect(&d, "LOCALFS", json!({"id": 1, "connection": p})),
+            390,
+            "{p}"
+        );
     }
     // A path through a link is refused, even under an allowed root.
     let canary = Canary::new();
     let link = d.data().join("to-canary");
     std::os::unix::fs::symlink(&canary.path, &link).unwrap();
-    assert_eq!(connect(&d, "LOCALFS", json!({"id": 1, "connection": link})), 390);
+    assert_eq!(
+        connect(&d, "LOCALFS", json!({"id": 1, "connection": link})),
+        390
+    );
     assert_eq!(mnt_entries(&d), 0);
     let (code, _) = d.call_err(
         "StorageDomain.create",
@@ -212,8 +284,17 @@ fn links_found_on_storage_are_never_followed() {
     let j = d.run_job("SDM.copy_data", json!({"source": src, "destination": dst}));
     assert_eq!(j["status"], "failed", "{j}");
     assert_eq!(j["error"]["code"], 254, "{j}");
-    let copied = std::fs::read(d.domain_dir(&sd).join("images").join(&dst_img).join(&dst_vol)).unwrap();
-    assert!(!copied.starts_with(CANARY_TEXT), "a host file was copied into a volume");
+    let copied = std::fs::read(
+        d.domain_dir(&sd)
+            .join("images")
+            .join(&dst_img)
+            .join(&dst_vol),
+    )
+    .unwrap();
+    assert!(
+        !copied.starts_with(CANARY_TEXT),
+        "a host file was copied into a volume"
+    );
 
     // copy_data onto a linked destination would overwrite a host file.
     let (img2, vol2) = d.new_image(&sp, &sd, raw.clone());
@@ -238,7 +319,11 @@ fn links_found_on_storage_are_never_followed() {
         json!({"volumeID": vol2, "storagepoolID": sp, "storagedomainID": sd, "imageID": img2, "postZero": true, "force": false}),
     );
     d.wait_task(&t);
-    assert_eq!(std::fs::read(&victim).unwrap(), CANARY_TEXT, "postZero zeroed a host file");
+    assert_eq!(
+        std::fs::read(&victim).unwrap(),
+        CANARY_TEXT,
+        "postZero zeroed a host file"
+    );
 
     // A linked image directory, and a device where a volume should be.
     let (img3, vol3) = d.new_image(&sp, &sd, raw);
@@ -250,12 +335,19 @@ fn links_found_on_storage_are_never_followed() {
         "Volume.getInfo",
         json!({"volumeID": vol3, "storagepoolID": sp, "storagedomainID": sd, "imageID": img3}),
     );
-    assert!(info.is_err(), "a volume read through a linked image directory: {info:?}");
+    assert!(
+        info.is_err(),
+        "a volume read through a linked image directory: {info:?}"
+    );
     std::fs::remove_file(images.join(&img3)).unwrap();
     std::fs::rename(&real, images.join(&img3)).unwrap();
     let data = images.join(&img3).join(&vol3);
     std::fs::remove_file(&data).unwrap();
-    let st = Command::new("mknod").arg(&data).args(["c", "1", "3"]).status().unwrap();
+    let st = Command::new("mknod")
+        .arg(&data)
+        .args(["c", "1", "3"])
+        .status()
+        .unwrap();
     assert!(st.success());
     let (code, _) = d.call_err(
         "Image.prepare",
@@ -281,17 +373,30 @@ fn helper_processes_die_with_cairnd() {
                "destination": {"sd_id": sd, "img_id": dst_img, "vol_id": dst_vol}}),
     );
     let children = |pid: u32| {
-        let out = Command::new("pgrep").args(["-P", &pid.to_string()]).output().unwrap();
-        String::from_utf8(out.stdout).unwrap().split_whitespace().map(str::to_string).collect::<Vec<_>>()
+        let out = Command::new("pgrep")
+            .args(["-P", &pid.to_string()])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let convert = loop {
         if let Some(c) = children(d.pid()).into_iter().find(|c| {
-            std::fs::read_to_string(format!("/proc/{c}/cmdline")).unwrap_or_default().starts_with("sleep")
+            std::fs::read_to_string(format!("/proc/{c}/cmdline"))
+                .unwrap_or_default()
+                .starts_with("sleep")
         }) {
             break c;
         }
-        assert!(std::time::Instant::now() < deadline, "the copy never started\n{}", d.log());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the copy never started\n{}",
+            d.log()
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
     let _dir = d.stop(true);
@@ -325,7 +430,9 @@ fn an_idle_ticket_never_blocks_domain_changes() {
     let path = d.domain_dir(&sd2).join("images").join(&img).join(&vol);
     let status = |verb: &str| {
         let started = std::time::Instant::now();
-        let r = d.client.call(verb, json!({"storagedomainID": sd2, "storagepoolID": sp}));
+        let r = d
+            .client
+            .call(verb, json!({"storagedomainID": sd2, "storagepoolID": sp}));
         (r, started.elapsed())
     };
     let (r, _) = status("StorageDomain.deactivate");
@@ -358,23 +465,40 @@ fn an_idle_ticket_never_blocks_domain_changes() {
 #[test]
 fn huge_bad_values_are_not_echoed_into_the_log() {
     let d = Daemon::start_bare();
-    let before = std::fs::metadata(d.data().join("cairnd.log")).unwrap().len();
+    let before = std::fs::metadata(d.data().join("cairnd.log"))
+        .unwrap()
+        .len();
     let huge = "x".repeat(1 << 20);
     for _ in 0..20 {
         // A per-connection refusal, an invalid parameter, an unknown verb.
-        let st = d.client.call("StoragePool.connectStorageServer",
+        let st = d.client.call(
+            "StoragePool.connectStorageServer",
             json!({"storagepoolID": BLANK, "domainType": "POSIXFS",
-                   "connectionParams": [{"id": 1, "connection": "/dev/x", "vfs_type": huge}]}));
-        assert!(matches!(st, Ok(ref v) if v[0]["status"] != 0), "a huge vfs_type was accepted");
-        for (verb, params) in [("Volume.getInfo", json!({"volumeID": huge})), (huge.as_str(), json!({}))] {
+                   "connectionParams": [{"id": 1, "connection": "/dev/x", "vfs_type": huge}]}),
+        );
+        assert!(
+            matches!(st, Ok(ref v) if v[0]["status"] != 0),
+            "a huge vfs_type was accepted"
+        );
+        for (verb, params) in [
+            ("Volume.getInfo", json!({"volumeID": huge})),
+            (huge.as_str(), json!({})),
+        ] {
             match d.client.call(verb, params) {
                 Err(cairn::client::ClientError::Rpc { message, .. }) => {
-                    assert!(message.len() < 4096, "the reply echoes {} bytes", message.len())
+                    assert!(
+                        message.len() < 4096,
+                        "the reply echoes {} bytes",
+                        message.len()
+                    )
                 }
                 _ => panic!("a huge bad value was not refused"),
             }
         }
     }
-    let grown = std::fs::metadata(d.data().join("cairnd.log")).unwrap().len() - before;
+    let grown = std::fs::metadata(d.data().join("cairnd.log"))
+        .unwrap()
+        .len()
+        - before;
     assert!(grown < 1 << 20, "20 requests grew the log by {grown} bytes");
 }

@@ -306,13 +306,23 @@ fn http_body(socket: &Path, method: &str, path: &str) -> (u16, String) {
     s.write_all(head.as_bytes()).unwrap();
     let mut reply = String::new();
     s.read_to_string(&mut reply).unwrap();
-    let status = reply.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = reply.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = reply
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = reply
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
 fn legality(d: &Daemon, sp: &str, sd: &str, img: &str, vol: &str) -> String {
-    d.volume_info(sp, sd, img, vol)["legality"].as_str().unwrap().to_string()
+    d.volume_info(sp, sd, img, vol)["legality"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 fn prepare_code(d: &Daemon, sp: &str, sd: &str, img: &str, vol: &str) -> i64 {
@@ -328,7 +338,11 @@ fn raw_areas_are_never_holes() {
     let d = Daemon::start();
     let (sp, sd) = d.embedded();
     let size = 8u64 << 20;
-    let (img, vol) = d.new_image(&sp, &sd, json!({"volFormat": "RAW", "size": size.to_string()}));
+    let (img, vol) = d.new_image(
+        &sp,
+        &sd,
+        json!({"volFormat": "RAW", "size": size.to_string()}),
+    );
     let vol_path = d.domain_dir(&sd).join("images").join(&img).join(&vol);
     qemu_io(&vol_path, "raw", "write -P 0x11 1M 1M");
     let ticket = uuid();
@@ -351,11 +365,19 @@ fn an_interrupted_upload_never_looks_whole() {
     let size = 4u64 << 20;
     let mut volumes = Vec::new();
     for format in ["RAW", "COW"] {
-        let (img, vol) = d.new_image(&sp, &sd, json!({"volFormat": format, "size": size.to_string()}));
+        let (img, vol) = d.new_image(
+            &sp,
+            &sd,
+            json!({"volFormat": format, "size": size.to_string()}),
+        );
         let vol_path = d.domain_dir(&sd).join("images").join(&img).join(&vol);
         let ticket = uuid();
         add_ticket(&d, &ticket, size, &vol_path, &["write"]);
-        assert_eq!(legality(&d, &sp, &sd, &img, &vol), "ILLEGAL", "written through a ticket");
+        assert_eq!(
+            legality(&d, &sp, &sd, &img, &vol),
+            "ILLEGAL",
+            "written through a ticket"
+        );
         let put = http(
             &d.socket,
             "PUT",
@@ -428,7 +450,11 @@ fn the_upload_check_cannot_be_skipped() {
     let ticket = uuid();
     let (img, vol, vol_path) = new_upload(&ticket);
     add_ticket(&d, &ticket, bytes.len() as u64, &vol_path, &["read"]);
-    assert!(d.log().contains("the replaced ticket's upload was refused"), "{}", d.log());
+    assert!(
+        d.log().contains("the replaced ticket's upload was refused"),
+        "{}",
+        d.log()
+    );
     assert_eq!(legality(&d, &sp, &sd, &img, &vol), "ILLEGAL");
     d.call("Host.remove_image_ticket", json!({"uuid": ticket}));
     assert_eq!(legality(&d, &sp, &sd, &img, &vol), "ILLEGAL");
@@ -444,7 +470,10 @@ fn the_upload_check_cannot_be_skipped() {
     );
     cairn::transfer::upload(&client, &ticket, &File::open(&bad).unwrap(), |_, _| {}).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    assert_eq!(http(&d.socket, "PUT", &format!("/images/{ticket}"), &[], b"x"), 403);
+    assert_eq!(
+        http(&d.socket, "PUT", &format!("/images/{ticket}"), &[], b"x"),
+        403
+    );
     assert_eq!(legality(&d, &sp, &sd, &img, &vol), "ILLEGAL");
     // Removed late (or swept once abandoned), it is checked all the same.
     let (code, _) = d.call_err("Host.remove_image_ticket", json!({"uuid": ticket}));

@@ -159,7 +159,10 @@ impl FileDomain {
     /// it is checked for links where it is opened.
     pub fn open(root: PathBuf) -> Result<FileDomain> {
         let root = match (root.parent(), root.file_name()) {
-            (Some(mount), Some(name)) => mount.canonicalize().ctx("cannot resolve", mount)?.join(name),
+            (Some(mount), Some(name)) => mount
+                .canonicalize()
+                .ctx("cannot resolve", mount)?
+                .join(name),
             _ => root,
         };
         crate::primitives::nofollow::check_dir(&root).map_err(|e| match e.kind() {

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::volume_md::VolumeMetadata;
-use crate::primitives::probe::{self, ImageHeader};
 use crate::primitives::nofollow::{self, Access};
+use crate::primitives::probe::{self, ImageHeader};
 use crate::primitives::{durable, qcow2_create, qemu_img};
 use crate::types::{parse_uuid, Uuid, VolumeAllocation, VolumeFormat};
 
