@@ -38,6 +38,8 @@ pub const FRONT_ARG: &str = "__network-front";
 const CONFIG_ENV: &str = "CAIRN_FRONT_CONFIG";
 const LISTENER_FD: RawFd = 3;
 const CONTROL_FD: RawFd = 4;
+/// Bytes relayed per read, each way.
+const RELAY_BUFFER: usize = 1 << 20;
 /// The longest client name passed with a connection.
 const MAX_NAME: usize = 256;
 
@@ -380,7 +382,10 @@ where
         return;
     };
     let mut io = IdleTimeout::new(io, limits.idle_timeout);
-    let _ = tokio::io::copy_bidirectional(&mut io, &mut ours).await;
+    // Large buffers: image transfers move gigabytes through here.
+    let _ =
+        tokio::io::copy_bidirectional_with_sizes(&mut io, &mut ours, RELAY_BUFFER, RELAY_BUFFER)
+            .await;
 }
 
 fn hand_over(control: &Mutex<OwnedFd>, fd: OwnedFd, client: &str) -> io::Result<()> {
