@@ -35,6 +35,8 @@ pub struct FileConfig {
     pub tls_ca: Option<PathBuf>,
     /// Serve TCP without TLS or authentication; loopback addresses only.
     pub insecure_plain_tcp: Option<bool>,
+    /// Browser origins allowed to call cairnd (default none).
+    pub allowed_origins: Option<Vec<String>>,
     /// The unprivileged user the network front runs as (default nobody).
     pub front_user: Option<String>,
     /// Connections the TCP listener takes at once (default 256).

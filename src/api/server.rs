@@ -8,8 +8,8 @@
 //! socket), a TLS handshake and a request's headers must arrive in time,
 //! a JSON-RPC body too, and a connection that moves no byte for
 //! `idle_timeout` is closed. Browsers cannot drive cairnd: a request with
-//! a foreign `Origin` is refused, and JSON-RPC over HTTP must say
-//! `Content-Type: application/json` (which a cross-site form cannot).
+//! an `Origin` not explicitly allowed is refused, and JSON-RPC over HTTP
+//! must say `Content-Type: application/json` (which a form cannot).
 
 use std::future::Future;
 use std::io;
@@ -71,7 +71,10 @@ struct AppState {
 }
 
 /// Builds the router and hooks task state changes to event notifications.
-pub fn router(engine: Arc<Engine>) -> Router {
+/// Requests from a browser are refused unless their `Origin` is one of
+/// `allowed_origins` (e.g. "https://dashboard.example:8443").
+pub fn router(engine: Arc<Engine>, allowed_origins: Vec<String>) -> Router {
+    let allowed = Arc::new(allowed_origins);
     let (events, _) = broadcast::channel(1024);
     let tx = events.clone();
     engine.tasks.set_listener(move |st| {
@@ -90,26 +93,27 @@ pub fn router(engine: Arc<Engine>) -> Router {
             events,
         })
         .merge(super::transfer::routes().with_state(engine))
-        .layer(axum::middleware::from_fn(same_origin_only))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            allowed_origins_only(allowed.clone(), req, next)
+        }))
 }
 
-/// Refuses requests a browser sends for another site: browsers add
-/// `Origin` to cross-origin requests and WebSocket upgrades; cairnd's
-/// clients (the CLI, VDSM's engine, scripts) send none.
-async fn same_origin_only(req: Request, next: Next) -> Response {
+/// Refuses what browsers send: they add `Origin` to every POST and
+/// WebSocket upgrade, cairnd's clients (the CLI, VDSM's engine, scripts)
+/// send none. Matching `Origin` against `Host` would not do: a page that
+/// rebinds its own name to 127.0.0.1 is "same origin" to the browser.
+async fn allowed_origins_only(allowed: Arc<Vec<String>>, req: Request, next: Next) -> Response {
     if let Some(origin) = req.headers().get(header::ORIGIN) {
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok());
-        let same = origin
+        if !origin
             .to_str()
-            .ok()
-            .and_then(|o| o.split_once("://").map(|(_, rest)| rest))
-            .is_some_and(|o| Some(o) == host);
-        if !same {
-            tracing::warn!(origin = ?origin, "refused a cross-origin request");
-            return (StatusCode::FORBIDDEN, "cross-origin requests are refused\n").into_response();
+            .is_ok_and(|o| allowed.iter().any(|a| a == o))
+        {
+            tracing::warn!(origin = ?origin, "refused a request from a browser page");
+            return (
+                StatusCode::FORBIDDEN,
+                "requests from browser pages are refused (allowed_origins)\n",
+            )
+                .into_response();
         }
     }
     next.run(req).await

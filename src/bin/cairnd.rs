@@ -69,6 +69,10 @@ struct Args {
     /// only, and logged as a warning.
     #[arg(long)]
     insecure_plain_tcp: bool,
+    /// A browser origin allowed to call cairnd, e.g. a dashboard's
+    /// "https://dash.example:8443" (repeatable); others get 403.
+    #[arg(long = "allowed-origin")]
+    allowed_origins: Vec<String>,
     /// The unprivileged user the network front (TLS and connection
     /// handling of the TCP listener) runs as [default: nobody].
     #[arg(long)]
@@ -216,6 +220,11 @@ fn main() -> ExitCode {
         Some(Ok(tls)) => tls,
         None => None,
     };
+    let allowed_origins = if args.allowed_origins.is_empty() {
+        file.allowed_origins.clone().unwrap_or_default()
+    } else {
+        args.allowed_origins.clone()
+    };
     let front_user = args
         .front_user
         .clone()
@@ -324,7 +333,7 @@ fn main() -> ExitCode {
         }
     };
     let result = rt.block_on(async move {
-        let router = server::router(engine);
+        let router = server::router(engine, allowed_origins);
         let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
         let stopper = stop_tx.clone();
         tokio::spawn(async move {

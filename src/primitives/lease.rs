@@ -4,7 +4,7 @@
 //! embedded default is an exclusive `flock` on the master domain's
 //! `dom_md/leases` file; shared domains get sanlock behind the same trait.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -64,10 +64,7 @@ impl Lease for FlockLease {
             path: self.path.clone(),
             source,
         };
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&self.path)
+        let f = super::nofollow::open(&self.path, super::nofollow::Access::READ_WRITE)
             .map_err(io_err)?;
         match flock(&f, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => {

@@ -215,8 +215,23 @@ fn browsers_cannot_drive_cairnd() {
     let upgrade = "GET /jsonrpc HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: http://evil.example\r\n\r\n";
     assert_eq!(raw(&d.socket, upgrade), 403);
-    let same = upgrade.replace("http://evil.example", "http://localhost");
-    assert_eq!(raw(&d.socket, &same), 101);
+    // Even "same origin": a page can rebind its name to this host.
+    let rebound = upgrade
+        .replace("http://evil.example", "http://evil.example:4044")
+        .replace("Host: localhost", "Host: evil.example:4044");
+    assert_eq!(raw(&d.socket, &rebound), 403);
+    let no_origin = upgrade.replace("Origin: http://evil.example\r\n", "");
+    assert_eq!(raw(&d.socket, &no_origin), 101);
+
+    // An origin the operator allowed (a dashboard) gets through.
+    let d = Daemon::start_with(Opts {
+        embedded: false,
+        args: vec!["--allowed-origin".into(), "https://dash.example".into()],
+        ..Default::default()
+    });
+    let dash = upgrade.replace("http://evil.example", "https://dash.example");
+    assert_eq!(raw(&d.socket, &dash), 101);
+    assert_eq!(raw(&d.socket, upgrade), 403);
 }
 
 #[test]

@@ -239,6 +239,13 @@ fn copy_str<const N: usize>(
 }
 
 fn raw_disk(disk: &Disk) -> Result<sys::sanlk_disk, SanlockError> {
+    // The daemon (root) opens the path and writes leases into it: never
+    // through a link planted on storage, never into a device or FIFO.
+    crate::primitives::nofollow::check_file(&disk.path).map_err(|e| SanlockError {
+        op: "lease path",
+        rv: -(rustix::io::Errno::LOOP.raw_os_error()),
+        message: e.to_string(),
+    })?;
     let mut d = sys::sanlk_disk {
         path: [0; sys::SANLK_PATH_LEN],
         offset: disk.offset,
@@ -504,11 +511,14 @@ mod tests {
 
     #[test]
     fn names_and_paths_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = dir.path().join("ids");
+        std::fs::write(&ids, b"").unwrap();
         let ls = Lockspace {
             name: "x".repeat(48),
             host_id: 1,
             disk: Disk {
-                path: "/a".into(),
+                path: ids,
                 offset: 0,
             },
             geometry: Geometry::CLASSIC,
@@ -528,6 +538,25 @@ mod tests {
             ..ls
         };
         assert!(raw_lockspace(&long).is_err());
+        // A link planted on storage is never handed to the daemon.
+        let canary = dir.path().join("canary");
+        std::fs::write(&canary, b"host file").unwrap();
+        let link = dir.path().join("leases");
+        std::os::unix::fs::symlink(&canary, &link).unwrap();
+        let res = Resource {
+            lockspace: "ok".into(),
+            name: "SDM".into(),
+            disk: Disk {
+                path: link,
+                offset: 0,
+            },
+            shared: false,
+            geometry: Geometry::CLASSIC,
+        };
+        let Err(e) = raw_resource(&res, None) else {
+            panic!("a linked lease path was accepted")
+        };
+        assert!(e.message.contains("symbolic link"), "{e:?}");
     }
 
     #[test]
