@@ -149,7 +149,8 @@ fn start(
     config: &FrontConfig,
 ) -> io::Result<Child> {
     use std::os::unix::process::CommandExt;
-    let mut cmd = Command::new(std::env::current_exe()?);
+    // The running binary itself, even if an upgrade replaced its file.
+    let mut cmd = Command::new("/proc/self/exe");
     cmd.arg(FRONT_ARG)
         .env(
             CONFIG_ENV,
