@@ -34,7 +34,9 @@ impl GcReport {
 }
 
 /// Resolves a domain-relative path from a task record, refusing anything
-/// that could leave the domain (records live on shared storage).
+/// that could leave the domain (records live on shared storage): `..`,
+/// absolute paths, and a directory on the way that is a link (an unlink
+/// or a commit check would go through it).
 fn domain_path(dom: &FileDomain, rel: &str) -> Result<PathBuf> {
     let p = Path::new(rel);
     if rel.is_empty() || !p.components().all(|c| matches!(c, Component::Normal(_))) {
@@ -43,7 +45,14 @@ fn domain_path(dom: &FileDomain, rel: &str) -> Result<PathBuf> {
             format!("path {rel:?} is not inside a domain"),
         ));
     }
-    Ok(dom.root().join(p))
+    let full = dom.root().join(p);
+    let parent = full.parent().unwrap_or(dom.root());
+    match crate::primitives::nofollow::check_dir(parent) {
+        Ok(()) => Ok(full),
+        // Nothing there: nothing to remove, and nothing committed.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(full),
+        Err(e) => Err(Error::UnsafeStorage(e.to_string())),
+    }
 }
 
 impl Engine {
@@ -352,5 +361,19 @@ mod tests {
         for bad in ["../x", "/etc/passwd", "images/../../x", "", "./x"] {
             assert!(domain_path(&dom, bad).is_err(), "{bad}");
         }
+        // A directory link planted on storage: a record naming a file
+        // below it would make recovery unlink a host file.
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("victim"), b"host").unwrap();
+        std::fs::create_dir(dom.root().join("images")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), dom.root().join("images/evil")).unwrap();
+        assert!(matches!(
+            domain_path(&dom, "images/evil/victim"),
+            Err(Error::UnsafeStorage(_))
+        ));
+        assert!(
+            domain_path(&dom, "images/evil").is_ok(),
+            "the link itself may be removed"
+        );
     }
 }
