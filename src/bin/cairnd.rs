@@ -165,6 +165,11 @@ fn cap_malloc_arenas() {
 fn cap_malloc_arenas() {}
 
 fn main() -> ExitCode {
+    // First, while this is the only thread (capabilities are per thread).
+    if let Err(e) = cairn::primitives::privileges::shed_unneeded_capabilities() {
+        eprintln!("cairnd: cannot drop capabilities it never needs: {e}");
+        return ExitCode::FAILURE;
+    }
     if cairn::api::front::is_front() {
         // Logs go to cairnd's log, through the inherited standard error.
         tracing_subscriber::fmt()

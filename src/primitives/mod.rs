@@ -8,6 +8,7 @@ pub mod lease;
 pub mod mount;
 pub mod nofollow;
 pub mod pipeline;
+pub mod privileges;
 pub mod probe;
 pub mod qcow2_create;
 pub mod qemu_img;

@@ -502,3 +502,41 @@ fn huge_bad_values_are_not_echoed_into_the_log() {
         - before;
     assert!(grown < 1 << 20, "20 requests grew the log by {grown} bytes");
 }
+
+#[test]
+fn cairnd_gives_up_the_capabilities_it_never_uses() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("SKIP: capabilities are root's to drop");
+        return;
+    }
+    let d = Daemon::start();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
+    let caps = |name: &str| {
+        let hex = status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name}"))
+            .trim();
+        u64::from_str_radix(hex, 16).unwrap()
+    };
+    let (eff, bnd) = (caps("CapEff:"), caps("CapBnd:"));
+    for (name, bit) in [
+        ("SYS_MODULE", 16),
+        ("SYS_PTRACE", 19),
+        ("SYS_BOOT", 22),
+        ("NET_ADMIN", 12),
+        ("SYS_TIME", 25),
+        ("BPF", 39),
+    ] {
+        assert_eq!(eff & (1 << bit), 0, "cairnd still holds CAP_{name}");
+        assert_eq!(
+            bnd & (1 << bit),
+            0,
+            "children of cairnd could regain CAP_{name}"
+        );
+    }
+    // What it does need stays: mounts (SYS_ADMIN), storage files owned by
+    // others (DAC_OVERRIDE).
+    assert_ne!(eff & (1 << 21), 0);
+    assert_ne!(eff & (1 << 1), 0);
+}
