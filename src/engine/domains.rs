@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::Engine;
-use crate::backend::file::manifest::{alignment_for, DomainManifest, MAX_DESCRIPTION};
 use crate::backend::file::{self, FileDomain, NewDomain};
 use crate::error::{Error, Result};
 use crate::format::domain_md::is_safe_value;
+use crate::format::manifest::{alignment_for, DomainManifest, MAX_DESCRIPTION};
 use crate::format::xleases;
 use crate::primitives::sanlock::dump::{direct_dump, LeaseRecord};
 use crate::types::{
@@ -283,7 +283,7 @@ impl Engine {
                     let bad = v
                         .header
                         .as_ref()
-                        .and_then(|h| crate::backend::file::volume::header_disagreement(md, h));
+                        .and_then(|h| crate::format::volume_md::header_disagreement(md, h));
                     (
                         if bad.is_some() { "INVALID" } else { "OK" },
                         Some(super::volumes::MetadataFields::from(md)),

@@ -344,17 +344,16 @@ mod tests {
         let sd = Uuid::new_v4();
         let root = dom_dir.path().join(sd.to_string());
         std::fs::create_dir_all(root.join("dom_md")).unwrap();
-        let md =
-            crate::backend::file::manifest::initial_metadata(&crate::backend::file::NewDomain {
-                sd,
-                name: "t".into(),
-                class: crate::types::DomainClass::Data,
-                domain_type: crate::types::DomainType::LocalFs,
-                version: 5,
-                block_size: 512,
-                alignment: 1 << 20,
-                remote_path: "/x".into(),
-            });
+        let md = crate::format::manifest::initial_metadata(&crate::format::manifest::NewDomain {
+            sd,
+            name: "t".into(),
+            class: crate::types::DomainClass::Data,
+            domain_type: crate::types::DomainType::LocalFs,
+            version: 5,
+            block_size: 512,
+            alignment: 1 << 20,
+            remote_path: "/x".into(),
+        });
         std::fs::write(root.join("dom_md/metadata"), md.render()).unwrap();
         let dom = FileDomain::open(root).unwrap();
         assert!(domain_path(&dom, "images/a/b").is_ok());

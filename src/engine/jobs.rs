@@ -15,11 +15,11 @@ use super::resources::Mode;
 use super::volumes::{children_of, read_in_image};
 use super::TaskCtx;
 use super::{Engine, TaskResult, TaskState, TaskStatus};
-use crate::backend::file::volume::metadata_text;
 use crate::backend::file::FileDomain;
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::format::domain_md::is_safe_value;
+use crate::format::volume_md::metadata_text;
 use crate::format::volume_md::{truncate_description, VolumeMetadata, MAX_GENERATION};
 use crate::types::{Uuid, VolumeLegality, VolumeRole, BLANK_UUID};
 

@@ -13,10 +13,10 @@ use std::sync::Arc;
 
 use super::pool::{joinable, master_of, PoolState, STATUS_ACTIVE};
 use super::Engine;
-use crate::backend::file::manifest::{K_POOL_UUID, K_ROLE, POOL_KEYS};
 use crate::backend::file::{FileDomain, PoolMetadata};
 use crate::error::{Error, IoContext, Result};
 use crate::failpoint::hit;
+use crate::format::manifest::{K_POOL_UUID, K_ROLE, POOL_KEYS};
 use crate::primitives::durable;
 use crate::primitives::lease::Lease;
 use crate::types::{DomainRole, Uuid};

@@ -10,9 +10,9 @@
 
 use super::pool::{STATUS_ACTIVE, STATUS_ATTACHED};
 use super::Engine;
-use crate::backend::file::manifest::{K_POOL_UUID, K_ROLE, MAX_DESCRIPTION};
 use crate::error::{Error, Result};
 use crate::format::domain_md::is_safe_value;
+use crate::format::manifest::{K_POOL_UUID, K_ROLE, MAX_DESCRIPTION};
 use crate::types::{DomainRole, Uuid};
 
 impl Engine {
@@ -142,7 +142,7 @@ impl Engine {
         status: Option<&str>,
     ) -> Result<()> {
         master.update_metadata(|md| {
-            let m = crate::backend::file::DomainManifest::from_metadata(master.sd, md)?;
+            let m = crate::format::manifest::DomainManifest::from_metadata(master.sd, md)?;
             let mut p = m.pool.ok_or(Error::PoolMasterNotFound(Uuid::nil()))?;
             p.domains.retain(|(d, _)| *d != sd);
             if let Some(st) = status {

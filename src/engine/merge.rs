@@ -314,7 +314,7 @@ fn finalize_steps(
             sd,
             img,
             vol,
-            contents: crate::backend::file::volume::metadata_text(vol, md, version)?,
+            contents: crate::format::volume_md::metadata_text(vol, md, version)?,
         })
     };
     let mut undo = Vec::new();

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::Engine;
-use crate::backend::file::manifest::{K_POOL_UUID, K_ROLE, MAX_DESCRIPTION};
 use crate::backend::file::{FileDomain, PoolMetadata};
 use crate::error::{Error, IoContext, Result};
 use crate::format::domain_md::is_safe_value;
+use crate::format::manifest::{K_POOL_UUID, K_ROLE, MAX_DESCRIPTION};
 use crate::primitives::lease::{Lease, LeaseError};
 use crate::types::{DomainClass, DomainRole, DomainType, Uuid};
 
@@ -361,7 +361,7 @@ impl Engine {
     ) -> Result<(
         Arc<FileDomain>,
         PoolMetadata,
-        crate::backend::file::DomainManifest,
+        crate::format::manifest::DomainManifest,
     )> {
         let master = self.domain(pool.master_sd)?;
         let m = master.manifest()?;
@@ -454,7 +454,7 @@ impl Engine {
         let result = (|| -> Result<()> {
             let master = self.domain(pool.master_sd)?;
             let lver = master.update_metadata(|md| {
-                let m = crate::backend::file::DomainManifest::from_metadata(pool.master_sd, md)?;
+                let m = crate::format::manifest::DomainManifest::from_metadata(pool.master_sd, md)?;
                 let mut p = m.pool.ok_or(Error::PoolMasterNotFound(id))?;
                 p.lver = p.lver.max(0) + 1;
                 p.spm_id = i64::from(pool.host_id);
@@ -516,7 +516,7 @@ impl Engine {
         }
         let master = self.domain(pool.master_sd)?;
         master.update_metadata(|md| {
-            let m = crate::backend::file::DomainManifest::from_metadata(pool.master_sd, md)?;
+            let m = crate::format::manifest::DomainManifest::from_metadata(pool.master_sd, md)?;
             let mut p = m.pool.ok_or(Error::PoolMasterNotFound(id))?;
             p.spm_id = SPM_ID_FREE;
             p.write(md);
@@ -639,7 +639,7 @@ pub(crate) fn write_master(
 
 /// The pool metadata of a domain that is pool `id`'s master.
 pub(crate) fn master_of(
-    m: &crate::backend::file::DomainManifest,
+    m: &crate::format::manifest::DomainManifest,
     id: Uuid,
 ) -> Option<PoolMetadata> {
     m.pool
@@ -648,7 +648,7 @@ pub(crate) fn master_of(
 }
 
 /// The manifest of a domain that may join a pool (a Data domain).
-pub(crate) fn joinable(dom: &FileDomain) -> Result<crate::backend::file::DomainManifest> {
+pub(crate) fn joinable(dom: &FileDomain) -> Result<crate::format::manifest::DomainManifest> {
     let m = dom.manifest()?;
     if m.class != DomainClass::Data {
         return Err(Error::DomainClass {

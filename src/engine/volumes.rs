@@ -7,13 +7,12 @@ use serde::Serialize;
 use super::recovery::{Commit, RecoveryPlan, Step};
 use super::resources::Mode;
 use super::{Engine, TaskCtx};
-use crate::backend::file::volume::{
-    header_disagreement, metadata_text, DataSpec, LEASE_SUFFIX, META_SUFFIX,
-};
+use crate::backend::file::volume::{DataSpec, LEASE_SUFFIX, META_SUFFIX};
 use crate::backend::file::FileDomain;
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::format::domain_md::is_safe_value;
+use crate::format::volume_md::{header_disagreement, metadata_text};
 use crate::format::volume_md::{truncate_description, VolumeMetadata, MAX_SEQUENCE};
 use crate::primitives::durable;
 use crate::primitives::qemu_img::{self, InfoOptions};

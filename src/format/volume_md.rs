@@ -161,6 +161,58 @@ fn invalid(key: &str, value: &str) -> VolumeMetadataError {
     VolumeMetadataError::Invalid(format!("invalid {key} value {value:?}"))
 }
 
+/// A volume's metadata in its on-storage form for a domain `version`.
+pub fn metadata_bytes(
+    vol: Uuid,
+    md: &VolumeMetadata,
+    version: u32,
+) -> crate::error::Result<Vec<u8>> {
+    md.render(version)
+        .map_err(|e| crate::error::Error::VolumeMetadataWrite {
+            vol,
+            reason: e.to_string(),
+        })
+}
+
+/// The same as text, for task records.
+pub fn metadata_text(vol: Uuid, md: &VolumeMetadata, version: u32) -> crate::error::Result<String> {
+    Ok(String::from_utf8(metadata_bytes(vol, md, version)?).expect("volume metadata is text"))
+}
+
+/// Checks a COW volume's header against its metadata: qcow2, the same
+/// virtual size, no external data file, and a backing file that is exactly
+/// its parent in the same directory (or none for a base). Returns why not.
+pub fn header_disagreement(
+    md: &VolumeMetadata,
+    header: &std::io::Result<crate::primitives::probe::ImageHeader>,
+) -> Option<String> {
+    let h = match header {
+        Ok(h) => h,
+        Err(e) => return Some(format!("cannot read the image header: {e}")),
+    };
+    if h.format != crate::primitives::probe::ImageFormat::Qcow2 {
+        return Some("metadata says COW but the data is not qcow2".into());
+    }
+    if h.virtual_size != md.capacity {
+        return Some(format!(
+            "qcow2 virtual size {} differs from capacity {}",
+            h.virtual_size, md.capacity
+        ));
+    }
+    if let Some(df) = &h.data_file {
+        return Some(format!("qcow2 names an external data file {df:?}"));
+    }
+    let expected = (md.parent != crate::types::BLANK_UUID).then(|| md.parent.to_string());
+    if h.backing_file != expected {
+        return Some(format!(
+            "qcow2 backing file {:?} does not match parent {:?}",
+            h.backing_file.as_deref().unwrap_or("none"),
+            expected.as_deref().unwrap_or("none")
+        ));
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

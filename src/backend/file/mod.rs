@@ -7,7 +7,6 @@
 //!                 /master/{vms,tasks}        (master domain only)
 //! ```
 
-pub mod manifest;
 pub mod volume;
 
 use std::fs::{self, File, OpenOptions};
@@ -20,9 +19,9 @@ use crate::error::{Error, IoContext, Result};
 use crate::format::domain_md::DomainMetadata;
 use crate::format::xleases;
 use crate::primitives::durable;
-use crate::types::{parse_uuid, DomainClass, DomainType, Uuid};
+use crate::types::{parse_uuid, Uuid};
 
-pub use manifest::{DomainManifest, PoolMetadata};
+pub use crate::format::manifest::{DomainManifest, NewDomain, PoolMetadata};
 
 pub const DOM_MD: &str = "dom_md";
 pub const IMAGES: &str = "images";
@@ -35,19 +34,6 @@ const MAILBOX_SIZE: u64 = 16 * MIB;
 const METADATA_MODE: u32 = 0o660;
 const DIR_MODE: u32 = 0o755;
 const DOM_MD_MODE: u32 = 0o775;
-
-/// What a new file domain is made of.
-#[derive(Debug, Clone)]
-pub struct NewDomain {
-    pub sd: Uuid,
-    pub name: String,
-    pub class: DomainClass,
-    pub domain_type: DomainType,
-    pub version: u32,
-    pub block_size: u32,
-    pub alignment: u64,
-    pub remote_path: String,
-}
 
 /// A file storage domain: its directory and a lock that serializes this
 /// process's read-modify-write cycles of the domain metadata.
@@ -144,7 +130,7 @@ impl FileDomain {
         }
         let images = dir.join(IMAGES);
         durable::create_dir(&images, DIR_MODE).ctx("cannot create", &images)?;
-        let md = manifest::initial_metadata(new);
+        let md = crate::format::manifest::initial_metadata(new);
         durable::write_atomic(&md_dir.join(METADATA), &md.render(), METADATA_MODE)
             .ctx("cannot write metadata in", &md_dir)?;
         durable::fsync_dir(&md_dir).ctx("cannot sync", &md_dir)?;
@@ -472,7 +458,8 @@ fn libc_o_direct() -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::file::manifest::K_DESCRIPTION;
+    use crate::format::manifest::K_DESCRIPTION;
+    use crate::types::{DomainClass, DomainType};
 
     /// Two handles on one domain, as two hosts have: each sees the other's
     /// writes at once, though both cache what they read.

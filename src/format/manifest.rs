@@ -6,7 +6,18 @@ use crate::types::{
     parse_uuid, DomainClass, DomainRole, DomainType, Uuid, READABLE_DOMAIN_VERSIONS,
 };
 
-use super::NewDomain;
+/// What a new domain is made of.
+#[derive(Debug, Clone)]
+pub struct NewDomain {
+    pub sd: Uuid,
+    pub name: String,
+    pub class: DomainClass,
+    pub domain_type: DomainType,
+    pub version: u32,
+    pub block_size: u32,
+    pub alignment: u64,
+    pub remote_path: String,
+}
 
 pub const K_VERSION: &str = "VERSION";
 pub const K_SDUUID: &str = "SDUUID";
