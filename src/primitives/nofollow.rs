@@ -147,7 +147,7 @@ mod tests {
         assert!(check_file(&root.join("real")).is_err());
         rustix::fs::mknodat(
             CWD,
-            &root.join("fifo"),
+            root.join("fifo"),
             FileType::Fifo,
             Mode::from_raw_mode(0o600),
             0,
