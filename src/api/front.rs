@@ -288,8 +288,9 @@ fn drop_privileges(user: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `user`'s uid and gid from /etc/passwd.
-fn lookup_user(user: &str) -> Result<(u32, u32), String> {
+/// `user`'s uid and gid from /etc/passwd, refusing root (cairnd checks
+/// `front_user` with it at start, so a typo stops cairnd, not every front).
+pub fn lookup_user(user: &str) -> Result<(u32, u32), String> {
     let passwd = std::fs::read_to_string("/etc/passwd").map_err(|e| format!("/etc/passwd: {e}"))?;
     passwd
         .lines()

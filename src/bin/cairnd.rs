@@ -235,6 +235,12 @@ fn main() -> ExitCode {
         .clone()
         .or(file.front_user.clone())
         .unwrap_or_else(|| "nobody".into());
+    if listen.is_some() {
+        if let Err(e) = cairn::api::front::lookup_user(&front_user) {
+            eprintln!("cairnd: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let nofile = server::raise_file_limit();
     let mut tcp_limits = server::Limits::default();
     if let Some(n) = args.max_connections.or(file.max_connections) {

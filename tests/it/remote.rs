@@ -147,6 +147,17 @@ fn cairnd_refuses_an_unauthenticated_listener() {
         String::from_utf8_lossy(&out.stderr).contains("loopback"),
         "{out:?}"
     );
+    // The front never runs as root, nor as a user this host lacks.
+    for user in ["root", "no-such-user"] {
+        let out = run(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--insecure-plain-tcp",
+            "--front-user",
+            user,
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{user}: {out:?}");
+    }
 
     // On loopback, the opt-out works, and says so loudly.
     let d = tcp_plain();
