@@ -12,6 +12,9 @@ use crate::types::{parse_uuid, Uuid};
 
 pub struct Params {
     map: Map<String, Value>,
+    /// What the verb declares: a handler asking for anything else has a
+    /// typo that would silently ignore what the client sent.
+    names: Vec<String>,
 }
 
 /// Anything parsed from a JSON value with a list of accepted values.
@@ -80,10 +83,18 @@ impl Params {
                 ))
             }
         };
-        Ok(Params { map })
+        Ok(Params {
+            map,
+            names: names.iter().map(|n| n.to_string()).collect(),
+        })
     }
 
     fn get(&self, name: &str) -> Option<&Value> {
+        debug_assert!(
+            self.names.iter().any(|n| n == name),
+            "a handler reads parameter {name:?}, which its verb does not declare ({:?})",
+            self.names
+        );
         self.map.get(name).filter(|v| !v.is_null())
     }
 

@@ -1367,4 +1367,46 @@ mod tests {
         names.dedup();
         assert_eq!(n, names.len());
     }
+
+    /// Each parameter a handler reads by name is one its verb declares: a
+    /// misspelt optional parameter would otherwise be ignored silently
+    /// (unknown names are refused before the handler runs, so it would
+    /// never see a value). Reads in helpers are caught at run time by
+    /// `Params`'s debug check.
+    #[test]
+    fn handlers_read_only_declared_parameters() {
+        let src = include_str!("verbs.rs");
+        let table = &src[src.find("pub static VERBS").unwrap()..];
+        let table = &table[..table.find("\n];").unwrap()];
+        let mut handlers: Vec<(&str, &str)> = Vec::new();
+        for entry in table.split("Verb {").skip(1) {
+            let field = |key: &str, end: char| {
+                let at = entry.find(key).unwrap() + key.len();
+                entry[at..].split(end).next().unwrap().trim()
+            };
+            handlers.push((field("name: \"", '"'), field("handler:", ',')));
+        }
+        assert_eq!(handlers.len(), VERBS.len());
+        for (verb, handler) in handlers {
+            let start = src
+                .find(&format!("\nfn {handler}("))
+                .unwrap_or_else(|| panic!("no fn {handler}"));
+            let body = &src[start..];
+            let body = &body[..body.find("\n}\n").unwrap()];
+            let declared = find(verb).unwrap().params;
+            for read in body.split("p.").skip(1) {
+                let Some((method, rest)) = read.split_once("(\"") else {
+                    continue;
+                };
+                if !method.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                    continue;
+                }
+                let name = rest.split('"').next().unwrap();
+                assert!(
+                    declared.contains(&name),
+                    "{handler} reads {name:?}, which {verb} does not declare"
+                );
+            }
+        }
+    }
 }
