@@ -339,3 +339,88 @@ fn cli_pool_membership_monitoring_and_reconnect() {
     let st = json_out(&d, &["pool", "spm-status"]);
     assert_eq!(st["spmStatus"], "SPM", "{st}");
 }
+
+/// The README's TLS set-up, step by step with the CLI: a CA, a host and a
+/// client certificate, cairnd listening with them, the CLI connecting.
+#[test]
+fn cli_sets_up_mutual_tls_for_a_cluster() {
+    let work = tempfile::tempdir().unwrap();
+    let pki = work.path().join("pki");
+    let pki_dir = pki.to_str().unwrap();
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .args(args)
+            .output()
+            .expect("run cairn")
+    };
+    for args in [
+        vec!["pki", "init", "--dir", pki_dir],
+        vec![
+            "pki",
+            "issue",
+            "host1",
+            "--host",
+            "--san",
+            "127.0.0.1",
+            "--dir",
+            pki_dir,
+        ],
+        vec!["pki", "issue", "admin", "--client", "--dir", pki_dir],
+    ] {
+        let out = cli(&args);
+        assert!(
+            out.status.success(),
+            "cairn {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = cli(&["pki", "init", "--dir", pki_dir]);
+    assert!(!out.status.success(), "a CA is never overwritten");
+
+    let addr = free_tcp_addr();
+    let path = |name: &str| pki.join(name).to_str().unwrap().to_string();
+    let d = Daemon::start_with(Opts {
+        args: vec![
+            "--listen".into(),
+            addr.clone(),
+            "--tls-cert".into(),
+            path("host1.pem"),
+            "--tls-key".into(),
+            path("host1-key.pem"),
+            "--tls-ca".into(),
+            path("ca.pem"),
+        ],
+        ..Default::default()
+    });
+    let (cert, key, ca) = (path("admin.pem"), path("admin-key.pem"), path("ca.pem"));
+    let status = |extra: &[&str]| {
+        let mut args = vec!["--json", "--connect", &addr];
+        args.extend_from_slice(extra);
+        args.push("status");
+        cli(&args)
+    };
+    // Retried: cairnd binds the port a moment after its socket answers.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let out = loop {
+        let out = status(&["--cert", &cert, "--key", &key, "--ca", &ca]);
+        if out.status.success() || std::time::Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        d.log()
+    );
+    let st: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(st["spm"]["spmStatus"], "SPM", "{st}");
+    // Without a client certificate the CLI says what it needs.
+    let out = status(&["--data-dir", work.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("mutual TLS"),
+        "{out:?}"
+    );
+}
