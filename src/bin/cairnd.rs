@@ -144,6 +144,15 @@ impl TcpSecurity {
     }
 }
 
+/// A repeatable flag's values if given, else the config file's list.
+fn list_setting<T: Clone>(flags: &[T], file: &Option<Vec<T>>) -> Vec<T> {
+    if flags.is_empty() {
+        file.clone().unwrap_or_default()
+    } else {
+        flags.to_vec()
+    }
+}
+
 /// Caps glibc's malloc arenas. By default every thread that allocates may
 /// get its own arena, and memory freed in one is not reused by another: a
 /// daemon whose worker threads take turns building large replies keeps
@@ -225,11 +234,7 @@ fn main() -> ExitCode {
         Some(Ok(tls)) => tls,
         None => None,
     };
-    let allowed_origins = if args.allowed_origins.is_empty() {
-        file.allowed_origins.clone().unwrap_or_default()
-    } else {
-        args.allowed_origins.clone()
-    };
+    let allowed_origins = list_setting(&args.allowed_origins, &file.allowed_origins);
     let front_user = args
         .front_user
         .clone()
@@ -271,11 +276,7 @@ fn main() -> ExitCode {
     }
     let embedded = !args.no_embedded_default && file.embedded_default.unwrap_or(true);
     let mut config = EngineConfig::new(&data_dir);
-    config.local_roots = if args.local_roots.is_empty() {
-        file.local_roots.clone().unwrap_or_default()
-    } else {
-        args.local_roots.clone()
-    };
+    config.local_roots = list_setting(&args.local_roots, &file.local_roots);
     if let Some(n) = file.task_workers {
         config.task_workers = n;
     }

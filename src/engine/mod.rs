@@ -197,7 +197,6 @@ impl Engine {
         engine
             .jobs
             .set_runner(Arc::new(gc::EngineRunner(Arc::downgrade(&engine))));
-        crate::primitives::reserve::ensure(&engine.paths.data_dir);
         engine.restore(state);
         engine.keep_reserves();
         Engine::watch_spm_lease(&engine);

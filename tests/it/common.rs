@@ -471,6 +471,40 @@ impl Daemon {
     }
 }
 
+/// The options `dir` is mounted with, if it is a mount point (from
+/// /proc/self/mountinfo; `dir` resolved first, as the kernel lists it).
+pub fn mount_options(dir: &Path) -> Option<String> {
+    let canon = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .find(|l| l.split(' ').nth(4) == canon.to_str())
+        .map(|l| l.split(' ').nth(5).unwrap_or("").to_string())
+}
+
+pub fn is_mounted(dir: &Path) -> bool {
+    mount_options(dir).is_some()
+}
+
+impl Daemon {
+    /// cairnd's child processes: (pid, command line with spaces).
+    pub fn children(&self) -> Vec<(u32, String)> {
+        let out = Command::new("pgrep")
+            .args(["-P", &self.pid().to_string()])
+            .output()
+            .expect("pgrep");
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .split_whitespace()
+            .map(|pid| {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                (pid.parse().unwrap(), cmdline)
+            })
+            .collect()
+    }
+}
+
 pub fn free_tcp_addr() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").to_string()

@@ -38,14 +38,6 @@ fn leave_pool(d: &Daemon, sp: &str, conn: serde_json::Value) {
     assert_eq!(st[0]["status"], 0);
 }
 
-fn is_mounted(dir: &Path) -> bool {
-    let canon = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-    std::fs::read_to_string("/proc/self/mounts")
-        .unwrap()
-        .lines()
-        .any(|l| l.split(' ').nth(1) == Some(canon.to_str().unwrap()))
-}
-
 #[test]
 fn posixfs_mounts_a_real_xfs() {
     let Some(fs) = LoopFs::new(300, "xfs", false) else {

@@ -29,32 +29,36 @@ fn refused(client: &Client) -> bool {
     )
 }
 
-/// A TLS client that trusts `ca` and presents `identity` (cert, key), if any.
+/// A TLS client that trusts `ca` and presents `identity` (cert, key), if
+/// any: cairn's own client set-up, or one with no certificate at all.
 fn tls_target(addr: &str, ca: &Path, identity: Option<(&Path, &Path)>) -> Client {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_file(ca).unwrap())
-        .unwrap();
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots);
     let config = match identity {
-        Some((cert, key)) => builder
-            .with_client_auth_cert(
-                vec![CertificateDer::from_pem_file(cert).unwrap()],
-                PrivateKeyDer::from_pem_file(key).unwrap(),
+        Some((cert, key)) => cairn::tls::client_config(&cairn::tls::TlsFiles {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            ca: ca.to_path_buf(),
+        })
+        .unwrap(),
+        None => {
+            use rustls::pki_types::pem::PemObject;
+            let mut roots = rustls::RootCertStore::empty();
+            roots
+                .add(rustls::pki_types::CertificateDer::from_pem_file(ca).unwrap())
+                .unwrap();
+            Arc::new(
+                rustls::ClientConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
             )
-            .unwrap(),
-        None => builder.with_no_client_auth(),
+        }
     };
     Client::new(Target::Tls {
         addr: addr.to_string(),
-        config: Arc::new(config),
+        config,
     })
 }
 
@@ -291,19 +295,10 @@ fn idle_and_slow_connections_cannot_exhaust_cairnd() {
 
 /// The network front of a cairnd, from /proc: (pid, its status file).
 fn front_of(d: &Daemon) -> Option<(u32, String)> {
-    let out = Command::new("pgrep")
-        .args(["-P", &d.pid().to_string()])
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .split_whitespace()
-        .find_map(|pid| {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let is_front = String::from_utf8_lossy(&cmdline).contains("__network-front");
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-            is_front.then(|| (pid.parse().unwrap(), status))
-        })
+    d.children().into_iter().find_map(|(pid, cmd)| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        cmd.contains("__network-front").then_some((pid, status))
+    })
 }
 
 fn status_field<'a>(status: &'a str, name: &str) -> &'a str {

@@ -42,22 +42,6 @@ impl Canary {
     }
 }
 
-fn is_mounted(dir: &Path) -> bool {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .any(|l| l.split(' ').nth(4) == dir.to_str())
-}
-
-fn mount_options(dir: &Path) -> String {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .find(|l| l.split(' ').nth(4) == dir.to_str())
-        .map(|l| l.split(' ').nth(5).unwrap().to_string())
-        .unwrap_or_default()
-}
-
 fn connect(d: &Daemon, kind: &str, conn: Value) -> i64 {
     let st = d.call(
         "StoragePool.connectStorageServer",
@@ -204,7 +188,7 @@ fn mount_options_and_types_are_policed() {
         json!({"id": 1, "connection": fs.device, "vfs_type": "ext4", "mnt_options": "noatime"});
     assert_eq!(connect(&d, "POSIXFS", conn.clone()), 0);
     let mnt = d.data().join("mnt").join(fs.device.replace('/', "_"));
-    let opts = mount_options(&mnt.canonicalize().unwrap());
+    let opts = mount_options(&mnt).unwrap_or_default();
     for o in ["nosuid", "nodev", "noexec", "noatime"] {
         assert!(opts.split(',').any(|x| x == o), "{o} missing from {opts}");
     }
@@ -372,24 +356,13 @@ fn helper_processes_die_with_cairnd() {
         json!({"job_id": uuid(), "source": {"sd_id": sd, "img_id": src_img, "vol_id": src_vol},
                "destination": {"sd_id": sd, "img_id": dst_img, "vol_id": dst_vol}}),
     );
-    let children = |pid: u32| {
-        let out = Command::new("pgrep")
-            .args(["-P", &pid.to_string()])
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .split_whitespace()
-            .map(str::to_string)
-            .collect::<Vec<_>>()
-    };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let convert = loop {
-        if let Some(c) = children(d.pid()).into_iter().find(|c| {
-            std::fs::read_to_string(format!("/proc/{c}/cmdline"))
-                .unwrap_or_default()
-                .starts_with("sleep")
-        }) {
+        if let Some((c, _)) = d
+            .children()
+            .into_iter()
+            .find(|(_, cmd)| cmd.starts_with("sleep"))
+        {
             break c;
         }
         assert!(

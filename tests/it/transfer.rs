@@ -15,6 +15,17 @@ use crate::common::*;
 
 /// A raw HTTP request to cairnd's socket; returns the status code.
 fn http(socket: &Path, method: &str, path: &str, headers: &[&str], body: &[u8]) -> u16 {
+    exchange(socket, method, path, headers, body).0
+}
+
+/// A raw HTTP request to cairnd's socket; returns the status and the body.
+fn exchange(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &[u8],
+) -> (u16, String) {
     let mut s = UnixStream::connect(socket).unwrap();
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n",
@@ -30,11 +41,16 @@ fn http(socket: &Path, method: &str, path: &str, headers: &[&str], body: &[u8]) 
     let _ = s.write_all(body);
     let mut reply = String::new();
     let _ = s.read_to_string(&mut reply);
-    reply
+    let status = reply
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
+        .unwrap_or(0);
+    let body = reply
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
 }
 
 /// A sparse local file: data at 0 and at 32 MiB, holes elsewhere.
@@ -299,25 +315,6 @@ fn qcow2_uploads_are_checked_as_untrusted() {
     assert_eq!(code, 482, "{msg}");
 }
 
-/// A raw HTTP request; returns the status and the body.
-fn http_body(socket: &Path, method: &str, path: &str) -> (u16, String) {
-    let mut s = UnixStream::connect(socket).unwrap();
-    let head = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    s.write_all(head.as_bytes()).unwrap();
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).unwrap();
-    let status = reply
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = reply
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
 fn legality(d: &Daemon, sp: &str, sd: &str, img: &str, vol: &str) -> String {
     d.volume_info(sp, sd, img, vol)["legality"]
         .as_str()
@@ -347,7 +344,13 @@ fn raw_areas_are_never_holes() {
     qemu_io(&vol_path, "raw", "write -P 0x11 1M 1M");
     let ticket = uuid();
     add_ticket(&d, &ticket, size, &vol_path, &["read"]);
-    let (status, body) = http_body(&d.socket, "GET", &format!("/images/{ticket}/extents"));
+    let (status, body) = exchange(
+        &d.socket,
+        "GET",
+        &format!("/images/{ticket}/extents"),
+        &[],
+        b"",
+    );
     assert_eq!(status, 200, "{body}");
     let extents: Vec<Value> = serde_json::from_str(&body).unwrap();
     assert!(extents.len() >= 3, "{body}");
