@@ -272,6 +272,7 @@ mod engine_bench {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
+    use cairn::backend::Part;
     use cairn::engine::recovery::{Commit, RecoveryPlan, Step, TaskRecord};
     use cairn::engine::resources::{Mode, Resource, ResourceManager};
     use cairn::engine::tasks::TaskManager;
@@ -295,16 +296,16 @@ mod engine_bench {
             for i in 0..count {
                 let id = m
                     .spawn("bench", store, move |ctx| {
+                        let (img, vol) = (Uuid::nil(), Uuid::from_u128(i as u128));
                         ctx.plan(RecoveryPlan {
-                            undo: vec![Step::RemoveFile {
+                            undo: vec![Step::RemovePart {
                                 sd,
-                                path: format!("images/x/{i}"),
+                                img,
+                                vol,
+                                part: Part::Data,
                             }],
                             redo: Vec::new(),
-                            commit: Some(Commit::Exists {
-                                sd,
-                                path: format!("images/x/{i}.meta"),
-                            }),
+                            commit: Some(Commit::VolumeExists { sd, img, vol }),
                         })
                     })
                     .unwrap_or_else(|e| fail(&format!("spawn: {e}")));
@@ -345,27 +346,27 @@ mod engine_bench {
             .ensure_embedded_default()
             .unwrap_or_else(|e| fail(&e.to_string()));
         let sd = embedded.domain;
-        let tasks_dir = engine.domain(sd).unwrap().master_dir().join("tasks");
+        let tasks_dir = engine
+            .domain(sd)
+            .and_then(|d| d.master_dir())
+            .unwrap_or_else(|e| fail(&e.to_string()))
+            .join("tasks");
         engine
             .spm_stop(embedded.pool)
             .unwrap_or_else(|e| fail(&e.to_string()));
         for i in 0..count {
             let interrupted = i % 2 == 0;
+            let (img, vol) = (Uuid::from_u128(i as u128), Uuid::new_v4());
             let rec = TaskRecord {
                 state: if interrupted { "running" } else { "finished" }.into(),
                 result: if interrupted { "" } else { "success" }.into(),
                 plan: RecoveryPlan {
-                    undo: (0..3)
-                        .map(|n| Step::RemoveFile {
-                            sd,
-                            path: format!("images/{i}/{n}"),
-                        })
+                    undo: [Part::Data, Part::Lease, Part::Metadata]
+                        .into_iter()
+                        .map(|part| Step::RemovePart { sd, img, vol, part })
                         .collect(),
                     redo: Vec::new(),
-                    commit: Some(Commit::Exists {
-                        sd,
-                        path: format!("images/{i}/x.meta"),
-                    }),
+                    commit: Some(Commit::VolumeExists { sd, img, vol }),
                 },
                 ..TaskRecord::new(Uuid::new_v4(), "createVolume")
             };

@@ -261,6 +261,16 @@ pub fn is_enospc(e: &io::Error) -> bool {
         || e.raw_os_error() == Some(rustix::io::Errno::DQUOT.raw_os_error())
 }
 
+/// A full file system is `NoSpace` on domain `sd`; any other I/O error is
+/// what `other` makes of it.
+pub fn no_space_or(sd: Uuid, e: io::Error, other: impl FnOnce(io::Error) -> Error) -> Error {
+    if is_enospc(&e) {
+        Error::NoSpace { sd }
+    } else {
+        other(e)
+    }
+}
+
 /// Extension for attaching a path to I/O errors.
 pub trait IoContext<T> {
     fn ctx(self, what: &str, path: &std::path::Path) -> Result<T>;

@@ -14,8 +14,8 @@ use super::jobs::{check_generation, legal_next, FencedChange, Rollback, VolumeRe
 use super::resources::{Mode, Resource, DEFAULT_TIMEOUT};
 use super::volumes::{children_of, read_in_image};
 use super::{Engine, TaskCtx};
-use crate::backend::file::FileDomain;
-use crate::error::{Error, Result};
+use crate::backend::Domain;
+use crate::error::{no_space_or, Error, Result};
 use crate::failpoint;
 use crate::format::volume_md::VolumeMetadata;
 use crate::primitives::nofollow::Access;
@@ -38,7 +38,7 @@ impl Engine {
         }
         let (sdom, ddom) = (self.domain(src.sd)?, self.domain(dst.sd)?);
         // Checked before the job starts so bad input fails the call itself.
-        self.check_copy(&sdom, &ddom, &src, &dst, copy_bitmaps)?;
+        self.check_copy(&*sdom, &*ddom, &src, &dst, copy_bitmaps)?;
         let engine = self.clone();
         let store = self.paths.jobs.clone();
         self.jobs
@@ -52,14 +52,14 @@ impl Engine {
                     ],
                     DEFAULT_TIMEOUT,
                 )?;
-                let _lease = engine.volume_lease(&ddom, dst.img, dst.vol)?;
+                let _lease = engine.volume_lease(&*ddom, dst.img, dst.vol)?;
                 // Again under the locks: the volumes may have changed while queued.
                 let (chain, original) =
-                    engine.check_copy(&sdom, &ddom, &src, &dst, copy_bitmaps)?;
+                    engine.check_copy(&*sdom, &*ddom, &src, &dst, copy_bitmaps)?;
                 copy_steps(
                     ctx,
-                    (&sdom, &src),
-                    (&ddom, &dst),
+                    (&*sdom, &src),
+                    (&*ddom, &dst),
                     &chain,
                     original,
                     copy_bitmaps,
@@ -72,8 +72,8 @@ impl Engine {
     /// destination's metadata.
     fn check_copy(
         &self,
-        sdom: &FileDomain,
-        ddom: &FileDomain,
+        sdom: &dyn Domain,
+        ddom: &dyn Domain,
         src: &VolumeRef,
         dst: &VolumeRef,
         copy_bitmaps: bool,
@@ -130,19 +130,14 @@ const CONVERT_COROUTINES: u32 = 16;
 /// Makes a sparse destination an empty image of its capacity (same format;
 /// a qcow2 keeps its compat level). Its old contents are being replaced
 /// and the volume is fenced ILLEGAL, so nothing of value is lost.
-fn reset_to_empty(ddom: &FileDomain, dst: &VolumeRef, md: &VolumeMetadata) -> Result<()> {
-    let path = ddom.data_file(dst.img, dst.vol)?;
+fn reset_to_empty(ddom: &dyn Domain, dst: &VolumeRef, md: &VolumeMetadata) -> Result<()> {
+    let path = ddom.data_path(dst.img, dst.vol)?;
     let failed = |e: qemu_img::QemuImgError| Error::VolumeCreation {
         vol: dst.vol,
         reason: e.to_string(),
     };
     match md.format {
-        VolumeFormat::Raw => {
-            let f = ddom.open_data(dst.img, dst.vol, Access::WRITE)?;
-            f.set_len(0)
-                .and_then(|()| f.set_len(md.capacity))
-                .map_err(|e| ddom.io_failure(e, |e| Error::io_path("cannot reset", &path, e)))
-        }
+        VolumeFormat::Raw => ddom.reset_raw(dst.img, dst.vol, md.capacity),
         VolumeFormat::Cow => {
             let info =
                 qemu_img::info(&path, qemu_img::InfoOptions::format("qcow2")).map_err(failed)?;
@@ -162,8 +157,8 @@ fn reset_to_empty(ddom: &FileDomain, dst: &VolumeRef, md: &VolumeMetadata) -> Re
 /// `original`.
 fn copy_steps(
     ctx: &TaskCtx,
-    (sdom, src): (&FileDomain, &VolumeRef),
-    (ddom, dst): (&FileDomain, &VolumeRef),
+    (sdom, src): (&dyn Domain, &VolumeRef),
+    (ddom, dst): (&dyn Domain, &VolumeRef),
     chain: &[(uuid::Uuid, VolumeMetadata)],
     original: VolumeMetadata,
     copy_bitmaps: bool,
@@ -180,8 +175,8 @@ fn copy_steps(
         ("copy.planned", "copy.after_illegal"),
     )?;
 
-    let src_path = sdom.data_file(src.img, src.vol)?;
-    let dst_path = ddom.data_file(dst.img, dst.vol)?;
+    let src_path = sdom.data_path(src.img, src.vol)?;
+    let dst_path = ddom.data_path(dst.img, dst.vol)?;
     let top = &chain[0].1;
     let native =
         chain.len() == 1 && top.format == VolumeFormat::Raw && original.format == VolumeFormat::Raw;
@@ -193,11 +188,15 @@ fn copy_steps(
                 ctx.set_progress(pct as u32);
             }
         })
-        .map_err(|e| ddom.io_failure(e, |e| Error::io_path("cannot copy into", &dst_path, e)))?;
+        .map_err(|e| {
+            no_space_or(ddom.id(), e, |e| {
+                Error::io_path("cannot copy into", &dst_path, e)
+            })
+        })?;
         if original.allocation == VolumeAllocation::Preallocated && top.capacity > 0 {
             rustix::fs::fallocate(&d, rustix::fs::FallocateFlags::KEEP_SIZE, 0, top.capacity)
                 .map_err(|e| {
-                    ddom.io_failure(e.into(), |e| {
+                    no_space_or(ddom.id(), e.into(), |e| {
                         Error::io_path("cannot allocate", &dst_path, e)
                     })
                 })?;

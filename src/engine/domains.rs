@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::Engine;
-use crate::backend::file::{self, FileDomain, NewDomain};
+use crate::backend::{self, Domain};
 use crate::error::{Error, Result};
 use crate::format::domain_md::is_safe_value;
+use crate::format::manifest::NewDomain;
 use crate::format::manifest::{alignment_for, DomainManifest, MAX_DESCRIPTION};
 use crate::format::xleases;
 use crate::primitives::sanlock::dump::{direct_dump, LeaseRecord};
@@ -169,7 +170,7 @@ impl Engine {
                 "not connected; call StoragePool.connectStorageServer first",
             ));
         }
-        let detected = file::detect_block_size(&mount);
+        let detected = backend::detect_block_size(&mount);
         let block_size = match req.block_size {
             0 => {
                 if version >= 5 {
@@ -188,7 +189,7 @@ impl Engine {
         };
         let alignment =
             alignment_for(block_size, req.max_hosts).expect("validated block size and host count");
-        FileDomain::create(
+        let dom = backend::create_file_domain(
             &mount,
             &NewDomain {
                 sd: req.sd,
@@ -201,11 +202,10 @@ impl Engine {
                 remote_path: req.remote_path.clone(),
             },
         )?;
-        if let Some(io_timeout) = self.sanlock_for(req.domain_type) {
-            let dom = FileDomain::open(mount.join(req.sd.to_string()))?;
-            if let Err(e) = format_sanlock_leases(&dom, io_timeout) {
+        if let Some(io_timeout) = self.sanlock_for(&*dom) {
+            if let Err(e) = format_sanlock_leases(&*dom, io_timeout) {
                 // Without its leases the domain is unusable: it goes.
-                let _ = std::fs::remove_dir_all(dom.root());
+                let _ = dom.remove();
                 return Err(Error::DomainCreation {
                     sd: req.sd,
                     reason: format!("cannot initialize its sanlock leases: {e}"),
@@ -259,9 +259,17 @@ impl Engine {
     pub fn domain_volumes(&self, sd: Uuid, img: Option<Uuid>) -> Result<Vec<Uuid>> {
         let dom = self.domain(sd)?;
         match img {
-            Some(img) => super::volumes::own_volumes(&dom, img),
+            Some(img) => super::volumes::own_volumes(&*dom, img),
             None => {
-                let mut v: Vec<Uuid> = dom.all_volumes()?.into_iter().map(|(_, v)| v).collect();
+                let mut v = Vec::new();
+                for img in dom.images()? {
+                    match super::volumes::own_volumes(&*dom, img) {
+                        Ok(vols) => v.extend(vols),
+                        // Removed while listing.
+                        Err(Error::ImageNotFound { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
                 v.sort();
                 Ok(v)
             }
@@ -312,7 +320,7 @@ impl Engine {
         };
         if full {
             let m = dom.manifest()?;
-            if self.sanlock_for(m.domain_type).is_some() {
+            if self.sanlock_for(&*dom).is_some() {
                 let geometry = lease_geometry(&m)?;
                 let read = |path: &std::path::Path, size: u64| {
                     direct_dump(path, size, geometry, DUMP_TIMEOUT).map_err(|e| {
@@ -322,11 +330,12 @@ impl Engine {
                         }
                     })
                 };
-                dump.leases = Some(read(&dom.leases_path(), RESERVED_LEASES * m.alignment)?);
-                dump.lockspace = Some(read(&dom.ids_path(), m.alignment)?);
+                let areas = dom.lease_areas();
+                dump.leases = Some(read(&areas.leases, RESERVED_LEASES * m.alignment)?);
+                dump.lockspace = Some(read(&areas.ids, m.alignment)?);
             }
             if m.version >= 4 {
-                dump.xleases = Some(self.dump_xleases(&dom, m.alignment)?);
+                dump.xleases = Some(self.dump_xleases(&*dom, m.alignment)?);
             }
         }
         Ok(dump)
@@ -334,17 +343,17 @@ impl Engine {
 
     fn dump_xleases(
         &self,
-        dom: &FileDomain,
+        dom: &dyn Domain,
         alignment: u64,
     ) -> Result<BTreeMap<String, XleaseDump>> {
         use std::os::unix::fs::FileExt;
-        let path = dom.xleases_path();
+        let path = dom.lease_areas().xleases;
         let mut index = vec![0; xleases::INDEX_SIZE];
         crate::primitives::nofollow::open(&path, crate::primitives::nofollow::Access::READ)
             .and_then(|f| f.read_exact_at(&mut index, alignment))
             .map_err(|e| Error::io_path("cannot read", &path, e))?;
         let records = xleases::used_records(&index).map_err(|reason| Error::DomainMetadata {
-            sd: dom.sd,
+            sd: dom.id(),
             reason: format!("xleases index: {reason}"),
         })?;
         Ok(records
@@ -405,23 +414,24 @@ impl Engine {
 
 /// Writes a shared domain's sanlock lockspace (`dom_md/ids`) and its SDM
 /// lease (slot 1 of `dom_md/leases`), readable by the sanlock daemon.
-fn format_sanlock_leases(dom: &FileDomain, io_timeout: u32) -> Result<()> {
+fn format_sanlock_leases(dom: &dyn Domain, io_timeout: u32) -> Result<()> {
     use crate::primitives::lease::SanlockLease;
     use crate::primitives::sanlock::share_with_daemon;
-    for p in [dom.ids_path(), dom.leases_path()] {
-        share_with_daemon(&p).map_err(|e| Error::io_path("cannot share", &p, e))?;
+    let areas = dom.lease_areas();
+    for p in [&areas.ids, &areas.leases] {
+        share_with_daemon(p).map_err(|e| Error::io_path("cannot share", p, e))?;
     }
     SanlockLease::new(
-        &dom.sd.to_string(),
-        &dom.ids_path(),
-        &dom.leases_path(),
+        &dom.id().to_string(),
+        &areas.ids,
+        &areas.leases,
         lease_geometry(&dom.manifest()?)?,
         io_timeout,
     )
     .format()
     .map_err(|e| {
         Error::io(
-            format!("sanlock leases of domain {}", dom.sd),
+            format!("sanlock leases of domain {}", dom.id()),
             std::io::Error::other(e),
         )
     })

@@ -6,31 +6,28 @@
 //! same in two calls; a platform wanting per-volume control uses
 //! `SDM.copy_data` onto volumes it created itself).
 //!
-//! Each volume file is copied byte for byte (a qcow2 layer keeps its
-//! backing name, bitmaps and compat; holes stay holes; FICLONE or
-//! copy_file_range when the file systems allow) into a staging directory
-//! named like an image being removed, so a crash leaves only garbage that
-//! recovery or GC removes. Renaming the staging directory to the image's
-//! name is the commit point; for MOVE the source image is removed after it
-//! (with `postZero`/`discard`), as redo steps. A template the image is
-//! cloned from must already be on the destination; it is hard-linked in,
-//! as the clone's own domain does.
+//! Each volume's data and lease are copied byte for byte (a qcow2 layer
+//! keeps its backing name, bitmaps and compat; holes stay holes; FICLONE
+//! or copy_file_range when the storage allows) into an import the
+//! destination keeps out of its catalogue, so a crash leaves only garbage
+//! that recovery or GC removes. Committing the import is the commit point;
+//! for MOVE the source image is then retired and purged (with
+//! `postZero`/`discard`), as redo steps. A template the image is cloned
+//! from must already be on the destination; it is linked in, as the
+//! clone's own domain does.
 
-use std::fs::{self, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 
 use super::recovery::{Commit, RecoveryPlan, Step};
 use super::resources::{Mode, Resource, DEFAULT_TIMEOUT};
-use super::volumes::{own_volumes, read_in_image, template_users};
+use super::volumes::{own_volumes, read_in_image};
 use super::{Engine, TaskCtx};
-use crate::backend::file::volume::{LEASE_SUFFIX, META_SUFFIX, VOLUME_MODE};
-use crate::backend::file::{FileDomain, IMAGES, REMOVED_IMAGE_PREFIX};
-use crate::error::{Error, IoContext, Result};
+use crate::backend::{Domain, Part};
+use crate::error::{Error, Result};
 use crate::failpoint;
-use crate::format::volume_md::metadata_bytes;
 use crate::format::volume_md::VolumeMetadata;
-use crate::primitives::{copy, durable};
+use crate::primitives::copy;
+use crate::primitives::nofollow::Access;
 use crate::types::{ImageMoveOperation, Uuid, VolumeLegality, VolumeRole, BLANK_UUID};
 
 #[derive(Debug, Clone)]
@@ -64,7 +61,7 @@ impl Engine {
                 "the destination is the image's own domain",
             ));
         }
-        let plan = self.check_move(&src, &dst, &req)?;
+        let plan = self.check_move(&*src, &*dst, &req)?;
         let engine = self.clone();
         let store = self.task_store(&pool)?;
         self.tasks.spawn("moveImage", Some(&store), move |ctx| {
@@ -83,12 +80,12 @@ impl Engine {
             }
             let _lock = engine.resources.acquire(&locks, DEFAULT_TIMEOUT)?;
             engine.require_spm(req.pool)?;
-            let plan = engine.check_move(&src, &dst, &req)?;
-            move_steps(ctx, &engine, &src, &dst, &req, &plan)
+            let plan = engine.check_move(&*src, &*dst, &req)?;
+            move_steps(ctx, &engine, &*src, &*dst, &req, &plan)
         })
     }
 
-    fn check_move(&self, src: &FileDomain, dst: &FileDomain, req: &MoveImage) -> Result<Plan> {
+    fn check_move(&self, src: &dyn Domain, dst: &dyn Domain, req: &MoveImage) -> Result<Plan> {
         let img = req.img;
         if !src.has_image(img) {
             return Err(Error::ImageNotFound { img, sd: req.sd });
@@ -138,7 +135,7 @@ impl Engine {
                 ));
             }
             for (vol, md) in &volumes {
-                let users = template_users(src, img, *vol);
+                let users = src.template_users(img, *vol);
                 if md.role == VolumeRole::Shared && users > 0 {
                     return Err(Error::TemplateInUse { vol: *vol, users });
                 }
@@ -151,56 +148,38 @@ impl Engine {
 fn move_steps(
     ctx: &TaskCtx,
     engine: &Engine,
-    src: &FileDomain,
-    dst: &FileDomain,
+    src: &dyn Domain,
+    dst: &dyn Domain,
     req: &MoveImage,
     plan: &Plan,
 ) -> Result<()> {
     let img = req.img;
-    let staging_name = format!("{REMOVED_IMAGE_PREFIX}{img}.incoming");
-    let staging_rel = format!("{IMAGES}/{staging_name}");
-    let discard_staging = Step::RemoveTree {
+    let discard_import = Step::DiscardImport {
         sd: req.dst_sd,
-        path: staging_rel,
+        img,
     };
     let mut redo = Vec::new();
     if req.operation == ImageMoveOperation::Move {
-        let src_rel = format!("{IMAGES}/{img}");
-        if req.post_zero || req.discard {
-            redo.push(Step::Scrub {
-                sd: req.sd,
-                path: src_rel.clone(),
-                zero: req.post_zero,
-                discard: req.discard,
-            });
-        }
-        redo.push(Step::RemoveTree {
+        redo.push(Step::RetireImage { sd: req.sd, img });
+        redo.push(Step::PurgeImage {
             sd: req.sd,
-            path: src_rel,
+            img,
+            zero: req.post_zero,
+            discard: req.discard,
         });
     }
     ctx.plan(RecoveryPlan {
-        undo: vec![discard_staging.clone()],
+        undo: vec![discard_import],
         redo: redo.clone(),
-        commit: Some(Commit::Exists {
+        commit: Some(Commit::ImageExists {
             sd: req.dst_sd,
-            path: format!("{IMAGES}/{img}"),
+            img,
         }),
     })?;
     failpoint::hit("image.move.planned")?;
-    // A leftover of an earlier, interrupted attempt.
-    engine.run_step(&discard_staging)?;
-    let images = dst.images_dir();
-    let staging = images.join(&staging_name);
-    durable::create_dir(&staging, 0o755).ctx("cannot create", &staging)?;
-    let failed = |e| dst.io_failure(e, |e| Error::io_path("cannot copy into", &staging, e));
-
-    if let Some((timg, tvol)) = plan.template {
-        for suffix in ["", META_SUFFIX, LEASE_SUFFIX] {
-            let name = format!("{tvol}{suffix}");
-            let from = dst.image_dir(timg).join(&name);
-            fs::hard_link(&from, staging.join(&name)).map_err(failed)?;
-        }
+    dst.begin_import(img)?;
+    if let Some(template) = plan.template {
+        dst.import_template(img, template)?;
     }
     let version = dst.manifest()?.version;
     let total: u64 = plan
@@ -210,42 +189,36 @@ fn move_steps(
         .sum();
     let mut done = 0;
     for (vol, md) in &plan.volumes {
-        for suffix in ["", LEASE_SUFFIX] {
-            let from = src.image_dir(img).join(format!("{vol}{suffix}"));
-            let to = staging.join(format!("{vol}{suffix}"));
-            let s =
-                crate::primitives::nofollow::open(&from, crate::primitives::nofollow::Access::READ)
-                    .map_err(|e| Error::UnsafeStorage(e.to_string()))?;
-            let d = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(VOLUME_MODE)
-                .open(&to)
-                .map_err(failed)?;
+        for part in [Part::Data, Part::Lease] {
+            let s = src.open_part(img, *vol, part, Access::READ)?;
+            let size = s
+                .metadata()
+                .map_err(|e| Error::io(format!("cannot stat volume {vol}"), e))?
+                .len();
+            let d = dst.import_part(img, *vol, part, size)?;
             let before = done;
             copy::copy_raw(&s, &d, |n, _| {
-                if suffix.is_empty() {
+                if part == Part::Data {
                     done = before + n;
                     if let Some(pct) = (done * 100).checked_div(total) {
                         ctx.set_progress(pct.min(99) as u32);
                     }
                 }
             })
-            .map_err(failed)?;
+            .map_err(|e| {
+                crate::error::no_space_or(req.dst_sd, e, |e| {
+                    Error::io(format!("cannot copy volume {vol}"), e)
+                })
+            })?;
             ctx.check_abort()?;
         }
         let mut moved = md.clone();
         moved.domain = req.dst_sd;
-        let bytes = metadata_bytes(*vol, &moved, version)?;
-        let meta = staging.join(format!("{vol}{META_SUFFIX}"));
-        durable::write_atomic(&meta, &bytes, VOLUME_MODE).map_err(failed)?;
+        dst.import_metadata(img, *vol, &moved, version)?;
     }
-    durable::fsync_dir(&staging).map_err(failed)?;
     failpoint::hit("image.move.after_copy")?;
 
-    let target = dst.image_dir(img);
-    fs::rename(&staging, &target).ctx("cannot rename", &staging)?;
-    durable::fsync_dir(&images).ctx("cannot sync", &images)?;
+    dst.commit_import(img)?;
     ctx.commit();
     failpoint::hit("image.move.after_commit")?;
     for step in &redo {

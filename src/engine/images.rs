@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use super::recovery::{Commit, RecoveryPlan, Step};
 use super::resources::Mode;
-use super::volumes::{own_volumes, read_in_image, template_users};
+use super::volumes::{own_volumes, read_in_image};
 use super::Engine;
-use crate::backend::file::{FileDomain, IMAGES, REMOVED_IMAGE_PREFIX};
+use crate::backend::Domain;
 use crate::error::{Error, IoContext, Result};
 use crate::failpoint;
 use crate::format::volume_md::header_disagreement;
@@ -33,8 +33,8 @@ impl Engine {
         own_volumes(&*self.domain(sd)?, img)
     }
 
-    /// `Image.delete`: the image directory is renamed to `_remove_me_<img>`
-    /// (a crash leaves a recognisable leftover), then purged.
+    /// `Image.delete`: the image is retired (out of the catalogue, its
+    /// parts kept: the commit point), then purged.
     pub fn delete_image(self: &Arc<Self>, req: DeleteImage) -> Result<Uuid> {
         let pool = self.require_spm(req.pool)?;
         let dom = self.pool_domain(&pool, req.sd)?;
@@ -44,54 +44,37 @@ impl Engine {
                 sd: req.sd,
             });
         }
-        refuse_templates_in_use(&dom, req.img)?;
+        refuse_templates_in_use(&*dom, req.img)?;
         let engine = self.clone();
         let store = self.task_store(&pool)?;
         self.tasks.spawn("deleteImage", Some(&store), move |ctx| {
             let _lock = engine.lock_image(req.sd, req.img, Mode::Exclusive)?;
             engine.require_spm(req.pool)?;
-            let src = dom.image_dir(req.img);
-            if !src.is_dir() {
+            if !dom.has_image(req.img) {
                 return Err(Error::ImageNotFound {
                     img: req.img,
                     sd: req.sd,
                 });
             }
-            refuse_templates_in_use(&dom, req.img)?;
+            refuse_templates_in_use(&*dom, req.img)?;
             let (sd, img) = (req.sd, req.img);
-            let doomed_name = format!("{REMOVED_IMAGE_PREFIX}{img}");
-            let purge = Step::RemoveTree {
-                sd,
-                path: format!("{IMAGES}/{doomed_name}"),
-            };
             // Zeroing and discarding happen after the commit point: a crash
             // never leaves a half-zeroed image that still looks alive.
-            let scrub = (req.post_zero || req.discard).then(|| Step::Scrub {
+            let purge = Step::PurgeImage {
                 sd,
-                path: format!("{IMAGES}/{doomed_name}"),
+                img,
                 zero: req.post_zero,
                 discard: req.discard,
-            });
+            };
             ctx.plan(RecoveryPlan {
                 undo: Vec::new(),
-                redo: scrub.iter().chain([&purge]).cloned().collect(),
-                commit: Some(Commit::Missing {
-                    sd,
-                    path: format!("{IMAGES}/{img}"),
-                }),
+                redo: vec![purge.clone()],
+                commit: Some(Commit::ImageMissing { sd, img }),
             })?;
             failpoint::hit("image.delete.planned")?;
-            // A leftover of an earlier interrupted delete of the same image.
-            engine.run_step(&purge)?;
-            let images = dom.images_dir();
-            let doomed = images.join(&doomed_name);
-            fs::rename(&src, &doomed).ctx("cannot rename", &src)?;
-            durable::fsync_dir(&images).ctx("cannot sync", &images)?;
+            engine.run_step(&Step::RetireImage { sd, img })?;
             ctx.commit();
             failpoint::hit("image.delete.after_rename")?;
-            if let Some(scrub) = &scrub {
-                engine.run_step(scrub)?;
-            }
             engine.run_step(&purge)?;
             engine.remove_run_link(sd, img)?;
             failpoint::hit("image.delete.done")?;
@@ -114,7 +97,7 @@ impl Engine {
         let dom = self.pool_domain(&pool, sd)?;
         // Shared: a delete of this image waits until the link is in place.
         let _lock = self.lock_image(sd, img, Mode::Shared)?;
-        let chain = chain_of(&dom, img, vol)?;
+        let chain = chain_of(&*dom, img, vol)?;
         if !allow_illegal {
             if let Some((id, _)) = chain
                 .iter()
@@ -123,15 +106,12 @@ impl Engine {
                 return Err(Error::PrepareIllegal(*id));
             }
         }
-        // The VM opens the chain through the link by name: every volume
-        // must be a regular file reached without links.
-        for (id, _) in &chain {
-            dom.data_file(img, *id)?;
-        }
+        // The VM opens the chain through the link by name.
+        let ids: Vec<Uuid> = chain.iter().map(|(id, _)| *id).collect();
+        let target = dom.activate(img, &ids)?;
         let link = self.paths.run_link(sd, img);
         let run_dir = link.parent().expect("a run link has a parent");
         fs::create_dir_all(run_dir).ctx("cannot create", run_dir)?;
-        let target = dom.image_dir(img);
         match fs::read_link(&link) {
             Ok(t) if t == target => {}
             Ok(_) => {
@@ -153,7 +133,8 @@ impl Engine {
         if !dom.has_image(img) && !self.paths.run_link(sd, img).exists() {
             return Err(Error::ImageNotFound { img, sd });
         }
-        self.remove_run_link(sd, img)
+        self.remove_run_link(sd, img)?;
+        dom.deactivate(img)
     }
 
     fn remove_run_link(&self, sd: Uuid, img: Uuid) -> Result<()> {
@@ -165,9 +146,9 @@ impl Engine {
 }
 
 /// An image whose template is linked into other images cannot go.
-fn refuse_templates_in_use(dom: &FileDomain, img: Uuid) -> Result<()> {
+fn refuse_templates_in_use(dom: &dyn Domain, img: Uuid) -> Result<()> {
     for vol in own_volumes(dom, img)? {
-        let users = template_users(dom, img, vol);
+        let users = dom.template_users(img, vol);
         if users > 0
             && dom
                 .read_volume(img, vol)
@@ -181,7 +162,7 @@ fn refuse_templates_in_use(dom: &FileDomain, img: Uuid) -> Result<()> {
 
 /// The chain from `vol` down to its base, top first. Refuses cycles,
 /// missing parents and volumes whose metadata names another image.
-pub fn chain_of(dom: &FileDomain, img: Uuid, vol: Uuid) -> Result<Vec<(Uuid, VolumeMetadata)>> {
+pub fn chain_of(dom: &dyn Domain, img: Uuid, vol: Uuid) -> Result<Vec<(Uuid, VolumeMetadata)>> {
     let count = dom.volumes(img)?.len();
     let mut chain = Vec::new();
     let mut cur = vol;

@@ -15,7 +15,7 @@ use super::resources::Mode;
 use super::volumes::{children_of, read_in_image};
 use super::TaskCtx;
 use super::{Engine, TaskResult, TaskState, TaskStatus};
-use crate::backend::file::FileDomain;
+use crate::backend::Domain;
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::format::domain_md::is_safe_value;
@@ -99,7 +99,7 @@ pub(crate) enum Rollback {
 /// from [`FencedChange::begin`] until [`FencedChange::finish`] writes its
 /// final metadata, which is also the task's commit check.
 pub(crate) struct FencedChange<'a> {
-    dom: &'a FileDomain,
+    dom: &'a dyn Domain,
     img: Uuid,
     vol: Uuid,
     version: u32,
@@ -112,7 +112,7 @@ impl<'a> FencedChange<'a> {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn begin(
         ctx: &TaskCtx,
-        dom: &'a FileDomain,
+        dom: &'a dyn Domain,
         img: Uuid,
         vol: Uuid,
         original: &VolumeMetadata,
@@ -121,7 +121,7 @@ impl<'a> FencedChange<'a> {
         (planned, fenced): (&'static str, &'static str),
     ) -> Result<Self> {
         let version = dom.manifest()?.version;
-        let sd = dom.sd;
+        let sd = dom.id();
         let steps = match rollback {
             Rollback::Restore(undo) => {
                 let mut steps = vec![Step::WriteVolumeMetadata {
@@ -227,30 +227,30 @@ impl Engine {
         spec: VolumeJob<C, P, W>,
     ) -> Result<()>
     where
-        C: Fn(&Engine, &FileDomain, &VolumeMetadata) -> Result<()> + Send + 'static,
+        C: Fn(&Engine, &dyn Domain, &VolumeMetadata) -> Result<()> + Send + 'static,
         P: FnOnce(&VolumeMetadata) -> (VolumeMetadata, Rollback) + Send + 'static,
-        W: FnOnce(&TaskCtx, &FileDomain, &VolumeMetadata) -> Result<()> + Send + 'static,
+        W: FnOnce(&TaskCtx, &dyn Domain, &VolumeMetadata) -> Result<()> + Send + 'static,
     {
         let target = spec.target;
         let dom = self.domain(target.sd)?;
-        let validate = move |engine: &Engine, dom: &FileDomain| -> Result<VolumeMetadata> {
+        let validate = move |engine: &Engine, dom: &dyn Domain| -> Result<VolumeMetadata> {
             let md = read_in_image(dom, target.img, target.vol)?;
             check_generation(&target, &md)?;
             (spec.check)(engine, dom, &md)?;
             Ok(md)
         };
-        validate(self, &dom)?;
+        validate(self, &*dom)?;
         let engine = self.clone();
         let store = self.paths.jobs.clone();
         let [planned, fenced, changed, done] = spec.failpoints;
         self.jobs.spawn_as(job, spec.verb, Some(&store), move |ctx| {
             let _lock = engine.lock_image(target.sd, target.img, Mode::Exclusive)?;
-            let _lease = engine.volume_lease(&dom, target.img, target.vol)?;
-            let original = validate(&engine, &dom)?;
+            let _lease = engine.volume_lease(&*dom, target.img, target.vol)?;
+            let original = validate(&engine, &*dom)?;
             let (final_md, rollback) = (spec.plan)(&original);
             let change = FencedChange::begin(
                 ctx,
-                &dom,
+                &*dom,
                 target.img,
                 target.vol,
                 &original,
@@ -258,7 +258,7 @@ impl Engine {
                 rollback,
                 (planned, fenced),
             )?;
-            (spec.work)(ctx, &dom, &original)?;
+            (spec.work)(ctx, &*dom, &original)?;
             failpoint::hit(changed)?;
             let md = change.finish(ctx, done)?;
             tracing::info!(job = %ctx.id(), verb = spec.verb, sd = %target.sd, img = %target.img,
@@ -289,7 +289,7 @@ impl Engine {
                     "volume.update.after_change",
                     "volume.update.done",
                 ],
-                check: move |_: &Engine, dom: &FileDomain, md: &VolumeMetadata| {
+                check: move |_: &Engine, dom: &dyn Domain, md: &VolumeMetadata| {
                     check_update(dom, &target, md, &check_attrs)
                 },
                 plan: move |original: &VolumeMetadata| {
@@ -306,7 +306,7 @@ impl Engine {
                         .unwrap_or_else(|| next_generation(original.generation));
                     (updated, Rollback::Restore(Vec::new()))
                 },
-                work: |_: &TaskCtx, _: &FileDomain, _: &VolumeMetadata| Ok(()),
+                work: |_: &TaskCtx, _: &dyn Domain, _: &VolumeMetadata| Ok(()),
             },
         )
     }
@@ -377,7 +377,7 @@ pub(crate) fn check_generation(target: &VolumeRef, md: &VolumeMetadata) -> Resul
 }
 
 fn check_update(
-    dom: &FileDomain,
+    dom: &dyn Domain,
     target: &VolumeRef,
     md: &VolumeMetadata,
     attrs: &VolumeAttrs,

@@ -13,9 +13,10 @@ use std::sync::Arc;
 
 use super::pool::{joinable, master_of, PoolState, STATUS_ACTIVE};
 use super::Engine;
-use crate::backend::file::{FileDomain, PoolMetadata};
+use crate::backend::Domain;
 use crate::error::{Error, IoContext, Result};
 use crate::failpoint::hit;
+use crate::format::manifest::PoolMetadata;
 use crate::format::manifest::{K_POOL_UUID, K_ROLE, POOL_KEYS};
 use crate::primitives::durable;
 use crate::primitives::lease::Lease;
@@ -38,6 +39,9 @@ pub struct SwitchMaster {
     pub master_version: i64,
 }
 
+/// The old master, its pool metadata and the new master.
+type Switch = (Arc<dyn Domain>, PoolMetadata, Arc<dyn Domain>);
+
 impl Engine {
     /// `StoragePool.switchMaster`: checks the request, then returns a task
     /// that moves the master role.
@@ -52,11 +56,7 @@ impl Engine {
 
     /// The old master and the new one, if the pool can move from one to the
     /// other at `master_version`.
-    fn check_switch(
-        &self,
-        pool: &PoolState,
-        req: &SwitchMaster,
-    ) -> Result<(Arc<FileDomain>, PoolMetadata, Arc<FileDomain>)> {
+    fn check_switch(&self, pool: &PoolState, req: &SwitchMaster) -> Result<Switch> {
         if pool.master_sd != req.old_master {
             return Err(Error::PoolWrongMaster {
                 pool: req.pool,
@@ -91,7 +91,7 @@ impl Engine {
             Some(_) => {}
         }
         let new = self.domain(req.new_master)?;
-        if !joinable(&new)?.pools.contains(&req.pool) {
+        if !joinable(&*new)?.pools.contains(&req.pool) {
             return Err(not_in_pool);
         }
         Ok((old, pmd, new))
@@ -101,7 +101,7 @@ impl Engine {
         let pool = self.require_spm(req.pool)?;
         let _lock = self.lock_storage(&[req.pool, req.old_master, req.new_master])?;
         let (old, pmd, new) = self.check_switch(&pool, req)?;
-        let new_lease = self.sdm_lease(&new)?;
+        let new_lease = self.sdm_lease(&*new)?;
         // Tasks keep their records on the master: none may run, or start,
         // while the records move.
         pool.set_ready(false);
@@ -118,7 +118,7 @@ impl Engine {
                 pool: req.pool,
                 reason: format!("on the new master {}: {e}", req.new_master),
             })
-            .and_then(|()| self.move_master(&old, &new, &pmd, &pool, req));
+            .and_then(|()| self.move_master(&*old, &*new, &pmd, &pool, req));
         if let Err(e) = moved {
             self.let_go(req.new_master, new_lease.as_ref());
             pool.set_ready(true);
@@ -143,10 +143,10 @@ impl Engine {
         );
         // The records now live on the new master: tasks are found there
         // before new ones may start.
-        self.tasks.forget_store(&old.master_dir().join("tasks"));
-        self.tasks.recover(&new.master_dir().join("tasks"));
+        self.tasks.forget_store(&old.master_dir()?.join("tasks"));
+        self.tasks.recover(&new.master_dir()?.join("tasks"));
         state.set_ready(true);
-        after_commit(self.demote_master(&old, req.pool));
+        after_commit(self.demote_master(&*old, req.pool));
         self.let_go(req.old_master, pool.lease());
         tracing::info!(pool = %req.pool, from = %req.old_master, to = %req.new_master, version = req.master_version, "master domain switched");
         Ok(())
@@ -156,29 +156,30 @@ impl Engine {
     /// metadata: the commit point.
     fn move_master(
         &self,
-        old: &FileDomain,
-        new: &FileDomain,
+        old: &dyn Domain,
+        new: &dyn Domain,
         pmd: &PoolMetadata,
         pool: &PoolState,
         req: &SwitchMaster,
     ) -> Result<()> {
         hit("pool.switch_master.after_lease")?;
         new.ensure_master_dirs()?;
-        let tasks = new.master_dir().join("tasks");
-        let staged = new.master_dir().join("tasks.switching");
+        let (old_dir, new_dir) = (old.master_dir()?, new.master_dir()?);
+        let tasks = new_dir.join("tasks");
+        let staged = new_dir.join("tasks.switching");
         let copied = (|| {
             if staged.exists() {
                 std::fs::remove_dir_all(&staged)?;
             }
-            durable::copy_tree(&old.master_dir().join("tasks"), &staged)?;
+            durable::copy_tree(&old_dir.join("tasks"), &staged)?;
             // Whatever the new master held is cruft from an earlier role.
             std::fs::remove_dir_all(&tasks)?;
             std::fs::rename(&staged, &tasks)?;
-            durable::fsync_dir(&new.master_dir())
+            durable::fsync_dir(&new_dir)
         })();
         copied.ctx("cannot copy the task records to", &tasks)?;
         hit("pool.switch_master.after_copy")?;
-        new.update_metadata(|md| {
+        new.update(|md| {
             md.set(K_POOL_UUID, req.pool.to_string());
             md.set(K_ROLE, DomainRole::Master.name());
             PoolMetadata {
@@ -193,21 +194,21 @@ impl Engine {
 
     /// Makes a former master a regular member: its role, its pool metadata
     /// and its task records go.
-    fn demote_master(&self, dom: &FileDomain, pool: Uuid) -> Result<()> {
-        dom.update_metadata(|md| {
+    fn demote_master(&self, dom: &dyn Domain, pool: Uuid) -> Result<()> {
+        dom.update(|md| {
             md.set(K_ROLE, DomainRole::Regular.name());
             for key in POOL_KEYS {
                 md.remove(key);
             }
             Ok(())
         })?;
-        let tasks = dom.master_dir().join("tasks");
+        let tasks = dom.master_dir()?.join("tasks");
         if let Ok(entries) = std::fs::read_dir(&tasks) {
             for entry in entries.flatten() {
                 std::fs::remove_dir_all(entry.path()).ctx("cannot remove", &entry.path())?;
             }
         }
-        tracing::info!(sd = %dom.sd, pool = %pool, "former master domain demoted");
+        tracing::info!(sd = %dom.id(), pool = %pool, "former master domain demoted");
         Ok(())
     }
 
@@ -226,7 +227,7 @@ impl Engine {
     fn newer_master(&self, pool: Uuid, master_sd: Uuid, pmd: &PoolMetadata) -> Option<(Uuid, i64)> {
         self.other_masters(pool, master_sd, pmd)
             .into_iter()
-            .map(|(dom, v)| (dom.sd, v))
+            .map(|(dom, v)| (dom.id(), v))
             .find(|(_, v)| *v > pmd.master_version)
     }
 
@@ -259,7 +260,7 @@ impl Engine {
     ) -> Result<()> {
         for (dom, version) in self.other_masters(pool, master_sd, pmd) {
             if version < pmd.master_version {
-                self.demote_master(&dom, pool)?;
+                self.demote_master(&*dom, pool)?;
             }
         }
         Ok(())
@@ -272,7 +273,7 @@ impl Engine {
         pool: Uuid,
         master_sd: Uuid,
         pmd: &PoolMetadata,
-    ) -> Vec<(Arc<FileDomain>, i64)> {
+    ) -> Vec<(Arc<dyn Domain>, i64)> {
         pmd.domains
             .iter()
             .filter(|(sd, _)| *sd != master_sd)
@@ -303,7 +304,7 @@ impl Engine {
         }
         let (master, pmd) = self.current_master(pool.id, master_sd, master_version)?;
         self.link_pool(pool.id, master_sd, &pmd)?;
-        let lease = self.sdm_lease(&master)?;
+        let lease = self.sdm_lease(&*master)?;
         let state = PoolState::new(pool.id, pool.host_id, master_sd, master_version, lease);
         let installed = self.install_pool(Arc::new(state), false);
         self.let_go(pool.master_sd, pool.lease());

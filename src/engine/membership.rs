@@ -22,7 +22,7 @@ impl Engine {
         let pool = self.require_spm(pool_id)?;
         let _lock = self.lock_storage(&[pool_id, sd])?;
         let dom = self.domain(sd)?;
-        let m = super::pool::joinable(&dom)?;
+        let m = super::pool::joinable(&*dom)?;
         if let Some(&other) = m.pools.first().filter(|p| **p != pool_id) {
             return Err(Error::DomainAttached { sd, pool: other });
         }
@@ -30,12 +30,12 @@ impl Engine {
         if pmd.domains.iter().any(|(d, _)| *d == sd) {
             return Ok(());
         }
-        dom.update_metadata(|md| {
+        dom.update(|md| {
             md.set(K_POOL_UUID, pool_id.to_string());
             md.set(K_ROLE, DomainRole::Regular.name());
             Ok(())
         })?;
-        self.set_member(&master, sd, Some(STATUS_ATTACHED))?;
+        self.set_member(&*master, sd, Some(STATUS_ATTACHED))?;
         self.relink(&pool)?;
         tracing::info!(sd = %sd, pool = %pool_id, "storage domain attached");
         Ok(())
@@ -83,9 +83,9 @@ impl Engine {
             }
             Some(_) => {}
         }
-        self.set_member(&master, sd, None)?;
+        self.set_member(&*master, sd, None)?;
         if let Ok(dom) = self.domain(sd) {
-            dom.update_metadata(|md| {
+            dom.update(|md| {
                 md.set(K_POOL_UUID, String::new());
                 Ok(())
             })?;
@@ -128,7 +128,7 @@ impl Engine {
         if status == STATUS_ACTIVE {
             self.domain(sd)?.manifest()?;
         }
-        self.set_member(&master, sd, Some(status))?;
+        self.set_member(&*master, sd, Some(status))?;
         tracing::info!(sd = %sd, pool = %pool_id, status, "storage domain status changed");
         Ok(())
     }
@@ -137,12 +137,12 @@ impl Engine {
     /// `POOL_DOMAINS`.
     fn set_member(
         &self,
-        master: &crate::backend::file::FileDomain,
+        master: &dyn crate::backend::Domain,
         sd: Uuid,
         status: Option<&str>,
     ) -> Result<()> {
-        master.update_metadata(|md| {
-            let m = crate::format::manifest::DomainManifest::from_metadata(master.sd, md)?;
+        master.update(|md| {
+            let m = crate::format::manifest::DomainManifest::from_metadata(master.id(), md)?;
             let mut p = m.pool.ok_or(Error::PoolMasterNotFound(Uuid::nil()))?;
             p.domains.retain(|(d, _)| *d != sd);
             if let Some(st) = status {
@@ -222,7 +222,7 @@ impl Engine {
                 ),
             });
         }
-        let lease = self.sdm_lease(&master)?;
+        let lease = self.sdm_lease(&*master)?;
         lease
             .acquire(req.host_id)
             .map_err(|e| Error::AcquireLease {
@@ -238,7 +238,7 @@ impl Engine {
                         pool: *other,
                     });
                 }
-                dom.update_metadata(|md| {
+                dom.update(|md| {
                     md.set(K_POOL_UUID, req.pool.to_string());
                     md.set(K_ROLE, DomainRole::Regular.name());
                     Ok(())
@@ -246,7 +246,7 @@ impl Engine {
             }
             master.ensure_master_dirs()?;
             super::pool::write_master(
-                &master,
+                &*master,
                 req.pool,
                 members.clone(),
                 &req.name,

@@ -23,14 +23,13 @@ use super::recovery::{Commit, RecoveryPlan, Step};
 use super::resources::Mode;
 use super::volume_jobs::qcow2_info;
 use super::volume_ops::set_virtual_size;
-use super::volumes::{children_of, read_in_image, rel};
+use super::volumes::{children_of, read_in_image};
 use super::{Engine, TaskCtx};
-use crate::backend::file::volume::{LEASE_SUFFIX, META_SUFFIX};
-use crate::backend::file::FileDomain;
+use crate::backend::{Domain, Part};
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::format::volume_md::VolumeMetadata;
-use crate::primitives::{durable, qemu_img};
+use crate::primitives::qemu_img;
 use crate::types::{Uuid, VolumeFormat, VolumeLegality, VolumeRole};
 
 /// `SubchainInfo`: the base and the top merged into it.
@@ -84,18 +83,18 @@ impl Engine {
         pool: Uuid,
         sc: Subchain,
         (verb, stage): (&'static str, Stage),
-        steps: impl FnOnce(&TaskCtx, &Engine, &FileDomain, Checked) -> Result<()> + Send + 'static,
+        steps: impl FnOnce(&TaskCtx, &Engine, &dyn Domain, Checked) -> Result<()> + Send + 'static,
     ) -> Result<Uuid> {
         let pool_state = self.require_spm(pool)?;
         let dom = self.pool_domain(&pool_state, sc.sd)?;
-        self.check_subchain(&dom, &sc, stage)?;
+        self.check_subchain(&*dom, &sc, stage)?;
         let engine = self.clone();
         let store = self.task_store(&pool_state)?;
         self.tasks.spawn(verb, Some(&store), move |ctx| {
             let _lock = engine.lock_image(sc.sd, sc.img, Mode::Exclusive)?;
             engine.require_spm(pool)?;
-            let checked = engine.check_subchain(&dom, &sc, stage)?;
-            steps(ctx, &engine, &dom, checked)
+            let checked = engine.check_subchain(&*dom, &sc, stage)?;
+            steps(ctx, &engine, &*dom, checked)
         })
     }
 
@@ -103,7 +102,7 @@ impl Engine {
     /// `job`; `merge_bitmaps` carries the top's bitmaps into the base.
     pub fn merge(self: &Arc<Self>, job: Uuid, sc: Subchain, merge_bitmaps: bool) -> Result<()> {
         let dom = self.domain(sc.sd)?;
-        let checked = self.check_subchain(&dom, &sc, Stage::Merge)?;
+        let checked = self.check_subchain(&*dom, &sc, Stage::Merge)?;
         if merge_bitmaps && checked.base.format != VolumeFormat::Cow {
             return Err(Error::invalid(
                 "merge_bitmaps",
@@ -115,15 +114,15 @@ impl Engine {
         self.jobs.spawn_as(job, "merge", Some(&store), move |ctx| {
             let _lock = engine.lock_image(sc.sd, sc.img, Mode::Exclusive)?;
             // Only the base changes (as VDSM takes only its lease).
-            let _lease = engine.volume_lease(&dom, sc.img, sc.base)?;
-            let Checked { base, .. } = engine.check_subchain(&dom, &sc, Stage::Merge)?;
+            let _lease = engine.volume_lease(&*dom, sc.img, sc.base)?;
+            let Checked { base, .. } = engine.check_subchain(&*dom, &sc, Stage::Merge)?;
             let mut merged = base.clone();
             merged.generation = next_generation(base.generation);
             // The base stays ILLEGAL until finalizeMerge; its old contents
             // are being overwritten, so there is nothing to restore.
             let change = FencedChange::begin(
                 ctx,
-                &dom,
+                &*dom,
                 sc.img,
                 sc.base,
                 &base,
@@ -132,8 +131,8 @@ impl Engine {
                 ("merge.planned", "merge.after_illegal"),
             )?;
             let (top_path, base_path) = (
-                dom.data_file(sc.img, sc.top)?,
-                dom.data_file(sc.img, sc.base)?,
+                dom.data_path(sc.img, sc.top)?,
+                dom.data_path(sc.img, sc.base)?,
             );
             qemu_img::commit(&top_path, &base_path, |p| ctx.set_progress(p as u32)).map_err(
                 |e| {
@@ -149,7 +148,7 @@ impl Engine {
             )?;
             failpoint::hit("merge.after_commit")?;
             if merge_bitmaps {
-                merge_bitmaps_into_base(&dom, &sc)?;
+                merge_bitmaps_into_base(&*dom, &sc)?;
             }
             change.finish(ctx, "merge.done")?;
             tracing::info!(sd = %sc.sd, img = %sc.img, base = %sc.base, top = %sc.top, "top committed into base");
@@ -161,7 +160,7 @@ impl Engine {
     /// Validates a subchain for `stage`: the top's parent is the base,
     /// neither is a template, the image is closed, and the base is in the
     /// state the stage expects.
-    fn check_subchain(&self, dom: &FileDomain, sc: &Subchain, stage: Stage) -> Result<Checked> {
+    fn check_subchain(&self, dom: &dyn Domain, sc: &Subchain, stage: Stage) -> Result<Checked> {
         let base = read_in_image(dom, sc.img, sc.base)?;
         let top = read_in_image(dom, sc.img, sc.top)?;
         if top.parent != sc.base {
@@ -231,7 +230,7 @@ impl Engine {
 }
 
 /// Marks the base ILLEGAL and grows it to the top's virtual size.
-fn prepare_steps(ctx: &TaskCtx, dom: &FileDomain, sc: &Subchain, checked: Checked) -> Result<()> {
+fn prepare_steps(ctx: &TaskCtx, dom: &dyn Domain, sc: &Subchain, checked: Checked) -> Result<()> {
     let Checked { base, top, .. } = checked;
     let mut prepared = base.clone();
     prepared.legality = VolumeLegality::Illegal;
@@ -264,7 +263,7 @@ fn prepare_steps(ctx: &TaskCtx, dom: &FileDomain, sc: &Subchain, checked: Checke
 
 /// Adds each bitmap of the top to the base (if missing there) and merges
 /// the top's bits into it.
-fn merge_bitmaps_into_base(dom: &FileDomain, sc: &Subchain) -> Result<()> {
+fn merge_bitmaps_into_base(dom: &dyn Domain, sc: &Subchain) -> Result<()> {
     let (top_ref, base_ref) = (
         VolumeRef {
             sd: sc.sd,
@@ -280,8 +279,8 @@ fn merge_bitmaps_into_base(dom: &FileDomain, sc: &Subchain) -> Result<()> {
         },
     );
     let have = qcow2_info(dom, &base_ref)?.bitmap_names();
-    let top_path = dom.data_file(sc.img, sc.top)?;
-    let base_path = dom.data_file(sc.img, sc.base)?;
+    let top_path = dom.data_path(sc.img, sc.top)?;
+    let base_path = dom.data_path(sc.img, sc.base)?;
     let failed = |e: qemu_img::QemuImgError| Error::VolumeMetadataWrite {
         vol: sc.base,
         reason: e.to_string(),
@@ -302,7 +301,7 @@ fn merge_bitmaps_into_base(dom: &FileDomain, sc: &Subchain) -> Result<()> {
 fn finalize_steps(
     ctx: &TaskCtx,
     engine: &Engine,
-    dom: &FileDomain,
+    dom: &dyn Domain,
     sc: &Subchain,
     checked: Checked,
 ) -> Result<()> {
@@ -329,29 +328,29 @@ fn finalize_steps(
         undo.push(metadata(*id, md)?);
     }
     undo.push(metadata(sc.base, &base)?);
-    let redo = vec![
-        Step::RemoveFile {
+    let redo: Vec<Step> = [Part::Data, Part::Lease]
+        .into_iter()
+        .map(|part| Step::RemovePart {
             sd,
-            path: rel(img, sc.top),
-        },
-        Step::RemoveFile {
-            sd,
-            path: rel(img, format_args!("{}{LEASE_SUFFIX}", sc.top)),
-        },
-    ];
+            img,
+            vol: sc.top,
+            part,
+        })
+        .collect();
     ctx.plan(RecoveryPlan {
         undo,
         redo: redo.clone(),
-        commit: Some(Commit::Missing {
+        commit: Some(Commit::VolumeMissing {
             sd,
-            path: rel(img, format_args!("{}{META_SUFFIX}", sc.top)),
+            img,
+            vol: sc.top,
         }),
     })?;
     failpoint::hit("merge.finalize.planned")?;
     ctx.check_abort()?;
 
     if let Some((id, md)) = &child {
-        let path = dom.data_file(img, *id)?;
+        let path = dom.data_path(img, *id)?;
         qemu_img::rebase_unsafe(&path, &sc.base.to_string(), base.format.qemu_name()).map_err(
             |e| Error::VolumeMetadataWrite {
                 vol: *id,
@@ -373,9 +372,7 @@ fn finalize_steps(
     dom.write_volume(img, sc.base, &finished, version)?;
     failpoint::hit("merge.finalize.after_metadata")?;
 
-    let img_dir = dom.image_dir(img);
-    dom.remove_volume_file(img, sc.top, META_SUFFIX)?;
-    durable::fsync_dir(&img_dir).map_err(|e| Error::io_path("cannot sync", &img_dir, e))?;
+    dom.remove_part(img, sc.top, Part::Metadata)?;
     ctx.commit();
     failpoint::hit("merge.finalize.after_top_metadata")?;
     for step in &redo {

@@ -35,10 +35,10 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::file::FileDomain;
+use crate::backend::{self, Domain};
 use crate::error::{Error, IoContext, Result};
 use crate::primitives::durable;
-use crate::types::{parse_uuid, Uuid};
+use crate::types::Uuid;
 
 pub use connections::{ConnectionParams, ConnectionStatus};
 pub use pool::PoolState;
@@ -133,7 +133,7 @@ pub struct Engine {
     pub resources: resources::ResourceManager,
     host_state: Mutex<HostState>,
     pool: Mutex<Option<Arc<PoolState>>>,
-    domain_cache: Mutex<HashMap<Uuid, Arc<FileDomain>>>,
+    domain_cache: Mutex<HashMap<Uuid, Arc<dyn Domain>>>,
     nbd: nbd::NbdServers,
     tickets: tickets::Tickets,
     monitors: monitor::Monitors,
@@ -254,7 +254,7 @@ impl Engine {
         self.host_state.lock().expect("host state").connections = state.connections.clone();
         if let Ok(mounts) = self.mount_dirs() {
             for mount in mounts {
-                crate::backend::file::collect_mount_garbage(&mount, DOMAIN_LEFTOVER_AGE);
+                backend::collect_mount_garbage(&mount, DOMAIN_LEFTOVER_AGE);
             }
         }
         // Host jobs need only the storage connections.
@@ -289,46 +289,24 @@ impl Engine {
 
     /// Finds a domain on the connected storage. Cached; a cached domain whose
     /// metadata vanished (formatted, disconnected) is looked up again.
-    pub fn domain(&self, sd: Uuid) -> Result<Arc<FileDomain>> {
+    pub fn domain(&self, sd: Uuid) -> Result<Arc<dyn Domain>> {
         if let Some(d) = self.domain_cache.lock().expect("domain cache").get(&sd) {
-            if d.metadata_path().exists() {
+            if d.is_present() {
                 return Ok(d.clone());
             }
         }
         self.domain_cache.lock().expect("domain cache").remove(&sd);
-        let name = sd.to_string();
-        for mount in self.mount_dirs()? {
-            let root = mount.join(&name);
-            if root.join("dom_md").join("metadata").is_file() {
-                let dom = Arc::new(FileDomain::open(root)?);
-                self.domain_cache
-                    .lock()
-                    .expect("domain cache")
-                    .insert(sd, dom.clone());
-                return Ok(dom);
-            }
-        }
-        Err(Error::DomainNotFound(sd))
+        let dom = backend::find(&self.mount_dirs()?, sd)?.ok_or(Error::DomainNotFound(sd))?;
+        self.domain_cache
+            .lock()
+            .expect("domain cache")
+            .insert(sd, dom.clone());
+        Ok(dom)
     }
 
     /// Every domain visible on the connected storage.
     pub fn visible_domains(&self) -> Result<Vec<Uuid>> {
-        let mut out = Vec::new();
-        for mount in self.mount_dirs()? {
-            let Ok(entries) = fs::read_dir(&mount) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                if let Some(sd) = entry.file_name().to_str().and_then(parse_uuid) {
-                    if entry.path().join("dom_md").join("metadata").is_file() {
-                        out.push(sd);
-                    }
-                }
-            }
-        }
-        out.sort();
-        out.dedup();
-        Ok(out)
+        Ok(backend::visible(&self.mount_dirs()?))
     }
 
     fn mount_dirs(&self) -> Result<Vec<PathBuf>> {
@@ -341,10 +319,11 @@ impl Engine {
         Ok(out)
     }
 
-    /// The sanlock io_timeout if domains of `kind` take sanlock leases:
-    /// shared file domains, unless configured for flock.
-    pub(crate) fn sanlock_for(&self, kind: crate::types::DomainType) -> Option<u32> {
-        (kind != crate::types::DomainType::LocalFs)
+    /// The sanlock io_timeout if the domain takes sanlock leases: shared
+    /// domains, unless configured for flock.
+    pub(crate) fn sanlock_for(&self, dom: &dyn Domain) -> Option<u32> {
+        dom.caps()
+            .shared
             .then_some(self.sanlock_io_timeout)
             .flatten()
     }
@@ -352,19 +331,20 @@ impl Engine {
     /// The SDM lease of a pool whose master is `master`.
     pub(crate) fn sdm_lease(
         &self,
-        master: &FileDomain,
+        master: &dyn Domain,
     ) -> Result<Box<dyn crate::primitives::lease::Lease>> {
         use crate::primitives::lease::{FlockLease, SanlockLease};
         let m = master.manifest()?;
-        Ok(match self.sanlock_for(m.domain_type) {
+        let areas = master.lease_areas();
+        Ok(match self.sanlock_for(master) {
             Some(io_timeout) => Box::new(SanlockLease::new(
-                &master.sd.to_string(),
-                &master.ids_path(),
-                &master.leases_path(),
+                &master.id().to_string(),
+                &areas.ids,
+                &areas.leases,
                 domains::lease_geometry(&m)?,
                 io_timeout,
             )),
-            None => Box::new(FlockLease::new(&master.leases_path())),
+            None => Box::new(FlockLease::new(&areas.leases)),
         })
     }
 

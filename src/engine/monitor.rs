@@ -125,7 +125,7 @@ impl Engine {
         let paths_mnt = self.paths.mnt.clone();
         // Found now, while the storage answers; afterwards only the child
         // reader touches it (a stat on a dead mount would block a thread).
-        let known = self.domain(sd).ok().map(|d| d.metadata_path());
+        let known = self.domain(sd).ok().map(|d| d.monitor_target());
         std::thread::Builder::new()
             .name(format!("monitor-{sd}"))
             .spawn(move || monitor_loop(sd, (&paths_mnt, known), timing, &shared, &stopped))
@@ -173,12 +173,12 @@ impl Engine {
     fn join_lockspace(&self, sd: Uuid, host_id: u64) -> Option<sanlock::Lockspace> {
         let dom = self.domain(sd).ok()?;
         let m = dom.manifest().ok()?;
-        let io_timeout = self.sanlock_for(m.domain_type)?;
+        let io_timeout = self.sanlock_for(&*dom)?;
         let ls = sanlock::Lockspace {
             name: sd.to_string(),
             host_id,
             disk: sanlock::Disk {
-                path: dom.ids_path(),
+                path: dom.lease_areas().ids,
                 offset: 0,
             },
             geometry: super::domains::lease_geometry(&m).ok()?,
@@ -237,7 +237,7 @@ fn monitor_loop(
     loop {
         let started = Instant::now();
         if known.is_none() {
-            known = metadata_path(mnt, sd).ok();
+            known = crate::backend::monitor_target(mnt, sd);
         }
         let outcome = match &known {
             Some(p) => read_direct(sd, p, timing.timeout),
@@ -271,22 +271,6 @@ fn monitor_loop(
             _ => return,
         }
     }
-}
-
-/// The domain's metadata file under any storage connection.
-fn metadata_path(mnt: &Path, sd: Uuid) -> Result<PathBuf> {
-    let entries = std::fs::read_dir(mnt).map_err(|e| Error::io_path("cannot list", mnt, e))?;
-    for entry in entries.flatten() {
-        let p = entry
-            .path()
-            .join(sd.to_string())
-            .join("dom_md")
-            .join("metadata");
-        if p.is_file() {
-            return Ok(p);
-        }
-    }
-    Err(Error::DomainNotFound(sd))
 }
 
 /// Reads the first block of `path` with O_DIRECT in a child process,

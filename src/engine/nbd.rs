@@ -151,7 +151,7 @@ impl Engine {
             .resources
             .acquire(&[(Resource::image(cfg.sd, cfg.img), mode)], LOCK_TIMEOUT)?;
         // Validates the whole chain (parents, headers, cycles) from metadata.
-        let chain = chain_of(&dom, cfg.img, cfg.vol)?;
+        let chain = chain_of(&*dom, cfg.img, cfg.vol)?;
         let md = &chain[0].1;
         // What may not be prepared for a VM is not exported either: an
         // interrupted copy or an unchecked upload.
@@ -168,7 +168,7 @@ impl Engine {
                     format!("volume {} is a template; export it read-only", cfg.vol),
                 ));
             }
-            if !children_of(&dom, cfg.img, cfg.vol)?.is_empty() {
+            if !children_of(&*dom, cfg.img, cfg.vol)?.is_empty() {
                 return Err(Error::VolumeBusy {
                     vol: cfg.vol,
                     reason: "other volumes are built on it; export it read-only".into(),
@@ -182,7 +182,7 @@ impl Engine {
             ));
         }
         let depth = if cfg.backing_chain { chain.len() } else { 1 };
-        let spec = chain_spec(&dom, cfg.img, &chain[..depth])?;
+        let spec = chain_spec(&*dom, cfg.img, &chain[..depth])?;
 
         let dir = self.paths.run.parent().expect("run dir").join("nbd");
         std::fs::create_dir_all(&dir).map_err(|e| Error::io_path("cannot create", &dir, e))?;

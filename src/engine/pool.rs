@@ -11,9 +11,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::Engine;
-use crate::backend::file::{FileDomain, PoolMetadata};
+use crate::backend::Domain;
 use crate::error::{Error, IoContext, Result};
 use crate::format::domain_md::is_safe_value;
+use crate::format::manifest::PoolMetadata;
 use crate::format::manifest::{K_POOL_UUID, K_ROLE, MAX_DESCRIPTION};
 use crate::primitives::lease::{Lease, LeaseError};
 use crate::types::{DomainClass, DomainRole, DomainType, Uuid};
@@ -170,10 +171,10 @@ impl Engine {
                 return Ok(());
             }
         }
-        let mut doms: Vec<(Arc<FileDomain>, Uuid)> = Vec::new();
+        let mut doms: Vec<(Arc<dyn Domain>, Uuid)> = Vec::new();
         for &sd in &members {
             let dom = self.domain(sd)?;
-            let m = joinable(&dom)?;
+            let m = joinable(&*dom)?;
             // Attached to this very pool by an interrupted create: go on.
             let retry = m.pools == [req.id] && m.role == DomainRole::Regular;
             if let Some(&other) = m.pools.first().filter(|_| !retry) {
@@ -184,7 +185,7 @@ impl Engine {
         // Regular members first: a crash before the master is written leaves
         // no pool, only attached domains that a retry re-attaches.
         for (dom, sd) in doms.iter().filter(|(_, sd)| *sd != req.master_sd) {
-            dom.update_metadata(|md| {
+            dom.update(|md| {
                 md.set(K_POOL_UUID, req.id.to_string());
                 Ok(())
             })
@@ -206,7 +207,7 @@ impl Engine {
                 (sd, status.to_string())
             })
             .collect();
-        write_master(&master, req.id, domains, &req.name, req.master_version)?;
+        write_master(&*master, req.id, domains, &req.name, req.master_version)?;
         crate::failpoint::hit("pool.create.done")?;
         tracing::info!(pool = %req.id, master = %req.master_sd, "storage pool created");
         Ok(())
@@ -258,7 +259,7 @@ impl Engine {
         }
         let (master, pool_md) = self.current_master(id, master_sd, master_version)?;
         self.link_pool(id, master_sd, &pool_md)?;
-        let lease = self.sdm_lease(&master)?;
+        let lease = self.sdm_lease(&*master)?;
         self.install_pool(
             Arc::new(PoolState::new(
                 id,
@@ -280,7 +281,7 @@ impl Engine {
         id: Uuid,
         master_sd: Uuid,
         master_version: i64,
-    ) -> Result<(Arc<FileDomain>, PoolMetadata)> {
+    ) -> Result<(Arc<dyn Domain>, PoolMetadata)> {
         let master = match self.domain(master_sd) {
             Ok(d) => d,
             Err(Error::DomainNotFound(_)) => return Err(Error::PoolMasterNotFound(id)),
@@ -319,10 +320,10 @@ impl Engine {
         for (sd, _) in &md.domains {
             if let Ok(dom) = self.domain(*sd) {
                 let link = dir.join(sd.to_string());
-                std::os::unix::fs::symlink(dom.root(), &link).ctx("cannot link", &link)?;
+                std::os::unix::fs::symlink(dom.host_dir(), &link).ctx("cannot link", &link)?;
                 if *sd == master_sd {
                     let m = dir.join("mastersd");
-                    std::os::unix::fs::symlink(dom.root(), &m).ctx("cannot link", &m)?;
+                    std::os::unix::fs::symlink(dom.host_dir(), &m).ctx("cannot link", &m)?;
                 }
             }
         }
@@ -359,7 +360,7 @@ impl Engine {
         &self,
         pool: &PoolState,
     ) -> Result<(
-        Arc<FileDomain>,
+        Arc<dyn Domain>,
         PoolMetadata,
         crate::format::manifest::DomainManifest,
     )> {
@@ -453,7 +454,7 @@ impl Engine {
         })?;
         let result = (|| -> Result<()> {
             let master = self.domain(pool.master_sd)?;
-            let lver = master.update_metadata(|md| {
+            let lver = master.update(|md| {
                 let m = crate::format::manifest::DomainManifest::from_metadata(pool.master_sd, md)?;
                 let mut p = m.pool.ok_or(Error::PoolMasterNotFound(id))?;
                 p.lver = p.lver.max(0) + 1;
@@ -465,7 +466,7 @@ impl Engine {
             if let Some(pmd) = master.manifest()?.pool {
                 self.demote_stale_masters(id, pool.master_sd, &pmd)?;
             }
-            let tasks_dir = master.master_dir().join("tasks");
+            let tasks_dir = master.master_dir()?.join("tasks");
             let start = std::time::Instant::now();
             let report = self.tasks.recover(&tasks_dir);
             let recovery_ms = start.elapsed().as_secs_f64() * 1000.0;
@@ -478,7 +479,7 @@ impl Engine {
             {
                 match self.domain(sd) {
                     Ok(dom) => {
-                        self.collect_garbage(&dom)?;
+                        self.collect_garbage(&*dom)?;
                     }
                     Err(e) => {
                         tracing::warn!(sd = %sd, error = %e, "cannot collect garbage on an unreachable domain")
@@ -515,7 +516,7 @@ impl Engine {
             return Err(Error::TaskInProgress { pool: id, task });
         }
         let master = self.domain(pool.master_sd)?;
-        master.update_metadata(|md| {
+        master.update(|md| {
             let m = crate::format::manifest::DomainManifest::from_metadata(pool.master_sd, md)?;
             let mut p = m.pool.ok_or(Error::PoolMasterNotFound(id))?;
             p.spm_id = SPM_ID_FREE;
@@ -524,7 +525,7 @@ impl Engine {
         })?;
         pool.set_ready(false);
         pool.lease.release();
-        self.tasks.forget_store(&master.master_dir().join("tasks"));
+        self.tasks.forget_store(&master.master_dir()?.join("tasks"));
         self.save_host_state(|st| {
             if let Some(p) = st.pool.as_mut() {
                 p.spm = false;
@@ -556,11 +557,11 @@ impl Engine {
 
     /// Where pool tasks are persisted: the master domain's `master/tasks`.
     pub fn task_store(&self, pool: &PoolState) -> Result<std::path::PathBuf> {
-        Ok(self.domain(pool.master_sd)?.master_dir().join("tasks"))
+        Ok(self.domain(pool.master_sd)?.master_dir()?.join("tasks"))
     }
 
     /// A domain that belongs to the connected pool `pool`.
-    pub fn pool_domain(&self, pool: &PoolState, sd: Uuid) -> Result<Arc<FileDomain>> {
+    pub fn pool_domain(&self, pool: &PoolState, sd: Uuid) -> Result<Arc<dyn Domain>> {
         let dom = self.domain(sd)?;
         if !dom.manifest()?.pools.contains(&pool.id) {
             return Err(Error::DomainNotInPool { sd, pool: pool.id });
@@ -616,7 +617,7 @@ impl Engine {
 /// Makes `master` the master of pool `id`: its role and a fresh pool
 /// metadata block (no SPM yet) listing `domains`.
 pub(crate) fn write_master(
-    master: &FileDomain,
+    master: &dyn Domain,
     id: Uuid,
     domains: Vec<(Uuid, String)>,
     description: &str,
@@ -629,7 +630,7 @@ pub(crate) fn write_master(
         lver: LVER_INVALID,
         master_version,
     };
-    master.update_metadata(|md| {
+    master.update(|md| {
         md.set(K_POOL_UUID, id.to_string());
         md.set(K_ROLE, DomainRole::Master.name());
         pool_md.write(md);
@@ -648,11 +649,11 @@ pub(crate) fn master_of(
 }
 
 /// The manifest of a domain that may join a pool (a Data domain).
-pub(crate) fn joinable(dom: &FileDomain) -> Result<crate::format::manifest::DomainManifest> {
+pub(crate) fn joinable(dom: &dyn Domain) -> Result<crate::format::manifest::DomainManifest> {
     let m = dom.manifest()?;
     if m.class != DomainClass::Data {
         return Err(Error::DomainClass {
-            sd: dom.sd,
+            sd: dom.id(),
             reason: "only Data domains can join a pool",
         });
     }

@@ -790,9 +790,9 @@ mod tests {
     }
 
     fn step(n: usize) -> Step {
-        Step::RemoveFile {
+        Step::RemoveImageIfEmpty {
             sd: Uuid::nil(),
-            path: format!("f{n}"),
+            img: Uuid::from_u128(n as u128),
         }
     }
 
@@ -800,9 +800,9 @@ mod tests {
         RecoveryPlan {
             undo,
             redo,
-            commit: Some(Commit::Exists {
+            commit: Some(Commit::ImageExists {
                 sd: Uuid::nil(),
-                path: "x".into(),
+                img: Uuid::nil(),
             }),
         }
     }

@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 use crate::format::volume_md::header_disagreement;
 use crate::primitives::nofollow;
 use crate::primitives::{extents, qemu_img};
-use crate::types::{parse_uuid, Uuid, VolumeFormat, VolumeLegality};
+use crate::types::{Uuid, VolumeFormat, VolumeLegality};
 
 /// How long adding a ticket waits for a busy image.
 const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -343,7 +343,7 @@ impl Engine {
             nofollow::Access::READ
         };
         let dom = self.domain(sd)?;
-        let mut md = read_in_image(&dom, img, vol)?;
+        let mut md = read_in_image(&*dom, img, vol)?;
         let max = max_ticket_size(&md);
         if spec.size > max {
             return Err(Error::invalid(
@@ -413,7 +413,7 @@ impl Engine {
             return Ok(());
         }
         let dom = self.domain(t.sd)?;
-        let mut md = read_in_image(&dom, t.img, t.vol)?;
+        let mut md = read_in_image(&*dom, t.img, t.vol)?;
         if md.legality != VolumeLegality::Legal {
             md.legality = VolumeLegality::Legal;
             dom.write_volume(t.img, t.vol, &md, dom.manifest()?.version)?;
@@ -498,7 +498,7 @@ impl Engine {
     }
 
     /// Resolves a ticket URL to the volume it names: `file://` and a path
-    /// that, links resolved, is `<domain>/images/<img>/<vol>` of a domain
+    /// that, links resolved, is a volume's data (as the backend lays it out) of a domain
     /// under one of this host's storage connections.
     fn ticket_volume(&self, url: &str) -> Result<(Uuid, Uuid, Uuid)> {
         let bad = |why: &str| Error::invalid("ticket.url", format!("{url:?}: {why}"));
@@ -506,31 +506,20 @@ impl Engine {
             .strip_prefix("file://")
             .ok_or_else(|| bad("only file:// URLs are supported"))?;
         let real = std::fs::canonicalize(path).map_err(|_| bad("no such file"))?;
-        let parts: Vec<&str> = real
-            .iter()
-            .rev()
-            .take(4)
-            .map(|c| c.to_str().unwrap_or(""))
-            .collect();
-        let ids = match parts.as_slice() {
-            [vol, img, "images", sd] => (parse_uuid(sd), parse_uuid(img), parse_uuid(vol)),
-            _ => return Err(bad("is not a volume of a storage domain")),
-        };
-        let (Some(sd), Some(img), Some(vol)) = ids else {
-            return Err(bad("is not a volume of a storage domain"));
-        };
+        let (sd, img, vol) = crate::backend::volume_at(&real)
+            .ok_or_else(|| bad("is not a volume of a storage domain"))?;
         let dom = self.domain(sd)?;
-        let expected = dom.data_file(img, vol)?;
+        let expected = dom.data_path(img, vol)?;
         if expected != real {
             return Err(bad("is not a volume of a connected storage domain"));
         }
-        read_in_image(&dom, img, vol)?;
+        read_in_image(&*dom, img, vol)?;
         Ok((sd, img, vol))
     }
 
     fn verify_upload(&self, t: &Ticket) -> Result<()> {
         let dom = self.domain(t.sd)?;
-        let md = read_in_image(&dom, t.img, t.vol)?;
+        let md = read_in_image(&*dom, t.img, t.vol)?;
         if md.format != VolumeFormat::Cow {
             return Ok(());
         }
@@ -547,7 +536,7 @@ impl Engine {
         if let Some(why) = header_disagreement(&md, &header) {
             return Err(refuse(why));
         }
-        let path: &Path = &dom.data_file(t.img, t.vol)?;
+        let path: &Path = &dom.data_path(t.img, t.vol)?;
         let check = qemu_img::check_untrusted(path, "qcow2").map_err(|e| refuse(e.to_string()))?;
         if !check.is_clean() {
             return Err(refuse(format!("qemu-img check found {check:?}")));

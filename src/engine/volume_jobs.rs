@@ -17,8 +17,8 @@ use super::jobs::{check_not_prepared, legal_next, Rollback, VolumeJob, VolumeRef
 use super::recovery::Step;
 use super::volume_ops::chain_spec;
 use super::{Engine, TaskCtx};
-use crate::backend::file::FileDomain;
-use crate::error::{Error, Result};
+use crate::backend::Domain;
+use crate::error::{no_space_or, Error, Result};
 use crate::format::volume_md::VolumeMetadata;
 use crate::primitives::nofollow::Access;
 use crate::primitives::qemu_img::{self, BitmapOp, InfoOptions, QemuImgError};
@@ -57,7 +57,7 @@ impl Engine {
                     "amend.after_change",
                     "amend.done",
                 ],
-                check: move |e: &Engine, dom: &FileDomain, md: &VolumeMetadata| {
+                check: move |e: &Engine, dom: &dyn Domain, md: &VolumeMetadata| {
                     check_rewritable(e, &target, md)?;
                     if checked == "0.10" && !qcow2_info(dom, &target)?.bitmap_names().is_empty() {
                         return Err(Error::invalid(
@@ -71,8 +71,8 @@ impl Engine {
                     Ok(())
                 },
                 plan: |md: &VolumeMetadata| (legal_next(md), Rollback::LeaveIllegal),
-                work: move |_: &TaskCtx, dom: &FileDomain, _: &VolumeMetadata| {
-                    let path = dom.data_file(target.img, target.vol)?;
+                work: move |_: &TaskCtx, dom: &dyn Domain, _: &VolumeMetadata| {
+                    let path = dom.data_path(target.img, target.vol)?;
                     qemu_img::amend_compat(&path, &compat).map_err(|e| qemu_failed(target.vol, e))
                 },
             },
@@ -94,7 +94,7 @@ impl Engine {
                     "sparsify.after_change",
                     "sparsify.done",
                 ],
-                check: move |e: &Engine, _: &FileDomain, md: &VolumeMetadata| {
+                check: move |e: &Engine, _: &dyn Domain, md: &VolumeMetadata| {
                     if md.role == VolumeRole::Shared {
                         return Err(Error::invalid(
                             "vol_info",
@@ -110,8 +110,8 @@ impl Engine {
                     check_not_prepared(e, &target)
                 },
                 plan: |md: &VolumeMetadata| (legal_next(md), Rollback::Restore(Vec::new())),
-                work: move |ctx: &TaskCtx, dom: &FileDomain, md: &VolumeMetadata| {
-                    let path = dom.volume_path(target.img, target.vol);
+                work: move |ctx: &TaskCtx, dom: &dyn Domain, md: &VolumeMetadata| {
+                    let path = dom.data_path(target.img, target.vol)?;
                     let progress = |done: u64, total: u64| {
                         if let Some(pct) = (done * 100).checked_div(total) {
                             ctx.set_progress(pct as u32);
@@ -121,7 +121,7 @@ impl Engine {
                         VolumeFormat::Raw => {
                             let f = dom.open_data(target.img, target.vol, Access::READ_WRITE)?;
                             sparsify::sparsify_raw(&f, progress).map_err(|e| {
-                                dom.io_failure(e, |e| Error::io_path("cannot sparsify", &path, e))
+                                no_space_or(dom.id(), e, |e| Error::io_path("cannot sparsify", &path, e))
                             })?
                         }
                         VolumeFormat::Cow => {
@@ -151,7 +151,7 @@ impl Engine {
                 target,
                 failpoints: ["bitmap.add.planned", "bitmap.add.after_illegal",
 "bitmap.add.after_change", "bitmap.add.done"],
-                check: move |e: &Engine, dom: &FileDomain, md: &VolumeMetadata| {
+                check: move |e: &Engine, dom: &dyn Domain, md: &VolumeMetadata| {
                     check_rewritable(e, &target, md)?;
                     let info = qcow2_info(dom, &target)?;
                     if info.compat() == Some("0.10") {
@@ -177,7 +177,7 @@ impl Engine {
                     };
                     (legal_next(md), Rollback::Restore(vec![undo]))
                 },
-                work: move |_: &TaskCtx, dom: &FileDomain, _: &VolumeMetadata| {
+                work: move |_: &TaskCtx, dom: &dyn Domain, _: &VolumeMetadata| {
                     change_bitmaps(dom, &target, &[name], BitmapOp::Add)
                 },
             },
@@ -204,7 +204,7 @@ impl Engine {
                     "bitmap.remove.after_change",
                     "bitmap.remove.done",
                 ],
-                check: move |e: &Engine, dom: &FileDomain, md: &VolumeMetadata| {
+                check: move |e: &Engine, dom: &dyn Domain, md: &VolumeMetadata| {
                     check_rewritable(e, &target, md)?;
                     if !qcow2_info(dom, &target)?.bitmap_names().contains(&checked) {
                         return Err(Error::invalid(
@@ -215,7 +215,7 @@ impl Engine {
                     Ok(())
                 },
                 plan: |md: &VolumeMetadata| (legal_next(md), Rollback::LeaveIllegal),
-                work: move |_: &TaskCtx, dom: &FileDomain, _: &VolumeMetadata| {
+                work: move |_: &TaskCtx, dom: &dyn Domain, _: &VolumeMetadata| {
                     change_bitmaps(dom, &target, &[name], BitmapOp::Remove)
                 },
             },
@@ -235,11 +235,11 @@ impl Engine {
                     "bitmap.clear.after_change",
                     "bitmap.clear.done",
                 ],
-                check: move |e: &Engine, _: &FileDomain, md: &VolumeMetadata| {
+                check: move |e: &Engine, _: &dyn Domain, md: &VolumeMetadata| {
                     check_rewritable(e, &target, md)
                 },
                 plan: |md: &VolumeMetadata| (legal_next(md), Rollback::LeaveIllegal),
-                work: move |_: &TaskCtx, dom: &FileDomain, _: &VolumeMetadata| {
+                work: move |_: &TaskCtx, dom: &dyn Domain, _: &VolumeMetadata| {
                     let names = qcow2_info(dom, &target)?.bitmap_names();
                     change_bitmaps(dom, &target, &names, BitmapOp::Remove)
                 },
@@ -249,12 +249,12 @@ impl Engine {
 }
 
 fn change_bitmaps(
-    dom: &FileDomain,
+    dom: &dyn Domain,
     target: &VolumeRef,
     names: &[String],
     op: BitmapOp<'_>,
 ) -> Result<()> {
-    let path = dom.data_file(target.img, target.vol)?;
+    let path = dom.data_path(target.img, target.vol)?;
     for name in names {
         qemu_img::bitmap(&path, name, op).map_err(|e| qemu_failed(target.vol, e))?;
     }
@@ -297,8 +297,8 @@ fn check_rewritable(engine: &Engine, target: &VolumeRef, md: &VolumeMetadata) ->
     check_not_prepared(engine, target)
 }
 
-pub(crate) fn qcow2_info(dom: &FileDomain, target: &VolumeRef) -> Result<qemu_img::ImageInfo> {
-    let path = dom.data_file(target.img, target.vol)?;
+pub(crate) fn qcow2_info(dom: &dyn Domain, target: &VolumeRef) -> Result<qemu_img::ImageInfo> {
+    let path = dom.data_path(target.img, target.vol)?;
     qemu_img::info(&path, InfoOptions::format("qcow2")).map_err(|e| Error::VolumeMetadataRead {
         vol: target.vol,
         reason: e.to_string(),

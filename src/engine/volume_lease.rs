@@ -6,18 +6,18 @@
 //! `Host.startMonitoringDomain` does with its host id (as in VDSM).
 
 use super::Engine;
-use crate::backend::file::FileDomain;
+use crate::backend::Domain;
 use crate::error::{Error, Result};
 use crate::primitives::sanlock::{self, Disk, Registration, Resource};
 use crate::types::Uuid;
 
-fn resource(dom: &FileDomain, img: Uuid, vol: Uuid) -> Result<Resource> {
+fn resource(dom: &dyn Domain, img: Uuid, vol: Uuid) -> Result<Resource> {
     Ok(Resource {
-        lockspace: dom.sd.to_string(),
+        lockspace: dom.id().to_string(),
         name: vol.to_string(),
-        disk: Disk {
-            path: dom.lease_path(img, vol),
-            offset: 0,
+        disk: {
+            let (path, offset) = dom.volume_lease(img, vol);
+            Disk { path, offset }
         },
         shared: false,
         geometry: super::domains::lease_geometry(&dom.manifest()?)?,
@@ -25,7 +25,7 @@ fn resource(dom: &FileDomain, img: Uuid, vol: Uuid) -> Result<Resource> {
 }
 
 /// Writes a new volume's lease (its file exists, sized to the alignment).
-pub(crate) fn format(dom: &FileDomain, img: Uuid, vol: Uuid) -> Result<()> {
+pub(crate) fn format(dom: &dyn Domain, img: Uuid, vol: Uuid) -> Result<()> {
     let res = resource(dom, img, vol)?;
     sanlock::share_with_daemon(&res.disk.path)
         .map_err(|e| Error::io_path("cannot share", &res.disk.path, e))?;
@@ -56,11 +56,11 @@ impl Engine {
     /// without sanlock leases, where the image lock is enough).
     pub(crate) fn volume_lease(
         &self,
-        dom: &FileDomain,
+        dom: &dyn Domain,
         img: Uuid,
         vol: Uuid,
     ) -> Result<Option<VolumeLease>> {
-        if self.sanlock_for(dom.manifest()?.domain_type).is_none() {
+        if self.sanlock_for(dom).is_none() {
             return Ok(None);
         }
         let resource = resource(dom, img, vol)?;

@@ -11,11 +11,10 @@ use super::recovery::Step;
 use super::resources::Mode;
 use super::volumes::read_in_image;
 use super::Engine;
-use crate::backend::file::FileDomain;
+use crate::backend::Domain;
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::format::volume_md::VolumeMetadata;
-use crate::primitives::nofollow::Access;
 use crate::primitives::qemu_img::{self, InfoOptions, MeasureSource};
 use crate::types::{Uuid, VolumeAllocation, VolumeFormat, VolumeLegality};
 
@@ -39,8 +38,8 @@ impl Engine {
     /// shared, with the format from its metadata, never probed).
     pub fn volume_qemu_info(&self, sd: Uuid, img: Uuid, vol: Uuid) -> Result<QemuImageInfo> {
         let dom = self.domain(sd)?;
-        let md = read_in_image(&dom, img, vol)?;
-        let path = dom.data_file(img, vol)?;
+        let md = read_in_image(&*dom, img, vol)?;
+        let path = dom.data_path(img, vol)?;
         let opts = InfoOptions {
             format: Some(md.format.qemu_name()),
             backing_chain: false,
@@ -78,7 +77,7 @@ impl Engine {
         base: Option<Uuid>,
     ) -> Result<u64> {
         let dom = self.domain(sd)?;
-        let chain = chain_of(&dom, img, vol)?;
+        let chain = chain_of(&*dom, img, vol)?;
         let depth = match (backing_chain, base) {
             (false, _) => 1,
             (true, None) => chain.len(),
@@ -90,7 +89,7 @@ impl Engine {
                 ));
             }
         };
-        let spec = chain_spec(&dom, img, &chain[..depth])?;
+        let spec = chain_spec(&*dom, img, &chain[..depth])?;
         let m =
             qemu_img::measure(MeasureSource::Spec(&spec), dst_format.qemu_name()).map_err(|e| {
                 Error::VolumeMetadataRead {
@@ -113,13 +112,13 @@ impl Engine {
     ) -> Result<Uuid> {
         let pool_state = self.require_spm(pool)?;
         let dom = self.pool_domain(&pool_state, sd)?;
-        check_extend(&read_in_image(&dom, img, vol)?, vol, new_size)?;
+        check_extend(&read_in_image(&*dom, img, vol)?, vol, new_size)?;
         let engine = self.clone();
         let store = self.task_store(&pool_state)?;
         self.tasks.spawn("extendVolumeSize", Some(&store), move |ctx| {
             let _lock = engine.lock_image(sd, img, Mode::Exclusive)?;
             engine.require_spm(pool)?;
-            let original = read_in_image(&dom, img, vol)?;
+            let original = read_in_image(&*dom, img, vol)?;
             check_extend(&original, vol, new_size)?;
             let mut extended = original.clone();
             extended.capacity = new_size;
@@ -128,7 +127,7 @@ impl Engine {
             let shrink_back = Step::ResizeImage { sd, img, vol, format: original.format, size: original.capacity };
             let change = FencedChange::begin(
                 ctx,
-                &dom,
+                &*dom,
                 img,
                 vol,
                 &original,
@@ -137,7 +136,7 @@ impl Engine {
                 ("volume.extend.planned", "volume.extend.after_illegal"),
             )?;
             set_virtual_size(
-                &dom,
+                &*dom,
                 img,
                 vol,
                 original.format,
@@ -192,33 +191,17 @@ fn check_extend(md: &VolumeMetadata, vol: Uuid, new_size: u64) -> Result<()> {
 /// shrinking. Idempotent, so an extend and its recovery can both repeat it;
 /// `preallocate` allocates a grown RAW tail.
 pub(crate) fn set_virtual_size(
-    dom: &FileDomain,
+    dom: &dyn Domain,
     img: Uuid,
     vol: Uuid,
     format: VolumeFormat,
     preallocate: bool,
     size: u64,
 ) -> Result<()> {
-    let path = dom.volume_path(img, vol);
     match format {
-        VolumeFormat::Raw => {
-            let f = dom.open_data(img, vol, Access::WRITE)?;
-            let old = f
-                .metadata()
-                .map_err(|e| Error::io_path("cannot stat", &path, e))?
-                .len();
-            f.set_len(size)
-                .map_err(|e| dom.io_failure(e, |e| Error::io_path("cannot resize", &path, e)))?;
-            if preallocate && size > old {
-                rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), old, size - old)
-                    .map_err(|e| {
-                        dom.io_failure(e.into(), |e| Error::io_path("cannot allocate", &path, e))
-                    })?;
-            }
-            f.sync_all()
-                .map_err(|e| dom.io_failure(e, |e| Error::io_path("cannot sync", &path, e)))
-        }
+        VolumeFormat::Raw => dom.resize_raw(img, vol, size, preallocate),
         VolumeFormat::Cow => {
+            let path = dom.data_path(img, vol)?;
             let info = qemu_img::info(&path, InfoOptions::format("qcow2")).map_err(|e| {
                 Error::VolumeMetadataRead {
                     vol,
@@ -230,7 +213,7 @@ pub(crate) fn set_virtual_size(
             }
             qemu_img::resize(&path, "qcow2", size, info.virtual_size > size).map_err(|e| {
                 if e.is_no_space() {
-                    Error::NoSpace { sd: dom.sd }
+                    Error::NoSpace { sd: dom.id() }
                 } else {
                     Error::VolumeCreation {
                         vol,
@@ -246,13 +229,16 @@ pub(crate) fn set_virtual_size(
 /// (top first), with no backing file below the last: built from metadata,
 /// so it never follows a name an image header could forge.
 pub(crate) fn chain_spec(
-    dom: &FileDomain,
+    dom: &dyn Domain,
     img: Uuid,
     chain: &[(Uuid, VolumeMetadata)],
 ) -> Result<serde_json::Value> {
     let mut spec = serde_json::Value::Null;
     for (vol, md) in chain.iter().rev() {
-        let file = serde_json::json!({"driver": "file", "filename": dom.data_file(img, *vol)?});
+        let file = serde_json::json!({
+            "driver": dom.caps().qemu_driver,
+            "filename": dom.data_path(img, *vol)?,
+        });
         spec = match md.format {
             VolumeFormat::Raw => serde_json::json!({"driver": "raw", "file": file}),
             VolumeFormat::Cow => {

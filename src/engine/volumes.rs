@@ -7,14 +7,13 @@ use serde::Serialize;
 use super::recovery::{Commit, RecoveryPlan, Step};
 use super::resources::Mode;
 use super::{Engine, TaskCtx};
-use crate::backend::file::volume::{DataSpec, LEASE_SUFFIX, META_SUFFIX};
-use crate::backend::file::FileDomain;
+use crate::backend::Domain;
+use crate::backend::{DataSpec, Part};
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::format::domain_md::is_safe_value;
 use crate::format::volume_md::{header_disagreement, metadata_text};
 use crate::format::volume_md::{truncate_description, VolumeMetadata, MAX_SEQUENCE};
-use crate::primitives::durable;
 use crate::primitives::qemu_img::{self, InfoOptions};
 use crate::types::{
     DiskType, Uuid, VolumeAllocation, VolumeFormat, VolumeLegality, VolumeRole, BLANK_UUID,
@@ -131,7 +130,7 @@ impl Engine {
     pub fn create_volume(self: &Arc<Self>, req: CreateVolume) -> Result<Uuid> {
         let pool = self.require_spm(req.pool)?;
         let dom = self.pool_domain(&pool, req.sd)?;
-        self.validate_create(&dom, &req)?;
+        self.validate_create(&*dom, &req)?;
         let engine = self.clone();
         let store = self.task_store(&pool)?;
         self.tasks.spawn("createVolume", Some(&store), move |ctx| {
@@ -151,9 +150,9 @@ impl Engine {
                 engine.lock_image(req.sd, req.img, Mode::Exclusive)?
             };
             engine.require_spm(req.pool)?;
-            let parent = engine.validate_create(&dom, &req)?;
-            let sanlock = engine.sanlock_for(dom.manifest()?.domain_type);
-            create_volume_steps(ctx, &dom, &req, parent, sanlock)
+            let parent = engine.validate_create(&*dom, &req)?;
+            let sanlock = engine.sanlock_for(&*dom);
+            create_volume_steps(ctx, &*dom, &req, parent, sanlock)
         })
     }
 
@@ -161,7 +160,7 @@ impl Engine {
     /// metadata for a snapshot.
     fn validate_create(
         &self,
-        dom: &FileDomain,
+        dom: &dyn Domain,
         req: &CreateVolume,
     ) -> Result<Option<VolumeMetadata>> {
         if req.img == BLANK_UUID {
@@ -187,7 +186,7 @@ impl Engine {
         }
         // What is left is held for recovery (deletes, SPM start, metadata).
         if dom.usable_space()? == 0 {
-            return Err(Error::NoSpace { sd: dom.sd });
+            return Err(Error::NoSpace { sd: dom.id() });
         }
         if req.sequence > MAX_SEQUENCE {
             return Err(Error::invalid(
@@ -212,7 +211,7 @@ impl Engine {
         let m = dom.manifest()?;
         if m.class != crate::types::DomainClass::Data {
             return Err(Error::DomainClass {
-                sd: dom.sd,
+                sd: dom.id(),
                 reason: "volumes live in Data domains",
             });
         }
@@ -222,7 +221,7 @@ impl Engine {
             Err(Error::ImageNotFound { .. }) => Vec::new(),
             Err(e) => return Err(e),
         };
-        if dom.meta_path(req.img, req.vol).exists() || dom.volume_path(req.img, req.vol).exists() {
+        if dom.volume_exists(req.img, req.vol) {
             return Err(Error::VolumeAlreadyExists(req.vol));
         }
         if req.bitmap.is_some() && (req.format != VolumeFormat::Cow || m.version < 4) {
@@ -330,20 +329,20 @@ impl Engine {
     pub fn delete_volume(self: &Arc<Self>, req: DeleteVolume) -> Result<Uuid> {
         let pool = self.require_spm(req.pool)?;
         let dom = self.pool_domain(&pool, req.sd)?;
-        validate_delete(&dom, &req)?;
+        validate_delete(&*dom, &req)?;
         let engine = self.clone();
         let store = self.task_store(&pool)?;
         self.tasks.spawn("deleteVolume", Some(&store), move |ctx| {
             let _lock = engine.lock_image(req.sd, req.img, Mode::Exclusive)?;
             engine.require_spm(req.pool)?;
-            let md = validate_delete(&dom, &req)?;
-            delete_volume_steps(ctx, &engine, &dom, &req, md)
+            let md = validate_delete(&*dom, &req)?;
+            delete_volume_steps(ctx, &engine, &*dom, &req, md)
         })
     }
 
     pub fn volume_info(&self, sd: Uuid, img: Uuid, vol: Uuid) -> Result<VolumeInfo> {
         let dom = self.domain(sd)?;
-        let md = read_in_image(&dom, img, vol)?;
+        let md = read_in_image(&*dom, img, vol)?;
         let (apparentsize, truesize) = dom.volume_sizes(img, vol)?;
         let header = dom.volume_header(img, vol, &md);
         let status = match header.as_ref().and_then(|h| header_disagreement(&md, h)) {
@@ -366,16 +365,19 @@ impl Engine {
             apparentsize,
             truesize,
             children: Vec::new(),
-            lease: LeaseInfo {
-                path: dom.lease_path(img, vol).display().to_string(),
-                offset: 0,
+            lease: {
+                let (path, offset) = dom.volume_lease(img, vol);
+                LeaseInfo {
+                    path: path.display().to_string(),
+                    offset,
+                }
             },
         })
     }
 
     pub fn volume_size(&self, sd: Uuid, img: Uuid, vol: Uuid) -> Result<VolumeSize> {
         let dom = self.domain(sd)?;
-        read_in_image(&dom, img, vol)?;
+        read_in_image(&*dom, img, vol)?;
         let (apparentsize, truesize) = dom.volume_sizes(img, vol)?;
         Ok(VolumeSize {
             apparentsize,
@@ -393,20 +395,14 @@ impl Engine {
             reason: reason.to_string(),
         };
         self.tasks.revert(id, |rec| {
-            let Some(Commit::Exists { sd, path }) = &rec.plan.commit else {
+            let Some(Commit::VolumeExists { sd, img, vol }) = rec.plan.commit else {
                 return Err(refuse("only volume creation can be reverted"));
             };
-            let mut parts = path.trim_end_matches(META_SUFFIX).rsplit('/');
-            let vol = parts.next().and_then(crate::types::parse_uuid);
-            let img = parts.next().and_then(crate::types::parse_uuid);
-            let (Some(img), Some(vol)) = (img, vol) else {
-                return Err(refuse("unrecognised task record"));
-            };
-            let dom = self.domain(*sd)?;
+            let dom = self.domain(sd)?;
             // Held while the undo steps run: nothing new is built meanwhile.
-            let lock = self.lock_image(*sd, img, Mode::Exclusive)?;
-            let md = read_in_image(&dom, img, vol)?;
-            if md.role != VolumeRole::Leaf || !children_of(&dom, img, vol)?.is_empty() {
+            let lock = self.lock_image(sd, img, Mode::Exclusive)?;
+            let md = read_in_image(&*dom, img, vol)?;
+            if md.role != VolumeRole::Leaf || !children_of(&*dom, img, vol)?.is_empty() {
                 return Err(refuse("other volumes were built on the volume it created"));
             }
             Ok(lock)
@@ -425,7 +421,7 @@ impl Engine {
         let pool = self.require_spm(pool)?;
         let dom = self.pool_domain(&pool, sd)?;
         let _lock = self.lock_image(sd, img, Mode::Exclusive)?;
-        let mut md = read_in_image(&dom, img, vol)?;
+        let mut md = read_in_image(&*dom, img, vol)?;
         if md.legality == legality {
             return Ok(());
         }
@@ -435,9 +431,9 @@ impl Engine {
 }
 
 /// Reads a volume's metadata, checking it belongs to `img`.
-pub(crate) fn read_in_image(dom: &FileDomain, img: Uuid, vol: Uuid) -> Result<VolumeMetadata> {
+pub(crate) fn read_in_image(dom: &dyn Domain, img: Uuid, vol: Uuid) -> Result<VolumeMetadata> {
     if !dom.has_image(img) {
-        return Err(Error::ImageNotFound { img, sd: dom.sd });
+        return Err(Error::ImageNotFound { img, sd: dom.id() });
     }
     let md = dom.read_volume(img, vol)?;
     // A template (SHARED) is hard-linked into the images cloned from it,
@@ -452,7 +448,7 @@ pub(crate) fn read_in_image(dom: &FileDomain, img: Uuid, vol: Uuid) -> Result<Vo
 }
 
 /// Volumes that belong to `img`: templates linked into it are not counted.
-pub(crate) fn own_volumes(dom: &FileDomain, img: Uuid) -> Result<Vec<Uuid>> {
+pub(crate) fn own_volumes(dom: &dyn Domain, img: Uuid) -> Result<Vec<Uuid>> {
     let mut out = Vec::new();
     for vol in dom.volumes(img)? {
         match dom.read_volume(img, vol) {
@@ -463,18 +459,6 @@ pub(crate) fn own_volumes(dom: &FileDomain, img: Uuid) -> Result<Vec<Uuid>> {
     Ok(out)
 }
 
-/// Other images a template is linked into (its data file's extra links).
-pub(crate) fn template_users(dom: &FileDomain, img: Uuid, vol: Uuid) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::symlink_metadata(dom.volume_path(img, vol))
-        .map(|m| m.nlink().saturating_sub(1))
-        .unwrap_or(0)
-}
-
-pub(crate) fn rel(img: Uuid, name: impl std::fmt::Display) -> String {
-    format!("{}/{img}/{name}", crate::backend::file::IMAGES)
-}
-
 /// Creates a volume. The metadata file is the commit point: it appears
 /// last, atomically and with its final legality, after the data and the
 /// lease are durable, so a volume whose metadata exists is complete. Every
@@ -482,55 +466,34 @@ pub(crate) fn rel(img: Uuid, name: impl std::fmt::Display) -> String {
 /// `sanlock`: the io_timeout when the domain's volumes get sanlock leases.
 fn create_volume_steps(
     ctx: &TaskCtx,
-    dom: &Arc<FileDomain>,
+    dom: &dyn Domain,
     req: &CreateVolume,
     parent: Option<VolumeMetadata>,
     sanlock: Option<u32>,
 ) -> Result<()> {
     let manifest = dom.manifest()?;
     let version = manifest.version;
-    let (sd, img, vol) = (dom.sd, req.img, req.vol);
-    let img_dir = dom.image_dir(img);
-    let new_image = !img_dir.is_dir();
+    let (sd, img, vol) = (dom.id(), req.img, req.vol);
+    let new_image = !dom.has_image(img);
 
-    // A clone of a template links the template's files into the new image.
+    // A clone of a template links the template into the new image.
     let template = parent
         .as_ref()
         .filter(|p| p.role == VolumeRole::Shared)
         .map(|p| (p.image, req.src_vol));
     // Otherwise a parent is snapshotted: it becomes INTERNAL under the new leaf.
     let snapshot_parent = parent.as_ref().filter(|_| template.is_none());
-    let template_files = |t: Uuid| {
-        [
-            t.to_string(),
-            format!("{t}{META_SUFFIX}"),
-            format!("{t}{LEASE_SUFFIX}"),
-        ]
-    };
 
     let mut undo = Vec::new();
     if new_image {
-        undo.push(Step::RemoveEmptyDir {
-            sd,
-            path: format!("{}/{img}", crate::backend::file::IMAGES),
-        });
+        undo.push(Step::RemoveImageIfEmpty { sd, img });
     }
     if let Some((_, t)) = template {
-        for name in template_files(t) {
-            undo.push(Step::RemoveFile {
-                sd,
-                path: rel(img, name),
-            });
-        }
+        undo.push(Step::UnlinkTemplate { sd, img, vol: t });
     }
-    undo.push(Step::RemoveFile {
-        sd,
-        path: rel(img, vol),
-    });
-    undo.push(Step::RemoveFile {
-        sd,
-        path: rel(img, format_args!("{vol}{LEASE_SUFFIX}")),
-    });
+    for part in [Part::Data, Part::Lease] {
+        undo.push(Step::RemovePart { sd, img, vol, part });
+    }
     if let Some(p) = snapshot_parent {
         let contents = metadata_text(req.src_vol, p, version)?;
         undo.push(Step::WriteVolumeMetadata {
@@ -540,66 +503,44 @@ fn create_volume_steps(
             contents,
         });
     }
-    let meta = rel(img, format_args!("{vol}{META_SUFFIX}"));
-    undo.push(Step::RemoveFile {
+    undo.push(Step::RemovePart {
         sd,
-        path: format!("{meta}{}", durable::NEW_SUFFIX),
-    });
-    undo.push(Step::RemoveFile {
-        sd,
-        path: meta.clone(),
+        img,
+        vol,
+        part: Part::Metadata,
     });
     ctx.plan(RecoveryPlan {
         undo,
         redo: Vec::new(),
-        commit: Some(Commit::Exists { sd, path: meta }),
+        commit: Some(Commit::VolumeExists { sd, img, vol }),
     })?;
     failpoint::hit("volume.create.planned")?;
 
-    if new_image {
-        durable::make_dir(&img_dir, 0o755).map_err(|e| {
-            dom.io_failure(e, |e| {
-                Error::io_path("cannot create image directory", &img_dir, e)
-            })
-        })?;
-    }
+    let created = dom.create_image(img)?;
     failpoint::hit("volume.create.after_dir")?;
-    if let Some((timg, t)) = template {
-        let from = dom.image_dir(timg);
-        for name in template_files(t) {
-            match std::fs::hard_link(from.join(&name), img_dir.join(&name)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => {
-                    return Err(dom.io_failure(e, |e| {
-                        Error::io_path("cannot link the template", &from.join(&name), e)
-                    }))
-                }
-            }
-        }
+    if let Some(t) = template {
+        dom.link_template(t, img)?;
         failpoint::hit("volume.create.after_links")?;
     }
     ctx.check_abort()?;
 
-    let parent_name = req.src_vol.to_string();
     let spec = DataSpec {
         format: req.format,
         allocation: req.allocation,
         capacity: req.size,
-        parent: parent.as_ref().map(|p| (parent_name.as_str(), p.format)),
+        parent: parent.as_ref().map(|p| (req.src_vol, p.format)),
         compat: if version >= 4 { "1.1" } else { "0.10" },
     };
-    let data = dom.create_volume_data(img, vol, &spec)?;
+    dom.create_data(img, vol, &spec)?;
     add_bitmaps(dom, req, snapshot_parent.is_some())?;
     failpoint::hit("volume.create.after_data")?;
     ctx.check_abort()?;
 
-    let lease = dom.create_volume_lease(img, vol, manifest.alignment)?;
+    dom.create_lease(img, vol, manifest.alignment)?;
     if sanlock.is_some() {
         super::volume_lease::format(dom, img, vol)?;
     }
-    durable::sync_all_together(&[&data, &lease])
-        .map_err(|e| dom.io_failure(e, |e| Error::io(format!("cannot sync volume {vol}"), e)))?;
+    dom.sync_volume(img, vol)?;
     failpoint::hit("volume.create.after_lease")?;
     ctx.check_abort()?;
 
@@ -630,25 +571,16 @@ fn create_volume_steps(
         generation: 0,
         sequence: req.sequence,
     };
-    dom.create_volume_metadata(img, vol, &md, version)?;
+    dom.publish_volume(img, vol, &md, version)?;
     ctx.commit();
     failpoint::hit("volume.create.after_metadata")?;
-    // A crash before the image directory's own entry is durable loses the
-    // whole directory, metadata included: the volume is absent, not broken.
-    let images = dom.images_dir();
-    let dirs: &[&std::path::Path] = if new_image {
-        &[&img_dir, &images]
-    } else {
-        &[&img_dir]
-    };
-    durable::fsync_dirs_together(dirs)
-        .map_err(|e| dom.io_failure(e, |e| Error::io_path("cannot sync", &img_dir, e)))?;
+    dom.sync_image(img, created)?;
     failpoint::hit("volume.create.done")?;
     tracing::info!(sd = %sd, img = %img, vol = %vol, format = %req.format, size = req.size, "volume created");
     Ok(())
 }
 
-fn validate_delete(dom: &FileDomain, req: &DeleteVolume) -> Result<VolumeMetadata> {
+fn validate_delete(dom: &dyn Domain, req: &DeleteVolume) -> Result<VolumeMetadata> {
     let md = read_in_image(dom, req.img, req.vol)?;
     if md.image != req.img {
         return Err(Error::invalid(
@@ -662,7 +594,7 @@ fn validate_delete(dom: &FileDomain, req: &DeleteVolume) -> Result<VolumeMetadat
     if md.role == VolumeRole::Shared && !req.force {
         return Err(Error::CannotDeleteShared(req.vol));
     }
-    let users = template_users(dom, req.img, req.vol);
+    let users = dom.template_users(req.img, req.vol);
     if md.role == VolumeRole::Shared && users > 0 {
         return Err(Error::TemplateInUse {
             vol: req.vol,
@@ -685,7 +617,7 @@ fn validate_delete(dom: &FileDomain, req: &DeleteVolume) -> Result<VolumeMetadat
 }
 
 /// Volumes of `img` whose parent is `vol`.
-pub(crate) fn children_of(dom: &FileDomain, img: Uuid, vol: Uuid) -> Result<Vec<Uuid>> {
+pub(crate) fn children_of(dom: &dyn Domain, img: Uuid, vol: Uuid) -> Result<Vec<Uuid>> {
     let mut out = Vec::new();
     for other in dom.volumes(img)? {
         if other != vol {
@@ -706,28 +638,24 @@ pub(crate) fn children_of(dom: &FileDomain, img: Uuid, vol: Uuid) -> Result<Vec<
 fn delete_volume_steps(
     ctx: &TaskCtx,
     engine: &Engine,
-    dom: &Arc<FileDomain>,
+    dom: &dyn Domain,
     req: &DeleteVolume,
     md: VolumeMetadata,
 ) -> Result<()> {
-    let (sd, img, vol) = (dom.sd, req.img, req.vol);
-    let mut files = Vec::new();
+    let (sd, img, vol) = (dom.id(), req.img, req.vol);
+    let mut parts = Vec::new();
     if req.post_zero || req.discard {
-        files.push(Step::Scrub {
+        parts.push(Step::Scrub {
             sd,
-            path: rel(img, vol),
+            img,
+            vol,
             zero: req.post_zero,
             discard: req.discard,
         });
     }
-    files.push(Step::RemoveFile {
-        sd,
-        path: rel(img, vol),
-    });
-    files.push(Step::RemoveFile {
-        sd,
-        path: rel(img, format_args!("{vol}{LEASE_SUFFIX}")),
-    });
+    for part in [Part::Data, Part::Lease] {
+        parts.push(Step::RemovePart { sd, img, vol, part });
+    }
     let parent: Vec<Step> = (md.parent != BLANK_UUID)
         .then_some(Step::RelinkLeaf {
             sd,
@@ -737,27 +665,24 @@ fn delete_volume_steps(
         .into_iter()
         .collect();
     let image = Step::RemoveImageIfEmpty { sd, img };
-    let redo: Vec<Step> = files
+    let redo: Vec<Step> = parts
         .iter()
         .chain(&parent)
         .chain([&image])
         .cloned()
         .collect();
-    let meta = rel(img, format_args!("{vol}{META_SUFFIX}"));
     ctx.plan(RecoveryPlan {
         undo: Vec::new(),
         redo,
-        commit: Some(Commit::Missing { sd, path: meta }),
+        commit: Some(Commit::VolumeMissing { sd, img, vol }),
     })?;
     failpoint::hit("volume.delete.planned")?;
     ctx.check_abort()?;
 
-    let img_dir = dom.image_dir(img);
-    dom.remove_volume_file(img, vol, META_SUFFIX)?;
-    durable::fsync_dir(&img_dir).map_err(|e| Error::io_path("cannot sync", &img_dir, e))?;
+    dom.remove_part(img, vol, Part::Metadata)?;
     ctx.commit();
     failpoint::hit("volume.delete.after_metadata")?;
-    for step in &files {
+    for step in &parts {
         engine.run_step(step)?;
     }
     failpoint::hit("volume.delete.after_data")?;
@@ -774,10 +699,10 @@ fn delete_volume_steps(
 /// Adds the bitmaps a create asks for to the new volume's data: empty ones
 /// named as the parent's (`addBitmaps`) and a new one (`bitmap`). The data
 /// file is removed if the create rolls back, so they need no undo.
-fn add_bitmaps(dom: &FileDomain, req: &CreateVolume, snapshot: bool) -> Result<()> {
+fn add_bitmaps(dom: &dyn Domain, req: &CreateVolume, snapshot: bool) -> Result<()> {
     let mut names = Vec::new();
     if req.add_bitmaps && snapshot {
-        let parent = dom.data_file(req.img, req.src_vol)?;
+        let parent = dom.data_path(req.img, req.src_vol)?;
         let info = qemu_img::info(&parent, InfoOptions::format("qcow2")).map_err(|e| {
             Error::VolumeMetadataRead {
                 vol: req.src_vol,
@@ -787,7 +712,7 @@ fn add_bitmaps(dom: &FileDomain, req: &CreateVolume, snapshot: bool) -> Result<(
         names = info.bitmap_names();
     }
     names.extend(req.bitmap.map(|b| b.to_string()));
-    let path = dom.data_file(req.img, req.vol)?;
+    let path = dom.data_path(req.img, req.vol)?;
     for name in names {
         qemu_img::bitmap(&path, &name, qemu_img::BitmapOp::Add).map_err(|e| {
             Error::VolumeCreation {
@@ -797,12 +722,4 @@ fn add_bitmaps(dom: &FileDomain, req: &CreateVolume, snapshot: bool) -> Result<(
         })?;
     }
     Ok(())
-}
-
-/// Removes an image directory that holds no volume any more.
-pub(crate) fn remove_image_dir(dom: &FileDomain, img: Uuid) -> Result<()> {
-    let dir = dom.image_dir(img);
-    std::fs::remove_dir_all(&dir).map_err(|e| Error::io_path("cannot remove", &dir, e))?;
-    let images = dom.images_dir();
-    durable::fsync_dir(&images).map_err(|e| Error::io_path("cannot sync", &images, e))
 }

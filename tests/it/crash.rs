@@ -1024,3 +1024,137 @@ fn walk_task_revert() {
     assert_eq!(info["voltype"], "LEAF");
     vdsm_check(&d.domain_dir(&sd));
 }
+
+/// Task records written by version 1 (file paths in their steps), captured
+/// from that cairnd at a crash (`tests/fixtures/task-records-v1/`), are
+/// still recovered after an upgrade: each is planted on the master domain
+/// beside the storage state its crash left, and cairnd started again.
+#[test]
+fn version_1_task_records_still_recover() {
+    const IMG: &str = "11111111-1111-4111-8111-111111111111";
+    const BASE: &str = "22222222-2222-4222-8222-222222222222";
+    const TOP: &str = "33333333-3333-4333-8333-333333333333";
+    const NEW_IMG: &str = "44444444-4444-4444-8444-444444444444";
+    const NEW_VOL: &str = "55555555-5555-4555-8555-555555555555";
+
+    // Each case: the fixture, the state before the crash, what the crash
+    // left, the task's result, and the image's files after recovery.
+    type Case = (
+        &'static str,
+        fn(&Daemon, &str, &str),
+        fn(&Path),
+        &'static str,
+        &'static [&'static str],
+    );
+    let cases: [Case; 5] = [
+        (
+            // Crashed before the new volume's metadata: rolled back.
+            "create-image",
+            |d, sp, sd| d.create_volume(sp, sd, NEW_IMG, NEW_VOL, json!({"size": "1048576"})),
+            |dom| {
+                let meta = dom.join(format!("images/{NEW_IMG}/{NEW_VOL}.meta"));
+                std::fs::remove_file(meta).unwrap();
+            },
+            "cleanSuccess",
+            &[],
+        ),
+        (
+            // Crashed after the rename: the image is purged.
+            "delete-image",
+            |d, sp, sd| d.create_volume(sp, sd, IMG, BASE, json!({"size": "1048576"})),
+            |dom| {
+                std::fs::rename(
+                    dom.join(format!("images/{IMG}")),
+                    dom.join(format!("images/_remove_me_{IMG}")),
+                )
+                .unwrap();
+            },
+            "success",
+            &[],
+        ),
+        (
+            // Crashed after the leaf's metadata went: data and lease follow.
+            "delete-leaf",
+            snapshot_of_base,
+            |dom| std::fs::remove_file(dom.join(format!("images/{IMG}/{TOP}.meta"))).unwrap(),
+            "success",
+            &[BASE],
+        ),
+        (
+            // Crashed after the parent became INTERNAL: rolled back.
+            "snapshot",
+            snapshot_of_base,
+            |dom| std::fs::remove_file(dom.join(format!("images/{IMG}/{TOP}.meta"))).unwrap(),
+            "cleanSuccess",
+            &[BASE],
+        ),
+        (
+            // Crashed after the top's metadata went: its files follow.
+            "finalize-merge",
+            snapshot_of_base,
+            |dom| std::fs::remove_file(dom.join(format!("images/{IMG}/{TOP}.meta"))).unwrap(),
+            "success",
+            &[BASE],
+        ),
+    ];
+    fn snapshot_of_base(d: &Daemon, sp: &str, sd: &str) {
+        d.create_volume(sp, sd, IMG, BASE, json!({"size": "1048576"}));
+        d.create_volume(
+            sp,
+            sd,
+            IMG,
+            TOP,
+            json!({"size": "1048576", "srcImgUUID": IMG, "srcVolUUID": BASE}),
+        );
+    }
+
+    for (fixture, before, crash, result, left) in cases {
+        let d = Daemon::start();
+        let (sp, sd) = d.embedded();
+        before(&d, &sp, &sd);
+        let dom = d.domain_dir(&sd);
+        let text = std::fs::read_to_string(format!(
+            "{}/tests/fixtures/task-records-v1/{fixture}.json",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+        .replace("@SD@", &sd);
+        let record: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(record["version"], 1);
+        let task = record["id"].as_str().unwrap().to_string();
+        let data = d.stop(false);
+        crash(&dom);
+        let dir = dom.join("master/tasks").join(&task);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("task.json"), &text).unwrap();
+
+        let d = Daemon::start_in(data, Opts::default());
+        let st = d.wait_task(&json!(task));
+        assert_eq!(st["taskResult"], result, "{fixture}: {st}\n{}", d.log());
+        let img = if fixture == "create-image" {
+            NEW_IMG
+        } else {
+            IMG
+        };
+        let mut files: Vec<String> = tree(&dom.join("images"))
+            .into_iter()
+            .filter(|f| f != img)
+            .collect();
+        let want: Vec<String> = left
+            .iter()
+            .flat_map(|v| {
+                [
+                    format!("{img}/{v}"),
+                    format!("{img}/{v}.lease"),
+                    format!("{img}/{v}.meta"),
+                ]
+            })
+            .collect();
+        files.sort();
+        assert_eq!(files, want, "{fixture}\n{}", d.log());
+        if let [base] = left {
+            let info = d.volume_info(&sp, &sd, img, base);
+            assert_eq!(info["voltype"], "LEAF", "{fixture}: {info}");
+        }
+    }
+}

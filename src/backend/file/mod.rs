@@ -7,7 +7,8 @@
 //!                 /master/{vms,tasks}        (master domain only)
 //! ```
 
-pub mod volume;
+mod image;
+mod volume;
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -15,19 +16,23 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use super::{Caps, DataSpec, Domain, GcReport, LeaseAreas, Part, ScannedVolume};
 use crate::error::{Error, IoContext, Result};
 use crate::format::domain_md::DomainMetadata;
+use crate::format::volume_md::VolumeMetadata;
 use crate::format::xleases;
 use crate::primitives::durable;
-use crate::types::{parse_uuid, Uuid};
+use crate::primitives::nofollow::{self, Access};
+use crate::primitives::probe::ImageHeader;
+use crate::types::{parse_uuid, DomainType, Uuid};
 
-pub use crate::format::manifest::{DomainManifest, NewDomain, PoolMetadata};
+use crate::format::manifest::{DomainManifest, NewDomain};
 
-pub const DOM_MD: &str = "dom_md";
-pub const IMAGES: &str = "images";
-pub const MASTER: &str = "master";
-pub const METADATA: &str = "metadata";
-pub const REMOVED_IMAGE_PREFIX: &str = "_remove_me_";
+const DOM_MD: &str = "dom_md";
+const IMAGES: &str = "images";
+const MASTER: &str = "master";
+const METADATA: &str = "metadata";
+const REMOVED_IMAGE_PREFIX: &str = "_remove_me_";
 const MIB: u64 = 1 << 20;
 /// Mailbox files: 16 MiB each; lease files start empty (sanlock grows them).
 const MAILBOX_SIZE: u64 = 16 * MIB;
@@ -39,8 +44,10 @@ const DOM_MD_MODE: u32 = 0o775;
 /// process's read-modify-write cycles of the domain metadata.
 #[derive(Debug)]
 pub struct FileDomain {
-    pub sd: Uuid,
+    sd: Uuid,
     root: PathBuf,
+    /// Not LOCALFS: other hosts see it, so its leases are sanlock's.
+    shared: bool,
     md_lock: Mutex<()>,
     /// The metadata as last read, with the stamp of the file it came from.
     md_cache: Mutex<Option<(FileStamp, DomainMetadata)>>,
@@ -101,7 +108,7 @@ impl FileDomain {
         }
         tracing::info!(sd = %new.sd, path = %final_dir.display(), version = new.version, "created storage domain");
         let dom = FileDomain::open(final_dir)?;
-        dom.ensure_reserve();
+        crate::primitives::reserve::ensure(&dom.root);
         Ok(dom)
     }
 
@@ -165,7 +172,13 @@ impl FileDomain {
                     format!("{} is not a domain directory", root.display()),
                 )
             })?;
-        let dom = FileDomain::at(sd, root);
+        let mut dom = FileDomain {
+            sd,
+            root,
+            shared: false,
+            md_lock: Mutex::new(()),
+            md_cache: Mutex::new(None),
+        };
         let m = dom.manifest()?;
         if m.sd != sd {
             return Err(Error::DomainMetadata {
@@ -173,53 +186,29 @@ impl FileDomain {
                 reason: format!("SDUUID is {}", m.sd),
             });
         }
+        dom.shared = m.domain_type != DomainType::LocalFs;
         Ok(dom)
     }
 
-    fn at(sd: Uuid, root: PathBuf) -> FileDomain {
-        FileDomain {
-            sd,
-            root,
-            md_lock: Mutex::new(()),
-            md_cache: Mutex::new(None),
-        }
+    pub fn metadata_path_in(mount: &Path, sd: Uuid) -> PathBuf {
+        mount.join(sd.to_string()).join(DOM_MD).join(METADATA)
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    pub fn metadata_path(&self) -> PathBuf {
+    fn metadata_path(&self) -> PathBuf {
         self.root.join(DOM_MD).join(METADATA)
     }
 
-    pub fn ids_path(&self) -> PathBuf {
-        self.root.join(DOM_MD).join("ids")
-    }
-
-    pub fn leases_path(&self) -> PathBuf {
-        self.root.join(DOM_MD).join("leases")
-    }
-
-    pub fn xleases_path(&self) -> PathBuf {
-        self.root.join(DOM_MD).join("xleases")
-    }
-
-    pub fn images_dir(&self) -> PathBuf {
+    fn images_dir(&self) -> PathBuf {
         self.root.join(IMAGES)
     }
 
-    pub fn image_dir(&self, img: Uuid) -> PathBuf {
+    fn image_dir(&self, img: Uuid) -> PathBuf {
         self.images_dir().join(img.to_string())
-    }
-
-    pub fn master_dir(&self) -> PathBuf {
-        self.root.join(MASTER)
     }
 
     /// The domain metadata, parsed again only when the file changed since
     /// the last read (a stat instead of a read, a checksum and a parse).
-    pub fn read_metadata(&self) -> Result<DomainMetadata> {
+    fn read_metadata_cached(&self) -> Result<DomainMetadata> {
         let path = self.metadata_path();
         let io_err = |source: io::Error| match source.kind() {
             io::ErrorKind::NotFound => Error::DomainNotFound(self.sd),
@@ -260,46 +249,18 @@ impl FileDomain {
         })
     }
 
-    pub fn manifest(&self) -> Result<DomainManifest> {
-        DomainManifest::from_metadata(self.sd, &self.read_metadata()?)
-    }
-
-    /// Read-modify-write of the domain metadata as one transaction: `change`
-    /// sees the current contents; the result is sealed and replaced
-    /// crash-safely. Nothing is written if `change` fails.
-    pub fn update_metadata<T>(
-        &self,
-        change: impl FnOnce(&mut DomainMetadata) -> Result<T>,
-    ) -> Result<T> {
-        let _guard = self.md_lock.lock().expect("metadata lock");
-        let mut md = self.read_metadata()?;
-        let before = md.clone();
-        let out = change(&mut md)?;
-        if md != before {
-            durable::write_atomic(&self.metadata_path(), &md.render(), METADATA_MODE).map_err(
-                |e| {
-                    self.io_failure(e, |source| Error::DomainAccess {
-                        sd: self.sd,
-                        source,
-                    })
-                },
-            )?;
-        }
-        Ok(out)
+    fn manifest(&self) -> Result<DomainManifest> {
+        DomainManifest::from_metadata(self.sd, &self.read_metadata_cached()?)
     }
 
     /// Maps an I/O error: a full file system is `NoSpace` on this domain,
     /// anything else what `other` makes of it.
-    pub fn io_failure(&self, e: io::Error, other: impl FnOnce(io::Error) -> Error) -> Error {
-        if crate::error::is_enospc(&e) {
-            Error::NoSpace { sd: self.sd }
-        } else {
-            other(e)
-        }
+    fn io_failure(&self, e: io::Error, other: impl FnOnce(io::Error) -> Error) -> Error {
+        crate::error::no_space_or(self.sd, e, other)
     }
 
     /// Image UUIDs; directories being removed or not named by a UUID are skipped.
-    pub fn images(&self) -> Result<Vec<Uuid>> {
+    fn list_images(&self) -> Result<Vec<Uuid>> {
         let dir = self.images_dir();
         let mut out = Vec::new();
         for entry in fs::read_dir(&dir).map_err(|source| Error::DomainAccess {
@@ -318,46 +279,9 @@ impl FileDomain {
         Ok(out)
     }
 
-    pub fn has_image(&self, img: Uuid) -> bool {
-        self.image_dir(img).is_dir()
-    }
-
-    /// (total, free) bytes of the file system holding the domain.
-    pub fn space(&self) -> Result<(u64, u64)> {
-        let st = rustix::fs::statvfs(&self.root).map_err(|e| Error::DomainAccess {
-            sd: self.sd,
-            source: e.into(),
-        })?;
-        Ok((st.f_frsize * st.f_blocks, st.f_frsize * st.f_bavail))
-    }
-
-    /// Keeps the domain's space reserve (see `primitives::reserve`).
-    pub fn ensure_reserve(&self) -> bool {
-        crate::primitives::reserve::ensure(&self.root)
-    }
-
-    /// Bytes free beyond the space reserve: what new volumes may use.
-    pub fn usable_space(&self) -> Result<u64> {
-        let (_, free) = self.space()?;
-        Ok(free.saturating_sub(2 * crate::primitives::reserve::RESERVE_SIZE))
-    }
-
-    /// Creates `master/{vms,tasks}` (pool data on the master domain).
-    pub fn ensure_master_dirs(&self) -> Result<()> {
-        let master = self.master_dir();
-        for dir in [master.clone(), master.join("vms"), master.join("tasks")] {
-            match durable::create_dir(&dir, DIR_MODE) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(Error::io_path("cannot create", &dir, e)),
-            }
-        }
-        Ok(())
-    }
-
     /// Removes the whole domain directory: first renamed so a crash leaves a
     /// recognisable leftover, then deleted.
-    pub fn remove(&self) -> Result<()> {
+    fn remove_all(&self) -> Result<()> {
         let parent = self
             .root
             .parent()
@@ -370,6 +294,384 @@ impl FileDomain {
         fs::remove_dir_all(&doomed).ctx("cannot remove", &doomed)?;
         durable::fsync_dir(&parent).ctx("cannot sync", &parent)
     }
+}
+
+/// Whether `mount` holds domain `sd`.
+pub(super) fn holds(mount: &Path, sd: Uuid) -> bool {
+    FileDomain::metadata_path_in(mount, sd).is_file()
+}
+
+/// The domains directly under `mount`.
+pub(super) fn domains_in(mount: &Path) -> Vec<Uuid> {
+    let Ok(entries) = fs::read_dir(mount) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(parse_uuid))
+        .filter(|&sd| holds(mount, sd))
+        .collect()
+}
+
+/// The volume whose data file `real` (links resolved) is:
+/// `<mount>/<sd>/images/<img>/<vol>`.
+pub(super) fn volume_at(real: &Path) -> Option<(Uuid, Uuid, Uuid)> {
+    let parts: Vec<&str> = real
+        .iter()
+        .rev()
+        .take(4)
+        .map(|c| c.to_str().unwrap_or(""))
+        .collect();
+    match parts.as_slice() {
+        [vol, img, IMAGES, sd] => Some((parse_uuid(sd)?, parse_uuid(img)?, parse_uuid(vol)?)),
+        _ => None,
+    }
+}
+
+impl Domain for FileDomain {
+    fn id(&self) -> Uuid {
+        self.sd
+    }
+
+    fn caps(&self) -> Caps {
+        Caps {
+            shared: self.shared,
+            qemu_driver: "file",
+        }
+    }
+
+    fn read_metadata(&self) -> Result<DomainMetadata> {
+        self.read_metadata_cached()
+    }
+
+    /// The change sees the current contents; the result is sealed and
+    /// replaced crash-safely.
+    fn update_metadata(
+        &self,
+        change: &mut dyn FnMut(&mut DomainMetadata) -> Result<()>,
+    ) -> Result<()> {
+        let _guard = self.md_lock.lock().expect("metadata lock");
+        let mut md = self.read_metadata_cached()?;
+        let before = md.clone();
+        change(&mut md)?;
+        if md != before {
+            durable::write_atomic(&self.metadata_path(), &md.render(), METADATA_MODE).map_err(
+                |e| {
+                    self.io_failure(e, |source| Error::DomainAccess {
+                        sd: self.sd,
+                        source,
+                    })
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    fn is_present(&self) -> bool {
+        self.metadata_path().exists()
+    }
+
+    fn monitor_target(&self) -> PathBuf {
+        self.metadata_path()
+    }
+
+    fn host_dir(&self) -> PathBuf {
+        self.root.clone()
+    }
+
+    /// Of the file system holding the domain.
+    fn space(&self) -> Result<(u64, u64)> {
+        let st = rustix::fs::statvfs(&self.root).map_err(|e| Error::DomainAccess {
+            sd: self.sd,
+            source: e.into(),
+        })?;
+        Ok((st.f_frsize * st.f_blocks, st.f_frsize * st.f_bavail))
+    }
+
+    fn usable_space(&self) -> Result<u64> {
+        let (_, free) = self.space()?;
+        Ok(free.saturating_sub(2 * crate::primitives::reserve::RESERVE_SIZE))
+    }
+
+    /// See `primitives::reserve`.
+    fn ensure_reserve(&self) -> bool {
+        crate::primitives::reserve::ensure(&self.root)
+    }
+
+    fn master_dir(&self) -> Result<PathBuf> {
+        Ok(self.root.join(MASTER))
+    }
+
+    fn ensure_master_dirs(&self) -> Result<()> {
+        let master = self.root.join(MASTER);
+        for dir in [master.clone(), master.join("vms"), master.join("tasks")] {
+            match durable::create_dir(&dir, DIR_MODE) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Error::io_path("cannot create", &dir, e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn lease_areas(&self) -> LeaseAreas {
+        let md = self.root.join(DOM_MD);
+        LeaseAreas {
+            ids: md.join("ids"),
+            leases: md.join("leases"),
+            xleases: md.join("xleases"),
+        }
+    }
+
+    fn remove(&self) -> Result<()> {
+        self.remove_all()
+    }
+
+    fn images(&self) -> Result<Vec<Uuid>> {
+        self.list_images()
+    }
+
+    fn has_image(&self, img: Uuid) -> bool {
+        self.image_dir(img).is_dir()
+    }
+
+    fn volumes(&self, img: Uuid) -> Result<Vec<Uuid>> {
+        self.list_volumes(img)
+    }
+
+    fn scan(&self) -> Result<Vec<ScannedVolume>> {
+        self.scan_volumes()
+    }
+
+    fn read_volume(&self, img: Uuid, vol: Uuid) -> Result<VolumeMetadata> {
+        self.read_volume_file(img, vol)
+    }
+
+    fn write_volume(&self, img: Uuid, vol: Uuid, md: &VolumeMetadata, version: u32) -> Result<()> {
+        self.write_volume_file(img, vol, md, version)
+    }
+
+    fn write_volume_text(&self, img: Uuid, vol: Uuid, text: &str) -> Result<()> {
+        let path = self.meta_path(img, vol);
+        durable::write_atomic(&path, text.as_bytes(), volume::VOLUME_MODE)
+            .map_err(|e| self.io_failure(e, |e| Error::io_path("cannot write", &path, e)))
+    }
+
+    fn volume_metadata_is(&self, img: Uuid, vol: Uuid, contents: &str) -> bool {
+        fs::read(self.meta_path(img, vol)).is_ok_and(|b| b == contents.as_bytes())
+    }
+
+    fn volume_exists(&self, img: Uuid, vol: Uuid) -> bool {
+        self.meta_path(img, vol).exists() || self.volume_path(img, vol).exists()
+    }
+
+    fn volume_sizes(&self, img: Uuid, vol: Uuid) -> Result<(u64, u64)> {
+        self.data_sizes(img, vol)
+    }
+
+    fn volume_header(
+        &self,
+        img: Uuid,
+        vol: Uuid,
+        md: &VolumeMetadata,
+    ) -> Option<io::Result<ImageHeader>> {
+        self.probe_header(img, vol, md)
+    }
+
+    /// Counted by the data file's extra hard links.
+    fn template_users(&self, img: Uuid, vol: Uuid) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        fs::symlink_metadata(self.volume_path(img, vol))
+            .map(|m| m.nlink().saturating_sub(1))
+            .unwrap_or(0)
+    }
+
+    fn create_image(&self, img: Uuid) -> Result<bool> {
+        let dir = self.image_dir(img);
+        match durable::make_dir(&dir, DIR_MODE) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(self.io_failure(e, |e| {
+                Error::io_path("cannot create image directory", &dir, e)
+            })),
+        }
+    }
+
+    /// Hard links of the template's three files, as VDSM makes them.
+    fn link_template(&self, (timg, tvol): (Uuid, Uuid), img: Uuid) -> Result<()> {
+        let (from, to) = (self.image_dir(timg), self.image_dir(img));
+        for name in volume::file_names(tvol) {
+            match fs::hard_link(from.join(&name), to.join(&name)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(self.io_failure(e, |e| {
+                        Error::io_path("cannot link the template", &from.join(&name), e)
+                    }))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn unlink_template(&self, img: Uuid, vol: Uuid) -> Result<()> {
+        let Some(dir) = self.checked_image_dir(img)? else {
+            return Ok(());
+        };
+        for name in volume::file_names(vol) {
+            remove_durably(&dir.join(name))?;
+        }
+        Ok(())
+    }
+
+    fn create_data(&self, img: Uuid, vol: Uuid, spec: &DataSpec) -> Result<()> {
+        self.create_volume_data(img, vol, spec)
+    }
+
+    fn create_lease(&self, img: Uuid, vol: Uuid, alignment: u64) -> Result<()> {
+        self.create_volume_lease(img, vol, alignment)
+    }
+
+    fn sync_volume(&self, img: Uuid, vol: Uuid) -> Result<()> {
+        let data = self.open_part(img, vol, Part::Data, Access::READ)?;
+        let lease = self.open_part(img, vol, Part::Lease, Access::READ)?;
+        durable::sync_all_together(&[&data, &lease])
+            .map_err(|e| self.io_failure(e, |e| Error::io(format!("cannot sync volume {vol}"), e)))
+    }
+
+    fn publish_volume(
+        &self,
+        img: Uuid,
+        vol: Uuid,
+        md: &VolumeMetadata,
+        version: u32,
+    ) -> Result<()> {
+        self.create_volume_metadata(img, vol, md, version)
+    }
+
+    /// A crash before the image directory's own entry is durable loses the
+    /// whole directory, metadata included: the volume is absent, not broken.
+    fn sync_image(&self, img: Uuid, created: bool) -> Result<()> {
+        let (dir, images) = (self.image_dir(img), self.images_dir());
+        let dirs: &[&Path] = if created { &[&dir, &images] } else { &[&dir] };
+        durable::fsync_dirs_together(dirs)
+            .map_err(|e| self.io_failure(e, |e| Error::io_path("cannot sync", &dir, e)))
+    }
+
+    fn remove_part(&self, img: Uuid, vol: Uuid, part: Part) -> Result<()> {
+        if self.checked_image_dir(img)?.is_none() {
+            return Ok(());
+        }
+        let path = self.part_path(img, vol, part);
+        if part == Part::Metadata {
+            remove_durably(&durable::new_path(&path))?;
+        }
+        remove_durably(&path)
+    }
+
+    fn remove_image_if_empty(&self, img: Uuid) -> Result<()> {
+        match self.own_volumes(img) {
+            Ok(v) if v.is_empty() => self.remove_image_dir(img),
+            Ok(_) | Err(Error::ImageNotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn scrub(&self, img: Uuid, vol: Uuid, zero: bool, discard: bool) -> Result<()> {
+        if self.checked_image_dir(img)?.is_none() {
+            return Ok(());
+        }
+        image::scrub_file(&self.volume_path(img, vol), zero, discard)
+    }
+
+    fn resize_raw(&self, img: Uuid, vol: Uuid, size: u64, preallocate: bool) -> Result<()> {
+        self.resize_raw_file(img, vol, size, preallocate)
+    }
+
+    fn reset_raw(&self, img: Uuid, vol: Uuid, size: u64) -> Result<()> {
+        let f = self.open_part(img, vol, Part::Data, Access::WRITE)?;
+        f.set_len(0).and_then(|()| f.set_len(size)).map_err(|e| {
+            self.io_failure(e, |e| {
+                Error::io_path("cannot reset", &self.volume_path(img, vol), e)
+            })
+        })
+    }
+
+    fn retire_image(&self, img: Uuid) -> Result<()> {
+        self.retire(img)
+    }
+
+    fn purge_image(&self, img: Uuid, zero: bool, discard: bool) -> Result<()> {
+        self.purge(img, zero, discard)
+    }
+
+    fn begin_import(&self, img: Uuid) -> Result<()> {
+        self.begin_staging(img)
+    }
+
+    fn import_template(&self, img: Uuid, (timg, tvol): (Uuid, Uuid)) -> Result<()> {
+        self.stage_template(img, timg, tvol)
+    }
+
+    fn import_part(&self, img: Uuid, vol: Uuid, part: Part, _size: u64) -> Result<File> {
+        self.stage_part(img, vol, part)
+    }
+
+    fn import_metadata(
+        &self,
+        img: Uuid,
+        vol: Uuid,
+        md: &VolumeMetadata,
+        version: u32,
+    ) -> Result<()> {
+        self.stage_metadata(img, vol, md, version)
+    }
+
+    fn commit_import(&self, img: Uuid) -> Result<()> {
+        self.commit_staging(img)
+    }
+
+    fn discard_import(&self, img: Uuid) -> Result<()> {
+        self.discard_staging(img)
+    }
+
+    fn data_path(&self, img: Uuid, vol: Uuid) -> Result<PathBuf> {
+        self.data_file(img, vol)
+    }
+
+    fn open_part(&self, img: Uuid, vol: Uuid, part: Part, access: Access) -> Result<File> {
+        let path = self.part_path(img, vol, part);
+        nofollow::open(&path, access).map_err(|e| volume::unsafe_or(e, vol, &path))
+    }
+
+    /// The image directory holds the chain by name; nothing to activate.
+    fn activate(&self, img: Uuid, chain: &[Uuid]) -> Result<PathBuf> {
+        for vol in chain {
+            self.data_file(img, *vol)?;
+        }
+        Ok(self.image_dir(img))
+    }
+
+    fn deactivate(&self, _img: Uuid) -> Result<()> {
+        Ok(())
+    }
+
+    /// `<vol>.lease`, the resource at its start.
+    fn volume_lease(&self, img: Uuid, vol: Uuid) -> (PathBuf, u64) {
+        (self.part_path(img, vol, Part::Lease), 0)
+    }
+
+    fn collect_garbage(&self) -> Result<GcReport> {
+        self.collect_leftovers()
+    }
+}
+
+/// Removes a file if it is there and makes the removal durable.
+fn remove_durably(path: &Path) -> Result<()> {
+    if durable::remove_if_exists(path).ctx("cannot remove", path)? {
+        durable::fsync_parent(path).ctx("cannot sync", path)?;
+    }
+    Ok(())
 }
 
 fn create_file(path: &Path) -> Result<File> {
@@ -385,7 +687,7 @@ fn create_file(path: &Path) -> Result<File> {
 /// (`_remove_me_<sdUUID>`) directly under a mount point. Only those older
 /// than `min_age` are removed: on shared storage another host may be
 /// creating or removing a domain right now.
-pub fn collect_mount_garbage(mount: &Path, min_age: std::time::Duration) -> Vec<PathBuf> {
+pub(super) fn collect_mount_garbage(mount: &Path, min_age: std::time::Duration) -> Vec<PathBuf> {
     let mut removed = Vec::new();
     let Ok(entries) = fs::read_dir(mount) else {
         return removed;
@@ -421,7 +723,7 @@ pub fn collect_mount_garbage(mount: &Path, min_age: std::time::Duration) -> Vec<
 
 /// Detects the logical block size of the storage under `dir` by trying a
 /// 512-byte direct write: file systems on 4K devices refuse it.
-pub fn detect_block_size(dir: &Path) -> u32 {
+pub(super) fn detect_block_size(dir: &Path) -> u32 {
     let probe = dir.join(format!(".cairn-block-size-probe-{}", std::process::id()));
     let result = (|| -> io::Result<u32> {
         // No O_DIRECT support at all (tmpfs on old kernels): nothing to align to.
@@ -461,6 +763,57 @@ mod tests {
     use crate::format::manifest::K_DESCRIPTION;
     use crate::types::{DomainClass, DomainType};
 
+    fn local_domain(dir: &Path) -> FileDomain {
+        let sd = Uuid::new_v4();
+        let new = NewDomain {
+            sd,
+            name: "d".into(),
+            class: DomainClass::Data,
+            domain_type: DomainType::LocalFs,
+            version: 5,
+            block_size: 512,
+            alignment: 1 << 20,
+            remote_path: dir.display().to_string(),
+        };
+        FileDomain::create(dir, &new).unwrap()
+    }
+
+    /// A recovery step names an image and a volume; an image directory
+    /// that is a link planted on storage must not lead a removal outside.
+    #[test]
+    fn removals_never_go_through_a_planted_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let dom = local_domain(dir.path());
+        let outside = tempfile::tempdir().unwrap();
+        let (img, vol) = (Uuid::new_v4(), Uuid::new_v4());
+        let victim = outside.path().join(vol.to_string());
+        std::fs::write(&victim, b"host").unwrap();
+        std::os::unix::fs::symlink(outside.path(), dom.image_dir(img)).unwrap();
+        for part in [Part::Data, Part::Metadata, Part::Lease] {
+            assert!(matches!(
+                dom.remove_part(img, vol, part),
+                Err(Error::UnsafeStorage(_))
+            ));
+        }
+        assert!(matches!(
+            dom.unlink_template(img, vol),
+            Err(Error::UnsafeStorage(_))
+        ));
+        assert!(matches!(
+            dom.scrub(img, vol, true, true),
+            Err(Error::UnsafeStorage(_))
+        ));
+        assert!(matches!(
+            dom.retire_image(img),
+            Err(Error::UnsafeStorage(_))
+        ));
+        assert_eq!(std::fs::read(&victim).unwrap(), b"host");
+        // Nothing to remove is not an error: steps are idempotent.
+        dom.remove_part(Uuid::new_v4(), vol, Part::Data).unwrap();
+        dom.purge_image(Uuid::new_v4(), true, true).unwrap();
+        dom.discard_import(Uuid::new_v4()).unwrap();
+    }
+
     /// Two handles on one domain, as two hosts have: each sees the other's
     /// writes at once, though both cache what they read.
     #[test]
@@ -482,7 +835,7 @@ mod tests {
         assert_eq!(a.read_metadata().unwrap().get(K_DESCRIPTION), Some("d"));
         assert_eq!(b.read_metadata().unwrap().get(K_DESCRIPTION), Some("d"));
         for name in ["renamed", "again"] {
-            b.update_metadata(|md| {
+            b.update_metadata(&mut |md| {
                 md.set(K_DESCRIPTION, name.to_string());
                 Ok(())
             })

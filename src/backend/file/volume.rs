@@ -3,8 +3,9 @@
 use std::fs::{self, OpenOptions};
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use super::super::{DataSpec, Domain, Part, ScannedVolume};
 use crate::error::{Error, IoContext, Result};
 use crate::format::volume_md::{metadata_bytes, VolumeMetadata};
 use crate::primitives::nofollow::{self, Access};
@@ -14,51 +15,47 @@ use crate::types::{parse_uuid, Uuid, VolumeAllocation, VolumeFormat};
 
 use super::FileDomain;
 
-pub const META_SUFFIX: &str = ".meta";
-pub const LEASE_SUFFIX: &str = ".lease";
-pub const VOLUME_MODE: u32 = 0o660;
+pub(super) const META_SUFFIX: &str = ".meta";
+pub(super) const LEASE_SUFFIX: &str = ".lease";
+pub(super) const VOLUME_MODE: u32 = 0o660;
 
-/// How to make a volume's data file.
-#[derive(Debug, Clone)]
-pub struct DataSpec<'a> {
-    pub format: VolumeFormat,
-    pub allocation: VolumeAllocation,
-    pub capacity: u64,
-    /// Parent volume file name (relative, in the same directory) and format.
-    pub parent: Option<(&'a str, VolumeFormat)>,
-    /// qcow2 compat level for the domain version.
-    pub compat: &'a str,
+/// A volume's three files: data, metadata, lease.
+pub(super) fn file_names(vol: Uuid) -> [String; 3] {
+    [
+        vol.to_string(),
+        format!("{vol}{META_SUFFIX}"),
+        format!("{vol}{LEASE_SUFFIX}"),
+    ]
 }
 
 impl FileDomain {
-    pub fn volume_path(&self, img: Uuid, vol: Uuid) -> PathBuf {
+    pub(super) fn volume_path(&self, img: Uuid, vol: Uuid) -> PathBuf {
         self.image_dir(img).join(vol.to_string())
+    }
+
+    pub(super) fn part_path(&self, img: Uuid, vol: Uuid, part: Part) -> PathBuf {
+        let suffix = match part {
+            Part::Data => "",
+            Part::Metadata => META_SUFFIX,
+            Part::Lease => LEASE_SUFFIX,
+        };
+        self.image_dir(img).join(format!("{vol}{suffix}"))
     }
 
     /// The volume's data file, checked to be a regular file reached
     /// without links, for programs that open it by name.
-    pub fn data_file(&self, img: Uuid, vol: Uuid) -> Result<PathBuf> {
+    pub(super) fn data_file(&self, img: Uuid, vol: Uuid) -> Result<PathBuf> {
         let path = self.volume_path(img, vol);
         nofollow::check_file(&path).map_err(|e| unsafe_or(e, vol, &path))?;
         Ok(path)
     }
 
-    /// Opens the volume's data file without following links.
-    pub fn open_data(&self, img: Uuid, vol: Uuid, access: Access) -> Result<fs::File> {
-        let path = self.volume_path(img, vol);
-        nofollow::open(&path, access).map_err(|e| unsafe_or(e, vol, &path))
-    }
-
-    pub fn meta_path(&self, img: Uuid, vol: Uuid) -> PathBuf {
-        self.image_dir(img).join(format!("{vol}{META_SUFFIX}"))
-    }
-
-    pub fn lease_path(&self, img: Uuid, vol: Uuid) -> PathBuf {
-        self.image_dir(img).join(format!("{vol}{LEASE_SUFFIX}"))
+    pub(super) fn meta_path(&self, img: Uuid, vol: Uuid) -> PathBuf {
+        self.part_path(img, vol, Part::Metadata)
     }
 
     /// Volumes of an image: those with a metadata file.
-    pub fn volumes(&self, img: Uuid) -> Result<Vec<Uuid>> {
+    pub(super) fn list_volumes(&self, img: Uuid) -> Result<Vec<Uuid>> {
         let dir = self.image_dir(img);
         let entries = match fs::read_dir(&dir) {
             Ok(e) => e,
@@ -91,26 +88,27 @@ impl FileDomain {
         Ok(out)
     }
 
-    /// Every (image, volume) of the domain, each volume once (a template
-    /// linked into clones is listed in its own image only).
-    pub fn all_volumes(&self) -> Result<Vec<(Uuid, Uuid)>> {
+    /// Volumes that belong to `img`: templates linked into it not counted.
+    pub(super) fn own_volumes(&self, img: Uuid) -> Result<Vec<Uuid>> {
         let mut out = Vec::new();
-        for img in self.images()? {
-            match self.volumes(img) {
-                Ok(vols) => out.extend(
-                    vols.into_iter()
-                        .filter(|&v| self.read_volume(img, v).map_or(true, |md| md.image == img))
-                        .map(|v| (img, v)),
-                ),
-                // Removed while listing.
-                Err(Error::ImageNotFound { .. }) => {}
-                Err(e) => return Err(e),
+        for vol in self.list_volumes(img)? {
+            match self.read_volume_file(img, vol) {
+                Ok(md) if md.image != img => {}
+                _ => out.push(vol),
             }
         }
         Ok(out)
     }
 
-    pub fn read_volume(&self, img: Uuid, vol: Uuid) -> Result<VolumeMetadata> {
+    /// Removes an image directory, whatever it holds.
+    pub(super) fn remove_image_dir(&self, img: Uuid) -> Result<()> {
+        let dir = self.image_dir(img);
+        fs::remove_dir_all(&dir).ctx("cannot remove", &dir)?;
+        let images = self.images_dir();
+        durable::fsync_dir(&images).ctx("cannot sync", &images)
+    }
+
+    pub(super) fn read_volume_file(&self, img: Uuid, vol: Uuid) -> Result<VolumeMetadata> {
         let path = self.meta_path(img, vol);
         let read = nofollow::open(&path, Access::READ).and_then(|mut f| {
             let mut b = Vec::new();
@@ -138,7 +136,7 @@ impl FileDomain {
     }
 
     /// Writes the metadata of a new volume; fails if it exists.
-    pub fn create_volume_metadata(
+    pub(super) fn create_volume_metadata(
         &self,
         img: Uuid,
         vol: Uuid,
@@ -158,7 +156,7 @@ impl FileDomain {
     }
 
     /// Replaces a volume's metadata crash-safely.
-    pub fn write_volume(
+    pub(super) fn write_volume_file(
         &self,
         img: Uuid,
         vol: Uuid,
@@ -174,15 +172,10 @@ impl FileDomain {
         })
     }
 
-    /// Creates the data file and returns it unsynced (the caller syncs it
-    /// with the lease). The name is claimed with O_EXCL first so two creators
-    /// can never share a file.
-    pub fn create_volume_data(
-        &self,
-        img: Uuid,
-        vol: Uuid,
-        spec: &DataSpec<'_>,
-    ) -> Result<fs::File> {
+    /// Creates the data file, unsynced (`sync_volume` syncs it with the
+    /// lease). The name is claimed with O_EXCL first so two creators can
+    /// never share a file.
+    pub(super) fn create_volume_data(&self, img: Uuid, vol: Uuid, spec: &DataSpec) -> Result<()> {
         let path = self.volume_path(img, vol);
         let file = OpenOptions::new()
             .write(true)
@@ -204,7 +197,10 @@ impl FileDomain {
                 reason: e.to_string(),
             })
         };
-        match (spec.format, spec.allocation, spec.parent) {
+        // The parent is named relative to the image directory, as VDSM does.
+        let parent = spec.parent.map(|(p, fmt)| (p.to_string(), fmt));
+        let parent = parent.as_ref().map(|(p, fmt)| (p.as_str(), *fmt));
+        match (spec.format, spec.allocation, parent) {
             (VolumeFormat::Raw, alloc, None) => {
                 file.set_len(spec.capacity).map_err(fail)?;
                 if alloc == VolumeAllocation::Preallocated && spec.capacity > 0 {
@@ -216,7 +212,7 @@ impl FileDomain {
                     )
                     .map_err(|e| fail(e.into()))?;
                 }
-                Ok(file)
+                Ok(())
             }
             (VolumeFormat::Raw, _, Some(_)) => Err(Error::invalid(
                 "volFormat",
@@ -227,7 +223,7 @@ impl FileDomain {
                 // more than the whole rest of a volume create.
                 let backing = parent.map(|(name, fmt)| (name, fmt.qemu_name()));
                 qcow2_create::write_empty(&file, spec.capacity, backing).map_err(fail)?;
-                Ok(file)
+                Ok(())
             }
             (VolumeFormat::Cow, alloc, parent) => {
                 drop(file);
@@ -254,16 +250,16 @@ impl FileDomain {
                         }
                     }
                 })?;
-                self.open_data(img, vol, Access::READ)
+                self.open_part(img, vol, Part::Data, Access::READ).map(drop)
             }
         }
     }
 
-    /// Creates the volume lease file, one alignment unit (sparse), and
-    /// returns it unsynced. Sanlock initialises the resource in it when the
-    /// domain uses sanlock.
-    pub fn create_volume_lease(&self, img: Uuid, vol: Uuid, alignment: u64) -> Result<fs::File> {
-        let path = self.lease_path(img, vol);
+    /// Creates the volume lease file, one alignment unit (sparse),
+    /// unsynced. Sanlock initialises the resource in it when the domain
+    /// uses sanlock.
+    pub(super) fn create_volume_lease(&self, img: Uuid, vol: Uuid, alignment: u64) -> Result<()> {
+        let path = self.part_path(img, vol, Part::Lease);
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -275,15 +271,14 @@ impl FileDomain {
                     reason: format!("cannot create lease {}: {e}", path.display()),
                 })
             })?;
-        file.set_len(alignment).ctx("cannot size", &path)?;
-        Ok(file)
+        file.set_len(alignment).ctx("cannot size", &path)
     }
 
     /// (apparent size, allocated bytes) of the data file.
-    pub fn volume_sizes(&self, img: Uuid, vol: Uuid) -> Result<(u64, u64)> {
+    pub(super) fn data_sizes(&self, img: Uuid, vol: Uuid) -> Result<(u64, u64)> {
         let path = self.volume_path(img, vol);
         let st = self
-            .open_data(img, vol, Access::READ)?
+            .open_part(img, vol, Part::Data, Access::READ)?
             .metadata()
             .ctx("cannot stat", &path)?;
         Ok((st.len(), st.blocks() * 512))
@@ -291,7 +286,7 @@ impl FileDomain {
 
     /// Probes the data file's header (COW volumes only: a RAW volume's first
     /// bytes are guest data and prove nothing).
-    pub fn volume_header(
+    pub(super) fn probe_header(
         &self,
         img: Uuid,
         vol: Uuid,
@@ -304,16 +299,32 @@ impl FileDomain {
         })
     }
 
-    /// Removes one of the volume's files (kind: "" data, ".meta", ".lease").
-    pub fn remove_volume_file(&self, img: Uuid, vol: Uuid, suffix: &str) -> Result<bool> {
-        let path = self.image_dir(img).join(format!("{vol}{suffix}"));
-        durable::remove_if_exists(&path).ctx("cannot remove", &path)
+    pub(super) fn resize_raw_file(
+        &self,
+        img: Uuid,
+        vol: Uuid,
+        size: u64,
+        preallocate: bool,
+    ) -> Result<()> {
+        let path = self.volume_path(img, vol);
+        let f = self.open_part(img, vol, Part::Data, Access::WRITE)?;
+        let old = f.metadata().ctx("cannot stat", &path)?.len();
+        f.set_len(size)
+            .map_err(|e| self.io_failure(e, |e| Error::io_path("cannot resize", &path, e)))?;
+        if preallocate && size > old {
+            rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), old, size - old)
+                .map_err(|e| {
+                    self.io_failure(e.into(), |e| Error::io_path("cannot allocate", &path, e))
+                })?;
+        }
+        f.sync_all()
+            .map_err(|e| self.io_failure(e, |e| Error::io_path("cannot sync", &path, e)))
     }
 }
 
 /// A missing data file is a missing volume; a link or special file is
 /// refused as unsafe.
-fn unsafe_or(e: io::Error, vol: Uuid, path: &std::path::Path) -> Error {
+pub(super) fn unsafe_or(e: io::Error, vol: Uuid, path: &Path) -> Error {
     match e.kind() {
         io::ErrorKind::NotFound => Error::VolumeNotFound(vol),
         io::ErrorKind::InvalidData => Error::UnsafeStorage(e.to_string()),
@@ -321,23 +332,11 @@ fn unsafe_or(e: io::Error, vol: Uuid, path: &std::path::Path) -> Error {
     }
 }
 
-/// One volume found by [`FileDomain::scan`].
-#[derive(Debug)]
-pub struct ScannedVolume {
-    pub img: Uuid,
-    pub vol: Uuid,
-    pub md: Result<VolumeMetadata>,
-    /// (apparent size, allocated bytes) of the data file, if it exists.
-    pub sizes: Option<(u64, u64)>,
-    /// The data file's header, probed for COW volumes.
-    pub header: Option<std::io::Result<ImageHeader>>,
-}
-
 impl FileDomain {
     /// Every volume of the domain with its metadata and sizes, read with
     /// directory-relative calls (one path lookup per file instead of a walk
     /// from the root) on two threads. The listing hot path.
-    pub fn scan(&self) -> Result<Vec<ScannedVolume>> {
+    pub(super) fn scan_volumes(&self) -> Result<Vec<ScannedVolume>> {
         use rustix::fs::{open, Mode, OFlags};
         let access = |source: rustix::io::Errno| Error::DomainAccess {
             sd: self.sd,

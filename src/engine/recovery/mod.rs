@@ -5,8 +5,9 @@
 //! once the task is past its point of no return) and the [`Commit`] check
 //! that tells which of the two applies. Every step is idempotent and safe to
 //! run whether or not the step it answers for happened, so recovery never
-//! needs to know how far the task got. Paths are relative to the domain, so
-//! any host that sees the domain can recover the task.
+//! needs to know how far the task got. Steps name domains, images, volumes
+//! and their parts, never a backend's layout, so any host that sees the
+//! domain can recover the task, whatever the domain's backend.
 
 use std::fs;
 use std::io;
@@ -14,24 +15,31 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::Part;
 use crate::error::{Error, Result};
 use crate::primitives::durable;
 use crate::types::{Uuid, VolumeFormat};
 
-/// Format version of persisted task records.
-pub const RECORD_VERSION: u32 = 1;
+pub mod legacy;
+
+/// Format version of persisted task records. Version 1 named files of a
+/// file domain; its records are still read (see [`legacy`]).
+pub const RECORD_VERSION: u32 = 2;
 pub const RECORD_FILE: &str = "task.json";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Step {
-    /// Remove a file if it is there.
-    RemoveFile { sd: Uuid, path: String },
-    /// Remove a directory if it is there and empty.
-    RemoveEmptyDir { sd: Uuid, path: String },
-    /// Remove a directory tree if it is there.
-    RemoveTree { sd: Uuid, path: String },
-    /// Replace a volume's metadata file with these contents.
+    /// Remove one part of a volume if it is there.
+    RemovePart {
+        sd: Uuid,
+        img: Uuid,
+        vol: Uuid,
+        part: Part,
+    },
+    /// Undo the linking of template `vol` into image `img`.
+    UnlinkTemplate { sd: Uuid, img: Uuid, vol: Uuid },
+    /// Replace a volume's metadata with these contents.
     WriteVolumeMetadata {
         sd: Uuid,
         img: Uuid,
@@ -40,16 +48,28 @@ pub enum Step {
     },
     /// Make an INTERNAL volume a LEAF again if no volume names it as parent.
     RelinkLeaf { sd: Uuid, img: Uuid, vol: Uuid },
-    /// Remove an image directory that holds no volume metadata any more.
+    /// Remove an image that holds no volume of its own any more.
     RemoveImageIfEmpty { sd: Uuid, img: Uuid },
-    /// Zero and/or discard the data of a file, or of every file in a
-    /// directory; files linked elsewhere too (templates) are left alone.
+    /// Zero and/or discard a volume's data (a template shared with clones
+    /// keeps its data).
     Scrub {
         sd: Uuid,
-        path: String,
+        img: Uuid,
+        vol: Uuid,
         zero: bool,
         discard: bool,
     },
+    /// Take an image out of the domain's catalogue (delete's commit point).
+    RetireImage { sd: Uuid, img: Uuid },
+    /// Scrub (if asked) and remove a retired image.
+    PurgeImage {
+        sd: Uuid,
+        img: Uuid,
+        zero: bool,
+        discard: bool,
+    },
+    /// Remove an uncommitted import of an image.
+    DiscardImport { sd: Uuid, img: Uuid },
     /// Set a volume's virtual size.
     ResizeImage {
         sd: Uuid,
@@ -80,10 +100,14 @@ pub enum Step {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "if", rename_all = "snake_case")]
 pub enum Commit {
-    /// Committed once this file exists (a create's metadata file).
-    Exists { sd: Uuid, path: String },
-    /// Committed once this path is gone (a delete's metadata file).
-    Missing { sd: Uuid, path: String },
+    /// Committed once the volume exists (its metadata: a create).
+    VolumeExists { sd: Uuid, img: Uuid, vol: Uuid },
+    /// Committed once the volume's metadata is gone (a delete).
+    VolumeMissing { sd: Uuid, img: Uuid, vol: Uuid },
+    /// Committed once the image is in the catalogue (an import).
+    ImageExists { sd: Uuid, img: Uuid },
+    /// Committed once the image is out of the catalogue (a delete).
+    ImageMissing { sd: Uuid, img: Uuid },
     /// Committed once the volume's metadata reads exactly so (an update).
     VolumeMetadataIs {
         sd: Uuid,
@@ -159,20 +183,25 @@ impl TaskRecord {
         durable::write_atomic(&dir.join(RECORD_FILE), &bytes, 0o644)
     }
 
+    /// Reads a record of this version or of version 1, which is
+    /// translated (a v1 cairnd refuses a v2 record; a newer host recovers it).
     pub fn load(dir: &Path) -> io::Result<TaskRecord> {
         let bytes = fs::read(dir.join(RECORD_FILE))?;
-        let rec: TaskRecord = serde_json::from_slice(&bytes)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        if rec.version != RECORD_VERSION {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "task record version {} (this cairnd reads {RECORD_VERSION})",
-                    rec.version
-                ),
-            ));
+        let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidData, e);
+        #[derive(Deserialize)]
+        struct Version {
+            version: u32,
         }
-        Ok(rec)
+        let version = serde_json::from_slice::<Version>(&bytes)
+            .map_err(|e| invalid(e.to_string()))?
+            .version;
+        match version {
+            RECORD_VERSION => serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string())),
+            1 => legacy::load(&bytes).map_err(invalid),
+            v => Err(invalid(format!(
+                "task record version {v} (this cairnd reads 1 and {RECORD_VERSION})"
+            ))),
+        }
     }
 
     pub fn remove(tasks_dir: &Path, id: Uuid) -> io::Result<()> {
@@ -240,14 +269,17 @@ mod tests {
         let mut rec = TaskRecord {
             state: "running".into(),
             plan: RecoveryPlan {
-                undo: vec![Step::RemoveFile {
+                undo: vec![Step::RemovePart {
                     sd,
-                    path: "images/a/b".into(),
+                    img: Uuid::new_v4(),
+                    vol: Uuid::new_v4(),
+                    part: Part::Data,
                 }],
                 redo: vec![],
-                commit: Some(Commit::Exists {
+                commit: Some(Commit::VolumeExists {
                     sd,
-                    path: "images/a/b.meta".into(),
+                    img: Uuid::new_v4(),
+                    vol: Uuid::new_v4(),
                 }),
             },
             ..TaskRecord::new(Uuid::new_v4(), "createVolume")
@@ -258,7 +290,8 @@ mod tests {
         assert_eq!(loaded, rec);
         let text =
             std::fs::read_to_string(TaskRecord::dir(dir.path(), rec.id).join(RECORD_FILE)).unwrap();
-        assert!(text.contains("\"op\": \"remove_file\""), "{text}");
+        assert!(text.contains("\"op\": \"remove_part\""), "{text}");
+        assert!(text.contains("\"part\": \"data\""), "{text}");
         rec.version = 99;
         rec.save(dir.path()).unwrap();
         assert!(TaskRecord::load(&TaskRecord::dir(dir.path(), rec.id)).is_err());
