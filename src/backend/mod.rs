@@ -162,6 +162,14 @@ pub trait Domain: Send + Sync + std::fmt::Debug {
 
     // --- Volume parts (each nameable in a recovery plan) -----------------
 
+    /// Refuses what this kind of storage cannot make (VDSM's rules differ
+    /// between file and block domains).
+    fn check_new_volume(
+        &self,
+        format: VolumeFormat,
+        allocation: VolumeAllocation,
+        initial_size: Option<u64>,
+    ) -> Result<()>;
     /// Makes room for volumes of `img`; true if it was new.
     fn create_image(&self, img: Uuid) -> Result<bool>;
     /// Makes a template of another image usable as `img`'s base.

@@ -194,13 +194,8 @@ impl Engine {
                 format!("{} is larger than {MAX_SEQUENCE}", req.sequence),
             ));
         }
+        dom.check_new_volume(req.format, req.allocation, req.initial_size)?;
         if let Some(initial) = req.initial_size {
-            if req.format == VolumeFormat::Cow || req.allocation == VolumeAllocation::Sparse {
-                return Err(Error::invalid(
-                    "initialSize",
-                    "allowed on file storage only for RAW PREALLOCATED volumes",
-                ));
-            }
             if initial > req.size {
                 return Err(Error::invalid(
                     "initialSize",

@@ -24,7 +24,7 @@ use crate::format::xleases;
 use crate::primitives::durable;
 use crate::primitives::nofollow::{self, Access};
 use crate::primitives::probe::ImageHeader;
-use crate::types::{parse_uuid, DomainType, Uuid};
+use crate::types::{parse_uuid, DomainType, Uuid, VolumeAllocation, VolumeFormat};
 
 use crate::format::manifest::{DomainManifest, NewDomain};
 
@@ -484,6 +484,25 @@ impl Domain for FileDomain {
         fs::symlink_metadata(self.volume_path(img, vol))
             .map(|m| m.nlink().saturating_sub(1))
             .unwrap_or(0)
+    }
+
+    /// A sparse or qcow2 file grows by itself: only a preallocated RAW
+    /// file may start smaller than its size.
+    fn check_new_volume(
+        &self,
+        format: VolumeFormat,
+        allocation: VolumeAllocation,
+        initial_size: Option<u64>,
+    ) -> Result<()> {
+        if initial_size.is_some()
+            && (format == VolumeFormat::Cow || allocation == VolumeAllocation::Sparse)
+        {
+            return Err(Error::invalid(
+                "initialSize",
+                "allowed on file storage only for RAW PREALLOCATED volumes",
+            ));
+        }
+        Ok(())
     }
 
     fn create_image(&self, img: Uuid) -> Result<bool> {
