@@ -7,6 +7,7 @@ mod cli;
 mod common;
 mod compat;
 mod concurrency;
+mod contract;
 mod crash;
 mod example;
 mod filesystems;
