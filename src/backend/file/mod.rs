@@ -838,19 +838,8 @@ mod tests {
     #[test]
     fn cached_metadata_follows_writes_by_others() {
         let dir = tempfile::tempdir().unwrap();
-        let sd = Uuid::new_v4();
-        let new = NewDomain {
-            sd,
-            name: "d".into(),
-            class: DomainClass::Data,
-            domain_type: DomainType::LocalFs,
-            version: 5,
-            block_size: 512,
-            alignment: 1 << 20,
-            remote_path: dir.path().display().to_string(),
-        };
-        let a = FileDomain::create(dir.path(), &new).unwrap();
-        let b = FileDomain::open(dir.path().join(sd.to_string())).unwrap();
+        let a = local_domain(dir.path());
+        let b = FileDomain::open(a.root.clone()).unwrap();
         assert_eq!(a.read_metadata().unwrap().get(K_DESCRIPTION), Some("d"));
         assert_eq!(b.read_metadata().unwrap().get(K_DESCRIPTION), Some("d"));
         for name in ["renamed", "again"] {
