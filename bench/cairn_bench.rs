@@ -273,8 +273,8 @@ mod engine_bench {
     use std::time::{Duration, Instant};
 
     use cairn::backend::Part;
-    use cairn::engine::recovery::{Commit, RecoveryPlan, Step, TaskRecord};
     use cairn::engine::resources::{Mode, Resource, ResourceManager};
+    use cairn::engine::tasks::recovery::{Commit, RecoveryPlan, Step, TaskRecord};
     use cairn::engine::tasks::TaskManager;
     use cairn::engine::{Engine, EngineConfig, TaskState};
     use cairn::types::Uuid;

@@ -26,7 +26,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use crate::engine::tickets::{Access, ActiveRequest, Denied};
+use crate::engine::export::tickets::{Access, ActiveRequest, Denied};
 use crate::engine::Engine;
 use crate::types::parse_uuid;
 

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::Engine;
 use crate::backend::{self, Domain};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::format::domain_md::is_safe_value;
 use crate::format::manifest::NewDomain;
@@ -67,7 +67,7 @@ pub struct VolumeDump {
     pub image: Uuid,
     pub status: &'static str,
     #[serde(flatten)]
-    pub md: Option<super::volumes::MetadataFields>,
+    pub md: Option<crate::engine::volume::MetadataFields>,
     pub apparentsize: u64,
     pub truesize: u64,
 }
@@ -259,11 +259,11 @@ impl Engine {
     pub fn domain_volumes(&self, sd: Uuid, img: Option<Uuid>) -> Result<Vec<Uuid>> {
         let dom = self.domain(sd)?;
         match img {
-            Some(img) => super::volumes::own_volumes(&*dom, img),
+            Some(img) => crate::engine::volume::own_volumes(&*dom, img),
             None => {
                 let mut v = Vec::new();
                 for img in dom.images()? {
-                    match super::volumes::own_volumes(&*dom, img) {
+                    match crate::engine::volume::own_volumes(&*dom, img) {
                         Ok(vols) => v.extend(vols),
                         // Removed while listing.
                         Err(Error::ImageNotFound { .. }) => {}
@@ -294,10 +294,13 @@ impl Engine {
                         .and_then(|h| crate::format::volume_md::header_disagreement(md, h));
                     (
                         if bad.is_some() { "INVALID" } else { "OK" },
-                        Some(super::volumes::MetadataFields::from(md)),
+                        Some(crate::engine::volume::MetadataFields::from(md)),
                     )
                 }
-                (Ok(md), None) => ("INVALID", Some(super::volumes::MetadataFields::from(md))),
+                (Ok(md), None) => (
+                    "INVALID",
+                    Some(crate::engine::volume::MetadataFields::from(md)),
+                ),
                 (Err(_), _) => ("INVALID", None),
             };
             volumes.insert(

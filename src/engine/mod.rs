@@ -4,28 +4,15 @@
 //! them off their async runtimes. Every method validates its input before it
 //! touches storage, and every mutating step of a task has an undo.
 
-pub mod connections;
-pub mod copy_data;
 pub mod domains;
-pub mod embedded;
-pub mod gc;
-pub mod image_move;
-pub mod images;
+pub mod export;
+pub mod host;
+pub mod image;
 pub mod jobs;
-pub mod master;
-pub mod membership;
-pub mod merge;
-pub mod monitor;
-pub mod nbd;
 pub mod pool;
-pub mod recovery;
 pub mod resources;
 pub mod tasks;
-pub mod tickets;
-pub mod volume_jobs;
-pub mod volume_lease;
-pub mod volume_ops;
-pub mod volumes;
+pub mod volume;
 
 use std::collections::HashMap;
 use std::fs;
@@ -40,7 +27,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::primitives::durable;
 use crate::types::Uuid;
 
-pub use connections::{ConnectionParams, ConnectionStatus};
+pub use host::connections::{ConnectionParams, ConnectionStatus};
 pub use pool::PoolState;
 pub use tasks::{TaskCtx, TaskManager, TaskResult, TaskState, TaskStatus};
 
@@ -94,7 +81,7 @@ pub struct EngineConfig {
     pub data_dir: PathBuf,
     pub task_workers: usize,
     pub max_tasks: usize,
-    pub monitor: monitor::MonitorTiming,
+    pub monitor: host::monitor::MonitorTiming,
     /// The SDM lease of shared (non-LOCALFS) domains: sanlock with this
     /// io_timeout (seconds), or None for flock (one host only).
     pub sanlock_io_timeout: Option<u32>,
@@ -109,7 +96,7 @@ impl EngineConfig {
             data_dir: data_dir.to_path_buf(),
             task_workers: tasks::DEFAULT_WORKERS,
             max_tasks: tasks::DEFAULT_MAX_TASKS,
-            monitor: monitor::MonitorTiming::default(),
+            monitor: host::monitor::MonitorTiming::default(),
             sanlock_io_timeout: Some(DEFAULT_SANLOCK_IO_TIMEOUT),
             local_roots: Vec::new(),
         }
@@ -121,7 +108,7 @@ impl EngineConfig {
 /// resend these; a standalone Cairn host restores them itself.)
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct HostState {
-    pub connections: Vec<connections::ConnectionRecord>,
+    pub connections: Vec<host::connections::ConnectionRecord>,
     pub pool: Option<pool::PoolRecord>,
 }
 
@@ -134,10 +121,10 @@ pub struct Engine {
     host_state: Mutex<HostState>,
     pool: Mutex<Option<Arc<PoolState>>>,
     domain_cache: Mutex<HashMap<Uuid, Arc<dyn Domain>>>,
-    nbd: nbd::NbdServers,
-    tickets: tickets::Tickets,
-    monitors: monitor::Monitors,
-    monitor_timing: monitor::MonitorTiming,
+    nbd: export::nbd::NbdServers,
+    tickets: export::tickets::Tickets,
+    monitors: host::monitor::Monitors,
+    monitor_timing: host::monitor::MonitorTiming,
     sanlock_io_timeout: Option<u32>,
     local_roots: Vec<PathBuf>,
 }
@@ -184,19 +171,19 @@ impl Engine {
             host_state: Mutex::new(HostState::default()),
             pool: Mutex::new(None),
             domain_cache: Mutex::new(HashMap::new()),
-            nbd: nbd::NbdServers::default(),
-            tickets: tickets::Tickets::default(),
-            monitors: monitor::Monitors::default(),
+            nbd: export::nbd::NbdServers::default(),
+            tickets: export::tickets::Tickets::default(),
+            monitors: host::monitor::Monitors::default(),
             monitor_timing: config.monitor,
             sanlock_io_timeout: config.sanlock_io_timeout,
             local_roots,
         });
         engine
             .tasks
-            .set_runner(Arc::new(gc::EngineRunner(Arc::downgrade(&engine))));
+            .set_runner(Arc::new(tasks::gc::EngineRunner(Arc::downgrade(&engine))));
         engine
             .jobs
-            .set_runner(Arc::new(gc::EngineRunner(Arc::downgrade(&engine))));
+            .set_runner(Arc::new(tasks::gc::EngineRunner(Arc::downgrade(&engine))));
         engine.restore(state);
         engine.keep_reserves();
         Engine::watch_spm_lease(&engine);

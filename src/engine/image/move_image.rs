@@ -18,11 +18,11 @@
 
 use std::sync::Arc;
 
-use super::recovery::{Commit, RecoveryPlan, Step};
-use super::resources::{Mode, Resource, DEFAULT_TIMEOUT};
-use super::volumes::{own_volumes, read_in_image};
-use super::{Engine, TaskCtx};
 use crate::backend::{Domain, Part};
+use crate::engine::resources::{Mode, Resource, DEFAULT_TIMEOUT};
+use crate::engine::tasks::recovery::{Commit, RecoveryPlan, Step};
+use crate::engine::volume::{own_volumes, read_in_image};
+use crate::engine::{Engine, TaskCtx};
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::format::volume_md::VolumeMetadata;

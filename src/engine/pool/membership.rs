@@ -8,8 +8,8 @@
 //! (an attach run again finishes it) but never listed without being
 //! attached; detaching does the reverse.
 
-use super::pool::{STATUS_ACTIVE, STATUS_ATTACHED};
-use super::Engine;
+use crate::engine::pool::{STATUS_ACTIVE, STATUS_ATTACHED};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::format::domain_md::is_safe_value;
 use crate::format::manifest::{K_POOL_UUID, K_ROLE, MAX_DESCRIPTION};
@@ -22,7 +22,7 @@ impl Engine {
         let pool = self.require_spm(pool_id)?;
         let _lock = self.lock_storage(&[pool_id, sd])?;
         let dom = self.domain(sd)?;
-        let m = super::pool::joinable(&*dom)?;
+        let m = crate::engine::pool::joinable(&*dom)?;
         if let Some(&other) = m.pools.first().filter(|p| **p != pool_id) {
             return Err(Error::DomainAttached { sd, pool: other });
         }
@@ -105,12 +105,12 @@ impl Engine {
             return self.follow_master(&pool, master_sd, master_version);
         }
         let (_, pmd, _) = self.pool_metadata(&pool)?;
-        super::pool::check_master_version(pool_id, &pmd, master_version)?;
+        crate::engine::pool::check_master_version(pool_id, &pmd, master_version)?;
         self.link_pool(pool_id, master_sd, &pmd)
     }
 
     /// Rebuilds the pool's `data-center/` links from its metadata.
-    fn relink(&self, pool: &super::PoolState) -> Result<()> {
+    fn relink(&self, pool: &crate::engine::PoolState) -> Result<()> {
         let (_, pmd, _) = self.pool_metadata(pool)?;
         self.link_pool(pool.id, pool.master_sd, &pmd)
     }
@@ -180,10 +180,14 @@ impl Engine {
         if req.master_version < 1 {
             return Err(Error::invalid("masterVersion", "must be positive"));
         }
-        if !(1..=super::pool::MAX_HOST_ID).contains(&req.host_id) {
+        if !(1..=crate::engine::pool::MAX_HOST_ID).contains(&req.host_id) {
             return Err(Error::invalid(
                 "hostId",
-                format!("{} is not in 1..{}", req.host_id, super::pool::MAX_HOST_ID),
+                format!(
+                    "{} is not in 1..{}",
+                    req.host_id,
+                    crate::engine::pool::MAX_HOST_ID
+                ),
             ));
         }
         if req.name.chars().count() > MAX_DESCRIPTION {
@@ -245,7 +249,7 @@ impl Engine {
                 })?;
             }
             master.ensure_master_dirs()?;
-            super::pool::write_master(
+            crate::engine::pool::write_master(
                 &*master,
                 req.pool,
                 members.clone(),

@@ -11,9 +11,9 @@
 
 use std::sync::Arc;
 
-use super::pool::{joinable, master_of, PoolState, STATUS_ACTIVE};
-use super::Engine;
 use crate::backend::Domain;
+use crate::engine::pool::{joinable, master_of, PoolState, STATUS_ACTIVE};
+use crate::engine::Engine;
 use crate::error::{Error, IoContext, Result};
 use crate::failpoint::hit;
 use crate::format::manifest::PoolMetadata;

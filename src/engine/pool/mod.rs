@@ -4,14 +4,17 @@
 //! `MASTER_VERSION`). The SPM is the host holding the pool's lease; on a
 //! single host that is a `flock` on the master domain's `dom_md/leases`.
 
+pub mod master;
+pub mod membership;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::Engine;
 use crate::backend::Domain;
+use crate::engine::Engine;
 use crate::error::{Error, IoContext, Result};
 use crate::format::domain_md::is_safe_value;
 use crate::format::manifest::PoolMetadata;

@@ -6,16 +6,19 @@
 //! names, marks the volume ILLEGAL (anyone reading it sees it is being
 //! changed), changes it, then writes it LEGAL with the next generation.
 
+pub mod copy_data;
+pub mod volume;
+
 use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::recovery::{Commit, RecoveryPlan, Step};
-use super::resources::Mode;
-use super::volumes::{children_of, read_in_image};
-use super::TaskCtx;
-use super::{Engine, TaskResult, TaskState, TaskStatus};
 use crate::backend::Domain;
+use crate::engine::resources::Mode;
+use crate::engine::tasks::recovery::{Commit, RecoveryPlan, Step};
+use crate::engine::volume::{children_of, read_in_image};
+use crate::engine::TaskCtx;
+use crate::engine::{Engine, TaskResult, TaskState, TaskStatus};
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::format::domain_md::is_safe_value;

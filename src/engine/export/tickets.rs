@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::resources::{Guard, Mode, Resource};
-use super::volumes::read_in_image;
-use super::Engine;
+use crate::engine::resources::{Guard, Mode, Resource};
+use crate::engine::volume::read_in_image;
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::format::volume_md::header_disagreement;
 use crate::primitives::nofollow;

@@ -1,15 +1,18 @@
 //! Image verbs: list volumes, delete, prepare and teardown.
 
+pub mod merge;
+pub mod move_image;
+
 use std::fs;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::recovery::{Commit, RecoveryPlan, Step};
-use super::resources::Mode;
-use super::volumes::{own_volumes, read_in_image};
-use super::Engine;
 use crate::backend::Domain;
+use crate::engine::resources::Mode;
+use crate::engine::tasks::recovery::{Commit, RecoveryPlan, Step};
+use crate::engine::volume::{own_volumes, read_in_image};
+use crate::engine::Engine;
 use crate::error::{Error, IoContext, Result};
 use crate::failpoint;
 use crate::format::volume_md::header_disagreement;

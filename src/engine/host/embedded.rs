@@ -4,9 +4,9 @@
 
 use std::fs;
 
-use super::domains::CreateDomain;
-use super::pool::CreatePool;
-use super::{ConnectionParams, Engine};
+use crate::engine::domains::CreateDomain;
+use crate::engine::pool::CreatePool;
+use crate::engine::{ConnectionParams, Engine};
 use crate::error::{Error, IoContext, Result};
 use crate::types::{parse_uuid, DomainClass, DomainType, Uuid};
 

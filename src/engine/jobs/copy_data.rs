@@ -9,12 +9,12 @@
 
 use std::sync::Arc;
 
-use super::images::chain_of;
-use super::jobs::{check_generation, legal_next, FencedChange, Rollback, VolumeRef};
-use super::resources::{Mode, Resource, DEFAULT_TIMEOUT};
-use super::volumes::{children_of, read_in_image};
-use super::{Engine, TaskCtx};
 use crate::backend::Domain;
+use crate::engine::image::chain_of;
+use crate::engine::jobs::{check_generation, legal_next, FencedChange, Rollback, VolumeRef};
+use crate::engine::resources::{Mode, Resource, DEFAULT_TIMEOUT};
+use crate::engine::volume::{children_of, read_in_image};
+use crate::engine::{Engine, TaskCtx};
 use crate::error::{no_space_or, Error, Result};
 use crate::failpoint;
 use crate::format::volume_md::VolumeMetadata;

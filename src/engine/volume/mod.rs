@@ -1,14 +1,17 @@
 //! Volume verbs: create (including snapshots), delete, info, size, legality.
 
+pub mod lease;
+pub mod ops;
+
 use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::recovery::{Commit, RecoveryPlan, Step};
-use super::resources::Mode;
-use super::{Engine, TaskCtx};
 use crate::backend::Domain;
 use crate::backend::{DataSpec, Part};
+use crate::engine::resources::Mode;
+use crate::engine::tasks::recovery::{Commit, RecoveryPlan, Step};
+use crate::engine::{Engine, TaskCtx};
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::format::domain_md::is_safe_value;
@@ -137,7 +140,7 @@ impl Engine {
             // A clone also holds its template's image, shared: the
             // template cannot go away while it is being linked.
             let _lock = if req.src_img != BLANK_UUID && req.src_img != req.img {
-                use super::resources::{Resource, DEFAULT_TIMEOUT};
+                use crate::engine::resources::{Resource, DEFAULT_TIMEOUT};
                 engine.resources.acquire(
                     &[
                         (Resource::storage(req.sd), Mode::Shared),
@@ -533,7 +536,7 @@ fn create_volume_steps(
 
     dom.create_lease(img, vol, manifest.alignment)?;
     if sanlock.is_some() {
-        super::volume_lease::format(dom, img, vol)?;
+        crate::engine::volume::lease::format(dom, img, vol)?;
     }
     dom.sync_volume(img, vol)?;
     failpoint::hit("volume.create.after_lease")?;

@@ -5,10 +5,10 @@
 //! tasks are recovered and before any new task can start, so nothing it
 //! removes is in use.
 
-use super::recovery::{Commit, Step, StepRunner};
-use super::volumes::{children_of, own_volumes};
-use super::Engine;
 use crate::backend::{Domain, GcReport};
+use crate::engine::tasks::recovery::{Commit, Step, StepRunner};
+use crate::engine::volume::{children_of, own_volumes};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::primitives::qemu_img::{self, InfoOptions};
 use crate::types::VolumeRole;

@@ -5,8 +5,8 @@
 //! volume leases once it has joined the domain's lockspace, which
 //! `Host.startMonitoringDomain` does with its host id (as in VDSM).
 
-use super::Engine;
 use crate::backend::Domain;
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::primitives::sanlock::{self, Disk, Registration, Resource};
 use crate::types::Uuid;
@@ -20,7 +20,7 @@ fn resource(dom: &dyn Domain, img: Uuid, vol: Uuid) -> Result<Resource> {
             Disk { path, offset }
         },
         shared: false,
-        geometry: super::domains::lease_geometry(&dom.manifest()?)?,
+        geometry: crate::engine::domains::lease_geometry(&dom.manifest()?)?,
     })
 }
 

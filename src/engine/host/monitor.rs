@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::Engine;
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::primitives::child::output_within;
 use crate::primitives::sanlock;
@@ -181,7 +181,7 @@ impl Engine {
                 path: dom.lease_areas().ids,
                 offset: 0,
             },
-            geometry: super::domains::lease_geometry(&m).ok()?,
+            geometry: crate::engine::domains::lease_geometry(&m).ok()?,
         };
         if let Err(e) = sanlock::add_lockspace(&ls, io_timeout, false) {
             tracing::warn!(sd = %sd, host_id, error = %e, "cannot join the domain's lockspace");

@@ -17,15 +17,17 @@
 
 use std::sync::Arc;
 
-use super::jobs::VolumeRef;
-use super::jobs::{check_generation, check_not_prepared, next_generation, FencedChange, Rollback};
-use super::recovery::{Commit, RecoveryPlan, Step};
-use super::resources::Mode;
-use super::volume_jobs::qcow2_info;
-use super::volume_ops::set_virtual_size;
-use super::volumes::{children_of, read_in_image};
-use super::{Engine, TaskCtx};
 use crate::backend::{Domain, Part};
+use crate::engine::jobs::volume::qcow2_info;
+use crate::engine::jobs::VolumeRef;
+use crate::engine::jobs::{
+    check_generation, check_not_prepared, next_generation, FencedChange, Rollback,
+};
+use crate::engine::resources::Mode;
+use crate::engine::tasks::recovery::{Commit, RecoveryPlan, Step};
+use crate::engine::volume::ops::set_virtual_size;
+use crate::engine::volume::{children_of, read_in_image};
+use crate::engine::{Engine, TaskCtx};
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::format::volume_md::VolumeMetadata;

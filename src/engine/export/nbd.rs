@@ -16,12 +16,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::images::chain_of;
-use super::resources::{Guard, Mode, Resource};
-use super::volume_jobs::validate_bitmap_name;
-use super::volume_ops::chain_spec;
-use super::volumes::children_of;
-use super::Engine;
+use crate::engine::image::chain_of;
+use crate::engine::jobs::volume::validate_bitmap_name;
+use crate::engine::resources::{Guard, Mode, Resource};
+use crate::engine::volume::children_of;
+use crate::engine::volume::ops::chain_spec;
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::types::{Uuid, VolumeFormat, VolumeLegality, VolumeRole};
 

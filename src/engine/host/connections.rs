@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::Engine;
+use crate::engine::Engine;
 use crate::error::{Error, IoContext, Result};
 use crate::primitives::mount::{self, MountRequest};
 use crate::types::DomainType;

@@ -12,12 +12,12 @@
 
 use std::sync::Arc;
 
-use super::images::chain_of;
-use super::jobs::{check_not_prepared, legal_next, Rollback, VolumeJob, VolumeRef};
-use super::recovery::Step;
-use super::volume_ops::chain_spec;
-use super::{Engine, TaskCtx};
 use crate::backend::Domain;
+use crate::engine::image::chain_of;
+use crate::engine::jobs::{check_not_prepared, legal_next, Rollback, VolumeJob, VolumeRef};
+use crate::engine::tasks::recovery::Step;
+use crate::engine::volume::ops::chain_spec;
+use crate::engine::{Engine, TaskCtx};
 use crate::error::{no_space_or, Error, Result};
 use crate::format::volume_md::VolumeMetadata;
 use crate::primitives::nofollow::Access;

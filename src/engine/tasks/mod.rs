@@ -11,6 +11,9 @@
 //! (`cleanFailure` when an undo step failed). Results stay readable until
 //! `Task.clear`, across restarts for persisted tasks.
 
+pub mod gc;
+pub mod recovery;
+
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,9 +21,9 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread;
 use std::time::Instant;
 
-use super::recovery::{self, RecordedError, RecoveryPlan, StepRunner, TaskRecord};
 use crate::error::{Error, Result};
 use crate::types::Uuid;
+use recovery::{RecordedError, RecoveryPlan, StepRunner, TaskRecord};
 
 /// VDSM's task pool size and queue limit.
 pub const DEFAULT_WORKERS: usize = 10;
@@ -765,7 +768,7 @@ fn worker(inner: Arc<Inner>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::recovery::{Commit, Step};
+    use crate::engine::tasks::recovery::{Commit, Step};
     use std::time::Duration;
 
     /// Records the steps it runs; commit checks answer `committed`.

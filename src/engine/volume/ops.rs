@@ -5,13 +5,13 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::images::chain_of;
-use super::jobs::{next_generation, FencedChange, Rollback};
-use super::recovery::Step;
-use super::resources::Mode;
-use super::volumes::read_in_image;
-use super::Engine;
 use crate::backend::Domain;
+use crate::engine::image::chain_of;
+use crate::engine::jobs::{next_generation, FencedChange, Rollback};
+use crate::engine::resources::Mode;
+use crate::engine::tasks::recovery::Step;
+use crate::engine::volume::read_in_image;
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::format::volume_md::VolumeMetadata;

@@ -1,0 +1,6 @@
+//! What a host has of its own: storage connections (mounts), domain
+//! monitoring and the embedded local domain and pool.
+
+pub mod connections;
+pub mod embedded;
+pub mod monitor;
