@@ -16,6 +16,9 @@ have cc || need_pkgs+=(gcc)
 # which cairnd links.
 have sanlock || need_pkgs+=(sanlock)
 [ -e /usr/include/sanlock.h ] || need_pkgs+=(libsanlock-dev)
+# lvm2: block domains are LVM volume groups (the tests drive real lvm
+# commands on loop devices).
+have lvm || need_pkgs+=(lvm2)
 # GlusterFS: the tests run a real one-brick volume.
 have glusterd || need_pkgs+=(glusterfs-server glusterfs-client)
 

@@ -5,6 +5,7 @@ pub mod copy;
 pub mod durable;
 pub mod extents;
 pub mod lease;
+pub mod lvm;
 pub mod mount;
 pub mod nofollow;
 pub mod pipeline;

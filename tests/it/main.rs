@@ -13,6 +13,7 @@ mod example;
 mod filesystems;
 mod gluster;
 mod image_ops;
+mod lvm;
 mod membership;
 mod monitoring;
 mod multihost;
