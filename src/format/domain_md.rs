@@ -25,6 +25,8 @@ pub enum DomainMetadataError {
     TooLarge,
     #[error("metadata is empty")]
     Empty,
+    #[error("metadata entry {0:?} is malformed")]
+    Malformed(String),
 }
 
 /// Parsed, verified domain metadata.
@@ -43,13 +45,19 @@ impl DomainMetadata {
         // Block domains pad the metadata block with NULs.
         let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
         let text = std::str::from_utf8(&bytes[..end]).map_err(|_| DomainMetadataError::NotUtf8)?;
-        let mut map = BTreeMap::new();
-        for line in text.lines() {
-            let line = line.trim_end_matches('\r');
-            if let Some((k, v)) = line.split_once('=') {
-                map.insert(k.trim().to_string(), v.to_string());
-            }
-        }
+        let pairs = text.lines().filter_map(|line| {
+            let (k, v) = line.trim_end_matches('\r').split_once('=')?;
+            Some((k.trim().to_string(), v.to_string()))
+        });
+        Self::from_pairs(pairs)
+    }
+
+    /// Metadata from `KEY=VALUE` pairs (the seal among them, if any),
+    /// wherever they are kept (a file's lines, a VG's tags).
+    pub fn from_pairs(
+        pairs: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, DomainMetadataError> {
+        let mut map: BTreeMap<String, String> = pairs.into_iter().collect();
         let declared = map.remove(CHECKSUM_KEY);
         if map.is_empty() {
             return Err(DomainMetadataError::Empty);
