@@ -131,6 +131,9 @@ pub struct NewLv<'a> {
 #[derive(Debug)]
 pub struct Lvm {
     program: OsString,
+    /// Settings added to every command's configuration (a host without
+    /// udev: `activation { udev_sync=0 udev_rules=0 }`).
+    extra_config: String,
     running: Mutex<usize>,
     slot_free: Condvar,
     cache: Mutex<HashMap<String, Cached>>,
@@ -156,10 +159,16 @@ impl Lvm {
     pub fn with_program(program: impl Into<OsString>) -> Lvm {
         Lvm {
             program: program.into(),
+            extra_config: String::new(),
             running: Mutex::new(0),
             slot_free: Condvar::new(),
             cache: Mutex::new(HashMap::new()),
         }
+    }
+
+    pub fn with_extra_config(mut self, config: &str) -> Lvm {
+        self.extra_config = config.to_string();
+        self
     }
 
     /// The `--config` text accepting exactly `devices`.
@@ -185,7 +194,7 @@ impl Lvm {
     /// Runs `lvm <args>` seeing only `devices`; returns its stdout.
     fn run(&self, devices: &[PathBuf], args: &[&str]) -> Result<String> {
         let command = args.first().copied().unwrap_or("").to_string();
-        let config = Self::config(devices)?;
+        let config = format!("{} {}", Self::config(devices)?, self.extra_config);
         let mut cmd = Command::new(&self.program);
         cmd.arg(args[0])
             .arg("--config")
@@ -487,18 +496,42 @@ impl Lvm {
     }
 
     /// Grows an LV to `size` bytes (rounded up to extents); a no-op if it
-    /// is that large already.
+    /// is that large already. An LV active here is remapped at once.
     pub fn lvextend(&self, devices: &[PathBuf], vg: &str, lv: &str, size: u64) -> Result<()> {
+        self.extend(devices, vg, lv, size, &[])
+    }
+
+    /// [`Lvm::lvextend`] of the VG metadata only, leaving this host's
+    /// mapping as it is: what an SPM does for an LV that a guest on another
+    /// host is using (that host refreshes it first; VDSM BZ 1983882).
+    pub fn lvextend_metadata_only(
+        &self,
+        devices: &[PathBuf],
+        vg: &str,
+        lv: &str,
+        size: u64,
+    ) -> Result<()> {
+        self.extend(devices, vg, lv, size, &["--driverloaded", "n"])
+    }
+
+    fn extend(
+        &self,
+        devices: &[PathBuf],
+        vg: &str,
+        lv: &str,
+        size: u64,
+        extra: &[&str],
+    ) -> Result<()> {
         let current = self.lv(devices, vg, lv)?;
         if current.size >= size {
             return Ok(());
         }
         let target = sectors(size);
         let name = format!("{vg}/{lv}");
-        let result = self.run(
-            devices,
-            &["lvextend", "--autobackup", "n", "--size", &target, &name],
-        );
+        let mut args = vec!["lvextend", "--autobackup", "n"];
+        args.extend(extra);
+        args.extend(["--size", &target, &name]);
+        let result = self.run(devices, &args);
         self.changed(vg);
         result.map(drop)
     }

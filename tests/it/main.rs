@@ -24,4 +24,5 @@ mod sanlock;
 mod schema;
 mod security;
 mod transfer;
+mod vm;
 mod websocket;
