@@ -139,6 +139,8 @@ pub enum Error {
     Connection { connection: String, reason: String },
     #[error("mount failed: {0}")]
     Mount(String),
+    #[error(transparent)]
+    Iscsi(#[from] crate::primitives::iscsi::IscsiError),
     /// Storage content that would lead cairnd outside the storage: a link,
     /// a device node, a FIFO where a volume or directory should be.
     #[error("refusing unsafe storage content: {0}")]
@@ -239,6 +241,18 @@ impl Error {
             Error::StorageTypeNotSupported(..) => 468,
             Error::Connection { .. } => 451,
             Error::Mount(_) => 477,
+            Error::Iscsi(e) => {
+                use crate::primitives::iscsi::IscsiError as I;
+                match e {
+                    I::Invalid { .. } => 1000,
+                    I::AddNode { .. } => 460,
+                    I::Auth(_) => 461,
+                    I::Login { .. } => 464,
+                    I::Setup(_) => 465,
+                    I::Logout { .. } => 474,
+                    I::LoginAuth { .. } => 476,
+                }
+            }
             Error::UnsafeStorage(_) => 254,
             Error::Io { .. } => 100,
             Error::Recorded { code, .. } => *code,

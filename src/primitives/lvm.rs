@@ -131,9 +131,6 @@ pub struct NewLv<'a> {
 #[derive(Debug)]
 pub struct Lvm {
     program: OsString,
-    /// Settings added to every command's configuration (a host without
-    /// udev: `activation { udev_sync=0 udev_rules=0 }`).
-    extra_config: String,
     running: Mutex<usize>,
     slot_free: Condvar,
     cache: Mutex<HashMap<String, Cached>>,
@@ -159,16 +156,10 @@ impl Lvm {
     pub fn with_program(program: impl Into<OsString>) -> Lvm {
         Lvm {
             program: program.into(),
-            extra_config: String::new(),
             running: Mutex::new(0),
             slot_free: Condvar::new(),
             cache: Mutex::new(HashMap::new()),
         }
-    }
-
-    pub fn with_extra_config(mut self, config: &str) -> Lvm {
-        self.extra_config = config.to_string();
-        self
     }
 
     /// The `--config` text accepting exactly `devices`.
@@ -194,7 +185,7 @@ impl Lvm {
     /// Runs `lvm <args>` seeing only `devices`; returns its stdout.
     fn run(&self, devices: &[PathBuf], args: &[&str]) -> Result<String> {
         let command = args.first().copied().unwrap_or("").to_string();
-        let config = format!("{} {}", Self::config(devices)?, self.extra_config);
+        let config = Self::config(devices)?;
         let mut cmd = Command::new(&self.program);
         cmd.arg(args[0])
             .arg("--config")

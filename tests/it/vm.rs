@@ -11,7 +11,8 @@ use cairn::primitives::lvm::{Lvm, NewLv};
 
 use crate::lvm::LoopDevice;
 
-/// The real lvm, on a VM without udevd: lvm makes the device nodes itself.
+/// The real lvm, as on a production host (udevd runs in the VM and makes
+/// the device nodes).
 fn real_lvm() -> Lvm {
     assert_eq!(
         std::env::var("CAIRN_VM_TIER").as_deref(),
@@ -23,7 +24,6 @@ fn real_lvm() -> Lvm {
         assert!(ok.success(), "modprobe {module}");
     }
     Lvm::with_program("lvm")
-        .with_extra_config("activation { udev_sync=0 udev_rules=0 monitoring=0 }")
 }
 
 fn size_of(dev: &Path) -> u64 {
@@ -32,6 +32,12 @@ fn size_of(dev: &Path) -> u64 {
         .arg(dev)
         .output()
         .unwrap();
+    assert!(
+        out.status.success(),
+        "blockdev {}: {}",
+        dev.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
@@ -88,8 +94,7 @@ fn lvm_activation_extend_and_refresh_are_real() {
 
     // Another host (the SPM) grows it in the VG metadata only, as it does
     // for an LV in use elsewhere: this host's cache and mapping are old.
-    let other = Lvm::with_program("lvm")
-        .with_extra_config("activation { udev_sync=0 udev_rules=0 monitoring=0 }");
+    let other = Lvm::with_program("lvm");
     other
         .lvextend_metadata_only(&devs, vg, "vol", 40 << 20)
         .unwrap();
@@ -127,4 +132,168 @@ fn lvm_activation_extend_and_refresh_are_real() {
     assert!(!dev.exists(), "deactivated");
     lvm.lvremove(&devs, vg, &["vol", "next"]).unwrap();
     lvm.vgremove(&devs, vg).unwrap();
+}
+
+/// A daemon the test starts in the VM, killed when dropped.
+struct Background(std::process::Child);
+
+impl Background {
+    fn start(program: &str, args: &[&str]) -> Background {
+        let child = Command::new(program)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{program}: {e}"));
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        Background(child)
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn run(program: &str, args: &[&str]) {
+    let out = Command::new(program).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// iSCSI sessions, as (target name, disks) from sysfs.
+fn iscsi_sessions() -> Vec<(String, Vec<String>)> {
+    let Ok(entries) = std::fs::read_dir("/sys/class/iscsi_session") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let target = std::fs::read_to_string(e.path().join("targetname")).unwrap_or_default();
+        let mut disks = Vec::new();
+        let device = e.path().join("device");
+        for t in std::fs::read_dir(&device).into_iter().flatten().flatten() {
+            for lun in std::fs::read_dir(t.path()).into_iter().flatten().flatten() {
+                for b in std::fs::read_dir(lun.path().join("block"))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    disks.push(b.file_name().to_string_lossy().into_owned());
+                }
+            }
+        }
+        out.push((target.trim().to_string(), disks));
+    }
+    out
+}
+
+/// `StoragePool.connectStorageServer` with ISCSI logs in to a real target
+/// (tgtd in the VM) with CHAP, refuses a wrong password with VDSM's code,
+/// survives a cairnd restart and logs out on disconnect.
+#[test]
+#[ignore = "runs in the VM tier (scripts/vm-tier): needs an iSCSI initiator"]
+fn iscsi_login_with_chap_and_logout_through_cairnd() {
+    use serde_json::json;
+    assert_eq!(std::env::var("CAIRN_VM_TIER").as_deref(), Ok("1"));
+    run("modprobe", &["iscsi_tcp"]);
+    let iqn = "iqn.2026-12.org.cairn:vm-lun";
+    let lun = tempfile::NamedTempFile::new().unwrap();
+    lun.as_file().set_len(256 << 20).unwrap();
+    let _tgtd = Background::start("tgtd", &["-f"]);
+    let tgt = |args: &[&str]| {
+        let mut all = vec!["--lld", "iscsi"];
+        all.extend(args);
+        run("tgtadm", &all);
+    };
+    tgt(&["--op", "new", "--mode", "target", "--tid", "1", "-T", iqn]);
+    let backing = lun.path().to_str().unwrap();
+    tgt(&[
+        "--op",
+        "new",
+        "--mode",
+        "logicalunit",
+        "--tid",
+        "1",
+        "--lun",
+        "1",
+        "-b",
+        backing,
+    ]);
+    tgt(&[
+        "--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL",
+    ]);
+    tgt(&[
+        "--op",
+        "new",
+        "--mode",
+        "account",
+        "--user",
+        "cairn",
+        "--password",
+        "s3cret-pass",
+    ]);
+    tgt(&[
+        "--op", "bind", "--mode", "account", "--tid", "1", "--user", "cairn",
+    ]);
+    std::fs::write(
+        "/etc/iscsi/initiatorname.iscsi",
+        "InitiatorName=iqn.2026-12.org.cairn:vm\n",
+    )
+    .unwrap();
+    let _iscsid = Background::start("iscsid", &["-f"]);
+
+    let d = crate::common::Daemon::start_bare();
+    let conn = |password: &str| {
+        json!({"storagepoolID": crate::common::uuid(), "domainType": "ISCSI", "connectionParams": [
+            {"id": "lun", "connection": "127.0.0.1", "port": "3260", "iqn": iqn,
+             "user": "cairn", "password": password}]})
+    };
+    let st = d.call("StoragePool.connectStorageServer", conn("wrong"));
+    assert_eq!(st[0]["status"], 476, "{st}\n{}", d.log());
+    assert!(iscsi_sessions().is_empty());
+    let st = d.call("StoragePool.connectStorageServer", conn("s3cret-pass"));
+    assert_eq!(st[0]["status"], 0, "{st}\n{}", d.log());
+    // The kernel scans the target's LUNs after the login returns.
+    let mut sessions = iscsi_sessions();
+    for _ in 0..100 {
+        if sessions.iter().all(|(_, disks)| !disks.is_empty()) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        sessions = iscsi_sessions();
+    }
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert_eq!(sessions[0].0, iqn);
+    assert_eq!(
+        sessions[0].1.len(),
+        1,
+        "the LUN appears as a disk: {sessions:?}"
+    );
+    // Again: already logged in is success.
+    let st = d.call("StoragePool.connectStorageServer", conn("s3cret-pass"));
+    assert_eq!(st[0]["status"], 0, "{st}");
+
+    // A restart keeps the connection (restored from the host state).
+    let d = crate::common::Daemon::start_in(
+        d.stop(false),
+        crate::common::Opts {
+            embedded: false,
+            ..Default::default()
+        },
+    );
+    assert_eq!(iscsi_sessions().len(), 1);
+    assert!(
+        !d.log().contains("cannot restore storage connection"),
+        "{}",
+        d.log()
+    );
+
+    let st = d.call("StoragePool.disconnectStorageServer", conn(""));
+    assert_eq!(st[0]["status"], 0, "{st}\n{}", d.log());
+    assert!(iscsi_sessions().is_empty(), "logged out");
 }

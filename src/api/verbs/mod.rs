@@ -188,6 +188,12 @@ fn connection_entry(i: usize, v: &Value) -> Result<ConnectionParams, ApiError> {
         nfs_version: field(&["protocol_version", "version"])?,
         nfs_timeout: number("timeout")?,
         nfs_retrans: number("retrans")?,
+        port: number("port")?,
+        tpgt: number("tpgt")?,
+        iqn: field(&["iqn"])?,
+        iface: field(&["ifaceName"])?,
+        user: field(&["user"])?,
+        password: field(&["password"])?,
     })
 }
 

@@ -18,13 +18,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::Engine;
 use crate::error::{Error, IoContext, Result};
+use crate::primitives::iscsi;
 use crate::primitives::mount::{self, MountRequest};
 use crate::types::DomainType;
 
 const MOUNT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One entry of `connectionParams`, in the form VDSM receives on the wire.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ConnectionParams {
     /// Echoed back in the status list exactly as the caller sent it.
     pub id: serde_json::Value,
@@ -35,6 +36,14 @@ pub struct ConnectionParams {
     pub nfs_version: Option<String>,
     pub nfs_timeout: Option<u32>,
     pub nfs_retrans: Option<u32>,
+    /// iSCSI: the target's port (3260), portal group tag (1), name, the
+    /// initiator interface (`default`) and CHAP credentials.
+    pub port: Option<u32>,
+    pub tpgt: Option<u32>,
+    pub iqn: Option<String>,
+    pub iface: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
 }
 
 /// Per-connection outcome, in request order.
@@ -66,6 +75,9 @@ impl Engine {
             .iter()
             .map(|c| {
                 let result = self.police_local(domain_type, c).and_then(|()| record_for(domain_type, c, &self.local_roots)).and_then(|rec| {
+                    if domain_type == DomainType::Iscsi {
+                        add_iscsi_node(c)?;
+                    }
                     self.establish(&rec)?;
                     self.save_host_state(|st| {
                         if !st.connections.contains(&rec) {
@@ -92,13 +104,17 @@ impl Engine {
             .map(|c| {
                 // Only a recorded connection of this kind is undone, as it
                 // was made: nothing else at its directory is touched.
-                let rec = ConnectionRecord {
-                    domain_type: domain_type.name().to_string(),
-                    spec: c.spec.clone(),
-                    vfs_type: None,
-                    options: None,
+                let spec = match domain_type {
+                    DomainType::Iscsi => iscsi_node(c).map(|n| n.spec()),
+                    _ => self.mount_dir(&c.spec).map(|_| c.spec.clone()),
                 };
-                let result = self.mount_dir(&c.spec).and_then(|_| {
+                let result = spec.and_then(|spec| {
+                    let rec = ConnectionRecord {
+                        domain_type: domain_type.name().to_string(),
+                        spec,
+                        vfs_type: None,
+                        options: None,
+                    };
                     self.tear_down(&rec)?;
                     self.save_host_state(|st| {
                         st.connections
@@ -145,11 +161,55 @@ impl Engine {
     }
 }
 
+/// The iSCSI node a connection names (VDSM's defaults: port 3260, portal
+/// group 1, the `default` interface).
+fn iscsi_node(c: &ConnectionParams) -> Result<iscsi::Node> {
+    let port = c.port.unwrap_or(3260);
+    let node = iscsi::Node {
+        iqn: c
+            .iqn
+            .clone()
+            .ok_or_else(|| Error::invalid("iqn", "an ISCSI connection needs the target's iqn"))?,
+        host: c.spec.clone(),
+        port: u16::try_from(port).map_err(|_| Error::invalid("port", port.to_string()))?,
+        tpgt: c.tpgt.unwrap_or(1),
+        iface: c.iface.clone().unwrap_or_else(|| "default".into()),
+    };
+    node.validate()?;
+    Ok(node)
+}
+
+/// Writes the node record a login uses, CHAP credentials included.
+fn add_iscsi_node(c: &ConnectionParams) -> Result<()> {
+    let chap = match (&c.user, &c.password) {
+        (Some(user), Some(password)) if !user.is_empty() => Some(iscsi::Chap {
+            user: user.clone(),
+            password: password.clone(),
+        }),
+        (Some(u), _) if !u.is_empty() => {
+            return Err(Error::invalid(
+                "password",
+                "CHAP needs a user and a password",
+            ))
+        }
+        _ => None,
+    };
+    Ok(iscsi::add_node(&iscsi_node(c)?, chap.as_ref())?)
+}
+
 fn record_for(
     domain_type: DomainType,
     c: &ConnectionParams,
     local_roots: &[PathBuf],
 ) -> Result<ConnectionRecord> {
+    if domain_type == DomainType::Iscsi {
+        return Ok(ConnectionRecord {
+            domain_type: domain_type.name().to_string(),
+            spec: iscsi_node(c)?.spec(),
+            vfs_type: None,
+            options: None,
+        });
+    }
     let (vfs_type, options) = match domain_type {
         DomainType::LocalFs => {
             police_local_path(&c.spec, local_roots)?;
@@ -184,7 +244,7 @@ fn record_for(
         other => {
             return Err(Error::StorageTypeNotSupported(
                 other.name().to_string(),
-                "block storage (iSCSI, FC) and CIFS connections are not implemented yet",
+                "FC and CIFS connections are not implemented yet",
             ))
         }
     };
@@ -208,6 +268,15 @@ fn record_for(
 impl Engine {
     /// Makes the connection's directory usable; idempotent.
     pub(crate) fn establish(&self, rec: &ConnectionRecord) -> Result<()> {
+        if rec.domain_type()? == DomainType::Iscsi {
+            let node = iscsi::Node::from_spec(&rec.spec)?;
+            if let Err(e) = iscsi::login(&node) {
+                // As VDSM: a node that cannot log in is not kept.
+                let _ = iscsi::delete_node(&node);
+                return Err(e.into());
+            }
+            return Ok(());
+        }
         let dir = self.mount_dir(&rec.spec)?;
         if rec.domain_type()? == DomainType::LocalFs {
             let target = Path::new(&rec.spec);
@@ -269,7 +338,6 @@ impl Engine {
     }
 
     fn tear_down(&self, rec: &ConnectionRecord) -> Result<()> {
-        let dir = self.mount_dir(&rec.spec)?;
         let recorded = self
             .host_state
             .lock()
@@ -283,6 +351,14 @@ impl Engine {
             tracing::info!(connection = %rec.spec, kind = %rec.domain_type, "not connected; nothing to disconnect");
             return Ok(());
         }
+        if rec.domain_type()? == DomainType::Iscsi {
+            let node = iscsi::Node::from_spec(&rec.spec)?;
+            iscsi::logout(&node)?;
+            iscsi::delete_node(&node)?;
+            self.domain_cache.lock().expect("domain cache").clear();
+            return Ok(());
+        }
+        let dir = self.mount_dir(&rec.spec)?;
         let entry = fs::symlink_metadata(&dir).ok();
         if rec.domain_type()? == DomainType::LocalFs {
             if entry.is_some_and(|m| m.file_type().is_symlink()) {
@@ -433,11 +509,7 @@ mod tests {
         ConnectionParams {
             id: serde_json::json!(1),
             spec: spec.into(),
-            vfs_type: None,
-            options: None,
-            nfs_version: None,
-            nfs_timeout: None,
-            nfs_retrans: None,
+            ..Default::default()
         }
     }
 
@@ -491,7 +563,18 @@ mod tests {
             record(DomainType::SharedFs, &c).is_err(),
             "a file is no block device"
         );
-        assert!(record(DomainType::Iscsi, &params("10.0.0.1")).is_err());
+        assert!(
+            record(DomainType::Iscsi, &params("10.0.0.1")).is_err(),
+            "an iSCSI connection needs an iqn"
+        );
+        let mut c = params("10.0.0.1");
+        c.iqn = Some("iqn.2026-12.org.example:lun1".into());
+        assert_eq!(
+            record(DomainType::Iscsi, &c).unwrap().spec,
+            "iqn.2026-12.org.example:lun1 10.0.0.1:3260,1 default"
+        );
+        c.spec = "10.0.0.1 -o delete".into();
+        assert!(record(DomainType::Iscsi, &c).is_err());
     }
 
     #[test]

@@ -34,11 +34,7 @@ impl Engine {
         let conn = ConnectionParams {
             id: serde_json::json!("embedded"),
             spec: remote.clone(),
-            vfs_type: None,
-            options: None,
-            nfs_version: None,
-            nfs_timeout: None,
-            nfs_retrans: None,
+            ..Default::default()
         };
         for (_, result) in self.connect_storage_server(DomainType::LocalFs, &[conn]) {
             result?;
