@@ -23,10 +23,20 @@ pub struct Node {
     pub iface: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Chap {
     pub user: String,
     pub password: String,
+}
+
+/// Never shows the password (a debug log must not leak it).
+impl std::fmt::Debug for Chap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chap")
+            .field("user", &self.user)
+            .field("password", &"<hidden>")
+            .finish()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -25,7 +25,7 @@ use crate::types::DomainType;
 const MOUNT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One entry of `connectionParams`, in the form VDSM receives on the wire.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Clone, PartialEq, Default)]
 pub struct ConnectionParams {
     /// Echoed back in the status list exactly as the caller sent it.
     pub id: serde_json::Value,
@@ -44,6 +44,27 @@ pub struct ConnectionParams {
     pub iface: Option<String>,
     pub user: Option<String>,
     pub password: Option<String>,
+}
+
+/// Never shows the CHAP password (a debug log must not leak it).
+impl std::fmt::Debug for ConnectionParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionParams")
+            .field("id", &self.id)
+            .field("spec", &self.spec)
+            .field("vfs_type", &self.vfs_type)
+            .field("options", &self.options)
+            .field("nfs_version", &self.nfs_version)
+            .field("nfs_timeout", &self.nfs_timeout)
+            .field("nfs_retrans", &self.nfs_retrans)
+            .field("port", &self.port)
+            .field("tpgt", &self.tpgt)
+            .field("iqn", &self.iqn)
+            .field("iface", &self.iface)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .finish()
+    }
 }
 
 /// Per-connection outcome, in request order.
@@ -510,6 +531,22 @@ mod tests {
             id: serde_json::json!(1),
             spec: spec.into(),
             ..Default::default()
+        }
+    }
+
+    #[test]
+    fn passwords_stay_out_of_debug_output() {
+        let c = ConnectionParams {
+            password: Some("s3cret-pass".into()),
+            ..params("10.0.0.1")
+        };
+        let chap = iscsi::Chap {
+            user: "u".into(),
+            password: "s3cret-pass".into(),
+        };
+        for text in [format!("{c:?}"), format!("{chap:?}")] {
+            assert!(!text.contains("s3cret"), "{text}");
+            assert!(text.contains("<hidden>"), "{text}");
         }
     }
 
