@@ -236,6 +236,15 @@ impl Lvm {
         self.cache.lock().expect("lvm cache").remove(vg);
     }
 
+    /// Runs a command that changes `vg`, and forgets what is cached of it
+    /// whether or not the command succeeded (a failed one may have
+    /// changed part of it).
+    fn change(&self, devices: &[PathBuf], vg: &str, args: &[&str]) -> Result<()> {
+        let result = self.run(devices, args);
+        self.changed(vg);
+        result.map(drop)
+    }
+
     /// Forgets what is known of `vg` (another host changed it).
     pub fn invalidate(&self, vg: &str) {
         self.changed(vg);
@@ -400,15 +409,11 @@ impl Lvm {
         }
         args.push(vg);
         args.extend(devices.iter().filter_map(|d| d.to_str()));
-        self.run(devices, &args)?;
-        self.changed(vg);
-        Ok(())
+        self.change(devices, vg, &args)
     }
 
     pub fn vgremove(&self, devices: &[PathBuf], vg: &str) -> Result<()> {
-        self.run(devices, &["vgremove", "--force", vg])?;
-        self.changed(vg);
-        Ok(())
+        self.change(devices, vg, &["vgremove", "--force", vg])
     }
 
     /// Adds `new` PVs to the VG.
@@ -416,16 +421,12 @@ impl Lvm {
         let all: Vec<PathBuf> = devices.iter().chain(new).cloned().collect();
         let mut args = vec!["vgextend", vg];
         args.extend(new.iter().filter_map(|d| d.to_str()));
-        self.run(&all, &args)?;
-        self.changed(vg);
-        Ok(())
+        self.change(&all, vg, &args)
     }
 
     /// Grows a PV to its device's size (a LUN grown on the storage).
     pub fn pvresize(&self, devices: &[PathBuf], vg: &str, device: &Path) -> Result<()> {
-        self.run(devices, &["pvresize", device.to_str().unwrap_or("")])?;
-        self.changed(vg);
-        Ok(())
+        self.change(devices, vg, &["pvresize", device.to_str().unwrap_or("")])
     }
 
     pub fn change_vg_tags(
@@ -443,9 +444,7 @@ impl Lvm {
             args.extend(["--addtag", t.as_str()]);
         }
         args.push(vg);
-        self.run(devices, &args)?;
-        self.changed(vg);
-        Ok(())
+        self.change(devices, vg, &args)
     }
 
     /// Creates an LV, inactive; LVM zeroes its first 4 KiB.
@@ -472,18 +471,14 @@ impl Lvm {
             args.extend(["--addtag", t.as_str()]);
         }
         args.push(vg);
-        let result = self.run(devices, &args);
-        self.changed(vg);
-        result.map(drop)
+        self.change(devices, vg, &args)
     }
 
     pub fn lvremove(&self, devices: &[PathBuf], vg: &str, lvs: &[&str]) -> Result<()> {
         let names: Vec<String> = lvs.iter().map(|lv| format!("{vg}/{lv}")).collect();
         let mut args = vec!["lvremove", "--autobackup", "n", "--force"];
         args.extend(names.iter().map(String::as_str));
-        let result = self.run(devices, &args);
-        self.changed(vg);
-        result.map(drop)
+        self.change(devices, vg, &args)
     }
 
     /// Grows an LV to `size` bytes (rounded up to extents); a no-op if it
@@ -522,9 +517,7 @@ impl Lvm {
         let mut args = vec!["lvextend", "--autobackup", "n"];
         args.extend(extra);
         args.extend(["--size", &target, &name]);
-        let result = self.run(devices, &args);
-        self.changed(vg);
-        result.map(drop)
+        self.change(devices, vg, &args)
     }
 
     pub fn change_lv_tags(
@@ -544,9 +537,7 @@ impl Lvm {
             args.extend(["--addtag", t.as_str()]);
         }
         args.push(&name);
-        let result = self.run(devices, &args);
-        self.changed(vg);
-        result.map(drop)
+        self.change(devices, vg, &args)
     }
 
     /// Activates or deactivates LVs of `vg`.
@@ -560,9 +551,7 @@ impl Lvm {
             if on { "y" } else { "n" },
         ];
         args.extend(names.iter().map(String::as_str));
-        let result = self.run(devices, &args);
-        self.changed(vg);
-        result.map(drop)
+        self.change(devices, vg, &args)
     }
 
     /// Makes an active LV show a size another host gave it.

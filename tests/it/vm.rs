@@ -53,7 +53,7 @@ fn dd(args: &[&str]) {
 /// Activation through device-mapper, a multi-segment LV, and an extension
 /// by another host (another runner, its own cache) seen after a refresh.
 #[test]
-#[ignore = "runs in the VM tier (scripts/vm-tier): needs device-mapper"]
+#[ignore = "needs device-mapper: run by the VM tier (scripts/vm-tier), which scripts/test runs after the rest"]
 fn lvm_activation_extend_and_refresh_are_real() {
     let lvm = real_lvm();
     let pv = LoopDevice::new(1 << 30).expect("a loop device");
@@ -196,7 +196,7 @@ fn iscsi_sessions() -> Vec<(String, Vec<String>)> {
 /// (tgtd in the VM) with CHAP, refuses a wrong password with VDSM's code,
 /// survives a cairnd restart and logs out on disconnect.
 #[test]
-#[ignore = "runs in the VM tier (scripts/vm-tier): needs an iSCSI initiator"]
+#[ignore = "needs an iSCSI initiator: run by the VM tier (scripts/vm-tier), which scripts/test runs after the rest"]
 fn iscsi_login_with_chap_and_logout_through_cairnd() {
     use serde_json::json;
     assert_eq!(std::env::var("CAIRN_VM_TIER").as_deref(), Ok("1"));

@@ -330,15 +330,7 @@ fn finalize_steps(
         undo.push(metadata(*id, md)?);
     }
     undo.push(metadata(sc.base, &base)?);
-    let redo: Vec<Step> = [Part::Data, Part::Lease]
-        .into_iter()
-        .map(|part| Step::RemovePart {
-            sd,
-            img,
-            vol: sc.top,
-            part,
-        })
-        .collect();
+    let redo = Step::remove_data_and_lease(sd, img, sc.top).to_vec();
     ctx.plan(RecoveryPlan {
         undo,
         redo: redo.clone(),

@@ -489,9 +489,7 @@ fn create_volume_steps(
     if let Some((_, t)) = template {
         undo.push(Step::UnlinkTemplate { sd, img, vol: t });
     }
-    for part in [Part::Data, Part::Lease] {
-        undo.push(Step::RemovePart { sd, img, vol, part });
-    }
+    undo.extend(Step::remove_data_and_lease(sd, img, vol));
     if let Some(p) = snapshot_parent {
         let contents = metadata_text(req.src_vol, p, version)?;
         undo.push(Step::WriteVolumeMetadata {
@@ -651,9 +649,7 @@ fn delete_volume_steps(
             discard: req.discard,
         });
     }
-    for part in [Part::Data, Part::Lease] {
-        parts.push(Step::RemovePart { sd, img, vol, part });
-    }
+    parts.extend(Step::remove_data_and_lease(sd, img, vol));
     let parent: Vec<Step> = (md.parent != BLANK_UUID)
         .then_some(Step::RelinkLeaf {
             sd,

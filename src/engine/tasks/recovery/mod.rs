@@ -96,6 +96,14 @@ pub enum Step {
     },
 }
 
+impl Step {
+    /// Removing a volume's data and lease (its metadata, the commit point
+    /// of creates and deletes, is removed on its own).
+    pub fn remove_data_and_lease(sd: Uuid, img: Uuid, vol: Uuid) -> [Step; 2] {
+        [Part::Data, Part::Lease].map(|part| Step::RemovePart { sd, img, vol, part })
+    }
+}
+
 /// How recovery decides whether a task passed its point of no return.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "if", rename_all = "snake_case")]
