@@ -28,6 +28,8 @@ pub struct FileConfig {
     pub sanlock_io_timeout: Option<u32>,
     /// Directories LOCALFS storage may lie under, besides the data dir.
     pub local_roots: Option<Vec<PathBuf>>,
+    /// Block devices block domains may use besides the LUNs found.
+    pub block_devices: Option<Vec<PathBuf>>,
     /// The TCP listener's certificate, key and the CA that signs clients
     /// (default: `<data-dir>/pki/host.pem`, `host-key.pem`, `ca.pem`).
     pub tls_cert: Option<PathBuf>,

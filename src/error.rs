@@ -141,6 +141,31 @@ pub enum Error {
     Mount(String),
     #[error(transparent)]
     Iscsi(#[from] crate::primitives::iscsi::IscsiError),
+    /// An lvm command failed.
+    #[error("cannot {action}: {source}")]
+    Lvm {
+        action: LvmAction,
+        #[source]
+        source: crate::primitives::lvm::LvmError,
+    },
+    #[error("volume group {0} does not exist on the connected LUNs")]
+    VolumeGroupNotFound(String),
+    #[error("volume group {vg} already belongs to a storage domain")]
+    VolumeGroupHasDomain { vg: String },
+    #[error("volume group {vg} cannot hold a domain: {reason}")]
+    VolumeGroupUnusable { vg: String, reason: String },
+    #[error("LUN {guid} cannot be used: {reason}")]
+    LunUnusable { guid: String, reason: String },
+    #[error("LUN {guid} has {size} B blocks; block domains need {need} B")]
+    LunBlockSize { guid: String, size: u32, need: u32 },
+    #[error("{format} {allocation} volumes cannot be made on block storage")]
+    IncorrectFormat {
+        format: crate::types::VolumeFormat,
+        allocation: crate::types::VolumeAllocation,
+    },
+    #[error("logical volume of volume {vol} is missing: {reason}")]
+    LogicalVolumeMissing { vol: Uuid, reason: String },
+
     /// Storage content that would lead cairnd outside the storage: a link,
     /// a device node, a FIFO where a volume or directory should be.
     #[error("refusing unsafe storage content: {0}")]
@@ -253,6 +278,14 @@ impl Error {
                     I::LoginAuth { .. } => 476,
                 }
             }
+            Error::Lvm { action, .. } => action.code(),
+            Error::VolumeGroupNotFound(_) => 506,
+            Error::VolumeGroupHasDomain { .. } => 515,
+            Error::VolumeGroupUnusable { .. } => 509,
+            Error::LunUnusable { .. } => 606,
+            Error::LunBlockSize { .. } => 518,
+            Error::IncorrectFormat { .. } => 202,
+            Error::LogicalVolumeMissing { .. } => 610,
             Error::UnsafeStorage(_) => 254,
             Error::Io { .. } => 100,
             Error::Recorded { code, .. } => *code,
@@ -267,6 +300,68 @@ impl Error {
             Error::VolumeCreation { reason, .. } => reason.contains("No space left on device"),
             _ => false,
         }
+    }
+}
+
+/// What an lvm command was doing, for the message and VDSM's code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LvmAction {
+    CreatePv,
+    CreateVg,
+    ExtendVg,
+    RemoveVg,
+    ReadVg,
+    ReplaceVgTags,
+    CreateLv,
+    RemoveLv,
+    ActivateLv,
+    DeactivateLv,
+    ExtendLv,
+    RefreshLv,
+    ReplaceLvTags,
+    ReadLvs,
+}
+
+impl LvmAction {
+    /// VDSM's code for the same failure.
+    pub fn code(self) -> i64 {
+        match self {
+            LvmAction::CreatePv => 601,
+            LvmAction::CreateVg => 502,
+            LvmAction::ExtendVg => 503,
+            LvmAction::RemoveVg => 508,
+            LvmAction::ReadVg => 513,
+            LvmAction::ReplaceVgTags => 516,
+            LvmAction::CreateLv => 550,
+            LvmAction::RemoveLv => 573,
+            LvmAction::ActivateLv => 570,
+            LvmAction::DeactivateLv => 552,
+            LvmAction::ExtendLv => 554,
+            LvmAction::RefreshLv => 556,
+            LvmAction::ReplaceLvTags => 572,
+            LvmAction::ReadLvs => 569,
+        }
+    }
+}
+
+impl std::fmt::Display for LvmAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LvmAction::CreatePv => "initialize the LUN as a physical volume",
+            LvmAction::CreateVg => "create the volume group",
+            LvmAction::ExtendVg => "extend the volume group",
+            LvmAction::RemoveVg => "remove the volume group",
+            LvmAction::ReadVg => "read the volume group",
+            LvmAction::ReplaceVgTags => "write the domain metadata (VG tags)",
+            LvmAction::CreateLv => "create the logical volume",
+            LvmAction::RemoveLv => "remove the logical volume",
+            LvmAction::ActivateLv => "activate logical volumes",
+            LvmAction::DeactivateLv => "deactivate logical volumes",
+            LvmAction::ExtendLv => "extend the logical volume",
+            LvmAction::RefreshLv => "refresh the logical volume",
+            LvmAction::ReplaceLvTags => "change logical volume tags",
+            LvmAction::ReadLvs => "list logical volumes",
+        })
     }
 }
 

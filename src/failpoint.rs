@@ -21,6 +21,8 @@ pub const ALL: &[&str] = &[
     "volume.create.after_dir",
     "volume.create.after_links",
     "volume.create.after_data",
+    "block.volume.after_lvcreate",
+    "block.volume.after_record",
     "volume.create.after_lease",
     "volume.create.after_parent",
     "volume.create.after_metadata",

@@ -5,7 +5,10 @@
 //! (files under a mount today; LVs of a volume group next). The backends'
 //! own modules are private: the engine cannot name a backend's layout.
 
+mod block;
 mod file;
+
+pub use block::BlockEnv;
 
 use std::fs::File;
 use std::io;
@@ -59,6 +62,9 @@ pub struct DataSpec {
     pub format: VolumeFormat,
     pub allocation: VolumeAllocation,
     pub capacity: u64,
+    /// What the volume should hold at first (`initialSize`), where the
+    /// backend allocates ahead.
+    pub initial_size: Option<u64>,
     /// The parent volume of the same image (its data is the backing image).
     pub parent: Option<(Uuid, VolumeFormat)>,
     /// qcow2 compat level for the domain version.
@@ -126,6 +132,10 @@ pub trait Domain: Send + Sync + std::fmt::Debug {
     fn master_dir(&self) -> Result<PathBuf>;
     /// Makes the master directory and its `vms` and `tasks` if missing.
     fn ensure_master_dirs(&self) -> Result<()>;
+    /// Lets the master directory go on this host (the SPM stops, or the
+    /// master moves): before the SPM lease goes, so the next SPM never
+    /// finds it in use here.
+    fn release_master(&self) -> Result<()>;
     fn lease_areas(&self) -> LeaseAreas;
     /// Erases the whole domain (crash-safely: a leftover is recognisable).
     fn remove(&self) -> Result<()>;
@@ -150,6 +160,9 @@ pub trait Domain: Send + Sync + std::fmt::Debug {
     fn volume_exists(&self, img: Uuid, vol: Uuid) -> bool;
     /// (apparent size, allocated bytes) of the data.
     fn volume_sizes(&self, img: Uuid, vol: Uuid) -> Result<(u64, u64)>;
+    /// How many bytes from the start of the data hold the volume (a file's
+    /// length; on a device, the RAW capacity or the qcow2 image's end).
+    fn data_len(&self, img: Uuid, vol: Uuid, md: &VolumeMetadata) -> Result<u64>;
     /// The data's qcow2 header, probed for COW volumes only.
     fn volume_header(
         &self,
@@ -215,8 +228,12 @@ pub trait Domain: Send + Sync + std::fmt::Debug {
     fn begin_import(&self, img: Uuid) -> Result<()>;
     /// Links a template already on this domain into the imported image.
     fn import_template(&self, img: Uuid, template: (Uuid, Uuid)) -> Result<()>;
-    /// Creates a part of an imported volume, empty, open for writing.
-    fn import_part(&self, img: Uuid, vol: Uuid, part: Part, size: u64) -> Result<File>;
+    /// Creates an imported volume's data, room for `len` bytes of it (the
+    /// source's [`Domain::data_len`]), open for writing.
+    fn import_data(&self, img: Uuid, vol: Uuid, md: &VolumeMetadata, len: u64) -> Result<File>;
+    /// Creates an imported volume's lease area, zeroed: where it is (the
+    /// caller formats it).
+    fn import_lease(&self, img: Uuid, vol: Uuid, alignment: u64) -> Result<(PathBuf, u64)>;
     fn import_metadata(
         &self,
         img: Uuid,
@@ -270,21 +287,37 @@ impl<'a> dyn Domain + 'a {
     }
 }
 
-/// The domain `sd` under any of the storage connections' `mounts`.
-pub fn find(mounts: &[PathBuf], sd: Uuid) -> Result<Option<Arc<dyn Domain>>> {
-    for mount in mounts {
+/// Where this host finds domains: the storage connections' mount points
+/// (file domains) and the LUNs it sees (block domains).
+#[derive(Debug, Clone, Copy)]
+pub struct Storage<'a> {
+    pub mounts: &'a [PathBuf],
+    pub block: &'a BlockEnv,
+}
+
+/// The domain `sd` on the connected storage.
+pub fn find(storage: Storage<'_>, sd: Uuid) -> Result<Option<Arc<dyn Domain>>> {
+    for mount in storage.mounts {
         if file::holds(mount, sd) {
             return Ok(Some(Arc::new(file::FileDomain::open(
                 mount.join(sd.to_string()),
             )?)));
         }
     }
+    if !storage.block.devices.is_empty() && block::holds(storage.block, sd) {
+        return Ok(Some(Arc::new(block::BlockDomain::open(storage.block, sd)?)));
+    }
     Ok(None)
 }
 
-/// Every domain under the storage connections' `mounts`.
-pub fn visible(mounts: &[PathBuf]) -> Vec<Uuid> {
-    let mut out: Vec<Uuid> = mounts.iter().flat_map(|m| file::domains_in(m)).collect();
+/// Every domain on the connected storage.
+pub fn visible(storage: Storage<'_>) -> Vec<Uuid> {
+    let mut out: Vec<Uuid> = storage
+        .mounts
+        .iter()
+        .flat_map(|m| file::domains_in(m))
+        .collect();
+    out.extend(block::domains_in(storage.block));
     out.sort();
     out.dedup();
     out
@@ -317,6 +350,25 @@ pub fn collect_mount_garbage(mount: &Path, min_age: Duration) -> Vec<PathBuf> {
 }
 
 /// The (domain, image, volume) whose data `real` (a resolved path) is.
-pub fn volume_at(real: &Path) -> Option<(Uuid, Uuid, Uuid)> {
-    file::volume_at(real)
+pub fn volume_at(storage: Storage<'_>, real: &Path) -> Option<(Uuid, Uuid, Uuid)> {
+    file::volume_at(real).or_else(|| block::volume_at(storage.block, real))
+}
+
+/// `LVMVolumeGroup.create`: a VG named `name` on `luns`, ready to become
+/// a block domain; returns its UUID.
+pub fn create_vg(
+    env: &BlockEnv,
+    name: Uuid,
+    luns: &[crate::primitives::luns::Lun],
+) -> Result<String> {
+    block::create_vg(env, name, luns)
+}
+
+/// Creates a block domain in the VG whose UUID is `vg_uuid`.
+pub fn create_block_domain(
+    env: &BlockEnv,
+    vg_uuid: &str,
+    new: &NewDomain,
+) -> Result<Arc<dyn Domain>> {
+    Ok(Arc::new(block::create_domain(env, vg_uuid, new)?))
 }

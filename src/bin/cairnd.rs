@@ -55,6 +55,15 @@ struct Args {
     /// (repeatable; the environment takes a ':'-separated list).
     #[arg(long = "local-root", env = "CAIRN_LOCAL_ROOTS", value_delimiter = ':')]
     local_roots: Vec<PathBuf>,
+    /// A block device block domains may use besides the LUNs found (iSCSI,
+    /// FC, multipath), such as a local disk (repeatable; the environment
+    /// takes a ':'-separated list).
+    #[arg(
+        long = "block-device",
+        env = "CAIRN_BLOCK_DEVICES",
+        value_delimiter = ':'
+    )]
+    block_devices: Vec<PathBuf>,
     /// The TCP listener's certificate [default: <data-dir>/pki/host.pem].
     #[arg(long)]
     tls_cert: Option<PathBuf>,
@@ -277,6 +286,7 @@ fn main() -> ExitCode {
     let embedded = !args.no_embedded_default && file.embedded_default.unwrap_or(true);
     let mut config = EngineConfig::new(&data_dir);
     config.local_roots = list_setting(&args.local_roots, &file.local_roots);
+    config.block_devices = list_setting(&args.block_devices, &file.block_devices);
     if let Some(n) = file.task_workers {
         config.task_workers = n;
     }

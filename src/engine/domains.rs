@@ -1,6 +1,7 @@
 //! Storage domain verbs.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -111,12 +112,6 @@ pub struct DomainFilter {
 
 impl Engine {
     pub fn create_domain(&self, req: &CreateDomain) -> Result<()> {
-        if !req.domain_type.is_file() {
-            return Err(Error::DomainTypeNotSupported(
-                req.domain_type.name().into(),
-                "block (LVM) domains are not implemented yet",
-            ));
-        }
         let version = req.version.unwrap_or(DEFAULT_DOMAIN_VERSION);
         if !CREATABLE_DOMAIN_VERSIONS.contains(&version) {
             return Err(Error::UnsupportedDomainVersion(version, "4, 5"));
@@ -163,6 +158,73 @@ impl Engine {
             Err(Error::DomainNotFound(_)) => {}
             Err(e) => return Err(e),
         }
+        let dom = if req.domain_type.is_file() {
+            self.create_file_domain(req, version)?
+        } else {
+            self.create_block_domain(req, version)?
+        };
+        if let Some(io_timeout) = self.sanlock_for(&*dom) {
+            if let Err(e) = format_sanlock_leases(&*dom, io_timeout) {
+                // Without its leases the domain is unusable: it goes.
+                let _ = dom.remove();
+                return Err(Error::DomainCreation {
+                    sd: req.sd,
+                    reason: format!("cannot initialize its sanlock leases: {e}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A block domain in the VG `typeArgs` names (by UUID), made by
+    /// `LVMVolumeGroup.create`.
+    fn create_block_domain(&self, req: &CreateDomain, version: u32) -> Result<Arc<dyn Domain>> {
+        if !matches!(req.block_size, 0 | 512) {
+            return Err(Error::invalid(
+                "blockSize",
+                "block domains use 512-byte sectors (VDSM's rule)",
+            ));
+        }
+        backend::create_block_domain(
+            &self.block_env(),
+            &req.remote_path,
+            &NewDomain {
+                sd: req.sd,
+                name: req.name.clone(),
+                class: req.class,
+                domain_type: req.domain_type,
+                version,
+                block_size: 512,
+                alignment: 1 << 20,
+                remote_path: String::new(),
+            },
+        )
+    }
+
+    /// `LVMVolumeGroup.create`: a VG named `name` on the LUNs `guids`.
+    pub fn create_vg(&self, name: Uuid, guids: &[String]) -> Result<String> {
+        let luns = self.luns();
+        let mut chosen = Vec::new();
+        for guid in guids {
+            let lun = luns
+                .iter()
+                .find(|l| &l.guid == guid)
+                .ok_or_else(|| Error::LunUnusable {
+                    guid: guid.clone(),
+                    reason: "it is not among the LUNs this host sees".into(),
+                })?;
+            if !chosen
+                .iter()
+                .any(|c: &crate::primitives::luns::Lun| c.guid == lun.guid)
+            {
+                chosen.push(lun.clone());
+            }
+        }
+        let _lock = self.lock_storage(&[name])?;
+        backend::create_vg(&self.block_env(), name, &chosen)
+    }
+
+    fn create_file_domain(&self, req: &CreateDomain, version: u32) -> Result<Arc<dyn Domain>> {
         let mount = self.mount_dir(&req.remote_path)?;
         if !mount.is_dir() {
             return Err(Error::IllegalRemotePath(
@@ -189,7 +251,7 @@ impl Engine {
         };
         let alignment =
             alignment_for(block_size, req.max_hosts).expect("validated block size and host count");
-        let dom = backend::create_file_domain(
+        backend::create_file_domain(
             &mount,
             &NewDomain {
                 sd: req.sd,
@@ -201,18 +263,7 @@ impl Engine {
                 alignment,
                 remote_path: req.remote_path.clone(),
             },
-        )?;
-        if let Some(io_timeout) = self.sanlock_for(&*dom) {
-            if let Err(e) = format_sanlock_leases(&*dom, io_timeout) {
-                // Without its leases the domain is unusable: it goes.
-                let _ = dom.remove();
-                return Err(Error::DomainCreation {
-                    sd: req.sd,
-                    reason: format!("cannot initialize its sanlock leases: {e}"),
-                });
-            }
-        }
-        Ok(())
+        )
     }
 
     pub fn domain_info(&self, sd: Uuid) -> Result<DomainInfo> {

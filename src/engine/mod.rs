@@ -42,6 +42,10 @@ const HOUSEKEEPING_INTERVAL: std::time::Duration = std::time::Duration::from_sec
 /// sanlock's io_timeout for shared domains (VDSM's default).
 pub const DEFAULT_SANLOCK_IO_TIMEOUT: u32 = 10;
 
+/// Under `mnt/`, VDSM's name for block domains' host directories (not a
+/// storage connection).
+const BLOCK_SD_DIR: &str = "blockSD";
+
 /// Where the engine keeps its host-local files.
 #[derive(Debug, Clone)]
 pub struct Paths {
@@ -88,6 +92,8 @@ pub struct EngineConfig {
     /// Directories LOCALFS connections may lie under, besides the data
     /// directory.
     pub local_roots: Vec<PathBuf>,
+    /// Block devices usable as LUNs besides those found.
+    pub block_devices: Vec<PathBuf>,
 }
 
 impl EngineConfig {
@@ -99,6 +105,7 @@ impl EngineConfig {
             monitor: host::monitor::MonitorTiming::default(),
             sanlock_io_timeout: Some(DEFAULT_SANLOCK_IO_TIMEOUT),
             local_roots: Vec::new(),
+            block_devices: Vec::new(),
         }
     }
 }
@@ -127,6 +134,8 @@ pub struct Engine {
     monitor_timing: host::monitor::MonitorTiming,
     sanlock_io_timeout: Option<u32>,
     local_roots: Vec<PathBuf>,
+    lvm: Arc<crate::primitives::lvm::Lvm>,
+    block_devices: Vec<PathBuf>,
 }
 
 impl Engine {
@@ -177,6 +186,8 @@ impl Engine {
             monitor_timing: config.monitor,
             sanlock_io_timeout: config.sanlock_io_timeout,
             local_roots,
+            lvm: Arc::new(crate::primitives::lvm::Lvm::new()),
+            block_devices: config.block_devices.clone(),
         });
         engine
             .tasks
@@ -283,7 +294,12 @@ impl Engine {
             }
         }
         self.domain_cache.lock().expect("domain cache").remove(&sd);
-        let dom = backend::find(&self.mount_dirs()?, sd)?.ok_or(Error::DomainNotFound(sd))?;
+        let (mounts, block) = (self.mount_dirs()?, self.block_env());
+        let storage = backend::Storage {
+            mounts: &mounts,
+            block: &block,
+        };
+        let dom = backend::find(storage, sd)?.ok_or(Error::DomainNotFound(sd))?;
         self.domain_cache
             .lock()
             .expect("domain cache")
@@ -293,14 +309,34 @@ impl Engine {
 
     /// Every domain visible on the connected storage.
     pub fn visible_domains(&self) -> Result<Vec<Uuid>> {
-        Ok(backend::visible(&self.mount_dirs()?))
+        let (mounts, block) = (self.mount_dirs()?, self.block_env());
+        Ok(backend::visible(backend::Storage {
+            mounts: &mounts,
+            block: &block,
+        }))
     }
 
-    fn mount_dirs(&self) -> Result<Vec<PathBuf>> {
+    /// The LUNs this host sees now (logins and rescans change them).
+    pub fn luns(&self) -> Vec<crate::primitives::luns::Lun> {
+        crate::primitives::luns::discover(&self.block_devices)
+    }
+
+    /// What block domains are reached through, as of now.
+    pub(crate) fn block_env(&self) -> backend::BlockEnv {
+        backend::BlockEnv {
+            lvm: self.lvm.clone(),
+            devices: self.luns().into_iter().map(|l| l.path).collect(),
+            host_root: self.paths.mnt.join(BLOCK_SD_DIR),
+        }
+    }
+
+    pub(crate) fn mount_dirs(&self) -> Result<Vec<PathBuf>> {
         let mut out = Vec::new();
         for entry in fs::read_dir(&self.paths.mnt).ctx("cannot list", &self.paths.mnt)? {
             let entry = entry.ctx("cannot list", &self.paths.mnt)?;
-            out.push(entry.path());
+            if entry.file_name() != BLOCK_SD_DIR {
+                out.push(entry.path());
+            }
         }
         out.sort();
         Ok(out)

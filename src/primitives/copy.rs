@@ -42,13 +42,27 @@ pub struct CopyStats {
 /// Copies `src` over `dst` (both open; `dst` writable). The target ends
 /// with the source's length, data where the source has data and holes
 /// where it has holes, synced. `progress` gets (done, total) in bytes.
-pub fn copy_raw(
+pub fn copy_raw(src: &File, dst: &File, progress: impl FnMut(u64, u64)) -> io::Result<CopyStats> {
+    let len = src.metadata()?.len();
+    copy_raw_len(src, dst, len, progress)
+}
+
+/// [`copy_raw`] of the first `len` bytes, where either side may be a block
+/// device (an LV): a device has no holes to skip and no length to set, so
+/// all of `[0, len)` is copied to it or from it.
+pub fn copy_raw_len(
     src: &File,
     dst: &File,
+    len: u64,
     mut progress: impl FnMut(u64, u64),
 ) -> io::Result<CopyStats> {
-    let len = src.metadata()?.len();
-    if rustix::fs::ioctl_ficlone(dst, src).is_ok() {
+    let regular = |f: &File| f.metadata().map(|m| m.file_type().is_file());
+    let (src_file, dst_file) = (regular(src)?, regular(dst)?);
+    if src_file
+        && dst_file
+        && src.metadata()?.len() == len
+        && rustix::fs::ioctl_ficlone(dst, src).is_ok()
+    {
         dst.sync_all()?;
         progress(len, len);
         return Ok(CopyStats {
@@ -56,10 +70,20 @@ pub fn copy_raw(
             copied: len,
         });
     }
-    // Start from an all-hole target of the right size.
-    dst.set_len(0)?;
-    dst.set_len(len)?;
-    let ranges = data_ranges(src)?;
+    if dst_file {
+        // Start from an all-hole target of the right size.
+        dst.set_len(0)?;
+        dst.set_len(len)?;
+    }
+    let ranges = if src_file {
+        data_ranges(src)?
+            .into_iter()
+            .filter(|&(start, _)| start < len)
+            .map(|(start, n)| (start, n.min(len - start)))
+            .collect()
+    } else {
+        vec![(0, len)]
+    };
     let total: u64 = ranges.iter().map(|r| r.1).sum();
     if total >= DIRECT_MIN {
         if let Some(direct) = open_direct(src, dst) {

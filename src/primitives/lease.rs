@@ -64,7 +64,7 @@ impl Lease for FlockLease {
             path: self.path.clone(),
             source,
         };
-        let f = super::nofollow::open(&self.path, super::nofollow::Access::READ_WRITE)
+        let f = super::nofollow::open_lease_target(&self.path, super::nofollow::Access::READ_WRITE)
             .map_err(io_err)?;
         match flock(&f, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => {

@@ -140,7 +140,13 @@ pub struct Lvm {
 struct Cached {
     vg: VgInfo,
     lvs: Vec<LvInfo>,
+    checked: std::time::Instant,
 }
+
+/// How long a VG read here is trusted before its sequence number is read
+/// again: only the SPM changes a domain's VG, and it invalidates its own
+/// cache, so other hosts see a change at most this late.
+const FRESH_FOR: Duration = Duration::from_secs(1);
 
 impl Default for Lvm {
     fn default() -> Self {
@@ -280,7 +286,10 @@ impl Lvm {
     }
 
     pub fn pvs(&self, devices: &[PathBuf]) -> Result<Vec<PvInfo>> {
-        let mut args = vec![
+        if devices.is_empty() {
+            return Ok(Vec::new());
+        }
+        let args = vec![
             "pvs",
             "--reportformat",
             "json",
@@ -290,41 +299,31 @@ impl Lvm {
             "-o",
             "pv_name,pv_uuid,pv_size,vg_name,vg_uuid,pe_start,pv_pe_count,pv_pe_alloc_count",
         ];
-        let names: Vec<&str> = devices.iter().filter_map(|d| d.to_str()).collect();
-        args.extend(names);
+        // The filter names the devices: those that are no PV are left out
+        // (naming them would fail the command).
         let rows: Vec<PvRow> = self.report(devices, &args, "pv")?;
         rows.into_iter().map(PvRow::parse).collect()
     }
 
     /// The VG and its LVs, from the cache when nothing changed them here.
     fn load(&self, devices: &[PathBuf], vg: &str) -> Result<Cached> {
-        if let Some(c) = self.cache.lock().expect("lvm cache").get(vg) {
-            return Ok(c.clone());
+        let cached = self.cache.lock().expect("lvm cache").get(vg).cloned();
+        if let Some(c) = &cached {
+            if c.checked.elapsed() < FRESH_FOR {
+                return Ok(c.clone());
+            }
         }
-        let vgs: Vec<VgRow> = self.report(
-            devices,
-            &[
-                "vgs",
-                "--reportformat",
-                "json",
-                "--units",
-                "b",
-                "--nosuffix",
-                "-o",
-                "vg_name,vg_uuid,vg_size,vg_free,vg_extent_size,vg_extent_count,vg_free_count,\
-                 vg_tags,vg_seqno,pv_count,vg_mda_size,vg_mda_free",
-                vg,
-            ],
-            "vg",
-        )?;
-        let info = vgs
-            .into_iter()
-            .next()
-            .ok_or_else(|| LvmError::Failed {
-                command: "vgs".into(),
-                reason: format!("Volume group \"{vg}\" not found"),
-            })?
-            .parse()?;
+        let info = self.vg_report(devices, vg)?;
+        // Unchanged since it was read (by any host): its LVs are as cached.
+        if let Some(mut c) = cached.filter(|c| c.vg.seqno == info.seqno) {
+            c.vg = info;
+            c.checked = std::time::Instant::now();
+            self.cache
+                .lock()
+                .expect("lvm cache")
+                .insert(vg.to_string(), c.clone());
+            return Ok(c);
+        }
         let rows: Vec<LvRow> = self.report(
             devices,
             &[
@@ -350,12 +349,66 @@ impl Lvm {
             }
         }
         lvs.sort_by(|a, b| a.name.cmp(&b.name));
-        let cached = Cached { vg: info, lvs };
+        let cached = Cached {
+            vg: info,
+            lvs,
+            checked: std::time::Instant::now(),
+        };
         self.cache
             .lock()
             .expect("lvm cache")
             .insert(vg.to_string(), cached.clone());
         Ok(cached)
+    }
+
+    const VG_FIELDS: &'static str = "vg_name,vg_uuid,vg_size,vg_free,vg_extent_size,\
+        vg_extent_count,vg_free_count,vg_tags,vg_seqno,pv_count,vg_mda_size,vg_mda_free";
+
+    fn vg_report(&self, devices: &[PathBuf], vg: &str) -> Result<VgInfo> {
+        let vgs: Vec<VgRow> = self.report(
+            devices,
+            &[
+                "vgs",
+                "--reportformat",
+                "json",
+                "--units",
+                "b",
+                "--nosuffix",
+                "-o",
+                Self::VG_FIELDS,
+                vg,
+            ],
+            "vg",
+        )?;
+        vgs.into_iter()
+            .next()
+            .ok_or_else(|| LvmError::Failed {
+                command: "vgs".into(),
+                reason: format!("Volume group \"{vg}\" not found"),
+            })?
+            .parse()
+    }
+
+    /// Every VG on `devices`, read now.
+    pub fn vgs(&self, devices: &[PathBuf]) -> Result<Vec<VgInfo>> {
+        if devices.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<VgRow> = self.report(
+            devices,
+            &[
+                "vgs",
+                "--reportformat",
+                "json",
+                "--units",
+                "b",
+                "--nosuffix",
+                "-o",
+                Self::VG_FIELDS,
+            ],
+            "vg",
+        )?;
+        rows.into_iter().map(VgRow::parse).collect()
     }
 
     pub fn vg(&self, devices: &[PathBuf], vg: &str) -> Result<VgInfo> {
@@ -395,6 +448,29 @@ impl Lvm {
         .map(drop)
     }
 
+    /// Makes `devices` PVs for a domain VG: two metadata areas of
+    /// `metadata_size` each, all ignored but the first PV's, so only one
+    /// PV carries live VG metadata (VDSM's layout: no host ever "repairs"
+    /// copies that differ).
+    pub fn pvcreate_for_domain(&self, devices: &[PathBuf], metadata_size: u64) -> Result<()> {
+        let size = format!("{}b", metadata_size);
+        let mut args = vec![
+            "pvcreate",
+            "--metadatasize",
+            &size,
+            "--metadatacopies",
+            "2",
+            "--metadataignore",
+            "y",
+            "--yes",
+        ];
+        args.extend(devices.iter().filter_map(|d| d.to_str()));
+        self.run(devices, &args)?;
+        let first = devices.first().and_then(|d| d.to_str()).unwrap_or("");
+        self.run(devices, &["pvchange", "--metadataignore", "n", first])
+            .map(drop)
+    }
+
     pub fn vgcreate(
         &self,
         vg: &str,
@@ -403,7 +479,15 @@ impl Lvm {
         tags: &[String],
     ) -> Result<()> {
         let extent = format!("{}b", extent_size);
-        let mut args = vec!["vgcreate", "--physicalextentsize", &extent];
+        // Never activated by the host's own LVM at boot: guests' LVs are
+        // Cairn's to activate where they are used.
+        let mut args = vec![
+            "vgcreate",
+            "--setautoactivation",
+            "n",
+            "--physicalextentsize",
+            &extent,
+        ];
         for t in tags {
             args.extend(["--addtag", t.as_str()]);
         }
@@ -528,7 +612,19 @@ impl Lvm {
         add: &[String],
         del: &[String],
     ) -> Result<()> {
-        let name = format!("{vg}/{lv}");
+        self.change_lvs_tags(devices, vg, &[lv], add, del)
+    }
+
+    /// The same tag change on several LVs, in one command.
+    pub fn change_lvs_tags(
+        &self,
+        devices: &[PathBuf],
+        vg: &str,
+        lvs: &[&str],
+        add: &[String],
+        del: &[String],
+    ) -> Result<()> {
+        let names: Vec<String> = lvs.iter().map(|lv| format!("{vg}/{lv}")).collect();
         let mut args = vec!["lvchange", "--autobackup", "n"];
         for t in del {
             args.extend(["--deltag", t.as_str()]);
@@ -536,7 +632,7 @@ impl Lvm {
         for t in add {
             args.extend(["--addtag", t.as_str()]);
         }
-        args.push(&name);
+        args.extend(names.iter().map(String::as_str));
         self.change(devices, vg, &args)
     }
 

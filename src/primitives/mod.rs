@@ -6,6 +6,7 @@ pub mod durable;
 pub mod extents;
 pub mod iscsi;
 pub mod lease;
+pub mod luns;
 pub mod lvm;
 pub mod mount;
 pub mod nofollow;

@@ -38,6 +38,19 @@ impl Access {
     }
 }
 
+impl Access {
+    /// The same access for a path Cairn trusts (a device under /dev).
+    pub fn open_options(self) -> std::fs::OpenOptions {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut o = std::fs::OpenOptions::new();
+        let rw = self.flags & (OFlags::RDONLY | OFlags::WRONLY | OFlags::RDWR);
+        o.read(rw != OFlags::WRONLY)
+            .write(rw.intersects(OFlags::WRONLY | OFlags::RDWR))
+            .custom_flags((self.flags & OFlags::DIRECT).bits() as i32);
+        o
+    }
+}
+
 fn resolve() -> ResolveFlags {
     ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS
 }
@@ -80,10 +93,45 @@ pub fn open(path: &Path, access: Access) -> io::Result<File> {
     Ok(File::from(fd))
 }
 
+/// Opens where a lease lives, as [`check_lease_target`] allows.
+pub fn open_lease_target(path: &Path, access: Access) -> io::Result<File> {
+    let fd = openat2(
+        CWD,
+        path,
+        access.flags | OFlags::CLOEXEC | OFlags::NOCTTY,
+        Mode::empty(),
+        resolve(),
+    )
+    .map_err(|e| explain(path, e))?;
+    match FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode) {
+        FileType::RegularFile => Ok(File::from(fd)),
+        FileType::BlockDevice if path.parent() == Some(Path::new("/dev")) => Ok(File::from(fd)),
+        _ => Err(refused(
+            path,
+            "neither a regular file nor a device under /dev",
+        )),
+    }
+}
+
 /// Checks that `path` is a regular file reached without links, before it
 /// is handed to a program (qemu-img, qemu-nbd) that opens it by name.
 pub fn check_file(path: &Path) -> io::Result<()> {
     check_kind(path, FileType::RegularFile, "not a regular file")
+}
+
+/// Checks that `path` is where the sanlock daemon may write leases: a
+/// regular file, or a block device node directly under `/dev` (the
+/// kernel's devtmpfs, where storage content cannot plant one), reached
+/// without links.
+pub fn check_lease_target(path: &Path) -> io::Result<()> {
+    match kind_of(path)? {
+        FileType::RegularFile => Ok(()),
+        FileType::BlockDevice if path.parent() == Some(Path::new("/dev")) => Ok(()),
+        _ => Err(refused(
+            path,
+            "neither a regular file nor a device under /dev",
+        )),
+    }
 }
 
 /// Checks that `path` is a directory reached without links.

@@ -34,6 +34,23 @@ pub fn write_empty(file: &File, size: u64, backing: Option<(&str, &str)>) -> io:
     file.set_len(image.file_len)
 }
 
+/// The same image written over a block device, whose stale bytes must not
+/// be read as tables: every byte up to the image's end is written.
+pub fn write_empty_on_device(
+    file: &File,
+    size: u64,
+    backing: Option<(&str, &str)>,
+) -> io::Result<()> {
+    let image = layout(size, backing)?;
+    let mut all = vec![0u8; image.file_len as usize];
+    all[..image.cluster0.len()].copy_from_slice(&image.cluster0);
+    let rt = CLUSTER as usize;
+    all[rt..rt + image.refcount_table.len()].copy_from_slice(&image.refcount_table);
+    let rb = 2 * CLUSTER as usize;
+    all[rb..rb + image.refcount_block.len()].copy_from_slice(&image.refcount_block);
+    file.write_all_at(&all, 0)
+}
+
 struct Layout {
     cluster0: Vec<u8>,
     refcount_table: Vec<u8>,

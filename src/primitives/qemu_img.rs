@@ -242,6 +242,15 @@ pub fn check(path: &Path, format: &str) -> Result<CheckResult, QemuImgError> {
     run_check(check_command(path, format))
 }
 
+/// qemu's protocol driver for `path`: a device (an LV) or a file.
+fn protocol_driver(path: &Path) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::metadata(path) {
+        Ok(m) if m.file_type().is_block_device() => "host_device",
+        _ => "file",
+    }
+}
+
 /// `qemu-img check` of an image nobody vouches for (an upload): the
 /// backing chain is not opened (`-U`, only this file, `backing: null`
 /// through the json spec) and qemu-img runs with bounded memory and CPU
@@ -250,7 +259,7 @@ pub fn check_untrusted(path: &Path, format: &str) -> Result<CheckResult, QemuImg
     let mut cmd = command();
     let spec = serde_json::json!({
         "driver": format,
-        "file": {"driver": "file", "filename": path},
+        "file": {"driver": protocol_driver(path), "filename": path},
         "backing": null,
     });
     cmd.args(["check", "--output", "json", "-U"])

@@ -488,8 +488,8 @@ fn domain_create_validation() {
         &d,
         "StorageDomain.create",
         base(json!({"domainType": "ISCSI"})),
-        372,
-        "block",
+        506,
+        "volume group",
     );
     refused(
         &d,

@@ -18,6 +18,80 @@ pub struct Daemon {
     pub client: Client,
 }
 
+/// A file in a test daemon's data dir of `KEY=VALUE` lines added to its
+/// environment at every start.
+const SAVED_ENV: &str = "test-env";
+
+/// Sparse loop devices standing for SAN LUNs, for block domains on this
+/// kernel (no device-mapper: cairnd runs the lvm stand-in, which maps
+/// one-segment LVs with loop devices). Dropping them unmaps every LV of
+/// the VGs made on them.
+pub struct TestLuns {
+    pub luns: Vec<crate::lvm::LoopDevice>,
+    vgs: std::cell::RefCell<Vec<String>>,
+}
+
+impl TestLuns {
+    /// `n` LUNs of 12 GiB (VDSM wants 10 GiB per domain); None without
+    /// loop devices.
+    pub fn new(n: usize) -> Option<TestLuns> {
+        let luns = (0..n)
+            .map(|_| crate::lvm::LoopDevice::new(12 << 30))
+            .collect::<Option<Vec<_>>>()?;
+        eprintln!("using the lvm stand-in: LVs mapped by loop devices (no device-mapper here)");
+        Some(TestLuns {
+            luns,
+            vgs: Default::default(),
+        })
+    }
+
+    /// The GUID cairnd knows a LUN by (a configured device's name).
+    pub fn guid(&self, i: usize) -> String {
+        self.luns[i]
+            .path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    fn env(&self) -> String {
+        let devs: Vec<String> = self
+            .luns
+            .iter()
+            .map(|l| l.path.display().to_string())
+            .collect();
+        format!(
+            "CAIRN_LVM={}/tests/tools/lvm_without_device_mapper.sh\nCAIRN_BLOCK_DEVICES={}\n",
+            env!("CARGO_MANIFEST_DIR"),
+            devs.join(":")
+        )
+    }
+}
+
+impl Drop for TestLuns {
+    fn drop(&mut self) {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for vg in self.vgs.borrow().iter() {
+            // The master file system an SPM left mounted.
+            let inside = format!("/blockSD/{vg}/");
+            for target in mounts.lines().filter_map(|l| l.split(' ').nth(4)) {
+                if target.contains(&inside) {
+                    let _ = Command::new("umount").arg("-l").arg(target).status();
+                }
+            }
+            let dir = Path::new("/dev").join(vg);
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if let Ok(dev) = std::fs::canonicalize(e.path()) {
+                    let _ = Command::new("losetup").arg("-d").arg(dev).status();
+                }
+                let _ = std::fs::remove_file(e.path());
+            }
+            let _ = std::fs::remove_dir(&dir);
+        }
+    }
+}
+
 pub struct Opts {
     pub embedded: bool,
     pub tcp: bool,
@@ -49,6 +123,34 @@ impl Daemon {
 
     /// cairnd without the embedded default domain, for tests that build
     /// their own storage.
+    /// A cairnd without the embedded default that sees `luns`.
+    pub fn start_with_luns(luns: &TestLuns) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join(SAVED_ENV), luns.env()).unwrap();
+        Self::start_in(
+            dir,
+            Opts {
+                embedded: false,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// A block domain (ISCSI) on LUN `i`: its VG, then the domain.
+    pub fn block_domain(&self, luns: &TestLuns, i: usize, name: &str) -> String {
+        let sd = uuid();
+        let vg = self.call(
+            "LVMVolumeGroup.create",
+            json!({"name": sd, "devlist": [luns.guid(i)], "force": false}),
+        );
+        luns.vgs.borrow_mut().push(sd.clone());
+        self.call(
+            "StorageDomain.create",
+            json!({"storagedomainID": sd, "domainType": "ISCSI", "typeArgs": vg, "name": name, "domainClass": "Data"}),
+        );
+        sd
+    }
+
     pub fn start_bare() -> Daemon {
         Self::start_with(Opts {
             embedded: false,
@@ -84,6 +186,9 @@ impl Daemon {
         cmd.env("CAIRN_SHARED_LEASES", "flock");
         // Loop file systems and fixtures live in temporary directories.
         cmd.env("CAIRN_LOCAL_ROOTS", std::env::temp_dir());
+        // What a test set for every start of this data dir (block LUNs).
+        let saved = std::fs::read_to_string(dir.path().join(SAVED_ENV)).unwrap_or_default();
+        cmd.envs(saved.lines().filter_map(|l| l.split_once('=')));
         cmd.envs(opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let log = std::fs::File::create(dir.path().join("cairnd.log")).expect("log file");
         cmd.stdout(Stdio::null()).stderr(log);

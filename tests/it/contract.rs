@@ -19,6 +19,8 @@ use crate::common::*;
 enum Backend {
     /// LOCALFS directories under the test's data directory.
     File,
+    /// ISCSI domains on loop-device LUNs (the lvm stand-in activates).
+    Block,
 }
 
 /// A cairnd that is SPM of a pool of two domains of one backend.
@@ -29,6 +31,8 @@ struct Pool {
     sd: String,
     /// Another data domain of the pool, for copies and moves.
     other: String,
+    /// Dropped after the daemon: the LUNs of block domains.
+    _luns: Option<TestLuns>,
 }
 
 impl Pool {
@@ -36,7 +40,36 @@ impl Pool {
         match backend {
             Backend::File => {
                 let (d, sp, sd, other) = Daemon::two_domain_pool();
-                Pool { d, sp, sd, other }
+                Pool {
+                    d,
+                    sp,
+                    sd,
+                    other,
+                    _luns: None,
+                }
+            }
+            Backend::Block => {
+                let luns = TestLuns::new(2).expect("loop devices for LUNs");
+                let d = Daemon::start_with_luns(&luns);
+                let sd = d.block_domain(&luns, 0, "one");
+                let other = d.block_domain(&luns, 1, "two");
+                let sp = uuid();
+                d.call(
+                    "StoragePool.create",
+                    json!({"storagepoolID": sp, "name": "p", "masterSdUUID": sd, "masterVersion": 1, "domainList": [sd, other]}),
+                );
+                d.call(
+                    "StoragePool.connect",
+                    json!({"storagepoolID": sp, "hostID": 1, "scsiKey": "", "masterSdUUID": sd, "masterVersion": 1}),
+                );
+                d.spm_start(&sp);
+                Pool {
+                    d,
+                    sp,
+                    sd,
+                    other,
+                    _luns: Some(luns),
+                }
             }
         }
     }
@@ -287,7 +320,7 @@ fn copy_between_domains(backend: Backend) {
         &p.other,
         &dimg,
         &dvol,
-        json!({"volFormat": "RAW", "preallocate": "SPARSE", "size": (4 * MIB).to_string()}),
+        json!({"volFormat": "RAW", "preallocate": "PREALLOCATED", "size": (4 * MIB).to_string()}),
     );
     let job = uuid();
     p.d.call(
@@ -329,7 +362,13 @@ fn copy_between_domains(backend: Backend) {
 fn crash_recovery(backend: Backend) {
     let p = Pool::new(backend);
     let (img, base) = p.image("COW", 4 * MIB);
-    let Pool { d, sp, sd, other } = p;
+    let Pool {
+        d,
+        sp,
+        sd,
+        other,
+        _luns,
+    } = p;
     let d = d.restart_armed("volume.create.after_lease=crash", false);
     let vol = uuid();
     let _ = d.client.call(
@@ -344,11 +383,23 @@ fn crash_recovery(backend: Backend) {
     );
     let d = d.restart_after_crash(false);
     finish_all_tasks(&d);
-    let p = Pool { d, sp, sd, other };
+    let p = Pool {
+        d,
+        sp,
+        sd,
+        other,
+        _luns,
+    };
     assert_eq!(p.volumes(&p.sd, &img), vec![base.clone()], "rolled back");
     assert_eq!(p.info(&p.sd, &img, &base)["voltype"], "LEAF");
 
-    let Pool { d, sp, sd, other } = p;
+    let Pool {
+        d,
+        sp,
+        sd,
+        other,
+        _luns,
+    } = p;
     let d = d.restart_armed("image.delete.after_rename=crash", false);
     let _ = d.client.call(
         "Image.delete",
@@ -356,8 +407,105 @@ fn crash_recovery(backend: Backend) {
     );
     let d = d.restart_after_crash(false);
     finish_all_tasks(&d);
-    let p = Pool { d, sp, sd, other };
+    let p = Pool {
+        d,
+        sp,
+        sd,
+        other,
+        _luns,
+    };
     assert!(!p.images(&p.sd).contains(&img), "finished");
+}
+
+/// The failpoint walk: a crash at each step of a snapshot's create and of
+/// a volume's delete, then a restart, leaves the image as it was before or
+/// as it is after the operation, never in between.
+fn crash_walk(backend: Backend) {
+    let mut p = Pool::new(backend);
+    let (img, base) = p.image("COW", 4 * MIB);
+    let mut create = vec![
+        "volume.create.planned",
+        "volume.create.after_dir",
+        "volume.create.after_data",
+        "volume.create.after_lease",
+        "volume.create.after_parent",
+        "volume.create.after_metadata",
+        "volume.create.done",
+    ];
+    if matches!(backend, Backend::Block) {
+        create.extend(["block.volume.after_lvcreate", "block.volume.after_record"]);
+    }
+    for fp in create {
+        let vol = uuid();
+        p = p.crash_at(fp, |d, sp, sd| {
+            d.client.call(
+                "Volume.create",
+                volume_params(
+                    sp,
+                    sd,
+                    &img,
+                    &vol,
+                    json!({"srcImgUUID": img, "srcVolUUID": base, "size": (4 * MIB).to_string()}),
+                ),
+            )
+        });
+        if p.volumes(&p.sd, &img).contains(&vol) {
+            assert_eq!(p.info(&p.sd, &img, &base)["voltype"], "INTERNAL", "{fp}");
+            assert_eq!(p.info(&p.sd, &img, &vol)["voltype"], "LEAF", "{fp}");
+            p.delete_volume(&img, &vol);
+        }
+        assert_eq!(p.volumes(&p.sd, &img), vec![base.clone()], "{fp}");
+        assert_eq!(p.info(&p.sd, &img, &base)["voltype"], "LEAF", "{fp}");
+    }
+    for fp in [
+        "volume.delete.planned",
+        "volume.delete.after_metadata",
+        "volume.delete.after_data",
+        "volume.delete.after_parent",
+        "volume.delete.done",
+    ] {
+        let top = p.snapshot(&img, &base, 4 * MIB);
+        p = p.crash_at(fp, |d, sp, sd| {
+            let mut params = json!({"storagepoolID": sp, "storagedomainID": sd, "imageID": img, "volumeID": top});
+            params["postZero"] = json!(false);
+            params["force"] = json!(false);
+            d.client.call("Volume.delete", params)
+        });
+        if p.volumes(&p.sd, &img).contains(&top) {
+            p.delete_volume(&img, &top);
+        }
+        assert_eq!(p.volumes(&p.sd, &img), vec![base.clone()], "{fp}");
+        assert_eq!(p.info(&p.sd, &img, &base)["voltype"], "LEAF", "{fp}");
+    }
+    // The snapshot chain still reads: nothing was left half-made.
+    let path = p.prepare(&p.sd, &img, &base);
+    qemu_io(&path, "qcow2", "read -P 0 0 1M");
+    p.teardown(&p.sd, &img);
+}
+
+impl Pool {
+    /// Restarts cairnd armed to crash at `fp`, runs `op`, restarts it after
+    /// the crash and waits for recovery.
+    fn crash_at<T>(self, fp: &str, op: impl FnOnce(&Daemon, &str, &str) -> T) -> Pool {
+        let Pool {
+            d,
+            sp,
+            sd,
+            other,
+            _luns,
+        } = self;
+        let d = d.restart_armed(&format!("{fp}=crash"), false);
+        let _ = op(&d, &sp, &sd);
+        let d = d.restart_after_crash(false);
+        finish_all_tasks(&d);
+        Pool {
+            d,
+            sp,
+            sd,
+            other,
+            _luns,
+        }
+    }
 }
 
 /// Waits for every task cairnd knows (the recovered ones after a restart).
@@ -380,6 +528,7 @@ macro_rules! contract {
                 #[test] fn merge() { super::merge($variant) }
                 #[test] fn copy_between_domains() { super::copy_between_domains($variant) }
                 #[test] fn crash_recovery() { super::crash_recovery($variant) }
+                #[test] fn crash_walk() { super::crash_walk($variant) }
             }
         )*
     };
@@ -387,4 +536,5 @@ macro_rules! contract {
 
 contract! {
     file: Backend::File;
+    block: Backend::Block;
 }

@@ -807,6 +807,9 @@ fn walk_covers_every_failpoint() {
         .map(|(fp, _)| fp)
         .collect();
     walked.extend([
+        // Walked by contract::block::crash_walk.
+        "block.volume.after_lvcreate",
+        "block.volume.after_record",
         "domain.create.staged",
         "domain.create.done",
         "domain.format.after_rename",

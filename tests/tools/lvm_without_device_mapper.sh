@@ -1,18 +1,113 @@
 #!/bin/bash
 # STAND-IN, tests only: runs the real lvm(8) with activation disabled, for
 # kernels without device-mapper (this machine's). Metadata commands (pv*,
-# vg*, lvcreate, lvextend, tags, reports) are real; activation and refresh
-# succeed and do nothing, as lvm does with activation=0. cairnd runs it when
-# CAIRN_LVM names it; the VM tier uses the real lvm with device-mapper.
-# lvm prints "WARNING: Activation disabled." on every call, saying so.
+# vg*, lvcreate, lvextend, tags, reports) are real. Activation is imitated:
+# an LV of one segment is mapped by a loop device over its extents on the
+# PV, linked as /dev/<vg>/<lv> as udev links a device-mapper LV; an LV of
+# several segments cannot be, and activating it fails saying so (the VM
+# tier runs those with device-mapper). cairnd runs this when CAIRN_LVM
+# names it. lvm prints "WARNING: Activation disabled." on every call.
+set -u
 args=()
+config=""
 while [ $# -gt 0 ]; do
     if [ "$1" = "--config" ]; then
-        args+=("--config" "$2 global { activation=0 } activation { udev_sync=0 udev_rules=0 monitoring=0 }")
+        config="$2 global { activation=0 } activation { udev_sync=0 udev_rules=0 monitoring=0 }"
+        args+=("--config" "$config")
         shift 2
     else
         args+=("$1")
         shift
     fi
 done
-exec lvm "${args[@]}"
+
+report() { # report <field> <vg/lv>
+    lvm lvs --config "$config" --noheadings --nosuffix --units b -o "$1" "$2" 2>/dev/null
+}
+
+deactivate() { # deactivate <vg/lv>
+    local link="/dev/$1"
+    [ -L "$link" ] || return 0
+    local dev
+    dev=$(readlink -f "$link")
+    rm -f "$link"
+    rmdir "$(dirname "$link")" 2>/dev/null
+    # Detaches now, or when the last opener closes it.
+    losetup -d "$dev" 2>/dev/null
+    return 0
+}
+
+activate() { # activate <vg/lv>
+    local name="$1" ranges pv first last size pe_start extent offset dev
+    ranges=$(report seg_pe_ranges "$name" | xargs)
+    case "$ranges" in
+        *" "*|"")
+            echo "  stand-in: $name has ${ranges:-no} segments; only a one-segment LV can be mapped without device-mapper" >&2
+            return 5 ;;
+    esac
+    pv=${ranges%%:*}
+    first=${ranges#*:}; first=${first%-*}
+    size=$(report lv_size "$name" | xargs)
+    pe_start=$(lvm pvs --config "$config" --noheadings --nosuffix --units b -o pe_start "$pv" 2>/dev/null | xargs)
+    extent=$(lvm vgs --config "$config" --noheadings --nosuffix --units b -o vg_extent_size "${name%%/*}" 2>/dev/null | xargs)
+    offset=$((pe_start + first * extent))
+    dev=$(losetup -f --show --direct-io=on --offset "$offset" --sizelimit "$size" "$pv") || return 5
+    mkdir -p "/dev/${name%%/*}"
+    ln -sfn "$dev" "/dev/$name.new" && mv -T "/dev/$name.new" "/dev/$name"
+}
+
+# The LVs a command names as vg/lv.
+named_lvs() {
+    local a skip=0
+    for a in "$@"; do
+        if [ $skip = 1 ]; then skip=0; continue; fi
+        case "$a" in
+            --config|--addtag|--deltag|--size|-L|--name|-n) skip=1 ;;
+            */*) [ "${a#/}" = "$a" ] && echo "$a" ;;
+        esac
+    done
+}
+
+cmd="${args[0]}"
+mode=""
+for ((i = 1; i < ${#args[@]}; i++)); do
+    case "${args[$i]}" in
+        --activate|-a) mode="${args[$((i + 1))]}" ;;
+        -ay) mode=y ;;
+        -an) mode=n ;;
+        --refresh) mode=refresh ;;
+    esac
+done
+
+case "$cmd" in
+    lvremove)
+        for lv in $(named_lvs "${args[@]}"); do deactivate "$lv"; done ;;
+    vgremove)
+        vg="${args[-1]}"
+        for link in /dev/"$vg"/*; do [ -L "$link" ] && deactivate "$vg/$(basename "$link")"; done ;;
+esac
+
+lvm "${args[@]}"
+rc=$?
+[ $rc -eq 0 ] || exit $rc
+
+case "$cmd" in
+    lvchange)
+        for lv in $(named_lvs "${args[@]}"); do
+            case "$mode" in
+                y|ey|sy|ly) [ -L "/dev/$lv" ] || activate "$lv" || exit 5 ;;
+                n) deactivate "$lv" ;;
+                # A new mapping replaces the old; the old one goes when closed.
+                refresh) if [ -L "/dev/$lv" ]; then old=$(readlink -f "/dev/$lv"); activate "$lv" || exit 5; losetup -d "$old" 2>/dev/null; fi ;;
+            esac
+        done ;;
+    lvextend)
+        driverloaded=y prev=""
+        for a in "${args[@]}"; do [ "$a" = "n" ] && [ "$prev" = "--driverloaded" ] && driverloaded=n; prev="$a"; done
+        if [ $driverloaded = y ]; then
+            for lv in $(named_lvs "${args[@]}"); do
+                if [ -L "/dev/$lv" ]; then old=$(readlink -f "/dev/$lv"); activate "$lv" || exit 5; losetup -d "$old" 2>/dev/null; fi
+            done
+        fi ;;
+esac
+exit 0

@@ -7,6 +7,7 @@
 mod domain;
 mod host;
 mod image;
+mod lvm;
 mod nbd;
 mod pool;
 mod sdm;
@@ -54,6 +55,7 @@ pub static VERBS: &[Verb] = &[
     host::HOST_GET_CONNECTED_POOLS,
     host::HOST_ALL_TASK_STATUSES,
     host::HOST_ALL_TASK_INFOS,
+    lvm::VG_CREATE,
     pool::POOL_CONNECT_STORAGE_SERVER,
     pool::POOL_DISCONNECT_STORAGE_SERVER,
     pool::POOL_CREATE,
@@ -388,6 +390,7 @@ mod tests {
             include_str!("domain.rs"),
             include_str!("host.rs"),
             include_str!("image.rs"),
+            include_str!("lvm.rs"),
             include_str!("nbd.rs"),
             include_str!("pool.rs"),
             include_str!("sdm.rs"),

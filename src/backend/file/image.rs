@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use super::volume::{file_names, LEASE_SUFFIX, META_SUFFIX, VOLUME_MODE};
 use super::{FileDomain, REMOVED_IMAGE_PREFIX};
-use crate::backend::{GcReport, Part};
+use crate::backend::GcReport;
 use crate::error::{Error, IoContext, Result};
 use crate::format::volume_md::{metadata_bytes, VolumeMetadata};
 use crate::primitives::durable;
@@ -121,18 +121,26 @@ impl FileDomain {
         Ok(())
     }
 
-    pub(super) fn stage_part(&self, img: Uuid, vol: Uuid, part: Part) -> Result<File> {
-        let suffix = match part {
-            Part::Data => "",
-            Part::Lease => LEASE_SUFFIX,
-            Part::Metadata => {
-                return Err(Error::invalid(
-                    "part",
-                    "imported metadata is written whole, by import_metadata",
-                ))
-            }
-        };
-        let path = self.staged(img)?.join(format!("{vol}{suffix}"));
+    pub(super) fn stage_data(&self, img: Uuid, vol: Uuid) -> Result<File> {
+        self.stage_file(img, &vol.to_string())
+    }
+
+    /// A new lease file in the staged image, `alignment` bytes of zeros.
+    pub(super) fn stage_lease(
+        &self,
+        img: Uuid,
+        vol: Uuid,
+        alignment: u64,
+    ) -> Result<(PathBuf, u64)> {
+        let name = format!("{vol}{LEASE_SUFFIX}");
+        let f = self.stage_file(img, &name)?;
+        let path = self.staged(img)?.join(name);
+        f.set_len(alignment).ctx("cannot size", &path)?;
+        Ok((path, 0))
+    }
+
+    fn stage_file(&self, img: Uuid, name: &str) -> Result<File> {
+        let path = self.staged(img)?.join(name);
         OpenOptions::new()
             .write(true)
             .create_new(true)

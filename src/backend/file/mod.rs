@@ -414,6 +414,11 @@ impl Domain for FileDomain {
         Ok(())
     }
 
+    /// A directory on shared storage: nothing is held.
+    fn release_master(&self) -> Result<()> {
+        Ok(())
+    }
+
     fn lease_areas(&self) -> LeaseAreas {
         let md = self.root.join(DOM_MD);
         LeaseAreas {
@@ -467,6 +472,10 @@ impl Domain for FileDomain {
 
     fn volume_sizes(&self, img: Uuid, vol: Uuid) -> Result<(u64, u64)> {
         self.data_sizes(img, vol)
+    }
+
+    fn data_len(&self, img: Uuid, vol: Uuid, _md: &VolumeMetadata) -> Result<u64> {
+        Ok(self.data_sizes(img, vol)?.0)
     }
 
     fn volume_header(
@@ -632,8 +641,12 @@ impl Domain for FileDomain {
         self.stage_template(img, timg, tvol)
     }
 
-    fn import_part(&self, img: Uuid, vol: Uuid, part: Part, _size: u64) -> Result<File> {
-        self.stage_part(img, vol, part)
+    fn import_data(&self, img: Uuid, vol: Uuid, _md: &VolumeMetadata, _len: u64) -> Result<File> {
+        self.stage_data(img, vol)
+    }
+
+    fn import_lease(&self, img: Uuid, vol: Uuid, alignment: u64) -> Result<(PathBuf, u64)> {
+        self.stage_lease(img, vol, alignment)
     }
 
     fn import_metadata(

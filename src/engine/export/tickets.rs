@@ -506,11 +506,16 @@ impl Engine {
             .strip_prefix("file://")
             .ok_or_else(|| bad("only file:// URLs are supported"))?;
         let real = std::fs::canonicalize(path).map_err(|_| bad("no such file"))?;
-        let (sd, img, vol) = crate::backend::volume_at(&real)
+        let (mounts, block) = (self.mount_dirs()?, self.block_env());
+        let storage = crate::backend::Storage {
+            mounts: &mounts,
+            block: &block,
+        };
+        let (sd, img, vol) = crate::backend::volume_at(storage, &real)
             .ok_or_else(|| bad("is not a volume of a storage domain"))?;
         let dom = self.domain(sd)?;
         let expected = dom.data_path(img, vol)?;
-        if expected != real {
+        if expected.canonicalize().ok() != Some(real) {
             return Err(bad("is not a volume of a connected storage domain"));
         }
         read_in_image(&*dom, img, vol)?;

@@ -18,7 +18,7 @@
 
 use std::sync::Arc;
 
-use crate::backend::{Domain, Part};
+use crate::backend::Domain;
 use crate::engine::resources::{Mode, Resource, DEFAULT_TIMEOUT};
 use crate::engine::tasks::recovery::{Commit, RecoveryPlan, Step};
 use crate::engine::volume::{own_volumes, read_in_image};
@@ -182,35 +182,33 @@ fn move_steps(
         dst.import_template(img, template)?;
     }
     let version = dst.manifest()?.version;
-    let total: u64 = plan
-        .volumes
-        .iter()
-        .map(|(vol, _)| src.volume_sizes(img, *vol).map(|(a, _)| a).unwrap_or(0))
-        .sum();
-    let mut done = 0;
+    let alignment = dst.manifest()?.alignment;
+    let mut lens = Vec::new();
     for (vol, md) in &plan.volumes {
-        for part in [Part::Data, Part::Lease] {
-            let s = src.open_part(img, *vol, part, Access::READ)?;
-            let size = s
-                .metadata()
-                .map_err(|e| Error::io(format!("cannot stat volume {vol}"), e))?
-                .len();
-            let d = dst.import_part(img, *vol, part, size)?;
-            let before = done;
-            copy::copy_raw(&s, &d, |n, _| {
-                if part == Part::Data {
-                    done = before + n;
-                    if let Some(pct) = (done * 100).checked_div(total) {
-                        ctx.set_progress(pct.min(99) as u32);
-                    }
-                }
+        lens.push(src.data_len(img, *vol, md)?);
+    }
+    let total: u64 = lens.iter().sum();
+    let mut done = 0;
+    for ((vol, md), &len) in plan.volumes.iter().zip(&lens) {
+        let s = src.open_data(img, *vol, Access::READ)?;
+        let d = dst.import_data(img, *vol, md, len)?;
+        let before = done;
+        copy::copy_raw_len(&s, &d, len, |n, _| {
+            done = before + n;
+            if let Some(pct) = (done * 100).checked_div(total) {
+                ctx.set_progress(pct.min(99) as u32);
+            }
+        })
+        .map_err(|e| {
+            crate::error::no_space_or(req.dst_sd, e, |e| {
+                Error::io(format!("cannot copy volume {vol}"), e)
             })
-            .map_err(|e| {
-                crate::error::no_space_or(req.dst_sd, e, |e| {
-                    Error::io(format!("cannot copy volume {vol}"), e)
-                })
-            })?;
-            ctx.check_abort()?;
+        })?;
+        ctx.check_abort()?;
+        // A lease names its domain's lockspace: made anew, never copied.
+        let lease = dst.import_lease(img, *vol, alignment)?;
+        if engine.sanlock_for(dst).is_some() {
+            crate::engine::volume::lease::format_at(dst, *vol, lease)?;
         }
         let mut moved = md.clone();
         moved.domain = req.dst_sd;

@@ -208,6 +208,7 @@ impl Engine {
                 std::fs::remove_dir_all(entry.path()).ctx("cannot remove", &entry.path())?;
             }
         }
+        dom.release_master()?;
         tracing::info!(sd = %dom.id(), pool = %pool, "former master domain demoted");
         Ok(())
     }

@@ -527,8 +527,9 @@ impl Engine {
             Ok(())
         })?;
         pool.set_ready(false);
-        pool.lease.release();
         self.tasks.forget_store(&master.master_dir()?.join("tasks"));
+        master.release_master()?;
+        pool.lease.release();
         self.save_host_state(|st| {
             if let Some(p) = st.pool.as_mut() {
                 p.spm = false;

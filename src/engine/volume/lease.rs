@@ -5,6 +5,8 @@
 //! volume leases once it has joined the domain's lockspace, which
 //! `Host.startMonitoringDomain` does with its host id (as in VDSM).
 
+use std::path::PathBuf;
+
 use crate::backend::Domain;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -12,21 +14,31 @@ use crate::primitives::sanlock::{self, Disk, Registration, Resource};
 use crate::types::Uuid;
 
 fn resource(dom: &dyn Domain, img: Uuid, vol: Uuid) -> Result<Resource> {
+    let (path, offset) = dom.volume_lease(img, vol);
+    resource_at(dom, vol, Disk { path, offset })
+}
+
+fn resource_at(dom: &dyn Domain, vol: Uuid, disk: Disk) -> Result<Resource> {
     Ok(Resource {
         lockspace: dom.id().to_string(),
         name: vol.to_string(),
-        disk: {
-            let (path, offset) = dom.volume_lease(img, vol);
-            Disk { path, offset }
-        },
+        disk,
         shared: false,
         geometry: crate::engine::domains::lease_geometry(&dom.manifest()?)?,
     })
 }
 
-/// Writes a new volume's lease (its file exists, sized to the alignment).
+/// Writes a new volume's lease (its area exists, zeroed).
 pub(crate) fn format(dom: &dyn Domain, img: Uuid, vol: Uuid) -> Result<()> {
-    let res = resource(dom, img, vol)?;
+    write(resource(dom, img, vol)?, vol)
+}
+
+/// Writes the lease of a volume being imported, where the backend put it.
+pub(crate) fn format_at(dom: &dyn Domain, vol: Uuid, (path, offset): (PathBuf, u64)) -> Result<()> {
+    write(resource_at(dom, vol, Disk { path, offset })?, vol)
+}
+
+fn write(res: Resource, vol: Uuid) -> Result<()> {
     sanlock::share_with_daemon(&res.disk.path)
         .map_err(|e| Error::io_path("cannot share", &res.disk.path, e))?;
     sanlock::write_resource(&res).map_err(|e| Error::VolumeCreation {

@@ -524,6 +524,7 @@ fn create_volume_steps(
         format: req.format,
         allocation: req.allocation,
         capacity: req.size,
+        initial_size: req.initial_size,
         parent: parent.as_ref().map(|p| (req.src_vol, p.format)),
         compat: if version >= 4 { "1.1" } else { "0.10" },
     };

@@ -37,7 +37,7 @@ pub fn direct_dump(
     let (Some(dir), Some(file)) = (path.parent(), path.file_name()) else {
         return Err(fail(format!("{} is not a file path", path.display())));
     };
-    crate::primitives::nofollow::check_file(path).map_err(|e| fail(e.to_string()))?;
+    crate::primitives::nofollow::check_lease_target(path).map_err(|e| fail(e.to_string()))?;
     // sanlock splits its argument at colons, which mount paths may hold:
     // name the file relative to its directory.
     let mut cmd = Command::new("sanlock");

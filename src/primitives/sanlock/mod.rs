@@ -241,7 +241,7 @@ fn copy_str<const N: usize>(
 fn raw_disk(disk: &Disk) -> Result<sys::sanlk_disk, SanlockError> {
     // The daemon (root) opens the path and writes leases into it: never
     // through a link planted on storage, never into a device or FIFO.
-    crate::primitives::nofollow::check_file(&disk.path).map_err(|e| SanlockError {
+    crate::primitives::nofollow::check_lease_target(&disk.path).map_err(|e| SanlockError {
         op: "lease path",
         rv: -(rustix::io::Errno::LOOP.raw_os_error()),
         message: e.to_string(),
