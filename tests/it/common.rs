@@ -38,7 +38,9 @@ impl TestLuns {
         let luns = (0..n)
             .map(|_| crate::lvm::LoopDevice::new(12 << 30))
             .collect::<Option<Vec<_>>>()?;
-        eprintln!("using the lvm stand-in: LVs mapped by loop devices (no device-mapper here)");
+        if !real_device_mapper() {
+            eprintln!("using the lvm stand-in: LVs mapped by loop devices (no device-mapper here)");
+        }
         Some(TestLuns {
             luns,
             vgs: Default::default(),
@@ -61,12 +63,21 @@ impl TestLuns {
             .iter()
             .map(|l| l.path.display().to_string())
             .collect();
-        format!(
-            "CAIRN_LVM={}/tests/tools/lvm_without_device_mapper.sh\nCAIRN_BLOCK_DEVICES={}\n",
-            env!("CARGO_MANIFEST_DIR"),
-            devs.join(":")
-        )
+        let lvm = if real_device_mapper() {
+            String::new()
+        } else {
+            format!(
+                "CAIRN_LVM={}/tests/tools/lvm_without_device_mapper.sh\n",
+                env!("CARGO_MANIFEST_DIR")
+            )
+        };
+        format!("{lvm}CAIRN_BLOCK_DEVICES={}\n", devs.join(":"))
     }
+}
+
+/// In the VM tier cairnd runs the real lvm, with device-mapper.
+pub fn real_device_mapper() -> bool {
+    std::env::var_os("CAIRN_VM_TIER").is_some()
 }
 
 impl Drop for TestLuns {
@@ -82,8 +93,12 @@ impl Drop for TestLuns {
             }
             let dir = Path::new("/dev").join(vg);
             for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-                if let Ok(dev) = std::fs::canonicalize(e.path()) {
-                    let _ = Command::new("losetup").arg("-d").arg(dev).status();
+                // The stand-in's loop devices (device-mapper's go with the VM).
+                match std::fs::canonicalize(e.path()) {
+                    Ok(dev) if dev.to_string_lossy().starts_with("/dev/loop") => {
+                        let _ = Command::new("losetup").arg("-d").arg(dev).status();
+                    }
+                    _ => {}
                 }
                 let _ = std::fs::remove_file(e.path());
             }
@@ -149,6 +164,25 @@ impl Daemon {
             json!({"storagedomainID": sd, "domainType": "ISCSI", "typeArgs": vg, "name": name, "domainClass": "Data"}),
         );
         sd
+    }
+
+    /// A cairnd that is SPM of a pool of two block domains, one per LUN
+    /// (the first the master): (daemon, pool, master, other).
+    pub fn block_pool(luns: &TestLuns) -> (Daemon, String, String, String) {
+        let d = Daemon::start_with_luns(luns);
+        let sd = d.block_domain(luns, 0, "one");
+        let other = d.block_domain(luns, 1, "two");
+        let sp = uuid();
+        d.call(
+            "StoragePool.create",
+            json!({"storagepoolID": sp, "name": "p", "masterSdUUID": sd, "masterVersion": 1, "domainList": [sd, other]}),
+        );
+        d.call(
+            "StoragePool.connect",
+            json!({"storagepoolID": sp, "hostID": 1, "scsiKey": "", "masterSdUUID": sd, "masterVersion": 1}),
+        );
+        d.spm_start(&sp);
+        (d, sp, sd, other)
     }
 
     pub fn start_bare() -> Daemon {
@@ -636,6 +670,23 @@ pub fn tree(dir: &Path) -> Vec<String> {
 }
 
 /// Runs the independent VDSM format checker (tests/tools/vdsm_check.py).
+/// The independent VDSM-rules check of block domain `sd` on `luns`.
+pub fn vdsm_check_block(sd: &str, luns: &TestLuns) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/vdsm_check.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .args(["--block", sd])
+        .args(luns.luns.iter().map(|l| &l.path))
+        .output()
+        .expect("python3");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.trim() == "ok",
+        "VDSM format check of block domain {sd}:\n{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 pub fn vdsm_check(domain_dir: &Path) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/vdsm_check.py");
     let out = Command::new("python3")

@@ -3,6 +3,7 @@
 
 mod api;
 mod bad_input;
+mod block;
 mod cli;
 mod common;
 mod compat;

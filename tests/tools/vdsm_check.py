@@ -7,6 +7,10 @@ at most 512 bytes; CAP/SEQ on version 5, SIZE/MTIME before), not from
 Cairn's code, so that Cairn's writer is checked by a second reader.
 
 Usage: vdsm_check.py DOMAIN_DIR   -> prints "ok" or the problems, exit 1.
+       vdsm_check.py --block SDUUID DEVICE...
+           a block domain: the VG SDUUID on those devices, read with lvm's
+           reports and, for the LVs' contents, straight from the PVs
+           through the extent mapping (nothing needs to be activated).
 """
 
 import hashlib
@@ -167,8 +171,187 @@ def check_volume(dir, vol, sd, img, version):
     return md
 
 
+# --- Block domains (VG tags, special LVs, LV tags, metadata slots) --------
+
+MIB = 1 << 20
+SPECIAL = {"metadata": 128, "ids": 8, "inbox": 16, "outbox": 16, "leases": 2048, "master": 1024}
+
+
+def lvm_report(devices, args, kind):
+    accept = "".join('"a|^%s$|", ' % d for d in devices)
+    config = 'devices { filter=[%s"r|.*|"] obtain_device_list_from_udev=0 } global { activation=0 }' % accept
+    out = subprocess.run(["lvm"] + args[:1] + ["--config", config, "--reportformat", "json",
+                          "--units", "b", "--nosuffix"] + args[1:],
+                         capture_output=True, text=True, env=dict(os.environ, LVM_SUPPRESS_FD_WARNINGS="1"))
+    if out.returncode != 0:
+        problem("lvm %s: %s" % (args[0], out.stderr.strip()))
+        return []
+    rows = []
+    for part in json.loads(out.stdout)["report"]:
+        rows += part.get(kind, [])
+    return rows
+
+
+def decode_tag(text):
+    def sub(m):
+        return chr(int(m.group(1)))
+    if re.search(r"[^a-zA-Z0-9_+.\-/=!:#&]", text):
+        problem("tag text %r has characters LVM tags do not allow" % text)
+    return re.sub(r"&(\d+)&", sub, text)
+
+
+class Pv:
+    def __init__(self, devices, sd):
+        self.pvs = {r["pv_name"]: int(r["pe_start"]) for r in
+                    lvm_report(devices, ["pvs", "-o", "pv_name,pe_start,vg_name"], "pv")
+                    if r["vg_name"] == sd}
+
+    def read(self, lv, offset, length):
+        """Bytes of an LV, through its one segment on its PV."""
+        dev, first = lv["segments"][0]
+        extent = lv["extent"]
+        with open(dev, "rb") as f:
+            f.seek(self.pvs[dev] + first * extent + offset)
+            return f.read(length)
+
+
+def check_block(sd, devices):
+    vgs = [r for r in lvm_report(devices, ["vgs", "-o", "vg_name,vg_uuid,vg_tags,vg_extent_size", sd], "vg")]
+    if not vgs:
+        problem("no VG %s" % sd)
+        return
+    vg = vgs[0]
+    tags = [t for t in vg["vg_tags"].split(",") if t]
+    if "RHAT_storage_domain" not in tags or "RHAT_storage_domain_UNREADY" in tags:
+        problem("VG tags %s do not say it is a domain" % tags)
+    if int(vg["vg_extent_size"]) != 128 * MIB:
+        problem("extent size %s, VDSM uses 128 MiB" % vg["vg_extent_size"])
+    md = {}
+    for t in tags:
+        if t.startswith("MDT_"):
+            k, _, v = t[4:].partition("=")
+            md[decode_tag(k)] = decode_tag(v)
+    declared = md.pop("_SHA_CKSUM", None)
+    h = hashlib.sha1()
+    for k in sorted(md):
+        h.update(("%s=%s" % (k, md[k])).encode("ascii", "xmlcharrefreplace"))
+    if declared != h.hexdigest():
+        problem("VG tag metadata checksum %s, expected %s" % (declared, h.hexdigest()))
+    version = int(md.get("VERSION", "0"))
+    want = (DOMAIN_KEYS - {"REMOTE_PATH"}) | {"VGUUID", "PV0"}
+    want |= {"BLOCK_SIZE", "ALIGNMENT"} if version >= 5 else {"LOGBLKSIZE", "PHYBLKSIZE"}
+    if want - set(md):
+        problem("domain metadata lacks %s" % sorted(want - set(md)))
+    if "REMOTE_PATH" in md:
+        problem("a block domain has no REMOTE_PATH")
+    if md.get("SDUUID") != sd or md.get("VGUUID") != vg["vg_uuid"]:
+        problem("SDUUID/VGUUID %s/%s do not name this VG" % (md.get("SDUUID"), md.get("VGUUID")))
+    if md.get("TYPE") not in ("ISCSI", "FCP"):
+        problem("TYPE %r is not a VDSM block domain type" % md.get("TYPE"))
+    for k, v in md.items():
+        if re.match(r"^PV\d+$", k) and not re.match(r"^pv:[^,]+,uuid:[^,]+,pestart:0,pecount:\d+,mapoffset:\d+$", v):
+            problem("%s=%s is not VDSM's PV mapping" % (k, v))
+    extent = int(vg["vg_extent_size"])
+    lvs = {}
+    for r in lvm_report(devices, ["lvs", "-o", "lv_name,lv_size,lv_tags,seg_pe_ranges", sd], "lv"):
+        segs = []
+        for rng in r["seg_pe_ranges"].split():
+            dev, _, span = rng.rpartition(":")
+            segs.append((dev, int(span.split("-")[0])))
+        lv = lvs.setdefault(r["lv_name"], {"size": int(r["lv_size"]), "extent": extent,
+                                          "tags": [t for t in r["lv_tags"].split(",") if t], "segments": []})
+        lv["segments"] += segs
+    special = dict(SPECIAL, **({"xleases": 1024} if version >= 4 else {}))
+    for name, mib in special.items():
+        if name not in lvs:
+            problem("special LV %s is missing" % name)
+        elif lvs[name]["size"] < mib * MIB:
+            problem("special LV %s is %d bytes, VDSM asks %d MiB" % (name, lvs[name]["size"], mib))
+    for name in lvs:
+        if name not in special and not UUID.match(name):
+            problem("LV %s is neither special nor a volume" % name)
+    pv = Pv(devices, sd)
+    align = int(md.get("ALIGNMENT", MIB))
+    if version >= 4 and "xleases" in lvs:
+        head = pv.read(lvs["xleases"], align, 512)
+        magic, ver, ls = struct.unpack(">i x 4s x 48s", head[:58])
+        if magic != 0x12152016 or ver != b"0001" or ls.rstrip(b"\0").decode() != sd:
+            problem("xleases index header is wrong")
+    slots = {}
+    volumes = {}
+    for name, lv in sorted(lvs.items()):
+        if not UUID.match(name):
+            continue
+        tags = lv["tags"]
+        if "OVIRT_VOL_INITIALIZING" in tags:
+            problem("%s is still being created" % name)
+            continue
+        img = [t[3:] for t in tags if t.startswith("IU_")]
+        parent = [t[3:] for t in tags if t.startswith("PU_")]
+        slot = [t[3:] for t in tags if t.startswith("MD_")]
+        if len(img) != 1 or len(parent) != 1 or len(slot) != 1 or not slot[0].isdigit():
+            problem("%s tags %s: VDSM needs one IU_, PU_ and MD_ each" % (name, tags))
+            continue
+        if img[0].startswith("_remove_me_"):
+            continue
+        slot = int(slot[0])
+        if slot in slots:
+            problem("slot %d is held by %s and %s" % (slot, slots[slot], name))
+        slots[slot] = name
+        if slot < (1 if version >= 5 else 4):
+            problem("%s uses reserved slot %d" % (name, slot))
+        offset = MIB + slot * 8192 if version >= 5 else slot * 512
+        raw = pv.read(lvs["metadata"], offset, 512)
+        text = raw.rstrip(b"\0").decode("utf-8", "replace")
+        if not text.endswith("EOF\n"):
+            problem("%s: slot %d does not end with EOF" % (name, slot))
+            continue
+        lines = text.split("\n")[:-2]
+        if lines != sorted(lines):
+            problem("%s: slot lines are not sorted" % name)
+        vmd = dict(l.split("=", 1) for l in lines)
+        want = set(VOLUME_KEYS) | ({"CAP", "SEQ"} if version >= 5 else {"SIZE", "MTIME"})
+        if want ^ set(vmd):
+            problem("%s: slot keys differ from VDSM's by %s" % (name, sorted(want ^ set(vmd))))
+        if vmd.get("DOMAIN") != sd or vmd.get("IMAGE") != img[0] or vmd.get("PUUID") != parent[0]:
+            problem("%s: slot names %s/%s/%s, tags %s/%s" % (name, vmd.get("DOMAIN"), vmd.get("IMAGE"),
+                                                          vmd.get("PUUID"), img[0], parent[0]))
+        if vmd.get("FORMAT") == "RAW" and vmd.get("TYPE") != "PREALLOCATED":
+            problem("%s: RAW %s on block storage" % (name, vmd.get("TYPE")))
+        cap = int(vmd.get("CAP", "0"))
+        if vmd.get("FORMAT") == "RAW" and lv["size"] < cap:
+            problem("%s: LV of %d bytes is smaller than its capacity %d" % (name, lv["size"], cap))
+        if vmd.get("FORMAT") == "COW" and len(lv["segments"]) == 1:
+            dev, first = lv["segments"][0]
+            spec = {"driver": "qcow2", "file": {"driver": "raw", "offset": pv.pvs[dev] + first * extent,
+                    "size": lv["size"], "file": {"driver": "host_device", "filename": dev}}}
+            out = subprocess.run(["qemu-img", "info", "--output", "json", "-U", "json:" + json.dumps(spec)],
+                                 capture_output=True, text=True)
+            if out.returncode != 0:
+                problem("qemu-img info %s: %s" % (name, out.stderr.strip()))
+            else:
+                info = json.loads(out.stdout)
+                if info["virtual-size"] != cap:
+                    problem("%s: virtual size %d, metadata says %d" % (name, info["virtual-size"], cap))
+                backing = info.get("backing-filename")
+                if (parent[0] == BLANK) != (backing is None) or (backing and backing != parent[0]):
+                    problem("%s: qcow2 backing %r does not match PU_ %s" % (name, backing, parent[0]))
+        volumes[name] = vmd
+    for vol, vmd in volumes.items():
+        children = [v for v, m in volumes.items() if m.get("PUUID") == vol]
+        if vmd.get("PUUID") != BLANK and vmd.get("PUUID") not in volumes:
+            problem("%s: parent %s is missing" % (vol, vmd.get("PUUID")))
+        if vmd.get("VOLTYPE") == "LEAF" and children:
+            problem("%s is LEAF but has children %s" % (vol, children))
+        if vmd.get("VOLTYPE") == "INTERNAL" and not children:
+            problem("%s is INTERNAL without children" % vol)
+
+
 if __name__ == "__main__":
-    check_domain(sys.argv[1])
+    if sys.argv[1] == "--block":
+        check_block(sys.argv[2], sys.argv[3:])
+    else:
+        check_domain(sys.argv[1])
     if problems:
         print("\n".join(problems))
         sys.exit(1)
