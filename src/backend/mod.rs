@@ -364,6 +364,12 @@ pub fn create_vg(
     block::create_vg(env, name, luns)
 }
 
+/// Why a LUN cannot hold a new VG (partitioned, in use, a PV already,
+/// not 512-byte blocks), or None if it is free.
+pub fn lun_problem(env: &BlockEnv, lun: &crate::primitives::luns::Lun) -> Option<String> {
+    block::lun_problem(env, lun)
+}
+
 /// Creates a block domain in the VG whose UUID is `vg_uuid`.
 pub fn create_block_domain(
     env: &BlockEnv,

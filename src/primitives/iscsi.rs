@@ -238,6 +238,26 @@ pub fn logout(node: &Node) -> Result<(), IscsiError> {
     }
 }
 
+/// Rescans every session for new or grown LUNs (`iscsiadm -m session
+/// -R`); no session, or no iscsiadm at all, is nothing to rescan.
+pub fn rescan_sessions() -> Result<(), IscsiError> {
+    let args: Vec<String> = ["-m", "session", "-R"].map(String::from).into();
+    match iscsiadm(&args) {
+        Ok((0, _)) | Ok((ERR_NO_OBJECTS, _)) => Ok(()),
+        Ok((_, err)) => Err(IscsiError::Setup(err)),
+        Err(_) if which_iscsiadm().is_none() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn which_iscsiadm() -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("iscsiadm"))
+            .find(|p| p.is_file())
+    })
+}
+
 /// Removes the node record; none is fine.
 pub fn delete_node(node: &Node) -> Result<(), IscsiError> {
     let mut args = node.args();

@@ -42,6 +42,34 @@ pub struct Lun {
     pub transport: Transport,
     pub vendor: String,
     pub product: String,
+    pub fwrev: String,
+    pub serial: String,
+    /// 0 when the LUN cannot discard.
+    pub discard_max_bytes: u64,
+    /// Its SCSI paths (one for a disk not under multipath).
+    pub paths: Vec<LunPath>,
+}
+
+/// One SCSI path to a LUN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LunPath {
+    /// The kernel's name (`sdb`).
+    pub device: String,
+    /// `running` in sysfs: active; anything else: failed.
+    pub active: bool,
+    /// The LUN number, from the H:C:T:L address.
+    pub lun: u32,
+    /// The iSCSI session's target and portal, for an iSCSI path.
+    pub iscsi: Option<IscsiPath>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IscsiPath {
+    pub iqn: String,
+    pub address: String,
+    pub port: String,
+    pub tpgt: String,
+    pub iface: String,
 }
 
 const SYS_BLOCK: &str = "/sys/block";
@@ -111,6 +139,12 @@ fn multipath_map(sys: &Path) -> Option<Lun> {
         .next()
         .map(|e| e.file_name().to_string_lossy().into_owned())?;
     let slave_sys = Path::new(SYS_BLOCK).join(&slave);
+    let mut slaves: Vec<String> = fs::read_dir(sys.join("slaves"))
+        .ok()?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    slaves.sort();
     Some(Lun {
         path: Path::new("/dev/mapper").join(&guid),
         guid,
@@ -120,6 +154,70 @@ fn multipath_map(sys: &Path) -> Option<Lun> {
         transport: transport_of(&slave_sys),
         vendor: read(&slave_sys.join("device/vendor")).unwrap_or_default(),
         product: read(&slave_sys.join("device/model")).unwrap_or_default(),
+        fwrev: read(&slave_sys.join("device/rev")).unwrap_or_default(),
+        serial: serial_of(&slave_sys),
+        discard_max_bytes: discard_max(sys),
+        paths: slaves.iter().filter_map(|s| scsi_path(s)).collect(),
+    })
+}
+
+fn discard_max(sys: &Path) -> u64 {
+    read(&sys.join("queue/discard_max_bytes"))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The unit serial number (SCSI VPD page 0x80), as `scsi_id` reads it.
+fn serial_of(sys: &Path) -> String {
+    match fs::read(sys.join("device/vpd_pg80")) {
+        Ok(b) if b.len() > 4 => String::from_utf8_lossy(&b[4..]).trim().to_string(),
+        _ => String::new(),
+    }
+}
+
+/// The path through SCSI disk `name`: its state, LUN number and session.
+fn scsi_path(name: &str) -> Option<LunPath> {
+    let dev = Path::new(SYS_BLOCK).join(name).join("device");
+    let hctl = dev.canonicalize().ok()?;
+    let lun = hctl
+        .file_name()?
+        .to_str()?
+        .rsplit(':')
+        .next()?
+        .parse()
+        .ok()?;
+    Some(LunPath {
+        device: name.to_string(),
+        active: read(&dev.join("state")).as_deref() == Some("running"),
+        lun,
+        iscsi: iscsi_path(&hctl),
+    })
+}
+
+/// The iSCSI session above a SCSI device in sysfs, if any.
+fn iscsi_path(hctl: &Path) -> Option<IscsiPath> {
+    let session = hctl.ancestors().find(|p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("session"))
+    })?;
+    let name = session.file_name()?.to_str()?;
+    let class = session.join("iscsi_session").join(name);
+    let connection = fs::read_dir(session)
+        .ok()?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("connection"))?;
+    let conn_dir = session
+        .join(&connection)
+        .join("iscsi_connection")
+        .join(&connection);
+    Some(IscsiPath {
+        iqn: read(&class.join("targetname")).unwrap_or_default(),
+        address: read(&conn_dir.join("persistent_address")).unwrap_or_default(),
+        port: read(&conn_dir.join("persistent_port")).unwrap_or_default(),
+        tpgt: read(&class.join("tpgt")).unwrap_or_default(),
+        iface: read(&class.join("ifacename")).unwrap_or_default(),
     })
 }
 
@@ -135,6 +233,10 @@ fn scsi_disk(name: &str, sys: &Path) -> Option<Lun> {
         transport: transport_of(sys),
         vendor: read(&sys.join("device/vendor")).unwrap_or_default(),
         product: read(&sys.join("device/model")).unwrap_or_default(),
+        fwrev: read(&sys.join("device/rev")).unwrap_or_default(),
+        serial: serial_of(sys),
+        discard_max_bytes: discard_max(sys),
+        paths: scsi_path(name).into_iter().collect(),
     })
 }
 
@@ -146,7 +248,8 @@ fn configured_device(dev: &Path) -> Option<Lun> {
     }
     let real = dev.canonicalize().ok()?;
     let name = real.file_name()?.to_str()?.to_string();
-    let (size, logical_block, physical_block) = geometry(&Path::new(SYS_BLOCK).join(&name))?;
+    let sys = Path::new(SYS_BLOCK).join(&name);
+    let (size, logical_block, physical_block) = geometry(&sys)?;
     Some(Lun {
         guid: name,
         path: dev.to_path_buf(),
@@ -156,6 +259,10 @@ fn configured_device(dev: &Path) -> Option<Lun> {
         transport: Transport::Configured,
         vendor: String::new(),
         product: String::new(),
+        fwrev: String::new(),
+        serial: String::new(),
+        discard_max_bytes: discard_max(&sys),
+        paths: Vec::new(),
     })
 }
 

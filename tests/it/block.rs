@@ -81,3 +81,63 @@ fn block_volume_requests_vdsm_refuses_are_refused() {
     );
     vdsm_check_block(&sd, &luns);
 }
+
+/// `Host.getDeviceList` shows the LUNs with VDSM's fields; a LUN that
+/// holds a VG is `used`, with its PV and VG; `LVMVolumeGroup.create`
+/// refuses it, and a GUID the host does not see, with VDSM's codes.
+#[test]
+fn device_list_and_luns_in_use() {
+    let luns = TestLuns::new(2).expect("loop devices for LUNs");
+    let d = Daemon::start_with_luns(&luns);
+    let list = d.call("Host.getDeviceList", json!({"checkStatus": true}));
+    let find = |list: &serde_json::Value, guid: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|dev| dev["GUID"] == guid)
+            .cloned()
+            .unwrap_or_else(|| panic!("{guid} not in {list}"))
+    };
+    let first = find(&list, &luns.guid(0));
+    assert_eq!(first["status"], "free", "{first}");
+    assert_eq!(first["capacity"], (12u64 << 30).to_string());
+    assert_eq!(first["logicalblocksize"], "512");
+    assert_eq!(first["pvUUID"], "");
+    let sd = d.block_domain(&luns, 0, "one");
+    let list = d.call(
+        "Host.getDeviceList",
+        json!({"guids": [luns.guid(0), luns.guid(1)], "checkStatus": true}),
+    );
+    let used = find(&list, &luns.guid(0));
+    assert_eq!(used["status"], "used", "{used}");
+    assert_ne!(used["vgUUID"], "");
+    assert_eq!(find(&list, &luns.guid(1))["status"], "free");
+    let unchecked = d.call("Host.getDeviceList", json!({"checkStatus": false}));
+    assert_eq!(find(&unchecked, &luns.guid(1))["status"], "unknown");
+
+    // The LUN of a domain, and a LUN the host does not see.
+    for (guid, needle) in [
+        (luns.guid(0), "belongs to volume group"),
+        ("36001405deadbeef".to_string(), "not among"),
+    ] {
+        let (code, msg) = d.call_err(
+            "LVMVolumeGroup.create",
+            json!({"name": uuid(), "devlist": [guid], "force": false}),
+        );
+        assert_eq!(code, 606, "{msg}");
+        assert!(msg.contains(needle), "{msg}");
+    }
+    // A VG that is a domain already cannot take a second one.
+    let vg = used["vgUUID"].as_str().unwrap().to_string();
+    let (code, msg) = d.call_err(
+        "StorageDomain.create",
+        json!({"storagedomainID": sd, "domainType": "ISCSI", "typeArgs": vg, "name": "again", "domainClass": "Data"}),
+    );
+    assert_eq!(code, 365, "{msg}");
+    let (code, msg) = d.call_err(
+        "StorageDomain.create",
+        json!({"storagedomainID": uuid(), "domainType": "ISCSI", "typeArgs": vg, "name": "other", "domainClass": "Data"}),
+    );
+    assert_eq!(code, 515, "{msg}");
+    vdsm_check_block(&sd, &luns);
+}

@@ -18,6 +18,34 @@ fn host_get_storage_domains(e: &Arc<Engine>, p: &Params) -> Reply {
     to_value(&e.host_domains(&filter)?)
 }
 
+pub(super) const HOST_GET_DEVICE_LIST: Verb = Verb {
+    name: "Host.getDeviceList",
+    params: &["storageType", "guids", "checkStatus", "refresh"],
+    handler: host_get_device_list,
+};
+
+fn host_get_device_list(e: &Arc<Engine>, p: &Params) -> Reply {
+    let guids = match p.opt_value("guids") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(_) => p
+            .list("guids")?
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s.clone()),
+                other => Err(ApiError::invalid_params(format!(
+                    "guids are strings, not {other}"
+                ))),
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    to_value(&e.device_list(
+        p.opt_enum::<DomainType>("storageType")?,
+        &guids,
+        p.bool_or("checkStatus", true)?,
+        p.bool_or("refresh", true)?,
+    )?)
+}
+
 pub(super) const HOST_GET_CONNECTED_POOLS: Verb = Verb {
     name: "Host.getConnectedStoragePools",
     params: &[],

@@ -52,6 +52,7 @@ const VOLUME_IDS: &[&str] = &["volumeID", "storagepoolID", "storagedomainID", "i
 
 pub static VERBS: &[Verb] = &[
     host::HOST_GET_STORAGE_DOMAINS,
+    host::HOST_GET_DEVICE_LIST,
     host::HOST_GET_CONNECTED_POOLS,
     host::HOST_ALL_TASK_STATUSES,
     host::HOST_ALL_TASK_INFOS,

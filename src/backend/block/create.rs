@@ -23,6 +23,14 @@ const METADATA_RESERVE: u64 = 17 << 20;
 /// Zeroed at creation: 250 hosts' 4 KiB mailbox blocks.
 const MAILBOX_USED: u64 = 250 * 4096;
 
+/// Why `lun` cannot become a PV of a new VG, if it cannot.
+pub fn lun_problem(env: &BlockEnv, lun: &Lun) -> Option<String> {
+    match check_lun(env, lun) {
+        Ok(()) => None,
+        Err(e) => Some(e.to_string()),
+    }
+}
+
 /// Refuses a LUN that cannot become a PV of a new VG: wrong block size,
 /// partitioned, held by another device, or a PV already.
 fn check_lun(env: &BlockEnv, lun: &Lun) -> Result<()> {

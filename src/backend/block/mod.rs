@@ -40,7 +40,7 @@ use crate::primitives::nofollow::Access;
 use crate::primitives::probe::ImageHeader;
 use crate::types::{parse_uuid, Uuid, VolumeAllocation, VolumeFormat};
 
-pub(super) use create::{create_domain, create_vg};
+pub(super) use create::{create_domain, create_vg, lun_problem};
 
 const IMPORTING_TAG: &str = "CAIRN_IMPORTING_";
 const RETIRED_TAG: &str = "CAIRN_RETIRED_";

@@ -2,5 +2,6 @@
 //! monitoring and the embedded local domain and pool.
 
 pub mod connections;
+pub mod devices;
 pub mod embedded;
 pub mod monitor;
