@@ -31,8 +31,9 @@ fn schema_params(text: &str) -> HashMap<String, Vec<String>> {
             && !line.starts_with("    -")
         {
             in_params = false;
-        } else if in_params && line.starts_with("        ") {
-            // List items are indented by 4 or 8 under `params:`.
+        } else if in_params && line.starts_with("      ") {
+            // List items' keys are indented by 6 (`    - key`) or 8
+            // (`    -   key`) under `params:`.
             if let Some(name) = line.trim_start().strip_prefix("name: ") {
                 out.get_mut(method).unwrap().push(name.to_string());
             }
