@@ -141,3 +141,34 @@ fn device_list_and_luns_in_use() {
     assert_eq!(code, 515, "{msg}");
     vdsm_check_block(&sd, &luns);
 }
+
+/// The CLI makes a block domain from a LUN it lists, and the domain is
+/// listed like any other.
+#[test]
+fn the_cli_makes_block_domains() {
+    let luns = TestLuns::new(1).expect("a loop device for a LUN");
+    let d = Daemon::start_with_luns(&luns);
+    let listed = crate::cli::json_out(&d, &["domain", "luns"]);
+    let guid = luns.guid(0);
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["GUID"] == guid.as_str() && l["status"] == "free"),
+        "{listed}"
+    );
+    let made = crate::cli::json_out(&d, &["domain", "create-block", &guid, "--name", "san"]);
+    let sd = made["storagedomainID"].as_str().unwrap().to_string();
+    luns.track_vg(&sd);
+    let domains = crate::cli::json_out(&d, &["domain", "list"]);
+    let entry = domains
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["info"]["uuid"] == sd.as_str())
+        .unwrap_or_else(|| panic!("{domains}"));
+    assert_eq!(entry["info"]["type"], "ISCSI");
+    assert_eq!(entry["info"]["name"], "san");
+    vdsm_check_block(&sd, &luns);
+}

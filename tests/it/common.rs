@@ -47,6 +47,11 @@ impl TestLuns {
         })
     }
 
+    /// Unmaps the VG's LVs when the LUNs go.
+    pub fn track_vg(&self, vg: &str) {
+        self.vgs.borrow_mut().push(vg.to_string());
+    }
+
     /// The GUID cairnd knows a LUN by (a configured device's name).
     pub fn guid(&self, i: usize) -> String {
         self.luns[i]
@@ -158,7 +163,7 @@ impl Daemon {
             "LVMVolumeGroup.create",
             json!({"name": sd, "devlist": [luns.guid(i)], "force": false}),
         );
-        luns.vgs.borrow_mut().push(sd.clone());
+        luns.track_vg(&sd);
         self.call(
             "StorageDomain.create",
             json!({"storagedomainID": sd, "domainType": "ISCSI", "typeArgs": vg, "name": name, "domainClass": "Data"}),

@@ -25,6 +25,24 @@ pub(crate) enum DomainCmd {
         #[arg(long)]
         id: Option<String>,
     },
+    /// LUNs this host sees (for block domains), free or used.
+    Luns,
+    /// Create a block data domain (ISCSI or FCP) on LUNs: their volume
+    /// group, then the domain in it.
+    CreateBlock {
+        /// GUIDs of the LUNs (see `cairn domain luns`).
+        #[arg(required = true)]
+        luns: Vec<String>,
+        #[arg(long, default_value = "data")]
+        name: String,
+        #[arg(long = "type", default_value = "ISCSI")]
+        kind: String,
+        #[arg(long, default_value_t = 5)]
+        version: u32,
+        /// Domain UUID [default: a new one].
+        #[arg(long)]
+        id: Option<String>,
+    },
     /// Attach a domain to the connected pool (SPM).
     Attach { domain: String },
     /// Make an attached domain active (SPM).
@@ -261,6 +279,51 @@ pub(crate) fn domain(ctx: &Ctx, cmd: DomainCmd) -> Res<()> {
                 }),
             )?;
             print_value(ctx, &json!({"storagedomainID": sd}), |_| println!("{sd}"));
+        }
+        DomainCmd::Luns => {
+            let luns = ctx.client.call("Host.getDeviceList", json!({}))?;
+            print_value(ctx, &luns, |v| {
+                let rows = v
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .map(|l| {
+                                vec![
+                                    s(&l["GUID"]),
+                                    s(&l["devtype"]),
+                                    human_size(s(&l["capacity"]).parse().unwrap_or(0)),
+                                    s(&l["status"]),
+                                    s(&l["vgUUID"]),
+                                ]
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                table(&["GUID", "TYPE", "SIZE", "STATUS", "VG"], rows);
+            });
+        }
+        DomainCmd::CreateBlock {
+            luns,
+            name,
+            kind,
+            version,
+            id,
+        } => {
+            let sd = id.unwrap_or_else(new_uuid);
+            let vg = ctx.client.call(
+                "LVMVolumeGroup.create",
+                json!({"name": sd, "devlist": luns, "force": false}),
+            )?;
+            ctx.client.call(
+                "StorageDomain.create",
+                json!({
+                    "storagedomainID": sd, "domainType": kind.to_ascii_uppercase(), "typeArgs": vg,
+                    "name": name, "domainClass": "Data", "version": version, "blockSize": 512,
+                }),
+            )?;
+            print_value(ctx, &json!({"storagedomainID": sd, "vgUUID": vg}), |_| {
+                println!("{sd}")
+            });
         }
         DomainCmd::Format {
             domain,
