@@ -96,6 +96,21 @@ impl Drop for TestLuns {
                     let _ = Command::new("umount").arg("-l").arg(target).status();
                 }
             }
+            if real_device_mapper() {
+                // Device-mapper maps hold the LUNs: deactivate the VG.
+                let accept: String = self
+                    .luns
+                    .iter()
+                    .map(|l| format!("\"a|^{}$|\", ", l.path.display()))
+                    .collect();
+                let config = format!("devices {{ filter=[{accept}\"r|.*|\"] }}");
+                let _ = Command::new("lvm")
+                    .args(["vgchange", "--config", &config, "-an", vg])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+                continue;
+            }
             let dir = Path::new("/dev").join(vg);
             for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
                 // The stand-in's loop devices (device-mapper's go with the VM).

@@ -98,7 +98,10 @@ fn lvm_activation_extend_and_refresh_are_real() {
     other
         .lvextend_metadata_only(&devs, vg, "vol", 40 << 20)
         .unwrap();
-    assert_eq!(lvm.lv(&devs, vg, "vol").unwrap().size, 16 << 20, "cached");
+    // The report follows within a second (the VG's sequence number
+    // changed); the mapping stays old until a refresh.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(lvm.lv(&devs, vg, "vol").unwrap().size, 40 << 20, "reported");
     assert_eq!(size_of(&dev), 16 << 20, "the mapping is the old one");
     lvm.refresh(&devs, vg, "vol").unwrap();
     let lv = lvm.lv(&devs, vg, "vol").unwrap();

@@ -360,6 +360,13 @@ impl BlockDomain {
         )
     }
 
+    fn is_prepared(&self, img: Uuid) -> bool {
+        self.prepared
+            .lock()
+            .expect("prepared images")
+            .contains_key(&img)
+    }
+
     fn image_dir(&self, img: Uuid) -> PathBuf {
         self.host_dir.join("images").join(img.to_string())
     }

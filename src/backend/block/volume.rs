@@ -271,7 +271,13 @@ impl BlockDomain {
             del.push(parent_tag);
             add.push(format!("{}{}", layout::PARENT_TAG, md.parent));
         }
-        self.lv_tags_change(&[&vol.to_string()], &add, &del)
+        self.lv_tags_change(&[&vol.to_string()], &add, &del)?;
+        // As VDSM does: a new volume is not left mapped on the SPM unless
+        // its image is prepared here (work on it activates it again).
+        if !self.is_prepared(img) {
+            self.deactivate_lvs(&[vol.to_string()]);
+        }
+        Ok(())
     }
 
     fn write_volume_record(
