@@ -17,8 +17,8 @@ LIST_N=${LIST_N:-500}
 LVM="$PWD/tests/tools/lvm_without_device_mapper.sh"
 B=target/release/examples/cairn-bench
 work=$(mktemp -d /tmp/cairn-block-bench.XXXXXX)
-# Each volume takes at least one 128 MiB extent: a sparse LUN with room.
-lun_size=$(( (LIST_N + PAIRS + 64) * 128 * 1024 * 1024 + (16 << 30) ))
+# A thin 1 GiB volume takes a 1 GiB LV: a sparse LUN with room for all.
+lun_size=$(( (LIST_N + 8) * (1 << 30) + (16 << 30) ))
 truncate -s "$lun_size" "$work/lun"
 lun=$(losetup -f --show "$work/lun")
 guid=$(basename "$lun")
@@ -55,7 +55,7 @@ rpc StoragePool.create "{\"storagepoolID\":\"$sp\",\"name\":\"bench\",\"masterSd
 rpc StoragePool.connect "{\"storagepoolID\":\"$sp\",\"hostID\":1,\"scsiKey\":\"\",\"masterSdUUID\":\"$sd\",\"masterVersion\":1}" >/dev/null
 rpc StoragePool.spmStart "{\"storagepoolID\":\"$sp\",\"prevID\":-1,\"prevLver\":\"-1\",\"enableScsiFencing\":\"false\"}" >/dev/null
 for _ in $(seq 100); do
-    [ "$(rpc StoragePool.getSpmStatus "{\"storagepoolID\":\"$sp\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["spm_st"]["spmStatus"])')" = SPM ] && break
+    [ "$(rpc StoragePool.getSpmStatus "{\"storagepoolID\":\"$sp\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["spmStatus"])')" = SPM ] && break
     sleep 0.1
 done
 
