@@ -4,8 +4,9 @@
 //! Every command names its devices explicitly (a filter accepting only the
 //! domain's PVs), never the host's whole /dev: a shared LUN holds other
 //! hosts' and guests' LVM metadata. At most [`MAX_COMMANDS`] run at once
-//! (VDSM's limit). The cache is invalidated by this runner's own changes;
-//! a change made by another host is seen after [`Lvm::invalidate`].
+//! (VDSM's limit). The runner's own changes update the cache with their
+//! known outcome (a failed one drops it); a change made by another host is
+//! seen within [`FRESH_FOR`], or at once after [`Lvm::invalidate`].
 //!
 //! `CAIRN_LVM` may name another program than `lvm` (tests on a kernel
 //! without device-mapper use a stand-in from `tests/tools/`).
@@ -84,13 +85,10 @@ pub struct VgInfo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LvInfo {
     pub name: String,
-    pub uuid: String,
     pub size: u64,
     pub tags: Vec<String>,
     /// lv_attr: state at index 4 ('a' active), open at 5 ('o').
     pub attr: String,
-    /// Extents as "<pv>:<first>-<last>" per segment.
-    pub segments: Vec<String>,
 }
 
 impl LvInfo {
@@ -100,6 +98,12 @@ impl LvInfo {
 
     pub fn is_open(&self) -> bool {
         self.attr.as_bytes().get(5) == Some(&b'o')
+    }
+
+    fn set_active(&mut self, on: bool) {
+        let mut attr: Vec<u8> = format!("{:-<10}", self.attr).into_bytes();
+        attr[4] = if on { b'a' } else { b'-' };
+        self.attr = String::from_utf8(attr).unwrap_or_default();
     }
 }
 
@@ -125,6 +129,8 @@ pub struct NewLv<'a> {
     pub tags: &'a [String],
     /// One segment, where a test reads the LV's bytes through its PV.
     pub contiguous: bool,
+    /// Mapped on this host as it is made (one command, not two).
+    pub activate: bool,
 }
 
 /// The runner. One per cairnd: its limit and cache are host-wide.
@@ -144,8 +150,10 @@ struct Cached {
 }
 
 /// How long a VG read here is trusted before its sequence number is read
-/// again: only the SPM changes a domain's VG, and it invalidates its own
-/// cache, so other hosts see a change at most this late.
+/// again: only the SPM changes a domain's VG, and it keeps its own cache
+/// exact, so other hosts see a change at most this late. A cache updated
+/// by an own change holds the sequence number from before it, so the next
+/// check reads the whole VG again.
 const FRESH_FOR: Duration = Duration::from_secs(1);
 
 impl Default for Lvm {
@@ -246,8 +254,24 @@ impl Lvm {
     /// whether or not the command succeeded (a failed one may have
     /// changed part of it).
     fn change(&self, devices: &[PathBuf], vg: &str, args: &[&str]) -> Result<()> {
+        self.change_known(devices, vg, args, |_| false)
+    }
+
+    /// [`Lvm::change`] of a command whose outcome `apply` writes into the
+    /// cached VG, saving the re-read; `apply` returns false when it cannot.
+    fn change_known(
+        &self,
+        devices: &[PathBuf],
+        vg: &str,
+        args: &[&str],
+        apply: impl FnOnce(&mut Cached) -> bool,
+    ) -> Result<()> {
         let result = self.run(devices, args);
-        self.changed(vg);
+        let mut cache = self.cache.lock().expect("lvm cache");
+        let kept = result.is_ok() && cache.get_mut(vg).is_some_and(apply);
+        if !kept {
+            cache.remove(vg);
+        }
         result.map(drop)
     }
 
@@ -308,23 +332,40 @@ impl Lvm {
     /// The VG and its LVs, from the cache when nothing changed them here.
     fn load(&self, devices: &[PathBuf], vg: &str) -> Result<Cached> {
         let cached = self.cache.lock().expect("lvm cache").get(vg).cloned();
-        if let Some(c) = &cached {
-            if c.checked.elapsed() < FRESH_FOR {
-                return Ok(c.clone());
+        let reuse = match cached {
+            Some(c) if c.checked.elapsed() < FRESH_FOR => return Ok(c),
+            Some(mut c) => {
+                // Unchanged since it was read (by any host): its LVs are as cached.
+                let info = self.vg_report(devices, vg)?;
+                (c.vg.seqno == info.seqno).then(|| {
+                    c.vg = info;
+                    c.checked = std::time::Instant::now();
+                    c
+                })
             }
-        }
-        let info = self.vg_report(devices, vg)?;
-        // Unchanged since it was read (by any host): its LVs are as cached.
-        if let Some(mut c) = cached.filter(|c| c.vg.seqno == info.seqno) {
-            c.vg = info;
-            c.checked = std::time::Instant::now();
-            self.cache
-                .lock()
-                .expect("lvm cache")
-                .insert(vg.to_string(), c.clone());
-            return Ok(c);
-        }
-        let rows: Vec<LvRow> = self.report(
+            None => None,
+        };
+        let fresh = match reuse {
+            Some(c) => c,
+            None => self.read_vg(devices, vg)?,
+        };
+        self.cache
+            .lock()
+            .expect("lvm cache")
+            .insert(vg.to_string(), fresh.clone());
+        Ok(fresh)
+    }
+
+    const VG_FIELDS: &'static str = "vg_name,vg_uuid,vg_size,vg_free,vg_extent_size,\
+        vg_extent_count,vg_free_count,vg_tags,vg_seqno,pv_count,vg_mda_size,vg_mda_free";
+    const LV_AND_VG_FIELDS: &'static str = "lv_name,lv_size,lv_tags,lv_attr,vg_name,vg_uuid,\
+        vg_size,vg_free,vg_extent_size,vg_extent_count,vg_free_count,vg_tags,vg_seqno,\
+        pv_count,vg_mda_size,vg_mda_free";
+
+    /// The VG and its LVs in one `lvs` (each row repeats the VG's fields);
+    /// a VG without LVs takes a `vgs`.
+    fn read_vg(&self, devices: &[PathBuf], vg: &str) -> Result<Cached> {
+        let rows: Vec<LvVgRow> = self.report(
             devices,
             &[
                 "lvs",
@@ -334,35 +375,30 @@ impl Lvm {
                 "b",
                 "--nosuffix",
                 "-o",
-                "lv_name,lv_uuid,lv_size,lv_tags,lv_attr,seg_pe_ranges",
+                Self::LV_AND_VG_FIELDS,
                 vg,
             ],
             "lv",
         )?;
-        // One row per segment: an LV of several segments comes back once.
-        let mut lvs: Vec<LvInfo> = Vec::new();
+        let mut info = None;
+        let mut lvs = Vec::with_capacity(rows.len());
         for row in rows {
-            let lv = row.parse()?;
-            match lvs.iter_mut().find(|l| l.name == lv.name) {
-                Some(known) => known.segments.extend(lv.segments),
-                None => lvs.push(lv),
+            if info.is_none() {
+                info = Some(row.vg.parse()?);
             }
+            lvs.push(row.lv.parse()?);
         }
         lvs.sort_by(|a, b| a.name.cmp(&b.name));
-        let cached = Cached {
-            vg: info,
+        let vg = match info {
+            Some(info) => info,
+            None => self.vg_report(devices, vg)?,
+        };
+        Ok(Cached {
+            vg,
             lvs,
             checked: std::time::Instant::now(),
-        };
-        self.cache
-            .lock()
-            .expect("lvm cache")
-            .insert(vg.to_string(), cached.clone());
-        Ok(cached)
+        })
     }
-
-    const VG_FIELDS: &'static str = "vg_name,vg_uuid,vg_size,vg_free,vg_extent_size,\
-        vg_extent_count,vg_free_count,vg_tags,vg_seqno,pv_count,vg_mda_size,vg_mda_free";
 
     fn vg_report(&self, devices: &[PathBuf], vg: &str) -> Result<VgInfo> {
         let vgs: Vec<VgRow> = self.report(
@@ -427,6 +463,31 @@ impl Lvm {
                 command: "lvs".into(),
                 reason: format!("Failed to find logical volume \"{vg}/{lv}\""),
             })
+    }
+
+    /// An LV's extents as "<pv>:<first>-<last>", a segment each, read now.
+    pub fn segments(&self, devices: &[PathBuf], vg: &str, lv: &str) -> Result<Vec<String>> {
+        #[derive(Deserialize)]
+        struct SegRow {
+            seg_pe_ranges: String,
+        }
+        let name = format!("{vg}/{lv}");
+        let rows: Vec<SegRow> = self.report(
+            devices,
+            &[
+                "lvs",
+                "--reportformat",
+                "json",
+                "-o",
+                "seg_pe_ranges",
+                &name,
+            ],
+            "lv",
+        )?;
+        Ok(rows
+            .iter()
+            .flat_map(|r| r.seg_pe_ranges.split_whitespace().map(str::to_string))
+            .collect())
     }
 
     // --- Changes ----------------------------------------------------------
@@ -531,7 +592,7 @@ impl Lvm {
         self.change(devices, vg, &args)
     }
 
-    /// Creates an LV, inactive; LVM zeroes its first 4 KiB.
+    /// Creates an LV, left unzeroed (its user writes what it needs).
     pub fn lvcreate(&self, devices: &[PathBuf], vg: &str, new: &NewLv<'_>) -> Result<()> {
         let size = sectors(new.size);
         let mut args = vec![
@@ -539,7 +600,7 @@ impl Lvm {
             "--autobackup",
             "n",
             "--activate",
-            "n",
+            if new.activate { "y" } else { "n" },
             "--zero",
             "n",
             "--wipesignatures",
@@ -555,14 +616,46 @@ impl Lvm {
             args.extend(["--addtag", t.as_str()]);
         }
         args.push(vg);
-        self.change(devices, vg, &args)
+        self.change_known(devices, vg, &args, |c| {
+            let extent = c.vg.extent_size.max(1);
+            let extents = new.size.div_ceil(extent);
+            // Where lvm would have placed it is not known: a contiguous
+            // LV's caller reads its segments, so read the VG again.
+            if new.contiguous || extents > c.vg.free_count {
+                return false;
+            }
+            c.vg.free_count -= extents;
+            c.vg.free -= extents * extent;
+            let mut lv = LvInfo {
+                name: new.name.to_string(),
+                size: extents * extent,
+                tags: tags(&new.tags.join(",")),
+                attr: "-wi-------".into(),
+            };
+            lv.set_active(new.activate);
+            let at = c.lvs.partition_point(|l| l.name.as_str() < new.name);
+            c.lvs.insert(at, lv);
+            true
+        })
     }
 
     pub fn lvremove(&self, devices: &[PathBuf], vg: &str, lvs: &[&str]) -> Result<()> {
         let names: Vec<String> = lvs.iter().map(|lv| format!("{vg}/{lv}")).collect();
         let mut args = vec!["lvremove", "--autobackup", "n", "--force"];
         args.extend(names.iter().map(String::as_str));
-        self.change(devices, vg, &args)
+        self.change_known(devices, vg, &args, |c| {
+            let extent = c.vg.extent_size.max(1);
+            let freed: u64 = c
+                .lvs
+                .iter()
+                .filter(|l| lvs.contains(&l.name.as_str()))
+                .map(|l| l.size / extent)
+                .sum();
+            c.lvs.retain(|l| !lvs.contains(&l.name.as_str()));
+            c.vg.free_count += freed;
+            c.vg.free += freed * extent;
+            true
+        })
     }
 
     /// Grows an LV to `size` bytes (rounded up to extents); a no-op if it
@@ -633,7 +726,18 @@ impl Lvm {
             args.extend(["--addtag", t.as_str()]);
         }
         args.extend(names.iter().map(String::as_str));
-        self.change(devices, vg, &args)
+        self.change_known(devices, vg, &args, |c| {
+            for lv in c.lvs.iter_mut().filter(|l| lvs.contains(&l.name.as_str())) {
+                lv.tags.retain(|t| !del.contains(t));
+                for t in add {
+                    if !lv.tags.contains(t) {
+                        lv.tags.push(t.clone());
+                    }
+                }
+                lv.tags.sort();
+            }
+            true
+        })
     }
 
     /// Activates or deactivates LVs of `vg`.
@@ -647,7 +751,12 @@ impl Lvm {
             if on { "y" } else { "n" },
         ];
         args.extend(names.iter().map(String::as_str));
-        self.change(devices, vg, &args)
+        self.change_known(devices, vg, &args, |c| {
+            for lv in c.lvs.iter_mut().filter(|l| lvs.contains(&l.name.as_str())) {
+                lv.set_active(on);
+            }
+            true
+        })
     }
 
     /// Makes an active LV show a size another host gave it.
@@ -680,11 +789,16 @@ fn number(command: &str, field: &str, text: &str) -> Result<u64> {
     })
 }
 
+/// Tags are a set: kept sorted, so a cache updated here and a fresh
+/// report compare equal.
 fn tags(text: &str) -> Vec<String> {
-    text.split(',')
+    let mut tags: Vec<String> = text
+        .split(',')
         .filter(|t| !t.is_empty())
         .map(str::to_string)
-        .collect()
+        .collect();
+    tags.sort();
+    tags
 }
 
 #[derive(Deserialize)]
@@ -726,11 +840,9 @@ impl VgRow {
 #[derive(Deserialize)]
 struct LvRow {
     lv_name: String,
-    lv_uuid: String,
     lv_size: String,
     lv_tags: String,
     lv_attr: String,
-    seg_pe_ranges: String,
 }
 
 impl LvRow {
@@ -738,16 +850,19 @@ impl LvRow {
         Ok(LvInfo {
             size: number("lvs", "lv_size", &self.lv_size)?,
             tags: tags(&self.lv_tags),
-            segments: self
-                .seg_pe_ranges
-                .split_whitespace()
-                .map(str::to_string)
-                .collect(),
             name: self.lv_name,
-            uuid: self.lv_uuid,
             attr: self.lv_attr,
         })
     }
+}
+
+/// A row of `lvs` with the VG's fields beside the LV's.
+#[derive(Deserialize)]
+struct LvVgRow {
+    #[serde(flatten)]
+    lv: LvRow,
+    #[serde(flatten)]
+    vg: VgRow,
 }
 
 #[derive(Deserialize)]
@@ -807,14 +922,16 @@ mod tests {
     #[test]
     fn reports_parse_into_types() {
         let row: LvRow = serde_json::from_str(
-            r#"{"lv_name":"lv1", "lv_uuid":"u", "lv_size":"209715200", "lv_tags":"IU_x,PU_y",
-                "lv_attr":"-wi-ao----", "seg_pe_ranges":"/dev/loop16:0-49"}"#,
+            r#"{"lv_name":"lv1", "lv_size":"209715200", "lv_tags":"IU_x,PU_y",
+                "lv_attr":"-wi-ao----"}"#,
         )
         .unwrap();
-        let lv = row.parse().unwrap();
+        let mut lv = row.parse().unwrap();
         assert_eq!(lv.size, 200 << 20);
         assert_eq!(lv.tags, vec!["IU_x", "PU_y"]);
         assert!(lv.is_active() && lv.is_open());
+        lv.set_active(false);
+        assert_eq!(lv.attr, "-wi--o----");
         let row: VgRow = serde_json::from_str(
             r#"{"vg_name":"v", "vg_uuid":"u", "vg_size":"1069547520", "vg_free":"859832320",
                 "vg_extent_size":"4194304", "vg_extent_count":"255", "vg_free_count":"205",
@@ -823,10 +940,9 @@ mod tests {
         .unwrap();
         let vg = row.parse().unwrap();
         assert_eq!((vg.free_count, vg.tags.len(), vg.seqno), (205, 0, 2));
-        let row: LvRow = serde_json::from_str(
-            r#"{"lv_name":"x", "lv_uuid":"u", "lv_size":"12x", "lv_tags":"", "lv_attr":"", "seg_pe_ranges":""}"#,
-        )
-        .unwrap();
+        let row: LvRow =
+            serde_json::from_str(r#"{"lv_name":"x", "lv_size":"12x", "lv_tags":"", "lv_attr":""}"#)
+                .unwrap();
         assert!(matches!(row.parse(), Err(LvmError::Report { .. })));
     }
 }

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use cairn::primitives::lvm::{Lvm, NewLv};
+use cairn::primitives::lvm::{LvInfo, Lvm, NewLv};
 
 /// A sparse file attached to a loop device; detached when dropped.
 pub struct LoopDevice {
@@ -74,12 +74,13 @@ fn volume_groups_and_lvs_through_the_runner() {
         size: (10 << 20) + 1,
         tags: &tags,
         contiguous: true,
+        activate: false,
     };
     lvm.lvcreate(&devs, &vg, &new).unwrap();
     let lv = lvm.lv(&devs, &vg, "vol1").unwrap();
     assert_eq!(lv.size, 12 << 20, "rounded up to extents");
     assert_eq!(lv.tags, tags);
-    assert_eq!(lv.segments.len(), 1, "{lv:?}");
+    assert_eq!(lvm.segments(&devs, &vg, "vol1").unwrap().len(), 1);
     assert!(!lv.is_active());
     // The cache follows the runner's own changes.
     let seqno = lvm.vg(&devs, &vg).unwrap().seqno;
@@ -118,6 +119,7 @@ fn volume_groups_and_lvs_through_the_runner() {
         size: 1 << 30,
         tags: &[],
         contiguous: false,
+        activate: false,
     };
     let err = lvm.lvcreate(&devs, &vg, &huge).unwrap_err();
     assert!(err.is_no_space(), "{err}");
@@ -144,7 +146,44 @@ fn volume_groups_and_lvs_through_the_runner() {
     assert_eq!(pvs.len(), 2);
     assert!(pvs.iter().all(|p| p.vg_name == vg && p.pe_start > 0));
 
+    // Changes whose outcome the runner writes into its cache leave it as
+    // a fresh read would find the VG.
+    let vol2 = NewLv {
+        name: "vol2",
+        size: 5 << 20,
+        tags: &tags,
+        contiguous: false,
+        activate: false,
+    };
+    lvm.lvs(&both, &vg).unwrap();
+    lvm.lvcreate(&both, &vg, &vol2).unwrap();
+    lvm.change_lvs_tags(
+        &both,
+        &vg,
+        &["vol1", "vol2"],
+        &["X_1".into()],
+        &["IU_img".into()],
+    )
+    .unwrap();
     lvm.lvremove(&both, &vg, &["vol1"]).unwrap();
+    let fresh = stand_in_lvm();
+    // Without device-mapper lvm reports an unknown state ("XX") in lv_attr.
+    let seen = |lvs: Vec<LvInfo>| -> Vec<_> {
+        lvs.into_iter()
+            .map(|l| (l.name.clone(), l.size, l.tags.clone(), l.is_active()))
+            .collect()
+    };
+    assert_eq!(
+        seen(lvm.lvs(&both, &vg).unwrap()),
+        seen(fresh.lvs(&both, &vg).unwrap())
+    );
+    let (cached, read) = (lvm.vg(&both, &vg).unwrap(), fresh.vg(&both, &vg).unwrap());
+    assert_eq!(
+        (cached.free, cached.free_count),
+        (read.free, read.free_count)
+    );
+
+    lvm.lvremove(&both, &vg, &["vol2"]).unwrap();
     assert!(lvm.lvs(&both, &vg).unwrap().is_empty());
     lvm.vgremove(&both, &vg).unwrap();
 }

@@ -66,6 +66,7 @@ fn lvm_activation_extend_and_refresh_are_real() {
         size: 16 << 20,
         tags: &[],
         contiguous: false,
+        activate: false,
     };
     lvm.lvcreate(&devs, vg, &vol).unwrap();
     // Another LV right after it: growing `vol` makes a second segment.
@@ -104,9 +105,9 @@ fn lvm_activation_extend_and_refresh_are_real() {
     assert_eq!(lvm.lv(&devs, vg, "vol").unwrap().size, 40 << 20, "reported");
     assert_eq!(size_of(&dev), 16 << 20, "the mapping is the old one");
     lvm.refresh(&devs, vg, "vol").unwrap();
-    let lv = lvm.lv(&devs, vg, "vol").unwrap();
-    assert_eq!(lv.size, 40 << 20);
-    assert_eq!(lv.segments.len(), 2, "{lv:?}");
+    assert_eq!(lvm.lv(&devs, vg, "vol").unwrap().size, 40 << 20);
+    let segments = lvm.segments(&devs, vg, "vol").unwrap();
+    assert_eq!(segments.len(), 2, "{segments:?}");
     assert_eq!(size_of(&dev), 40 << 20, "refreshed");
     let table = Command::new("dmsetup")
         // device-mapper's name doubles the dashes in the VG's.

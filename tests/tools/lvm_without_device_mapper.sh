@@ -39,7 +39,11 @@ deactivate() { # deactivate <vg/lv>
 
 activate() { # activate <vg/lv>
     local name="$1" ranges pv first last size pe_start extent offset dev
-    ranges=$(report seg_pe_ranges "$name" | xargs)
+    local rows
+    # A row per segment.
+    rows=$(report seg_pe_ranges,lv_size,vg_extent_size "$name")
+    read -r ranges size extent <<< "$rows"
+    [ "$(grep -c . <<< "$rows")" = 1 ] || ranges="$ranges more"
     case "$ranges" in
         *" "*|"")
             echo "  stand-in: $name has ${ranges:-no} segments; only a one-segment LV can be mapped without device-mapper" >&2
@@ -47,9 +51,7 @@ activate() { # activate <vg/lv>
     esac
     pv=${ranges%%:*}
     first=${ranges#*:}; first=${first%-*}
-    size=$(report lv_size "$name" | xargs)
     pe_start=$(lvm pvs --config "$config" --noheadings --nosuffix --units b -o pe_start "$pv" 2>/dev/null | xargs)
-    extent=$(lvm vgs --config "$config" --noheadings --nosuffix --units b -o vg_extent_size "${name%%/*}" 2>/dev/null | xargs)
     offset=$((pe_start + first * extent))
     dev=$(losetup -f --show --direct-io=on --offset "$offset" --sizelimit "$size" "$pv") || return 5
     mkdir -p "/dev/${name%%/*}"
@@ -92,6 +94,16 @@ rc=$?
 [ $rc -eq 0 ] || exit $rc
 
 case "$cmd" in
+    lvcreate)
+        case "$mode" in
+            y|ey|sy|ly)
+                name="" prev=""
+                for a in "${args[@]}"; do
+                    case "$prev" in --name|-n) name="$a" ;; esac
+                    prev="$a"
+                done
+                activate "${args[-1]}/$name" || exit 5 ;;
+        esac ;;
     lvchange)
         for lv in $(named_lvs "${args[@]}"); do
             case "$mode" in

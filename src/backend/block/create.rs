@@ -223,6 +223,7 @@ fn build(env: &BlockEnv, vg: &str, vg_uuid: &str, new: &NewDomain) -> Result<()>
                     size: lv.size,
                     tags: &[],
                     contiguous: false,
+                    activate: false,
                 },
             )
             .map_err(|e| {

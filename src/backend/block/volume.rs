@@ -178,6 +178,8 @@ impl BlockDomain {
                     size,
                     tags: &tags,
                     contiguous: false,
+                    // Its maker writes into it next.
+                    activate: true,
                 },
             )
             .map_err(|e| self.lvm_error(LvmAction::CreateLv, e))?;
