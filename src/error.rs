@@ -158,6 +158,10 @@ pub enum Error {
     LunUnusable { guid: String, reason: String },
     #[error("LUN {guid} has {size} B blocks; block domains need {need} B")]
     LunBlockSize { guid: String, size: u32, need: u32 },
+    #[error("LUN {guid} is not a physical volume of volume group {vg}")]
+    PhysicalVolumeNotFound { guid: String, vg: String },
+    #[error("volume group {vg} cannot be removed: {reason}")]
+    VolumeGroupInUse { vg: String, reason: String },
     #[error("{format} {allocation} volumes cannot be made on block storage")]
     IncorrectFormat {
         format: crate::types::VolumeFormat,
@@ -284,6 +288,8 @@ impl Error {
             Error::VolumeGroupUnusable { .. } => 509,
             Error::LunUnusable { .. } => 606,
             Error::LunBlockSize { .. } => 518,
+            Error::PhysicalVolumeNotFound { .. } => 619,
+            Error::VolumeGroupInUse { .. } => 508,
             Error::IncorrectFormat { .. } => 202,
             Error::LogicalVolumeMissing { .. } => 610,
             Error::UnsafeStorage(_) => 254,
@@ -310,6 +316,7 @@ pub enum LvmAction {
     CreateVg,
     ExtendVg,
     RemoveVg,
+    ResizePv,
     ReadVg,
     ReplaceVgTags,
     CreateLv,
@@ -330,6 +337,7 @@ impl LvmAction {
             LvmAction::CreateVg => 502,
             LvmAction::ExtendVg => 503,
             LvmAction::RemoveVg => 508,
+            LvmAction::ResizePv => 615,
             LvmAction::ReadVg => 513,
             LvmAction::ReplaceVgTags => 516,
             LvmAction::CreateLv => 550,
@@ -351,6 +359,7 @@ impl std::fmt::Display for LvmAction {
             LvmAction::CreateVg => "create the volume group",
             LvmAction::ExtendVg => "extend the volume group",
             LvmAction::RemoveVg => "remove the volume group",
+            LvmAction::ResizePv => "resize the physical volume",
             LvmAction::ReadVg => "read the volume group",
             LvmAction::ReplaceVgTags => "write the domain metadata (VG tags)",
             LvmAction::CreateLv => "create the logical volume",

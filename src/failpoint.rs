@@ -23,6 +23,7 @@ pub const ALL: &[&str] = &[
     "volume.create.after_data",
     "block.volume.after_lvcreate",
     "block.volume.after_record",
+    "block.extend.after_vgextend",
     "volume.create.after_lease",
     "volume.create.after_parent",
     "volume.create.after_metadata",

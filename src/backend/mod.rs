@@ -8,7 +8,7 @@
 mod block;
 mod file;
 
-pub use block::BlockEnv;
+pub use block::{BlockEnv, VgDetails};
 
 use std::fs::File;
 use std::io;
@@ -22,6 +22,7 @@ use crate::error::Result;
 use crate::format::domain_md::DomainMetadata;
 use crate::format::manifest::{DomainManifest, NewDomain};
 use crate::format::volume_md::VolumeMetadata;
+use crate::primitives::luns::Lun;
 use crate::primitives::nofollow::Access;
 use crate::primitives::probe::ImageHeader;
 use crate::types::{Uuid, VolumeAllocation, VolumeFormat};
@@ -263,6 +264,13 @@ pub trait Domain: Send + Sync + std::fmt::Debug {
     /// Removes what a crash can leave behind in the backend's layout.
     /// Runs on the SPM after recovery, when nothing is in use.
     fn collect_garbage(&self) -> Result<GcReport>;
+
+    /// Grows the domain onto more LUNs (`StorageDomain.extend`); domains
+    /// on other storage refuse.
+    fn add_luns(&self, luns: &[Lun]) -> Result<()>;
+    /// Grows the domain onto what a LUN gained on the storage
+    /// (`StorageDomain.resizePV`); returns the LUN's usable size.
+    fn resize_lun(&self, lun: &Lun) -> Result<u64>;
 }
 
 impl<'a> dyn Domain + 'a {
@@ -352,6 +360,17 @@ pub fn collect_mount_garbage(mount: &Path, min_age: Duration) -> Vec<PathBuf> {
 /// The (domain, image, volume) whose data `real` (a resolved path) is.
 pub fn volume_at(storage: Storage<'_>, real: &Path) -> Option<(Uuid, Uuid, Uuid)> {
     file::volume_at(real).or_else(|| block::volume_at(storage.block, real))
+}
+
+/// `LVMVolumeGroup.getInfo`: the VG whose UUID is `uuid`, with its PVs.
+pub fn vg_details(env: &BlockEnv, uuid: &str) -> Result<VgDetails> {
+    block::vg_details(env, uuid)
+}
+
+/// `LVMVolumeGroup.remove`: a VG holding no domain and no LV goes, and
+/// its LUNs are free again.
+pub fn remove_vg(env: &BlockEnv, uuid: &str) -> Result<()> {
+    block::remove_vg(env, uuid)
 }
 
 /// `LVMVolumeGroup.create`: a VG named `name` on `luns`, ready to become

@@ -12,9 +12,10 @@ use crate::format::domain_md::is_safe_value;
 use crate::format::manifest::NewDomain;
 use crate::format::manifest::{alignment_for, DomainManifest, MAX_DESCRIPTION};
 use crate::format::xleases;
+use crate::primitives::luns::Lun;
 use crate::primitives::sanlock::dump::{direct_dump, LeaseRecord};
 use crate::types::{
-    DomainClass, DomainType, Uuid, CREATABLE_DOMAIN_VERSIONS, DEFAULT_DOMAIN_VERSION,
+    parse_uuid, DomainClass, DomainType, Uuid, CREATABLE_DOMAIN_VERSIONS, DEFAULT_DOMAIN_VERSION,
 };
 
 #[derive(Debug, Clone)]
@@ -49,6 +50,15 @@ pub struct DomainInfo {
     pub lver: i64,
     pub spm_id: i64,
     pub master_ver: i64,
+    /// Block domains: the VG's UUID.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vguuid: Option<String>,
+    /// Block domains: the LUN holding the metadata LV's first extent.
+    #[serde(rename = "metadataDevice", skip_serializing_if = "Option::is_none")]
+    pub metadata_device: Option<String>,
+    /// Block domains: the LUN holding the VG's metadata (the same one).
+    #[serde(rename = "vgMetadataDevice", skip_serializing_if = "Option::is_none")]
+    pub vg_metadata_device: Option<String>,
 }
 
 /// `StorageDomainStats`.
@@ -201,10 +211,11 @@ impl Engine {
         )
     }
 
-    /// `LVMVolumeGroup.create`: a VG named `name` on the LUNs `guids`.
-    pub fn create_vg(&self, name: Uuid, guids: &[String]) -> Result<String> {
+    /// The LUNs `guids` name, each once; a GUID this host does not see is
+    /// refused.
+    fn chosen_luns(&self, guids: &[String]) -> Result<Vec<Lun>> {
         let luns = self.luns();
-        let mut chosen = Vec::new();
+        let mut chosen: Vec<Lun> = Vec::new();
         for guid in guids {
             let lun = luns
                 .iter()
@@ -213,15 +224,55 @@ impl Engine {
                     guid: guid.clone(),
                     reason: "it is not among the LUNs this host sees".into(),
                 })?;
-            if !chosen
-                .iter()
-                .any(|c: &crate::primitives::luns::Lun| c.guid == lun.guid)
-            {
+            if !chosen.iter().any(|c| c.guid == lun.guid) {
                 chosen.push(lun.clone());
             }
         }
+        Ok(chosen)
+    }
+
+    /// `LVMVolumeGroup.create`: a VG named `name` on the LUNs `guids`.
+    pub fn create_vg(&self, name: Uuid, guids: &[String]) -> Result<String> {
+        let chosen = self.chosen_luns(guids)?;
         let _lock = self.lock_storage(&[name])?;
         backend::create_vg(&self.block_env(), name, &chosen)
+    }
+
+    /// `LVMVolumeGroup.remove`: an unused VG (no domain, no LV) and the PV
+    /// labels of its LUNs.
+    pub fn remove_vg(&self, uuid: &str) -> Result<()> {
+        let env = self.block_env();
+        let name = backend::vg_details(&env, uuid)?.vg.name;
+        let _lock = parse_uuid(&name)
+            .map(|id| self.lock_storage(&[id]))
+            .transpose()?;
+        backend::remove_vg(&env, uuid)
+    }
+
+    /// `StorageDomain.extend` (SPM): the pool's block domain `sd` grows
+    /// onto the LUNs `guids`.
+    pub fn extend_domain(&self, pool: Uuid, sd: Uuid, guids: &[String]) -> Result<()> {
+        if guids.is_empty() {
+            return Err(Error::invalid("devlist", "no LUN given"));
+        }
+        let pool = self.require_spm(pool)?;
+        let dom = self.pool_domain(&pool, sd)?;
+        let luns = self.chosen_luns(guids)?;
+        let _lock = self.lock_storage(&[sd])?;
+        dom.add_luns(&luns)
+    }
+
+    /// `StorageDomain.resizePV` (SPM): the domain uses all of the grown LUN
+    /// `guid`; returns its new size.
+    pub fn resize_pv(&self, pool: Uuid, sd: Uuid, guid: &str) -> Result<u64> {
+        let pool = self.require_spm(pool)?;
+        let dom = self.pool_domain(&pool, sd)?;
+        let lun = self
+            .chosen_luns(&[guid.to_string()])?
+            .pop()
+            .expect("one GUID, one LUN");
+        let _lock = self.lock_storage(&[sd])?;
+        dom.resize_lun(&lun)
     }
 
     fn create_file_domain(&self, req: &CreateDomain, version: u32) -> Result<Arc<dyn Domain>> {
@@ -268,7 +319,13 @@ impl Engine {
 
     pub fn domain_info(&self, sd: Uuid) -> Result<DomainInfo> {
         let dom = self.domain(sd)?;
-        let m = dom.manifest()?;
+        let md = dom.read_metadata()?;
+        let m = DomainManifest::from_metadata(sd, &md)?;
+        let first_lun = md.get("PV0").and_then(|pv| {
+            pv.split(',')
+                .find_map(|f| f.strip_prefix("pv:"))
+                .map(str::to_string)
+        });
         let (lver, spm_id, master_ver) = match &m.pool {
             Some(p) => (p.lver, p.spm_id, p.master_version),
             None => (-1, -1, 0),
@@ -287,6 +344,9 @@ impl Engine {
             lver,
             spm_id,
             master_ver,
+            vguuid: md.get("VGUUID").map(str::to_string),
+            metadata_device: first_lun.clone(),
+            vg_metadata_device: first_lun,
         })
     }
 

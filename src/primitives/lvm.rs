@@ -74,6 +74,9 @@ pub struct VgInfo {
     pub extent_count: u64,
     pub free_count: u64,
     pub tags: Vec<String>,
+    /// vg_attr: permission (w/r), resizeable (z), exported (x), partial
+    /// (p), allocation policy, clustered (c).
+    pub attr: String,
     /// Bumped by every metadata change, by any host.
     pub seqno: u64,
     pub pv_count: u64,
@@ -357,9 +360,9 @@ impl Lvm {
     }
 
     const VG_FIELDS: &'static str = "vg_name,vg_uuid,vg_size,vg_free,vg_extent_size,\
-        vg_extent_count,vg_free_count,vg_tags,vg_seqno,pv_count,vg_mda_size,vg_mda_free";
+        vg_extent_count,vg_free_count,vg_tags,vg_attr,vg_seqno,pv_count,vg_mda_size,vg_mda_free";
     const LV_AND_VG_FIELDS: &'static str = "lv_name,lv_size,lv_tags,lv_attr,vg_name,vg_uuid,\
-        vg_size,vg_free,vg_extent_size,vg_extent_count,vg_free_count,vg_tags,vg_seqno,\
+        vg_size,vg_free,vg_extent_size,vg_extent_count,vg_free_count,vg_tags,vg_attr,vg_seqno,\
         pv_count,vg_mda_size,vg_mda_free";
 
     /// The VG and its LVs in one `lvs` (each row repeats the VG's fields);
@@ -561,12 +564,41 @@ impl Lvm {
         self.change(devices, vg, &["vgremove", "--force", vg])
     }
 
-    /// Adds `new` PVs to the VG.
-    pub fn vgextend(&self, devices: &[PathBuf], vg: &str, new: &[PathBuf]) -> Result<()> {
+    /// Adds `new` devices to the VG, made PVs by the same command (so a
+    /// crash leaves them in the VG or not at all) with two metadata areas
+    /// of `metadata_size` each, both ignored: the VG's metadata stays on
+    /// its first PV, as VDSM keeps it.
+    pub fn vgextend(
+        &self,
+        devices: &[PathBuf],
+        vg: &str,
+        new: &[PathBuf],
+        metadata_size: u64,
+    ) -> Result<()> {
         let all: Vec<PathBuf> = devices.iter().chain(new).cloned().collect();
-        let mut args = vec!["vgextend", vg];
+        let size = format!("{metadata_size}b");
+        let mut args = vec![
+            "vgextend",
+            "--autobackup",
+            "n",
+            "--metadatasize",
+            &size,
+            "--pvmetadatacopies",
+            "2",
+            "--metadataignore",
+            "y",
+            "--yes",
+            vg,
+        ];
         args.extend(new.iter().filter_map(|d| d.to_str()));
         self.change(&all, vg, &args)
+    }
+
+    /// Wipes the PV labels of `devices` (no longer in any VG).
+    pub fn pvremove(&self, devices: &[PathBuf]) -> Result<()> {
+        let mut args = vec!["pvremove", "--yes"];
+        args.extend(devices.iter().filter_map(|d| d.to_str()));
+        self.run(devices, &args).map(drop)
     }
 
     /// Grows a PV to its device's size (a LUN grown on the storage).
@@ -811,6 +843,7 @@ struct VgRow {
     vg_extent_count: String,
     vg_free_count: String,
     vg_tags: String,
+    vg_attr: String,
     vg_seqno: String,
     pv_count: String,
     vg_mda_size: String,
@@ -827,6 +860,7 @@ impl VgRow {
             extent_count: n("vg_extent_count", &self.vg_extent_count)?,
             free_count: n("vg_free_count", &self.vg_free_count)?,
             tags: tags(&self.vg_tags),
+            attr: self.vg_attr,
             seqno: n("vg_seqno", &self.vg_seqno)?,
             pv_count: n("pv_count", &self.pv_count)?,
             mda_size: n("vg_mda_size", &self.vg_mda_size)?,
@@ -935,7 +969,7 @@ mod tests {
         let row: VgRow = serde_json::from_str(
             r#"{"vg_name":"v", "vg_uuid":"u", "vg_size":"1069547520", "vg_free":"859832320",
                 "vg_extent_size":"4194304", "vg_extent_count":"255", "vg_free_count":"205",
-                "vg_tags":"", "vg_seqno":"2", "pv_count":"1", "vg_mda_size":"1044480", "vg_mda_free":"520192"}"#,
+                "vg_tags":"", "vg_attr":"wz--n-", "vg_seqno":"2", "pv_count":"1", "vg_mda_size":"1044480", "vg_mda_free":"520192"}"#,
         )
         .unwrap();
         let vg = row.parse().unwrap();

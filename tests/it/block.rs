@@ -170,5 +170,139 @@ fn the_cli_makes_block_domains() {
         .unwrap_or_else(|| panic!("{domains}"));
     assert_eq!(entry["info"]["type"], "ISCSI");
     assert_eq!(entry["info"]["name"], "san");
+    let vg = crate::cli::json_out(&d, &["domain", "vg", &sd]);
+    assert_eq!(vg["name"], sd.as_str(), "{vg}");
+    assert_eq!(vg["pvlist"][0]["GUID"], guid.as_str(), "{vg}");
     vdsm_check_block(&sd, &luns);
+}
+
+/// A block domain grows onto another LUN (`StorageDomain.extend`) and
+/// onto what its LUN gained (`StorageDomain.resizePV`); the domain
+/// metadata maps both PVs as VDSM does; `LVMVolumeGroup.getInfo` shows
+/// them; an unused VG is removed and frees its LUN.
+#[test]
+fn block_domains_grow_onto_luns_and_unused_vgs_go() {
+    let luns = TestLuns::new(3).expect("loop devices for LUNs");
+    let (d, sp, sd, other) = Daemon::block_pool(&luns);
+    let info = d.call("StorageDomain.getInfo", json!({"storagedomainID": sd}));
+    assert_eq!(info["metadataDevice"], luns.guid(0), "{info}");
+    let vg = info["vguuid"].as_str().expect("vguuid").to_string();
+    let vg_info = |d: &Daemon| d.call("LVMVolumeGroup.getInfo", json!({"lvmvolumegroupID": vg}));
+    let before = vg_info(&d);
+    assert_eq!(before["name"], sd);
+    assert_eq!(before["state"], "OK");
+    assert_eq!(before["attr"]["permission"], "w", "{before}");
+    assert_eq!(before["pvlist"].as_array().unwrap().len(), 1);
+    assert_eq!(before["pvlist"][0]["GUID"], luns.guid(0));
+    assert_eq!(
+        before["pvlist"][0]["devcapacity"],
+        (12u64 << 30).to_string()
+    );
+    let total = |d: &Daemon| -> u64 {
+        d.call("StorageDomain.getStats", json!({"storagedomainID": sd}))["disktotal"]
+            .as_u64()
+            .unwrap()
+    };
+    let total_before = total(&d);
+
+    // Refused, changing nothing: a LUN of another domain, one the host
+    // does not see, force, no LUN; then a pool the domain is not in.
+    for (devlist, force, code) in [
+        (json!([luns.guid(1)]), false, 606),
+        (json!(["36001405deadbeef"]), false, 606),
+        (json!([luns.guid(2)]), true, -32602),
+        (json!([]), false, 1000),
+    ] {
+        let (got, msg) = d.call_err(
+            "StorageDomain.extend",
+            json!({"storagedomainID": sd, "storagepoolID": sp, "devlist": devlist, "force": force}),
+        );
+        assert_eq!(got, code, "{msg}");
+    }
+    let (got, msg) = d.call_err(
+        "StorageDomain.extend",
+        json!({"storagedomainID": sd, "storagepoolID": uuid(), "devlist": [luns.guid(2)]}),
+    );
+    assert!(got == 309 || got == 654, "{got} {msg}");
+    assert_eq!(vg_info(&d)["pvlist"], before["pvlist"]);
+
+    // A crash between the vgextend and the metadata: the PV is in the VG,
+    // and extending again finishes the work.
+    let extend = json!({"storagedomainID": sd, "storagepoolID": sp, "devlist": [luns.guid(2)], "force": false});
+    let d = d.restart_armed("block.extend.after_vgextend=crash", false);
+    let _ = d.client.call("StorageDomain.extend", extend.clone());
+    let d = d.restart_after_crash(false);
+    assert_eq!(vg_info(&d)["pvlist"].as_array().unwrap().len(), 2);
+    d.call("StorageDomain.extend", extend.clone());
+    let after = vg_info(&d);
+    let guids: Vec<&str> = after["pvlist"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["GUID"].as_str().unwrap())
+        .collect();
+    assert_eq!(guids.len(), 2, "{after}");
+    assert!(guids.contains(&luns.guid(2).as_str()), "{after}");
+    assert!(total(&d) > total_before + (10u64 << 30), "{after}");
+    // Run again: nothing more.
+    d.call("StorageDomain.extend", extend);
+    assert_eq!(vg_info(&d)["pvlist"].as_array().unwrap().len(), 2);
+    vdsm_check_block(&sd, &luns);
+
+    // The storage grows LUN 2 by 4 GiB; resizePV gives the domain that.
+    let grown_from = total(&d);
+    luns.luns[2].grow(16 << 30);
+    let size = d.call(
+        "StorageDomain.resizePV",
+        json!({"storagedomainID": sd, "storagepoolID": sp, "guid": luns.guid(2)}),
+    );
+    assert!(size.as_u64().unwrap() > (15u64 << 30), "{size}");
+    assert!(total(&d) >= grown_from + (4u64 << 30) - (256 << 20));
+    // A LUN of another domain is not this domain's PV.
+    let (code, msg) = d.call_err(
+        "StorageDomain.resizePV",
+        json!({"storagedomainID": sd, "storagepoolID": sp, "guid": luns.guid(1)}),
+    );
+    assert_eq!(code, 619, "{msg}");
+    vdsm_check_block(&sd, &luns);
+    // A volume larger than the first LUN could hold now fits.
+    d.new_image(
+        &sp,
+        &sd,
+        json!({"volFormat": "RAW", "preallocate": "PREALLOCATED", "size": (12u64 << 30).to_string()}),
+    );
+
+    // LVMVolumeGroup.remove refuses a domain's VG and an unknown one.
+    let (code, msg) = d.call_err("LVMVolumeGroup.remove", json!({"lvmvolumegroupID": vg}));
+    assert_eq!(code, 515, "{msg}");
+    let (code, msg) = d.call_err(
+        "LVMVolumeGroup.remove",
+        json!({"lvmvolumegroupID": "no-such-vg"}),
+    );
+    assert_eq!(code, 506, "{msg}");
+    let _ = other;
+}
+
+/// A VG that never became a domain is removed, and its LUN is free again.
+#[test]
+fn an_unused_vg_is_removed_and_its_lun_freed() {
+    let luns = TestLuns::new(1).expect("loop devices for LUNs");
+    let d = Daemon::start_with_luns(&luns);
+    let name = uuid();
+    let vg = d.call(
+        "LVMVolumeGroup.create",
+        json!({"name": name, "devlist": [luns.guid(0)], "force": false}),
+    );
+    luns.track_vg(&name);
+    let info = d.call("LVMVolumeGroup.getInfo", json!({"lvmvolumegroupID": vg}));
+    assert_eq!(info["name"], name);
+    d.call("LVMVolumeGroup.remove", json!({"lvmvolumegroupID": vg}));
+    let list = d.call(
+        "Host.getDeviceList",
+        json!({"guids": [luns.guid(0)], "checkStatus": true}),
+    );
+    assert_eq!(list[0]["status"], "free", "{list}");
+    assert_eq!(list[0]["pvUUID"], "", "{list}");
+    let (code, msg) = d.call_err("LVMVolumeGroup.getInfo", json!({"lvmvolumegroupID": vg}));
+    assert_eq!(code, 506, "{msg}");
 }

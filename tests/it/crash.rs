@@ -810,6 +810,8 @@ fn walk_covers_every_failpoint() {
         // Walked by contract::block::crash_walk.
         "block.volume.after_lvcreate",
         "block.volume.after_record",
+        // Walked by block::block_domains_grow_onto_luns_and_unused_vgs_go.
+        "block.extend.after_vgextend",
         "domain.create.staged",
         "domain.create.done",
         "domain.format.after_rename",

@@ -35,6 +35,20 @@ impl LoopDevice {
     }
 }
 
+impl LoopDevice {
+    /// The LUN grows on the storage: its file, then the loop device's size.
+    pub fn grow(&self, size: u64) {
+        self._file.as_file().set_len(size).unwrap();
+        let ok = Command::new("losetup")
+            .arg("--set-capacity")
+            .arg(&self.path)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "losetup --set-capacity {}", self.path.display());
+    }
+}
+
 impl Drop for LoopDevice {
     fn drop(&mut self) {
         let _ = Command::new("losetup").arg("-d").arg(&self.path).status();
@@ -137,8 +151,7 @@ fn volume_groups_and_lvs_through_the_runner() {
         .is_not_found());
 
     // More room: a second PV.
-    lvm.pvcreate(&b.path, 1 << 20).unwrap();
-    lvm.vgextend(&devs, &vg, std::slice::from_ref(&b.path))
+    lvm.vgextend(&devs, &vg, std::slice::from_ref(&b.path), 1 << 20)
         .unwrap();
     let both = vec![a.path.clone(), b.path.clone()];
     assert_eq!(lvm.vg(&both, &vg).unwrap().pv_count, 2);

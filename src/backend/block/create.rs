@@ -17,7 +17,7 @@ use crate::types::Uuid;
 /// VDSM's smallest VG for a domain.
 pub const MIN_VG_SIZE: u64 = 10 << 30;
 /// Each PV's two metadata areas (start and end of the LUN).
-const PV_METADATA_SIZE: u64 = 128 << 20;
+pub(super) const PV_METADATA_SIZE: u64 = 128 << 20;
 /// Zeroed at creation: v4 slots (0-1 MiB) and v5 slots (1-17 MiB).
 const METADATA_RESERVE: u64 = 17 << 20;
 /// Zeroed at creation: 250 hosts' 4 KiB mailbox blocks.
@@ -33,7 +33,7 @@ pub fn lun_problem(env: &BlockEnv, lun: &Lun) -> Option<String> {
 
 /// Refuses a LUN that cannot become a PV of a new VG: wrong block size,
 /// partitioned, held by another device, or a PV already.
-fn check_lun(env: &BlockEnv, lun: &Lun) -> Result<()> {
+pub(super) fn check_lun(env: &BlockEnv, lun: &Lun) -> Result<()> {
     if lun.logical_block != 512 {
         return Err(Error::LunBlockSize {
             guid: lun.guid.clone(),
@@ -326,20 +326,19 @@ fn initial_metadata(
         source,
     })?;
     let luns = crate::primitives::luns::discover(&env.devices);
-    let mut offset = 0;
-    for (i, pv) in pvs.iter().filter(|p| p.vg_name == vg).enumerate() {
-        let guid = luns
-            .iter()
-            .find(|l| l.path == pv.name)
-            .map_or_else(|| pv.name.display().to_string(), |l| l.guid.clone());
-        md.set(
-            &format!("PV{i}"),
-            format!(
-                "pv:{guid},uuid:{},pestart:0,pecount:{},mapoffset:{offset}",
-                pv.uuid, pv.pe_count
-            ),
-        );
-        offset += pv.pe_count;
+    let named: Vec<(String, &crate::primitives::lvm::PvInfo)> = pvs
+        .iter()
+        .filter(|p| p.vg_name == vg)
+        .map(|pv| {
+            let guid = luns
+                .iter()
+                .find(|l| l.path == pv.name)
+                .map_or_else(|| pv.name.display().to_string(), |l| l.guid.clone());
+            (guid, pv)
+        })
+        .collect();
+    for (key, value) in super::vg::pv_mapping(&md, &named) {
+        md.set(&key, value);
     }
     Ok(md)
 }

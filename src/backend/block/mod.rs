@@ -20,13 +20,14 @@
 //! the catalogue in one `vgchange` before its LVs go.
 
 mod create;
+mod vg;
 mod volume;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use super::{Caps, DataSpec, Domain, GcReport, LeaseAreas, Part, ScannedVolume};
 use crate::error::{Error, IoContext, LvmAction, Result};
@@ -34,6 +35,7 @@ use crate::format::block_layout::{self as layout, DOMAIN_TAG};
 use crate::format::domain_md::DomainMetadata;
 use crate::format::vg_tags;
 use crate::format::volume_md::VolumeMetadata;
+use crate::primitives::luns::Lun;
 use crate::primitives::lvm::{LvInfo, Lvm, LvmError, VgInfo};
 use crate::primitives::mount;
 use crate::primitives::nofollow::Access;
@@ -41,6 +43,8 @@ use crate::primitives::probe::ImageHeader;
 use crate::types::{parse_uuid, Uuid, VolumeAllocation, VolumeFormat};
 
 pub(super) use create::{create_domain, create_vg, lun_problem};
+pub use vg::VgDetails;
+pub(super) use vg::{remove_vg, vg_details};
 
 const IMPORTING_TAG: &str = "CAIRN_IMPORTING_";
 const RETIRED_TAG: &str = "CAIRN_RETIRED_";
@@ -77,6 +81,9 @@ pub struct BlockDomain {
     sd: Uuid,
     vg: String,
     env: BlockEnv,
+    /// The LUNs lvm is shown for this VG: the host's at open, and those
+    /// the domain grew onto since.
+    devices: RwLock<Vec<PathBuf>>,
     host_dir: PathBuf,
     /// Serializes this process's read-modify-write of the VG tags.
     md_lock: Mutex<()>,
@@ -201,6 +208,7 @@ impl BlockDomain {
             host_dir: env.host_root.join(&vg),
             vg,
             env: env.clone(),
+            devices: RwLock::new(env.devices.clone()),
             md_lock: Mutex::new(()),
             slot_lock: Mutex::new(()),
             prepared: Mutex::new(HashMap::new()),
@@ -225,8 +233,8 @@ impl BlockDomain {
         &self.env.lvm
     }
 
-    fn devices(&self) -> &[PathBuf] {
-        &self.env.devices
+    fn devices(&self) -> RwLockReadGuard<'_, Vec<PathBuf>> {
+        self.devices.read().expect("domain devices")
     }
 
     fn lvm_error(&self, action: LvmAction, e: LvmError) -> Error {
@@ -260,13 +268,13 @@ impl BlockDomain {
             lvs.iter().partition(|lv| self.is_active(lv));
         if !inactive.is_empty() {
             self.lvm()
-                .set_active(self.devices(), &self.vg, &inactive, true)
+                .set_active(&self.devices(), &self.vg, &inactive, true)
                 .map_err(|e| self.lvm_error(LvmAction::ActivateLv, e))?;
         }
         for lv in active {
             if self.lv_size_here(lv) != self.lv(lv).ok().map(|l| l.size) {
                 self.lvm()
-                    .refresh(self.devices(), &self.vg, lv)
+                    .refresh(&self.devices(), &self.vg, lv)
                     .map_err(|e| self.lvm_error(LvmAction::RefreshLv, e))?;
             }
         }
@@ -282,12 +290,12 @@ impl BlockDomain {
 
     fn lv(&self, name: &str) -> Result<LvInfo> {
         self.lvm()
-            .lv(self.devices(), &self.vg, name)
+            .lv(&self.devices(), &self.vg, name)
             .map_err(|e| self.lvm_error(LvmAction::ReadLvs, e))
     }
 
     fn read_tags(&self) -> Result<DomainMetadata> {
-        let vg = self.lvm().vg(self.devices(), &self.vg).map_err(|e| {
+        let vg = self.lvm().vg(&self.devices(), &self.vg).map_err(|e| {
             match self.env.vg_error(&self.vg, e) {
                 Error::VolumeGroupNotFound(_) => Error::DomainNotFound(self.sd),
                 e => e,
@@ -310,11 +318,11 @@ impl BlockDomain {
     fn catalogue(&self) -> Result<Catalogue> {
         let vg = self
             .lvm()
-            .vg(self.devices(), &self.vg)
+            .vg(&self.devices(), &self.vg)
             .map_err(|e| self.env.vg_error(&self.vg, e))?;
         let lvs = self
             .lvm()
-            .lvs(self.devices(), &self.vg)
+            .lvs(&self.devices(), &self.vg)
             .map_err(|e| self.lvm_error(LvmAction::ReadLvs, e))?;
         Ok(Catalogue {
             vg,
@@ -324,7 +332,7 @@ impl BlockDomain {
 
     fn vg_tags_change(&self, add: &[String], del: &[String]) -> Result<()> {
         self.lvm()
-            .change_vg_tags(self.devices(), &self.vg, add, del)
+            .change_vg_tags(&self.devices(), &self.vg, add, del)
             .map_err(|e| self.lvm_error(LvmAction::ReplaceVgTags, e))
     }
 
@@ -333,7 +341,7 @@ impl BlockDomain {
             return Ok(());
         }
         self.lvm()
-            .change_lvs_tags(self.devices(), &self.vg, lvs, add, del)
+            .change_lvs_tags(&self.devices(), &self.vg, lvs, add, del)
             .map_err(|e| self.lvm_error(LvmAction::ReplaceLvTags, e))
     }
 
@@ -342,7 +350,7 @@ impl BlockDomain {
             return Ok(());
         }
         self.lvm()
-            .lvremove(self.devices(), &self.vg, lvs)
+            .lvremove(&self.devices(), &self.vg, lvs)
             .map_err(|e| self.lvm_error(LvmAction::RemoveLv, e))
     }
 
@@ -498,7 +506,7 @@ impl Domain for BlockDomain {
         self.is_active(layout::SPECIAL_LVS[0].name)
             && self
                 .lvm()
-                .vg(self.devices(), &self.vg)
+                .vg(&self.devices(), &self.vg)
                 .is_ok_and(|vg| vg.tags.iter().any(|t| t == DOMAIN_TAG))
     }
 
@@ -513,7 +521,7 @@ impl Domain for BlockDomain {
     fn space(&self) -> Result<(u64, u64)> {
         let vg = self
             .lvm()
-            .vg(self.devices(), &self.vg)
+            .vg(&self.devices(), &self.vg)
             .map_err(|e| self.env.vg_error(&self.vg, e))?;
         Ok((vg.size, vg.free))
     }
@@ -567,7 +575,7 @@ impl Domain for BlockDomain {
         crate::failpoint::hit("domain.format.after_rename")?;
         let lvs = self
             .lvm()
-            .lvs(self.devices(), &self.vg)
+            .lvs(&self.devices(), &self.vg)
             .map_err(|e| self.lvm_error(LvmAction::ReadLvs, e))?;
         let active: Vec<&str> = lvs
             .iter()
@@ -576,11 +584,11 @@ impl Domain for BlockDomain {
             .collect();
         if !active.is_empty() {
             self.lvm()
-                .set_active(self.devices(), &self.vg, &active, false)
+                .set_active(&self.devices(), &self.vg, &active, false)
                 .map_err(|e| self.lvm_error(LvmAction::DeactivateLv, e))?;
         }
         self.lvm()
-            .vgremove(self.devices(), &self.vg)
+            .vgremove(&self.devices(), &self.vg)
             .map_err(|e| self.lvm_error(LvmAction::RemoveVg, e))?;
         let _ = fs::remove_dir_all(&self.host_dir);
         tracing::info!(sd = %self.sd, "removed block storage domain and its volume group");
@@ -957,6 +965,14 @@ impl Domain for BlockDomain {
 
     fn collect_garbage(&self) -> Result<GcReport> {
         self.collect_leftovers()
+    }
+
+    fn add_luns(&self, luns: &[Lun]) -> Result<()> {
+        self.add_luns(luns)
+    }
+
+    fn resize_lun(&self, lun: &Lun) -> Result<u64> {
+        self.resize_lun(lun)
     }
 }
 

@@ -146,7 +146,7 @@ impl BlockDomain {
         if leases.size < need {
             let size = need.next_multiple_of(EXTENT_SIZE * 8);
             self.lvm()
-                .lvextend(self.devices(), &self.vg, "leases", size)
+                .lvextend(&self.devices(), &self.vg, "leases", size)
                 .map_err(|e| self.lvm_error(LvmAction::ExtendLv, e))?;
             tracing::info!(sd = %self.sd, slot, size, "grew the leases LV beyond VDSM's 1,947 volumes");
         }
@@ -171,7 +171,7 @@ impl BlockDomain {
         ];
         self.lvm()
             .lvcreate(
-                self.devices(),
+                &self.devices(),
                 &self.vg,
                 &NewLv {
                     name: &vol.to_string(),
@@ -364,7 +364,7 @@ impl BlockDomain {
             return Ok(());
         }
         self.lvm()
-            .lvextend(self.devices(), &self.vg, &name, size)
+            .lvextend(&self.devices(), &self.vg, &name, size)
             .map_err(|e| self.lvm_error(LvmAction::ExtendLv, e))?;
         self.ensure_active(&[&name])?;
         let path = self.lv_path(&name);
@@ -438,7 +438,7 @@ impl BlockDomain {
         }
         if let Err(e) = self
             .lvm()
-            .set_active(self.devices(), &self.vg, &active, false)
+            .set_active(&self.devices(), &self.vg, &active, false)
         {
             // In use here (a guest, a copy): it stays active, and the next
             // teardown tries again.

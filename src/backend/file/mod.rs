@@ -22,6 +22,7 @@ use crate::format::domain_md::DomainMetadata;
 use crate::format::volume_md::VolumeMetadata;
 use crate::format::xleases;
 use crate::primitives::durable;
+use crate::primitives::luns::Lun;
 use crate::primitives::nofollow::{self, Access};
 use crate::primitives::probe::ImageHeader;
 use crate::types::{parse_uuid, DomainType, Uuid, VolumeAllocation, VolumeFormat};
@@ -695,6 +696,25 @@ impl Domain for FileDomain {
 
     fn collect_garbage(&self) -> Result<GcReport> {
         self.collect_leftovers()
+    }
+
+    fn add_luns(&self, _luns: &[Lun]) -> Result<()> {
+        Err(self.not_on_luns())
+    }
+
+    fn resize_lun(&self, _lun: &Lun) -> Result<u64> {
+        Err(self.not_on_luns())
+    }
+}
+
+impl FileDomain {
+    fn not_on_luns(&self) -> Error {
+        let kind = self
+            .read_metadata()
+            .ok()
+            .and_then(|md| md.get("TYPE").map(str::to_string))
+            .unwrap_or_else(|| "file".into());
+        Error::DomainTypeNotSupported(kind, "only block domains (ISCSI, FCP) live on LUNs")
     }
 }
 

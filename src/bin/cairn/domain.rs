@@ -43,6 +43,17 @@ pub(crate) enum DomainCmd {
         #[arg(long)]
         id: Option<String>,
     },
+    /// Grow a block domain onto more LUNs (SPM).
+    Extend {
+        domain: String,
+        /// GUIDs of free LUNs (see `cairn domain luns`).
+        #[arg(required = true)]
+        luns: Vec<String>,
+    },
+    /// Give a block domain what its LUN gained on the storage (SPM).
+    ResizeLun { domain: String, lun: String },
+    /// A block domain's volume group and the LUNs under it.
+    Vg { domain: String },
     /// Attach a domain to the connected pool (SPM).
     Attach { domain: String },
     /// Make an attached domain active (SPM).
@@ -279,6 +290,69 @@ pub(crate) fn domain(ctx: &Ctx, cmd: DomainCmd) -> Res<()> {
                 }),
             )?;
             print_value(ctx, &json!({"storagedomainID": sd}), |_| println!("{sd}"));
+        }
+        DomainCmd::Extend { domain, luns } => membership(
+            "StorageDomain.extend",
+            &domain,
+            json!({"devlist": luns, "force": false}),
+        )?,
+        DomainCmd::ResizeLun { domain, lun } => {
+            let size = ctx.client.call(
+                "StorageDomain.resizePV",
+                json!({"storagedomainID": domain, "storagepoolID": pool_id(ctx)?, "guid": lun}),
+            )?;
+            done(
+                ctx,
+                json!({"storagedomainID": domain, "guid": lun, "size": size}),
+                &format!(
+                    "{lun} of {domain} now holds {}",
+                    human_size(size.as_u64().unwrap_or(0))
+                ),
+            );
+        }
+        DomainCmd::Vg { domain } => {
+            let info = ctx
+                .client
+                .call("StorageDomain.getInfo", json!({"storagedomainID": domain}))?;
+            let Some(vg) = info["vguuid"].as_str() else {
+                return Err(cairn::client::ClientError::Rpc {
+                    code: 372,
+                    message: format!("{domain} is not a block domain: it has no volume group"),
+                });
+            };
+            let vg = ctx
+                .client
+                .call("LVMVolumeGroup.getInfo", json!({"lvmvolumegroupID": vg}))?;
+            print_value(ctx, &vg, |v| {
+                println!(
+                    "volume group {} ({}): {}, {} free, {}",
+                    s(&v["name"]),
+                    s(&v["vgUUID"]),
+                    human_size(s(&v["vgsize"]).parse().unwrap_or(0)),
+                    human_size(s(&v["vgfree"]).parse().unwrap_or(0)),
+                    s(&v["state"])
+                );
+                let rows = v["pvlist"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .map(|p| {
+                                vec![
+                                    s(&p["GUID"]),
+                                    s(&p["devtype"]),
+                                    human_size(s(&p["capacity"]).parse().unwrap_or(0)),
+                                    human_size(s(&p["devcapacity"]).parse().unwrap_or(0)),
+                                    format!("{}/{}", s(&p["pe_alloc_count"]), s(&p["pe_count"])),
+                                ]
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                table(
+                    &["LUN", "TYPE", "PV SIZE", "LUN SIZE", "EXTENTS USED"],
+                    rows,
+                );
+            });
         }
         DomainCmd::Luns => {
             let luns = ctx.client.call("Host.getDeviceList", json!({}))?;

@@ -5,14 +5,15 @@ use serde::Serialize;
 
 use crate::engine::Engine;
 use crate::primitives::luns::{Lun, Transport};
+use crate::primitives::lvm::PvInfo;
 use crate::types::DomainType;
 
-/// One device as VDSM's `BlockDeviceInfo` describes it.
+/// What VDSM's `BlockDeviceInfo` and `PhysicalVolumeInfo` both say of a
+/// LUN.
 #[derive(Debug, Serialize)]
-pub struct DeviceInfo {
+pub struct LunFields {
     #[serde(rename = "GUID")]
     pub guid: String,
-    pub capacity: String,
     pub devtype: &'static str,
     #[serde(rename = "vendorID")]
     pub vendor: String,
@@ -20,19 +21,27 @@ pub struct DeviceInfo {
     pub product: String,
     pub fwrev: String,
     pub serial: String,
+    #[serde(rename = "pvUUID")]
+    pub pv_uuid: String,
+    #[serde(rename = "vgUUID")]
+    pub vg_uuid: String,
+    pub pathstatus: Vec<PathStatus>,
+    pub pathlist: Vec<SessionInfo>,
+}
+
+/// One device as VDSM's `BlockDeviceInfo` describes it.
+#[derive(Debug, Serialize)]
+pub struct DeviceInfo {
+    #[serde(flatten)]
+    pub lun: LunFields,
+    pub capacity: String,
     pub logicalblocksize: String,
     pub physicalblocksize: String,
     pub discard_max_bytes: u64,
     pub discard_zeroes_data: u32,
-    #[serde(rename = "pvUUID")]
-    pub pv_uuid: String,
     pub pvsize: String,
-    #[serde(rename = "vgUUID")]
-    pub vg_uuid: String,
     pub status: &'static str,
     pub partitioned: bool,
-    pub pathstatus: Vec<PathStatus>,
-    pub pathlist: Vec<SessionInfo>,
 }
 
 #[derive(Debug, Serialize)]
@@ -102,52 +111,160 @@ impl Engine {
             .map(|lun| {
                 let pv = pvs.iter().find(|p| p.name == lun.path);
                 let problem = crate::backend::lun_problem(&env, lun);
-                DeviceInfo {
-                    guid: lun.guid.clone(),
-                    capacity: lun.size.to_string(),
-                    devtype: devtype(lun),
-                    vendor: lun.vendor.clone(),
-                    product: lun.product.clone(),
-                    fwrev: lun.fwrev.clone(),
-                    serial: lun.serial.clone(),
-                    logicalblocksize: lun.logical_block.to_string(),
-                    physicalblocksize: lun.physical_block.to_string(),
-                    discard_max_bytes: lun.discard_max_bytes,
-                    discard_zeroes_data: 0,
-                    pv_uuid: pv.map(|p| p.uuid.clone()).unwrap_or_default(),
-                    pvsize: pv.map(|p| p.size.to_string()).unwrap_or_default(),
-                    vg_uuid: pv.map(|p| p.vg_uuid.clone()).unwrap_or_default(),
-                    status: match (check_status, &problem) {
-                        (false, _) => "unknown",
-                        (true, None) => "free",
-                        (true, Some(_)) => "used",
-                    },
-                    partitioned: problem.as_deref().is_some_and(|p| p.contains("partitions")),
-                    pathstatus: lun
-                        .paths
-                        .iter()
-                        .map(|p| PathStatus {
-                            physdev: p.device.clone(),
-                            state: if p.active { "active" } else { "failed" },
-                            capacity: lun.size.to_string(),
-                            lun: p.lun.to_string(),
-                            kind: devtype(lun),
-                        })
-                        .collect(),
-                    pathlist: lun
-                        .paths
-                        .iter()
-                        .filter_map(|p| p.iscsi.as_ref())
-                        .map(|s| SessionInfo {
-                            connection: s.address.clone(),
-                            port: s.port.clone(),
-                            iqn: s.iqn.clone(),
-                            portal: s.tpgt.clone(),
-                            initiatorname: s.iface.clone(),
-                        })
-                        .collect(),
-                }
+                device_info(lun, pv, problem.as_deref(), check_status)
             })
             .collect())
     }
+
+    /// `LVMVolumeGroup.getInfo`: the VG whose UUID is `uuid`, with its PVs
+    /// described as `Host.getDeviceList` describes their LUNs.
+    pub fn vg_info(&self, uuid: &str) -> crate::error::Result<VolumeGroupInfo> {
+        let env = self.block_env();
+        let details = crate::backend::vg_details(&env, uuid)?;
+        let luns = self.luns();
+        let pvlist: Vec<PhysicalVolumeInfo> = details
+            .pvs
+            .iter()
+            .filter_map(|pv| {
+                let lun = luns.iter().find(|l| l.path == pv.name)?;
+                Some(PhysicalVolumeInfo {
+                    capacity: pv.size.to_string(),
+                    devcapacity: lun.size.to_string(),
+                    pe_count: pv.pe_count.to_string(),
+                    pe_alloc_count: pv.pe_alloc_count.to_string(),
+                    lun: lun_fields(lun, Some(pv)),
+                })
+            })
+            .collect();
+        let vg = details.vg;
+        let attr: Vec<String> = format!("{:-<6}", vg.attr)
+            .chars()
+            .map(String::from)
+            .collect();
+        // A PV lvm knows of but this host cannot reach.
+        let partial = attr[3] == "p" || pvlist.len() < details.pvs.len();
+        let iscsi = pvlist.iter().all(|p| p.lun.devtype == "iSCSI");
+        Ok(VolumeGroupInfo {
+            name: vg.name,
+            uuid: vg.uuid,
+            vgsize: vg.size.to_string(),
+            vgfree: vg.free.to_string(),
+            attr: VgAttributes {
+                permission: attr[0].clone(),
+                resizeable: attr[1].clone(),
+                exported: attr[2].clone(),
+                partial: attr[3].clone(),
+                allocation: attr[4].clone(),
+                clustered: attr[5].clone(),
+            },
+            state: if partial { "PARTIAL" } else { "OK" },
+            kind: if iscsi && !pvlist.is_empty() {
+                DomainType::Iscsi
+            } else {
+                DomainType::Fcp
+            }
+            .id()
+            .unwrap_or_default(),
+            pvlist,
+        })
+    }
+}
+
+/// A LUN as `Host.getDeviceList` reports it; `problem` is why it cannot
+/// hold a new VG (None if free), told as its status if `check_status`.
+fn device_info(
+    lun: &Lun,
+    pv: Option<&PvInfo>,
+    problem: Option<&str>,
+    check_status: bool,
+) -> DeviceInfo {
+    DeviceInfo {
+        lun: lun_fields(lun, pv),
+        capacity: lun.size.to_string(),
+        logicalblocksize: lun.logical_block.to_string(),
+        physicalblocksize: lun.physical_block.to_string(),
+        discard_max_bytes: lun.discard_max_bytes,
+        discard_zeroes_data: 0,
+        pvsize: pv.map(|p| p.size.to_string()).unwrap_or_default(),
+        status: match (check_status, problem) {
+            (false, _) => "unknown",
+            (true, None) => "free",
+            (true, Some(_)) => "used",
+        },
+        partitioned: problem.is_some_and(|p| p.contains("partitions")),
+    }
+}
+
+fn lun_fields(lun: &Lun, pv: Option<&PvInfo>) -> LunFields {
+    LunFields {
+        guid: lun.guid.clone(),
+        devtype: devtype(lun),
+        vendor: lun.vendor.clone(),
+        product: lun.product.clone(),
+        fwrev: lun.fwrev.clone(),
+        serial: lun.serial.clone(),
+        pv_uuid: pv.map(|p| p.uuid.clone()).unwrap_or_default(),
+        vg_uuid: pv.map(|p| p.vg_uuid.clone()).unwrap_or_default(),
+        pathstatus: lun
+            .paths
+            .iter()
+            .map(|p| PathStatus {
+                physdev: p.device.clone(),
+                state: if p.active { "active" } else { "failed" },
+                capacity: lun.size.to_string(),
+                lun: p.lun.to_string(),
+                kind: devtype(lun),
+            })
+            .collect(),
+        pathlist: lun
+            .paths
+            .iter()
+            .filter_map(|p| p.iscsi.as_ref())
+            .map(|s| SessionInfo {
+                connection: s.address.clone(),
+                port: s.port.clone(),
+                iqn: s.iqn.clone(),
+                portal: s.tpgt.clone(),
+                initiatorname: s.iface.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// VDSM's `VolumeGroupInfo`.
+#[derive(Debug, Serialize)]
+pub struct VolumeGroupInfo {
+    pub name: String,
+    #[serde(rename = "vgUUID")]
+    pub uuid: String,
+    pub vgsize: String,
+    pub vgfree: String,
+    pub attr: VgAttributes,
+    pub state: &'static str,
+    #[serde(rename = "type")]
+    pub kind: i64,
+    pub pvlist: Vec<PhysicalVolumeInfo>,
+}
+
+/// lvm's `vg_attr`, a letter each, as VDSM reports them.
+#[derive(Debug, Serialize)]
+pub struct VgAttributes {
+    pub permission: String,
+    pub resizeable: String,
+    pub exported: String,
+    pub partial: String,
+    pub allocation: String,
+    pub clustered: String,
+}
+
+/// VDSM's `PhysicalVolumeInfo`: `capacity` is the PV's size,
+/// `devcapacity` the LUN's.
+#[derive(Debug, Serialize)]
+pub struct PhysicalVolumeInfo {
+    #[serde(flatten)]
+    pub lun: LunFields,
+    pub capacity: String,
+    pub devcapacity: String,
+    pub pe_count: String,
+    pub pe_alloc_count: String,
 }
