@@ -4,6 +4,7 @@ pub mod child;
 pub mod copy;
 pub mod durable;
 pub mod extents;
+pub mod fc;
 pub mod iscsi;
 pub mod lease;
 pub mod luns;

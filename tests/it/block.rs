@@ -306,3 +306,25 @@ fn an_unused_vg_is_removed_and_its_lun_freed() {
     let (code, msg) = d.call_err("LVMVolumeGroup.getInfo", json!({"lvmvolumegroupID": vg}));
     assert_eq!(code, 506, "{msg}");
 }
+
+/// FC connections need no login: each succeeds once the HBAs have
+/// rescanned (this machine has none, so nothing is scanned), and
+/// disconnecting leaves the fabric's LUNs as they are.
+#[test]
+fn fc_connections_rescan_and_succeed() {
+    let d = Daemon::start_bare();
+    for verb in [
+        "StoragePool.connectStorageServer",
+        "StoragePool.disconnectStorageServer",
+    ] {
+        let st = d.call(
+            verb,
+            json!({"storagepoolID": BLANK, "domainType": "FCP", "connectionParams": [{"id": "fc1", "connection": ""}, {"id": "fc2", "connection": "fabric"}]}),
+        );
+        assert_eq!(
+            st,
+            json!([{"id": "fc1", "status": 0}, {"id": "fc2", "status": 0}]),
+            "{verb}"
+        );
+    }
+}

@@ -92,6 +92,9 @@ impl Engine {
         domain_type: DomainType,
         conns: &[ConnectionParams],
     ) -> Vec<ConnectionStatus> {
+        if domain_type == DomainType::Fcp {
+            return self.connect_fc(conns);
+        }
         conns
             .iter()
             .map(|c| {
@@ -120,6 +123,10 @@ impl Engine {
         domain_type: DomainType,
         conns: &[ConnectionParams],
     ) -> Vec<ConnectionStatus> {
+        if domain_type == DomainType::Fcp {
+            // Nothing was made: the fabric's LUNs stay visible (VDSM alike).
+            return conns.iter().map(|c| (c.id.clone(), Ok(()))).collect();
+        }
         conns
             .iter()
             .map(|c| {
@@ -145,6 +152,19 @@ impl Engine {
                 (c.id.clone(), result)
             })
             .collect()
+    }
+
+    /// FC has no connection to make: as VDSM, each succeeds once the HBAs
+    /// have rescanned their fabrics for new and grown LUNs.
+    fn connect_fc(&self, conns: &[ConnectionParams]) -> Vec<ConnectionStatus> {
+        let scanned = crate::primitives::fc::rescan(Path::new(crate::primitives::fc::SYSFS));
+        tracing::info!(
+            hosts = scanned.hosts,
+            devices = scanned.devices,
+            failures = scanned.failures.len(),
+            "FC rescan"
+        );
+        conns.iter().map(|c| (c.id.clone(), Ok(()))).collect()
     }
 
     /// A LOCALFS connection may not be one of cairnd's own directories.

@@ -90,6 +90,7 @@ impl Engine {
             if let Err(e) = crate::primitives::iscsi::rescan_sessions() {
                 tracing::warn!(error = %e, "cannot rescan iSCSI sessions");
             }
+            crate::primitives::fc::rescan(std::path::Path::new(crate::primitives::fc::SYSFS));
         }
         let env = self.block_env();
         let luns: Vec<Lun> = self
