@@ -233,8 +233,9 @@ impl Engine {
 
     /// `LVMVolumeGroup.create`: a VG named `name` on the LUNs `guids`.
     pub fn create_vg(&self, name: Uuid, guids: &[String]) -> Result<String> {
-        let chosen = self.chosen_luns(guids)?;
         let _lock = self.lock_storage(&[name])?;
+        let _claim = self.lun_claims.lock().expect("LUN claims");
+        let chosen = self.chosen_luns(guids)?;
         backend::create_vg(&self.block_env(), name, &chosen)
     }
 
@@ -257,8 +258,9 @@ impl Engine {
         }
         let pool = self.require_spm(pool)?;
         let dom = self.pool_domain(&pool, sd)?;
-        let luns = self.chosen_luns(guids)?;
         let _lock = self.lock_storage(&[sd])?;
+        let _claim = self.lun_claims.lock().expect("LUN claims");
+        let luns = self.chosen_luns(guids)?;
         dom.add_luns(&luns)
     }
 

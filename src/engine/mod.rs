@@ -128,6 +128,9 @@ pub struct Engine {
     host_state: Mutex<HostState>,
     pool: Mutex<Option<Arc<PoolState>>>,
     domain_cache: Mutex<HashMap<Uuid, Arc<dyn Domain>>>,
+    /// Held while LUNs are checked and made PVs (a new VG, a domain's
+    /// extension): two requests for one LUN must not both find it free.
+    lun_claims: Mutex<()>,
     nbd: export::nbd::NbdServers,
     tickets: export::tickets::Tickets,
     monitors: host::monitor::Monitors,
@@ -180,6 +183,7 @@ impl Engine {
             host_state: Mutex::new(HostState::default()),
             pool: Mutex::new(None),
             domain_cache: Mutex::new(HashMap::new()),
+            lun_claims: Mutex::new(()),
             nbd: export::nbd::NbdServers::default(),
             tickets: export::tickets::Tickets::default(),
             monitors: host::monitor::Monitors::default(),

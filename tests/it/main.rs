@@ -4,6 +4,7 @@
 mod api;
 mod bad_input;
 mod block;
+mod block_refusals;
 mod cli;
 mod common;
 mod compat;
