@@ -192,17 +192,24 @@ impl Daemon {
         let d = Daemon::start_with_luns(luns);
         let sd = d.block_domain(luns, 0, "one");
         let other = d.block_domain(luns, 1, "two");
-        let sp = uuid();
-        d.call(
-            "StoragePool.create",
-            json!({"storagepoolID": sp, "name": "p", "masterSdUUID": sd, "masterVersion": 1, "domainList": [sd, other]}),
-        );
-        d.call(
-            "StoragePool.connect",
-            json!({"storagepoolID": sp, "hostID": 1, "scsiKey": "", "masterSdUUID": sd, "masterVersion": 1}),
-        );
-        d.spm_start(&sp);
+        let sp = d.spm_of_pool(&[&sd, &other]);
         (d, sp, sd, other)
+    }
+
+    /// A new pool of `domains` (the first its master), connected as host 1
+    /// and with this host SPM; returns the pool's UUID.
+    pub fn spm_of_pool(&self, domains: &[&str]) -> String {
+        let (sp, master) = (uuid(), domains[0]);
+        self.call(
+            "StoragePool.create",
+            json!({"storagepoolID": sp, "name": "p", "masterSdUUID": master, "masterVersion": 1, "domainList": domains}),
+        );
+        self.call(
+            "StoragePool.connect",
+            json!({"storagepoolID": sp, "hostID": 1, "scsiKey": "", "masterSdUUID": master, "masterVersion": 1}),
+        );
+        self.spm_start(&sp);
+        sp
     }
 
     pub fn start_bare() -> Daemon {
@@ -409,7 +416,7 @@ impl Daemon {
     /// (daemon, pool, master domain, second domain).
     pub fn two_domain_pool() -> (Daemon, String, String, String) {
         let d = Daemon::start_bare();
-        let (sp, sd1, sd2) = (uuid(), uuid(), uuid());
+        let (sd1, sd2) = (uuid(), uuid());
         for (sd, name) in [(&sd1, "one"), (&sd2, "two")] {
             let dir = d.local_storage(name);
             d.call(
@@ -417,15 +424,7 @@ impl Daemon {
                 json!({"storagedomainID": sd, "domainType": "LOCALFS", "typeArgs": dir.to_str().unwrap(), "name": name, "domainClass": "Data"}),
             );
         }
-        d.call(
-            "StoragePool.create",
-            json!({"storagepoolID": sp, "name": "p", "masterSdUUID": sd1, "masterVersion": 1, "domainList": [sd1, sd2]}),
-        );
-        d.call(
-            "StoragePool.connect",
-            json!({"storagepoolID": sp, "hostID": 1, "scsiKey": "", "masterSdUUID": sd1, "masterVersion": 1}),
-        );
-        d.spm_start(&sp);
+        let sp = d.spm_of_pool(&[&sd1, &sd2]);
         (d, sp, sd1, sd2)
     }
 

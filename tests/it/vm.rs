@@ -1,5 +1,5 @@
-//! The VM tier: what needs a kernel with device-mapper (and, later, an
-//! iSCSI initiator and an NFS client). These tests are ignored here and run
+//! The VM tier: what needs a kernel with device-mapper, an iSCSI
+//! initiator or an NFS client. These tests are ignored here and run
 //! by `scripts/vm-tier` inside a VM booting Debian's kernel, with this
 //! machine's root shared in (`scripts/test` runs that tier too).
 
@@ -300,4 +300,140 @@ fn iscsi_login_with_chap_and_logout_through_cairnd() {
     let st = d.call("StoragePool.disconnectStorageServer", conn(""));
     assert_eq!(st[0]["status"], 0, "{st}\n{}", d.log());
     assert!(iscsi_sessions().is_empty(), "logged out");
+}
+
+/// nfs-ganesha serving `dir` as `/export` over NFSv4 (the VM has no
+/// network but loopback), with the rpcbind it registers with; both stop
+/// when dropped.
+struct Ganesha {
+    _rpcbind: Background,
+    _server: Background,
+    _conf: tempfile::TempDir,
+}
+
+impl Ganesha {
+    fn serve(dir: &Path) -> Ganesha {
+        let conf = tempfile::tempdir().unwrap();
+        let file = conf.path().join("ganesha.conf");
+        std::fs::write(
+            &file,
+            format!(
+                // No Bind_Addr: ganesha resolves it with AI_ADDRCONFIG,
+                // which finds no address in a VM with only loopback.
+                "NFS_CORE_PARAM {{ Protocols = 4; NFS_Port = 2049; }}\n\
+                 NFSV4 {{ Graceless = true; }}\n\
+                 EXPORT {{ Export_Id = 1; Path = {}; Pseudo = /export; Access_Type = RW;\n\
+                   Squash = No_Root_Squash; SecType = sys; Protocols = 4; Transports = TCP;\n\
+                   FSAL {{ Name = VFS; }} }}\n\
+                 LOG {{ Default_Log_Level = WARN; }}\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        std::fs::create_dir_all("/run/rpcbind").unwrap();
+        std::fs::create_dir_all("/var/lib/nfs/ganesha").unwrap();
+        let rpcbind = Background::start("rpcbind", &["-f", "-w"]);
+        let log = conf.path().join("ganesha.log");
+        let pid = conf.path().join("ganesha.pid");
+        let server = Background::start(
+            "ganesha.nfsd",
+            &[
+                "-F",
+                "-f",
+                file.to_str().unwrap(),
+                "-L",
+                log.to_str().unwrap(),
+                "-p",
+                pid.to_str().unwrap(),
+            ],
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::net::TcpStream::connect("127.0.0.1:2049").is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nfs-ganesha did not listen: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        Ganesha {
+            _rpcbind: rpcbind,
+            _server: server,
+            _conf: conf,
+        }
+    }
+}
+
+/// An NFS domain on a real NFS mount: nfs-ganesha in the VM exports an
+/// xfs directory; cairnd mounts it with the kernel's NFS client (no
+/// stand-in), makes a domain and a pool on it, writes through a snapshot
+/// chain, and unmounts on disconnect.
+#[test]
+#[ignore = "needs an NFS client: run by the VM tier (scripts/vm-tier), which scripts/test runs after the rest"]
+fn an_nfs_domain_on_a_real_nfs_mount() {
+    use crate::common::*;
+    use serde_json::json;
+    assert_eq!(std::env::var("CAIRN_VM_TIER").as_deref(), Ok("1"));
+    run("modprobe", &["-a", "nfs", "nfsv4"]);
+    let fs = LoopFs::new(512, "xfs", true).expect("an xfs to export");
+    let export = fs.mount.join("export");
+    std::fs::create_dir(&export).unwrap();
+    let _ganesha = Ganesha::serve(&export);
+
+    let d = Daemon::start_bare();
+    let remote = "127.0.0.1:/export";
+    let conn = json!({"storagepoolID": BLANK, "domainType": "NFS", "connectionParams": [
+        {"id": "nfs", "connection": remote, "protocol_version": "4.2"}]});
+    let st = d.call("StoragePool.connectStorageServer", conn.clone());
+    assert_eq!(st[0]["status"], 0, "{st}\n{}", d.log());
+    let mount = d.data().join("mnt").join(remote.replace('/', "_"));
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    let line = mounts
+        .lines()
+        .find(|l| l.split(' ').nth(1) == mount.to_str())
+        .unwrap_or_else(|| panic!("{} not mounted:\n{mounts}", mount.display()));
+    assert!(line.contains(" nfs4 "), "{line}");
+    assert!(line.contains("soft") && line.contains("vers=4.2"), "{line}");
+
+    let sd = uuid();
+    d.call(
+        "StorageDomain.create",
+        json!({"storagedomainID": sd, "domainType": "NFS", "typeArgs": remote, "name": "nfs", "domainClass": "Data"}),
+    );
+    let sp = d.spm_of_pool(&[&sd]);
+    let (img, base, top) = d.base_and_snapshot(
+        &sp,
+        &sd,
+        json!({"volFormat": "COW", "preallocate": "SPARSE", "size": (64u64 << 20).to_string()}),
+    );
+    let path = d.call(
+        "Image.prepare",
+        json!({"storagepoolID": sp, "storagedomainID": sd, "imageID": img, "volumeID": top}),
+    )["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    qemu_io(Path::new(&path), "qcow2", "write -P 7 0 1M");
+    qemu_io(Path::new(&path), "qcow2", "read -P 7 0 1M");
+    d.call(
+        "Image.teardown",
+        json!({"storagepoolID": sp, "storagedomainID": sd, "imageID": img, "volumeID": top}),
+    );
+    // The server's side holds the domain as VDSM lays it out.
+    vdsm_check(&export.join(&sd));
+    assert!(export
+        .join(&sd)
+        .join("images")
+        .join(&img)
+        .join(&base)
+        .exists());
+
+    d.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
+    d.call(
+        "StoragePool.disconnect",
+        json!({"storagepoolID": sp, "hostID": 1, "scsiKey": ""}),
+    );
+    let st = d.call("StoragePool.disconnectStorageServer", conn);
+    assert_eq!(st[0]["status"], 0, "{st}\n{}", d.log());
+    assert!(!is_mounted(&mount), "unmounted");
 }
