@@ -62,21 +62,32 @@ impl TestLuns {
             .into_owned()
     }
 
-    fn env(&self) -> String {
+    /// What cairnd needs to see the LUNs (and, without device-mapper, the
+    /// lvm stand-in), as environment variables.
+    pub fn env_vars(&self) -> Vec<(String, String)> {
         let devs: Vec<String> = self
             .luns
             .iter()
             .map(|l| l.path.display().to_string())
             .collect();
-        let lvm = if real_device_mapper() {
-            String::new()
-        } else {
-            format!(
-                "CAIRN_LVM={}/tests/tools/lvm_without_device_mapper.sh\n",
-                env!("CARGO_MANIFEST_DIR")
-            )
-        };
-        format!("{lvm}CAIRN_BLOCK_DEVICES={}\n", devs.join(":"))
+        let mut vars = vec![("CAIRN_BLOCK_DEVICES".to_string(), devs.join(":"))];
+        if !real_device_mapper() {
+            vars.push((
+                "CAIRN_LVM".to_string(),
+                format!(
+                    "{}/tests/tools/lvm_without_device_mapper.sh",
+                    env!("CARGO_MANIFEST_DIR")
+                ),
+            ));
+        }
+        vars
+    }
+
+    fn env(&self) -> String {
+        self.env_vars()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}\n"))
+            .collect()
     }
 }
 

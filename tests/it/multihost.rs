@@ -1066,3 +1066,101 @@ fn two_hosts_share_an_nfs_domain_behind_a_stand_in_mount() {
 
     storage.leave(&sp, &b, &[(&a, 1), (&b, 2)], &[]);
 }
+
+/// Two hosts, each a cairnd with its own sanlock daemon, share a block
+/// domain on one LUN: one SPM at a time (651 for the other), the non-SPM
+/// host prepares and writes a volume the SPM made and sees the SPM's
+/// changes within a couple of seconds, and the SPM role moves: the first
+/// unmounts and deactivates the master before releasing its lease, the
+/// second mounts it and goes on. Here with the lvm stand-in; the VM tier
+/// runs it with device-mapper (`two_hosts_share_a_block_domain_vm`).
+#[test]
+fn two_hosts_share_a_block_domain_and_hand_over_the_spm() {
+    two_hosts_on_one_lun();
+}
+
+pub fn two_hosts_on_one_lun() {
+    let Some(luns) = TestLuns::new(1) else {
+        return;
+    };
+    let (Some(s1), Some(s2)) = (SanlockDaemon::start(), SanlockDaemon::start()) else {
+        return;
+    };
+    let vars = luns.env_vars();
+    let env: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let (a, b) = (host_with(&s1, &env), host_with(&s2, &env));
+    let sd = a.block_domain(&luns, 0, "shared");
+    let sp = uuid();
+    a.call(
+        "StoragePool.create",
+        json!({"storagepoolID": sp, "name": "p", "masterSdUUID": sd, "masterVersion": 1, "domainList": [sd]}),
+    );
+    for (d, id) in [(&a, 1), (&b, 2)] {
+        d.call(
+            "StoragePool.connect",
+            json!({"storagepoolID": sp, "hostID": id, "scsiKey": "", "masterSdUUID": sd, "masterVersion": 1}),
+        );
+    }
+    a.spm_start(&sp);
+    assert_eq!(spm_start_task(&b, &sp)["code"], 651);
+
+    // The SPM makes a volume; the other host uses it.
+    let (img, vol) = a.new_image(
+        &sp,
+        &sd,
+        json!({"volFormat": "COW", "preallocate": "SPARSE", "size": (64u64 << 20).to_string()}),
+    );
+    let prepare =
+        json!({"storagepoolID": sp, "storagedomainID": sd, "imageID": img, "volumeID": vol});
+    let path = b.call("Image.prepare", prepare.clone())["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    qemu_io(std::path::Path::new(&path), "qcow2", "write -P 9 0 1M");
+    b.call("Image.teardown", prepare.clone());
+
+    // The SPM role moves to the other host, which goes on.
+    a.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
+    b.spm_start(&sp);
+    assert_eq!(spm_status(&b, &sp)["spmStatus"], "SPM");
+    let top = uuid();
+    b.create_volume(
+        &sp,
+        &sd,
+        &img,
+        &top,
+        json!({"srcImgUUID": img, "srcVolUUID": vol, "size": (64u64 << 20).to_string()}),
+    );
+    // The first host sees the new SPM's snapshot (its LVM cache is
+    // rechecked by the VG's sequence number at most a second old).
+    let seen = std::time::Instant::now();
+    loop {
+        let vols = a.image_volumes(&sp, &sd, &img);
+        if vols.as_array().unwrap().contains(&json!(top)) {
+            break;
+        }
+        assert!(seen.elapsed().as_secs() < 5, "{vols}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    report(
+        "block_visibility",
+        json!({"seen_after_s": seen.elapsed().as_secs_f64()}),
+    );
+    let prepare =
+        json!({"storagepoolID": sp, "storagedomainID": sd, "imageID": img, "volumeID": top});
+    let path = a.call("Image.prepare", prepare.clone())["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    qemu_io(std::path::Path::new(&path), "qcow2", "read -P 9 0 1M");
+    a.call("Image.teardown", prepare);
+    vdsm_check_block(&sd, &luns);
+
+    b.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
+    for (d, id) in [(&a, 1), (&b, 2)] {
+        d.call(
+            "StoragePool.disconnect",
+            json!({"storagepoolID": sp, "hostID": id, "scsiKey": ""}),
+        );
+    }
+}

@@ -437,3 +437,14 @@ fn an_nfs_domain_on_a_real_nfs_mount() {
     assert_eq!(st[0]["status"], 0, "{st}\n{}", d.log());
     assert!(!is_mounted(&mount), "unmounted");
 }
+
+/// Two hosts (a cairnd and a sanlock daemon each) share a block domain on
+/// one LUN with real device-mapper, and hand the SPM role over
+/// (`multihost::two_hosts_share_a_block_domain_and_hand_over_the_spm`
+/// runs the same with the lvm stand-in).
+#[test]
+#[ignore = "needs device-mapper: run by the VM tier (scripts/vm-tier), which scripts/test runs after the rest"]
+fn two_hosts_share_a_block_domain_on_real_device_mapper() {
+    real_lvm();
+    crate::multihost::two_hosts_on_one_lun();
+}
