@@ -375,7 +375,7 @@ mod engine_bench {
         }
         let start = Instant::now();
         engine
-            .spm_start_now(embedded.pool)
+            .spm_start_now(embedded.pool, None)
             .unwrap_or_else(|e| fail(&e.to_string()));
         let secs = start.elapsed().as_secs_f64();
         let all = engine.tasks.all();

@@ -24,6 +24,8 @@ pub const ALL: &[&str] = &[
     "block.volume.after_lvcreate",
     "block.volume.after_record",
     "block.extend.after_vgextend",
+    "domain.upgrade.prepared",
+    "domain.upgrade.committed",
     "volume.create.after_lease",
     "volume.create.after_parent",
     "volume.create.after_metadata",

@@ -265,6 +265,16 @@ pub trait Domain: Send + Sync + std::fmt::Debug {
     /// Runs on the SPM after recovery, when nothing is in use.
     fn collect_garbage(&self) -> Result<GcReport>;
 
+    /// Makes what format `version` needs beside the older format's parts,
+    /// before the metadata names the new version (a format upgrade): a
+    /// crash afterwards leaves a valid domain of the older version.
+    /// Version 4: the external leases area. Version 5: each volume's
+    /// metadata readable as version 5 too.
+    fn prepare_upgrade(&self, version: u32) -> Result<()>;
+    /// Removes what only the older version used, once the metadata names
+    /// `version`; readers ignore it meanwhile.
+    fn finish_upgrade(&self, version: u32) -> Result<()>;
+
     /// Grows the domain onto more LUNs (`StorageDomain.extend`); domains
     /// on other storage refuse.
     fn add_luns(&self, luns: &[Lun]) -> Result<()>;

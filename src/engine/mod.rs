@@ -266,7 +266,7 @@ impl Engine {
             let spm = rec.spm;
             match self.connect_pool(rec.id, rec.host_id, rec.master_sd, rec.master_version) {
                 Ok(()) if spm => {
-                    if let Err(e) = self.spm_start_now(rec.id) {
+                    if let Err(e) = self.spm_start_now(rec.id, None) {
                         tracing::warn!(pool = %rec.id, error = %e, "cannot resume the SPM role");
                     }
                 }

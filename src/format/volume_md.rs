@@ -43,6 +43,17 @@ pub struct VolumeMetadata {
 impl VolumeMetadata {
     /// Serializes for a domain of `version`.
     pub fn render(&self, version: u32) -> Result<Vec<u8>, VolumeMetadataError> {
+        self.render_keys(version < 5, version >= 5)
+    }
+
+    /// Both versions' size keys (`SIZE`, `MTIME` and `CAP`, no `SEQ`): what
+    /// a file domain's volumes hold while the domain goes from version 4 to
+    /// 5, readable as either.
+    pub fn render_for_upgrade(&self) -> Result<Vec<u8>, VolumeMetadataError> {
+        self.render_keys(true, true)
+    }
+
+    fn render_keys(&self, legacy: bool, v5: bool) -> Result<Vec<u8>, VolumeMetadataError> {
         let mut lines: Vec<(&str, String)> = vec![
             ("CTIME", self.ctime.to_string()),
             ("DESCRIPTION", self.description.clone()),
@@ -56,10 +67,13 @@ impl VolumeMetadata {
             ("TYPE", self.allocation.name().to_string()),
             ("VOLTYPE", self.role.name().to_string()),
         ];
-        if version >= 5 {
+        if v5 {
             lines.push(("CAP", self.capacity.to_string()));
-            lines.push(("SEQ", self.sequence.to_string()));
-        } else {
+            if !legacy {
+                lines.push(("SEQ", self.sequence.to_string()));
+            }
+        }
+        if legacy {
             lines.push(("MTIME", "0".to_string()));
             lines.push(("SIZE", (self.capacity / 512).to_string()));
         }
@@ -244,6 +258,20 @@ mod tests {
             PUUID=00000000-0000-0000-0000-000000000000\nSEQ=1\nTYPE=SPARSE\nVOLTYPE=LEAF\nEOF\n";
         assert_eq!(text, expected);
         assert_eq!(VolumeMetadata::parse(text.as_bytes()).unwrap(), sample());
+    }
+
+    #[test]
+    fn upgrade_layout_reads_as_either_version() {
+        let md = sample();
+        let text = String::from_utf8(md.render_for_upgrade().unwrap()).unwrap();
+        for key in ["CAP=", "SIZE=", "MTIME=0"] {
+            assert!(text.contains(key), "{text}");
+        }
+        assert!(!text.contains("SEQ="), "{text}");
+        assert_eq!(
+            VolumeMetadata::parse(text.as_bytes()).unwrap().capacity,
+            md.capacity
+        );
     }
 
     #[test]

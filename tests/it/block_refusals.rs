@@ -12,7 +12,7 @@ use crate::common::*;
 const MIB: u64 = 1 << 20;
 
 /// The lvm cairnd runs, for changes made behind its back.
-fn outside_lvm() -> Lvm {
+pub fn outside_lvm() -> Lvm {
     if real_device_mapper() {
         Lvm::with_program("lvm")
     } else {

@@ -812,6 +812,9 @@ fn walk_covers_every_failpoint() {
         "block.volume.after_record",
         // Walked by block::block_domains_grow_onto_luns_and_unused_vgs_go.
         "block.extend.after_vgextend",
+        // Walked by upgrade::upgrade_crash_walk.
+        "domain.upgrade.prepared",
+        "domain.upgrade.committed",
         "domain.create.staged",
         "domain.create.done",
         "domain.format.after_rename",

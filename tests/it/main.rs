@@ -26,5 +26,6 @@ mod sanlock;
 mod schema;
 mod security;
 mod transfer;
+mod upgrade;
 mod vm;
 mod websocket;

@@ -134,13 +134,16 @@ pub(super) const POOL_SPM_START: Verb = Verb {
 };
 
 fn pool_spm_start(e: &Arc<Engine>, p: &Params) -> Reply {
-    // prevID, prevLver, enableScsiFencing, maxHostID and domVersion are
-    // deprecated in VDSM; accept and ignore them, but check their types.
+    // prevID, prevLver, enableScsiFencing and maxHostID are deprecated in
+    // VDSM; accept and ignore them, but check their types. domVersion
+    // upgrades the pool's domains to that format.
     p.opt_int("prevID")?;
     p.opt_int("prevLver")?;
     p.opt_int("maxHostID")?;
-    p.opt_int("domVersion")?;
-    task_id(e.spm_start(p.uuid("storagepoolID")?)?)
+    let dom_version = p
+        .opt_int("domVersion")?
+        .map(|v| u32::try_from(v).unwrap_or(u32::MAX));
+    task_id(e.spm_start(p.uuid("storagepoolID")?, dom_version)?)
 }
 
 pub(super) const POOL_SPM_STOP: Verb = Verb {

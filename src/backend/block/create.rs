@@ -246,19 +246,7 @@ fn build(env: &BlockEnv, vg: &str, vg_uuid: &str, new: &NewDomain) -> Result<()>
     zero(&dev("inbox"), MAILBOX_USED)?;
     zero(&dev("outbox"), MAILBOX_USED)?;
     if new.version >= 4 {
-        let (offset, index) = crate::format::xleases::format_index(
-            &new.sd.to_string(),
-            crate::now_secs(),
-            new.alignment,
-        );
-        let path = dev("xleases");
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .ctx("cannot open", &path)?;
-        std::os::unix::fs::FileExt::write_all_at(&f, &index, offset)
-            .and_then(|()| f.sync_all())
-            .ctx("cannot write the xleases index to", &path)?;
+        format_xleases(&dev("xleases"), new.sd, new.alignment)?;
     }
     make_master_fs(&dev(MASTER))?;
     env.lvm
@@ -341,6 +329,19 @@ fn initial_metadata(
         md.set(&key, value);
     }
     Ok(md)
+}
+
+/// Writes the external leases index (VDSM's xleases) on its LV.
+pub(super) fn format_xleases(path: &Path, sd: Uuid, alignment: u64) -> Result<()> {
+    let (offset, index) =
+        crate::format::xleases::format_index(&sd.to_string(), crate::now_secs(), alignment);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .ctx("cannot open", path)?;
+    std::os::unix::fs::FileExt::write_all_at(&f, &index, offset)
+        .and_then(|()| f.sync_all())
+        .ctx("cannot write the xleases index to", path)
 }
 
 fn zero(dev: &Path, len: u64) -> Result<()> {

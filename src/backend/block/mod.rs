@@ -20,6 +20,7 @@
 //! the catalogue in one `vgchange` before its LVs go.
 
 mod create;
+mod upgrade;
 mod vg;
 mod volume;
 
@@ -587,9 +588,21 @@ impl Domain for BlockDomain {
                 .set_active(&self.devices(), &self.vg, &active, false)
                 .map_err(|e| self.lvm_error(LvmAction::DeactivateLv, e))?;
         }
+        let pvs: Vec<PathBuf> = self
+            .lvm()
+            .pvs(&self.devices())
+            .map_err(|e| self.lvm_error(LvmAction::ReadVg, e))?
+            .into_iter()
+            .filter(|p| p.vg_name == self.vg)
+            .map(|p| p.name)
+            .collect();
         self.lvm()
             .vgremove(&self.devices(), &self.vg)
             .map_err(|e| self.lvm_error(LvmAction::RemoveVg, e))?;
+        // The LUNs are free again, as after LVMVolumeGroup.remove.
+        if let Err(e) = self.lvm().pvremove(&pvs) {
+            tracing::warn!(sd = %self.sd, error = %e, "cannot wipe the PV labels of the removed domain's LUNs");
+        }
         let _ = fs::remove_dir_all(&self.host_dir);
         tracing::info!(sd = %self.sd, "removed block storage domain and its volume group");
         Ok(())
@@ -965,6 +978,21 @@ impl Domain for BlockDomain {
 
     fn collect_garbage(&self) -> Result<GcReport> {
         self.collect_leftovers()
+    }
+
+    fn prepare_upgrade(&self, version: u32) -> Result<()> {
+        match version {
+            4 => self.add_xleases(),
+            5 => self.stage_v5_records(),
+            _ => Ok(()),
+        }
+    }
+
+    fn finish_upgrade(&self, version: u32) -> Result<()> {
+        match version {
+            5 => self.clear_v4_records(),
+            _ => Ok(()),
+        }
     }
 
     fn add_luns(&self, luns: &[Lun]) -> Result<()> {

@@ -37,13 +37,13 @@ pub(super) fn lv_size(spec: &DataSpec) -> u64 {
 }
 
 /// Writes `bytes` at `offset` of an open device with O_DIRECT.
-fn write_direct(f: &File, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
+pub(super) fn write_direct(f: &File, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
     let mut buf = AlignedBuf::new(bytes.len().next_multiple_of(RECORD));
     buf.as_mut_slice()[..bytes.len()].copy_from_slice(bytes);
     f.write_all_at(buf.as_slice(), offset)
 }
 
-fn open_direct(path: &std::path::Path, write: bool) -> std::io::Result<File> {
+pub(super) fn open_direct(path: &std::path::Path, write: bool) -> std::io::Result<File> {
     let mut flags = rustix::fs::OFlags::DIRECT;
     if write {
         flags |= rustix::fs::OFlags::DSYNC;

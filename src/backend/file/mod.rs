@@ -129,12 +129,8 @@ impl FileDomain {
             f.sync_all().ctx("cannot sync", &p)?;
         }
         if new.version >= 4 {
-            let p = md_dir.join("xleases");
-            let f = create_file(&p)?;
-            let (offset, index) =
-                xleases::format_index(&new.sd.to_string(), crate::now_secs(), new.alignment);
-            f.write_all_at(&index, offset).ctx("cannot write", &p)?;
-            f.sync_all().ctx("cannot sync", &p)?;
+            let f = create_file(&md_dir.join("xleases"))?;
+            write_xleases(&f, &md_dir.join("xleases"), new.sd, new.alignment)?;
         }
         let images = dir.join(IMAGES);
         durable::create_dir(&images, DIR_MODE).ctx("cannot create", &images)?;
@@ -698,6 +694,36 @@ impl Domain for FileDomain {
         self.collect_leftovers()
     }
 
+    fn prepare_upgrade(&self, version: u32) -> Result<()> {
+        match version {
+            4 => {
+                let md_dir = self.root.join(DOM_MD);
+                let path = md_dir.join("xleases");
+                // A leftover of a cut-short upgrade is formatted again.
+                let f = fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .mode(volume::VOLUME_MODE)
+                    .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                    .open(&path)
+                    .ctx("cannot open", &path)?;
+                let alignment = self.manifest()?.alignment;
+                write_xleases(&f, &path, self.sd, alignment)?;
+                durable::fsync_dir(&md_dir).ctx("cannot sync", &md_dir)
+            }
+            5 => self.rewrite_volume_metadata(|md| md.render_for_upgrade()),
+            _ => Ok(()),
+        }
+    }
+
+    fn finish_upgrade(&self, version: u32) -> Result<()> {
+        match version {
+            5 => self.rewrite_volume_metadata(|md| md.render(5)),
+            _ => Ok(()),
+        }
+    }
+
     fn add_luns(&self, _luns: &[Lun]) -> Result<()> {
         Err(self.not_on_luns())
     }
@@ -707,7 +733,38 @@ impl Domain for FileDomain {
     }
 }
 
+/// Formats the external leases index (VDSM's xleases) in `f`.
+fn write_xleases(f: &File, path: &Path, sd: Uuid, alignment: u64) -> Result<()> {
+    let (offset, index) = xleases::format_index(&sd.to_string(), crate::now_secs(), alignment);
+    f.write_all_at(&index, offset).ctx("cannot write", path)?;
+    f.sync_all().ctx("cannot sync", path)
+}
+
 impl FileDomain {
+    /// Rewrites each volume's metadata file (atomically) as `render` makes
+    /// it, unless it reads so already; a file that does not parse is left
+    /// as it is.
+    fn rewrite_volume_metadata(
+        &self,
+        render: impl Fn(
+            &VolumeMetadata,
+        )
+            -> std::result::Result<Vec<u8>, crate::format::volume_md::VolumeMetadataError>,
+    ) -> Result<()> {
+        for v in self.scan_volumes()? {
+            let Ok(md) = &v.md else { continue };
+            let bytes = render(md).map_err(|e| Error::VolumeMetadataWrite {
+                vol: v.vol,
+                reason: e.to_string(),
+            })?;
+            let text = String::from_utf8(bytes).expect("volume metadata is text");
+            if !self.volume_metadata_is(v.img, v.vol, &text) {
+                self.write_volume_text(v.img, v.vol, &text)?;
+            }
+        }
+        Ok(())
+    }
+
     fn not_on_luns(&self) -> Error {
         let kind = self
             .read_metadata()

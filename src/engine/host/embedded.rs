@@ -77,7 +77,7 @@ impl Engine {
             }
         };
         self.connect_pool(pool, EMBEDDED_HOST_ID, domain, master_version)?;
-        self.spm_start_now(pool)?;
+        self.spm_start_now(pool, None)?;
         tracing::info!(pool = %pool, domain = %domain, "embedded default storage is ready");
         Ok(Embedded { pool, domain })
     }

@@ -30,6 +30,8 @@ impl Engine {
         if pmd.domains.iter().any(|(d, _)| *d == sd) {
             return Ok(());
         }
+        // As VDSM: a domain joins at its pool master's format.
+        self.upgrade_domain(&*dom, master.manifest()?.version)?;
         dom.update(|md| {
             md.set(K_POOL_UUID, pool_id.to_string());
             md.set(K_ROLE, DomainRole::Regular.name());
@@ -124,9 +126,10 @@ impl Engine {
             Some((_, st)) if st == status => return Ok(()),
             Some(_) => {}
         }
-        // The domain must be reachable to be activated.
+        // The domain must be reachable to be activated, and is brought to
+        // its master's format.
         if status == STATUS_ACTIVE {
-            self.domain(sd)?.manifest()?;
+            self.upgrade_domain(&*self.domain(sd)?, master.manifest()?.version)?;
         }
         self.set_member(&*master, sd, Some(status))?;
         tracing::info!(sd = %sd, pool = %pool_id, status, "storage domain status changed");

@@ -6,6 +6,7 @@
 
 pub mod master;
 pub mod membership;
+pub mod upgrade;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -426,17 +427,49 @@ impl Engine {
         })
     }
 
-    /// `StoragePool.spmStart`: returns a task that takes the SPM role.
-    pub fn spm_start(self: &Arc<Self>, id: Uuid) -> Result<Uuid> {
+    /// `StoragePool.spmStart`: returns a task that takes the SPM role and,
+    /// given `dom_version`, upgrades the pool's domains to that format.
+    pub fn spm_start(self: &Arc<Self>, id: Uuid, dom_version: Option<u32>) -> Result<Uuid> {
         self.connected_pool(id)?;
+        if let Some(v) = dom_version.filter(|v| !(3..=upgrade::NEWEST).contains(v)) {
+            return Err(Error::UnsupportedDomainVersion(v, "3, 4, 5"));
+        }
         let engine = self.clone();
-        self.tasks
-            .spawn("spmStart", None, move |_ctx| engine.spm_start_now(id))
+        self.tasks.spawn("spmStart", None, move |_ctx| {
+            engine.spm_start_now(id, dom_version)
+        })
+    }
+
+    /// As VDSM: the master, then every active data domain of the pool, is
+    /// upgraded to format `version`. A domain that cannot be reached is
+    /// upgraded when it is activated.
+    fn upgrade_pool(&self, master: &dyn Domain, version: u32) -> Result<()> {
+        self.upgrade_domain(master, version)?;
+        let Some(pmd) = master.manifest()?.pool else {
+            return Ok(());
+        };
+        for (sd, status) in pmd.domains {
+            if sd == master.id() || status != STATUS_ACTIVE {
+                continue;
+            }
+            let upgraded = self.domain(sd).and_then(|dom| {
+                if dom.manifest()?.class != crate::types::DomainClass::Data {
+                    return Ok(());
+                }
+                self.upgrade_domain(&*dom, version)
+            });
+            if let Err(e) = upgraded {
+                tracing::warn!(sd = %sd, version, error = %e, "cannot upgrade a pool domain now");
+            }
+        }
+        Ok(())
     }
 
     /// Takes the SPM role: lease, then `lver + 1` and our host id written to
-    /// the pool metadata, then the master directories.
-    pub fn spm_start_now(&self, id: Uuid) -> Result<()> {
+    /// the pool metadata, then (given `dom_version`) the domains' format
+    /// upgrades, the master directories, the recovery of persisted tasks,
+    /// and only then new tasks.
+    pub fn spm_start_now(&self, id: Uuid, dom_version: Option<u32>) -> Result<()> {
         let pool = self.connected_pool(id)?;
         // Serializes SPM start/stop with each other and with pool changes.
         let _lock = self.lock_storage(&[id])?;
@@ -465,6 +498,9 @@ impl Engine {
                 p.write(md);
                 Ok(p.lver)
             })?;
+            if let Some(version) = dom_version {
+                self.upgrade_pool(&*master, version)?;
+            }
             master.ensure_master_dirs()?;
             if let Some(pmd) = master.manifest()?.pool {
                 self.demote_stale_masters(id, pool.master_sd, &pmd)?;

@@ -123,6 +123,11 @@ impl Engine {
     pub fn collect_garbage(&self, dom: &dyn Domain) -> Result<GcReport> {
         let mut report = dom.collect_garbage()?;
         let version = dom.manifest()?.version;
+        // An upgrade a crash cut short after its commit: what only the
+        // older format used goes now (a no-op when nothing is left).
+        if let Err(e) = dom.finish_upgrade(version) {
+            tracing::warn!(sd = %dom.id(), version, error = %e, "cannot remove the older format's leftovers");
+        }
         for img in dom.images()? {
             let own = match own_volumes(dom, img) {
                 Ok(v) => v,
