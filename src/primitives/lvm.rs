@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -148,7 +148,9 @@ pub struct Lvm {
 #[derive(Debug, Clone)]
 struct Cached {
     vg: VgInfo,
-    lvs: Vec<LvInfo>,
+    /// Sorted by name. Shared: a reader holds it while changes make a new
+    /// list, so a domain of 10,000 LVs is not copied per lookup.
+    lvs: Arc<Vec<LvInfo>>,
     checked: std::time::Instant,
 }
 
@@ -398,7 +400,7 @@ impl Lvm {
         };
         Ok(Cached {
             vg,
-            lvs,
+            lvs: Arc::new(lvs),
             checked: std::time::Instant::now(),
         })
     }
@@ -454,15 +456,22 @@ impl Lvm {
         Ok(self.load(devices, vg)?.vg)
     }
 
-    pub fn lvs(&self, devices: &[PathBuf], vg: &str) -> Result<Vec<LvInfo>> {
+    /// The VG and its LVs as of one read.
+    pub fn vg_and_lvs(&self, devices: &[PathBuf], vg: &str) -> Result<(VgInfo, Arc<Vec<LvInfo>>)> {
+        let c = self.load(devices, vg)?;
+        Ok((c.vg, c.lvs))
+    }
+
+    /// The VG's LVs, sorted by name; the same list until the VG changes.
+    pub fn lvs(&self, devices: &[PathBuf], vg: &str) -> Result<Arc<Vec<LvInfo>>> {
         Ok(self.load(devices, vg)?.lvs)
     }
 
     pub fn lv(&self, devices: &[PathBuf], vg: &str, lv: &str) -> Result<LvInfo> {
-        self.lvs(devices, vg)?
-            .into_iter()
-            .find(|l| l.name == lv)
-            .ok_or_else(|| LvmError::Failed {
+        let lvs = self.lvs(devices, vg)?;
+        lvs.binary_search_by(|l| l.name.as_str().cmp(lv))
+            .map(|i| lvs[i].clone())
+            .map_err(|_| LvmError::Failed {
                 command: "lvs".into(),
                 reason: format!("Failed to find logical volume \"{vg}/{lv}\""),
             })
@@ -665,8 +674,9 @@ impl Lvm {
                 attr: "-wi-------".into(),
             };
             lv.set_active(new.activate);
-            let at = c.lvs.partition_point(|l| l.name.as_str() < new.name);
-            c.lvs.insert(at, lv);
+            let lvs = Arc::make_mut(&mut c.lvs);
+            let at = lvs.partition_point(|l| l.name.as_str() < new.name);
+            lvs.insert(at, lv);
             true
         })
     }
@@ -683,7 +693,7 @@ impl Lvm {
                 .filter(|l| lvs.contains(&l.name.as_str()))
                 .map(|l| l.size / extent)
                 .sum();
-            c.lvs.retain(|l| !lvs.contains(&l.name.as_str()));
+            Arc::make_mut(&mut c.lvs).retain(|l| !lvs.contains(&l.name.as_str()));
             c.vg.free_count += freed;
             c.vg.free += freed * extent;
             true
@@ -759,7 +769,10 @@ impl Lvm {
         }
         args.extend(names.iter().map(String::as_str));
         self.change_known(devices, vg, &args, |c| {
-            for lv in c.lvs.iter_mut().filter(|l| lvs.contains(&l.name.as_str())) {
+            for lv in Arc::make_mut(&mut c.lvs)
+                .iter_mut()
+                .filter(|l| lvs.contains(&l.name.as_str()))
+            {
                 lv.tags.retain(|t| !del.contains(t));
                 for t in add {
                     if !lv.tags.contains(t) {
@@ -784,7 +797,10 @@ impl Lvm {
         ];
         args.extend(names.iter().map(String::as_str));
         self.change_known(devices, vg, &args, |c| {
-            for lv in c.lvs.iter_mut().filter(|l| lvs.contains(&l.name.as_str())) {
+            for lv in Arc::make_mut(&mut c.lvs)
+                .iter_mut()
+                .filter(|l| lvs.contains(&l.name.as_str()))
+            {
                 lv.set_active(on);
             }
             true

@@ -181,8 +181,8 @@ fn volume_groups_and_lvs_through_the_runner() {
     lvm.lvremove(&both, &vg, &["vol1"]).unwrap();
     let fresh = stand_in_lvm();
     // Without device-mapper lvm reports an unknown state ("XX") in lv_attr.
-    let seen = |lvs: Vec<LvInfo>| -> Vec<_> {
-        lvs.into_iter()
+    let seen = |lvs: std::sync::Arc<Vec<LvInfo>>| -> Vec<_> {
+        lvs.iter()
             .map(|l| (l.name.clone(), l.size, l.tags.clone(), l.is_active()))
             .collect()
     };

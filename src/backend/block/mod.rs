@@ -92,6 +92,8 @@ pub struct BlockDomain {
     slot_lock: Mutex<()>,
     /// Prepares of each image on this host: the last teardown deactivates.
     prepared: Mutex<HashMap<Uuid, usize>>,
+    /// The last catalogue, with the lvm cache's LV list it was made from.
+    catalogue_cache: Mutex<Option<(Arc<Vec<LvInfo>>, Arc<Catalogue>)>>,
 }
 
 /// A volume's LV as its tags describe it.
@@ -141,13 +143,41 @@ impl VolumeLv {
     }
 }
 
-/// The state of a domain's VG that listings work from.
+/// The state of a domain's VG that listings work from, indexed.
+#[derive(Debug)]
 struct Catalogue {
     vg: VgInfo,
     lvs: Vec<VolumeLv>,
+    /// Position in `lvs` of each volume.
+    by_vol: HashMap<Uuid, usize>,
+    /// Positions in `lvs` of each image's live volumes.
+    by_img: HashMap<Uuid, Vec<usize>>,
 }
 
 impl Catalogue {
+    fn new(vg: VgInfo, lvs: Vec<VolumeLv>) -> Catalogue {
+        let mut c = Catalogue {
+            vg,
+            lvs,
+            by_vol: HashMap::new(),
+            by_img: HashMap::new(),
+        };
+        c.by_vol = c
+            .lvs
+            .iter()
+            .enumerate()
+            .map(|(i, lv)| (lv.vol, i))
+            .collect();
+        let mut by_img: HashMap<Uuid, Vec<usize>> = HashMap::new();
+        for (i, lv) in c.lvs.iter().enumerate() {
+            if let Some(img) = lv.img.filter(|&img| !lv.initializing && !c.hidden(img)) {
+                by_img.entry(img).or_default().push(i);
+            }
+        }
+        c.by_img = by_img;
+        c
+    }
+
     fn hidden(&self, img: Uuid) -> bool {
         let (a, b) = (
             format!("{IMPORTING_TAG}{img}"),
@@ -165,20 +195,20 @@ impl Catalogue {
     }
 
     fn images(&self) -> BTreeSet<Uuid> {
-        self.live().map(|(_, img)| img).collect()
+        self.by_img.keys().copied().collect()
     }
 
     fn find(&self, vol: Uuid) -> Option<&VolumeLv> {
-        self.lvs.iter().find(|lv| lv.vol == vol)
+        self.by_vol.get(&vol).map(|&i| &self.lvs[i])
     }
 
     /// Volumes of `img`, with the template its base is cloned from.
     fn volumes(&self, img: Uuid) -> Vec<Uuid> {
         let own: Vec<&VolumeLv> = self
-            .live()
-            .filter(|(_, i)| *i == img)
-            .map(|(lv, _)| lv)
-            .collect();
+            .by_img
+            .get(&img)
+            .map(|v| v.iter().map(|&i| &self.lvs[i]).collect())
+            .unwrap_or_default();
         let mut out: BTreeSet<Uuid> = own.iter().map(|lv| lv.vol).collect();
         for lv in &own {
             if !out.contains(&lv.parent) {
@@ -213,6 +243,7 @@ impl BlockDomain {
             md_lock: Mutex::new(()),
             slot_lock: Mutex::new(()),
             prepared: Mutex::new(HashMap::new()),
+            catalogue_cache: Mutex::new(None),
         };
         let m = crate::format::manifest::DomainManifest::from_metadata(sd, &dom.read_tags()?)?;
         if m.sd != sd {
@@ -316,19 +347,25 @@ impl BlockDomain {
         })
     }
 
-    fn catalogue(&self) -> Result<Catalogue> {
-        let vg = self
+    /// The catalogue of the VG as the lvm cache has it, parsed and indexed
+    /// once per version of the cache's LV list.
+    fn catalogue(&self) -> Result<Arc<Catalogue>> {
+        let (vg, lvs) = self
             .lvm()
-            .vg(&self.devices(), &self.vg)
+            .vg_and_lvs(&self.devices(), &self.vg)
             .map_err(|e| self.env.vg_error(&self.vg, e))?;
-        let lvs = self
-            .lvm()
-            .lvs(&self.devices(), &self.vg)
-            .map_err(|e| self.lvm_error(LvmAction::ReadLvs, e))?;
-        Ok(Catalogue {
+        let mut cached = self.catalogue_cache.lock().expect("catalogue cache");
+        if let Some((from, c)) = cached.as_ref() {
+            if Arc::ptr_eq(from, &lvs) && c.vg == vg {
+                return Ok(c.clone());
+            }
+        }
+        let c = Arc::new(Catalogue::new(
             vg,
-            lvs: lvs.iter().filter_map(VolumeLv::parse).collect(),
-        })
+            lvs.iter().filter_map(VolumeLv::parse).collect(),
+        ));
+        *cached = Some((lvs, c.clone()));
+        Ok(c)
     }
 
     fn vg_tags_change(&self, add: &[String], del: &[String]) -> Result<()> {
