@@ -4,7 +4,7 @@
 //!
 //!   cairn-bench create-delete --socket S --count N [--concurrency C]
 //!   cairn-bench populate      --socket S --count N [--concurrency C]
-//!   cairn-bench list          --socket S --expect N [--repeat R]
+//!   cairn-bench list          --socket S --expect N [--repeat R] [--capacity BYTES]
 //!   cairn-bench tasks         --count N      (in-process: persistence on vs off)
 //!   cairn-bench recovery      --count N      (in-process: recover N persisted tasks)
 //!   cairn-bench locks         --count N      (in-process: resource manager)
@@ -27,6 +27,8 @@ struct Opts {
     count: usize,
     concurrency: usize,
     repeat: usize,
+    /// Every listed volume's capacity (`list`).
+    capacity: u64,
     src: String,
     dst: String,
 }
@@ -39,6 +41,7 @@ fn main() {
         count: 1000,
         concurrency: 1,
         repeat: 5,
+        capacity: 1 << 30,
         src: String::new(),
         dst: String::new(),
     };
@@ -53,6 +56,7 @@ fn main() {
                 o.concurrency = v.parse().unwrap_or_else(|_| fail("bad concurrency"))
             }
             "--repeat" => o.repeat = v.parse().unwrap_or_else(|_| fail("bad repeat")),
+            "--capacity" => o.capacity = v.parse().unwrap_or_else(|_| fail("bad capacity")),
             "--src" => o.src = v,
             "--dst" => o.dst = v,
             _ => fail(&format!("unknown option {a}")),
@@ -179,7 +183,7 @@ fn list(o: &Opts) {
         }
         if let Some((id, bad)) = vols
             .iter()
-            .find(|(_, v)| v["status"] != "OK" || v["capacity"] != json!(1u64 << 30))
+            .find(|(_, v)| v["status"] != "OK" || v["capacity"] != json!(o.capacity))
         {
             fail(&format!("volume {id} listed wrongly: {bad}"));
         }

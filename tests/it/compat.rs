@@ -244,3 +244,124 @@ fn broken_seal_is_reported() {
     assert_eq!(code, 752, "{msg}");
     assert!(msg.contains("seal"), "{msg}");
 }
+
+/// A block domain laid out on a LUN as VDSM lays it out, by an independent
+/// tool (tests/tools/vdsm_block_domain.py: lvm commands and plain writes,
+/// no Cairn code): Cairn reads its volumes, makes it the master of a new
+/// pool (mounting the master file system VDSM made), reads the data VDSM
+/// wrote through the chain, and extends it with a snapshot and an image.
+#[test]
+fn reads_joins_and_extends_a_block_domain_laid_out_as_vdsm_does() {
+    let luns = TestLuns::new(1).expect("a loop device for a LUN");
+    let sd = uuid();
+    let tmp = tempfile::tempdir().unwrap();
+    let pattern = tmp.path().join("pattern");
+    std::fs::write(
+        &pattern,
+        (0..1 << 20).map(|i| (i % 251) as u8).collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    let tool = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/vdsm_block_domain.py");
+    let out = Command::new("python3")
+        .arg(tool)
+        .arg(&sd)
+        .arg(&luns.luns[0].path)
+        .arg(luns.guid(0))
+        .arg(&pattern)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    luns.track_vg(&sd);
+    let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let [a_img, a_vol, b_img, b_base, b_top] = <[String; 5]>::try_from(ids).unwrap();
+    vdsm_check_block(&sd, &luns);
+
+    let d = Daemon::start_with_luns(&luns);
+    let listed = d.call("Host.getStorageDomains", json!({}));
+    assert!(listed.as_array().unwrap().contains(&json!(sd)), "{listed}");
+    let info = d.call("StorageDomain.getInfo", json!({"storagedomainID": sd}));
+    assert_eq!(
+        (info["type"].as_str(), info["version"].as_u64()),
+        (Some("ISCSI"), Some(5)),
+        "{info}"
+    );
+    assert_eq!(info["name"], "vdsm, by hand");
+    let mut images: Vec<String> = d
+        .call("StorageDomain.getImages", json!({"storagedomainID": sd}))
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_str().unwrap().to_string())
+        .collect();
+    images.sort();
+    let mut want = vec![a_img.clone(), b_img.clone()];
+    want.sort();
+    assert_eq!(images, want);
+
+    // Joined: the master of a new pool, this host its SPM.
+    let sp = d.spm_of_pool(&[&sd]);
+    let top = d.volume_info(&sp, &sd, &b_img, &b_top);
+    assert_eq!(
+        (top["format"].as_str(), top["voltype"].as_str()),
+        (Some("COW"), Some("LEAF")),
+        "{top}"
+    );
+    assert_eq!(top["parent"], b_base.as_str());
+    assert_eq!(top["capacity"], json!(1u64 << 30));
+    let base = d.volume_info(&sp, &sd, &b_img, &b_base);
+    assert_eq!(base["voltype"], "INTERNAL");
+
+    // What VDSM wrote reads back, through the chain and from the RAW volume.
+    let read = |img: &str, vol: &str, fmt: &str| {
+        let prepare =
+            json!({"storagepoolID": sp, "storagedomainID": sd, "imageID": img, "volumeID": vol});
+        let path = d.call("Image.prepare", prepare.clone())["path"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        // The pattern is the volume's first MiB; compare reads the rest
+        // of the larger image as zeros.
+        let out = Command::new("qemu-img")
+            .args(["compare", "-f", fmt, "-F", "raw"])
+            .arg(&path)
+            .arg(&pattern)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        d.call("Image.teardown", prepare);
+    };
+    read(&b_img, &b_top, "qcow2");
+    read(&a_img, &a_vol, "raw");
+
+    // Extended: a snapshot on VDSM's chain and an image of Cairn's own.
+    let snap = uuid();
+    d.create_volume(
+        &sp,
+        &sd,
+        &b_img,
+        &snap,
+        json!({"srcImgUUID": b_img, "srcVolUUID": b_top, "size": (1u64 << 30).to_string()}),
+    );
+    assert_eq!(
+        d.volume_info(&sp, &sd, &b_img, &b_top)["voltype"],
+        "INTERNAL"
+    );
+    d.new_image(
+        &sp,
+        &sd,
+        json!({"volFormat": "COW", "preallocate": "SPARSE", "size": (1u64 << 30).to_string()}),
+    );
+    vdsm_check_block(&sd, &luns);
+}
