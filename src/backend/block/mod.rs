@@ -93,7 +93,7 @@ pub struct BlockDomain {
     /// Prepares of each image on this host: the last teardown deactivates.
     prepared: Mutex<HashMap<Uuid, usize>>,
     /// The last catalogue, with the lvm cache's LV list it was made from.
-    catalogue_cache: Mutex<Option<(Arc<Vec<LvInfo>>, Arc<Catalogue>)>>,
+    catalogue_cache: Mutex<Option<CatalogueFrom>>,
 }
 
 /// A volume's LV as its tags describe it.
@@ -142,6 +142,9 @@ impl VolumeLv {
         Some(out)
     }
 }
+
+/// A parsed catalogue and the lvm cache's LV list it was parsed from.
+type CatalogueFrom = (Arc<Vec<LvInfo>>, Arc<Catalogue>);
 
 /// The state of a domain's VG that listings work from, indexed.
 #[derive(Debug)]
