@@ -6,18 +6,23 @@
 #   info), the volumes laid out at once by bench/block_populate.py as a
 #   VDSM host would have left them (creating 10,000 through cairnd one by
 #   one would take an hour), then create+delete again at the largest size,
-#   past VDSM's 1,947 volumes.
+#   past VDSM's 1,947 volumes;
+# - Image.prepare and teardown of chains of 1 to CHAIN volumes;
+# - how soon a non-SPM host sees a volume the SPM made (the two-host test
+#   multihost::two_hosts_share_a_block_domain_and_hand_over_the_spm, run
+#   in a release build, reports it).
 # This machine has no device-mapper: both sides run the lvm stand-in
 # (tests/tools/lvm_without_device_mapper.sh), which imitates activation
 # with loop devices; the floor never activates. Rewrites the block table
 # of bench/RESULTS.md. A wrong result (a volume missing or listed wrongly,
 # a failed task) fails the run.
-#   bench/block.sh             PAIRS=100 SIZES="100 1000 10000"
+#   bench/block.sh             PAIRS=100 SIZES="100 1000 10000" CHAIN=50
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
 cargo build --release --bins --example cairn-bench >&2
 PAIRS=${PAIRS:-100}
+CHAIN=${CHAIN:-50}
 SIZES=${SIZES:-"100 1000 10000"}
 largest=$(echo "$SIZES" | tr ' ' '\n' | sort -n | tail -1)
 LVM="$PWD/tests/tools/lvm_without_device_mapper.sh"
@@ -25,7 +30,7 @@ B=target/release/examples/cairn-bench
 work=$(mktemp -d /tmp/cairn-block-bench.XXXXXX)
 # A populated volume takes one 128 MiB extent: a sparse LUN with room for
 # all, the leases LV grown for them, and the create+delete pairs.
-lun_size=$(( (largest + 300) * (128 << 20) + (16 << 30) ))
+lun_size=$(( (largest + 300) * (128 << 20) + (CHAIN + 16) * (1 << 30) ))
 truncate -s "$lun_size" "$work/lun"
 lun=$(losetup -f --show "$work/lun")
 guid=$(basename "$lun")
@@ -93,6 +98,8 @@ for i in $(seq "$PAIRS"); do
 done
 floor=$(python3 -c "import sys; print(float(sys.argv[2]) / (float(sys.argv[1]) - $start))" "$(date +%s.%N)" "$PAIRS")
 cairn=$($B create-delete --socket "$sock" --count "$PAIRS")
+chain=$($B prepare-chain --socket "$sock" --count "$CHAIN" --repeat 3)
+chain_volumes=$CHAIN
 
 # Listing at each size; the volumes are added with cairnd stopped.
 listings=()
@@ -106,15 +113,24 @@ for n in $SIZES; do
     listings+=("$($B list --socket "$sock" --expect "$n" --repeat 5 --capacity $((128 << 20)))")
 done
 large=$($B create-delete --socket "$sock" --count 10)
+stop_daemon
 
-python3 - "$floor" "$cairn" "$large" "$PAIRS" "$largest" "${listings[@]}" <<'PY'
+# A non-SPM host's view of the SPM's change, measured by the two-host test.
+reports="$work/reports"
+mkdir -p "$reports"
+CAIRN_BENCH_REPORT_DIR=$reports cargo nextest run --release -j2 --no-fail-fast \
+    -E 'test(multihost::two_hosts_share_a_block_domain_and_hand_over_the_spm)' >&2
+visible=$(cat "$reports/block_visibility.json")
+
+python3 - "$floor" "$cairn" "$large" "$PAIRS" "$largest" "$chain" "$visible" "${listings[@]}" <<'PY'
 import datetime, json, platform, sys
 sys.path.insert(0, "bench")
 from results import publish
 floor = float(sys.argv[1])
 cairn, large = json.loads(sys.argv[2]), json.loads(sys.argv[3])
 pairs, largest = int(sys.argv[4]), int(sys.argv[5])
-listings = [json.loads(x) for x in sys.argv[6:]]
+chain, visible = json.loads(sys.argv[6]), json.loads(sys.argv[7])
+listings = [json.loads(x) for x in sys.argv[8:]]
 ratio = floor / cairn["per_second"]
 rows = [
     (f"create+delete, thin 1 GiB COW, sequential ({pairs} pairs)",
@@ -127,6 +143,12 @@ for l in listings:
                  "< 300 ms at 10,000" if l["count"] == 10000 else "measured"))
 rows.append((f"create+delete with {largest:,} volumes in the domain (10 pairs)",
              f"{large['per_second']:.1f}/s", "—", "—", "works past VDSM's 1,947"))
+for c in chain["chains"]:
+    rows.append((f"Image.prepare / teardown of a chain of {c['depth']} (median of 3)",
+                 f"{c['prepare_s'] * 1000:.0f} / {c['teardown_s'] * 1000:.0f} ms", "—", "—", "measured"))
+rows.append(("a volume the SPM made, seen by the other host (after the create returned)",
+             f"{visible['seen_after_s'] * 1000:.0f} ms", "—", "—",
+             "measured (cache rechecked at most 1 s old)"))
 out = [f"Run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.node()}, "
        "one loop-device LUN, lvm stand-in (no device-mapper on this kernel).", "",
        "| measure | Cairn | floor | ratio | target |", "|---|---|---|---|---|"]

@@ -11,6 +11,8 @@
 //!   cairn-bench copy          --socket S --src IMG/VOL --dst IMG/VOL
 //!                             (SDM.copy_data within the master domain)
 //!   cairn-bench snapshots     --socket S --count N   (snapshot latency)
+//!   cairn-bench prepare-chain --socket S --count N [--repeat R]
+//!                                 (Image.prepare of chains of 1..N volumes)
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -71,6 +73,7 @@ fn main() {
         "locks" => engine_bench::locks(o.count),
         "copy" => copy(&o),
         "snapshots" => snapshots(&o),
+        "prepare-chain" => prepare_chain(&o),
         _ => fail("usage: cairn-bench create-delete|populate|list --socket S ..."),
     }
 }
@@ -267,6 +270,80 @@ fn snapshots(o: &Opts) {
     println!(
         "{}",
         json!({"op": "snapshots", "count": o.count, "p50_ms": pct(0.5), "p99_ms": pct(0.99), "max_ms": pct(1.0)})
+    );
+}
+
+/// Builds one chain of `count` thin 1 GiB qcow2 volumes (a base and its
+/// snapshots), then times `Image.prepare` (activating every LV of the
+/// chain not active yet) and `Image.teardown` of chains of 1, 10, 25 and
+/// `count` volumes; each prepared chain must read through to its base.
+/// The chain is deleted at the end.
+fn prepare_chain(o: &Opts) {
+    let c = client(o);
+    let (sp, sd) = pool_and_domain(&c);
+    let img = cairn::types::Uuid::new_v4().to_string();
+    let mut chain: Vec<String> = Vec::new();
+    for _ in 0..o.count {
+        let vol = cairn::types::Uuid::new_v4().to_string();
+        let (src_img, parent) = match chain.last() {
+            Some(p) => (img.as_str(), p.as_str()),
+            None => (BLANK, BLANK),
+        };
+        let t = call(
+            &c,
+            "Volume.create",
+            json!({"volumeID": vol, "storagepoolID": sp, "storagedomainID": sd, "imageID": img,
+                   "size": "1073741824", "volFormat": "COW", "preallocate": "SPARSE", "diskType": "DATA",
+                   "desc": "bench", "srcImgUUID": src_img, "srcVolUUID": parent}),
+        );
+        wait_ok(&c, &t);
+        chain.push(vol);
+    }
+    let mut depths: Vec<usize> = [1, 10, 25, o.count]
+        .into_iter()
+        .filter(|&d| d <= o.count)
+        .collect();
+    depths.dedup();
+    let mut rows = Vec::new();
+    for depth in depths {
+        let ids = json!({"storagepoolID": sp, "storagedomainID": sd, "imageID": img, "volumeID": chain[depth - 1]});
+        let (mut prepare, mut teardown) = (Vec::new(), Vec::new());
+        for _ in 0..o.repeat.max(1) {
+            let start = Instant::now();
+            let path = call(&c, "Image.prepare", ids.clone())["path"]
+                .as_str()
+                .unwrap_or_else(|| fail("prepare returned no path"))
+                .to_string();
+            prepare.push(start.elapsed().as_secs_f64());
+            let out = std::process::Command::new("qemu-img")
+                .args(["info", "-U", "--backing-chain", "--output", "json", &path])
+                .output()
+                .unwrap_or_else(|e| fail(&format!("qemu-img: {e}")));
+            let infos: Value = serde_json::from_slice(&out.stdout)
+                .unwrap_or_else(|_| fail(&format!("qemu-img info of {path} failed")));
+            if infos.as_array().map(Vec::len) != Some(depth) {
+                fail(&format!("the chain at {path} is not {depth} volumes deep"));
+            }
+            let start = Instant::now();
+            call(&c, "Image.teardown", ids.clone());
+            teardown.push(start.elapsed().as_secs_f64());
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            v[v.len() / 2]
+        };
+        rows.push(json!({"depth": depth, "prepare_s": median(&mut prepare), "teardown_s": median(&mut teardown)}));
+    }
+    // The chain goes, leaving the domain as it was.
+    let t = call(
+        &c,
+        "Image.delete",
+        json!({"imageID": img, "storagepoolID": sp, "storagedomainID": sd, "postZero": false, "force": false}),
+    );
+    wait_ok(&c, &t);
+    println!(
+        "{}",
+        json!({"op": "prepare-chain", "count": o.count, "chains": rows})
     );
 }
 

@@ -581,6 +581,26 @@ impl Daemon {
         )
     }
 
+    /// Prepares the chain up to `vol`, runs `f` on the path a VM would
+    /// open, then tears the image down.
+    pub fn with_prepared<T>(
+        &self,
+        (sp, sd): (&str, &str),
+        img: &str,
+        vol: &str,
+        f: impl FnOnce(&Path) -> T,
+    ) -> T {
+        let ids =
+            json!({"storagepoolID": sp, "storagedomainID": sd, "imageID": img, "volumeID": vol});
+        let path = self.call("Image.prepare", ids.clone())["path"]
+            .as_str()
+            .expect("prepare returns a path")
+            .to_string();
+        let out = f(Path::new(&path));
+        self.call("Image.teardown", ids);
+        out
+    }
+
     pub fn domain_dir(&self, sd: &str) -> PathBuf {
         let info = self.call("StorageDomain.getInfo", json!({"storagedomainID": sd}));
         PathBuf::from(info["remotePath"].as_str().unwrap()).join(sd)

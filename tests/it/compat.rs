@@ -320,27 +320,22 @@ fn reads_joins_and_extends_a_block_domain_laid_out_as_vdsm_does() {
 
     // What VDSM wrote reads back, through the chain and from the RAW volume.
     let read = |img: &str, vol: &str, fmt: &str| {
-        let prepare =
-            json!({"storagepoolID": sp, "storagedomainID": sd, "imageID": img, "volumeID": vol});
-        let path = d.call("Image.prepare", prepare.clone())["path"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        // The pattern is the volume's first MiB; compare reads the rest
-        // of the larger image as zeros.
-        let out = Command::new("qemu-img")
-            .args(["compare", "-f", fmt, "-F", "raw"])
-            .arg(&path)
-            .arg(&pattern)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        d.call("Image.teardown", prepare);
+        d.with_prepared((&sp, &sd), img, vol, |path| {
+            // The pattern is the volume's first MiB; compare reads the
+            // rest of the larger image as zeros.
+            let out = Command::new("qemu-img")
+                .args(["compare", "-f", fmt, "-F", "raw"])
+                .arg(path)
+                .arg(&pattern)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        })
     };
     read(&b_img, &b_top, "qcow2");
     read(&a_img, &a_vol, "raw");

@@ -1110,14 +1110,9 @@ pub fn two_hosts_on_one_lun() {
         &sd,
         json!({"volFormat": "COW", "preallocate": "SPARSE", "size": (64u64 << 20).to_string()}),
     );
-    let prepare =
-        json!({"storagepoolID": sp, "storagedomainID": sd, "imageID": img, "volumeID": vol});
-    let path = b.call("Image.prepare", prepare.clone())["path"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    qemu_io(std::path::Path::new(&path), "qcow2", "write -P 9 0 1M");
-    b.call("Image.teardown", prepare.clone());
+    b.with_prepared((&sp, &sd), &img, &vol, |path| {
+        qemu_io(path, "qcow2", "write -P 9 0 1M");
+    });
 
     // The SPM role moves to the other host, which goes on.
     a.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
@@ -1140,20 +1135,15 @@ pub fn two_hosts_on_one_lun() {
             break;
         }
         assert!(seen.elapsed().as_secs() < 5, "{vols}");
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
     report(
         "block_visibility",
         json!({"seen_after_s": seen.elapsed().as_secs_f64()}),
     );
-    let prepare =
-        json!({"storagepoolID": sp, "storagedomainID": sd, "imageID": img, "volumeID": top});
-    let path = a.call("Image.prepare", prepare.clone())["path"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    qemu_io(std::path::Path::new(&path), "qcow2", "read -P 9 0 1M");
-    a.call("Image.teardown", prepare);
+    a.with_prepared((&sp, &sd), &img, &top, |path| {
+        qemu_io(path, "qcow2", "read -P 9 0 1M");
+    });
     vdsm_check_block(&sd, &luns);
 
     b.call("StoragePool.spmStop", json!({"storagepoolID": sp}));

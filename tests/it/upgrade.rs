@@ -58,14 +58,9 @@ fn populate(d: &Daemon, sp: &str, sd: &str) {
         sd,
         json!({"volFormat": "COW", "preallocate": "SPARSE", "size": (64 * MIB).to_string()}),
     );
-    let prepare =
-        json!({"storagepoolID": sp, "storagedomainID": sd, "imageID": img, "volumeID": top});
-    let path = d.call("Image.prepare", prepare.clone())["path"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    qemu_io(Path::new(&path), "qcow2", "write -P 5 0 1M");
-    d.call("Image.teardown", prepare);
+    d.with_prepared((sp, sd), &img, &top, |path| {
+        qemu_io(path, "qcow2", "write -P 5 0 1M");
+    });
     d.new_image(
         sp,
         sd,
@@ -80,14 +75,9 @@ fn data_intact(d: &Daemon, sp: &str, sd: &str) {
             continue;
         }
         let (img, vol) = (v["image"].as_str().unwrap(), v["uuid"].as_str().unwrap());
-        let prepare =
-            json!({"storagepoolID": sp, "storagedomainID": sd, "imageID": img, "volumeID": vol});
-        let path = d.call("Image.prepare", prepare.clone())["path"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        qemu_io(Path::new(&path), "qcow2", "read -P 5 0 1M");
-        d.call("Image.teardown", prepare);
+        d.with_prepared((sp, sd), img, vol, |path| {
+            qemu_io(path, "qcow2", "read -P 5 0 1M");
+        });
     }
 }
 

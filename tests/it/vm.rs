@@ -406,19 +406,10 @@ fn an_nfs_domain_on_a_real_nfs_mount() {
         &sd,
         json!({"volFormat": "COW", "preallocate": "SPARSE", "size": (64u64 << 20).to_string()}),
     );
-    let path = d.call(
-        "Image.prepare",
-        json!({"storagepoolID": sp, "storagedomainID": sd, "imageID": img, "volumeID": top}),
-    )["path"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    qemu_io(Path::new(&path), "qcow2", "write -P 7 0 1M");
-    qemu_io(Path::new(&path), "qcow2", "read -P 7 0 1M");
-    d.call(
-        "Image.teardown",
-        json!({"storagepoolID": sp, "storagedomainID": sd, "imageID": img, "volumeID": top}),
-    );
+    d.with_prepared((&sp, &sd), &img, &top, |path| {
+        qemu_io(path, "qcow2", "write -P 7 0 1M");
+        qemu_io(path, "qcow2", "read -P 7 0 1M");
+    });
     // The server's side holds the domain as VDSM lays it out.
     vdsm_check(&export.join(&sd));
     assert!(export
