@@ -6,10 +6,23 @@ use std::os::unix::fs::FileExt;
 
 use rustix::fs::{fallocate, seek, FallocateFlags, SeekFrom};
 
+/// Bytes a file or block device holds (a device's metadata says 0).
+pub fn length(file: &File) -> io::Result<u64> {
+    let meta = file.metadata()?;
+    if meta.is_file() {
+        return Ok(meta.len());
+    }
+    seek(file, SeekFrom::End(0)).map_err(io::Error::from)
+}
+
 /// Allocated (data) ranges of a file as (offset, length), from
-/// SEEK_DATA/SEEK_HOLE; holes are skipped.
+/// SEEK_DATA/SEEK_HOLE; holes are skipped. A block device has no holes to
+/// tell: all of it is data.
 pub fn data_ranges(file: &File) -> io::Result<Vec<(u64, u64)>> {
-    let len = file.metadata()?.len();
+    let len = length(file)?;
+    if !file.metadata()?.is_file() {
+        return Ok(if len > 0 { vec![(0, len)] } else { Vec::new() });
+    }
     let mut out = Vec::new();
     let mut pos = 0u64;
     while pos < len {
@@ -53,7 +66,7 @@ pub fn zero_data(file: &File) -> io::Result<u64> {
 /// Gives the file's blocks back to the storage (`discard`): punches a hole
 /// over all of it, keeping its size.
 pub fn discard(file: &File) -> io::Result<()> {
-    let len = file.metadata()?.len();
+    let len = length(file)?;
     if len == 0 {
         return Ok(());
     }

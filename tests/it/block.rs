@@ -328,3 +328,175 @@ fn fc_connections_rescan_and_succeed() {
         );
     }
 }
+
+/// Block domains through the pool verbs file domains have (monitoring,
+/// deactivate/detach/attach/activate, switchMaster, reconstructMaster) and
+/// the image operations beyond the contract: bitmaps, an NBD export,
+/// upload and download, and copies between a block and a file domain in
+/// both directions.
+#[test]
+fn block_domains_through_pool_verbs_and_image_operations() {
+    let luns = TestLuns::new(2).expect("loop devices for LUNs");
+    let (d, sp, sd, other) = Daemon::block_pool(&luns);
+
+    // Monitoring reads the domain's metadata LV.
+    d.call(
+        "Host.startMonitoringDomain",
+        json!({"sdUUID": other, "hostID": 1}),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let stats = d.call("Host.getStorageRepoStats", json!({"domains": [other]}));
+        if stats[&other]["valid"] == true && stats[&other]["actual"] == true {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{stats}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    d.call("Host.stopMonitoringDomain", json!({"sdUUID": other}));
+
+    // Membership: out of the pool and back.
+    let ids = json!({"storagedomainID": other, "storagepoolID": sp});
+    for verb in [
+        "StorageDomain.deactivate",
+        "StorageDomain.detach",
+        "StorageDomain.attach",
+        "StorageDomain.activate",
+    ] {
+        d.call(verb, ids.clone());
+    }
+
+    // A file domain in the same pool, for copies between kinds.
+    let file = uuid();
+    let dir = d.local_storage("file");
+    d.call(
+        "StorageDomain.create",
+        json!({"storagedomainID": file, "domainType": "LOCALFS", "typeArgs": dir.to_str().unwrap(), "name": "file", "domainClass": "Data"}),
+    );
+    let file_ids = json!({"storagedomainID": file, "storagepoolID": sp});
+    d.call("StorageDomain.attach", file_ids.clone());
+    d.call("StorageDomain.activate", file_ids);
+
+    // A qcow2 volume with data and a bitmap, exported over NBD.
+    let cow = json!({"volFormat": "COW", "preallocate": "SPARSE", "size": (64 * MIB).to_string()});
+    let (img, vol) = d.new_image(&sp, &sd, cow.clone());
+    d.with_prepared((&sp, &sd), &img, &vol, |path| {
+        qemu_io(path, "qcow2", "write -P 0x3c 1M 2M")
+    });
+    d.job_ok(
+        "SDM.add_bitmap",
+        json!({"vol_info": {"sd_id": sd, "img_id": img, "vol_id": vol}, "bitmap": "b1"}),
+    );
+    assert_eq!(d.bitmaps(&sp, &sd, &img, &vol), ["b1"]);
+    let id = uuid();
+    let url = d
+        .call(
+            "NBD.start_server",
+            json!({"server_id": id, "config": {"sd_id": sd, "img_id": img, "vol_id": vol, "readonly": true}}),
+        )
+        .as_str()
+        .unwrap()
+        .to_string();
+    d.with_prepared((&sp, &sd), &img, &vol, |path| {
+        same_contents(std::path::Path::new(&url), "raw", path, "qcow2")
+    });
+    d.call("NBD.stop_server", json!({"server_id": id}));
+
+    // Block -> file -> block copies keep the data.
+    let (fimg, fvol) = d.new_image(&sp, &file, cow.clone());
+    d.job_ok(
+        "SDM.copy_data",
+        json!({"source": {"sd_id": sd, "img_id": img, "vol_id": vol}, "destination": {"sd_id": file, "img_id": fimg, "vol_id": fvol}}),
+    );
+    let (bimg, bvol) = d.new_image(&sp, &other, cow);
+    d.job_ok(
+        "SDM.copy_data",
+        json!({"source": {"sd_id": file, "img_id": fimg, "vol_id": fvol}, "destination": {"sd_id": other, "img_id": bimg, "vol_id": bvol}}),
+    );
+    d.with_prepared((&sp, &sd), &img, &vol, |src| {
+        d.with_prepared((&sp, &file), &fimg, &fvol, |mid| {
+            same_contents(src, "qcow2", mid, "qcow2")
+        });
+        d.with_prepared((&sp, &other), &bimg, &bvol, |dst| {
+            same_contents(src, "qcow2", dst, "qcow2")
+        });
+    });
+
+    // Upload and download of a RAW block volume (the CLI works on the
+    // master domain).
+    let (rimg, rvol) = d.new_image(
+        &sp,
+        &sd,
+        json!({"volFormat": "RAW", "preallocate": "PREALLOCATED", "size": (32 * MIB).to_string()}),
+    );
+    let local = d.data().join("disk.raw");
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::create(&local).unwrap();
+        f.set_len(32 * MIB).unwrap();
+        f.write_all_at(&[0x42; 65536], 5 << 20).unwrap();
+    }
+    crate::cli::json_out(
+        &d,
+        &["image", "upload", local.to_str().unwrap(), &rimg, &rvol],
+    );
+    let back = d.data().join("back.raw");
+    // A device has no holes to skip: all of it moves.
+    let down = crate::cli::json_out(
+        &d,
+        &["image", "download", &rimg, &rvol, back.to_str().unwrap()],
+    );
+    assert_eq!(down["data"], 32 * MIB, "{down}");
+    let (b, l) = (
+        std::fs::read(&back).unwrap(),
+        std::fs::read(&local).unwrap(),
+    );
+    assert!(
+        b == l,
+        "the download differs at {:?}",
+        b.iter().zip(&l).position(|(x, y)| x != y)
+    );
+    // A qcow2 volume downloads as its LV holds it: a qcow2 image that
+    // reads as the volume does.
+    let qcow = d.data().join("back.qcow2");
+    crate::cli::json_out(
+        &d,
+        &["image", "download", &img, &vol, qcow.to_str().unwrap()],
+    );
+    d.with_prepared((&sp, &sd), &img, &vol, |path| {
+        same_contents(&qcow, "qcow2", path, "qcow2")
+    });
+
+    // The master moves to the other block domain, and is rebuilt on the
+    // first after it is lost.
+    d.task_ok(&d.call(
+        "StoragePool.switchMaster",
+        json!({"storagepoolID": sp, "oldMasterUUID": sd, "newMasterUUID": other, "masterVersion": 2}),
+    ));
+    let info = d.call("StoragePool.getInfo", json!({"storagepoolID": sp}));
+    assert_eq!(info["info"]["master_uuid"], other.as_str(), "{info}");
+    d.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
+    d.call(
+        "StoragePool.disconnect",
+        json!({"storagepoolID": sp, "hostID": 1, "scsiKey": ""}),
+    );
+    d.call(
+        "StoragePool.reconstructMaster",
+        json!({"storagepoolID": sp, "hostId": 1, "name": "rebuilt", "masterSdUUID": sd,
+               "masterVersion": 3, "domainDict": {sd.clone(): "active"},
+               "lockRenewalIntervalSec": 5, "leaseTimeSec": 60, "ioOpTimeoutSec": 10, "leaseRetries": 3}),
+    );
+    d.call(
+        "StoragePool.connect",
+        json!({"storagepoolID": sp, "hostID": 1, "scsiKey": "", "masterSdUUID": sd, "masterVersion": 3}),
+    );
+    d.spm_start(&sp);
+    assert_eq!(d.volume_info(&sp, &sd, &img, &vol)["status"], "OK");
+    d.new_image(
+        &sp,
+        &sd,
+        json!({"volFormat": "COW", "preallocate": "SPARSE", "size": (8 * MIB).to_string()}),
+    );
+    vdsm_check_block(&sd, &luns);
+    vdsm_check_block(&other, &luns);
+}

@@ -153,8 +153,15 @@ pub(crate) fn image(ctx: &Ctx, cmd: ImageCmd) -> Res<()> {
             domain,
         } => {
             let (sp, sd) = pool_and_domain(ctx, domain)?;
-            let sizes = volume_query(ctx, "Volume.getSize", (&sp, &sd, &image, &volume))?;
-            let size = num(&sizes["apparentsize"]);
+            // A RAW volume holds its capacity (its LV may be larger); a
+            // qcow2 image, what its file or LV holds.
+            let info = volume_query(ctx, "Volume.getInfo", (&sp, &sd, &image, &volume))?;
+            let size = if s(&info["format"]) == "RAW" {
+                num(&info["capacity"])
+            } else {
+                let sizes = volume_query(ctx, "Volume.getSize", (&sp, &sd, &image, &volume))?;
+                num(&sizes["apparentsize"])
+            };
             let f = std::fs::OpenOptions::new()
                 .create(true)
                 .truncate(false)

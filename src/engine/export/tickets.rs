@@ -344,7 +344,12 @@ impl Engine {
         };
         let dom = self.domain(sd)?;
         let mut md = read_in_image(&*dom, img, vol)?;
-        let max = max_ticket_size(&md);
+        let mut max = max_ticket_size(&md);
+        // Reading may take all the volume's data holds: a qcow2 image on
+        // an LV is followed by the rest of its extent.
+        if !spec.write && md.format == VolumeFormat::Cow {
+            max = max.max(dom.volume_sizes(img, vol)?.0);
+        }
         if spec.size > max {
             return Err(Error::invalid(
                 "ticket.size",
