@@ -349,6 +349,7 @@ pub fn monitor_target(mounts_dir: &Path, sd: Uuid) -> Option<PathBuf> {
         .map(|e| e.path())
         .find(|m| file::holds(m, sd))
         .map(|m| file::FileDomain::metadata_path_in(&m, sd))
+        .or_else(|| block::monitor_target(sd))
 }
 
 /// Creates a file domain under a connection's mount point.

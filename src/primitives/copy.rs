@@ -75,6 +75,8 @@ pub fn copy_raw_len(
         dst.set_len(0)?;
         dst.set_len(len)?;
     }
+    // A device tells no holes: its zero blocks stay holes in a file.
+    let holes = dst_file && !src_file;
     let ranges = if src_file {
         data_ranges(src)?
             .into_iter()
@@ -87,7 +89,7 @@ pub fn copy_raw_len(
     let total: u64 = ranges.iter().map(|r| r.1).sum();
     if total >= DIRECT_MIN {
         if let Some(direct) = open_direct(src, dst) {
-            let copied = copy_direct(&direct, src, dst, &ranges, &mut progress)?;
+            let copied = copy_direct(&direct, src, dst, &ranges, holes, &mut progress)?;
             dst.sync_all()?;
             return Ok(CopyStats {
                 method: Method::Direct,
@@ -134,7 +136,7 @@ pub fn copy_raw_len(
                     }
                 }
                 Method::ReadWrite | Method::Reflink | Method::Direct => {
-                    read_write(src, dst, off, end - off, &mut buf)?
+                    read_write(src, dst, off, end - off, &mut buf, holes)?
                 }
             };
             off += n;
@@ -170,6 +172,7 @@ fn copy_direct(
     src: &File,
     dst: &File,
     ranges: &[(u64, u64)],
+    holes: bool,
     progress: &mut impl FnMut(u64, u64),
 ) -> io::Result<u64> {
     let total: u64 = ranges.iter().map(|r| r.1).sum();
@@ -196,7 +199,7 @@ fn copy_direct(
         DIRECT_PIECE,
         |off, buf| dsrc.read_exact_at(buf, off),
         |off, buf| {
-            ddst.write_all_at(buf, off)?;
+            write_keeping_holes(ddst, buf, off, holes)?;
             done += buf.len() as u64;
             progress(done, total);
             Ok(())
@@ -206,7 +209,7 @@ fn copy_direct(
     for (start, len) in tails {
         let mut off = start;
         while off < start + len {
-            off += read_write(src, dst, off, start + len - off, &mut buf)?;
+            off += read_write(src, dst, off, start + len - off, &mut buf, holes)?;
         }
         done += len;
         progress(done, total);
@@ -214,13 +217,51 @@ fn copy_direct(
     Ok(done)
 }
 
-fn read_write(src: &File, dst: &File, off: u64, len: u64, buf: &mut Vec<u8>) -> io::Result<u64> {
+/// Copies up to 8 MiB at `off`; with `holes`, a chunk of zeros is not
+/// written (the target reads as zeros there already).
+fn read_write(
+    src: &File,
+    dst: &File,
+    off: u64,
+    len: u64,
+    buf: &mut Vec<u8>,
+    holes: bool,
+) -> io::Result<u64> {
     const CHUNK: usize = 8 << 20;
     buf.resize(CHUNK, 0);
     let n = len.min(CHUNK as u64) as usize;
     src.read_exact_at(&mut buf[..n], off)?;
-    dst.write_all_at(&buf[..n], off)?;
+    write_keeping_holes(dst, &buf[..n], off, holes)?;
     Ok(n as u64)
+}
+
+/// Writes `buf` at `off`; with `holes`, only its runs of 64 KiB blocks
+/// that are not all zeros (the target reads as zeros elsewhere already).
+/// Block boundaries keep an O_DIRECT write aligned.
+fn write_keeping_holes(dst: &File, buf: &[u8], off: u64, holes: bool) -> io::Result<()> {
+    if !holes {
+        return dst.write_all_at(buf, off);
+    }
+    const BLOCK: usize = 64 << 10;
+    let mut run: Option<usize> = None;
+    let mut at = 0;
+    while at < buf.len() {
+        let end = (at + BLOCK).min(buf.len());
+        let zero = buf[at..end].iter().all(|&b| b == 0);
+        match (zero, run) {
+            (false, None) => run = Some(at),
+            (true, Some(start)) => {
+                dst.write_all_at(&buf[start..at], off + start as u64)?;
+                run = None;
+            }
+            _ => {}
+        }
+        at = end;
+    }
+    if let Some(start) = run {
+        dst.write_all_at(&buf[start..], off + start as u64)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -228,6 +269,22 @@ mod tests {
     use super::*;
     use crate::primitives::scratch_file as file;
     use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn zero_blocks_are_left_as_holes_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let dst = file(dir.path(), "dst");
+        dst.set_len(4 << 20).unwrap();
+        let mut buf = vec![0u8; 4 << 20];
+        buf[(1 << 20) + 5] = 7;
+        buf[(3 << 20)..(3 << 20) + 100].fill(9);
+        write_keeping_holes(&dst, &buf, 0, true).unwrap();
+        let mut back = vec![0u8; 4 << 20];
+        dst.read_exact_at(&mut back, 0).unwrap();
+        assert_eq!(back, buf);
+        // Two 64 KiB blocks written, the rest holes.
+        assert_eq!(dst.metadata().unwrap().blocks() * 512, 128 << 10);
+    }
 
     #[test]
     fn copies_data_and_keeps_holes() {
@@ -285,7 +342,7 @@ mod tests {
         let dst = file(dir.path(), "dst");
         let (mut off, mut buf) = (0, Vec::new());
         while off < data.len() as u64 {
-            off += read_write(&src, &dst, off, data.len() as u64 - off, &mut buf).unwrap();
+            off += read_write(&src, &dst, off, data.len() as u64 - off, &mut buf, false).unwrap();
         }
         assert_eq!(std::fs::read(dir.path().join("dst")).unwrap(), data);
     }

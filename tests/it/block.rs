@@ -456,6 +456,32 @@ fn block_domains_through_pool_verbs_and_image_operations() {
         "the download differs at {:?}",
         b.iter().zip(&l).position(|(x, y)| x != y)
     );
+    // Image.move across kinds: the RAW image to the file domain (its zero
+    // blocks become holes there, not written zeros) and back.
+    let mv = |from: &str, to: &str, op: &str| {
+        d.task_ok(&d.call(
+            "Image.move",
+            json!({"imageID": rimg, "storagepoolID": sp, "storagedomainID": from, "dstSdUUID": to,
+                   "operation": op, "postZero": false, "force": false}),
+        ));
+    };
+    mv(&sd, &file, "MOVE");
+    let moved = d.domain_dir(&file).join("images").join(&rimg).join(&rvol);
+    let allocated = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&moved).unwrap().blocks() * 512
+    };
+    assert!(
+        allocated < 4 * MIB,
+        "{allocated} bytes allocated for 64 KiB of data"
+    );
+    same_contents(&moved, "raw", &local, "raw");
+    mv(&file, &other, "MOVE");
+    d.with_prepared((&sp, &other), &rimg, &rvol, |path| {
+        same_contents(path, "raw", &local, "raw")
+    });
+    vdsm_check(&d.domain_dir(&file));
+
     // A qcow2 volume downloads as its LV holds it: a qcow2 image that
     // reads as the volume does.
     let qcow = d.data().join("back.qcow2");
@@ -499,4 +525,43 @@ fn block_domains_through_pool_verbs_and_image_operations() {
     );
     vdsm_check_block(&sd, &luns);
     vdsm_check_block(&other, &luns);
+}
+
+/// A block domain monitored before this host sees it (its LUN not yet
+/// connected, or the domain not yet made) turns valid once its metadata
+/// LV is mapped here, as a file domain does once mounted.
+#[test]
+fn a_block_domain_monitored_before_it_exists_is_found_when_it_does() {
+    let luns = TestLuns::new(1).expect("a loop device for a LUN");
+    let d = Daemon::start_with_luns_and(
+        &luns,
+        &[
+            ("CAIRN_MONITOR_INTERVAL", "0.05"),
+            ("CAIRN_MONITOR_TIMEOUT", "0.5"),
+        ],
+    );
+    let sd = uuid();
+    d.call(
+        "Host.startMonitoringDomain",
+        json!({"sdUUID": sd, "hostID": 1}),
+    );
+    let vitals =
+        |d: &Daemon| d.call("Host.getStorageRepoStats", json!({"domains": [sd]}))[&sd].clone();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(vitals(&d)["valid"], false, "{}", vitals(&d));
+    let vg = d.call(
+        "LVMVolumeGroup.create",
+        json!({"name": sd, "devlist": [luns.guid(0)], "force": false}),
+    );
+    luns.track_vg(&sd);
+    d.call(
+        "StorageDomain.create",
+        json!({"storagedomainID": sd, "domainType": "ISCSI", "typeArgs": vg, "name": "late", "domainClass": "Data"}),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while vitals(&d)["valid"] != true {
+        assert!(std::time::Instant::now() < deadline, "{}", vitals(&d));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    d.call("Host.stopMonitoringDomain", json!({"sdUUID": sd}));
 }

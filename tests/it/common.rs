@@ -171,8 +171,18 @@ impl Daemon {
     /// their own storage.
     /// A cairnd without the embedded default that sees `luns`.
     pub fn start_with_luns(luns: &TestLuns) -> Daemon {
+        Self::start_with_luns_and(luns, &[])
+    }
+
+    /// [`Daemon::start_with_luns`] with more environment, kept across
+    /// restarts.
+    pub fn start_with_luns_and(luns: &TestLuns, extra: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join(SAVED_ENV), luns.env()).unwrap();
+        let mut env = luns.env();
+        for (k, v) in extra {
+            env.push_str(&format!("{k}={v}\n"));
+        }
+        std::fs::write(dir.path().join(SAVED_ENV), env).unwrap();
         Self::start_in(
             dir,
             Opts {

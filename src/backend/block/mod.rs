@@ -54,6 +54,19 @@ const MASTER: &str = "master";
 const DIR_MODE: u32 = 0o755;
 const MOUNT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// Where a block domain's monitor reads, once the domain's `metadata` LV
+/// is mapped on this host (opening the domain maps it); no lvm command,
+/// so a monitor thread can look again and again.
+pub(super) fn monitor_target(sd: Uuid) -> Option<PathBuf> {
+    use std::os::unix::fs::FileTypeExt;
+    let path = Path::new("/dev")
+        .join(sd.to_string())
+        .join(layout::SPECIAL_LVS[0].name);
+    fs::metadata(&path)
+        .is_ok_and(|m| m.file_type().is_block_device())
+        .then_some(path)
+}
+
 /// What a host needs to reach block domains: the lvm runner, the LUNs
 /// whose VGs it may read, and where its own per-domain directories go.
 #[derive(Debug, Clone)]
