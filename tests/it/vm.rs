@@ -281,6 +281,17 @@ fn iscsi_login_with_chap_and_logout_through_cairnd() {
     // Again: already logged in is success.
     let st = d.call("StoragePool.connectStorageServer", conn("s3cret-pass"));
     assert_eq!(st[0]["status"], 0, "{st}");
+    // Logins of one request run at once, each with its own status: a
+    // portal nobody listens on fails alone.
+    let mut both = conn("s3cret-pass");
+    both["connectionParams"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"id": "dead", "connection": "127.0.0.1", "port": "3261", "iqn": "iqn.2026-12.org.cairn:none"}));
+    let st = d.call("StoragePool.connectStorageServer", both);
+    assert_eq!(st[0]["status"], 0, "{st}");
+    assert_ne!(st[1]["status"], 0, "{st}");
+    assert_eq!(iscsi_sessions().len(), 1);
 
     // A restart keeps the connection (restored from the host state).
     let d = crate::common::Daemon::start_in(

@@ -67,6 +67,9 @@ impl std::fmt::Debug for ConnectionParams {
     }
 }
 
+/// iSCSI logins made at once (VDSM's `[iscsi] parallel_logins`).
+const PARALLEL_LOGINS: usize = 10;
+
 /// Per-connection outcome, in request order.
 pub type ConnectionStatus = (serde_json::Value, Result<()>);
 
@@ -95,14 +98,51 @@ impl Engine {
         if domain_type == DomainType::Fcp {
             return self.connect_fc(conns);
         }
-        conns
+        // Records (and iSCSI node records, under iscsiadm's own lock) one
+        // at a time; then iSCSI logins at once, up to PARALLEL_LOGINS: a
+        // dead portal costs its login timeout, not every other login's
+        // wait (VDSM logs in 10 at a time). Mounts go one by one.
+        let prepared: Vec<Result<ConnectionRecord>> = conns
             .iter()
             .map(|c| {
-                let result = self.police_local(domain_type, c).and_then(|()| record_for(domain_type, c, &self.local_roots)).and_then(|rec| {
-                    if domain_type == DomainType::Iscsi {
-                        add_iscsi_node(c)?;
-                    }
-                    self.establish(&rec)?;
+                self.police_local(domain_type, c)
+                    .and_then(|()| record_for(domain_type, c, &self.local_roots))
+                    .and_then(|rec| {
+                        if domain_type == DomainType::Iscsi {
+                            add_iscsi_node(c)?;
+                        }
+                        Ok(rec)
+                    })
+            })
+            .collect();
+        let mut established: Vec<Option<Result<()>>> = Vec::with_capacity(conns.len());
+        let at_once = if domain_type == DomainType::Iscsi {
+            PARALLEL_LOGINS
+        } else {
+            1
+        };
+        for batch in prepared.chunks(at_once) {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = batch
+                    .iter()
+                    .map(|rec| {
+                        let rec = rec.as_ref().ok()?;
+                        Some(s.spawn(move || self.establish(rec)))
+                    })
+                    .collect();
+                for h in handles {
+                    established
+                        .push(h.map(|h| h.join().expect("a connection thread does not panic")));
+                }
+            });
+        }
+        conns
+            .iter()
+            .zip(prepared)
+            .zip(established)
+            .map(|((c, rec), done)| {
+                let result = rec.and_then(|rec| {
+                    done.expect("a recorded connection was made")?;
                     self.save_host_state(|st| {
                         if !st.connections.contains(&rec) {
                             st.connections.push(rec.clone());
