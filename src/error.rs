@@ -280,6 +280,7 @@ impl Error {
                     I::Setup(_) => 465,
                     I::Logout { .. } => 474,
                     I::LoginAuth { .. } => 476,
+                    I::Iface { .. } => 473,
                 }
             }
             Error::Lvm { action, .. } => action.code(),

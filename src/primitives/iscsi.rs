@@ -55,6 +55,8 @@ pub enum IscsiError {
     Logout { node: String, reason: String },
     #[error("cannot run iscsiadm: {0}")]
     Setup(String),
+    #[error("iSCSI interface {iface}: {reason}")]
+    Iface { iface: String, reason: String },
 }
 
 fn plain(field: &'static str, text: &str, extra: &str, max: usize) -> Result<(), IscsiError> {
@@ -147,6 +149,20 @@ impl Node {
     }
 }
 
+/// Runs iscsiadm; Ok(exit code, stdout) once it ran.
+fn iscsiadm_out(args: &[String]) -> Result<(i32, String), IscsiError> {
+    let mut cmd = Command::new("iscsiadm");
+    cmd.args(args);
+    crate::primitives::child::die_with_parent(&mut cmd);
+    let out = crate::primitives::child::output_within(cmd, ISCSIADM_TIMEOUT)
+        .map_err(|e| IscsiError::Setup(e.to_string()))?
+        .ok_or_else(|| IscsiError::Setup("iscsiadm did not finish".into()))?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    ))
+}
+
 /// Runs iscsiadm; Ok(exit code, stderr) once it ran.
 fn iscsiadm(args: &[String]) -> Result<(i32, String), IscsiError> {
     let mut cmd = Command::new("iscsiadm");
@@ -205,6 +221,73 @@ pub fn add_node(node: &Node, chap: Option<&Chap>) -> Result<(), IscsiError> {
             let (code, err) = update(node, name, value)?;
             if code != 0 {
                 return Err(IscsiError::Auth(err));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What an iSCSI interface (an open-iscsi iface record) binds to: a
+/// network interface and an initiator name, either optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IfaceBinding {
+    pub net_ifacename: Option<String>,
+    pub initiatorname: Option<String>,
+}
+
+/// Makes sure the iface record `name` exists with `binding`, as VDSM
+/// does: a missing one is made; an existing one gets the binding it lacks;
+/// one bound otherwise is refused (other connections use it).
+pub fn ensure_iface(name: &str, binding: &IfaceBinding) -> Result<(), IscsiError> {
+    plain("ifaceName", name, "._-", 64)?;
+    for (field, value) in [
+        ("netIfaceName", &binding.net_ifacename),
+        ("initiatorName", &binding.initiatorname),
+    ] {
+        if let Some(v) = value {
+            plain(field, v, ".:_-", 223)?;
+        }
+    }
+    let fail = |reason: String| IscsiError::Iface {
+        iface: name.to_string(),
+        reason,
+    };
+    let base = ["-m", "iface", "-I", name].map(String::from).to_vec();
+    let (code, shown) = iscsiadm_out(&base)?;
+    let current = |key: &str| {
+        shown.lines().find_map(|l| {
+            let (k, v) = l.split_once(" = ")?;
+            (k.trim() == key && v.trim() != "<empty>").then(|| v.trim().to_string())
+        })
+    };
+    if code != 0 {
+        if name == "default" {
+            return Ok(());
+        }
+        let mut args = base.clone();
+        args.extend(["-o", "new"].map(String::from));
+        let (code, err) = iscsiadm(&args)?;
+        if code != 0 {
+            return Err(fail(err));
+        }
+    }
+    for (key, want) in [
+        ("iface.net_ifacename", &binding.net_ifacename),
+        ("iface.initiatorname", &binding.initiatorname),
+    ] {
+        let Some(want) = want else { continue };
+        match current(key) {
+            Some(have) if &have == want => {}
+            Some(have) if code == 0 => {
+                return Err(fail(format!("{key} is {have}, not {want}")));
+            }
+            _ => {
+                let mut args = base.clone();
+                args.extend(["-o", "update", "-n", key, "-v", want].map(String::from));
+                let (code, err) = iscsiadm(&args)?;
+                if code != 0 {
+                    return Err(fail(err));
+                }
             }
         }
     }

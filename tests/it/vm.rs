@@ -209,6 +209,16 @@ fn iscsi_login_with_chap_and_logout_through_cairnd() {
     let lun = tempfile::NamedTempFile::new().unwrap();
     lun.as_file().set_len(256 << 20).unwrap();
     let _tgtd = Background::start("tgtd", &["-f"]);
+    // tgtd answers once its control socket is up (slow under a loaded TCG).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !Command::new("tgtadm")
+        .args(["--lld", "iscsi", "--op", "show", "--mode", "target"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        assert!(std::time::Instant::now() < deadline, "tgtd never answered");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     let tgt = |args: &[&str]| {
         let mut all = vec!["--lld", "iscsi"];
         all.extend(args);
@@ -309,6 +319,41 @@ fn iscsi_login_with_chap_and_logout_through_cairnd() {
     );
 
     let st = d.call("StoragePool.disconnectStorageServer", conn(""));
+    assert_eq!(st[0]["status"], 0, "{st}\n{}", d.log());
+    assert!(iscsi_sessions().is_empty(), "logged out");
+
+    // Through an iface of its own, made with the initiator name asked for;
+    // the same iface bound otherwise is refused (VDSM's 473).
+    let via_iface = |initiator: &str| {
+        let mut c = conn("s3cret-pass");
+        c["connectionParams"][0]["ifaceName"] = json!("cairn0");
+        c["connectionParams"][0]["initiatorName"] = json!(initiator);
+        c
+    };
+    let st = d.call(
+        "StoragePool.connectStorageServer",
+        via_iface("iqn.2026-12.org.cairn:vm-second"),
+    );
+    assert_eq!(st[0]["status"], 0, "{st}\n{}", d.log());
+    assert_eq!(iscsi_sessions().len(), 1);
+    let iface = Command::new("iscsiadm")
+        .args(["-m", "iface", "-I", "cairn0"])
+        .output()
+        .unwrap();
+    let iface = String::from_utf8_lossy(&iface.stdout);
+    assert!(
+        iface.contains("iface.initiatorname = iqn.2026-12.org.cairn:vm-second"),
+        "{iface}"
+    );
+    let st = d.call(
+        "StoragePool.connectStorageServer",
+        via_iface("iqn.2026-12.org.cairn:vm-third"),
+    );
+    assert_eq!(st[0]["status"], 473, "{st}");
+    let st = d.call(
+        "StoragePool.disconnectStorageServer",
+        via_iface("iqn.2026-12.org.cairn:vm-second"),
+    );
     assert_eq!(st[0]["status"], 0, "{st}\n{}", d.log());
     assert!(iscsi_sessions().is_empty(), "logged out");
 }

@@ -199,6 +199,10 @@ fn connection_entry(i: usize, v: &Value) -> Result<ConnectionParams, ApiError> {
         tpgt: number("tpgt")?,
         iqn: field(&["iqn"])?,
         iface: field(&["ifaceName"])?,
+        iface_binding: crate::primitives::iscsi::IfaceBinding {
+            net_ifacename: field(&["netIfaceName"])?,
+            initiatorname: field(&["initiatorName"])?,
+        },
         user: field(&["user"])?,
         password: field(&["password"])?,
     })

@@ -42,6 +42,8 @@ pub struct ConnectionParams {
     pub tpgt: Option<u32>,
     pub iqn: Option<String>,
     pub iface: Option<String>,
+    /// iSCSI: what a new iface binds to (`netIfaceName`, `initiatorName`).
+    pub iface_binding: iscsi::IfaceBinding,
     pub user: Option<String>,
     pub password: Option<String>,
 }
@@ -64,6 +66,18 @@ impl std::fmt::Debug for ConnectionParams {
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "<hidden>"))
             .finish()
+    }
+}
+
+/// Waits (5 s at most, as VDSM) for udev to make the device nodes of the
+/// LUNs a login brought, so the caller's next `Host.getDeviceList` sees
+/// them. Best effort: a host without udevd has nothing to wait for.
+fn settle_devices() {
+    let mut cmd = std::process::Command::new("udevadm");
+    cmd.args(["settle", "--timeout=5"]);
+    crate::primitives::child::die_with_parent(&mut cmd);
+    if let Err(e) = cmd.output() {
+        tracing::debug!(error = %e, "udevadm settle did not run");
     }
 }
 
@@ -109,6 +123,8 @@ impl Engine {
                     .and_then(|()| record_for(domain_type, c, &self.local_roots))
                     .and_then(|rec| {
                         if domain_type == DomainType::Iscsi {
+                            let iface = c.iface.as_deref().unwrap_or("default");
+                            iscsi::ensure_iface(iface, &c.iface_binding)?;
                             add_iscsi_node(c)?;
                         }
                         Ok(rec)
@@ -135,6 +151,10 @@ impl Engine {
                         .push(h.map(|h| h.join().expect("a connection thread does not panic")));
                 }
             });
+        }
+        if domain_type == DomainType::Iscsi && established.iter().any(|r| matches!(r, Some(Ok(()))))
+        {
+            settle_devices();
         }
         conns
             .iter()
