@@ -1118,6 +1118,11 @@ pub fn two_hosts_on_one_lun() {
     a.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
     b.spm_start(&sp);
     assert_eq!(spm_status(&b, &sp)["spmStatus"], "SPM");
+    // The other host re-reads the pool from the block master.
+    a.call(
+        "StoragePool.refresh",
+        json!({"storagepoolID": sp, "masterSdUUID": sd, "masterVersion": 1}),
+    );
     let top = uuid();
     b.create_volume(
         &sp,
