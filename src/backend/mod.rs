@@ -8,7 +8,7 @@
 mod block;
 mod file;
 
-pub use block::{BlockEnv, VgDetails};
+pub use block::{BlockEnv, Prepared, VgDetails};
 
 use std::fs::File;
 use std::io;

@@ -131,6 +131,8 @@ pub struct Engine {
     /// Held while LUNs are checked and made PVs (a new VG, a domain's
     /// extension): two requests for one LUN must not both find it free.
     lun_claims: Mutex<()>,
+    /// Block images prepared on this host (outlives the domain cache).
+    block_prepared: Arc<backend::Prepared>,
     nbd: export::nbd::NbdServers,
     tickets: export::tickets::Tickets,
     monitors: host::monitor::Monitors,
@@ -184,6 +186,7 @@ impl Engine {
             pool: Mutex::new(None),
             domain_cache: Mutex::new(HashMap::new()),
             lun_claims: Mutex::new(()),
+            block_prepared: Arc::default(),
             nbd: export::nbd::NbdServers::default(),
             tickets: export::tickets::Tickets::default(),
             monitors: host::monitor::Monitors::default(),
@@ -331,6 +334,7 @@ impl Engine {
             lvm: self.lvm.clone(),
             devices: self.luns().into_iter().map(|l| l.path).collect(),
             host_root: self.paths.mnt.join(BLOCK_SD_DIR),
+            prepared: self.block_prepared.clone(),
         }
     }
 

@@ -565,3 +565,25 @@ fn a_block_domain_monitored_before_it_exists_is_found_when_it_does() {
     }
     d.call("Host.stopMonitoringDomain", json!({"sdUUID": sd}));
 }
+
+/// An image prepared twice stays mapped until its last teardown, even when
+/// a storage connection in between makes cairnd open its domains anew.
+#[test]
+fn prepares_are_counted_across_reconnects() {
+    let luns = TestLuns::new(2).expect("loop devices for LUNs");
+    let (d, sp, sd, _) = Daemon::block_pool(&luns);
+    let (img, vol) = d.new_image(
+        &sp,
+        &sd,
+        json!({"volFormat": "COW", "preallocate": "SPARSE", "size": (8 * MIB).to_string()}),
+    );
+    let ids = json!({"storagepoolID": sp, "storagedomainID": sd, "imageID": img, "volumeID": vol});
+    let mapped = || std::path::Path::new("/dev").join(&sd).join(&vol).exists();
+    d.call("Image.prepare", ids.clone());
+    d.local_storage("elsewhere");
+    d.call("Image.prepare", ids.clone());
+    d.call("Image.teardown", ids.clone());
+    assert!(mapped(), "one prepare is left");
+    d.call("Image.teardown", ids);
+    assert!(!mapped(), "the last teardown unmaps");
+}

@@ -74,7 +74,15 @@ pub struct BlockEnv {
     pub lvm: Arc<Lvm>,
     pub devices: Vec<PathBuf>,
     pub host_root: PathBuf,
+    /// Prepares of each image on this host, kept by the host rather than
+    /// by a domain object (which is opened again after a reconnect).
+    pub prepared: Arc<Prepared>,
 }
+
+/// How many times each (domain, image) is prepared on this host: the last
+/// teardown deactivates.
+#[derive(Debug, Default)]
+pub struct Prepared(Mutex<HashMap<(Uuid, Uuid), usize>>);
 
 impl BlockEnv {
     fn vg_error(&self, vg: &str, e: LvmError) -> Error {
@@ -103,8 +111,6 @@ pub struct BlockDomain {
     md_lock: Mutex<()>,
     /// Serializes slot allocation (the SPM is the only allocator).
     slot_lock: Mutex<()>,
-    /// Prepares of each image on this host: the last teardown deactivates.
-    prepared: Mutex<HashMap<Uuid, usize>>,
     /// The last catalogue, with the lvm cache's LV list it was made from.
     catalogue_cache: Mutex<Option<CatalogueFrom>>,
 }
@@ -258,7 +264,6 @@ impl BlockDomain {
             devices: RwLock::new(env.devices.clone()),
             md_lock: Mutex::new(()),
             slot_lock: Mutex::new(()),
-            prepared: Mutex::new(HashMap::new()),
             catalogue_cache: Mutex::new(None),
         };
         let m = crate::format::manifest::DomainManifest::from_metadata(sd, &dom.read_tags()?)?;
@@ -423,10 +428,12 @@ impl BlockDomain {
     }
 
     fn is_prepared(&self, img: Uuid) -> bool {
-        self.prepared
+        self.env
+            .prepared
+            .0
             .lock()
             .expect("prepared images")
-            .contains_key(&img)
+            .contains_key(&(self.sd, img))
     }
 
     fn image_dir(&self, img: Uuid) -> PathBuf {
@@ -988,10 +995,12 @@ impl Domain for BlockDomain {
             std::os::unix::fs::symlink(self.lv_path(name), &link).ctx("cannot link", &link)?;
         }
         *self
+            .env
             .prepared
+            .0
             .lock()
             .expect("prepared images")
-            .entry(img)
+            .entry((self.sd, img))
             .or_default() += 1;
         Ok(dir)
     }
@@ -1000,13 +1009,13 @@ impl Domain for BlockDomain {
     /// other images use stays active).
     fn deactivate(&self, img: Uuid) -> Result<()> {
         {
-            let mut prepared = self.prepared.lock().expect("prepared images");
-            let n = prepared.entry(img).or_default();
+            let mut prepared = self.env.prepared.0.lock().expect("prepared images");
+            let n = prepared.entry((self.sd, img)).or_default();
             *n = n.saturating_sub(1);
             if *n > 0 {
                 return Ok(());
             }
-            prepared.remove(&img);
+            prepared.remove(&(self.sd, img));
         }
         let c = self.catalogue()?;
         let own: Vec<String> = c
