@@ -119,6 +119,23 @@ fn pool_and_domain(c: &Client) -> (String, String) {
     )
 }
 
+/// Creates a thin 1 GiB qcow2 volume, a snapshot of `parent` (in the same
+/// image) when given, and waits for it.
+fn create_thin(c: &Client, (sp, sd): (&str, &str), img: &str, vol: &str, parent: Option<&str>) {
+    let (src_img, src_vol) = match parent {
+        Some(p) => (img, p),
+        None => (BLANK, BLANK),
+    };
+    let t = call(
+        c,
+        "Volume.create",
+        json!({"volumeID": vol, "storagepoolID": sp, "storagedomainID": sd, "imageID": img,
+               "size": "1073741824", "volFormat": "COW", "preallocate": "SPARSE", "diskType": "DATA",
+               "desc": "bench", "srcImgUUID": src_img, "srcVolUUID": src_vol}),
+    );
+    wait_ok(c, &t);
+}
+
 /// Creates `count` thin 1 GiB qcow2 volumes (each in its own image) and,
 /// for create-delete, deletes each right after; reports operations/s.
 fn run_parallel(o: &Opts, delete: bool) {
@@ -132,14 +149,7 @@ fn run_parallel(o: &Opts, delete: bool) {
                 let c = client(o);
                 while next.fetch_add(1, Ordering::Relaxed) < o.count {
                     let (img, vol) = (cairn::types::Uuid::new_v4().to_string(), cairn::types::Uuid::new_v4().to_string());
-                    let t = call(
-                        &c,
-                        "Volume.create",
-                        json!({"volumeID": vol, "storagepoolID": sp, "storagedomainID": sd, "imageID": img,
-                               "size": "1073741824", "volFormat": "COW", "preallocate": "SPARSE", "diskType": "DATA",
-                               "desc": "bench", "srcImgUUID": BLANK, "srcVolUUID": BLANK}),
-                    );
-                    wait_ok(&c, &t);
+                    create_thin(&c, (&sp, &sd), &img, &vol, None);
                     if delete {
                         let t = call(
                             &c,
@@ -285,18 +295,7 @@ fn prepare_chain(o: &Opts) {
     let mut chain: Vec<String> = Vec::new();
     for _ in 0..o.count {
         let vol = cairn::types::Uuid::new_v4().to_string();
-        let (src_img, parent) = match chain.last() {
-            Some(p) => (img.as_str(), p.as_str()),
-            None => (BLANK, BLANK),
-        };
-        let t = call(
-            &c,
-            "Volume.create",
-            json!({"volumeID": vol, "storagepoolID": sp, "storagedomainID": sd, "imageID": img,
-                   "size": "1073741824", "volFormat": "COW", "preallocate": "SPARSE", "diskType": "DATA",
-                   "desc": "bench", "srcImgUUID": src_img, "srcVolUUID": parent}),
-        );
-        wait_ok(&c, &t);
+        create_thin(&c, (&sp, &sd), &img, &vol, chain.last().map(String::as_str));
         chain.push(vol);
     }
     let mut depths: Vec<usize> = [1, 10, 25, o.count]
