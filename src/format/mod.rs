@@ -2,6 +2,7 @@
 
 pub mod block_layout;
 pub mod domain_md;
+pub mod mailbox;
 pub mod manifest;
 pub mod vg_tags;
 pub mod volume_md;
