@@ -501,11 +501,7 @@ fn block_domains_through_pool_verbs_and_image_operations() {
     ));
     let info = d.call("StoragePool.getInfo", json!({"storagepoolID": sp}));
     assert_eq!(info["info"]["master_uuid"], other.as_str(), "{info}");
-    d.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
-    d.call(
-        "StoragePool.disconnect",
-        json!({"storagepoolID": sp, "hostID": 1, "scsiKey": ""}),
-    );
+    d.leave_pool(&sp);
     d.call(
         "StoragePool.reconstructMaster",
         json!({"storagepoolID": sp, "hostId": 1, "name": "rebuilt", "masterSdUUID": sd,

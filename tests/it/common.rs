@@ -591,6 +591,15 @@ impl Daemon {
         )
     }
 
+    /// This host (host 1) steps down as SPM of `sp` and leaves the pool.
+    pub fn leave_pool(&self, sp: &str) {
+        self.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
+        self.call(
+            "StoragePool.disconnect",
+            json!({"storagepoolID": sp, "hostID": 1, "scsiKey": ""}),
+        );
+    }
+
     /// Prepares the chain up to `vol`, runs `f` on the path a VM would
     /// open, then tears the image down.
     pub fn with_prepared<T>(

@@ -25,12 +25,8 @@ fn pool_on(d: &Daemon, kind: &str, conn: serde_json::Value, remote: &str) -> (St
 }
 
 /// Stops being SPM, disconnects the pool and its POSIXFS storage (unmounts).
-fn leave_pool(d: &Daemon, sp: &str, conn: serde_json::Value) {
-    d.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
-    d.call(
-        "StoragePool.disconnect",
-        json!({"storagepoolID": sp, "hostID": 1, "scsiKey": ""}),
-    );
+fn leave_and_unmount(d: &Daemon, sp: &str, conn: serde_json::Value) {
+    d.leave_pool(sp);
     let st = d.call(
         "StoragePool.disconnectStorageServer",
         json!({"storagepoolID": BLANK, "domainType": "POSIXFS", "connectionParams": [conn]}),
@@ -77,7 +73,7 @@ fn posixfs_mounts_a_real_xfs() {
         0
     );
 
-    leave_pool(&d, &sp, conn);
+    leave_and_unmount(&d, &sp, conn);
     assert!(!is_mounted(&mnt));
     assert!(!mnt.exists());
 }
@@ -456,7 +452,7 @@ fn image_operations_on_a_posixfs_xfs_domain() {
     d.call("Host.remove_image_ticket", json!({"uuid": ticket}));
     vdsm_check(images.parent().unwrap());
 
-    leave_pool(&d, &sp, conn);
+    leave_and_unmount(&d, &sp, conn);
 }
 
 /// The review's trap: a full master domain (holding the data dir too) left

@@ -104,11 +104,7 @@ fn reconstruct_master_on_a_surviving_domain() {
         323,
         "not while connected"
     );
-    d.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
-    d.call(
-        "StoragePool.disconnect",
-        json!({"storagepoolID": sp, "hostID": 1, "scsiKey": ""}),
-    );
+    d.leave_pool(&sp);
     // The master's storage goes away.
     let st = d.call(
         "StoragePool.disconnectStorageServer",
@@ -137,11 +133,7 @@ fn reconstruct_master_on_a_surviving_domain() {
     assert_eq!(d.volume_info(&sp, &sd2, &img, &vol)["status"], "OK");
     d.create_volume(&sp, &sd2, &uuid(), &uuid(), json!({"size": "1048576"}));
     // An older master version than the domain's is refused.
-    d.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
-    d.call(
-        "StoragePool.disconnect",
-        json!({"storagepoolID": sp, "hostID": 1, "scsiKey": ""}),
-    );
+    d.leave_pool(&sp);
     assert_eq!(
         d.call_err("StoragePool.reconstructMaster", reconstruct(2))
             .0,

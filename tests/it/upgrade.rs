@@ -290,11 +290,7 @@ fn upgrade_crash_walk() {
         vdsm_check_block(&block, &luns);
 
         // Leave the pool and free the LUN for the next round.
-        d.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
-        d.call(
-            "StoragePool.disconnect",
-            json!({"storagepoolID": sp, "hostID": 1, "scsiKey": ""}),
-        );
+        d.leave_pool(&sp);
         d.call(
             "StorageDomain.format",
             json!({"storagedomainID": block, "autoDetach": true}),

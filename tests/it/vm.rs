@@ -475,11 +475,7 @@ fn an_nfs_domain_on_a_real_nfs_mount() {
         .join(&base)
         .exists());
 
-    d.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
-    d.call(
-        "StoragePool.disconnect",
-        json!({"storagepoolID": sp, "hostID": 1, "scsiKey": ""}),
-    );
+    d.leave_pool(&sp);
     let st = d.call("StoragePool.disconnectStorageServer", conn);
     assert_eq!(st[0]["status"], 0, "{st}\n{}", d.log());
     assert!(!is_mounted(&mount), "unmounted");
