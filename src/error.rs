@@ -123,6 +123,19 @@ pub enum Error {
         current: u64,
         requested: u64,
     },
+    #[error("volume {vol} does not grow on demand: {reason}")]
+    NotThin { vol: Uuid, reason: &'static str },
+    #[error("volume {vol} may hold at most {cap} bytes (1.1 times its virtual size); {requested} were asked for")]
+    ExtendBeyondCap { vol: Uuid, requested: u64, cap: u64 },
+    #[error("volume group of domain {sd} has {free} bytes free; volume {vol} needs {needed} more")]
+    VolumeGroupFull {
+        sd: Uuid,
+        vol: Uuid,
+        needed: u64,
+        free: u64,
+    },
+    #[error("cannot extend volume {vol}: {reason}")]
+    Extend { vol: Uuid, reason: String },
     #[error("volume {vol} has generation {actual}, not {expected}")]
     GenerationMismatch {
         vol: Uuid,
@@ -261,6 +274,10 @@ impl Error {
             Error::NotRevertible { .. } => 410,
             Error::NoSuchJob(_) => 66,
             Error::GenerationMismatch { .. } => 911,
+            Error::NotThin { .. } => 233,
+            Error::ExtendBeyondCap { .. } => 232,
+            Error::VolumeGroupFull { .. } => 504,
+            Error::Extend { .. } => 554,
             Error::ResizeSmaller { .. } => 232,
             Error::VolumeBusy { .. } => 203,
             Error::Ticket { .. } => 482,

@@ -275,6 +275,26 @@ pub trait Domain: Send + Sync + std::fmt::Debug {
     /// `version`; readers ignore it meanwhile.
     fn finish_upgrade(&self, version: u32) -> Result<()>;
 
+    // --- Thin provisioning -------------------------------------------------
+
+    /// The image holding volume `vol`, if the domain has it (a mailbox
+    /// message names only the domain and the volume).
+    fn image_of(&self, vol: Uuid) -> Result<Option<Uuid>>;
+    /// The bytes the storage holds for a volume's data where it must be
+    /// grown on demand (an LV); None where data grows as it is written.
+    fn data_room(&self, img: Uuid, vol: Uuid) -> Result<Option<u64>>;
+    /// Grows a volume's room to at least `size` bytes and returns it. With
+    /// `map_here` false this host's mapping stays as it is: a guest on
+    /// another host uses the volume, and that host must see the new room
+    /// first (VDSM BZ 1983882). Idempotent.
+    fn grow_room(&self, img: Uuid, vol: Uuid, size: u64, map_here: bool) -> Result<u64>;
+    /// Makes this host's mapping of a volume show the room the SPM gave
+    /// it; returns the room mapped here.
+    fn refresh_room(&self, img: Uuid, vol: Uuid) -> Result<u64>;
+    /// The pool's mailbox on a master domain: (`inbox`, `outbox`), open for
+    /// reading and writing with direct I/O.
+    fn open_mailbox(&self) -> Result<(File, File)>;
+
     /// Grows the domain onto more LUNs (`StorageDomain.extend`); domains
     /// on other storage refuse.
     fn add_luns(&self, luns: &[Lun]) -> Result<()>;

@@ -20,7 +20,7 @@ pub const MAX_SIZE_MIB: u64 = 0xFFFF_FFFF;
 const CLEAN: [u8; MESSAGE_SIZE] = [1; MESSAGE_SIZE];
 const EVENT_MAGIC: &[u8; 4] = b"\0evt";
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum MailboxError {
     #[error("mailbox block checksum is {found:#x}, its bytes sum to {computed:#x}")]
     Checksum { found: u32, computed: u32 },

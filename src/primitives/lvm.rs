@@ -736,7 +736,22 @@ impl Lvm {
         let mut args = vec!["lvextend", "--autobackup", "n"];
         args.extend(extra);
         args.extend(["--size", &target, &name]);
-        self.change(devices, vg, &args)
+        // The SPM extends thin volumes while guests write: the next extend
+        // must not pay for a re-read.
+        self.change_known(devices, vg, &args, |c| {
+            let extent = c.vg.extent_size.max(1);
+            let Some(l) = Arc::make_mut(&mut c.lvs).iter_mut().find(|l| l.name == lv) else {
+                return false;
+            };
+            let added = size.div_ceil(extent).saturating_sub(l.size / extent);
+            if added > c.vg.free_count {
+                return false;
+            }
+            l.size += added * extent;
+            c.vg.free_count -= added;
+            c.vg.free -= added * extent;
+            true
+        })
     }
 
     pub fn change_lv_tags(

@@ -9,6 +9,7 @@ pub mod iscsi;
 pub mod lease;
 pub mod luns;
 pub mod lvm;
+pub mod mailbox;
 pub mod mount;
 pub mod nofollow;
 pub mod pipeline;

@@ -1057,6 +1057,31 @@ impl Domain for BlockDomain {
         }
     }
 
+    fn image_of(&self, vol: Uuid) -> Result<Option<Uuid>> {
+        Ok(self.catalogue()?.find(vol).and_then(|lv| lv.img))
+    }
+
+    fn data_room(&self, _img: Uuid, vol: Uuid) -> Result<Option<u64>> {
+        Ok(Some(self.lv(&vol.to_string())?.size))
+    }
+
+    fn grow_room(&self, _img: Uuid, vol: Uuid, size: u64, map_here: bool) -> Result<u64> {
+        self.grow_lv(vol, size, map_here)
+    }
+
+    fn refresh_room(&self, _img: Uuid, vol: Uuid) -> Result<u64> {
+        self.refresh_lv(vol)
+    }
+
+    fn open_mailbox(&self) -> Result<(File, File)> {
+        self.ensure_active(&["inbox", "outbox"])?;
+        let open = |name: &str| {
+            let path = self.lv_path(name);
+            volume::open_direct(&path, true).ctx("cannot open", &path)
+        };
+        Ok((open("inbox")?, open("outbox")?))
+    }
+
     fn add_luns(&self, luns: &[Lun]) -> Result<()> {
         self.add_luns(luns)
     }

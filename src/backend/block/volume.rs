@@ -377,6 +377,65 @@ impl BlockDomain {
             .map_err(|e| Error::io_path("cannot zero the grown part of", &path, e.into()))
     }
 
+    /// Grows a thin volume's LV to at least `size` bytes; `map_here` false
+    /// changes the VG metadata only (another host maps it first).
+    pub(super) fn grow_lv(&self, vol: Uuid, size: u64, map_here: bool) -> Result<u64> {
+        let name = vol.to_string();
+        let before = self.lv(&name).map_err(|e| match e {
+            Error::Lvm { source, .. } if source.is_not_found() => Error::VolumeNotFound(vol),
+            e => e,
+        })?;
+        if before.size >= size {
+            return Ok(before.size);
+        }
+        let lvm = self.lvm();
+        let grown = if map_here {
+            lvm.lvextend(&self.devices(), &self.vg, &name, size)
+        } else {
+            lvm.lvextend_metadata_only(&self.devices(), &self.vg, &name, size)
+        };
+        if let Err(e) = grown {
+            if e.is_no_space() {
+                let free = lvm
+                    .vg(&self.devices(), &self.vg)
+                    .map(|vg| vg.free)
+                    .unwrap_or(0);
+                return Err(Error::VolumeGroupFull {
+                    sd: self.sd,
+                    vol,
+                    needed: size - before.size,
+                    free,
+                });
+            }
+            // Another extend may have won the race: that is success too.
+            lvm.invalidate(&self.vg);
+            match self.lv(&name) {
+                Ok(lv) if lv.size >= size => return Ok(lv.size),
+                _ => return Err(self.lvm_error(LvmAction::ExtendLv, e)),
+            }
+        }
+        Ok(self.lv(&name)?.size)
+    }
+
+    /// Remaps an active LV here to the size the SPM gave it (one lvm
+    /// command: the size is read from the device, not from `lvs`); an LV
+    /// not active here is activated.
+    pub(super) fn refresh_lv(&self, vol: Uuid) -> Result<u64> {
+        let name = vol.to_string();
+        if self.is_active(&name) {
+            self.lvm()
+                .refresh(&self.devices(), &self.vg, &name)
+                .map_err(|e| self.lvm_error(LvmAction::RefreshLv, e))?;
+        } else {
+            self.lvm().invalidate(&self.vg);
+            self.ensure_active(&[&name])?;
+        }
+        self.lv_size_here(&name).ok_or_else(|| Error::LogicalVolumeMissing {
+            vol,
+            reason: "its device is not mapped on this host".into(),
+        })
+    }
+
     /// An imported volume's LV, sized as a new volume of its kind and at
     /// least `len`, open for writing (the copy writes all of `[0, len)`).
     pub(super) fn import_volume_data(

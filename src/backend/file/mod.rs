@@ -724,6 +724,37 @@ impl Domain for FileDomain {
         }
     }
 
+    fn image_of(&self, vol: Uuid) -> Result<Option<Uuid>> {
+        Ok(self
+            .images()?
+            .into_iter()
+            .find(|&img| fs::symlink_metadata(self.meta_path(img, vol)).is_ok()))
+    }
+
+    /// A file takes space as it is written: nothing to grow.
+    fn data_room(&self, _img: Uuid, _vol: Uuid) -> Result<Option<u64>> {
+        Ok(None)
+    }
+
+    fn grow_room(&self, _img: Uuid, vol: Uuid, _size: u64, _map_here: bool) -> Result<u64> {
+        Err(Error::NotThin {
+            vol,
+            reason: "volumes of file domains grow as they are written; there is nothing to extend",
+        })
+    }
+
+    fn refresh_room(&self, img: Uuid, vol: Uuid) -> Result<u64> {
+        Ok(self.volume_sizes(img, vol)?.0)
+    }
+
+    fn open_mailbox(&self) -> Result<(File, File)> {
+        let open = |name: &str| {
+            let path = self.root.join(DOM_MD).join(name);
+            nofollow::open(&path, Access::READ_WRITE.direct()).ctx("cannot open", &path)
+        };
+        Ok((open("inbox")?, open("outbox")?))
+    }
+
     fn add_luns(&self, _luns: &[Lun]) -> Result<()> {
         Err(self.not_on_luns())
     }
