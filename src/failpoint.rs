@@ -24,6 +24,8 @@ pub const ALL: &[&str] = &[
     "block.volume.after_lvcreate",
     "block.volume.after_record",
     "block.extend.after_vgextend",
+    "thin.extend.planned",
+    "thin.extend.after_lvextend",
     "domain.upgrade.prepared",
     "domain.upgrade.committed",
     "volume.create.after_lease",

@@ -86,6 +86,16 @@ pub fn router(engine: Arc<Engine>, allowed_origins: Vec<String>) -> Router {
         });
         let _ = tx.send(note.to_string());
     });
+    let tx = events.clone();
+    engine.thin.set_listener(move |name, body| {
+        let vol = body["volUUID"].as_str().unwrap_or_default().to_string();
+        let note = json!({
+            "jsonrpc": "2.0",
+            "method": format!("|storage|{name}|{vol}"),
+            "params": {"notify_time": crate::now_secs() * 1000, "event": body},
+        });
+        let _ = tx.send(note.to_string());
+    });
     Router::new()
         .route("/jsonrpc", post(http_rpc).get(ws_rpc))
         .with_state(AppState {

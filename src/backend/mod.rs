@@ -66,6 +66,9 @@ pub struct DataSpec {
     /// What the volume should hold at first (`initialSize`), where the
     /// backend allocates ahead.
     pub initial_size: Option<u64>,
+    /// The room a thin volume starts with where the backend grows it on
+    /// demand (the thin-provisioning policy's start).
+    pub thin_start: u64,
     /// The parent volume of the same image (its data is the backing image).
     pub parent: Option<(Uuid, VolumeFormat)>,
     /// qcow2 compat level for the domain version.

@@ -12,6 +12,7 @@ pub mod jobs;
 pub mod pool;
 pub mod resources;
 pub mod tasks;
+pub mod thin;
 pub mod volume;
 
 use std::collections::HashMap;
@@ -94,6 +95,7 @@ pub struct EngineConfig {
     pub local_roots: Vec<PathBuf>,
     /// Block devices usable as LUNs besides those found.
     pub block_devices: Vec<PathBuf>,
+    pub thin: thin::Settings,
 }
 
 impl EngineConfig {
@@ -106,6 +108,7 @@ impl EngineConfig {
             sanlock_io_timeout: Some(DEFAULT_SANLOCK_IO_TIMEOUT),
             local_roots: Vec::new(),
             block_devices: Vec::new(),
+            thin: thin::Settings::default(),
         }
     }
 }
@@ -141,6 +144,7 @@ pub struct Engine {
     local_roots: Vec<PathBuf>,
     lvm: Arc<crate::primitives::lvm::Lvm>,
     block_devices: Vec<PathBuf>,
+    pub thin: thin::Thin,
 }
 
 impl Engine {
@@ -195,7 +199,9 @@ impl Engine {
             local_roots,
             lvm: Arc::new(crate::primitives::lvm::Lvm::new()),
             block_devices: config.block_devices.clone(),
+            thin: thin::Thin::new(config.thin.clone()),
         });
+        engine.thin.bind(Arc::downgrade(&engine));
         engine
             .tasks
             .set_runner(Arc::new(tasks::gc::EngineRunner(Arc::downgrade(&engine))));

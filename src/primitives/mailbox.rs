@@ -758,7 +758,11 @@ mod tests {
         write_block(&inbox, 9 * 4096, &bad).unwrap();
         write_block(&inbox, 0, &event_block(Uuid::new_v4())).unwrap();
         std::thread::sleep(Duration::from_millis(200));
-        assert_eq!(count.load(Ordering::SeqCst), 0, "a refused block is not served");
+        assert_eq!(
+            count.load(Ordering::SeqCst),
+            0,
+            "a refused block is not served"
+        );
         write_block(&inbox, 9 * 4096, &good).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while count.load(Ordering::SeqCst) == 0 {

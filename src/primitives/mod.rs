@@ -17,6 +17,7 @@ pub mod privileges;
 pub mod probe;
 pub mod qcow2_create;
 pub mod qemu_img;
+pub mod qmp;
 pub mod reserve;
 pub mod sanlock;
 pub mod sparsify;

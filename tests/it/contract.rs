@@ -465,6 +465,26 @@ fn crash_walk(backend: Backend) {
         assert_eq!(p.volumes(&p.sd, &img), vec![base.clone()], "{fp}");
         assert_eq!(p.info(&p.sd, &img, &base)["voltype"], "LEAF", "{fp}");
     }
+    if matches!(backend, Backend::Block) {
+        // A thin volume's extend, cut before or after its lvextend: the
+        // LV is as it was or grown, and asking again finishes it.
+        let (timg, tvol) = p.image("COW", 4 << 30);
+        for (fp, size) in [
+            ("thin.extend.planned", 1536u64 << 20),
+            ("thin.extend.after_lvextend", 2048 << 20),
+        ] {
+            let mut ask = p.ids(&p.sd, &timg, &tvol);
+            ask["newSize"] = json!(size.to_string());
+            let again = ask.clone();
+            p = p.crash_at(fp, |d, _, _| d.client.call("Volume.requestExtend", ask));
+            let r = p.d.call("Volume.requestExtend", again);
+            assert!(r["size"].as_u64().unwrap() >= size, "{fp}: {r}");
+        }
+        let path = p.prepare(&p.sd, &timg, &tvol);
+        qemu_io(&path, "qcow2", "write -P 7 3G 1M");
+        qemu_io(&path, "qcow2", "read -P 7 3G 1M");
+        p.teardown(&p.sd, &timg);
+    }
     // The snapshot chain still reads: nothing was left half-made.
     let path = p.prepare(&p.sd, &img, &base);
     qemu_io(&path, "qcow2", "read -P 0 0 1M");

@@ -810,8 +810,11 @@ fn walk_covers_every_failpoint() {
         // Walked by contract::block::crash_walk.
         "block.volume.after_lvcreate",
         "block.volume.after_record",
-        // Walked by block::block_domains_grow_onto_luns_and_unused_vgs_go.
+        // Walked by block::block_domains_grow_onto_luns_and_unused_vgs_go
+        // (and the thin extend's by contract::block::crash_walk).
         "block.extend.after_vgextend",
+        "thin.extend.planned",
+        "thin.extend.after_lvextend",
         // Walked by upgrade::upgrade_crash_walk.
         "domain.upgrade.prepared",
         "domain.upgrade.committed",

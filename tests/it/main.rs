@@ -25,6 +25,7 @@ mod remote;
 mod sanlock;
 mod schema;
 mod security;
+mod thin;
 mod transfer;
 mod upgrade;
 mod vm;

@@ -1,5 +1,6 @@
-//! Every verb Cairn serves, and every parameter it accepts, exists with the
-//! same name in VDSM's API schema. The schema is reference material outside
+//! Every VDSM verb Cairn serves, and every parameter it accepts, exists with
+//! the same name in VDSM's API schema (Cairn's own verbs, `CAIRN_VERBS`,
+//! are documented in docs/api.md). The schema is reference material outside
 //! the repository (../shared/reference/vdsm-api.yml); without it the test
 //! says so and checks nothing.
 

@@ -58,6 +58,37 @@ activate() { # activate <vg/lv>
     ln -sfn "$dev" "/dev/$name.new" && mv -T "/dev/$name.new" "/dev/$name"
 }
 
+# Remaps an active LV to its new size as device-mapper does: the same
+# device grows, so whoever holds it open (a guest) sees the new size. A loop
+# device can only grow where it lies; an LV whose start moved is mapped
+# anew instead.
+remap() { # remap <vg/lv>
+    local name="$1" old rows ranges size extent pv first pe_start offset
+    old=$(readlink -f "/dev/$name")
+    rows=$(report seg_pe_ranges,lv_size,vg_extent_size "$name")
+    read -r ranges size extent <<< "$rows"
+    if [ "$(grep -c . <<< "$rows")" = 1 ] && [ "${ranges#* }" = "$ranges" ]; then
+        pv=${ranges%%:*}
+        first=${ranges#*:}; first=${first%-*}
+        pe_start=$(lvm pvs --config "$config" --noheadings --nosuffix --units b -o pe_start "$pv" 2>/dev/null | xargs)
+        offset=$((pe_start + first * extent))
+        if [ "$(losetup --list --noheadings -O OFFSET "$old" | xargs)" = "$offset" ]; then
+            python3 - "$old" "$size" <<'PY' && return 0
+import fcntl, os, struct, sys
+GET, SET = 0x4C05, 0x4C04  # LOOP_GET_STATUS64, LOOP_SET_STATUS64
+fd = os.open(sys.argv[1], os.O_RDONLY)
+info = bytearray(232)  # struct loop_info64
+fcntl.ioctl(fd, GET, info)
+struct.pack_into("=Q", info, 32, int(sys.argv[2]))  # lo_sizelimit
+fcntl.ioctl(fd, SET, info)
+PY
+        fi
+    fi
+    activate "$name" || return 5
+    losetup -d "$old" 2>/dev/null
+    return 0
+}
+
 # The LVs a command names as vg/lv.
 named_lvs() {
     local a skip=0
@@ -109,8 +140,7 @@ case "$cmd" in
             case "$mode" in
                 y|ey|sy|ly) [ -L "/dev/$lv" ] || activate "$lv" || exit 5 ;;
                 n) deactivate "$lv" ;;
-                # A new mapping replaces the old; the old one goes when closed.
-                refresh) if [ -L "/dev/$lv" ]; then old=$(readlink -f "/dev/$lv"); activate "$lv" || exit 5; losetup -d "$old" 2>/dev/null; fi ;;
+                                refresh) if [ -L "/dev/$lv" ]; then remap "$lv" || exit 5; fi ;;
             esac
         done ;;
     lvextend)
@@ -118,7 +148,7 @@ case "$cmd" in
         for a in "${args[@]}"; do [ "$a" = "n" ] && [ "$prev" = "--driverloaded" ] && driverloaded=n; prev="$a"; done
         if [ $driverloaded = y ]; then
             for lv in $(named_lvs "${args[@]}"); do
-                if [ -L "/dev/$lv" ]; then old=$(readlink -f "/dev/$lv"); activate "$lv" || exit 5; losetup -d "$old" 2>/dev/null; fi
+                if [ -L "/dev/$lv" ]; then remap "$lv" || exit 5; fi
             done
         fi ;;
 esac

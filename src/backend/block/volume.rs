@@ -16,17 +16,13 @@ use crate::primitives::{qcow2_create, qemu_img};
 use crate::types::{Uuid, VolumeAllocation, VolumeFormat};
 
 const MIB: u64 = 1 << 20;
-/// VDSM's first size of a thin (COW SPARSE) LV without `initialSize`
-/// (`volume_utilization_chunk_mb`); the thin-provisioning issue grows it
-/// on demand instead.
-const THIN_CHUNK: u64 = 2560 * MIB;
 const RECORD: usize = layout::RECORD_SIZE as usize;
 
 /// The LV size VDSM gives a new volume (`calculate_volume_alloc_size`).
 pub(super) fn lv_size(spec: &DataSpec) -> u64 {
     let capacity = spec.capacity.next_multiple_of(4096);
     let size = match (spec.format, spec.allocation, spec.initial_size) {
-        (VolumeFormat::Cow, VolumeAllocation::Sparse, None) => THIN_CHUNK.min(capacity),
+        (VolumeFormat::Cow, VolumeAllocation::Sparse, None) => spec.thin_start.min(capacity),
         (VolumeFormat::Cow, VolumeAllocation::Sparse, Some(initial)) => {
             initial.next_multiple_of(4096) * 11 / 10
         }
@@ -430,10 +426,11 @@ impl BlockDomain {
             self.lvm().invalidate(&self.vg);
             self.ensure_active(&[&name])?;
         }
-        self.lv_size_here(&name).ok_or_else(|| Error::LogicalVolumeMissing {
-            vol,
-            reason: "its device is not mapped on this host".into(),
-        })
+        self.lv_size_here(&name)
+            .ok_or_else(|| Error::LogicalVolumeMissing {
+                vol,
+                reason: "its device is not mapped on this host".into(),
+            })
     }
 
     /// An imported volume's LV, sized as a new volume of its kind and at
@@ -450,6 +447,8 @@ impl BlockDomain {
             allocation: md.allocation,
             capacity: md.capacity,
             initial_size: None,
+            // Room for what is copied; the guest's writes grow it.
+            thin_start: 0,
             parent: None,
             compat: "1.1",
         };

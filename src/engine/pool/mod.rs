@@ -311,6 +311,7 @@ impl Engine {
             spm,
         };
         *self.pool.lock().expect("pool") = Some(state);
+        self.sync_mailboxes();
         self.save_host_state(|st| st.pool = Some(record))
     }
 
@@ -351,6 +352,7 @@ impl Engine {
         }
         pool.lease.leave();
         *self.pool.lock().expect("pool") = None;
+        self.sync_mailboxes();
         let dir = self.paths.data_center.join(id.to_string());
         if dir.exists() {
             fs::remove_dir_all(&dir).ctx("cannot remove", &dir)?;
@@ -531,6 +533,7 @@ impl Engine {
                 }
             })?;
             pool.set_ready(true);
+            self.sync_mailboxes();
             tracing::info!(pool = %id, host_id = pool.host_id, lver, "this host is now SPM");
             Ok(())
         })();
@@ -563,6 +566,7 @@ impl Engine {
             Ok(())
         })?;
         pool.set_ready(false);
+        self.sync_mailboxes();
         self.tasks.forget_store(&master.master_dir()?.join("tasks"));
         master.release_master()?;
         pool.lease.release();
@@ -639,6 +643,7 @@ impl Engine {
             return;
         }
         pool.set_ready(false);
+        self.sync_mailboxes();
         tracing::error!(pool = %pool.id, host_id = pool.host_id, "the SPM lease is lost (sanlock no longer holds it): this host stops acting as SPM");
         if let Err(e) = self.save_host_state(|st| {
             if let Some(p) = st.pool.as_mut() {

@@ -155,7 +155,8 @@ impl Engine {
             engine.require_spm(req.pool)?;
             let parent = engine.validate_create(&*dom, &req)?;
             let sanlock = engine.sanlock_for(&*dom);
-            create_volume_steps(ctx, &*dom, &req, parent, sanlock)
+            let thin_start = engine.thin.settings.policy.start;
+            create_volume_steps(ctx, &*dom, &req, parent, sanlock, thin_start)
         })
     }
 
@@ -468,6 +469,7 @@ fn create_volume_steps(
     req: &CreateVolume,
     parent: Option<VolumeMetadata>,
     sanlock: Option<u32>,
+    thin_start: u64,
 ) -> Result<()> {
     let manifest = dom.manifest()?;
     let version = manifest.version;
@@ -525,6 +527,7 @@ fn create_volume_steps(
         allocation: req.allocation,
         capacity: req.size,
         initial_size: req.initial_size,
+        thin_start,
         parent: parent.as_ref().map(|p| (req.src_vol, p.format)),
         compat: if version >= 4 { "1.1" } else { "0.10" },
     };
