@@ -1159,3 +1159,97 @@ pub fn two_hosts_on_one_lun() {
         );
     }
 }
+
+/// A host that is not SPM grows its thin volume through the pool's mailbox
+/// on the shared LUN: the SPM extends the LV (its own mapping untouched),
+/// the host remaps it and writes past the old end. With the SPM gone the
+/// request waits; the next SPM serves it (a new SPM takes every
+/// outstanding request), and nothing written is lost.
+#[test]
+fn a_non_spm_host_grows_a_thin_volume_through_the_mailbox_across_failover() {
+    let Some(luns) = TestLuns::new(1) else {
+        return;
+    };
+    let (Some(s1), Some(s2)) = (SanlockDaemon::start(), SanlockDaemon::start()) else {
+        return;
+    };
+    let vars = luns.env_vars();
+    let env: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let (a, b) = (host_with(&s1, &env), host_with(&s2, &env));
+    let sd = a.block_domain(&luns, 0, "shared");
+    let sp = uuid();
+    a.call(
+        "StoragePool.create",
+        json!({"storagepoolID": sp, "name": "p", "masterSdUUID": sd, "masterVersion": 1, "domainList": [sd]}),
+    );
+    for (d, id) in [(&a, 1), (&b, 2)] {
+        d.call(
+            "StoragePool.connect",
+            json!({"storagepoolID": sp, "hostID": id, "scsiKey": "", "masterSdUUID": sd, "masterVersion": 1}),
+        );
+    }
+    a.spm_start(&sp);
+    const MIB: u64 = 1 << 20;
+    let (img, vol) = a.new_image(
+        &sp,
+        &sd,
+        json!({"volFormat": "COW", "preallocate": "SPARSE", "size": (4096 * MIB).to_string(),
+               "initialSize": (100 * MIB).to_string()}),
+    );
+    let ids = json!({"storagepoolID": sp, "storagedomainID": sd, "imageID": img, "volumeID": vol});
+    let ask = |size: u64| {
+        let mut p = ids.clone();
+        p["newSize"] = json!(size.to_string());
+        p
+    };
+    let path = b.call("Image.prepare", ids.clone())["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = std::path::Path::new(&path);
+    let mapped = || crate::thin::device_size(path);
+    assert_eq!(mapped(), 128 * MIB);
+    qemu_io(path, "qcow2", "write -P 1 0 100M");
+
+    let mut rounds = Vec::new();
+    for size in [256 * MIB, 384 * MIB, 512 * MIB] {
+        let r = b.call("Volume.requestExtend", ask(size));
+        assert_eq!(r["extended"], true, "{r}");
+        assert_eq!(mapped(), size, "the guest's host maps the new room");
+        rounds.push(r["elapsed_ms"].as_f64().unwrap());
+    }
+    qemu_io(path, "qcow2", "write -P 2 100M 300M");
+    assert!(a.log().contains("thin volume extended"));
+
+    // The SPM steps down; the request waits in the mailbox.
+    a.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
+    let waiting = std::thread::scope(|s| {
+        let pending = s.spawn(|| b.call("Volume.requestExtend", ask(768 * MIB)));
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        assert!(!pending.is_finished(), "no SPM, no extension");
+        // The next SPM (the same host, a new SPM term) serves it.
+        let started = std::time::Instant::now();
+        a.spm_start(&sp);
+        let r = pending.join().unwrap();
+        assert_eq!(r["extended"], true, "{r}");
+        started.elapsed().as_secs_f64()
+    });
+    assert_eq!(mapped(), 768 * MIB);
+    qemu_io(path, "qcow2", "write -P 3 400M 300M");
+    for (pattern, at, len) in [(1, 0, 100), (2, 100, 300), (3, 400, 300)] {
+        qemu_io(path, "qcow2", &format!("read -P {pattern} {at}M {len}M"));
+    }
+    report(
+        "thin_mailbox",
+        json!({"round_trips_ms": rounds, "served_after_spm_start_s": waiting}),
+    );
+    b.call("Image.teardown", ids);
+    vdsm_check_block(&sd, &luns);
+    a.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
+    for (d, id) in [(&a, 1), (&b, 2)] {
+        d.call(
+            "StoragePool.disconnect",
+            json!({"storagepoolID": sp, "hostID": id, "scsiKey": ""}),
+        );
+    }
+}

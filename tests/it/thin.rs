@@ -76,8 +76,29 @@ fn a_thin_volume_starts_at_1_gib_and_grows_on_request_up_to_its_cap() {
     let (code, msg) = request_err(&d, &v, cap + MIB);
     assert_eq!(code, 232, "{msg}");
     assert!(msg.contains("1.1 times"), "{msg}");
-    let r = request(&d, &v, cap);
+    // The CLI: `cairn volume grow`, for people and (--json) scripts.
+    let r = crate::cli::json_out(
+        &d,
+        &[
+            "volume",
+            "grow",
+            &img,
+            &vol,
+            "--size",
+            &cap.to_string(),
+            "--domain",
+            &sd,
+        ],
+    );
     assert!(r["size"].as_u64().unwrap() >= cap, "{r}");
+    let text = crate::cli::cairn(
+        &d,
+        &[
+            "volume", "grow", &img, &vol, "--size", "1G", "--domain", &sd,
+        ],
+    );
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("holds that much already"), "{text}");
 
     // What grew holds data: the guest writes past the first gigabyte.
     d.with_prepared((&sp, &sd), &img, &vol, |path| {

@@ -71,6 +71,17 @@ pub(crate) enum VolumeCmd {
         #[arg(long)]
         wait: bool,
     },
+    /// Give a thin volume on a block domain more room (its LV) on this
+    /// host, as a guest's writes need; up to 1.1 times its virtual size.
+    Grow {
+        image: String,
+        volume: String,
+        /// Room wanted (K, M, G, T suffixes).
+        #[arg(long)]
+        size: String,
+        #[arg(long)]
+        domain: Option<String>,
+    },
     /// Merge a volume into its parent and remove it (cold: the image must
     /// not be prepared). Runs prepareMerge, SDM.merge and finalizeMerge.
     Merge {
@@ -265,6 +276,27 @@ pub(crate) fn volume(ctx: &Ctx, cmd: VolumeCmd) -> Res<()> {
                 json!({"storagepoolID": sp, "storagedomainID": sd, "imageID": image, "volumeID": volume, "newSize": size.to_string()}),
             )?;
             finish_task(ctx, &t, wait, "extending volume")?;
+        }
+        VolumeCmd::Grow {
+            image,
+            volume,
+            size,
+            domain,
+        } => {
+            let (sp, sd) = pool_and_domain(ctx, domain)?;
+            let size = parse_size(&size)?;
+            let out = ctx.client.call(
+                "Volume.requestExtend",
+                json!({"storagepoolID": sp, "storagedomainID": sd, "imageID": image, "volumeID": volume, "newSize": size.to_string()}),
+            )?;
+            print_value(ctx, &out, |o| match o["note"].as_str() {
+                Some(note) => println!("{}: {note}", human_size(num(&o["size"]))),
+                None => println!(
+                    "grown to {} in {:.0} ms",
+                    human_size(num(&o["size"])),
+                    o["elapsed_ms"].as_f64().unwrap_or(0.0)
+                ),
+            });
         }
         VolumeCmd::Merge {
             image,
