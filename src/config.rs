@@ -45,6 +45,15 @@ pub struct FileConfig {
     pub max_connections: Option<usize>,
     /// Seconds a connection may move no byte before it is closed (300).
     pub idle_timeout: Option<f64>,
+    /// Thin volumes on block domains: the room a new one starts with
+    /// (MiB, default 1024).
+    pub thin_start_mib: Option<u64>,
+    /// The least an extend adds (MiB, default 1024).
+    pub thin_step_mib: Option<u64>,
+    /// Ask for more room when less than this is free (MiB, default 512).
+    pub thin_free_threshold_mib: Option<u64>,
+    /// Size step and threshold from the observed write rate (default true).
+    pub thin_adaptive: Option<bool>,
 }
 
 /// Where `cairn pki` keeps a data dir's certificates by default.

@@ -300,6 +300,25 @@ fn main() -> ExitCode {
         }
     };
     let timing = (|| -> Result<(), String> {
+        let policy = &mut config.thin.policy;
+        for (setting, value, name) in [
+            (&mut policy.start, file.thin_start_mib, "thin_start_mib"),
+            (&mut policy.step, file.thin_step_mib, "thin_step_mib"),
+            (
+                &mut policy.free_threshold,
+                file.thin_free_threshold_mib,
+                "thin_free_threshold_mib",
+            ),
+        ] {
+            match value {
+                Some(mib) if (1..=1 << 20).contains(&mib) => *setting = mib << 20,
+                Some(_) => return Err(format!("{name} must be 1 to 1048576 (MiB)")),
+                None => {}
+            }
+        }
+        if let Some(on) = file.thin_adaptive {
+            policy.adaptive = on;
+        }
         if let Some(v) = args.monitor_interval.or(file.monitor_interval) {
             config.monitor.interval = seconds("monitor_interval", v)?;
         }
