@@ -100,6 +100,9 @@ fn volume_groups_and_lvs_through_the_runner() {
     let seqno = lvm.vg(&devs, &vg).unwrap().seqno;
     lvm.lvextend(&devs, &vg, "vol1", 20 << 20).unwrap();
     assert_eq!(lvm.lv(&devs, &vg, "vol1").unwrap().size, 20 << 20);
+    // The extend was written into the cache; a re-read agrees with it.
+    lvm.invalidate(&vg);
+    assert_eq!(lvm.lv(&devs, &vg, "vol1").unwrap().size, 20 << 20);
     assert!(lvm.vg(&devs, &vg).unwrap().seqno > seqno);
     lvm.lvextend(&devs, &vg, "vol1", 8 << 20).unwrap();
     assert_eq!(
