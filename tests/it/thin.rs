@@ -346,9 +346,20 @@ impl StorageDaemon {
 /// the writer never meets the end of the LV, and what it wrote reads back.
 #[test]
 fn the_drive_monitor_grows_a_volume_ahead_of_its_writer() {
+    drive_monitor_ahead_of_writer(8, None, 2);
+}
+
+/// The test above: `chunks` writes of 256 MiB into a thin volume of 8 GiB
+/// starting with `initial` bytes of room (None: the policy's start) that
+/// must grow at least `min_extends` times.
+pub fn drive_monitor_ahead_of_writer(chunks: u64, initial: Option<u64>, min_extends: u64) {
     let Some(luns) = TestLuns::new(1) else { return };
     let (d, sp, sd) = block_spm(&luns);
-    let (img, vol) = d.new_image(&sp, &sd, thin(8 * GIB));
+    let mut spec = thin(8 * GIB);
+    if let Some(bytes) = initial {
+        spec["initialSize"] = json!(bytes.to_string());
+    }
+    let (img, vol) = d.new_image(&sp, &sd, spec);
     let v = ids(&sp, &sd, &img, &vol);
     let path = d.call("Image.prepare", v.clone())["path"]
         .as_str()
@@ -370,8 +381,7 @@ fn the_drive_monitor_grows_a_volume_ahead_of_its_writer() {
     add["nodeName"] = json!("file0");
     let id = d.call("DriveMonitor.add", add)["monitorID"].clone();
     let started = Instant::now();
-    // 2 GiB in 256 MiB writes: the 1 GiB LV's thresholds are crossed.
-    for i in 0..8u64 {
+    for i in 0..chunks {
         assert!(
             guest.write(&format!("write -P {} {}M 256M", i + 1, i * 256)),
             "write {i} failed: the writer met the end of the LV: {}",
@@ -382,13 +392,20 @@ fn the_drive_monitor_grows_a_volume_ahead_of_its_writer() {
     let list = d.call("DriveMonitor.list", json!({}));
     let status = &list[0]["status"];
     assert_eq!(list[0]["monitorID"], id);
-    assert!(status["extends"].as_u64().unwrap() >= 2, "{list}");
+    assert!(status["extends"].as_u64().unwrap() >= min_extends, "{list}");
     assert_eq!(status["pauses"], 0, "{list}");
     let room = status["room"].as_u64().unwrap();
-    assert!(room > 2 * GIB, "{list}");
+    assert!(room > chunks * 256 * MIB, "{list}");
+    // Each extend cycle, from qemu's event to the room mapped here.
+    let cycles = status["cycles"].as_array().unwrap();
+    assert_eq!(cycles.len() as u64, status["extends"].as_u64().unwrap());
+    assert!(
+        cycles.iter().all(|c| c["total_ms"].as_f64().unwrap() > 0.0),
+        "{list}"
+    );
     assert!(status["threshold"].as_u64().unwrap() < room, "{list}");
-    eprintln!("2 GiB written in {secs:.1} s, {list}");
-    for i in 0..8u64 {
+    eprintln!("{} MiB written in {secs:.1} s, {list}", chunks * 256);
+    for i in 0..chunks {
         assert!(guest.write(&format!("read -P {} {}M 256M", i + 1, i * 256)));
     }
 

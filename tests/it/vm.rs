@@ -491,3 +491,27 @@ fn two_hosts_share_a_block_domain_on_real_device_mapper() {
     real_lvm();
     crate::multihost::two_hosts_on_one_lun();
 }
+
+/// A thin volume grows through the mailbox from a non-SPM host and across
+/// an SPM failover, with real device-mapper: lvextend on the SPM leaves its
+/// own mapping alone, `lvchange --refresh` grows the other host's device
+/// in place (`multihost::a_non_spm_host_grows_a_thin_volume_...` runs it
+/// with the lvm stand-in).
+#[test]
+#[ignore = "needs device-mapper: run by the VM tier (scripts/vm-tier), which scripts/test runs after the rest"]
+fn a_thin_volume_grows_through_the_mailbox_on_real_device_mapper() {
+    real_lvm();
+    crate::multihost::thin_volume_through_the_mailbox(50);
+}
+
+/// The drive monitor grows a thin volume that qemu-storage-daemon holds
+/// open, with real device-mapper: the device qemu has open grows when the
+/// LV is extended (`thin::the_drive_monitor_grows_a_volume_ahead_of_its_writer`
+/// runs it with the lvm stand-in; here less is written, the VM's LUNs live
+/// in its memory).
+#[test]
+#[ignore = "needs device-mapper: run by the VM tier (scripts/vm-tier), which scripts/test runs after the rest"]
+fn the_drive_monitor_grows_a_volume_on_real_device_mapper() {
+    real_lvm();
+    crate::thin::drive_monitor_ahead_of_writer(2, Some(100 << 20), 1);
+}

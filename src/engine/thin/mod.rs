@@ -134,8 +134,20 @@ pub struct Extended {
     /// Why nothing needed doing, when nothing did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<&'static str>,
-    /// How long the request took, in milliseconds.
+    /// How long the request took, in milliseconds, and its parts: the
+    /// lvextend on this host (the SPM), or the mailbox round trip (the
+    /// SPM's lvextend included) and the remap here.
     pub elapsed_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lvextend_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mailbox_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_ms: Option<f64>,
+}
+
+fn ms_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
 }
 
 fn refuse_thick(vol: Uuid, md: &VolumeMetadata) -> Result<()> {
@@ -187,7 +199,10 @@ impl Engine {
             size,
             extended,
             note,
-            elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
+            elapsed_ms: ms_since(started),
+            lvextend_ms: None,
+            mailbox_ms: None,
+            refresh_ms: None,
         };
         let Some(room) = dom.data_room(img, vol)? else {
             return Ok(done(
@@ -207,22 +222,32 @@ impl Engine {
                 Some("the volume holds that much already"),
             ));
         }
-        let room = if pool.is_spm() {
-            self.extend_on_spm(sp, sd, vol, size, pool.host_id)?
-        } else {
-            self.extend_through_mailbox(sd, vol, size)?;
-            let room = dom.refresh_room(img, vol)?;
-            if room < size {
-                return Err(Error::Extend {
-                    vol,
-                    reason: format!(
-                        "the SPM replied, yet the LV maps {room} bytes here, less than {size}"
-                    ),
-                });
-            }
-            room
-        };
-        Ok(done(room, true, None))
+        if pool.is_spm() {
+            let t = Instant::now();
+            let room = self.extend_on_spm(sp, sd, vol, size, pool.host_id)?;
+            return Ok(Extended {
+                lvextend_ms: Some(ms_since(t)),
+                ..done(room, true, None)
+            });
+        }
+        let t = Instant::now();
+        self.extend_through_mailbox(sd, vol, size)?;
+        let mailbox_ms = ms_since(t);
+        let t = Instant::now();
+        let room = dom.refresh_room(img, vol)?;
+        if room < size {
+            return Err(Error::Extend {
+                vol,
+                reason: format!(
+                    "the SPM replied, yet the LV maps {room} bytes here, less than {size}"
+                ),
+            });
+        }
+        Ok(Extended {
+            mailbox_ms: Some(mailbox_ms),
+            refresh_ms: Some(ms_since(t)),
+            ..done(room, true, None)
+        })
     }
 
     fn extend_through_mailbox(&self, sd: Uuid, vol: Uuid, size: u64) -> Result<()> {

@@ -58,12 +58,36 @@ pub struct DriveStatus {
     pub write_rate_mib_s: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The last extend cycles, oldest first (at most [`KEPT_CYCLES`]).
+    pub cycles: Vec<Cycle>,
 }
+
+/// One extend cycle: from qemu's event to the guest able to write past
+/// the old end (the LV grown and mapped on this host).
+#[derive(Debug, Clone, Serialize)]
+pub struct Cycle {
+    pub total_ms: f64,
+    /// From the event to the request (reading qemu's stats, sizing).
+    pub wait_ms: f64,
+    /// The request: on the SPM its lvextend; elsewhere the mailbox round
+    /// trip (the SPM's lvextend included) and the remap here.
+    pub extend_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lvextend_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mailbox_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_ms: Option<f64>,
+}
+
+const KEPT_CYCLES: usize = 1000;
 
 struct Drive {
     spec: DriveSpec,
     status: Mutex<DriveStatus>,
     stop: AtomicBool,
+    /// When qemu said the guest needs room (the cycle's start).
+    asked_at: Mutex<Option<Instant>>,
 }
 
 /// The drives this host watches.
@@ -100,6 +124,7 @@ impl Engine {
                 ..DriveStatus::default()
             }),
             stop: AtomicBool::new(false),
+            asked_at: Mutex::new(None),
         });
         self.thin
             .drives
@@ -199,6 +224,18 @@ fn watch(engine: Weak<Engine>, id: Uuid, drive: Arc<Drive>, mut qmp: Qmp) {
 
 /// Whether an event asks for room; records what it tells.
 fn handle_event(drive: &Drive, ev: &Value, rate: &mut Rate) -> bool {
+    let wants = wants_room(drive, ev, rate);
+    if wants {
+        drive
+            .asked_at
+            .lock()
+            .expect("asked at")
+            .get_or_insert_with(Instant::now);
+    }
+    wants
+}
+
+fn wants_room(drive: &Drive, ev: &Value, rate: &mut Rate) -> bool {
     let data = &ev["data"];
     let ours = data["node-name"].as_str() == Some(drive.spec.node_name.as_str());
     match ev["event"].as_str() {
@@ -305,10 +342,23 @@ fn extend(
         return Ok(());
     }
     let started = Instant::now();
+    let asked = drive.asked_at.lock().expect("asked at").unwrap_or(started);
     let done = e
         .request_extend(s.sp, s.sd, s.img, s.vol, next)
         .map_err(|e| e.to_string())?;
+    *drive.asked_at.lock().expect("asked at") = None;
     let mut st = drive.status.lock().expect("status");
+    if st.cycles.len() == KEPT_CYCLES {
+        st.cycles.remove(0);
+    }
+    st.cycles.push(Cycle {
+        total_ms: asked.elapsed().as_secs_f64() * 1e3,
+        wait_ms: started.duration_since(asked).as_secs_f64() * 1e3,
+        extend_ms: done.elapsed_ms,
+        lvextend_ms: done.lvextend_ms,
+        mailbox_ms: done.mailbox_ms,
+        refresh_ms: done.refresh_ms,
+    });
     st.extends += 1;
     st.room = done.size;
     st.error = None;
