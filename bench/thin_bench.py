@@ -116,10 +116,10 @@ def guest_writes(c, ids, rate_mib_s, size):
         ["qemu-storage-daemon", *limit,
          "--blockdev", f"driver=host_device,node-name=file0,filename={path},cache.direct=on,aio=native",
          "--blockdev", "driver=qcow2,node-name=fmt0,file=file0",
-         "--blockdev", ("driver=throttle,node-name=thr0,throttle-group=tg0,file=fmt0"
-                        if rate_mib_s is not None else "driver=copy-on-read,node-name=thr0,file=fmt0"),
+         *([] if rate_mib_s is None else
+           ["--blockdev", "driver=throttle,node-name=thr0,throttle-group=tg0,file=fmt0"]),
          "--nbd-server", f"addr.type=unix,addr.path={nbd}",
-         "--export", "type=nbd,id=e0,node-name=thr0,writable=on",
+         "--export", f"type=nbd,id=e0,node-name={'fmt0' if rate_mib_s is None else 'thr0'},name=thr0,writable=on",
          "--chardev", f"socket,id=qmp0,path={qmp},server=on,wait=off", "--monitor", "chardev=qmp0"])
     try:
         for _ in range(200):

@@ -60,6 +60,8 @@ fn a_thin_volume_starts_at_1_gib_and_grows_on_request_up_to_its_cap() {
     let v = ids(&sp, &sd, &img, &vol);
     let info = d.volume_info(&sp, &sd, &img, &vol);
     assert_eq!(info["apparentsize"], GIB, "{info}");
+    assert_eq!(info["capacity"], 4 * GIB, "{info}");
+    assert!(info["thin"]["written"].is_null(), "not watched: {info}");
 
     let r = request(&d, &v, 2 * GIB + 1);
     assert_eq!(r["extended"], true, "{r}");
@@ -378,8 +380,24 @@ pub fn drive_monitor_ahead_of_writer(chunks: u64, initial: Option<u64>, min_exte
 
     let mut add = v.clone();
     add["qmpSocket"] = json!(guest.qmp());
+    add["nodeName"] = json!("no-such-node");
+    let (code, msg) = d.call_err("DriveMonitor.add", add.clone());
+    assert_eq!(code, 1000, "{msg}");
+    assert!(msg.contains("no block node"), "{msg}");
+    assert_eq!(d.call("DriveMonitor.list", json!({})), json!([]));
     add["nodeName"] = json!("file0");
     let id = d.call("DriveMonitor.add", add)["monitorID"].clone();
+    if initial.is_some() {
+        // Less room than the policy keeps free: extended at once.
+        let asked = Instant::now();
+        while d.call("DriveMonitor.list", json!({}))[0]["status"]["extends"] == 0 {
+            assert!(
+                asked.elapsed() < Duration::from_secs(10),
+                "not extended at once"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     let started = Instant::now();
     for i in 0..chunks {
         assert!(
@@ -392,6 +410,15 @@ pub fn drive_monitor_ahead_of_writer(chunks: u64, initial: Option<u64>, min_exte
     let list = d.call("DriveMonitor.list", json!({}));
     let status = &list[0]["status"];
     assert_eq!(list[0]["monitorID"], id);
+    // Volume.getInfo: virtual size, room and what the guest wrote.
+    let info = d.volume_info(&sp, &sd, &img, &vol);
+    assert_eq!(info["thin"]["monitorID"], id, "{info}");
+    // (As of qemu's last event or the monitor's last look.)
+    assert!(info["thin"]["written"].as_u64().unwrap() > 0, "{info}");
+    assert_eq!(
+        info["thin"]["maxRoom"],
+        (8 * GIB + 8 * GIB / 10).next_multiple_of(MIB)
+    );
     assert!(status["extends"].as_u64().unwrap() >= min_extends, "{list}");
     assert_eq!(status["pauses"], 0, "{list}");
     let room = status["room"].as_u64().unwrap();

@@ -124,6 +124,44 @@ pub fn max_room(capacity: u64) -> u64 {
     (capacity + capacity / 10).next_multiple_of(MIB)
 }
 
+/// What `Volume.getInfo` adds for a thin volume on an LV: its virtual size
+/// is `capacity`, its room `apparentsize`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ThinInfo {
+    /// The most room it may get (1.1 times its virtual size).
+    #[serde(rename = "maxRoom")]
+    pub max_room: u64,
+    /// What the guest has written, as qemu reports it (`wr_highest_offset`)
+    /// while a drive monitor watches it on this host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub written: Option<u64>,
+    #[serde(rename = "monitorID", skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<Uuid>,
+}
+
+impl Engine {
+    pub(crate) fn thin_info(
+        &self,
+        dom: &dyn crate::backend::Domain,
+        img: Uuid,
+        vol: Uuid,
+        md: &VolumeMetadata,
+    ) -> Option<ThinInfo> {
+        if refuse_thick(vol, md).is_err() || !matches!(dom.data_room(img, vol), Ok(Some(_))) {
+            return None;
+        }
+        let watched = self
+            .monitored_drives()
+            .into_iter()
+            .find(|(_, spec, _)| spec.vol == vol && spec.sd == dom.id());
+        Some(ThinInfo {
+            max_room: max_room(md.capacity),
+            written: watched.as_ref().map(|(_, _, st)| st.allocation),
+            monitor: watched.map(|(id, _, _)| id),
+        })
+    }
+}
+
 /// What `Volume.requestExtend` did.
 #[derive(Debug, Clone, Serialize)]
 pub struct Extended {

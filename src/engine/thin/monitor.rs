@@ -114,7 +114,7 @@ impl Engine {
             return Err(Error::invalid("nodeName", "must be 1 to 128 characters"));
         }
         // Connect now, so a socket that is not qemu's fails the call.
-        let qmp = Qmp::connect(&spec.qmp_socket, CONNECT_TIMEOUT)
+        let mut qmp = Qmp::connect(&spec.qmp_socket, CONNECT_TIMEOUT)
             .map_err(|e| Error::invalid("qmpSocket", e.to_string()))?;
         let id = Uuid::new_v4();
         let drive = Arc::new(Drive {
@@ -126,16 +126,20 @@ impl Engine {
             stop: AtomicBool::new(false),
             asked_at: Mutex::new(None),
         });
+        // The first threshold is set before the call returns: a wrong node
+        // fails it, and the guest is watched from then on.
+        let engine = Arc::downgrade(self);
+        let need_extend = arm(&engine, &drive, &mut qmp, &Rate::default())
+            .map_err(|e| Error::invalid("nodeName", e))?;
         self.thin
             .drives
             .drives
             .lock()
             .expect("drives")
             .insert(id, drive.clone());
-        let engine = Arc::downgrade(self);
         std::thread::Builder::new()
             .name("drive-monitor".into())
-            .spawn(move || watch(engine, id, drive, qmp))
+            .spawn(move || watch(engine, id, drive, qmp, need_extend))
             .map_err(|e| Error::io("cannot start the drive monitor", e))?;
         Ok(id)
     }
@@ -174,14 +178,11 @@ impl Engine {
     }
 }
 
-fn watch(engine: Weak<Engine>, id: Uuid, drive: Arc<Drive>, mut qmp: Qmp) {
+fn watch(engine: Weak<Engine>, id: Uuid, drive: Arc<Drive>, mut qmp: Qmp, mut need_extend: bool) {
     let spec = &drive.spec;
     let mut rate = Rate::default();
     let outcome = (|| -> std::result::Result<(), String> {
         let _ = qmp.set_read_timeout(EVENT_WAIT);
-        // Room and allocation now: the guest may be past a threshold
-        // already (registered late, or a restart of cairnd).
-        let mut need_extend = arm(&engine, &drive, &mut qmp, &rate)?;
         while !drive.stop.load(Ordering::SeqCst) {
             if need_extend {
                 let paused_for_space = drive.status.lock().expect("status").state == "paused";
@@ -278,7 +279,8 @@ fn allocation(qmp: &mut Qmp, node: &str) -> std::result::Result<u64, String> {
 }
 
 /// Sets the write threshold for the room mapped here; true if the guest
-/// is past it already.
+/// is past it already, or has less room left than the policy keeps free
+/// (a small LV: registered late, or made with a small `initialSize`).
 fn arm(
     engine: &Weak<Engine>,
     drive: &Drive,
@@ -308,7 +310,7 @@ fn arm(
     if st.state != "paused" {
         st.state = "watching".into();
     }
-    Ok(written >= threshold)
+    Ok(written >= threshold || room.saturating_sub(written) < policy.threshold_free(rate))
 }
 
 fn room_and_cap(e: &Engine, s: &DriveSpec) -> Result<(u64, u64)> {

@@ -117,6 +117,9 @@ pub struct VolumeInfo {
     pub truesize: u64,
     pub children: Vec<Uuid>,
     pub lease: LeaseInfo,
+    /// Cairn's: for a thin volume on storage grown on demand (an LV).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thin: Option<crate::engine::thin::ThinInfo>,
 }
 
 /// `VolumeSizeInfo`.
@@ -371,6 +374,7 @@ impl Engine {
                     offset,
                 }
             },
+            thin: self.thin_info(&*dom, img, vol, &md),
         })
     }
 
