@@ -30,6 +30,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const EVENT_WAIT: Duration = Duration::from_millis(200);
 /// After a failed extend, the next try (the guest still writes).
 const RETRY: Duration = Duration::from_millis(500);
+/// Between events, how often the monitor reads what the guest has written
+/// (for the write rate and `DriveMonitor.list`; one cheap QMP query).
+const SAMPLE: Duration = Duration::from_secs(1);
 
 /// A drive to watch, as the VM manager registers it.
 #[derive(Debug, Clone, Serialize)]
@@ -183,6 +186,7 @@ fn watch(engine: Weak<Engine>, id: Uuid, drive: Arc<Drive>, mut qmp: Qmp, mut ne
     let mut rate = Rate::default();
     let outcome = (|| -> std::result::Result<(), String> {
         let _ = qmp.set_read_timeout(EVENT_WAIT);
+        let mut sampled = Instant::now();
         while !drive.stop.load(Ordering::SeqCst) {
             if need_extend {
                 let paused_for_space = drive.status.lock().expect("status").state == "paused";
@@ -205,6 +209,16 @@ fn watch(engine: Weak<Engine>, id: Uuid, drive: Arc<Drive>, mut qmp: Qmp, mut ne
             }
             match qmp.next_event() {
                 Ok(Some(ev)) => need_extend = handle_event(&drive, &ev, &mut rate),
+                Ok(None) if sampled.elapsed() >= SAMPLE => {
+                    sampled = Instant::now();
+                    let written = allocation(&mut qmp, &spec.node_name)?;
+                    rate.observe(sampled, written);
+                    let mut st = drive.status.lock().expect("status");
+                    st.allocation = written;
+                    st.write_rate_mib_s = rate.bytes_per_sec() / (1u64 << 20) as f64;
+                    // A missed event must not cost a pause.
+                    need_extend = st.threshold > 0 && written >= st.threshold;
+                }
                 Ok(None) => {}
                 Err(QmpError::Closed) => return Err("qemu closed its QMP socket".into()),
                 Err(e) => return Err(e.to_string()),

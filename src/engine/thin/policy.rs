@@ -56,8 +56,8 @@ impl Rate {
     pub fn observe(&mut self, at: Instant, allocation: u64) {
         if let Some((t, a)) = self.last {
             let secs = at.duration_since(t).as_secs_f64();
-            if secs > 0.0 && allocation > a {
-                let now = (allocation - a) as f64 / secs;
+            if secs > 0.0 {
+                let now = allocation.saturating_sub(a) as f64 / secs;
                 // Up at once, down by half per observation.
                 self.bytes_per_sec = now.max(self.bytes_per_sec * 0.5);
             }
