@@ -294,6 +294,9 @@ pub trait Domain: Send + Sync + std::fmt::Debug {
     /// Makes this host's mapping of a volume show the room the SPM gave
     /// it; returns the room mapped here.
     fn refresh_room(&self, img: Uuid, vol: Uuid) -> Result<u64>;
+    /// The room this host maps now (no lvm command), where the backend
+    /// maps volumes and this one is mapped.
+    fn mapped_room(&self, img: Uuid, vol: Uuid) -> Option<u64>;
     /// The pool's mailbox on a master domain: (`inbox`, `outbox`), open for
     /// reading and writing with direct I/O.
     fn open_mailbox(&self) -> Result<(File, File)>;

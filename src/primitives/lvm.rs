@@ -822,10 +822,11 @@ impl Lvm {
         })
     }
 
-    /// Makes an active LV show a size another host gave it.
+    /// Makes an active LV show a size another host gave it. The VG's
+    /// metadata is unchanged: what is cached stays (it is rechecked by its
+    /// sequence number as always).
     pub fn refresh(&self, devices: &[PathBuf], vg: &str, lv: &str) -> Result<()> {
         let name = format!("{vg}/{lv}");
-        self.changed(vg);
         self.run(devices, &["lvchange", "--refresh", &name])
             .map(drop)
     }

@@ -14,6 +14,7 @@ mod crash;
 mod example;
 mod filesystems;
 mod gluster;
+mod guest;
 mod image_ops;
 mod lvm;
 mod membership;

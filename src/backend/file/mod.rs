@@ -747,6 +747,10 @@ impl Domain for FileDomain {
         Ok(self.volume_sizes(img, vol)?.0)
     }
 
+    fn mapped_room(&self, _img: Uuid, _vol: Uuid) -> Option<u64> {
+        None
+    }
+
     fn open_mailbox(&self) -> Result<(File, File)> {
         let open = |name: &str| {
             let path = self.root.join(DOM_MD).join(name);

@@ -253,18 +253,29 @@ impl Engine {
         };
         refuse_thick(vol, &md)?;
         refuse_beyond_cap(vol, &md, size)?;
-        if room >= size {
+        // What this host maps counts (the lvm cache may lag another host's
+        // extend, and the SPM may have grown the LV without mapping it here).
+        let here = dom.mapped_room(img, vol).unwrap_or(room);
+        if here >= size {
             return Ok(done(
-                room,
+                here,
                 false,
                 Some("the volume holds that much already"),
             ));
         }
         if pool.is_spm() {
             let t = Instant::now();
-            let room = self.extend_on_spm(sp, sd, vol, size, pool.host_id)?;
+            let mut room = self.extend_on_spm(sp, sd, vol, size, pool.host_id)?;
+            let lvextend_ms = ms_since(t);
+            let mut refresh_ms = None;
+            if dom.mapped_room(img, vol).is_some_and(|r| r < size) {
+                let t = Instant::now();
+                room = dom.refresh_room(img, vol)?;
+                refresh_ms = Some(ms_since(t));
+            }
             return Ok(Extended {
-                lvextend_ms: Some(ms_since(t)),
+                lvextend_ms: Some(lvextend_ms),
+                refresh_ms,
                 ..done(room, true, None)
             });
         }

@@ -33,6 +33,8 @@ const RETRY: Duration = Duration::from_millis(500);
 /// Between events, how often the monitor reads what the guest has written
 /// (for the write rate and `DriveMonitor.list`; one cheap QMP query).
 const SAMPLE: Duration = Duration::from_secs(1);
+/// At the cap, how often the monitor looks whether the virtual size grew.
+const CAP_CHECK: Duration = Duration::from_secs(10);
 
 /// A drive to watch, as the VM manager registers it.
 #[derive(Debug, Clone, Serialize)]
@@ -87,6 +89,9 @@ const KEPT_CYCLES: usize = 1000;
 
 struct Drive {
     spec: DriveSpec,
+    /// The most room the volume may get; read again when it is reached
+    /// (`Volume.extendSize` raises it).
+    cap: Mutex<u64>,
     status: Mutex<DriveStatus>,
     stop: AtomicBool,
     /// When qemu said the guest needs room (the cycle's start).
@@ -120,10 +125,13 @@ impl Engine {
         let mut qmp = Qmp::connect(&spec.qmp_socket, CONNECT_TIMEOUT)
             .map_err(|e| Error::invalid("qmpSocket", e.to_string()))?;
         let id = Uuid::new_v4();
+        let (room, cap) = room_and_cap(self, &spec)?;
         let drive = Arc::new(Drive {
+            cap: Mutex::new(cap),
             spec,
             status: Mutex::new(DriveStatus {
                 state: "watching".into(),
+                room,
                 ..DriveStatus::default()
             }),
             stop: AtomicBool::new(false),
@@ -187,6 +195,7 @@ fn watch(engine: Weak<Engine>, id: Uuid, drive: Arc<Drive>, mut qmp: Qmp, mut ne
     let outcome = (|| -> std::result::Result<(), String> {
         let _ = qmp.set_read_timeout(EVENT_WAIT);
         let mut sampled = Instant::now();
+        let mut cap_checked = Instant::now();
         while !drive.stop.load(Ordering::SeqCst) {
             if need_extend {
                 let paused_for_space = drive.status.lock().expect("status").state == "paused";
@@ -218,6 +227,11 @@ fn watch(engine: Weak<Engine>, id: Uuid, drive: Arc<Drive>, mut qmp: Qmp, mut ne
                     st.write_rate_mib_s = rate.bytes_per_sec() / (1u64 << 20) as f64;
                     // A missed event must not cost a pause.
                     need_extend = st.threshold > 0 && written >= st.threshold;
+                    if st.threshold == 0 && cap_checked.elapsed() >= CAP_CHECK {
+                        drop(st);
+                        cap_checked = Instant::now();
+                        need_extend = cap_grew(&engine, &drive, &mut qmp, &rate)?;
+                    }
                 }
                 Ok(None) => {}
                 Err(QmpError::Closed) => return Err("qemu closed its QMP socket".into()),
@@ -303,7 +317,8 @@ fn arm(
 ) -> std::result::Result<bool, String> {
     let e = engine.upgrade().ok_or("cairnd is stopping")?;
     let s = &drive.spec;
-    let (room, cap) = room_and_cap(&e, s).map_err(|e| e.to_string())?;
+    let room = drive.status.lock().expect("status").room;
+    let cap = *drive.cap.lock().expect("cap");
     let policy = e.thin.settings.policy;
     let threshold = policy.threshold(room, rate, cap);
     let written = allocation(qmp, &s.node_name)?;
@@ -327,6 +342,36 @@ fn arm(
     Ok(written >= threshold || room.saturating_sub(written) < policy.threshold_free(rate))
 }
 
+/// At the cap: if the virtual size grew since (`Volume.extendSize`), the
+/// drive is armed again; true if it needs room now.
+fn cap_grew(
+    engine: &Weak<Engine>,
+    drive: &Drive,
+    qmp: &mut Qmp,
+    rate: &Rate,
+) -> std::result::Result<bool, String> {
+    let Some(e) = engine.upgrade() else {
+        return Ok(false);
+    };
+    let s = &drive.spec;
+    let capacity = e
+        .connected_pool(s.sp)
+        .and_then(|pool| e.pool_domain(&pool, s.sd))
+        .and_then(|dom| dom.read_volume(s.img, s.vol))
+        .map(|md| md.capacity);
+    if !capacity.is_ok_and(|c| super::max_room(c) > *drive.cap.lock().expect("cap")) {
+        return Ok(false);
+    }
+    let Ok((room, cap)) = room_and_cap(&e, s) else {
+        return Ok(false);
+    };
+    *drive.cap.lock().expect("cap") = cap;
+    drive.status.lock().expect("status").room = room;
+    arm(engine, drive, qmp, rate)
+}
+
+/// The room mapped here (remapped to what the LV has) and the cap: lvm
+/// commands, so only at registration and when the cap is reached.
 fn room_and_cap(e: &Engine, s: &DriveSpec) -> Result<(u64, u64)> {
     let pool = e.connected_pool(s.sp)?;
     let dom = e.pool_domain(&pool, s.sd)?;
@@ -345,7 +390,8 @@ fn extend(
     let s = &drive.spec;
     let written = allocation(qmp, &s.node_name)?;
     rate.observe(Instant::now(), written);
-    let (room, cap) = room_and_cap(&e, s).map_err(|e| e.to_string())?;
+    let room = drive.status.lock().expect("status").room;
+    let cap = *drive.cap.lock().expect("cap");
     let next = e.thin.settings.policy.next_room(room, written, rate, cap);
     {
         let mut st = drive.status.lock().expect("status");
