@@ -464,3 +464,61 @@ pub fn drive_monitor_ahead_of_writer(chunks: u64, initial: Option<u64>, min_exte
     assert_eq!(d.call("DriveMonitor.list", json!({})), json!([]));
     d.call("Image.teardown", v);
 }
+
+/// A writable NBD export of a thin volume is watched without registration
+/// (qemu-storage-daemon serves it, with a QMP socket): the LV grows as the
+/// client writes, and the watch ends with the export. A read-only export
+/// is not watched.
+#[test]
+fn a_writable_nbd_export_of_a_thin_volume_grows_as_its_client_writes() {
+    let Some(luns) = TestLuns::new(1) else { return };
+    let (d, sp, sd) = block_spm(&luns);
+    let mut spec = thin(4 * GIB);
+    spec["initialSize"] = json!((100 * MIB).to_string());
+    let (img, vol) = d.new_image(&sp, &sd, spec);
+    let start = |id: &str, readonly: bool| {
+        d.call(
+            "NBD.start_server",
+            json!({"server_id": id, "config": {"sd_id": sd, "img_id": img, "vol_id": vol, "readonly": readonly}}),
+        )
+        .as_str()
+        .unwrap()
+        .to_string()
+    };
+    let id = uuid();
+    start(&id, true);
+    assert_eq!(d.call("DriveMonitor.list", json!({})), json!([]));
+    d.call("NBD.stop_server", json!({"server_id": id}));
+
+    let id = uuid();
+    let url = start(&id, false);
+    let list = d.call("DriveMonitor.list", json!({}));
+    assert_eq!(list[0]["volumeID"], vol.as_str(), "{list}");
+    let asked = Instant::now();
+    // 128 MiB of room is less than the policy keeps free: grown at once.
+    while d.call("DriveMonitor.list", json!({}))[0]["status"]["extends"] == 0 {
+        assert!(asked.elapsed() < Duration::from_secs(10), "not extended");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let io = |cmd: &str| {
+        let out = Command::new("qemu-io")
+            .args(["-f", "raw", "-c", cmd])
+            .arg(&url)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success() && !text.contains("failed"),
+            "{cmd}: {text}"
+        );
+    };
+    io("write -P 0x5a 0 768M");
+    io("read -P 0x5a 0 768M");
+    d.call("NBD.stop_server", json!({"server_id": id}));
+    assert_eq!(d.call("DriveMonitor.list", json!({})), json!([]));
+    let info = d.volume_info(&sp, &sd, &img, &vol);
+    assert!(info["apparentsize"].as_u64().unwrap() > 768 * MIB, "{info}");
+    d.with_prepared((&sp, &sd), &img, &vol, |path| {
+        qemu_io(path, "qcow2", "read -P 0x5a 0 768M");
+    });
+}

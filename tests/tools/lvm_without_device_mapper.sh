@@ -21,8 +21,25 @@ while [ $# -gt 0 ]; do
     fi
 done
 
-report() { # report <field> <vg/lv>
-    lvm lvs --config "$config" --noheadings --nosuffix --units b -o "$1" "$2" 2>/dev/null
+# One row per segment of an LV: PV, where the PV's extents start, the
+# segment's first extent and length, the LV's size, the extent size (one
+# lvm command: activation and remapping sit in every extend's latency).
+segments() { # segments <vg/lv>
+    lvm pvs --config "$config" --segments --noheadings --nosuffix --units b \
+        -o pv_name,pe_start,pvseg_start,pvseg_size,lv_size,vg_extent_size \
+        -S "vg_name=${1%%/*} && lv_name=${1#*/}" 2>/dev/null
+}
+
+# Where a one-segment LV lies: "PV OFFSET SIZE", or a message and failure.
+placement() { # placement <vg/lv>
+    local rows pv pe_start first _count size extent
+    rows=$(segments "$1")
+    if [ "$(grep -c . <<< "$rows")" != 1 ]; then
+        echo "  stand-in: $1 has $(grep -c . <<< "$rows") segments; only a one-segment LV can be mapped without device-mapper" >&2
+        return 5
+    fi
+    read -r pv pe_start first _count size extent <<< "$rows"
+    echo "$pv $((pe_start + first * extent)) $size"
 }
 
 deactivate() { # deactivate <vg/lv>
@@ -38,21 +55,9 @@ deactivate() { # deactivate <vg/lv>
 }
 
 activate() { # activate <vg/lv>
-    local name="$1" ranges pv first last size pe_start extent offset dev
-    local rows
-    # A row per segment.
-    rows=$(report seg_pe_ranges,lv_size,vg_extent_size "$name")
-    read -r ranges size extent <<< "$rows"
-    [ "$(grep -c . <<< "$rows")" = 1 ] || ranges="$ranges more"
-    case "$ranges" in
-        *" "*|"")
-            echo "  stand-in: $name has ${ranges:-no} segments; only a one-segment LV can be mapped without device-mapper" >&2
-            return 5 ;;
-    esac
-    pv=${ranges%%:*}
-    first=${ranges#*:}; first=${first%-*}
-    pe_start=$(lvm pvs --config "$config" --noheadings --nosuffix --units b -o pe_start "$pv" 2>/dev/null | xargs)
-    offset=$((pe_start + first * extent))
+    local name="$1" where pv offset size dev
+    where=$(placement "$name") || return 5
+    read -r pv offset size <<< "$where"
     dev=$(losetup -f --show --direct-io=on --offset "$offset" --sizelimit "$size" "$pv") || return 5
     mkdir -p "/dev/${name%%/*}"
     ln -sfn "$dev" "/dev/$name.new" && mv -T "/dev/$name.new" "/dev/$name"
@@ -63,25 +68,18 @@ activate() { # activate <vg/lv>
 # device can only grow where it lies; an LV whose start moved is mapped
 # anew instead.
 remap() { # remap <vg/lv>
-    local name="$1" old rows ranges size extent pv first pe_start offset
+    local name="$1" old where _pv offset size
     old=$(readlink -f "/dev/$name")
-    rows=$(report seg_pe_ranges,lv_size,vg_extent_size "$name")
-    read -r ranges size extent <<< "$rows"
-    if [ "$(grep -c . <<< "$rows")" = 1 ] && [ "${ranges#* }" = "$ranges" ]; then
-        pv=${ranges%%:*}
-        first=${ranges#*:}; first=${first%-*}
-        pe_start=$(lvm pvs --config "$config" --noheadings --nosuffix --units b -o pe_start "$pv" 2>/dev/null | xargs)
-        offset=$((pe_start + first * extent))
+    if where=$(placement "$name" 2>/dev/null); then
+        read -r _pv offset size <<< "$where"
         if [ "$(losetup --list --noheadings -O OFFSET "$old" | xargs)" = "$offset" ]; then
-            python3 - "$old" "$size" <<'PY' && return 0
-import fcntl, os, struct, sys
-GET, SET = 0x4C05, 0x4C04  # LOOP_GET_STATUS64, LOOP_SET_STATUS64
-fd = os.open(sys.argv[1], os.O_RDONLY)
-info = bytearray(232)  # struct loop_info64
-fcntl.ioctl(fd, GET, info)
-struct.pack_into("=Q", info, 32, int(sys.argv[2]))  # lo_sizelimit
-fcntl.ioctl(fd, SET, info)
-PY
+            # LOOP_GET_STATUS64, then LOOP_SET_STATUS64 with lo_sizelimit
+            # (offset 32 of struct loop_info64, 232 bytes) set.
+            perl -e 'open(my $f, "<", $ARGV[0]) or die "$ARGV[0]: $!";
+                my $i = "\0" x 232;
+                ioctl($f, 0x4C05, $i) or die "LOOP_GET_STATUS64: $!";
+                substr($i, 32, 8) = pack("Q", $ARGV[1]);
+                ioctl($f, 0x4C04, $i) or die "LOOP_SET_STATUS64: $!";' "$old" "$size" && return 0
         fi
     fi
     activate "$name" || return 5

@@ -1,6 +1,11 @@
 //! `NBD.start_server` / `NBD.stop_server`: export a volume, or its chain,
 //! over NBD on a Unix socket through qemu-nbd.
 //!
+//! A writable export of a thin volume on storage grown on demand (an LV)
+//! is served by qemu-storage-daemon instead, the same block layer with a
+//! QMP socket, and its drive is watched (`engine::thin::monitor`) without
+//! a registration: the LV grows as the client writes.
+//!
 //! The qemu block specification handed to qemu-nbd is built from volume
 //! metadata (never from image headers), so an export cannot be steered to
 //! a file outside the image's chain. While a server runs it holds the
@@ -52,6 +57,8 @@ struct Server {
     socket: PathBuf,
     /// qemu-nbd's stderr.
     log: PathBuf,
+    /// qemu-storage-daemon's QMP socket and the drive monitor watching it.
+    qmp: Option<(PathBuf, Uuid)>,
     _lock: Guard,
 }
 
@@ -83,6 +90,9 @@ impl Drop for Server {
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.socket);
         let _ = std::fs::remove_file(&self.log);
+        if let Some((qmp, _)) = &self.qmp {
+            let _ = std::fs::remove_file(qmp);
+        }
     }
 }
 
@@ -188,28 +198,20 @@ impl Engine {
         std::fs::create_dir_all(&dir).map_err(|e| Error::io_path("cannot create", &dir, e))?;
         let socket = dir.join(format!("{id}.sock"));
         let _ = std::fs::remove_file(&socket);
-        let mut cmd = Command::new("qemu-nbd");
-        cmd.arg("--socket")
-            .arg(&socket)
-            .arg("--persistent")
-            .arg(format!("--shared={MAX_CLIENTS}"))
-            .arg("--export-name=")
-            .arg("--cache=none")
-            .arg("--aio=native");
-        if cfg.readonly {
-            cmd.arg("--read-only");
-        } else if cfg.discard {
-            cmd.arg("--discard=unmap");
-        }
-        if cfg.detect_zeroes && !cfg.readonly {
-            let dz = if cfg.discard { "unmap" } else { "on" };
-            cmd.arg(format!("--detect-zeroes={dz}"));
-        }
-        if let Some(b) = &cfg.bitmap {
-            cmd.arg(format!("--bitmap={b}"));
-        }
-        // The spec names every driver, so qemu-nbd probes nothing.
-        cmd.arg(format!("json:{spec}"));
+        // A writable thin volume on an LV, in the connected pool: watched.
+        let watched_pool = self
+            .connected_pool_id()
+            .filter(|_| !cfg.readonly && self.thin_info(&*dom, cfg.img, cfg.vol, md).is_some());
+        let qmp = watched_pool.map(|_| dir.join(format!("{id}.qmp")));
+        let mut cmd = match &qmp {
+            Some(qmp) => storage_daemon(&cfg, spec, &socket, qmp),
+            None => qemu_nbd(&cfg, spec, &socket),
+        };
+        let program = if qmp.is_some() {
+            "qemu-storage-daemon"
+        } else {
+            "qemu-nbd"
+        };
         let log = dir.join(format!("{id}.log"));
         let log_file =
             std::fs::File::create(&log).map_err(|e| Error::io_path("cannot create", &log, e))?;
@@ -228,24 +230,118 @@ impl Engine {
         let child = self
             .nbd
             .spawn(cmd)
-            .map_err(|e| Error::io_path("cannot run", std::path::Path::new("qemu-nbd"), e))?;
+            .map_err(|e| Error::io_path("cannot run", std::path::Path::new(program), e))?;
         let mut server = Server {
             sd: cfg.sd,
             child,
             socket: socket.clone(),
             log,
+            qmp: None,
             _lock: lock,
         };
         wait_listening(&mut server, cfg.vol)?;
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(SOCKET_MODE))
             .map_err(|e| Error::io_path("cannot set mode of", &socket, e))?;
+        if let (Some(sp), Some(qmp)) = (watched_pool, qmp) {
+            let engine = self.thin.engine().ok_or_else(|| {
+                Error::io("cairnd is stopping", std::io::ErrorKind::Interrupted.into())
+            })?;
+            let monitor = engine.monitor_drive(crate::engine::thin::monitor::DriveSpec {
+                qmp_socket: qmp.clone(),
+                node_name: THIN_NODE.into(),
+                sp,
+                sd: cfg.sd,
+                img: cfg.img,
+                vol: cfg.vol,
+            })?;
+            server.qmp = Some((qmp, monitor));
+        }
         tracing::info!(server = %id, sd = %cfg.sd, img = %cfg.img, vol = %cfg.vol,
             readonly = cfg.readonly, backing_chain = cfg.backing_chain, socket = %socket.display(),
-            "NBD server started");
+            program, "NBD server started");
         self.nbd.servers.lock().expect("nbd").insert(id, server);
         Ok(format!("nbd:unix:{}", socket.display()))
     }
+}
 
+/// The node of a watched export's volume that writes its LV.
+const THIN_NODE: &str = "thin-file";
+
+fn qemu_nbd(cfg: &NbdConfig, spec: serde_json::Value, socket: &std::path::Path) -> Command {
+    let mut cmd = Command::new("qemu-nbd");
+    cmd.arg("--socket")
+        .arg(&socket)
+        .arg("--persistent")
+        .arg(format!("--shared={MAX_CLIENTS}"))
+        .arg("--export-name=")
+        .arg("--cache=none")
+        .arg("--aio=native");
+    if cfg.readonly {
+        cmd.arg("--read-only");
+    } else if cfg.discard {
+        cmd.arg("--discard=unmap");
+    }
+    if cfg.detect_zeroes && !cfg.readonly {
+        let dz = if cfg.discard { "unmap" } else { "on" };
+        cmd.arg(format!("--detect-zeroes={dz}"));
+    }
+    if let Some(b) = &cfg.bitmap {
+        cmd.arg(format!("--bitmap={b}"));
+    }
+    // The spec names every driver, so qemu-nbd probes nothing.
+    cmd.arg(format!("json:{spec}"));
+    cmd
+}
+
+/// qemu-storage-daemon serving what `qemu_nbd` would (writable, one
+/// export named "", the same clients), with a QMP socket for the drive
+/// monitor; the top volume's protocol node is [`THIN_NODE`].
+fn storage_daemon(
+    cfg: &NbdConfig,
+    mut spec: serde_json::Value,
+    socket: &std::path::Path,
+    qmp: &std::path::Path,
+) -> Command {
+    // qemu-nbd's --cache=none --aio=native, on every node that does I/O.
+    fn direct(node: &mut serde_json::Value) {
+        if let Some(file) = node.get_mut("file") {
+            file["cache"] = serde_json::json!({"direct": true});
+            file["aio"] = "native".into();
+        }
+        if let Some(backing) = node.get_mut("backing").filter(|b| b.is_object()) {
+            direct(backing);
+        }
+    }
+    direct(&mut spec);
+    spec["node-name"] = "export".into();
+    spec["file"]["node-name"] = THIN_NODE.into();
+    if cfg.discard {
+        spec["discard"] = "unmap".into();
+    }
+    if cfg.detect_zeroes {
+        spec["detect-zeroes"] = if cfg.discard { "unmap" } else { "on" }.into();
+    }
+    let mut cmd = Command::new("qemu-storage-daemon");
+    cmd.arg("--blockdev")
+        .arg(spec.to_string())
+        .arg("--nbd-server")
+        .arg(format!(
+            "addr.type=unix,addr.path={},max-connections={MAX_CLIENTS}",
+            socket.display()
+        ))
+        .arg("--export")
+        .arg("type=nbd,id=export,node-name=export,name=,writable=on")
+        .arg("--chardev")
+        .arg(format!(
+            "socket,id=qmp,path={},server=on,wait=off",
+            qmp.display()
+        ))
+        .arg("--monitor")
+        .arg("chardev=qmp");
+    cmd
+}
+
+impl Engine {
     /// Refuses at once to pull `sd` from under open image tickets or NBD
     /// exports (they may stay for days; waiting on them helps nobody).
     pub(crate) fn refuse_if_exported(&self, sd: Uuid) -> Result<()> {
@@ -274,6 +370,9 @@ impl Engine {
         // Stopped outside the lock: other NBD calls never wait on it.
         let server = self.nbd.servers.lock().expect("nbd").remove(&id);
         if let Some(server) = server {
+            if let Some((_, monitor)) = &server.qmp {
+                let _ = self.unmonitor_drive(*monitor);
+            }
             drop(server);
             tracing::info!(server = %id, "NBD server stopped");
         }

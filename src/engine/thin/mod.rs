@@ -81,6 +81,11 @@ impl Thin {
         *self.engine.lock().expect("thin engine") = engine;
     }
 
+    /// The engine, for what starts threads that outlive a call.
+    pub(crate) fn engine(&self) -> Option<Arc<Engine>> {
+        self.engine.lock().expect("thin engine").upgrade()
+    }
+
     pub fn set_listener(&self, listener: impl Fn(&str, serde_json::Value) + Send + Sync + 'static) {
         *self.listener.lock().expect("thin listener") = Some(Arc::new(listener));
     }
