@@ -106,6 +106,16 @@ def qemu_io(nbd, cmd):
          "-c", cmd], capture_output=True, text=True)
 
 
+def write_chunk(nbd, i):
+    """Chunk `i` written as a guest writes: 4 MiB requests, 16 in flight."""
+    r = subprocess.run(
+        ["qemu-img", "bench", "-w", "-c", str(CHUNK // (4 * MIB)), "-d", "16", "-s", "4M",
+         "-o", str(i * CHUNK), f"--pattern={i % 250 + 1}", "--image-opts",
+         f"driver=nbd,export=thr0,server.type=unix,server.path={nbd}"],
+        capture_output=True, text=True)
+    return r.returncode == 0 and "Failed" not in r.stdout + r.stderr
+
+
 def guest_writes(c, ids, rate_mib_s, size):
     """Writes `size` bytes through a throttled guest stand-in; returns figures."""
     path = c.call("Image.prepare", ids)["path"]
@@ -130,10 +140,7 @@ def guest_writes(c, ids, rate_mib_s, size):
         pauses, chunks = 0, size // CHUNK
         started = time.time()
         for i in range(chunks):
-            while True:
-                r = qemu_io(nbd, f"write -P {i % 250 + 1} {i * CHUNK} {CHUNK}")
-                if r.returncode == 0 and "error" not in r.stdout and "failed" not in r.stdout:
-                    break
+            while not write_chunk(nbd, i):
                 pauses += 1
                 time.sleep(0.05)
         secs = time.time() - started

@@ -750,6 +750,9 @@ impl Lvm {
             l.size += added * extent;
             c.vg.free_count -= added;
             c.vg.free -= added * extent;
+            // One metadata commit: the next check finds the cache current
+            // unless another host changed the VG too (then it reads all).
+            c.vg.seqno += 1;
             true
         })
     }

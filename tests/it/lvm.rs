@@ -100,10 +100,14 @@ fn volume_groups_and_lvs_through_the_runner() {
     let seqno = lvm.vg(&devs, &vg).unwrap().seqno;
     lvm.lvextend(&devs, &vg, "vol1", 20 << 20).unwrap();
     assert_eq!(lvm.lv(&devs, &vg, "vol1").unwrap().size, 20 << 20);
-    // The extend was written into the cache; a re-read agrees with it.
+    // The extend was written into the cache, sequence number included; a
+    // re-read agrees with it.
+    let cached = lvm.vg(&devs, &vg).unwrap();
     lvm.invalidate(&vg);
     assert_eq!(lvm.lv(&devs, &vg, "vol1").unwrap().size, 20 << 20);
-    assert!(lvm.vg(&devs, &vg).unwrap().seqno > seqno);
+    let read = lvm.vg(&devs, &vg).unwrap();
+    assert_eq!(read.seqno, seqno + 1);
+    assert_eq!((cached.seqno, cached.free), (read.seqno, read.free));
     lvm.lvextend(&devs, &vg, "vol1", 8 << 20).unwrap();
     assert_eq!(
         lvm.lv(&devs, &vg, "vol1").unwrap().size,
