@@ -5,7 +5,8 @@ drive monitor grows its volume.
 
 The guest is qemu-storage-daemon (qemu's block layer) with the thin LV under
 a qcow2 node, a throttle filter at the rate, exported over NBD; the writer
-writes 256 MiB chunks through it with qemu-io, one process per chunk. A
+writes 256 MiB chunks through it with `qemu-img bench` (4 MiB requests,
+16 in flight), one process per chunk. A
 chunk that fails (ENOSPC: the guest would have paused) is counted as a
 pause and written again after 50 ms, as a resumed guest would. Every chunk
 carries its own pattern and is read back at the end: a wrong byte fails the
