@@ -1169,8 +1169,8 @@ pub fn two_hosts_on_one_lun() {
 /// A host that is not SPM grows its thin volume through the pool's mailbox
 /// on the shared LUN: the SPM extends the LV (its own mapping untouched),
 /// the host remaps it and writes past the old end. With the SPM gone the
-/// request waits; the next SPM serves it (a new SPM takes every
-/// outstanding request), and nothing written is lost.
+/// request waits; the next SPM, the other host, serves it (a new SPM takes
+/// every outstanding request), and nothing written is lost.
 #[test]
 fn a_non_spm_host_grows_a_thin_volume_through_the_mailbox_across_failover() {
     thin_volume_through_the_mailbox(300);
@@ -1221,6 +1221,7 @@ pub fn thin_volume_through_the_mailbox(write_mib: u64) {
     let path = std::path::Path::new(&path);
     let mapped = || crate::thin::device_size(path);
     assert_eq!(mapped(), 128 * MIB);
+
     qemu_io(path, "qcow2", "write -P 1 0 100M");
 
     let mut rounds = Vec::new();
@@ -1232,6 +1233,12 @@ pub fn thin_volume_through_the_mailbox(write_mib: u64) {
     }
     qemu_io(path, "qcow2", &format!("write -P 2 100M {write_mib}M"));
     assert!(a.log().contains("thin volume extended"));
+    // The SPM extended the VG metadata only: the guest's host maps the new
+    // room first (BZ 1983882). (Both hosts share this kernel's devices
+    // here, so the SPM's own mapping cannot be told apart.)
+    assert!(a
+        .log()
+        .contains(r#"command=lvextend args=["--autobackup", "n", "--driverloaded", "n""#));
 
     // The SPM steps down; the request waits in the mailbox.
     a.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
@@ -1239,9 +1246,9 @@ pub fn thin_volume_through_the_mailbox(write_mib: u64) {
         let pending = s.spawn(|| b.call("Volume.requestExtend", ask(768 * MIB)));
         std::thread::sleep(std::time::Duration::from_millis(500));
         assert!(!pending.is_finished(), "no SPM, no extension");
-        // The next SPM (the same host, a new SPM term) serves it.
+        // The next SPM, the other host, serves what it finds outstanding.
         let started = std::time::Instant::now();
-        a.spm_start(&sp);
+        b.spm_start(&sp);
         let r = pending.join().unwrap();
         assert_eq!(r["extended"], true, "{r}");
         started.elapsed().as_secs_f64()
@@ -1257,7 +1264,7 @@ pub fn thin_volume_through_the_mailbox(write_mib: u64) {
     );
     b.call("Image.teardown", ids);
     vdsm_check_block(&sd, &luns);
-    a.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
+    b.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
     for (d, id) in [(&a, 1), (&b, 2)] {
         d.call(
             "StoragePool.disconnect",

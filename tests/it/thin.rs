@@ -164,6 +164,12 @@ fn extension_refuses_thick_unknown_and_outsized_requests_and_changes_nothing() {
     let before = d.volume_info(&sp, &sd, &img, &vol)["apparentsize"].clone();
     let (code, _) = request_err(&d, &v, 2 * GIB);
     assert_eq!(code, 232);
+    // More than the VG holds (its LUN is 12 GiB): 504, saying what is free.
+    let (big_img, big) = d.new_image(&sp, &sd, thin(100 * GIB));
+    let (code, msg) = request_err(&d, &ids(&sp, &sd, &big_img, &big), 50 * GIB);
+    assert_eq!(code, 504, "{msg}");
+    assert!(msg.contains("bytes free"), "{msg}");
+    assert_eq!(d.volume_info(&sp, &sd, &big_img, &big)["apparentsize"], GIB);
     // A deleted volume is unknown.
     assert_eq!(d.volume_info(&sp, &sd, &img, &vol)["apparentsize"], before);
     d.task_ok(&d.call(

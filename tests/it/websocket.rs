@@ -75,3 +75,76 @@ fn websocket_calls_and_task_events() {
         }
     });
 }
+
+/// Each extension of a thin volume, and each refusal, is an event on the
+/// WebSocket (`|storage|volume_extended|<vol>`, `|storage|extend_refused|<vol>`).
+#[test]
+fn thin_volume_extensions_and_refusals_are_events() {
+    let Some(luns) = TestLuns::new(1) else { return };
+    let d = Daemon::start_with(Opts {
+        embedded: false,
+        tcp: true,
+        env: luns.env_vars(),
+        ..Default::default()
+    });
+    let sd = d.block_domain(&luns, 0, "events");
+    let sp = d.spm_of_pool(&[&sd]);
+    let (img, vol) = d.new_image(
+        &sp,
+        &sd,
+        json!({"volFormat": "COW", "preallocate": "SPARSE", "size": (4u64 << 30).to_string()}),
+    );
+    let addr = d.tcp.clone().unwrap();
+    let config = d.tls_config();
+    let ask = |id: u32, size: u64| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "Volume.requestExtend", "params": {
+            "storagepoolID": sp, "storagedomainID": sd, "imageID": img, "volumeID": vol,
+            "newSize": size.to_string()}})
+        .to_string()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let name = cairn::tls::server_name(&addr).unwrap();
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .expect("TLS");
+        let (mut ws, _) = tokio_tungstenite::client_async(format!("wss://{addr}/jsonrpc"), tls)
+            .await
+            .expect("websocket");
+        ws.send(Message::Text(ask(1, 2 << 30).into()))
+            .await
+            .unwrap();
+        ws.send(Message::Text(ask(2, 100 << 30).into()))
+            .await
+            .unwrap();
+        let (mut extended, mut refused) = (None, None);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        while extended.is_none() || refused.is_none() {
+            let msg = tokio::time::timeout_at(deadline, ws.next())
+                .await
+                .expect("timed out")
+                .unwrap()
+                .unwrap();
+            let Message::Text(text) = msg else { continue };
+            let v: Value = serde_json::from_str(&text).unwrap();
+            match v["method"].as_str() {
+                Some(m) if m == format!("|storage|volume_extended|{vol}") => {
+                    extended = Some(v["params"]["event"].clone())
+                }
+                Some(m) if m == format!("|storage|extend_refused|{vol}") => {
+                    refused = Some(v["params"]["event"].clone())
+                }
+                _ => {}
+            }
+        }
+        let (extended, refused) = (extended.unwrap(), refused.unwrap());
+        assert!(extended["to"].as_u64().unwrap() >= 2 << 30, "{extended}");
+        assert_eq!(extended["from"], 1u64 << 30, "{extended}");
+        assert_eq!(refused["code"], 232, "{refused}");
+    });
+}

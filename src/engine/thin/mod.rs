@@ -233,6 +233,19 @@ impl Engine {
         vol: Uuid,
         size: u64,
     ) -> Result<Extended> {
+        self.try_extend(sp, sd, img, vol, size).inspect_err(|e| {
+            tracing::warn!(sd = %sd, vol = %vol, size, code = e.code(), error = %e, "extend refused");
+            self.thin.emit(
+                "extend_refused",
+                serde_json::json!({
+                    "sdUUID": sd, "imgUUID": img, "volUUID": vol, "requested": size,
+                    "code": e.code(), "message": e.to_string(),
+                }),
+            );
+        })
+    }
+
+    fn try_extend(&self, sp: Uuid, sd: Uuid, img: Uuid, vol: Uuid, size: u64) -> Result<Extended> {
         let started = Instant::now();
         let size = size.next_multiple_of(MIB);
         let pool = self.connected_pool(sp)?;
