@@ -270,7 +270,7 @@ const THIN_NODE: &str = "thin-file";
 fn qemu_nbd(cfg: &NbdConfig, spec: serde_json::Value, socket: &std::path::Path) -> Command {
     let mut cmd = Command::new("qemu-nbd");
     cmd.arg("--socket")
-        .arg(&socket)
+        .arg(socket)
         .arg("--persistent")
         .arg(format!("--shared={MAX_CLIENTS}"))
         .arg("--export-name=")
