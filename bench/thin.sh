@@ -110,7 +110,7 @@ table = "\n".join(["| measure | Cairn | VDSM | target |", "|---|---|---|---|"] +
                   [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows])
 publish("thin", f"""Run {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC on {platform.node()}, one loop-device LUN on the
 machine's disk, lvm stand-in (no device-mapper on this kernel: mappings are loop devices
-grown in place; `lvchange --refresh` costs several lvm reports there). The guest is
+grown in place; each remap there costs an lvm report and a perl ioctl). The guest is
 qemu-storage-daemon; "pauses" are writes that met the end of the LV and were retried.
 
 {table}
