@@ -297,6 +297,9 @@ pub trait Domain: Send + Sync + std::fmt::Debug {
     /// The room this host maps now (no lvm command), where the backend
     /// maps volumes and this one is mapped.
     fn mapped_room(&self, img: Uuid, vol: Uuid) -> Option<u64>;
+    /// This host alone changes the domain's metadata now (it is the SPM):
+    /// the backend may stop rechecking what it caches of it.
+    fn own_metadata(&self);
     /// The pool's mailbox on a master domain: (`inbox`, `outbox`), open for
     /// reading and writing with direct I/O.
     fn open_mailbox(&self) -> Result<(File, File)>;

@@ -11,7 +11,7 @@
 //! `CAIRN_LVM` may name another program than `lvm` (tests on a kernel
 //! without device-mapper use a stand-in from `tests/tools/`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -143,6 +143,9 @@ pub struct Lvm {
     running: Mutex<usize>,
     slot_free: Condvar,
     cache: Mutex<HashMap<String, Cached>>,
+    /// VGs whose metadata only this process changes (the SPM's domains):
+    /// what is cached of them is current without a recheck.
+    owned: Mutex<HashSet<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -178,6 +181,7 @@ impl Lvm {
             running: Mutex::new(0),
             slot_free: Condvar::new(),
             cache: Mutex::new(HashMap::new()),
+            owned: Mutex::new(HashSet::new()),
         }
     }
 
@@ -285,6 +289,20 @@ impl Lvm {
         self.changed(vg);
     }
 
+    /// From now on only this process changes `vg`'s metadata (it is the
+    /// SPM): it is read afresh once, then served from the cache, which
+    /// follows this process's own changes, with no recheck.
+    pub fn own(&self, vg: &str) {
+        if self.owned.lock().expect("owned vgs").insert(vg.to_string()) {
+            self.changed(vg);
+        }
+    }
+
+    /// Other processes may change any VG again (the SPM role ended).
+    pub fn disown_all(&self) {
+        self.owned.lock().expect("owned vgs").clear();
+    }
+
     // --- Reports --------------------------------------------------------
 
     fn report<T: for<'de> Deserialize<'de>>(
@@ -337,8 +355,9 @@ impl Lvm {
     /// The VG and its LVs, from the cache when nothing changed them here.
     fn load(&self, devices: &[PathBuf], vg: &str) -> Result<Cached> {
         let cached = self.cache.lock().expect("lvm cache").get(vg).cloned();
+        let owned = self.owned.lock().expect("owned vgs").contains(vg);
         let reuse = match cached {
-            Some(c) if c.checked.elapsed() < FRESH_FOR => return Ok(c),
+            Some(c) if owned || c.checked.elapsed() < FRESH_FOR => return Ok(c),
             Some(mut c) => {
                 // Unchanged since it was read (by any host): its LVs are as cached.
                 let info = self.vg_report(devices, vg)?;

@@ -134,6 +134,19 @@ fn volume_groups_and_lvs_through_the_runner() {
         .tags
         .contains(&"MDT_X=1".to_string()));
 
+    // An owned VG (the SPM's) is served from the cache without rechecks;
+    // others' changes show again once it is disowned.
+    lvm.own(&vg);
+    let seen = lvm.vg(&devs, &vg).unwrap().seqno;
+    let other = stand_in_lvm();
+    other
+        .change_vg_tags(&devs, &vg, &["MDT_Y=1".into()], &[])
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(lvm.vg(&devs, &vg).unwrap().seqno, seen, "trusted");
+    lvm.disown_all();
+    assert_eq!(lvm.vg(&devs, &vg).unwrap().seqno, seen + 1, "rechecked");
+
     // Too large for the VG: a clear error, and nothing made.
     let huge = NewLv {
         name: "huge",

@@ -1077,6 +1077,10 @@ impl Domain for BlockDomain {
         self.lv_size_here(&vol.to_string())
     }
 
+    fn own_metadata(&self) {
+        self.lvm().own(&self.vg);
+    }
+
     fn open_mailbox(&self) -> Result<(File, File)> {
         self.ensure_active(&["inbox", "outbox"])?;
         let open = |name: &str| {

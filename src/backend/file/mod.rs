@@ -751,6 +751,9 @@ impl Domain for FileDomain {
         None
     }
 
+    /// The metadata cache already checks the file's stamp: nothing to do.
+    fn own_metadata(&self) {}
+
     fn open_mailbox(&self) -> Result<(File, File)> {
         let open = |name: &str| {
             let path = self.root.join(DOM_MD).join(name);

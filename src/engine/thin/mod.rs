@@ -377,6 +377,14 @@ impl Engine {
     ) -> Result<u64> {
         let pool = self.require_spm(sp)?;
         let dom = self.pool_domain(&pool, sd)?;
+        // Extends come while guests write: no VG recheck per extend. The
+        // end of the SPM role ends every ownership (`sync_mailboxes`), also
+        // when it ended while this one began.
+        dom.own_metadata();
+        if !pool.is_spm() {
+            self.lvm.disown_all();
+            return Err(Error::NotSpm(sp));
+        }
         let img = dom.image_of(vol)?.ok_or(Error::VolumeNotFound(vol))?;
         let md = dom.read_volume(img, vol)?;
         let Some(_) = dom.data_room(img, vol)? else {
@@ -437,6 +445,10 @@ impl Engine {
     /// after every change of the pool, its master or the SPM role.
     pub(crate) fn sync_mailboxes(&self) {
         let pool = self.pool.lock().expect("pool").clone();
+        if !pool.as_ref().is_some_and(|p| p.is_spm()) {
+            // Not SPM: another host may change the domains' metadata.
+            self.lvm.disown_all();
+        }
         let want_host = pool
             .as_ref()
             .filter(|p| mailbox::serves_host(p.host_id))
