@@ -1085,45 +1085,70 @@ fn two_hosts_share_a_block_domain_and_hand_over_the_spm() {
     two_hosts_on_one_lun();
 }
 
-pub fn two_hosts_on_one_lun() {
-    let Some(luns) = TestLuns::new(1) else {
-        return;
-    };
-    let (Some(s1), Some(s2)) = (SanlockDaemon::start(), SanlockDaemon::start()) else {
-        return;
-    };
-    let vars = luns.env_vars();
-    let env: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let (a, b) = (host_with(&s1, &env), host_with(&s2, &env));
-    let sd = a.block_domain(&luns, 0, "shared");
-    let sp = uuid();
-    a.call(
-        "StoragePool.create",
-        json!({"storagepoolID": sp, "name": "p", "masterSdUUID": sd, "masterVersion": 1, "domainList": [sd]}),
-    );
-    for (d, id) in [(&a, 1), (&b, 2)] {
-        d.call(
-            "StoragePool.connect",
-            json!({"storagepoolID": sp, "hostID": id, "scsiKey": "", "masterSdUUID": sd, "masterVersion": 1}),
+/// Two hosts, each a cairnd with its own sanlock daemon, connected as hosts
+/// 1 and 2 to a pool of one block domain on one LUN, the first SPM.
+/// (Fields drop in order: the hosts before their sanlock daemons and LUN.)
+struct TwoHosts {
+    a: Daemon,
+    b: Daemon,
+    sp: String,
+    sd: String,
+    _sanlock: (SanlockDaemon, SanlockDaemon),
+    luns: TestLuns,
+}
+
+impl TwoHosts {
+    fn on_one_lun() -> Option<TwoHosts> {
+        let luns = TestLuns::new(1)?;
+        let (s1, s2) = (SanlockDaemon::start()?, SanlockDaemon::start()?);
+        let vars = luns.env_vars();
+        let env: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let (a, b) = (host_with(&s1, &env), host_with(&s2, &env));
+        let sd = a.block_domain(&luns, 0, "shared");
+        let sp = uuid();
+        a.call(
+            "StoragePool.create",
+            json!({"storagepoolID": sp, "name": "p", "masterSdUUID": sd, "masterVersion": 1, "domainList": [sd]}),
         );
+        for (d, id) in [(&a, 1), (&b, 2)] {
+            d.call(
+                "StoragePool.connect",
+                json!({"storagepoolID": sp, "hostID": id, "scsiKey": "", "masterSdUUID": sd, "masterVersion": 1}),
+            );
+        }
+        a.spm_start(&sp);
+        Some(TwoHosts {
+            a,
+            b,
+            sp,
+            sd,
+            _sanlock: (s1, s2),
+            luns,
+        })
     }
-    a.spm_start(&sp);
-    assert_eq!(spm_start_task(&b, &sp)["code"], 651);
+}
+
+pub fn two_hosts_on_one_lun() {
+    let Some(pool) = TwoHosts::on_one_lun() else {
+        return;
+    };
+    let (a, b, sp, sd, luns) = (&pool.a, &pool.b, &pool.sp, &pool.sd, &pool.luns);
+    assert_eq!(spm_start_task(b, sp)["code"], 651);
 
     // The SPM makes a volume; the other host uses it.
     let (img, vol) = a.new_image(
-        &sp,
-        &sd,
+        sp,
+        sd,
         json!({"volFormat": "COW", "preallocate": "SPARSE", "size": (64u64 << 20).to_string()}),
     );
-    b.with_prepared((&sp, &sd), &img, &vol, |path| {
+    b.with_prepared((sp, sd), &img, &vol, |path| {
         qemu_io(path, "qcow2", "write -P 9 0 1M");
     });
 
     // The SPM role moves to the other host, which goes on.
     a.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
-    b.spm_start(&sp);
-    assert_eq!(spm_status(&b, &sp)["spmStatus"], "SPM");
+    b.spm_start(sp);
+    assert_eq!(spm_status(b, sp)["spmStatus"], "SPM");
     // The other host re-reads the pool from the block master.
     a.call(
         "StoragePool.refresh",
@@ -1131,8 +1156,8 @@ pub fn two_hosts_on_one_lun() {
     );
     let top = uuid();
     b.create_volume(
-        &sp,
-        &sd,
+        sp,
+        sd,
         &img,
         &top,
         json!({"srcImgUUID": img, "srcVolUUID": vol, "size": (64u64 << 20).to_string()}),
@@ -1141,7 +1166,7 @@ pub fn two_hosts_on_one_lun() {
     // rechecked by the VG's sequence number at most a second old).
     let seen = std::time::Instant::now();
     loop {
-        let vols = a.image_volumes(&sp, &sd, &img);
+        let vols = a.image_volumes(sp, sd, &img);
         if vols.as_array().unwrap().contains(&json!(top)) {
             break;
         }
@@ -1152,10 +1177,10 @@ pub fn two_hosts_on_one_lun() {
         "block_visibility",
         json!({"seen_after_s": seen.elapsed().as_secs_f64()}),
     );
-    a.with_prepared((&sp, &sd), &img, &top, |path| {
+    a.with_prepared((sp, sd), &img, &top, |path| {
         qemu_io(path, "qcow2", "read -P 9 0 1M");
     });
-    vdsm_check_block(&sd, &luns);
+    vdsm_check_block(sd, luns);
 
     b.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
     for (d, id) in [(&a, 1), (&b, 2)] {
@@ -1179,32 +1204,14 @@ fn a_non_spm_host_grows_a_thin_volume_through_the_mailbox_across_failover() {
 /// The test above, writing `write_mib` after each growth (the VM tier
 /// writes less: its LUNs live in the VM's memory).
 pub fn thin_volume_through_the_mailbox(write_mib: u64) {
-    let Some(luns) = TestLuns::new(1) else {
+    let Some(pool) = TwoHosts::on_one_lun() else {
         return;
     };
-    let (Some(s1), Some(s2)) = (SanlockDaemon::start(), SanlockDaemon::start()) else {
-        return;
-    };
-    let vars = luns.env_vars();
-    let env: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let (a, b) = (host_with(&s1, &env), host_with(&s2, &env));
-    let sd = a.block_domain(&luns, 0, "shared");
-    let sp = uuid();
-    a.call(
-        "StoragePool.create",
-        json!({"storagepoolID": sp, "name": "p", "masterSdUUID": sd, "masterVersion": 1, "domainList": [sd]}),
-    );
-    for (d, id) in [(&a, 1), (&b, 2)] {
-        d.call(
-            "StoragePool.connect",
-            json!({"storagepoolID": sp, "hostID": id, "scsiKey": "", "masterSdUUID": sd, "masterVersion": 1}),
-        );
-    }
-    a.spm_start(&sp);
+    let (a, b, sp, sd, luns) = (&pool.a, &pool.b, &pool.sp, &pool.sd, &pool.luns);
     const MIB: u64 = 1 << 20;
     let (img, vol) = a.new_image(
-        &sp,
-        &sd,
+        sp,
+        sd,
         json!({"volFormat": "COW", "preallocate": "SPARSE", "size": (4096 * MIB).to_string(),
                "initialSize": (100 * MIB).to_string()}),
     );
@@ -1248,7 +1255,7 @@ pub fn thin_volume_through_the_mailbox(write_mib: u64) {
         assert!(!pending.is_finished(), "no SPM, no extension");
         // The next SPM, the other host, serves what it finds outstanding.
         let started = std::time::Instant::now();
-        b.spm_start(&sp);
+        b.spm_start(sp);
         let r = pending.join().unwrap();
         assert_eq!(r["extended"], true, "{r}");
         started.elapsed().as_secs_f64()
@@ -1263,7 +1270,7 @@ pub fn thin_volume_through_the_mailbox(write_mib: u64) {
         json!({"requests": rounds, "served_after_spm_start_s": waiting}),
     );
     b.call("Image.teardown", ids);
-    vdsm_check_block(&sd, &luns);
+    vdsm_check_block(sd, luns);
     b.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
     for (d, id) in [(&a, 1), (&b, 2)] {
         d.call(

@@ -177,9 +177,15 @@ pub struct Extended {
     /// Why nothing needed doing, when nothing did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<&'static str>,
-    /// How long the request took, in milliseconds, and its parts: the
-    /// lvextend on this host (the SPM), or the mailbox round trip (the
-    /// SPM's lvextend included) and the remap here.
+    #[serde(flatten)]
+    pub times: Timings,
+}
+
+/// How long an extend request took, in milliseconds, and its parts: the
+/// lvextend on this host (the SPM), or the mailbox round trip (the SPM's
+/// lvextend included) and the remap here.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timings {
     pub elapsed_ms: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lvextend_ms: Option<f64>,
@@ -255,10 +261,10 @@ impl Engine {
             size,
             extended,
             note,
-            elapsed_ms: ms_since(started),
-            lvextend_ms: None,
-            mailbox_ms: None,
-            refresh_ms: None,
+            times: Timings {
+                elapsed_ms: ms_since(started),
+                ..Timings::default()
+            },
         };
         let Some(room) = dom.data_room(img, vol)? else {
             return Ok(done(
@@ -291,11 +297,10 @@ impl Engine {
                 room = dom.refresh_room(img, vol)?;
                 refresh_ms = Some(ms_since(t));
             }
-            return Ok(Extended {
-                lvextend_ms: Some(lvextend_ms),
-                refresh_ms,
-                ..done(room, true, None)
-            });
+            let mut out = done(room, true, None);
+            out.times.lvextend_ms = Some(lvextend_ms);
+            out.times.refresh_ms = refresh_ms;
+            return Ok(out);
         }
         let t = Instant::now();
         self.extend_through_mailbox(sd, vol, size)?;
@@ -310,11 +315,10 @@ impl Engine {
                 ),
             });
         }
-        Ok(Extended {
-            mailbox_ms: Some(mailbox_ms),
-            refresh_ms: Some(ms_since(t)),
-            ..done(room, true, None)
-        })
+        let mut out = done(room, true, None);
+        out.times.mailbox_ms = Some(mailbox_ms);
+        out.times.refresh_ms = Some(ms_since(t));
+        Ok(out)
     }
 
     fn extend_through_mailbox(&self, sd: Uuid, vol: Uuid, size: u64) -> Result<()> {

@@ -74,15 +74,9 @@ pub struct Cycle {
     pub total_ms: f64,
     /// From the event to the request (reading qemu's stats, sizing).
     pub wait_ms: f64,
-    /// The request: on the SPM its lvextend; elsewhere the mailbox round
-    /// trip (the SPM's lvextend included) and the remap here.
-    pub extend_ms: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub lvextend_ms: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mailbox_ms: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub refresh_ms: Option<f64>,
+    /// The request itself.
+    #[serde(flatten)]
+    pub request: super::Timings,
 }
 
 const KEPT_CYCLES: usize = 1000;
@@ -416,10 +410,7 @@ fn extend(
     st.cycles.push(Cycle {
         total_ms: asked.elapsed().as_secs_f64() * 1e3,
         wait_ms: started.duration_since(asked).as_secs_f64() * 1e3,
-        extend_ms: done.elapsed_ms,
-        lvextend_ms: done.lvextend_ms,
-        mailbox_ms: done.mailbox_ms,
-        refresh_ms: done.refresh_ms,
+        request: done.times.clone(),
     });
     st.extends += 1;
     st.room = done.size;
