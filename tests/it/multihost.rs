@@ -1126,6 +1126,18 @@ impl TwoHosts {
             luns,
         })
     }
+
+    /// The second host, SPM by then, steps down and both leave the pool.
+    fn leave(&self) {
+        self.b
+            .call("StoragePool.spmStop", json!({"storagepoolID": self.sp}));
+        for (d, id) in [(&self.a, 1), (&self.b, 2)] {
+            d.call(
+                "StoragePool.disconnect",
+                json!({"storagepoolID": self.sp, "hostID": id, "scsiKey": ""}),
+            );
+        }
+    }
 }
 
 pub fn two_hosts_on_one_lun() {
@@ -1182,13 +1194,7 @@ pub fn two_hosts_on_one_lun() {
     });
     vdsm_check_block(sd, luns);
 
-    b.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
-    for (d, id) in [(&a, 1), (&b, 2)] {
-        d.call(
-            "StoragePool.disconnect",
-            json!({"storagepoolID": sp, "hostID": id, "scsiKey": ""}),
-        );
-    }
+    pool.leave();
 }
 
 /// A host that is not SPM grows its thin volume through the pool's mailbox
@@ -1271,11 +1277,5 @@ pub fn thin_volume_through_the_mailbox(write_mib: u64) {
     );
     b.call("Image.teardown", ids);
     vdsm_check_block(sd, luns);
-    b.call("StoragePool.spmStop", json!({"storagepoolID": sp}));
-    for (d, id) in [(&a, 1), (&b, 2)] {
-        d.call(
-            "StoragePool.disconnect",
-            json!({"storagepoolID": sp, "hostID": id, "scsiKey": ""}),
-        );
-    }
+    pool.leave();
 }
