@@ -1062,7 +1062,15 @@ impl Domain for BlockDomain {
     }
 
     fn data_room(&self, _img: Uuid, vol: Uuid) -> Result<Option<u64>> {
-        Ok(Some(self.lv(&vol.to_string())?.size))
+        let name = vol.to_string();
+        let lvs = self
+            .lvm()
+            .lvs(&self.devices(), &self.vg)
+            .map_err(|e| self.lvm_error(LvmAction::ReadLvs, e))?;
+        match lvs.binary_search_by(|l| l.name.as_str().cmp(&name)) {
+            Ok(i) => Ok(Some(lvs[i].size)),
+            Err(_) => Err(Error::VolumeNotFound(vol)),
+        }
     }
 
     fn grow_room(&self, _img: Uuid, vol: Uuid, size: u64, map_here: bool) -> Result<u64> {

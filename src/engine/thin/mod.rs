@@ -256,7 +256,6 @@ impl Engine {
         let size = size.next_multiple_of(MIB);
         let pool = self.connected_pool(sp)?;
         let dom = self.pool_domain(&pool, sd)?;
-        let md = dom.read_volume(img, vol)?;
         let done = |size, extended, note| Extended {
             size,
             extended,
@@ -266,6 +265,7 @@ impl Engine {
                 ..Timings::default()
             },
         };
+        const HOLDS: &str = "the volume holds that much already";
         let Some(room) = dom.data_room(img, vol)? else {
             return Ok(done(
                 dom.volume_sizes(img, vol)?.0,
@@ -275,32 +275,35 @@ impl Engine {
                 ),
             ));
         };
-        refuse_thick(vol, &md)?;
-        refuse_beyond_cap(vol, &md, size)?;
-        // What this host maps counts (the lvm cache may lag another host's
-        // extend, and the SPM may have grown the LV without mapping it here).
-        let here = dom.mapped_room(img, vol).unwrap_or(room);
-        if here >= size {
-            return Ok(done(
-                here,
-                false,
-                Some("the volume holds that much already"),
-            ));
-        }
         if pool.is_spm() {
+            // extend_on_spm checks the volume itself: one metadata read on
+            // the path a guest waits on.
             let t = Instant::now();
-            let mut room = self.extend_on_spm(sp, sd, vol, size, pool.host_id)?;
+            let (mut room, grew) =
+                self.extend_on_spm(sp, sd, Some(img), vol, size, pool.host_id)?;
             let lvextend_ms = ms_since(t);
             let mut refresh_ms = None;
-            if dom.mapped_room(img, vol).is_some_and(|r| r < size) {
-                let t = Instant::now();
-                room = dom.refresh_room(img, vol)?;
-                refresh_ms = Some(ms_since(t));
+            match dom.mapped_room(img, vol) {
+                Some(here) if here < size => {
+                    let t = Instant::now();
+                    room = dom.refresh_room(img, vol)?;
+                    refresh_ms = Some(ms_since(t));
+                }
+                here if !grew => return Ok(done(here.unwrap_or(room), false, Some(HOLDS))),
+                _ => {}
             }
             let mut out = done(room, true, None);
             out.times.lvextend_ms = Some(lvextend_ms);
             out.times.refresh_ms = refresh_ms;
             return Ok(out);
+        }
+        let md = dom.read_volume(img, vol)?;
+        refuse_thick(vol, &md)?;
+        refuse_beyond_cap(vol, &md, size)?;
+        // What this host maps counts: the lvm cache may lag the SPM's extend.
+        let here = dom.mapped_room(img, vol).unwrap_or(room);
+        if here >= size {
+            return Ok(done(here, false, Some(HOLDS)));
         }
         let t = Instant::now();
         self.extend_through_mailbox(sd, vol, size)?;
@@ -367,18 +370,20 @@ impl Engine {
         }
     }
 
-    /// The SPM's part: grows the LV of `vol` to at least `size` bytes and
-    /// returns its room. `requester` is the host id of the guest's host;
+    /// The SPM's part: grows the LV of `vol` (of image `img` when the
+    /// caller knows it) to at least `size` bytes; returns its room and
+    /// whether it grew. `requester` is the host id of the guest's host;
     /// when it is not this host, this host's mapping is left alone (that
     /// host remaps first; VDSM BZ 1983882). Idempotent.
     pub(crate) fn extend_on_spm(
         &self,
         sp: Uuid,
         sd: Uuid,
+        img: Option<Uuid>,
         vol: Uuid,
         size: u64,
         requester: u32,
-    ) -> Result<u64> {
+    ) -> Result<(u64, bool)> {
         let pool = self.require_spm(sp)?;
         let dom = self.pool_domain(&pool, sd)?;
         // Extends come while guests write: no VG recheck per extend. The
@@ -389,7 +394,10 @@ impl Engine {
             self.lvm.disown_all();
             return Err(Error::NotSpm(sp));
         }
-        let img = dom.image_of(vol)?.ok_or(Error::VolumeNotFound(vol))?;
+        let img = match img {
+            Some(img) => img,
+            None => dom.image_of(vol)?.ok_or(Error::VolumeNotFound(vol))?,
+        };
         let md = dom.read_volume(img, vol)?;
         let Some(_) = dom.data_room(img, vol)? else {
             return Err(Error::NotThin {
@@ -405,7 +413,7 @@ impl Engine {
         crate::failpoint::hit("thin.extend.planned")?;
         let before = dom.data_room(img, vol)?.unwrap_or(0);
         if before >= size {
-            return Ok(before);
+            return Ok((before, false));
         }
         let started = Instant::now();
         let room = dom.grow_room(img, vol, size, requester == pool.host_id)?;
@@ -420,14 +428,14 @@ impl Engine {
                 "hostID": requester, "lvextend_ms": ms,
             }),
         );
-        Ok(room)
+        Ok((room, true))
     }
 
     /// Serves a mailbox request from host `host`: the size to reply with,
     /// 0 when it was refused (the reason goes to the log and an event:
     /// VDSM's reply format has no room for it).
     fn serve_mail(&self, sp: Uuid, host: u32, msg: Extend) -> u64 {
-        match self.extend_on_spm(sp, msg.sd, msg.vol, msg.size_mib * MIB, host) {
+        match self.extend_on_spm(sp, msg.sd, None, msg.vol, msg.size_mib * MIB, host) {
             Ok(_) => msg.size_mib,
             Err(e) => {
                 tracing::warn!(sd = %msg.sd, vol = %msg.vol, size_mib = msg.size_mib, host, code = e.code(), error = %e, "extend request refused");
