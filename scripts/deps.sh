@@ -40,3 +40,15 @@ fi
 
 # Two cores on the reference machines: keep builds to two jobs.
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
+
+# OpenStack's clients, unchanged from PyPI, for the Cinder face's tests
+# and its README examples: a virtualenv of their own under target/.
+clients_venv="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target/openstack-clients"
+if [ ! -x "$clients_venv/bin/cinder" ] || [ ! -x "$clients_venv/bin/openstack" ]; then
+    echo "cairn: installing python-cinderclient, openstacksdk and python-openstackclient into $clients_venv" >&2
+    python3 -m venv "$clients_venv" 2>/dev/null || {
+        env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+        python3 -m venv "$clients_venv"
+    }
+    "$clients_venv/bin/pip" install -q python-cinderclient openstacksdk python-openstackclient
+fi

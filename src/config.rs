@@ -54,6 +54,14 @@ pub struct FileConfig {
     pub thin_free_threshold_mib: Option<u64>,
     /// Size step and threshold from the observed write rate (default true).
     pub thin_adaptive: Option<bool>,
+    /// Serve the Cinder API v3 on this TCP address (default: not served).
+    pub cinder_listen: Option<String>,
+    /// "tokens" (default) or "noauth" (loopback only).
+    pub cinder_auth: Option<String>,
+    /// The Cinder tokens file (default <data-dir>/cinder-tokens.toml).
+    pub cinder_tokens: Option<PathBuf>,
+    /// The URL Cinder clients reach cairnd at.
+    pub cinder_public_url: Option<String>,
 }
 
 /// Where `cairn pki` keeps a data dir's certificates by default.

@@ -47,6 +47,15 @@ pub enum Error {
     #[error("no space left on storage domain {sd}")]
     NoSpace { sd: Uuid },
 
+    #[error("{kind} {id} could not be found")]
+    CatalogNotFound { kind: &'static str, id: String },
+    #[error("Invalid {kind}: {reason}")]
+    CatalogInvalid { kind: &'static str, reason: String },
+    #[error("{0}")]
+    CatalogConflict(String),
+    #[error("the catalog is not served here: {0}")]
+    CatalogUnavailable(String),
+
     #[error("storage pool {0} is not connected on this host")]
     PoolNotConnected(Uuid),
     #[error("this host is already connected to pool {0}")]
@@ -244,6 +253,12 @@ impl Error {
             Error::DomainClass { .. } => 386,
             Error::NoSpace { .. } => 397,
             Error::DomainBusy { .. } => 350,
+            // Cairn's catalog (served by the Cinder face, which maps
+            // these to HTTP statuses): VDSM's nearest codes.
+            Error::CatalogNotFound { .. } => 100,
+            Error::CatalogInvalid { .. } => 1000,
+            Error::CatalogConflict(_) => 100,
+            Error::CatalogUnavailable(_) => 654,
             Error::PoolNotConnected(_) => 309,
             Error::PoolAlreadyConnected(_) => 323,
             Error::PoolCreation { .. } => 301,

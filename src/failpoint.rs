@@ -17,6 +17,8 @@ use crate::error::{Error, Result};
 
 /// Every failpoint, by operation, in step order.
 pub const ALL: &[&str] = &[
+    "catalog.volume.recorded",
+    "catalog.volume.finishing",
     "volume.create.planned",
     "volume.create.after_dir",
     "volume.create.after_links",

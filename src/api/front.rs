@@ -78,15 +78,6 @@ pub async fn serve_tcp(
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let addr = listener.local_addr()?;
-    match &config.tls {
-        Some(_) => {
-            tracing::info!(address = %addr, max_connections = config.max_connections, user = %config.user,
-            "serving JSON-RPC on TCP with mutual TLS through an unprivileged network front (POST /jsonrpc, WebSocket GET /jsonrpc, /images)")
-        }
-        None => tracing::warn!(address = %addr,
-            "serving JSON-RPC on TCP WITHOUT TLS OR AUTHENTICATION (insecure_plain_tcp): anyone who reaches this address controls the host's storage"),
-    }
     let limits = config.limits();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     tokio::pin!(shutdown);

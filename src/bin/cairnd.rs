@@ -93,9 +93,27 @@ struct Args {
     /// [default: 300].
     #[arg(long)]
     idle_timeout: Option<f64>,
+    /// Serve OpenStack's Block Storage API v3 (the Cinder face) on this TCP
+    /// address, e.g. 127.0.0.1:8776: plain HTTP on a loopback address,
+    /// mutual TLS (the --listen certificates) on any other.
+    #[arg(long, env = "CAIRN_CINDER_LISTEN")]
+    cinder_listen: Option<String>,
+    /// How Cinder clients authenticate: "tokens" (the default: the tokens
+    /// file) or "noauth" (a standalone host; loopback only, every caller
+    /// an admin).
+    #[arg(long, env = "CAIRN_CINDER_AUTH")]
+    cinder_auth: Option<String>,
+    /// The Cinder tokens file [default: <data-dir>/cinder-tokens.toml].
+    #[arg(long)]
+    cinder_tokens: Option<PathBuf>,
+    /// The URL Cinder clients reach cairnd at, for links [default: from
+    /// each request's Host].
+    #[arg(long)]
+    cinder_public_url: Option<String>,
 }
 
 /// What the TCP listener's security comes from (flags over the file).
+#[derive(Clone)]
 struct TcpSecurity {
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
@@ -151,6 +169,70 @@ impl TcpSecurity {
         cairn::tls::server_config(&files).map_err(|e| e.to_string())?;
         Ok(Some((files.cert, files.key, files.ca)))
     }
+}
+
+/// The Cinder listener, as configured.
+struct CinderListener {
+    addr: String,
+    tls: Option<(PathBuf, PathBuf, PathBuf)>,
+    auth_name: &'static str,
+    settings: cairn::api::cinder::CinderSettings,
+}
+
+fn cinder_settings(
+    args: &Args,
+    file: &FileConfig,
+    data_dir: &std::path::Path,
+    security: &TcpSecurity,
+) -> Result<Option<CinderListener>, String> {
+    use cairn::api::cinder::{CinderAuth, CinderSettings};
+    let Some(addr) = args.cinder_listen.clone().or(file.cinder_listen.clone()) else {
+        return Ok(None);
+    };
+    let loopback = addr
+        .parse::<std::net::SocketAddr>()
+        .map_err(|e| format!("cinder_listen {addr:?}: {e}"))?
+        .ip()
+        .is_loopback();
+    let mode = args.cinder_auth.clone().or(file.cinder_auth.clone());
+    if mode.as_deref() == Some("noauth") && !loopback {
+        return Err(format!(
+            "cinder_auth noauth serves anyone as an admin: it is allowed on a loopback address only, not {addr}"
+        ));
+    }
+    let tls = if loopback {
+        None
+    } else {
+        let mutual = TcpSecurity {
+            insecure_plain: false,
+            ..security.clone()
+        };
+        mutual.tls_files(&addr, data_dir)?
+    };
+    let (auth, auth_name) = match mode.as_deref() {
+        None | Some("tokens") => {
+            let path = args
+                .cinder_tokens
+                .clone()
+                .or(file.cinder_tokens.clone())
+                .unwrap_or_else(|| data_dir.join("cinder-tokens.toml"));
+            (CinderAuth::from_file(&path)?, "tokens")
+        }
+        Some("noauth") => (CinderAuth::NoAuth, "noauth"),
+        Some(other) => return Err(format!("cinder_auth {other:?} is not tokens or noauth")),
+    };
+    Ok(Some(CinderListener {
+        addr,
+        tls,
+        auth_name,
+        settings: CinderSettings {
+            auth,
+            public_url: args
+                .cinder_public_url
+                .clone()
+                .or(file.cinder_public_url.clone()),
+        },
+    }))
 }
 
 /// A repeatable flag's values if given, else the config file's list.
@@ -209,9 +291,10 @@ fn main() -> ExitCode {
     let security = TcpSecurity::new(&args, &file);
     let level = args
         .log_level
-        .or(file.log_level)
+        .clone()
+        .or(file.log_level.clone())
         .unwrap_or_else(|| "info".into());
-    let json_logs = args.log_format.or(file.log_format).as_deref() == Some("json");
+    let json_logs = args.log_format.as_deref().or(file.log_format.as_deref()) == Some("json");
     let filter = tracing_subscriber::EnvFilter::try_new(&level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
@@ -243,13 +326,20 @@ fn main() -> ExitCode {
         Some(Ok(tls)) => tls,
         None => None,
     };
+    let cinder = match cinder_settings(&args, &file, &data_dir, &security) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cairnd: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let allowed_origins = list_setting(&args.allowed_origins, &file.allowed_origins);
     let front_user = args
         .front_user
         .clone()
         .or(file.front_user.clone())
         .unwrap_or_else(|| "nobody".into());
-    if listen.is_some() {
+    if listen.is_some() || cinder.is_some() {
         if let Err(e) = cairn::api::front::lookup_user(&front_user) {
             eprintln!("cairnd: {e}");
             return ExitCode::from(2);
@@ -374,6 +464,9 @@ fn main() -> ExitCode {
         }
     };
     let result = rt.block_on(async move {
+        let cinder_router = cinder
+            .as_ref()
+            .map(|c| cairn::api::cinder::router(engine.clone(), c.settings.clone()));
         let router = server::router(engine, allowed_origins);
         let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
         let stopper = stop_tx.clone();
@@ -390,21 +483,32 @@ fn main() -> ExitCode {
         };
         let unix = server::serve_unix(router.clone(), &socket, unix_limits, wait(&stop_tx));
         tracing::info!(data_dir = %data_dir.display(), "cairnd ready");
-        match listen {
-            Some(addr) => {
-                let listener = std::net::TcpListener::bind(&addr)?;
-                let front = cairn::api::front::FrontConfig {
-                    tls,
-                    user: front_user,
-                    max_connections: tcp_limits.max_connections,
-                    header_timeout_ms: tcp_limits.header_timeout.as_millis() as u64,
-                    idle_timeout_ms: tcp_limits.idle_timeout.as_millis() as u64,
-                };
-                let tcp = cairn::api::front::serve_tcp(listener, front, router, wait(&stop_tx));
-                tokio::try_join!(unix, tcp).map(drop)
+        let front = |tls| cairn::api::front::FrontConfig {
+            tls,
+            user: front_user.clone(),
+            max_connections: tcp_limits.max_connections,
+            header_timeout_ms: tcp_limits.header_timeout.as_millis() as u64,
+            idle_timeout_ms: tcp_limits.idle_timeout.as_millis() as u64,
+        };
+        let tcp = async {
+            let Some(addr) = listen else { return Ok(()) };
+            let listener = std::net::TcpListener::bind(&addr)?;
+            match &tls {
+                Some(_) => tracing::info!(address = %addr, max_connections = tcp_limits.max_connections, user = %front_user,
+                    "serving JSON-RPC on TCP with mutual TLS through an unprivileged network front (POST /jsonrpc, WebSocket GET /jsonrpc, /images)"),
+                None => tracing::warn!(address = %addr,
+                    "serving JSON-RPC on TCP WITHOUT TLS OR AUTHENTICATION (insecure_plain_tcp): anyone who reaches this address controls the host's storage"),
             }
-            None => unix.await,
-        }
+            cairn::api::front::serve_tcp(listener, front(tls.clone()), router, wait(&stop_tx)).await
+        };
+        let cinder_tcp = async {
+            let (Some(c), Some(router)) = (&cinder, cinder_router) else { return Ok(()) };
+            let listener = std::net::TcpListener::bind(&c.addr)?;
+            tracing::info!(address = %c.addr, tls = c.tls.is_some(), auth = c.auth_name,
+                "serving the Cinder API v3 (OpenStack Block Storage) through an unprivileged network front");
+            cairn::api::front::serve_tcp(listener, front(c.tls.clone()), router, wait(&stop_tx)).await
+        };
+        tokio::try_join!(unix, tcp, cinder_tcp).map(drop)
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

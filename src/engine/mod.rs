@@ -4,6 +4,7 @@
 //! them off their async runtimes. Every method validates its input before it
 //! touches storage, and every mutating step of a task has an undo.
 
+pub mod catalog;
 pub mod domains;
 pub mod export;
 pub mod host;
@@ -145,6 +146,8 @@ pub struct Engine {
     lvm: Arc<crate::primitives::lvm::Lvm>,
     block_devices: Vec<PathBuf>,
     pub thin: thin::Thin,
+    /// The connected pool's catalog, opened by its SPM.
+    catalogs: catalog::Catalogs,
 }
 
 impl Engine {
@@ -200,6 +203,7 @@ impl Engine {
             lvm: Arc::new(crate::primitives::lvm::Lvm::new()),
             block_devices: config.block_devices.clone(),
             thin: thin::Thin::new(config.thin.clone()),
+            catalogs: catalog::Catalogs::default(),
         });
         engine.thin.bind(Arc::downgrade(&engine));
         engine

@@ -5,6 +5,7 @@ mod api;
 mod bad_input;
 mod block;
 mod block_refusals;
+mod cinder;
 mod cli;
 mod common;
 mod compat;

@@ -1,0 +1,125 @@
+//! The small resources: limits, availability zones, services, scheduler
+//! pools, capabilities, resource filters, messages; and an honest 501 for
+//! the collections Cairn does not serve yet.
+
+use std::sync::Arc;
+
+use axum::http::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use super::views::host_name;
+use super::{require_admin, Answer, Ctx, Fault, Reply};
+use crate::engine::Engine;
+
+/// Not served yet: the resources of later work.
+const LATER: [&str; 9] = [
+    "snapshots",
+    "backups",
+    "qos-specs",
+    "os-volume-transfer",
+    "volume-transfers",
+    "attachments",
+    "default-types",
+    "groups",
+    "group_snapshots",
+];
+
+pub fn route(engine: &Arc<Engine>, ctx: &Ctx, method: &Method, s: &[&str], _body: Value) -> Answer {
+    match (method.as_str(), s) {
+        ("GET", ["limits"]) => {
+            let cat = engine.catalog()?;
+            let mine: Vec<_> = cat
+                .volumes
+                .all()
+                .into_iter()
+                .filter(|v| v.project == ctx.project)
+                .collect();
+            Ok(Reply::ok(json!({"limits": {"rate": [], "absolute": {
+                "maxTotalVolumes": -1, "maxTotalSnapshots": -1, "maxTotalVolumeGigabytes": -1,
+                "maxTotalBackups": -1, "maxTotalBackupGigabytes": -1, "maxTotalSnapshotGigabytes": -1,
+                "totalVolumesUsed": mine.len(),
+                "totalGigabytesUsed": mine.iter().map(|v| v.size).sum::<u64>(),
+                "totalSnapshotsUsed": 0, "totalBackupsUsed": 0, "totalBackupGigabytesUsed": 0,
+            }}})))
+        }
+        ("GET", ["os-availability-zone"]) => Ok(Reply::ok(json!({"availabilityZoneInfo": [
+            {"zoneName": crate::engine::catalog::AVAILABILITY_ZONE, "zoneState": {"available": true}}
+        ]}))),
+        ("GET", ["os-services"]) => {
+            require_admin(ctx)?;
+            let cat = engine.catalog()?;
+            let host = host_name();
+            let now = crate::engine::catalog::timestamp();
+            let service = |binary: &str, host: String| {
+                json!({
+                    "binary": binary, "host": host, "zone": crate::engine::catalog::AVAILABILITY_ZONE,
+                    "status": "enabled", "state": "up", "updated_at": now, "disabled_reason": null,
+                })
+            };
+            let mut kinds: Vec<&str> = engine.backend_pools(&cat)?.iter().map(|p| p.kind).collect();
+            kinds.sort();
+            kinds.dedup();
+            let mut services = vec![service("cinder-scheduler", host.clone())];
+            services.extend(
+                kinds
+                    .iter()
+                    .map(|k| service("cinder-volume", format!("{host}@{k}"))),
+            );
+            Ok(Reply::ok(json!({"services": services})))
+        }
+        ("GET", ["scheduler-stats", "get_pools"]) => {
+            require_admin(ctx)?;
+            let cat = engine.catalog()?;
+            let detail = ctx
+                .query
+                .get("detail")
+                .is_some_and(|d| super::lists::truthy(d));
+            let host = host_name();
+            let pools: Vec<Value> = engine
+                .backend_pools(&cat)?
+                .iter()
+                .map(|p| {
+                    let name = format!("{host}@{}#{}", p.kind, p.domain);
+                    if detail {
+                        json!({"name": name, "capabilities": p.capabilities()})
+                    } else {
+                        json!({"name": name})
+                    }
+                })
+                .collect();
+            Ok(Reply::ok(json!({"pools": pools})))
+        }
+        ("GET", ["resource_filters"]) if ctx.at_least(33) => {
+            Ok(Reply::ok(json!({"resource_filters": [
+                {"resource": "volume", "filters": ["name", "status", "metadata", "bootable", "availability_zone", "size"]},
+                {"resource": "volume_type", "filters": ["is_public", "name"]},
+            ]})))
+        }
+        ("GET", ["messages"]) if ctx.at_least(3) => {
+            // A volume's last failure, as Cinder's user messages tell them.
+            let cat = engine.catalog()?;
+            let messages: Vec<Value> = cat
+                .volumes
+                .all()
+                .iter()
+                .filter(|v| v.project == ctx.project || ctx.admin)
+                .filter_map(|v| {
+                    let fault = v.fault.as_ref()?;
+                    let at = v.updated_at.clone().unwrap_or_else(|| v.created_at.clone());
+                    Some(json!({
+                        "id": v.id, "event_id": "VOLUME_VOLUME_001_002", "user_message": fault,
+                        "message_level": "ERROR", "resource_type": "VOLUME", "resource_uuid": v.id,
+                        "created_at": at, "guaranteed_until": at, "request_id": format!("req-{}", v.id),
+                        "links": [{"rel": "self", "href": ctx.link(&format!("messages/{}", v.id))}],
+                    }))
+                })
+                .collect();
+            Ok(Reply::ok(json!({"messages": messages})))
+        }
+        (_, [first, ..]) if LATER.contains(first) => Err(Fault::new(
+            StatusCode::NOT_IMPLEMENTED,
+            format!("Cairn does not serve /{first} yet"),
+        )),
+        _ => Err(Fault::not_found("The resource could not be found.")),
+    }
+}

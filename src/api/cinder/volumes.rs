@@ -1,0 +1,380 @@
+//! `/v3/volumes`: volumes, their metadata and actions.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{Method, StatusCode};
+use serde_json::{json, Map, Value};
+
+use super::lists::{self, truthy};
+use super::views;
+use super::{
+    body_object, opt_string, require_admin, string_map, whole_number, Answer, Ctx, Fault, Reply,
+};
+use crate::engine::catalog::{Catalog, NewVolume, VolumeRecord, VolumeStatus};
+use crate::engine::Engine;
+
+/// How long a request waits for a quick change (a thin create or delete
+/// on a file domain) to finish before answering: scripts that go on at
+/// once then find the volume ready.
+const SETTLE: Duration = Duration::from_secs(5);
+
+/// Filters a user may list volumes by (Cinder's resource_filters.json).
+const FILTERS: [&str; 6] = [
+    "name",
+    "status",
+    "metadata",
+    "bootable",
+    "availability_zone",
+    "size",
+];
+
+/// Keys `POST /volumes` takes (schema `create_volume_v353`).
+const CREATE_KEYS: [&str; 16] = [
+    "size",
+    "name",
+    "description",
+    "display_name",
+    "display_description",
+    "volume_type",
+    "metadata",
+    "snapshot_id",
+    "source_volid",
+    "backup_id",
+    "group_id",
+    "consistencygroup_id",
+    "availability_zone",
+    "imageRef",
+    "image_id",
+    "multiattach",
+];
+
+pub fn route(engine: &Arc<Engine>, ctx: &Ctx, method: &Method, s: &[&str], body: Value) -> Answer {
+    match (method.as_str(), s) {
+        ("GET", []) => list(engine, ctx, false),
+        ("GET", ["detail"]) => list(engine, ctx, true),
+        ("POST", []) => create(engine, ctx, &body),
+        ("GET", ["summary"]) if ctx.at_least(12) => summary(engine, ctx),
+        ("GET", [id]) => {
+            let (cat, v) = visible(engine, ctx, id)?;
+            Ok(Reply::ok(json!({"volume": detail(engine, &cat, ctx, &v)})))
+        }
+        ("PUT", [id]) => update(engine, ctx, id, &body),
+        ("DELETE", [id]) => {
+            let force = ctx.query.get("force").is_some_and(|f| truthy(f));
+            if force && !ctx.at_least(23) {
+                return Err(Fault::bad("force delete needs microversion 3.23 or later"));
+            }
+            if force {
+                require_admin(ctx)?;
+            }
+            delete(engine, ctx, id, force)
+        }
+        ("POST", [id, "action"]) => action(engine, ctx, id, &body),
+        ("GET", [id, "metadata"]) => {
+            let (_, v) = visible(engine, ctx, id)?;
+            Ok(Reply::ok(json!({"metadata": v.metadata})))
+        }
+        ("POST", [id, "metadata"]) | ("PUT", [id, "metadata"]) => {
+            let new = string_map(body.get("metadata").unwrap_or(&Value::Null), "metadata")?;
+            let (_, v) = visible(engine, ctx, id)?;
+            let merged = if method == Method::POST {
+                let mut m = v.metadata.clone();
+                m.extend(new);
+                m
+            } else {
+                new
+            };
+            let v = engine.update_catalog_volume(v.id, None, None, Some(merged))?;
+            Ok(Reply::ok(json!({"metadata": v.metadata})))
+        }
+        ("GET", [id, "metadata", key]) => {
+            let (_, v) = visible(engine, ctx, id)?;
+            let value = v.metadata.get(*key).ok_or_else(|| no_metadata(&v, key))?;
+            Ok(Reply::ok(json!({"meta": {*key: value}})))
+        }
+        ("PUT", [id, "metadata", key]) => {
+            let meta = string_map(body.get("meta").unwrap_or(&Value::Null), "meta")?;
+            if meta.len() != 1 || !meta.contains_key(*key) {
+                return Err(Fault::bad("Request body and URI mismatch"));
+            }
+            let (_, v) = visible(engine, ctx, id)?;
+            let mut m = v.metadata.clone();
+            m.extend(meta.clone());
+            engine.update_catalog_volume(v.id, None, None, Some(m))?;
+            Ok(Reply::ok(json!({"meta": meta})))
+        }
+        ("DELETE", [id, "metadata", key]) => {
+            let (_, v) = visible(engine, ctx, id)?;
+            let mut m = v.metadata.clone();
+            m.remove(*key).ok_or_else(|| no_metadata(&v, key))?;
+            engine.update_catalog_volume(v.id, None, None, Some(m))?;
+            Ok(Reply::status(StatusCode::OK))
+        }
+        _ => Err(Fault::not_found("The resource could not be found.")),
+    }
+}
+
+fn no_metadata(v: &VolumeRecord, key: &str) -> Fault {
+    Fault::not_found(format!("Volume {} has no metadata with key {key}.", v.id))
+}
+
+fn not_found(id: &str) -> Fault {
+    Fault::not_found(format!("Volume {id} could not be found."))
+}
+
+/// A volume the caller may see.
+fn visible(
+    engine: &Arc<Engine>,
+    ctx: &Ctx,
+    id: &str,
+) -> Result<(Arc<Catalog>, VolumeRecord), Fault> {
+    let cat = engine.catalog()?;
+    let uuid = crate::types::parse_uuid(id).ok_or_else(|| not_found(id))?;
+    let v = cat.volumes.get(uuid).map_err(|_| not_found(id))?;
+    if v.project != ctx.project && !ctx.admin {
+        return Err(not_found(id));
+    }
+    Ok((cat, v))
+}
+
+fn detail(engine: &Arc<Engine>, cat: &Catalog, ctx: &Ctx, v: &VolumeRecord) -> Value {
+    let vtype = cat.types.get(v.type_id).ok();
+    let kind = v.domain.and_then(|sd| engine.domain(sd).ok()).map(|d| {
+        if d.caps().qemu_driver == "host_device" {
+            "block"
+        } else {
+            "file"
+        }
+    });
+    views::volume_detail(ctx, v, vtype.as_ref(), kind)
+}
+
+fn listed(cat: &Catalog, ctx: &Ctx) -> Vec<VolumeRecord> {
+    let all_tenants = ctx.admin && ctx.query.get("all_tenants").is_some_and(|v| truthy(v));
+    cat.volumes
+        .all()
+        .into_iter()
+        .filter(|v| all_tenants || v.project == ctx.project)
+        .collect()
+}
+
+fn list(engine: &Arc<Engine>, ctx: &Ctx, with_detail: bool) -> Answer {
+    let cat = engine.catalog()?;
+    let details: Vec<Value> = listed(&cat, ctx)
+        .iter()
+        .map(|v| detail(engine, &cat, ctx, v))
+        .collect();
+    let collection = if with_detail {
+        "volumes/detail"
+    } else {
+        "volumes"
+    };
+    let mut body = lists::page(
+        ctx,
+        details,
+        &FILTERS,
+        collection,
+        "volumes_links",
+        "volumes",
+    )?;
+    if !with_detail {
+        for item in body["volumes"].as_array_mut().into_iter().flatten() {
+            *item = json!({"id": item["id"], "name": item["name"], "links": item["links"]});
+        }
+    }
+    Ok(Reply::ok(body))
+}
+
+fn summary(engine: &Arc<Engine>, ctx: &Ctx) -> Answer {
+    let cat = engine.catalog()?;
+    let vols = listed(&cat, ctx);
+    let mut metadata: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for v in &vols {
+        for (k, val) in &v.metadata {
+            let seen = metadata.entry(k.clone()).or_default();
+            if !seen.contains(val) {
+                seen.push(val.clone());
+            }
+        }
+    }
+    let mut s = json!({
+        "total_count": vols.len(),
+        "total_size": vols.iter().map(|v| v.size).sum::<u64>(),
+    });
+    if ctx.at_least(36) {
+        s["metadata"] = json!(metadata);
+    }
+    Ok(Reply::ok(json!({"volume-summary": s})))
+}
+
+fn text_field(obj: &Map<String, Value>, key: &str, legacy: &str) -> Result<Option<String>, Fault> {
+    Ok(opt_string(obj, key)?.or(opt_string(obj, legacy)?))
+}
+
+fn create(engine: &Arc<Engine>, ctx: &Ctx, body: &Value) -> Answer {
+    let obj = body_object(body, "volume")?;
+    if ctx.at_least(53) {
+        if let Some(k) = obj.keys().find(|k| !CREATE_KEYS.contains(&k.as_str())) {
+            return Err(Fault::bad(format!("Invalid input for field/attribute volume. Additional properties are not allowed ('{k}' was unexpected)")));
+        }
+    }
+    for source in [
+        "snapshot_id",
+        "source_volid",
+        "backup_id",
+        "imageRef",
+        "image_id",
+        "group_id",
+    ] {
+        if obj.get(source).is_some_and(|v| !v.is_null()) {
+            return Err(Fault::bad(format!(
+                "Invalid input received: Cairn does not create volumes from {source} yet; create an empty volume"
+            )));
+        }
+    }
+    if obj
+        .get("multiattach")
+        .is_some_and(|v| v.as_bool() == Some(true))
+    {
+        return Err(Fault::bad(
+            "multiattach is set through the volume type, not the request",
+        ));
+    }
+    let size = match obj.get("size") {
+        None | Some(Value::Null) => {
+            return Err(Fault::bad("Invalid input received: size is required"))
+        }
+        Some(v) => whole_number(v, "size")?,
+    };
+    let req = NewVolume {
+        project: ctx.project.clone(),
+        user: ctx.user.clone(),
+        name: text_field(obj, "name", "display_name")?,
+        description: text_field(obj, "description", "display_description")?,
+        size,
+        volume_type: opt_string(obj, "volume_type")?,
+        metadata: string_map(obj.get("metadata").unwrap_or(&Value::Null), "metadata")?,
+        availability_zone: opt_string(obj, "availability_zone")?,
+    };
+    let v = engine.create_catalog_volume(req)?;
+    let v = engine.settle_catalog_volume(v.id, SETTLE)?.unwrap_or(v);
+    let cat = engine.catalog()?;
+    Ok(Reply::accepted(
+        json!({"volume": detail(engine, &cat, ctx, &v)}),
+    ))
+}
+
+fn update(engine: &Arc<Engine>, ctx: &Ctx, id: &str, body: &Value) -> Answer {
+    let obj = body_object(body, "volume")?;
+    const KEYS: [&str; 5] = [
+        "name",
+        "description",
+        "display_name",
+        "display_description",
+        "metadata",
+    ];
+    if ctx.at_least(53) {
+        if obj.is_empty() {
+            return Err(Fault::bad("Invalid input for field/attribute volume: at least one of name, description, metadata is required"));
+        }
+        if let Some(k) = obj.keys().find(|k| !KEYS.contains(&k.as_str())) {
+            return Err(Fault::bad(format!("Invalid input for field/attribute volume. Additional properties are not allowed ('{k}' was unexpected)")));
+        }
+    }
+    let (_, v) = visible(engine, ctx, id)?;
+    let pick = |a: &str, b: &str| -> Result<Option<Option<String>>, Fault> {
+        if obj.contains_key(a) || obj.contains_key(b) {
+            Ok(Some(text_field(obj, a, b)?))
+        } else {
+            Ok(None)
+        }
+    };
+    let metadata = obj
+        .get("metadata")
+        .map(|m| string_map(m, "metadata"))
+        .transpose()?;
+    let v = engine.update_catalog_volume(
+        v.id,
+        pick("name", "display_name")?,
+        pick("description", "display_description")?,
+        metadata,
+    )?;
+    let cat = engine.catalog()?;
+    Ok(Reply::ok(json!({"volume": detail(engine, &cat, ctx, &v)})))
+}
+
+fn delete(engine: &Arc<Engine>, ctx: &Ctx, id: &str, force: bool) -> Answer {
+    let (_, v) = visible(engine, ctx, id)?;
+    engine.delete_catalog_volume(v.id, force)?;
+    engine.settle_catalog_volume(v.id, SETTLE)?;
+    Ok(Reply::status(StatusCode::ACCEPTED))
+}
+
+fn action(engine: &Arc<Engine>, ctx: &Ctx, id: &str, body: &Value) -> Answer {
+    let obj = body
+        .as_object()
+        .filter(|o| o.len() == 1)
+        .ok_or_else(|| Fault::bad("An action body names exactly one action"))?;
+    let (name, args) = obj.iter().next().expect("one entry");
+    let (_, v) = visible(engine, ctx, id)?;
+    match name.as_str() {
+        "os-extend" => {
+            let new_size = args
+                .get("new_size")
+                .ok_or_else(|| Fault::bad("Missing required element 'new_size' in request body."))
+                .and_then(|n| whole_number(n, "new_size"))?;
+            engine.extend_catalog_volume(v.id, new_size)?;
+            engine.settle_catalog_volume(v.id, SETTLE)?;
+            Ok(Reply::status(StatusCode::ACCEPTED))
+        }
+        "os-reset_status" => {
+            require_admin(ctx)?;
+            if let Some(status) = args.get("status").and_then(Value::as_str) {
+                let status = VolumeStatus::parse(status)
+                    .ok_or_else(|| Fault::bad(format!("Invalid input received: status {status:?} is not a volume status Cairn keeps")))?;
+                engine.reset_catalog_volume_status(v.id, status)?;
+            }
+            Ok(Reply::status(StatusCode::ACCEPTED))
+        }
+        "os-force_delete" => {
+            require_admin(ctx)?;
+            engine.delete_catalog_volume(v.id, true)?;
+            engine.settle_catalog_volume(v.id, SETTLE)?;
+            Ok(Reply::status(StatusCode::ACCEPTED))
+        }
+        "os-set_bootable" => {
+            let bootable = match args.get("bootable") {
+                Some(Value::Bool(b)) => *b,
+                Some(Value::String(s)) => truthy(s),
+                _ => {
+                    return Err(Fault::bad(
+                        "Invalid input received: bootable must be a boolean",
+                    ))
+                }
+            };
+            engine.set_catalog_volume_bootable(v.id, bootable)?;
+            Ok(Reply::status(StatusCode::OK))
+        }
+        "os-retype"
+        | "os-migrate_volume"
+        | "revert"
+        | "os-initialize_connection"
+        | "os-terminate_connection"
+        | "os-reserve"
+        | "os-unreserve"
+        | "os-attach"
+        | "os-detach"
+        | "os-begin_detaching"
+        | "os-roll_detaching"
+        | "os-force_detach"
+        | "os-update_readonly_flag"
+        | "os-volume_upload_image"
+        | "os-unmanage" => Err(Fault::new(
+            StatusCode::NOT_IMPLEMENTED,
+            format!("Cairn does not implement the volume action {name} yet"),
+        )),
+        other => Err(Fault::bad(format!("There is no such action: {other}"))),
+    }
+}

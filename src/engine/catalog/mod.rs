@@ -1,0 +1,83 @@
+//! The pool's catalog: named volumes owned by projects, volume types and
+//! their extra specs, as a Cinder-style service keeps them, but on the
+//! pool's master domain instead of a database: the SPM opens it, writes it
+//! crash-safely, and a new SPM (or a new master) carries it on.
+//!
+//! A catalog volume is an image; its leaf is the disk. Every status change
+//! is a compare-and-swap on the record, and the engine task doing the work
+//! is named in it, so after a crash the next SPM finishes or rolls back
+//! what was in flight (`recover`) instead of leaving it for an operator.
+
+mod records;
+mod scheduler;
+mod store;
+mod volumes;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+pub use records::{timestamp, TypeRecord, VolumeRecord, VolumeStatus, DEFAULT_TYPE};
+pub use scheduler::{BackendPool, Placement, AVAILABILITY_ZONE};
+pub use store::Table;
+pub use volumes::{NewType, NewVolume, TypeChange};
+
+use crate::error::{Error, Result};
+use crate::types::Uuid;
+
+use super::Engine;
+
+/// The open catalog of the connected pool.
+pub struct Catalog {
+    pub pool: Uuid,
+    /// The master it was read from: a new master or SPM reopens it.
+    key: (Uuid, Uuid, i64),
+    pub volumes: Table<VolumeRecord>,
+    pub types: Table<TypeRecord>,
+}
+
+impl Catalog {
+    fn open(pool: Uuid, key: (Uuid, Uuid, i64), dir: &Path) -> Result<Catalog> {
+        store::ensure_dir(dir)?;
+        let cat = Catalog {
+            pool,
+            key,
+            volumes: Table::open(dir)?,
+            types: Table::open(dir)?,
+        };
+        records::ensure_default_type(&cat.types)?;
+        Ok(cat)
+    }
+}
+
+/// The engine's handle on the catalog.
+#[derive(Default)]
+pub struct Catalogs {
+    open: Mutex<Option<Arc<Catalog>>>,
+}
+
+impl Engine {
+    /// The catalog of the connected pool; this host must be its SPM (the
+    /// only writer of the master domain).
+    pub fn catalog(self: &Arc<Self>) -> Result<Arc<Catalog>> {
+        let pool_id = self.connected_pool_id().ok_or(Error::CatalogUnavailable(
+            "this host is connected to no pool".into(),
+        ))?;
+        let pool = self.require_spm(pool_id).map_err(|e| match e {
+            Error::NotSpm(_) => Error::CatalogUnavailable(
+                "this host is not the pool's SPM; the catalog is served by the SPM".into(),
+            ),
+            e => e,
+        })?;
+        let key = (pool.id, pool.master_sd, pool.master_version);
+        let mut open = self.catalogs.open.lock().expect("catalog");
+        if let Some(cat) = open.as_ref().filter(|c| c.key == key) {
+            return Ok(cat.clone());
+        }
+        let dir = self.domain(pool.master_sd)?.master_dir()?.join("catalog");
+        let cat = Arc::new(Catalog::open(pool.id, key, &dir)?);
+        *open = Some(cat.clone());
+        drop(open);
+        self.recover_catalog(&cat);
+        Ok(cat)
+    }
+}

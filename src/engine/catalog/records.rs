@@ -1,0 +1,169 @@
+//! What the catalog records: volumes and volume types.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::store::{Record, Table};
+use crate::error::Result;
+use crate::types::Uuid;
+
+/// The type every volume without one gets (Cinder's since Train).
+pub const DEFAULT_TYPE: &str = "__DEFAULT__";
+
+/// A volume's status, in Cinder's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VolumeStatus {
+    #[serde(rename = "creating")]
+    Creating,
+    #[serde(rename = "available")]
+    Available,
+    #[serde(rename = "deleting")]
+    Deleting,
+    #[serde(rename = "error")]
+    Error,
+    #[serde(rename = "error_deleting")]
+    ErrorDeleting,
+    #[serde(rename = "extending")]
+    Extending,
+    #[serde(rename = "error_extending")]
+    ErrorExtending,
+    #[serde(rename = "in-use")]
+    InUse,
+    #[serde(rename = "maintenance")]
+    Maintenance,
+}
+
+impl VolumeStatus {
+    pub const ALL: [VolumeStatus; 9] = [
+        VolumeStatus::Creating,
+        VolumeStatus::Available,
+        VolumeStatus::Deleting,
+        VolumeStatus::Error,
+        VolumeStatus::ErrorDeleting,
+        VolumeStatus::Extending,
+        VolumeStatus::ErrorExtending,
+        VolumeStatus::InUse,
+        VolumeStatus::Maintenance,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            VolumeStatus::Creating => "creating",
+            VolumeStatus::Available => "available",
+            VolumeStatus::Deleting => "deleting",
+            VolumeStatus::Error => "error",
+            VolumeStatus::ErrorDeleting => "error_deleting",
+            VolumeStatus::Extending => "extending",
+            VolumeStatus::ErrorExtending => "error_extending",
+            VolumeStatus::InUse => "in-use",
+            VolumeStatus::Maintenance => "maintenance",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<VolumeStatus> {
+        Self::ALL.into_iter().find(|v| v.name() == s)
+    }
+
+    /// A status some work moves the volume out of by itself.
+    pub fn is_transitional(self) -> bool {
+        matches!(
+            self,
+            VolumeStatus::Creating | VolumeStatus::Deleting | VolumeStatus::Extending
+        )
+    }
+}
+
+/// A named volume: an image of a domain of the pool, its leaf the disk.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VolumeRecord {
+    /// Also the image's UUID.
+    pub id: Uuid,
+    pub project: String,
+    pub user: String,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    /// GiB, as Cinder counts.
+    pub size: u64,
+    pub status: VolumeStatus,
+    /// What an extend returns to.
+    pub previous_status: Option<VolumeStatus>,
+    /// The domain holding it; None when no domain could take it.
+    pub domain: Option<Uuid>,
+    /// The image's leaf volume.
+    pub leaf: Uuid,
+    pub type_id: Uuid,
+    pub metadata: BTreeMap<String, String>,
+    pub bootable: bool,
+    pub availability_zone: String,
+    pub created_at: String,
+    pub updated_at: Option<String>,
+    /// The engine task doing the current change.
+    pub task: Option<Uuid>,
+    /// The size an extend in flight goes to (GiB).
+    pub extending_to: Option<u64>,
+    /// Why the last change failed, for the user.
+    pub fault: Option<String>,
+}
+
+impl Record for VolumeRecord {
+    const TABLE: &'static str = "volumes";
+    const KIND: &'static str = "volume";
+    fn id(&self) -> Uuid {
+        self.id
+    }
+}
+
+/// A volume type: extra specs the scheduler matches against domains.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TypeRecord {
+    pub id: Uuid,
+    pub name: String,
+    pub description: Option<String>,
+    pub is_public: bool,
+    pub extra_specs: BTreeMap<String, String>,
+    /// Projects a private type is shared with.
+    pub projects: Vec<String>,
+    pub created_at: String,
+}
+
+impl Record for TypeRecord {
+    const TABLE: &'static str = "types";
+    const KIND: &'static str = "volume type";
+    fn id(&self) -> Uuid {
+        self.id
+    }
+}
+
+/// A naive UTC timestamp with microseconds, as Cinder prints them.
+pub fn timestamp() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}",
+        now.year(),
+        now.month() as u8,
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second(),
+        now.microsecond()
+    )
+}
+
+/// Creates the default type on a new catalog.
+pub(super) fn ensure_default_type(types: &Table<TypeRecord>) -> Result<()> {
+    if types.find(|t| t.name == DEFAULT_TYPE).is_some() {
+        return Ok(());
+    }
+    let rec = TypeRecord {
+        id: Uuid::new_v4(),
+        name: DEFAULT_TYPE.into(),
+        description: Some("Default Volume Type".into()),
+        is_public: true,
+        extra_specs: BTreeMap::new(),
+        projects: Vec::new(),
+        created_at: timestamp(),
+    };
+    types.insert(rec, |_| Ok(()))?;
+    Ok(())
+}

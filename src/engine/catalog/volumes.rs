@@ -1,0 +1,680 @@
+//! Catalog volumes and types: each change moves the record's status by a
+//! compare-and-swap, starts the engine task doing the work, and a finisher
+//! moves the status on when the task ends. `recover` does the finishers'
+//! work for changes a crash interrupted.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::records::{timestamp, TypeRecord, VolumeRecord, VolumeStatus, DEFAULT_TYPE};
+use super::scheduler::{self, BackendPool, AVAILABILITY_ZONE};
+use super::Catalog;
+use crate::engine::image::DeleteImage;
+use crate::engine::volume::CreateVolume;
+use crate::engine::{Engine, TaskState};
+use crate::error::{Error, Result};
+use crate::types::{DiskType, Uuid, VolumeAllocation, VolumeFormat, BLANK_UUID};
+
+const GIB: u64 = 1 << 30;
+/// How often a finisher looks at its task.
+const FINISHER_POLL: Duration = Duration::from_millis(20);
+/// Longest name or description kept (Cinder's columns).
+const MAX_TEXT: usize = 255;
+
+/// A volume to create.
+#[derive(Debug, Clone, Default)]
+pub struct NewVolume {
+    pub project: String,
+    pub user: String,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub size: u64,
+    /// A type's name or id; the default type when None.
+    pub volume_type: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+    pub availability_zone: Option<String>,
+}
+
+/// A volume type to create.
+#[derive(Debug, Clone, Default)]
+pub struct NewType {
+    pub name: String,
+    pub description: Option<String>,
+    pub is_public: bool,
+    pub extra_specs: BTreeMap<String, String>,
+}
+
+/// An edit of a volume type.
+#[derive(Debug, Clone, Default)]
+pub struct TypeChange {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub is_public: Option<bool>,
+    /// Extra specs to set.
+    pub set_specs: BTreeMap<String, String>,
+    /// Extra specs to remove.
+    pub unset_specs: Vec<String>,
+}
+
+fn invalid(kind: &'static str, reason: impl Into<String>) -> Error {
+    Error::CatalogInvalid {
+        kind,
+        reason: reason.into(),
+    }
+}
+
+fn check_text(what: &str, s: &Option<String>) -> Result<()> {
+    match s {
+        Some(s) if s.chars().count() > MAX_TEXT => Err(invalid(
+            "input",
+            format!("{what} is longer than {MAX_TEXT} characters"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+pub(super) fn check_metadata(md: &BTreeMap<String, String>) -> Result<()> {
+    for (k, v) in md {
+        if k.is_empty() || k.chars().count() > MAX_TEXT || v.chars().count() > MAX_TEXT {
+            return Err(invalid(
+                "input",
+                format!("metadata key {k:?}: keys must be 1-{MAX_TEXT} characters, values at most {MAX_TEXT}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl Catalog {
+    /// A type by id or name.
+    pub fn find_type(&self, key: &str) -> Result<TypeRecord> {
+        let by_id = crate::types::parse_uuid(key);
+        self.types
+            .find(|t| Some(t.id) == by_id || t.name == key)
+            .ok_or_else(|| Error::CatalogNotFound {
+                kind: "volume type",
+                id: key.to_string(),
+            })
+    }
+
+    pub fn default_type(&self) -> Result<TypeRecord> {
+        self.find_type(DEFAULT_TYPE)
+    }
+
+    fn type_in_use(&self, id: Uuid) -> bool {
+        self.volumes.find(|v| v.type_id == id).is_some()
+    }
+}
+
+impl Engine {
+    /// The pool's active data domains as scheduler pools.
+    pub fn backend_pools(self: &Arc<Self>, cat: &Catalog) -> Result<Vec<BackendPool>> {
+        let pool = self.connected_pool(cat.pool)?;
+        let (_, md, _) = self.pool_metadata(&pool)?;
+        let volumes = cat.volumes.all();
+        let mut out = Vec::new();
+        for (sd, status) in &md.domains {
+            if status != "Active" {
+                continue;
+            }
+            let Ok(info) = self.domain_info(*sd) else {
+                continue;
+            };
+            if info.class != crate::types::DomainClass::Data {
+                continue;
+            }
+            let Ok((total, free)) = self.domain(*sd).and_then(|d| d.space()) else {
+                continue;
+            };
+            use crate::types::DomainType as T;
+            let (kind, protocol) = match info.domain_type {
+                T::Iscsi => ("block", "iSCSI"),
+                T::Fcp => ("block", "FC"),
+                T::Nfs => ("file", "nfs"),
+                T::GlusterFs => ("file", "glusterfs"),
+                T::LocalFs => ("file", "local"),
+                T::Cifs => ("file", "cifs"),
+                T::SharedFs => ("file", "posix"),
+            };
+            let mine: Vec<_> = volumes.iter().filter(|v| v.domain == Some(*sd)).collect();
+            out.push(BackendPool {
+                domain: *sd,
+                name: info.name,
+                kind,
+                storage_protocol: protocol,
+                total_gib: total as f64 / GIB as f64,
+                free_gib: free as f64 / GIB as f64,
+                provisioned_gib: mine.iter().map(|v| v.size).sum::<u64>() as f64,
+                volumes: mine.len() as u64,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Creates a catalog volume: a thin qcow2 image (a preallocated RAW one
+    /// for a thick type) on the domain the scheduler picks. When no domain
+    /// fits, the volume is recorded in `error` with the reason, as Cinder
+    /// does.
+    pub fn create_catalog_volume(self: &Arc<Self>, req: NewVolume) -> Result<VolumeRecord> {
+        let cat = self.catalog()?;
+        if req.size == 0 {
+            return Err(invalid(
+                "input",
+                "size must be a whole number of GiB, at least 1",
+            ));
+        }
+        check_text("name", &req.name)?;
+        check_text("description", &req.description)?;
+        check_metadata(&req.metadata)?;
+        let vtype = match &req.volume_type {
+            Some(t) => cat.find_type(t)?,
+            None => cat.default_type()?,
+        };
+        if !vtype.is_public && !vtype.projects.contains(&req.project) {
+            return Err(Error::CatalogNotFound {
+                kind: "volume type",
+                id: req.volume_type.clone().unwrap_or_default(),
+            });
+        }
+        let placement = scheduler::place(
+            &self.backend_pools(&cat)?,
+            &vtype,
+            req.size,
+            req.availability_zone.as_deref(),
+        );
+        let id = Uuid::new_v4();
+        let mut rec = VolumeRecord {
+            id,
+            project: req.project,
+            user: req.user,
+            name: req.name,
+            description: req.description,
+            size: req.size,
+            status: VolumeStatus::Creating,
+            previous_status: None,
+            domain: None,
+            leaf: Uuid::new_v4(),
+            type_id: vtype.id,
+            metadata: req.metadata,
+            bootable: false,
+            availability_zone: AVAILABILITY_ZONE.into(),
+            created_at: timestamp(),
+            updated_at: None,
+            task: None,
+            extending_to: None,
+            fault: None,
+        };
+        let placement = match placement {
+            Ok(p) => p,
+            Err(why) => {
+                tracing::warn!(volume = %id, reason = %why, "catalog volume not placed");
+                rec.status = VolumeStatus::Error;
+                rec.fault = Some(why);
+                return cat.volumes.insert(rec, |_| Ok(()));
+            }
+        };
+        rec.domain = Some(placement.domain);
+        let rec = cat.volumes.insert(rec, |_| Ok(()))?;
+        let (format, allocation) = if placement.thick {
+            (VolumeFormat::Raw, VolumeAllocation::Preallocated)
+        } else {
+            (VolumeFormat::Cow, VolumeAllocation::Sparse)
+        };
+        let started = crate::failpoint::hit("catalog.volume.recorded").and_then(|()| {
+            self.create_volume(CreateVolume {
+                pool: cat.pool,
+                sd: placement.domain,
+                img: id,
+                vol: rec.leaf,
+                size: rec.size * GIB,
+                format,
+                allocation,
+                disk_type: DiskType::Data,
+                description: String::new(),
+                src_img: BLANK_UUID,
+                src_vol: BLANK_UUID,
+                initial_size: None,
+                legal: true,
+                sequence: 0,
+                add_bitmaps: false,
+                bitmap: None,
+            })
+        });
+        self.follow(&cat, id, started, |rec, outcome| {
+            rec.task = None;
+            match outcome {
+                Ok(()) => rec.status = VolumeStatus::Available,
+                Err(why) => {
+                    rec.status = VolumeStatus::Error;
+                    rec.fault = Some(format!("creating the volume failed: {why}"));
+                }
+            }
+            true
+        })
+    }
+
+    /// Renames, describes or replaces the metadata of a volume.
+    pub fn update_catalog_volume(
+        self: &Arc<Self>,
+        id: Uuid,
+        name: Option<Option<String>>,
+        description: Option<Option<String>>,
+        metadata: Option<BTreeMap<String, String>>,
+    ) -> Result<VolumeRecord> {
+        let cat = self.catalog()?;
+        if let Some(n) = &name {
+            check_text("name", n)?;
+        }
+        if let Some(d) = &description {
+            check_text("description", d)?;
+        }
+        if let Some(m) = &metadata {
+            check_metadata(m)?;
+        }
+        cat.volumes.update(id, |v| {
+            if v.status == VolumeStatus::Maintenance {
+                return Err(invalid("volume", "it is in maintenance"));
+            }
+            if let Some(n) = name {
+                v.name = n;
+            }
+            if let Some(d) = description {
+                v.description = d;
+            }
+            if let Some(m) = metadata {
+                v.metadata = m;
+            }
+            v.updated_at = Some(timestamp());
+            Ok(())
+        })
+    }
+
+    /// Deletes a volume: `available`, `error`, `error_extending` and
+    /// `error_deleting` ones, any but a busy one with `force`.
+    pub fn delete_catalog_volume(self: &Arc<Self>, id: Uuid, force: bool) -> Result<VolumeRecord> {
+        let cat = self.catalog()?;
+        let rec = cat.volumes.update(id, |v| {
+            use VolumeStatus as S;
+            let allowed = matches!(
+                v.status,
+                S::Available | S::Error | S::ErrorExtending | S::ErrorDeleting
+            );
+            if !(allowed || force && !matches!(v.status, S::Deleting | S::InUse)) {
+                return Err(invalid(
+                    "volume",
+                    format!(
+                        "Volume status must be available or error or error_restoring or error_extending or error_managing and must not be migrating, attached, belong to a group, have snapshots, be awaiting a transfer, or be disassociated from snapshots after volume transfer (it is {})",
+                        v.status.name()
+                    ),
+                ));
+            }
+            v.status = S::Deleting;
+            v.previous_status = None;
+            v.updated_at = Some(timestamp());
+            Ok(())
+        })?;
+        self.start_delete(&cat, rec)
+    }
+
+    fn start_delete(
+        self: &Arc<Self>,
+        cat: &Arc<Catalog>,
+        rec: VolumeRecord,
+    ) -> Result<VolumeRecord> {
+        let present = rec
+            .domain
+            .and_then(|sd| self.domain(sd).ok())
+            .is_some_and(|d| d.has_image(rec.id));
+        if !present {
+            // Never placed, or its image is gone already.
+            cat.volumes.remove(rec.id, |_| Ok(()))?;
+            tracing::info!(volume = %rec.id, "catalog volume deleted");
+            return Ok(rec);
+        }
+        let started = self.delete_image(DeleteImage {
+            pool: cat.pool,
+            sd: rec.domain.expect("present"),
+            img: rec.id,
+            post_zero: false,
+            force: false,
+            discard: true,
+        });
+        self.follow(cat, rec.id, started, |rec, outcome| {
+            rec.task = None;
+            match outcome {
+                Ok(()) => false,
+                Err(why) => {
+                    rec.status = VolumeStatus::ErrorDeleting;
+                    rec.fault = Some(format!("deleting the volume failed: {why}"));
+                    true
+                }
+            }
+        })
+    }
+
+    /// Grows an `available` volume to `new_size` GiB.
+    pub fn extend_catalog_volume(
+        self: &Arc<Self>,
+        id: Uuid,
+        new_size: u64,
+    ) -> Result<VolumeRecord> {
+        let cat = self.catalog()?;
+        let rec = cat.volumes.update(id, |v| {
+            if v.status != VolumeStatus::Available {
+                return Err(invalid(
+                    "volume",
+                    format!("Volume status must be 'available' to extend, currently {}", v.status.name()),
+                ));
+            }
+            if new_size <= v.size {
+                return Err(invalid(
+                    "input",
+                    format!("New size for extend must be greater than current size. (current: {}, extended: {new_size})", v.size),
+                ));
+            }
+            v.status = VolumeStatus::Extending;
+            v.previous_status = Some(VolumeStatus::Available);
+            v.extending_to = Some(new_size);
+            v.updated_at = Some(timestamp());
+            Ok(())
+        })?;
+        let sd = rec.domain.expect("an available volume has a domain");
+        let started = self.extend_volume(cat.pool, sd, rec.id, rec.leaf, new_size * GIB);
+        self.follow(&cat, id, started, |rec, outcome| {
+            rec.task = None;
+            match outcome {
+                Ok(()) => {
+                    rec.size = rec.extending_to.unwrap_or(rec.size);
+                    rec.status = rec.previous_status.unwrap_or(VolumeStatus::Available);
+                }
+                Err(why) => {
+                    rec.status = VolumeStatus::ErrorExtending;
+                    rec.fault = Some(format!("extending the volume failed: {why}"));
+                }
+            }
+            rec.previous_status = None;
+            rec.extending_to = None;
+            true
+        })
+    }
+
+    /// Marks a volume bootable or not (a flag for VM managers).
+    pub fn set_catalog_volume_bootable(
+        self: &Arc<Self>,
+        id: Uuid,
+        bootable: bool,
+    ) -> Result<VolumeRecord> {
+        let cat = self.catalog()?;
+        cat.volumes.update(id, |v| {
+            v.bootable = bootable;
+            v.updated_at = Some(timestamp());
+            Ok(())
+        })
+    }
+
+    /// An administrator's repair of a volume's status; nothing on storage
+    /// changes.
+    pub fn reset_catalog_volume_status(
+        self: &Arc<Self>,
+        id: Uuid,
+        status: VolumeStatus,
+    ) -> Result<VolumeRecord> {
+        let cat = self.catalog()?;
+        cat.volumes.update(id, |v| {
+            if v.task.is_some() {
+                return Err(invalid(
+                    "volume",
+                    "a change is in flight; it ends by itself (no reset needed)",
+                ));
+            }
+            v.status = status;
+            v.updated_at = Some(timestamp());
+            Ok(())
+        })
+    }
+
+    /// Waits up to `timeout` for a volume to leave a transitional status;
+    /// returns it as it is then (None if it was deleted).
+    pub fn settle_catalog_volume(
+        self: &Arc<Self>,
+        id: Uuid,
+        timeout: Duration,
+    ) -> Result<Option<VolumeRecord>> {
+        let cat = self.catalog()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let rec = match cat.volumes.get(id) {
+                Ok(r) => r,
+                Err(Error::CatalogNotFound { .. }) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            if !rec.status.is_transitional() || Instant::now() >= deadline {
+                return Ok(Some(rec));
+            }
+            std::thread::sleep(FINISHER_POLL);
+        }
+    }
+
+    /// Records the task of a change and moves the status on when it ends:
+    /// `finish` edits the record (false: remove it). A task that could not
+    /// start finishes at once.
+    fn follow(
+        self: &Arc<Self>,
+        cat: &Arc<Catalog>,
+        id: Uuid,
+        started: Result<Uuid>,
+        finish: impl FnOnce(&mut VolumeRecord, std::result::Result<(), String>) -> bool + Send + 'static,
+    ) -> Result<VolumeRecord> {
+        let task = match started {
+            Ok(task) => task,
+            Err(e) => {
+                finish_with(cat, id, finish, Err(e.to_string()));
+                return Err(e);
+            }
+        };
+        let rec = cat.volumes.update(id, |v| {
+            v.task = Some(task);
+            Ok(())
+        })?;
+        let (engine, cat) = (self.clone(), cat.clone());
+        std::thread::spawn(move || {
+            let outcome = loop {
+                match engine.tasks.status(task) {
+                    Ok(st) if st.state == TaskState::Finished => {
+                        break match st.error {
+                            None => Ok(()),
+                            Some(e) => Err(e.to_string()),
+                        };
+                    }
+                    Ok(_) => std::thread::sleep(FINISHER_POLL),
+                    // The pool went away under the task (SPM lost): the
+                    // next SPM's recovery finishes the record.
+                    Err(_) => return,
+                }
+            };
+            // A crash here (the work done, its record not yet moved on)
+            // is for recovery to finish; an armed error changes nothing.
+            let _ = crate::failpoint::hit("catalog.volume.finishing");
+            finish_with(&cat, id, finish, outcome);
+        });
+        Ok(rec)
+    }
+
+    /// Finishes the changes a crash or an SPM change interrupted: the
+    /// engine recovered (rolled back or completed) their tasks when the
+    /// pool's SPM started; each record is set from what is on storage.
+    pub(super) fn recover_catalog(self: &Arc<Self>, cat: &Arc<Catalog>) {
+        for rec in cat.volumes.all() {
+            if !rec.status.is_transitional() {
+                continue;
+            }
+            if let Some(task) = rec.task {
+                if self
+                    .tasks
+                    .status(task)
+                    .is_ok_and(|st| st.state != TaskState::Finished)
+                {
+                    // Still running here: its finisher is on it.
+                    continue;
+                }
+            }
+            let dom = rec.domain.and_then(|sd| self.domain(sd).ok());
+            let info = dom
+                .as_ref()
+                .and_then(|d| self.volume_info(d.id(), rec.id, rec.leaf).ok());
+            let result = match rec.status {
+                VolumeStatus::Creating => cat.volumes.update(rec.id, |v| {
+                    v.task = None;
+                    match &info {
+                        Some(i) if i.md.legality == crate::types::VolumeLegality::Legal => v.status = VolumeStatus::Available,
+                        _ => {
+                            v.status = VolumeStatus::Error;
+                            v.fault = Some(
+                                "cairnd stopped while creating the volume; the half-made image was rolled back".into(),
+                            );
+                        }
+                    }
+                    Ok(())
+                }).map(drop),
+                VolumeStatus::Extending => cat.volumes.update(rec.id, |v| {
+                    v.task = None;
+                    let want = v.extending_to.unwrap_or(v.size);
+                    if info.as_ref().is_some_and(|i| i.md.capacity >= want * GIB) {
+                        v.size = want;
+                    } else {
+                        v.fault = Some("cairnd stopped while extending the volume; the extend was rolled back".into());
+                    }
+                    v.status = v.previous_status.unwrap_or(VolumeStatus::Available);
+                    v.previous_status = None;
+                    v.extending_to = None;
+                    Ok(())
+                }).map(drop),
+                VolumeStatus::Deleting => self.start_delete(cat, rec.clone()).map(drop),
+                _ => Ok(()),
+            };
+            match result {
+                Ok(()) => {
+                    tracing::info!(volume = %rec.id, was = rec.status.name(), "recovered an interrupted catalog change")
+                }
+                Err(e) => {
+                    tracing::error!(volume = %rec.id, error = %e, "cannot recover an interrupted catalog change")
+                }
+            }
+        }
+    }
+
+    pub fn create_catalog_type(self: &Arc<Self>, req: NewType) -> Result<TypeRecord> {
+        let cat = self.catalog()?;
+        let name = req.name.trim().to_string();
+        if name.is_empty() || name.chars().count() > MAX_TEXT {
+            return Err(invalid(
+                "input",
+                format!("a type's name must be 1-{MAX_TEXT} characters"),
+            ));
+        }
+        check_text("description", &req.description)?;
+        check_metadata(&req.extra_specs)?;
+        let rec = TypeRecord {
+            id: Uuid::new_v4(),
+            name: name.clone(),
+            description: req.description,
+            is_public: req.is_public,
+            extra_specs: req.extra_specs,
+            projects: Vec::new(),
+            created_at: timestamp(),
+        };
+        cat.types.insert(rec, |rows| {
+            if rows.values().any(|t| t.name == name) {
+                return Err(Error::CatalogConflict(format!(
+                    "Volume Type {name} already exists."
+                )));
+            }
+            Ok(())
+        })
+    }
+
+    pub fn update_catalog_type(
+        self: &Arc<Self>,
+        key: &str,
+        change: TypeChange,
+    ) -> Result<TypeRecord> {
+        let cat = self.catalog()?;
+        let t = cat.find_type(key)?;
+        if let Some(n) = &change.name {
+            if cat.types.find(|o| o.name == *n && o.id != t.id).is_some() {
+                return Err(Error::CatalogConflict(format!(
+                    "Volume Type {n} already exists."
+                )));
+            }
+        }
+        check_metadata(&change.set_specs)?;
+        let specs_change = !change.set_specs.is_empty() || !change.unset_specs.is_empty();
+        if specs_change && cat.type_in_use(t.id) {
+            return Err(invalid("volume type", "Volume Type is currently in use."));
+        }
+        cat.types.update(t.id, |r| {
+            for k in &change.unset_specs {
+                if r.extra_specs.remove(k).is_none() {
+                    return Err(Error::CatalogNotFound {
+                        kind: "volume type extra spec",
+                        id: k.clone(),
+                    });
+                }
+            }
+            r.extra_specs.extend(change.set_specs);
+            if let Some(n) = change.name {
+                r.name = n;
+            }
+            if let Some(d) = change.description {
+                r.description = Some(d);
+            }
+            if let Some(p) = change.is_public {
+                r.is_public = p;
+            }
+            Ok(())
+        })
+    }
+
+    pub fn delete_catalog_type(self: &Arc<Self>, key: &str) -> Result<TypeRecord> {
+        let cat = self.catalog()?;
+        let t = cat.find_type(key)?;
+        if t.name == DEFAULT_TYPE {
+            return Err(invalid(
+                "volume type",
+                "the default volume type cannot be deleted",
+            ));
+        }
+        if cat.type_in_use(t.id) {
+            return Err(invalid(
+                "volume type",
+                format!("Target volume type is still in use. Volume Type {} deletion is not allowed with volumes present with the type.", t.id),
+            ));
+        }
+        cat.types.remove(t.id, |_| Ok(()))
+    }
+}
+
+fn finish_with(
+    cat: &Catalog,
+    id: Uuid,
+    finish: impl FnOnce(&mut VolumeRecord, std::result::Result<(), String>) -> bool,
+    outcome: std::result::Result<(), String>,
+) {
+    let mut keep = true;
+    let updated = cat.volumes.update(id, |v| {
+        keep = finish(v, outcome);
+        v.updated_at = Some(timestamp());
+        Ok(())
+    });
+    let result = match (updated, keep) {
+        (Ok(_), false) => cat.volumes.remove(id, |_| Ok(())).map(drop),
+        (r, _) => r.map(drop),
+    };
+    match result {
+        Ok(()) => tracing::info!(volume = %id, "catalog volume change finished"),
+        Err(e) => {
+            tracing::error!(volume = %id, error = %e, "cannot record the end of a catalog change")
+        }
+    }
+}

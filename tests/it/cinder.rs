@@ -1,0 +1,721 @@
+//! The Cinder face, driven by OpenStack's own clients from PyPI
+//! (python-cinderclient, openstacksdk, python-openstackclient, installed
+//! by scripts/deps.sh into target/openstack-clients), unchanged.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::common::{free_tcp_addr, Daemon, Opts};
+
+/// The virtualenv holding the OpenStack clients, if deps.sh made it.
+fn clients() -> Option<PathBuf> {
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/openstack-clients");
+    if venv.join("bin/cinder").exists() && venv.join("bin/openstack").exists() {
+        Some(venv)
+    } else {
+        eprintln!("SKIP: the OpenStack clients are not installed (scripts/deps.sh installs them)");
+        None
+    }
+}
+
+struct Cinder {
+    d: Daemon,
+    addr: String,
+    venv: PathBuf,
+    args: Vec<String>,
+}
+
+impl Cinder {
+    /// cairnd with its embedded pool and the Cinder face in noauth mode.
+    fn start() -> Option<Cinder> {
+        Self::start_with(&["--cinder-auth", "noauth"], Vec::new())
+    }
+
+    fn start_with(extra: &[&str], env: Vec<(String, String)>) -> Option<Cinder> {
+        let venv = clients()?;
+        let addr = free_tcp_addr();
+        let mut args = vec!["--cinder-listen".to_string(), addr.clone()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let d = Daemon::start_with(Opts {
+            args: args.clone(),
+            env,
+            ..Default::default()
+        });
+        let c = Cinder {
+            d,
+            addr,
+            venv,
+            args,
+        };
+        c.wait_listening();
+        Some(c)
+    }
+
+    fn wait_listening(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(&self.addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "no Cinder listener\n{}",
+                self.d.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The same data directory, started again (failpoints armed by `env`).
+    fn restart(self, crashed: bool, env: Vec<(String, String)>) -> Cinder {
+        let Cinder {
+            d,
+            addr,
+            venv,
+            args,
+        } = self;
+        let dir = d.stop(crashed);
+        let d = Daemon::start_in(
+            dir,
+            Opts {
+                args: args.clone(),
+                env,
+                ..Default::default()
+            },
+        );
+        let c = Cinder {
+            d,
+            addr,
+            venv,
+            args,
+        };
+        c.wait_listening();
+        c
+    }
+
+    /// A GET, retried while cairnd is not yet the pool's SPM (503) after
+    /// a start.
+    fn get(&self, path: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, _, body) = self.http("GET", path, headers, None);
+            if status != 503 || Instant::now() > deadline {
+                return (status, body);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://{}/v3", self.addr)
+    }
+
+    /// The `cinder` CLI as a noauth user of project demo.
+    fn cinder(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(self.venv.join("bin/cinder"))
+            .args([
+                "--os-auth-type",
+                "noauth",
+                "--os-endpoint",
+                &self.endpoint(),
+            ])
+            .args(["--os-project-id", "demo", "--os-user-id", "alice"])
+            .args(["--os-volume-api-version", "3.71"])
+            .args(args)
+            .output()
+            .expect("run cinder");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
+    fn cinder_ok(&self, args: &[&str]) -> String {
+        let (ok, text) = self.cinder(args);
+        assert!(ok, "cinder {args:?}: {text}\n{}", self.d.log());
+        text
+    }
+
+    /// The `openstack` CLI (no Keystone: auth type none), as JSON.
+    fn openstack(&self, args: &[&str]) -> Value {
+        let out = Command::new(self.venv.join("bin/openstack"))
+            .args(["--os-auth-type", "none", "--os-endpoint", &self.endpoint()])
+            .args(["--os-volume-api-version", "3"])
+            .args(args)
+            .args(["-f", "json"])
+            .output()
+            .expect("run openstack");
+        assert!(
+            out.status.success(),
+            "openstack {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    }
+
+    /// An `openstack` command that prints nothing.
+    fn openstack_quiet(&self, args: &[&str]) {
+        let out = Command::new(self.venv.join("bin/openstack"))
+            .args(["--os-auth-type", "none", "--os-endpoint", &self.endpoint()])
+            .args(args)
+            .output()
+            .expect("run openstack");
+        assert!(
+            out.status.success(),
+            "openstack {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A Python script with openstacksdk; it prints one JSON document.
+    fn sdk(&self, script: &str) -> Value {
+        let out = Command::new(self.venv.join("bin/python"))
+            .arg("-c")
+            .arg(script)
+            .env("ENDPOINT", self.endpoint())
+            .output()
+            .expect("run python");
+        assert!(
+            out.status.success(),
+            "sdk script failed: {}{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.d.log()
+        );
+        serde_json::from_slice(&out.stdout).expect("the script prints JSON")
+    }
+
+    /// One raw HTTP request: status, headers (lowercase names), body.
+    fn http(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> (u16, Vec<(String, String)>, Value) {
+        http(&self.addr, method, path, headers, body)
+    }
+}
+
+fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> (u16, Vec<(String, String)>, Value) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !body.is_empty() {
+        req.push_str("Content-Type: application/json\r\n");
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(&body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (
+        status,
+        headers,
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// A field of `cinder show`'s table.
+fn field(table: &str, name: &str) -> String {
+    table
+        .lines()
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            (cells.len() >= 3 && cells[1] == name).then(|| cells[2].to_string())
+        })
+        .next()
+        .unwrap_or_else(|| panic!("no field {name} in:\n{table}"))
+}
+
+#[test]
+fn cinderclient_drives_volumes_end_to_end() {
+    let Some(c) = Cinder::start() else { return };
+    let out = c.cinder_ok(&["create", "--name", "first", "--metadata", "app=db", "1"]);
+    let id = field(&out, "id");
+    assert!(
+        ["creating", "available"].contains(&field(&out, "status").as_str()),
+        "{out}"
+    );
+    let out = c.cinder_ok(&["show", &id]);
+    assert_eq!(field(&out, "status"), "available", "{out}");
+    assert_eq!(field(&out, "size"), "1");
+    assert_eq!(field(&out, "volume_type"), "__DEFAULT__");
+    assert!(
+        field(&out, "os-vol-host-attr:host").contains("@file#"),
+        "{out}"
+    );
+    let list = c.cinder_ok(&["list"]);
+    assert!(list.contains(&id) && list.contains("first"), "{list}");
+
+    // The volume is an image of the embedded pool's domain, the size asked.
+    let (sp, sd) = c.d.embedded();
+    let vols = c.d.image_volumes(&sp, &sd, &id);
+    let leaf = vols[0].as_str().unwrap();
+    let info = c.d.volume_info(&sp, &sd, &id, leaf);
+    assert_eq!(info["capacity"], 1u64 << 30);
+    assert_eq!(info["format"], "COW");
+
+    c.cinder_ok(&["rename", &id, "renamed"]);
+    c.cinder_ok(&["metadata", &id, "set", "tier=gold"]);
+    c.cinder_ok(&["metadata", &id, "unset", "app"]);
+    c.cinder_ok(&["extend", &id, "3"]);
+    let out = c.cinder_ok(&["show", &id]);
+    assert_eq!(field(&out, "name"), "renamed");
+    assert_eq!(field(&out, "size"), "3", "{out}");
+    assert_eq!(field(&out, "status"), "available");
+    assert!(
+        field(&out, "metadata").contains("tier") && !field(&out, "metadata").contains("app"),
+        "{out}"
+    );
+    assert_eq!(c.d.volume_info(&sp, &sd, &id, leaf)["capacity"], 3u64 << 30);
+
+    // A smaller size is refused with Cinder's message, and nothing changes.
+    let (ok, text) = c.cinder(&["extend", &id, "2"]);
+    assert!(
+        !ok && text.contains("must be greater than current size"),
+        "{text}"
+    );
+
+    // Types: one pinned to block domains, which this pool does not have.
+    c.cinder_ok(&["type-create", "block-only"]);
+    c.cinder_ok(&["type-key", "block-only", "set", "volume_backend_name=block"]);
+    let types = c.cinder_ok(&["type-list"]);
+    assert!(
+        types.contains("block-only") && types.contains("__DEFAULT__"),
+        "{types}"
+    );
+    let out = c.cinder_ok(&[
+        "create",
+        "--volume-type",
+        "block-only",
+        "--name",
+        "nowhere",
+        "1",
+    ]);
+    let nowhere = field(&out, "id");
+    assert_eq!(field(&c.cinder_ok(&["show", &nowhere]), "status"), "error");
+    let messages = c.cinder_ok(&["message-list"]);
+    assert!(messages.contains(&nowhere), "{messages}");
+    // A type in use keeps its specs; unused, it goes.
+    let (ok, text) = c.cinder(&["type-key", "block-only", "unset", "volume_backend_name"]);
+    assert!(!ok && text.contains("in use"), "{text}");
+    c.cinder_ok(&["delete", &nowhere]);
+    c.cinder_ok(&["type-delete", "block-only"]);
+
+    c.cinder_ok(&["delete", &id]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.cinder(&["show", &id]).0 {
+        assert!(Instant::now() < deadline, "the volume is still there");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (code, _) = c.d.call_err(
+        "Image.getVolumes",
+        json!({"storagepoolID": sp, "storagedomainID": sd, "imageID": id}),
+    );
+    assert_eq!(code, 268, "the image is gone");
+}
+
+#[test]
+fn openstacksdk_and_openstackclient_drive_volumes() {
+    let Some(c) = Cinder::start() else { return };
+    let r = c.sdk(
+        r#"
+import json, os, openstack
+conn = openstack.connect(auth_type="none", auth={"endpoint": os.environ["ENDPOINT"]},
+                         block_storage_api_version="3", has_compute=False, has_image=False,
+                         has_network=False, has_object_store=False)
+bs = conn.block_storage
+v = bs.create_volume(size=1, name="sdk-vol", description="from the sdk", metadata={"k": "v"})
+v = bs.wait_for_status(v, status="available", failures=["error"], interval=0.2, wait=60)
+bs.extend_volume(v, 2)
+v = bs.wait_for_status(bs.get_volume(v.id), status="available", interval=0.2, wait=60)
+names = [x.name for x in bs.volumes()]
+t = bs.create_type(name="gold", extra_specs={"provisioning:type": "thin"})
+types = sorted(x.name for x in bs.types())
+typed = bs.create_volume(size=1, name="typed", volume_type="gold")
+typed = bs.wait_for_status(typed, status="available", failures=["error"], interval=0.2, wait=60)
+pools = [p.name for p in bs.backend_pools()]
+limits = bs.get_limits()
+bs.delete_volume(typed)
+bs.wait_for_delete(typed, interval=0.2, wait=60)
+bs.delete_volume(v)
+bs.wait_for_delete(v, interval=0.2, wait=60)
+print(json.dumps({"size": v.size, "names": names, "types": types, "typed_type": typed.volume_type,
+                  "pools": pools, "used": limits.absolute.total_volumes_used,
+                  "left": [x.id for x in bs.volumes()]}))
+"#,
+    );
+    assert_eq!(r["size"], 2, "{r}");
+    assert_eq!(r["names"], json!(["sdk-vol"]));
+    assert_eq!(r["types"], json!(["__DEFAULT__", "gold"]));
+    assert_eq!(r["typed_type"], "gold");
+    assert!(r["pools"][0].as_str().unwrap().contains("@file#"), "{r}");
+    assert_eq!(r["used"], 2);
+    assert_eq!(r["left"], json!([]));
+
+    let v = c.openstack(&["volume", "create", "--size", "1", "osc-vol"]);
+    let id = v["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.openstack(&["volume", "show", &id])["status"] != "available" {
+        assert!(Instant::now() < deadline, "not available");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let list = c.openstack(&["volume", "list"]);
+    assert_eq!(list[0]["Name"], "osc-vol", "{list}");
+    c.openstack_quiet(&[
+        "volume",
+        "set",
+        "--name",
+        "osc-renamed",
+        "--property",
+        "a=b",
+        &id,
+    ]);
+    let v = c.openstack(&["volume", "show", &id]);
+    assert_eq!(v["name"], "osc-renamed");
+    assert_eq!(v["properties"]["a"], "b", "{v}");
+    c.openstack_quiet(&["volume", "delete", &id]);
+}
+
+#[test]
+fn versions_microversions_errors_and_pages_are_cinders() {
+    let Some(c) = Cinder::start() else { return };
+    let (status, _, doc) = c.http("GET", "/", &[], None);
+    assert_eq!(status, 300);
+    assert_eq!(doc["versions"][0]["version"], "3.71");
+    assert_eq!(doc["versions"][0]["min_version"], "3.0");
+    let (status, _, doc) = c.http("GET", "/v3/", &[], None);
+    assert_eq!(status, 200);
+    assert!(doc["versions"][0]["links"][1]["href"]
+        .as_str()
+        .unwrap()
+        .ends_with("/v3/"));
+
+    let (status, h, _) = c.http(
+        "GET",
+        "/v3/demo/volumes",
+        &[("OpenStack-API-Version", "volume 3.45")],
+        None,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(header(&h, "openstack-api-version"), Some("volume 3.45"));
+    let (status, h, body) = c.http(
+        "GET",
+        "/v3/volumes",
+        &[("OpenStack-API-Version", "volume 3.72")],
+        None,
+    );
+    assert_eq!(status, 406, "{body}");
+    assert_eq!(body["notAcceptable"]["code"], 406, "{body}");
+    assert!(header(&h, "vary").is_some());
+    let (status, _, body) = c.http(
+        "GET",
+        "/v3/volumes",
+        &[("OpenStack-API-Version", "volume 3.x")],
+        None,
+    );
+    assert_eq!(status, 400);
+    assert!(body["badRequest"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("invalid format"));
+
+    // Bad bodies and unknown things: Cinder's codes, nothing created.
+    let (status, _, body) = c.http(
+        "POST",
+        "/v3/demo/volumes",
+        &[],
+        Some(json!({"volume": {"size": "big"}})),
+    );
+    assert_eq!(status, 400, "{body}");
+    let (status, _, _) = c.http(
+        "POST",
+        "/v3/demo/volumes",
+        &[("OpenStack-API-Version", "volume 3.53")],
+        Some(json!({"volume": {"size": 1, "colour": "red"}})),
+    );
+    assert_eq!(status, 400);
+    let (status, _, body) = c.http("GET", "/v3/demo/volumes/not-a-volume", &[], None);
+    assert_eq!(status, 404);
+    assert!(body["itemNotFound"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("could not be found"));
+    let (status, _, _) = c.http(
+        "POST",
+        "/v3/demo/volumes",
+        &[],
+        Some(json!({"volume": {"size": 1, "volume_type": "nope"}})),
+    );
+    assert_eq!(status, 404);
+    let (_, _, list) = c.http("GET", "/v3/demo/volumes", &[], None);
+    assert_eq!(list["volumes"], json!([]));
+
+    // Pages: limit, the next link's marker, sorting, count.
+    for n in 0..3 {
+        let (status, _, body) = c.http(
+            "POST",
+            "/v3/demo/volumes",
+            &[],
+            Some(json!({"volume": {"size": 1, "name": format!("v{n}")}})),
+        );
+        assert_eq!(status, 202, "{body}");
+    }
+    let v = [("OpenStack-API-Version", "volume 3.45")];
+    let (_, _, page) = c.http(
+        "GET",
+        "/v3/demo/volumes/detail?limit=2&sort=name:asc&with_count=true",
+        &v,
+        None,
+    );
+    let names: Vec<&str> = page["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["v0", "v1"], "{page}");
+    assert_eq!(page["count"], 3);
+    let next = page["volumes_links"][0]["href"].as_str().unwrap();
+    let path = &next[next.find("/v3/").unwrap()..];
+    let (_, _, rest) = c.http("GET", path, &v, None);
+    assert_eq!(rest["volumes"][0]["name"], "v2", "{rest}");
+    let (status, _, _) = c.http("GET", "/v3/demo/volumes?sort=name&sort_key=size", &[], None);
+    assert_eq!(status, 400);
+    // Another project sees none of them.
+    let (_, _, other) = c.http("GET", "/v3/other/volumes", &[], None);
+    assert_eq!(other["volumes"], json!([]));
+    // A wrong status for an action: 400 with Cinder's words.
+    let id = page["volumes"][0]["id"].as_str().unwrap();
+    c.http(
+        "POST",
+        &format!("/v3/demo/volumes/{id}/action"),
+        &[],
+        Some(json!({"os-reset_status": {"status": "error"}})),
+    );
+    let (status, _, body) = c.http(
+        "POST",
+        &format!("/v3/demo/volumes/{id}/action"),
+        &[],
+        Some(json!({"os-extend": {"new_size": 5}})),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body["badRequest"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("must be 'available' to extend"));
+    // Not yet served: said plainly.
+    let (status, _, body) = c.http("GET", "/v3/demo/snapshots", &[], None);
+    assert_eq!(status, 501, "{body}");
+}
+
+#[test]
+fn tokens_authenticate_every_request_and_noauth_stays_on_loopback() {
+    let Some(venv) = clients() else { return };
+    drop(venv);
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(
+        &tokens,
+        "[[token]]\ntoken = \"alice-token-0123456789\"\nproject = \"p1\"\nuser = \"alice\"\n\n\
+         [[token]]\ntoken = \"admin-token-0123456789\"\nproject = \"admin\"\nuser = \"root\"\nadmin = true\n",
+    )
+    .unwrap();
+    let Some(c) = Cinder::start_with(&["--cinder-tokens", tokens.to_str().unwrap()], Vec::new())
+    else {
+        return;
+    };
+    let (status, _, body) = c.http("GET", "/v3/volumes", &[], None);
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["unauthorized"]["code"], 401);
+    let (status, _, _) = c.http(
+        "POST",
+        "/v3/volumes",
+        &[("X-Auth-Token", "guess")],
+        Some(json!({"volume": {"size": 1}})),
+    );
+    assert_eq!(status, 401);
+    let alice = [("X-Auth-Token", "alice-token-0123456789")];
+    let (status, _, body) = c.http(
+        "POST",
+        "/v3/volumes",
+        &alice,
+        Some(json!({"volume": {"size": 1, "name": "a"}})),
+    );
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["volume"]["os-vol-tenant-attr:tenant_id"], "p1");
+    assert!(
+        body["volume"].get("os-vol-host-attr:host").is_none(),
+        "admin-only field shown: {body}"
+    );
+    let (status, _, _) = c.http("GET", "/v3/p2/volumes", &alice, None);
+    assert_eq!(status, 403);
+    let (status, _, _) = c.http(
+        "POST",
+        "/v3/types",
+        &alice,
+        Some(json!({"volume_type": {"name": "x"}})),
+    );
+    assert_eq!(status, 403);
+    // The admin sees every project's volumes with all_tenants.
+    let admin = [("X-Auth-Token", "admin-token-0123456789")];
+    let (_, _, all) = c.http("GET", "/v3/volumes/detail?all_tenants=1", &admin, None);
+    assert_eq!(all["volumes"].as_array().unwrap().len(), 1, "{all}");
+    // openstacksdk with a static token.
+    let r = c.sdk(
+        r#"
+import json, os, openstack
+conn = openstack.connect(auth_type="admin_token", auth={"endpoint": os.environ["ENDPOINT"] + "/p1", "token": "alice-token-0123456789"},
+                         block_storage_api_version="3", has_compute=False, has_image=False, has_network=False)
+print(json.dumps([v.name for v in conn.block_storage.volumes()]))
+"#,
+    );
+    assert_eq!(r, json!(["a"]));
+
+    // noauth on an address others can reach: refused at start.
+    let out = Command::new(env!("CARGO_BIN_EXE_cairnd"))
+        .args([
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--no-embedded-default",
+        ])
+        .args([
+            "--cinder-listen",
+            "0.0.0.0:18776",
+            "--cinder-auth",
+            "noauth",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("loopback"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_crash_in_the_middle_of_a_change_leaves_nothing_in_flight() {
+    let Some(mut c) = Cinder::start() else { return };
+    let noauth = [("X-Auth-Token", "alice:demo")];
+    let arm = |fp: &str| vec![("CAIRN_FAILPOINTS".to_string(), format!("{fp}=crash"))];
+    // Create: crashes before the image, inside it, after it.
+    for (fp, want) in [
+        ("catalog.volume.recorded", "error"),
+        ("volume.create.after_data", "error"),
+        ("catalog.volume.finishing", "available"),
+    ] {
+        c = c.restart(false, arm(fp));
+        let name = format!("at-{fp}");
+        c.http(
+            "POST",
+            "/v3/demo/volumes",
+            &noauth,
+            Some(json!({"volume": {"size": 1, "name": name}})),
+        );
+        assert_eq!(
+            c.d.wait_exit(Duration::from_secs(20)),
+            Some(86),
+            "no crash at {fp}\n{}",
+            c.d.log()
+        );
+        c = c.restart(true, Vec::new());
+        let (status, list) = c.get("/v3/demo/volumes/detail", &noauth);
+        assert_eq!(status, 200, "{list}\n{}", c.d.log());
+        let v = list["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == name.as_str())
+            .cloned();
+        let v = v.unwrap_or_else(|| panic!("{name} is gone: {list}"));
+        assert_eq!(v["status"], want, "after a crash at {fp}: {v}");
+    }
+    // Extend and delete of an available volume, each crashed midway.
+    let (_, list) = c.get("/v3/demo/volumes/detail", &noauth);
+    let ok = list["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["status"] == "available");
+    let ok = ok
+        .unwrap_or_else(|| panic!("no available volume: {list}"))
+        .clone();
+    let id = ok["id"].as_str().unwrap().to_string();
+    c = c.restart(false, arm("volume.extend.after_illegal"));
+    c.http(
+        "POST",
+        &format!("/v3/demo/volumes/{id}/action"),
+        &noauth,
+        Some(json!({"os-extend": {"new_size": 2}})),
+    );
+    assert_eq!(c.d.wait_exit(Duration::from_secs(20)), Some(86));
+    c = c.restart(true, Vec::new());
+    let (_, v) = c.get(&format!("/v3/demo/volumes/{id}"), &noauth);
+    assert_eq!(v["volume"]["status"], "available", "{v}");
+    assert_eq!(v["volume"]["size"], 1, "the extend was rolled back: {v}");
+    c = c.restart(false, arm("image.delete.after_rename"));
+    c.http("DELETE", &format!("/v3/demo/volumes/{id}"), &noauth, None);
+    assert_eq!(c.d.wait_exit(Duration::from_secs(20)), Some(86));
+    c = c.restart(true, Vec::new());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, v) = c.get(&format!("/v3/demo/volumes/{id}"), &noauth);
+        if status == 404 {
+            break;
+        }
+        assert_eq!(v["volume"]["status"], "deleting", "{v}");
+        assert!(
+            Instant::now() < deadline,
+            "the delete was not finished: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Nothing is left in a transitional status.
+    let (_, list) = c.get("/v3/demo/volumes/detail", &noauth);
+    for v in list["volumes"].as_array().unwrap() {
+        assert!(
+            ["available", "error"].contains(&v["status"].as_str().unwrap()),
+            "{v}"
+        );
+    }
+}
