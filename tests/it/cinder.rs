@@ -367,6 +367,11 @@ v = bs.create_volume(size=1, name="sdk-vol", description="from the sdk", metadat
 v = bs.wait_for_status(v, status="available", failures=["error"], interval=0.2, wait=60)
 bs.extend_volume(v, 2)
 v = bs.wait_for_status(bs.get_volume(v.id), status="available", interval=0.2, wait=60)
+snap = bs.create_snapshot(volume_id=v.id, name="sdk-snap")
+snap = bs.wait_for_status(snap, status="available", failures=["error"], interval=0.2, wait=60)
+snaps = [x.name for x in bs.snapshots(details=True)]
+bs.delete_snapshot(snap)
+bs.wait_for_delete(snap, interval=0.2, wait=60)
 names = [x.name for x in bs.volumes()]
 t = bs.create_type(name="gold", extra_specs={"provisioning:type": "thin"})
 types = sorted(x.name for x in bs.types())
@@ -378,13 +383,14 @@ bs.delete_volume(typed)
 bs.wait_for_delete(typed, interval=0.2, wait=60)
 bs.delete_volume(v)
 bs.wait_for_delete(v, interval=0.2, wait=60)
-print(json.dumps({"size": v.size, "names": names, "types": types, "typed_type": typed.volume_type,
+print(json.dumps({"size": v.size, "names": names, "snaps": snaps, "types": types, "typed_type": typed.volume_type,
                   "pools": pools, "used": limits.absolute.total_volumes_used,
                   "left": [x.id for x in bs.volumes()]}))
 "#,
     );
     assert_eq!(r["size"], 2, "{r}");
     assert_eq!(r["names"], json!(["sdk-vol"]));
+    assert_eq!(r["snaps"], json!(["sdk-snap"]));
     assert_eq!(r["types"], json!(["__DEFAULT__", "gold"]));
     assert_eq!(r["typed_type"], "gold");
     assert!(r["pools"][0].as_str().unwrap().contains("@file#"), "{r}");
@@ -543,7 +549,7 @@ fn versions_microversions_errors_and_pages_are_cinders() {
         .unwrap()
         .contains("must be 'available' to extend"));
     // Not yet served: said plainly.
-    let (status, _, body) = c.http("GET", "/v3/demo/snapshots", &[], None);
+    let (status, _, body) = c.http("GET", "/v3/demo/backups", &[], None);
     assert_eq!(status, 501, "{body}");
 }
 
@@ -693,6 +699,65 @@ fn a_crash_in_the_middle_of_a_change_leaves_nothing_in_flight() {
     let (_, v) = c.get(&format!("/v3/demo/volumes/{id}"), &noauth);
     assert_eq!(v["volume"]["status"], "available", "{v}");
     assert_eq!(v["volume"]["size"], 1, "the extend was rolled back: {v}");
+    // A snapshot crashed while taken is rolled back; one crashed while
+    // deleted finishes its merge after the restart.
+    c = c.restart(false, arm("volume.create.after_data"));
+    c.http(
+        "POST",
+        "/v3/demo/snapshots",
+        &noauth,
+        Some(json!({"snapshot": {"volume_id": id, "name": "lost"}})),
+    );
+    assert_eq!(c.d.wait_exit(Duration::from_secs(20)), Some(86));
+    c = c.restart(true, Vec::new());
+    let (_, snaps) = c.get("/v3/demo/snapshots", &noauth);
+    assert_eq!(snaps["snapshots"][0]["status"], "error", "{snaps}");
+    let lost = snaps["snapshots"][0]["id"].as_str().unwrap().to_string();
+    let (status, _, _) = c.http(
+        "DELETE",
+        &format!("/v3/demo/snapshots/{lost}"),
+        &noauth,
+        None,
+    );
+    assert_eq!(status, 202);
+    let (status, _, snap) = c.http(
+        "POST",
+        "/v3/demo/snapshots",
+        &noauth,
+        Some(json!({"snapshot": {"volume_id": id, "name": "kept"}})),
+    );
+    assert_eq!(status, 202, "{snap}");
+    assert_eq!(snap["snapshot"]["status"], "available", "{snap}");
+    let kept = snap["snapshot"]["id"].as_str().unwrap().to_string();
+    c = c.restart(false, arm("merge.after_commit"));
+    c.http(
+        "DELETE",
+        &format!("/v3/demo/snapshots/{kept}"),
+        &noauth,
+        None,
+    );
+    assert_eq!(c.d.wait_exit(Duration::from_secs(20)), Some(86));
+    c = c.restart(true, Vec::new());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, s) = c.get(&format!("/v3/demo/snapshots/{kept}"), &noauth);
+        if status == 404 {
+            break;
+        }
+        assert_eq!(s["snapshot"]["status"], "deleting", "{s}");
+        assert!(
+            Instant::now() < deadline,
+            "the snapshot delete was not finished: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (sp, sd) = c.d.embedded();
+    assert_eq!(
+        chain(&c.d, &sp, &sd, &id).len(),
+        1,
+        "the merge was finished"
+    );
+
     c = c.restart(false, arm("image.delete.after_rename"));
     c.http("DELETE", &format!("/v3/demo/volumes/{id}"), &noauth, None);
     assert_eq!(c.d.wait_exit(Duration::from_secs(20)), Some(86));
@@ -718,4 +783,127 @@ fn a_crash_in_the_middle_of_a_change_leaves_nothing_in_flight() {
             "{v}"
         );
     }
+}
+
+/// The image's chain, base first.
+fn chain(d: &Daemon, sp: &str, sd: &str, img: &str) -> Vec<String> {
+    let vols = d.image_volumes(sp, sd, img);
+    let mut parent_of = std::collections::HashMap::new();
+    for v in vols.as_array().unwrap() {
+        let v = v.as_str().unwrap().to_string();
+        let info = d.volume_info(sp, sd, img, &v);
+        parent_of.insert(v, info["parent"].as_str().unwrap().to_string());
+    }
+    let mut chain = Vec::new();
+    let mut next = "00000000-0000-0000-0000-000000000000".to_string();
+    while let Some((child, _)) = parent_of.iter().find(|(_, p)| **p == next) {
+        chain.push(child.clone());
+        next = child.clone();
+    }
+    assert_eq!(chain.len(), parent_of.len(), "not one chain: {parent_of:?}");
+    chain
+}
+
+/// Writes (`write -P n`) or checks (`read -P n`) the first MiB seen through
+/// volume `vol` of the image.
+fn io(d: &Daemon, (sp, sd): (&str, &str), img: &str, vol: &str, cmd: &str) {
+    d.with_prepared((sp, sd), img, vol, |path| {
+        let shared = if cmd.starts_with("read") {
+            &["-r", "-U"][..]
+        } else {
+            &[]
+        };
+        let out = Command::new("qemu-io")
+            .args(shared)
+            .args(["-f", "qcow2", "-c", cmd])
+            .arg(path)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && !text.contains("failed"),
+            "qemu-io {cmd} through {vol}: {text}"
+        );
+    });
+}
+
+#[test]
+fn snapshots_keep_each_point_in_time_through_merges() {
+    let Some(c) = Cinder::start() else { return };
+    let (sp, sd) = c.d.embedded();
+    let at = (sp.as_str(), sd.as_str());
+    let id = field(&c.cinder_ok(&["create", "--name", "data", "1"]), "id");
+    let leaf = |c: &Cinder| chain(&c.d, &sp, &sd, &id).last().unwrap().clone();
+    io(&c.d, at, &id, &leaf(&c), "write -P 1 0 1M");
+    let out = c.cinder_ok(&["snapshot-create", "--name", "s1", &id]);
+    let s1 = field(&out, "id");
+    assert_eq!(
+        field(&c.cinder_ok(&["snapshot-show", &s1]), "status"),
+        "available"
+    );
+    io(&c.d, at, &id, &leaf(&c), "write -P 2 0 1M");
+    let s2 = field(
+        &c.cinder_ok(&[
+            "snapshot-create",
+            "--name",
+            "s2",
+            "--metadata",
+            "k=v",
+            "--",
+            &id,
+        ]),
+        "id",
+    );
+    io(&c.d, at, &id, &leaf(&c), "write -P 3 0 1M");
+    let layers = chain(&c.d, &sp, &sd, &id);
+    assert_eq!(layers.len(), 3, "{layers:?}");
+    io(&c.d, at, &id, &layers[0], "read -P 1 0 1M");
+    io(&c.d, at, &id, &layers[1], "read -P 2 0 1M");
+    io(&c.d, at, &id, &layers[2], "read -P 3 0 1M");
+
+    let list = c.cinder_ok(&["snapshot-list"]);
+    assert!(list.contains(&s1) && list.contains(&s2), "{list}");
+    c.cinder_ok(&["snapshot-rename", &s2, "second"]);
+    c.cinder_ok(&["snapshot-metadata", &s2, "set", "x=y"]);
+    let shown = c.cinder_ok(&["snapshot-show", &s2]);
+    assert_eq!(field(&shown, "name"), "second");
+    assert!(field(&shown, "metadata").contains('x'), "{shown}");
+    // A volume with snapshots is not deleted.
+    let (ok, text) = c.cinder(&["delete", &id]);
+    assert!(!ok || text.contains("snapshots"), "{text}");
+    assert_eq!(field(&c.cinder_ok(&["show", &id]), "status"), "available");
+
+    // The older snapshot goes: s2's point in time and the volume stay.
+    c.cinder_ok(&["snapshot-delete", &s1]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while c.cinder(&["snapshot-show", &s1]).0 {
+        assert!(
+            Instant::now() < deadline,
+            "s1 is not deleted\n{}",
+            c.d.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let layers = chain(&c.d, &sp, &sd, &id);
+    assert_eq!(layers.len(), 2, "{layers:?}");
+    io(&c.d, at, &id, &layers[0], "read -P 2 0 1M");
+    io(&c.d, at, &id, &layers[1], "read -P 3 0 1M");
+    // The latest goes: the volume is one layer again, its data whole.
+    c.cinder_ok(&["snapshot-delete", &s2]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while c.cinder(&["snapshot-show", &s2]).0 {
+        assert!(
+            Instant::now() < deadline,
+            "s2 is not deleted\n{}",
+            c.d.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let layers = chain(&c.d, &sp, &sd, &id);
+    assert_eq!(layers.len(), 1, "{layers:?}");
+    io(&c.d, at, &id, &layers[0], "read -P 3 0 1M");
+    c.cinder_ok(&["extend", &id, "2"]);
+    assert_eq!(field(&c.cinder_ok(&["show", &id]), "size"), "2");
+    c.cinder_ok(&["delete", &id]);
 }

@@ -93,6 +93,7 @@ pub fn route(engine: &Arc<Engine>, ctx: &Ctx, method: &Method, s: &[&str], _body
             Ok(Reply::ok(json!({"resource_filters": [
                 {"resource": "volume", "filters": ["name", "status", "metadata", "bootable", "availability_zone", "size"]},
                 {"resource": "volume_type", "filters": ["is_public", "name"]},
+            {"resource": "snapshot", "filters": ["name", "status", "volume_id", "metadata"]},
             ]})))
         }
         ("GET", ["messages"]) if ctx.at_least(3) => {

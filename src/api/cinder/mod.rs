@@ -12,6 +12,7 @@
 mod auth;
 mod lists;
 mod misc;
+mod snapshots;
 mod types;
 mod version;
 mod views;
@@ -330,6 +331,7 @@ fn route(engine: &Arc<Engine>, ctx: &Ctx, method: &Method, segs: &[String], body
     match s.as_slice() {
         ["volumes", ..] => volumes::route(engine, ctx, method, &s[1..], body),
         ["types", ..] => types::route(engine, ctx, method, &s[1..], body),
+        ["snapshots", ..] => snapshots::route(engine, ctx, method, &s[1..], body),
         _ => misc::route(engine, ctx, method, &s, body),
     }
 }

@@ -10,14 +10,18 @@
 
 mod records;
 mod scheduler;
+mod snapshots;
 mod store;
 mod volumes;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-pub use records::{timestamp, TypeRecord, VolumeRecord, VolumeStatus, DEFAULT_TYPE};
+pub use records::{
+    timestamp, SnapshotRecord, SnapshotStatus, TypeRecord, VolumeRecord, VolumeStatus, DEFAULT_TYPE,
+};
 pub use scheduler::{BackendPool, Placement, AVAILABILITY_ZONE};
+pub use snapshots::NewSnapshot;
 pub use store::Table;
 pub use volumes::{NewType, NewVolume, TypeChange};
 
@@ -32,6 +36,7 @@ pub struct Catalog {
     /// The master it was read from: a new master or SPM reopens it.
     key: (Uuid, Uuid, i64),
     pub volumes: Table<VolumeRecord>,
+    pub snapshots: Table<SnapshotRecord>,
     pub types: Table<TypeRecord>,
 }
 
@@ -42,6 +47,7 @@ impl Catalog {
             pool,
             key,
             volumes: Table::open(dir)?,
+            snapshots: Table::open(dir)?,
             types: Table::open(dir)?,
         };
         records::ensure_default_type(&cat.types)?;
@@ -78,6 +84,7 @@ impl Engine {
         *open = Some(cat.clone());
         drop(open);
         self.recover_catalog(&cat);
+        self.recover_snapshots(&cat);
         Ok(cat)
     }
 }

@@ -114,6 +114,83 @@ impl Record for VolumeRecord {
     }
 }
 
+/// A snapshot's status, in Cinder's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SnapshotStatus {
+    #[serde(rename = "creating")]
+    Creating,
+    #[serde(rename = "available")]
+    Available,
+    #[serde(rename = "deleting")]
+    Deleting,
+    #[serde(rename = "error")]
+    Error,
+    #[serde(rename = "error_deleting")]
+    ErrorDeleting,
+}
+
+impl SnapshotStatus {
+    pub const ALL: [SnapshotStatus; 5] = [
+        SnapshotStatus::Creating,
+        SnapshotStatus::Available,
+        SnapshotStatus::Deleting,
+        SnapshotStatus::Error,
+        SnapshotStatus::ErrorDeleting,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SnapshotStatus::Creating => "creating",
+            SnapshotStatus::Available => "available",
+            SnapshotStatus::Deleting => "deleting",
+            SnapshotStatus::Error => "error",
+            SnapshotStatus::ErrorDeleting => "error_deleting",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SnapshotStatus> {
+        Self::ALL.into_iter().find(|v| v.name() == s)
+    }
+
+    pub fn is_transitional(self) -> bool {
+        matches!(self, SnapshotStatus::Creating | SnapshotStatus::Deleting)
+    }
+}
+
+/// A snapshot: a frozen layer of its volume's chain. Taking it puts a new
+/// leaf on the volume; the old leaf, frozen, is the snapshot's layer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotRecord {
+    pub id: Uuid,
+    pub volume_id: Uuid,
+    pub project: String,
+    pub user: String,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    /// The volume's size when it was taken (GiB).
+    pub size: u64,
+    pub status: SnapshotStatus,
+    /// The frozen volume of the chain holding this point in time.
+    pub layer: Uuid,
+    /// The volume's new leaf while the snapshot is being taken.
+    pub new_leaf: Option<Uuid>,
+    /// While it is deleted: the layer above it, merged into it.
+    #[serde(default)]
+    pub merge_top: Option<Uuid>,
+    pub metadata: BTreeMap<String, String>,
+    pub created_at: String,
+    pub updated_at: Option<String>,
+    pub fault: Option<String>,
+}
+
+impl Record for SnapshotRecord {
+    const TABLE: &'static str = "snapshots";
+    const KIND: &'static str = "snapshot";
+    fn id(&self) -> Uuid {
+        self.id
+    }
+}
+
 /// A volume type: extra specs the scheduler matches against domains.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TypeRecord {

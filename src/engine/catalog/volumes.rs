@@ -294,6 +294,18 @@ impl Engine {
     /// `error_deleting` ones, any but a busy one with `force`.
     pub fn delete_catalog_volume(self: &Arc<Self>, id: Uuid, force: bool) -> Result<VolumeRecord> {
         let cat = self.catalog()?;
+        let snapshots = cat
+            .snapshots
+            .all()
+            .into_iter()
+            .filter(|s| s.volume_id == id)
+            .count();
+        if snapshots > 0 {
+            return Err(invalid(
+                "volume",
+                format!("Volume {id} still has {snapshots} dependent snapshots; delete them first"),
+            ));
+        }
         let rec = cat.volumes.update(id, |v| {
             use VolumeStatus as S;
             let allowed = matches!(
@@ -360,6 +372,16 @@ impl Engine {
         new_size: u64,
     ) -> Result<VolumeRecord> {
         let cat = self.catalog()?;
+        if let Some(s) = cat.snapshot_in_flight(id) {
+            return Err(invalid(
+                "volume",
+                format!(
+                    "snapshot {} of the volume is {}; extend it after that",
+                    s.id,
+                    s.status.name()
+                ),
+            ));
+        }
         let rec = cat.volumes.update(id, |v| {
             if v.status != VolumeStatus::Available {
                 return Err(invalid(

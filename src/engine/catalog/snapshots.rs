@@ -1,0 +1,390 @@
+//! Catalog snapshots. Taking one puts a new qcow2 leaf on the volume's
+//! image; the old leaf, frozen, holds the snapshot's point in time.
+//! Deleting one merges the layer above it into it (VDSM's cold merge:
+//! prepare, commit, finalize), so every other point in time and the
+//! volume's data stay as they are; whoever pointed at the merged layer
+//! (the volume's leaf or a newer snapshot) then points at this one.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::records::{timestamp, SnapshotRecord, SnapshotStatus, VolumeStatus};
+use super::volumes::check_metadata;
+use super::Catalog;
+use crate::engine::image::merge::Subchain;
+use crate::engine::volume::CreateVolume;
+use crate::engine::{Engine, TaskManager, TaskState};
+use crate::error::{Error, Result};
+use crate::types::{DiskType, Uuid, VolumeAllocation, VolumeFormat, VolumeLegality};
+
+const GIB: u64 = 1 << 30;
+const POLL: Duration = Duration::from_millis(20);
+
+/// A snapshot to take.
+#[derive(Debug, Clone, Default)]
+pub struct NewSnapshot {
+    pub volume_id: Uuid,
+    pub project: String,
+    pub user: String,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+fn invalid(reason: impl Into<String>) -> Error {
+    Error::CatalogInvalid {
+        kind: "snapshot",
+        reason: reason.into(),
+    }
+}
+
+/// How a task or job ended: None if this host does not know it (the pool
+/// went away under it; the next SPM's recovery takes over).
+fn outcome(tm: &TaskManager, id: Uuid) -> Option<std::result::Result<(), String>> {
+    loop {
+        match tm.status(id) {
+            Ok(st) if st.state == TaskState::Finished => {
+                return Some(match st.error {
+                    None => Ok(()),
+                    Some(e) => Err(e.to_string()),
+                })
+            }
+            Ok(_) => std::thread::sleep(POLL),
+            Err(_) => return None,
+        }
+    }
+}
+
+impl Catalog {
+    /// A snapshot of `volume` being taken or deleted, if any.
+    pub fn snapshot_in_flight(&self, volume: Uuid) -> Option<SnapshotRecord> {
+        self.snapshots
+            .find(|s| s.volume_id == volume && s.status.is_transitional())
+    }
+}
+
+impl Engine {
+    pub fn create_catalog_snapshot(self: &Arc<Self>, req: NewSnapshot) -> Result<SnapshotRecord> {
+        let cat = self.catalog()?;
+        check_metadata(&req.metadata)?;
+        let vol = cat.volumes.get(req.volume_id)?;
+        if vol.status != VolumeStatus::Available {
+            return Err(invalid(format!(
+                "Volume {} status must be available, but current status is: {}.",
+                vol.id,
+                vol.status.name()
+            )));
+        }
+        let sd = vol
+            .domain
+            .ok_or_else(|| invalid("the volume has no storage"))?;
+        let rec = SnapshotRecord {
+            id: Uuid::new_v4(),
+            volume_id: vol.id,
+            project: req.project,
+            user: req.user,
+            name: req.name,
+            description: req.description,
+            size: vol.size,
+            status: SnapshotStatus::Creating,
+            layer: vol.leaf,
+            new_leaf: Some(Uuid::new_v4()),
+            merge_top: None,
+            metadata: req.metadata,
+            created_at: timestamp(),
+            updated_at: None,
+            fault: None,
+        };
+        let rec = cat.snapshots.insert(rec, |rows| {
+            match rows
+                .values()
+                .find(|s| s.volume_id == vol.id && s.status.is_transitional())
+            {
+                Some(other) => Err(invalid(format!(
+                    "snapshot {} of the volume is {}; one change of a volume's chain at a time",
+                    other.id,
+                    other.status.name()
+                ))),
+                None => Ok(()),
+            }
+        })?;
+        let new_leaf = rec.new_leaf.expect("set above");
+        let started = self.create_volume(CreateVolume {
+            pool: cat.pool,
+            sd,
+            img: vol.id,
+            vol: new_leaf,
+            size: vol.size * GIB,
+            format: VolumeFormat::Cow,
+            allocation: VolumeAllocation::Sparse,
+            disk_type: DiskType::Data,
+            description: String::new(),
+            src_img: vol.id,
+            src_vol: vol.leaf,
+            initial_size: None,
+            legal: true,
+            sequence: 0,
+            add_bitmaps: false,
+            bitmap: None,
+        });
+        let task = match started {
+            Ok(t) => t,
+            Err(e) => {
+                self.finish_snapshot_create(&cat, rec.id, Err(e.to_string()));
+                return Err(e);
+            }
+        };
+        let (engine, cat2, id) = (self.clone(), cat.clone(), rec.id);
+        std::thread::spawn(move || {
+            if let Some(result) = outcome(&engine.tasks, task) {
+                engine.finish_snapshot_create(&cat2, id, result);
+            }
+        });
+        Ok(rec)
+    }
+
+    /// Moves a snapshot out of `creating`: the volume's leaf becomes the
+    /// new one, or the snapshot goes to `error`.
+    fn finish_snapshot_create(
+        &self,
+        cat: &Catalog,
+        id: Uuid,
+        result: std::result::Result<(), String>,
+    ) {
+        let done = (|| -> Result<()> {
+            let snap = cat.snapshots.get(id)?;
+            if let (Ok(()), Some(new_leaf)) = (&result, snap.new_leaf) {
+                cat.volumes.update(snap.volume_id, |v| {
+                    v.leaf = new_leaf;
+                    v.updated_at = Some(timestamp());
+                    Ok(())
+                })?;
+            }
+            cat.snapshots.update(id, |s| {
+                s.new_leaf = None;
+                s.updated_at = Some(timestamp());
+                match &result {
+                    Ok(()) => s.status = SnapshotStatus::Available,
+                    Err(why) => {
+                        s.status = SnapshotStatus::Error;
+                        s.fault = Some(format!("taking the snapshot failed: {why}"));
+                    }
+                }
+                Ok(())
+            })?;
+            Ok(())
+        })();
+        match done {
+            Ok(()) => tracing::info!(snapshot = %id, ok = result.is_ok(), "catalog snapshot taken"),
+            Err(e) => {
+                tracing::error!(snapshot = %id, error = %e, "cannot record the end of a snapshot")
+            }
+        }
+    }
+
+    pub fn update_catalog_snapshot(
+        self: &Arc<Self>,
+        id: Uuid,
+        name: Option<Option<String>>,
+        description: Option<Option<String>>,
+        metadata: Option<BTreeMap<String, String>>,
+    ) -> Result<SnapshotRecord> {
+        let cat = self.catalog()?;
+        if let Some(m) = &metadata {
+            check_metadata(m)?;
+        }
+        cat.snapshots.update(id, |s| {
+            if let Some(n) = name {
+                s.name = n;
+            }
+            if let Some(d) = description {
+                s.description = d;
+            }
+            if let Some(m) = metadata {
+                s.metadata = m;
+            }
+            s.updated_at = Some(timestamp());
+            Ok(())
+        })
+    }
+
+    pub fn reset_catalog_snapshot_status(
+        self: &Arc<Self>,
+        id: Uuid,
+        status: SnapshotStatus,
+    ) -> Result<SnapshotRecord> {
+        let cat = self.catalog()?;
+        cat.snapshots.update(id, |s| {
+            if s.status.is_transitional() {
+                return Err(invalid(
+                    "a change is in flight; it ends by itself (no reset needed)",
+                ));
+            }
+            s.status = status;
+            s.updated_at = Some(timestamp());
+            Ok(())
+        })
+    }
+
+    /// Deletes an `available` or `error` snapshot (any settled one with
+    /// `force`): its layer absorbs the layer above it.
+    pub fn delete_catalog_snapshot(
+        self: &Arc<Self>,
+        id: Uuid,
+        force: bool,
+    ) -> Result<SnapshotRecord> {
+        let cat = self.catalog()?;
+        let rec = cat.snapshots.update(id, |s| {
+            let settled = matches!(s.status, SnapshotStatus::Available | SnapshotStatus::Error);
+            if !(settled || force && !s.status.is_transitional()) {
+                return Err(invalid(format!(
+                    "Snapshot status must be available or error (it is {})",
+                    s.status.name()
+                )));
+            }
+            s.status = SnapshotStatus::Deleting;
+            s.updated_at = Some(timestamp());
+            Ok(())
+        })?;
+        let (engine, cat2) = (self.clone(), cat.clone());
+        std::thread::spawn(move || engine.run_snapshot_delete(&cat2, rec));
+        cat.snapshots.get(id)
+    }
+
+    /// The delete's steps, each run again after a crash: find the layer
+    /// above, prepare the merge, commit, finalize, then re-point.
+    fn run_snapshot_delete(self: &Arc<Self>, cat: &Catalog, snap: SnapshotRecord) {
+        let result = self.snapshot_delete_steps(cat, &snap);
+        let recorded = match &result {
+            Ok(()) => cat.snapshots.remove(snap.id, |_| Ok(())).map(drop),
+            Err(e) => cat
+                .snapshots
+                .update(snap.id, |s| {
+                    s.status = SnapshotStatus::ErrorDeleting;
+                    s.fault = Some(format!("deleting the snapshot failed: {e}"));
+                    s.updated_at = Some(timestamp());
+                    Ok(())
+                })
+                .map(drop),
+        };
+        match (result, recorded) {
+            (Ok(()), Ok(())) => tracing::info!(snapshot = %snap.id, "catalog snapshot deleted"),
+            (r, rec) => {
+                tracing::error!(snapshot = %snap.id, result = ?r.err(), record = ?rec.err(), "catalog snapshot delete failed")
+            }
+        }
+    }
+
+    fn snapshot_delete_steps(self: &Arc<Self>, cat: &Catalog, snap: &SnapshotRecord) -> Result<()> {
+        let vol = cat.volumes.get(snap.volume_id)?;
+        let sd = vol
+            .domain
+            .ok_or_else(|| invalid("the volume has no storage"))?;
+        let dom = self.domain(sd)?;
+        let img = vol.id;
+        let top =
+            match snap.merge_top {
+                Some(top) => top,
+                None => {
+                    let children = crate::engine::volume::children_of(&*dom, img, snap.layer)?;
+                    match children.as_slice() {
+                        // Never frozen (its taking failed): nothing to merge.
+                        [] => return Ok(()),
+                        [child] => {
+                            let child = *child;
+                            cat.snapshots.update(snap.id, |s| {
+                                s.merge_top = Some(child);
+                                Ok(())
+                            })?;
+                            child
+                        }
+                        _ => return Err(invalid(
+                            "its layer has several children; Cairn does not merge a branched chain",
+                        )),
+                    }
+                }
+            };
+        let sc = Subchain {
+            sd,
+            img,
+            top,
+            base: snap.layer,
+            base_generation: None,
+        };
+        if dom.volume_exists(img, top) {
+            let base = self.volume_info(sd, img, snap.layer)?;
+            if base.md.legality == VolumeLegality::Legal {
+                let task = self.prepare_merge(cat.pool, sc)?;
+                wait(&self.tasks, task)?;
+            }
+            let job = Uuid::new_v4();
+            self.merge(job, sc, false)?;
+            wait(&self.jobs, job)?;
+            let task = self.finalize_merge(cat.pool, sc)?;
+            wait(&self.tasks, task)?;
+        }
+        // The merged layer is gone: who pointed at it points here.
+        if vol.leaf == top {
+            cat.volumes.update(vol.id, |v| {
+                v.leaf = snap.layer;
+                v.updated_at = Some(timestamp());
+                Ok(())
+            })?;
+        }
+        if let Some(newer) = cat
+            .snapshots
+            .find(|s| s.volume_id == vol.id && s.layer == top)
+        {
+            cat.snapshots.update(newer.id, |s| {
+                s.layer = snap.layer;
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Finishes snapshot changes a crash interrupted (after the engine
+    /// recovered its tasks): a `creating` one from what is on storage, a
+    /// `deleting` one by running its steps again.
+    pub(super) fn recover_snapshots(self: &Arc<Self>, cat: &Arc<Catalog>) {
+        for snap in cat.snapshots.all() {
+            match snap.status {
+                SnapshotStatus::Creating => {
+                    let made = snap.new_leaf.is_some_and(|leaf| {
+                        cat.volumes
+                            .get(snap.volume_id)
+                            .ok()
+                            .and_then(|v| v.domain)
+                            .and_then(|sd| self.volume_info(sd, snap.volume_id, leaf).ok())
+                            .is_some_and(|i| {
+                                i.md.legality == VolumeLegality::Legal && i.md.parent == snap.layer
+                            })
+                    });
+                    let result = if made {
+                        Ok(())
+                    } else {
+                        Err("cairnd stopped while taking the snapshot; the new layer was rolled back".to_string())
+                    };
+                    self.finish_snapshot_create(cat, snap.id, result);
+                }
+                SnapshotStatus::Deleting => {
+                    tracing::info!(snapshot = %snap.id, "resuming an interrupted snapshot delete");
+                    let (engine, cat) = (self.clone(), cat.clone());
+                    std::thread::spawn(move || engine.run_snapshot_delete(&cat, snap));
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn wait(tm: &TaskManager, id: Uuid) -> Result<()> {
+    match outcome(tm, id) {
+        Some(Ok(())) => Ok(()),
+        Some(Err(why)) => Err(invalid(why)),
+        None => Err(invalid(
+            "the pool went away under the merge; the next SPM resumes it",
+        )),
+    }
+}
