@@ -874,6 +874,43 @@ fn snapshots_keep_each_point_in_time_through_merges() {
     assert!(!ok || text.contains("snapshots"), "{text}");
     assert_eq!(field(&c.cinder_ok(&["show", &id]), "status"), "available");
 
+    // Clones: of a snapshot (its point in time, larger), of the volume.
+    let out = c.cinder_ok(&["create", "--snapshot-id", &s1, "--name", "from-s1", "2"]);
+    let from_s1 = field(&out, "id");
+    let from_vol = field(
+        &c.cinder_ok(&["create", "--source-volid", &id, "--name", "copy"]),
+        "id",
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for clone in [&from_s1, &from_vol] {
+        while field(&c.cinder_ok(&["show", clone]), "status") != "available" {
+            let shown = c.cinder_ok(&["show", clone]);
+            assert_ne!(field(&shown, "status"), "error", "{shown}");
+            assert!(Instant::now() < deadline, "{clone} is not available");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let shown = c.cinder_ok(&["show", &from_s1]);
+    assert_eq!(
+        (field(&shown, "size"), field(&shown, "snapshot_id")),
+        ("2".to_string(), s1.clone())
+    );
+    assert_eq!(
+        field(&c.cinder_ok(&["show", &from_vol]), "source_volid"),
+        id
+    );
+    let one = chain(&c.d, &sp, &sd, &from_s1);
+    assert_eq!(one.len(), 1, "a clone is one layer: {one:?}");
+    io(&c.d, at, &from_s1, &one[0], "read -P 1 0 1M");
+    io(
+        &c.d,
+        at,
+        &from_vol,
+        &chain(&c.d, &sp, &sd, &from_vol)[0],
+        "read -P 3 0 1M",
+    );
+    c.cinder_ok(&["delete", &from_s1, &from_vol]);
+
     // The older snapshot goes: s2's point in time and the volume stay.
     c.cinder_ok(&["snapshot-delete", &s1]);
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -12,7 +12,7 @@ use super::views;
 use super::{
     body_object, opt_string, require_admin, string_map, whole_number, Answer, Ctx, Fault, Reply,
 };
-use crate::engine::catalog::{Catalog, NewVolume, VolumeRecord, VolumeStatus};
+use crate::engine::catalog::{Catalog, NewVolume, Source, VolumeRecord, VolumeStatus};
 use crate::engine::Engine;
 
 /// How long a request waits for a quick change (a thin create or delete
@@ -220,17 +220,28 @@ fn create(engine: &Arc<Engine>, ctx: &Ctx, body: &Value) -> Answer {
             return Err(Fault::bad(format!("Invalid input for field/attribute volume. Additional properties are not allowed ('{k}' was unexpected)")));
         }
     }
-    for source in [
-        "snapshot_id",
-        "source_volid",
-        "backup_id",
-        "imageRef",
-        "image_id",
-        "group_id",
-    ] {
-        if obj.get(source).is_some_and(|v| !v.is_null()) {
+    let source_of = |key: &str| -> Result<Option<crate::types::Uuid>, Fault> {
+        match opt_string(obj, key)? {
+            None => Ok(None),
+            Some(s) => crate::types::parse_uuid(&s)
+                .map(Some)
+                .ok_or_else(|| Fault::not_found(format!("{key} {s} could not be found."))),
+        }
+    };
+    let source = match (source_of("snapshot_id")?, source_of("source_volid")?) {
+        (Some(_), Some(_)) => {
+            return Err(Fault::bad(
+                "Invalid input received: give snapshot_id or source_volid, not both",
+            ))
+        }
+        (Some(s), None) => Some(Source::Snapshot(s)),
+        (None, Some(v)) => Some(Source::Volume(v)),
+        (None, None) => None,
+    };
+    for other in ["backup_id", "imageRef", "image_id", "group_id"] {
+        if obj.get(other).is_some_and(|v| !v.is_null()) {
             return Err(Fault::bad(format!(
-                "Invalid input received: Cairn does not create volumes from {source} yet; create an empty volume"
+                "Invalid input received: Cairn does not create volumes from {other} yet"
             )));
         }
     }
@@ -243,6 +254,7 @@ fn create(engine: &Arc<Engine>, ctx: &Ctx, body: &Value) -> Answer {
         ));
     }
     let size = match obj.get("size") {
+        None | Some(Value::Null) if source.is_some() => 0,
         None | Some(Value::Null) => {
             return Err(Fault::bad("Invalid input received: size is required"))
         }
@@ -257,6 +269,7 @@ fn create(engine: &Arc<Engine>, ctx: &Ctx, body: &Value) -> Answer {
         volume_type: opt_string(obj, "volume_type")?,
         metadata: string_map(obj.get("metadata").unwrap_or(&Value::Null), "metadata")?,
         availability_zone: opt_string(obj, "availability_zone")?,
+        source,
     };
     let v = engine.create_catalog_volume(req)?;
     let v = engine.settle_catalog_volume(v.id, SETTLE)?.unwrap_or(v);

@@ -23,7 +23,7 @@ pub use records::{
 pub use scheduler::{BackendPool, Placement, AVAILABILITY_ZONE};
 pub use snapshots::NewSnapshot;
 pub use store::Table;
-pub use volumes::{NewType, NewVolume, TypeChange};
+pub use volumes::{NewType, NewVolume, Source, TypeChange};
 
 use crate::error::{Error, Result};
 use crate::types::Uuid;
@@ -86,5 +86,42 @@ impl Engine {
         self.recover_catalog(&cat);
         self.recover_snapshots(&cat);
         Ok(cat)
+    }
+}
+
+/// How often a waiter looks at a task or job.
+const POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// How a task or job ended: None if this host does not know it (the pool
+/// went away under it; the next SPM's recovery takes over).
+pub(super) fn outcome(
+    tm: &crate::engine::TaskManager,
+    id: Uuid,
+) -> Option<std::result::Result<(), String>> {
+    loop {
+        match tm.status(id) {
+            Ok(st) if st.state == crate::engine::TaskState::Finished => {
+                return Some(match st.error {
+                    None => Ok(()),
+                    Some(e) => Err(e.to_string()),
+                })
+            }
+            Ok(_) => std::thread::sleep(POLL),
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Waits for a task or job; its failure as a catalog error.
+pub(super) fn wait(tm: &crate::engine::TaskManager, id: Uuid) -> Result<()> {
+    match outcome(tm, id) {
+        Some(Ok(())) => Ok(()),
+        Some(Err(why)) => Err(Error::CatalogInvalid {
+            kind: "volume",
+            reason: why,
+        }),
+        None => Err(Error::CatalogUnavailable(
+            "the pool went away under the change; the next SPM resumes it".into(),
+        )),
     }
 }

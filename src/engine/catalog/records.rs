@@ -104,6 +104,14 @@ pub struct VolumeRecord {
     pub extending_to: Option<u64>,
     /// Why the last change failed, for the user.
     pub fault: Option<String>,
+    /// What it was made from: a snapshot, or another volume.
+    #[serde(default)]
+    pub snapshot_id: Option<Uuid>,
+    #[serde(default)]
+    pub source_volid: Option<Uuid>,
+    /// While it is being filled: the image and volume copied into it.
+    #[serde(default)]
+    pub copy_from: Option<(Uuid, Uuid)>,
 }
 
 impl Record for VolumeRecord {

@@ -141,7 +141,7 @@ pub fn place(
     }
 }
 
-fn is_thick(specs: &BTreeMap<String, String>) -> bool {
+pub(super) fn is_thick(specs: &BTreeMap<String, String>) -> bool {
     specs
         .get("provisioning:type")
         .is_some_and(|v| v.trim() == "thick")

@@ -7,19 +7,18 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::records::{timestamp, SnapshotRecord, SnapshotStatus, VolumeStatus};
 use super::volumes::check_metadata;
+use super::wait;
 use super::Catalog;
 use crate::engine::image::merge::Subchain;
 use crate::engine::volume::CreateVolume;
-use crate::engine::{Engine, TaskManager, TaskState};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::types::{DiskType, Uuid, VolumeAllocation, VolumeFormat, VolumeLegality};
 
 const GIB: u64 = 1 << 30;
-const POLL: Duration = Duration::from_millis(20);
 
 /// A snapshot to take.
 #[derive(Debug, Clone, Default)]
@@ -36,23 +35,6 @@ fn invalid(reason: impl Into<String>) -> Error {
     Error::CatalogInvalid {
         kind: "snapshot",
         reason: reason.into(),
-    }
-}
-
-/// How a task or job ended: None if this host does not know it (the pool
-/// went away under it; the next SPM's recovery takes over).
-fn outcome(tm: &TaskManager, id: Uuid) -> Option<std::result::Result<(), String>> {
-    loop {
-        match tm.status(id) {
-            Ok(st) if st.state == TaskState::Finished => {
-                return Some(match st.error {
-                    None => Ok(()),
-                    Some(e) => Err(e.to_string()),
-                })
-            }
-            Ok(_) => std::thread::sleep(POLL),
-            Err(_) => return None,
-        }
     }
 }
 
@@ -137,7 +119,7 @@ impl Engine {
         };
         let (engine, cat2, id) = (self.clone(), cat.clone(), rec.id);
         std::thread::spawn(move || {
-            if let Some(result) = outcome(&engine.tasks, task) {
+            if let Some(result) = super::outcome(&engine.tasks, task) {
                 engine.finish_snapshot_create(&cat2, id, result);
             }
         });
@@ -376,15 +358,5 @@ impl Engine {
                 _ => {}
             }
         }
-    }
-}
-
-fn wait(tm: &TaskManager, id: Uuid) -> Result<()> {
-    match outcome(tm, id) {
-        Some(Ok(())) => Ok(()),
-        Some(Err(why)) => Err(invalid(why)),
-        None => Err(invalid(
-            "the pool went away under the merge; the next SPM resumes it",
-        )),
     }
 }

@@ -34,6 +34,23 @@ pub struct NewVolume {
     pub volume_type: Option<String>,
     pub metadata: BTreeMap<String, String>,
     pub availability_zone: Option<String>,
+    pub source: Option<Source>,
+}
+
+/// What a new volume copies.
+#[derive(Debug, Clone, Copy)]
+pub enum Source {
+    Snapshot(Uuid),
+    Volume(Uuid),
+}
+
+/// A clone's source, resolved.
+struct Origin {
+    domain: Uuid,
+    img: Uuid,
+    vol: Uuid,
+    size: u64,
+    type_id: Uuid,
 }
 
 /// A volume type to create.
@@ -156,8 +173,25 @@ impl Engine {
     /// for a thick type) on the domain the scheduler picks. When no domain
     /// fits, the volume is recorded in `error` with the reason, as Cinder
     /// does.
-    pub fn create_catalog_volume(self: &Arc<Self>, req: NewVolume) -> Result<VolumeRecord> {
+    pub fn create_catalog_volume(self: &Arc<Self>, mut req: NewVolume) -> Result<VolumeRecord> {
         let cat = self.catalog()?;
+        let origin = req
+            .source
+            .map(|s| self.resolve_source(&cat, s, &req.project))
+            .transpose()?;
+        if let Some(o) = &origin {
+            if req.size == 0 {
+                req.size = o.size;
+            } else if req.size < o.size {
+                return Err(invalid(
+                    "input",
+                    format!(
+                        "Volume size {} GiB cannot be smaller than the source's {} GiB",
+                        req.size, o.size
+                    ),
+                ));
+            }
+        }
         if req.size == 0 {
             return Err(invalid(
                 "input",
@@ -167,9 +201,10 @@ impl Engine {
         check_text("name", &req.name)?;
         check_text("description", &req.description)?;
         check_metadata(&req.metadata)?;
-        let vtype = match &req.volume_type {
-            Some(t) => cat.find_type(t)?,
-            None => cat.default_type()?,
+        let vtype = match (&req.volume_type, &origin) {
+            (Some(t), _) => cat.find_type(t)?,
+            (None, Some(o)) => cat.types.get(o.type_id).or_else(|_| cat.default_type())?,
+            (None, None) => cat.default_type()?,
         };
         if !vtype.is_public && !vtype.projects.contains(&req.project) {
             return Err(Error::CatalogNotFound {
@@ -177,12 +212,19 @@ impl Engine {
                 id: req.volume_type.clone().unwrap_or_default(),
             });
         }
-        let placement = scheduler::place(
-            &self.backend_pools(&cat)?,
-            &vtype,
-            req.size,
-            req.availability_zone.as_deref(),
-        );
+        // A clone stays on its source's domain (a copy within it).
+        let placement = match &origin {
+            Some(o) => Ok(scheduler::Placement {
+                domain: o.domain,
+                thick: scheduler::is_thick(&vtype.extra_specs),
+            }),
+            None => scheduler::place(
+                &self.backend_pools(&cat)?,
+                &vtype,
+                req.size,
+                req.availability_zone.as_deref(),
+            ),
+        };
         let id = Uuid::new_v4();
         let mut rec = VolumeRecord {
             id,
@@ -204,6 +246,15 @@ impl Engine {
             task: None,
             extending_to: None,
             fault: None,
+            snapshot_id: match req.source {
+                Some(Source::Snapshot(s)) => Some(s),
+                _ => None,
+            },
+            source_volid: match req.source {
+                Some(Source::Volume(v)) => Some(v),
+                _ => None,
+            },
+            copy_from: origin.as_ref().map(|o| (o.img, o.vol)),
         };
         let placement = match placement {
             Ok(p) => p,
@@ -241,17 +292,83 @@ impl Engine {
                 bitmap: None,
             })
         });
-        self.follow(&cat, id, started, |rec, outcome| {
-            rec.task = None;
-            match outcome {
-                Ok(()) => rec.status = VolumeStatus::Available,
-                Err(why) => {
-                    rec.status = VolumeStatus::Error;
-                    rec.fault = Some(format!("creating the volume failed: {why}"));
+        let (engine, made) = (self.clone(), rec.clone());
+        let fill = move || match made.copy_from {
+            Some(from) => engine.fill_clone(&made, from).map_err(|e| e.to_string()),
+            None => Ok(()),
+        };
+        self.follow_then(&cat, id, started, fill, created)
+    }
+
+    /// The source of a clone, which the caller may read and which is
+    /// settled.
+    fn resolve_source(&self, cat: &Catalog, source: Source, project: &str) -> Result<Origin> {
+        let (vol, layer, size) = match source {
+            Source::Snapshot(id) => {
+                let snap = cat.snapshots.get(id)?;
+                if snap.status != super::SnapshotStatus::Available {
+                    return Err(invalid(
+                        "snapshot",
+                        format!("Originating snapshot status must be one of 'available' values (it is {})", snap.status.name()),
+                    ));
                 }
+                (cat.volumes.get(snap.volume_id)?, snap.layer, snap.size)
             }
-            true
+            Source::Volume(id) => {
+                let v = cat.volumes.get(id)?;
+                if !matches!(v.status, VolumeStatus::Available | VolumeStatus::InUse) {
+                    return Err(invalid(
+                        "volume",
+                        format!(
+                            "Source volume status must be available or in-use (it is {})",
+                            v.status.name()
+                        ),
+                    ));
+                }
+                let (leaf, size) = (v.leaf, v.size);
+                (v, leaf, size)
+            }
+        };
+        if vol.project != project {
+            return Err(Error::CatalogNotFound {
+                kind: "source",
+                id: match source {
+                    Source::Snapshot(s) | Source::Volume(s) => s.to_string(),
+                },
+            });
+        }
+        Ok(Origin {
+            domain: vol
+                .domain
+                .ok_or_else(|| invalid("volume", "the source has no storage"))?,
+            img: vol.id,
+            vol: layer,
+            size,
+            type_id: vol.type_id,
         })
+    }
+
+    /// Copies a clone's source (its chain collapsed) into the clone's
+    /// volume, as a host job; run again after a crash.
+    fn fill_clone(self: &Arc<Self>, rec: &VolumeRecord, (img, vol): (Uuid, Uuid)) -> Result<()> {
+        let sd = rec
+            .domain
+            .ok_or_else(|| invalid("volume", "the clone has no storage"))?;
+        let job = Uuid::new_v4();
+        let src = crate::engine::jobs::VolumeRef {
+            sd,
+            img,
+            vol,
+            generation: None,
+        };
+        let dst = crate::engine::jobs::VolumeRef {
+            sd,
+            img: rec.id,
+            vol: rec.leaf,
+            generation: None,
+        };
+        self.copy_data(job, src, dst, false)?;
+        super::wait(&self.jobs, job)
     }
 
     /// Renames, describes or replaces the metadata of a volume.
@@ -488,6 +605,19 @@ impl Engine {
         started: Result<Uuid>,
         finish: impl FnOnce(&mut VolumeRecord, std::result::Result<(), String>) -> bool + Send + 'static,
     ) -> Result<VolumeRecord> {
+        self.follow_then(cat, id, started, || Ok(()), finish)
+    }
+
+    /// [`Engine::follow`] with a step `then` run after the task succeeded
+    /// and before the record moves on (outside the table's lock).
+    fn follow_then(
+        self: &Arc<Self>,
+        cat: &Arc<Catalog>,
+        id: Uuid,
+        started: Result<Uuid>,
+        then: impl FnOnce() -> std::result::Result<(), String> + Send + 'static,
+        finish: impl FnOnce(&mut VolumeRecord, std::result::Result<(), String>) -> bool + Send + 'static,
+    ) -> Result<VolumeRecord> {
         let task = match started {
             Ok(task) => task,
             Err(e) => {
@@ -501,20 +631,12 @@ impl Engine {
         })?;
         let (engine, cat) = (self.clone(), cat.clone());
         std::thread::spawn(move || {
-            let outcome = loop {
-                match engine.tasks.status(task) {
-                    Ok(st) if st.state == TaskState::Finished => {
-                        break match st.error {
-                            None => Ok(()),
-                            Some(e) => Err(e.to_string()),
-                        };
-                    }
-                    Ok(_) => std::thread::sleep(FINISHER_POLL),
-                    // The pool went away under the task (SPM lost): the
-                    // next SPM's recovery finishes the record.
-                    Err(_) => return,
-                }
+            // None: the pool went away under the task (SPM lost); the
+            // next SPM's recovery finishes the record.
+            let Some(outcome) = super::outcome(&engine.tasks, task) else {
+                return;
             };
+            let outcome = outcome.and_then(|()| then());
             // A crash here (the work done, its record not yet moved on)
             // is for recovery to finish; an armed error changes nothing.
             let _ = crate::failpoint::hit("catalog.volume.finishing");
@@ -545,6 +667,17 @@ impl Engine {
             let info = dom
                 .as_ref()
                 .and_then(|d| self.volume_info(d.id(), rec.id, rec.leaf).ok());
+            if rec.status == VolumeStatus::Creating && rec.copy_from.is_some() && info.is_some() {
+                // Made, not yet filled: the copy runs again.
+                let (engine, cat) = (self.clone(), cat.clone());
+                std::thread::spawn(move || {
+                    let outcome = engine
+                        .fill_clone(&rec, rec.copy_from.expect("checked"))
+                        .map_err(|e| e.to_string());
+                    finish_with(&cat, rec.id, created, outcome);
+                });
+                continue;
+            }
             let result = match rec.status {
                 VolumeStatus::Creating => cat.volumes.update(rec.id, |v| {
                     v.task = None;
@@ -675,6 +808,22 @@ impl Engine {
         }
         cat.types.remove(t.id, |_| Ok(()))
     }
+}
+
+/// How a create ends: `available`, or `error` saying why.
+fn created(rec: &mut VolumeRecord, outcome: std::result::Result<(), String>) -> bool {
+    rec.task = None;
+    match outcome {
+        Ok(()) => {
+            rec.status = VolumeStatus::Available;
+            rec.copy_from = None;
+        }
+        Err(why) => {
+            rec.status = VolumeStatus::Error;
+            rec.fault = Some(format!("creating the volume failed: {why}"));
+        }
+    }
+    true
 }
 
 fn finish_with(
