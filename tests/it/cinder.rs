@@ -944,3 +944,57 @@ fn snapshots_keep_each_point_in_time_through_merges() {
     assert_eq!(field(&c.cinder_ok(&["show", &id]), "size"), "2");
     c.cinder_ok(&["delete", &id]);
 }
+
+#[test]
+fn qos_specs_are_kept_and_associated_with_types() {
+    let Some(c) = Cinder::start() else { return };
+    let out = c.cinder_ok(&[
+        "qos-create",
+        "fast",
+        "consumer=front-end",
+        "total_iops_sec=500",
+    ]);
+    let qos = field(&out, "id");
+    assert!(field(&out, "specs").contains("500"), "{out}");
+    let (ok, text) = c.cinder(&["qos-create", "fast", "read_iops_sec=1"]);
+    assert!(!ok && text.contains("already exists"), "{text}");
+    let (ok, text) = c.cinder(&["qos-create", "odd", "consumer=sideways"]);
+    assert!(!ok && text.contains("consumer"), "{text}");
+    c.cinder_ok(&["qos-key", &qos, "set", "read_bytes_sec=1048576"]);
+    c.cinder_ok(&["qos-key", &qos, "unset", "total_iops_sec"]);
+    let shown = c.cinder_ok(&["qos-show", &qos]);
+    assert!(
+        field(&shown, "specs").contains("read_bytes_sec")
+            && !field(&shown, "specs").contains("total_iops"),
+        "{shown}"
+    );
+    c.cinder_ok(&["type-create", "gold"]);
+    let gold = field(&c.cinder_ok(&["type-show", "gold"]), "id");
+    c.cinder_ok(&["qos-associate", &qos, &gold]);
+    let assoc = c.cinder_ok(&["qos-get-association", &qos]);
+    assert!(assoc.contains("gold"), "{assoc}");
+    assert!(c.cinder_ok(&["qos-list"]).contains("fast"));
+    // Associated specs go only when forced; then the type is free of them.
+    let (ok, text) = c.cinder(&["qos-delete", &qos]);
+    assert!(!ok && text.contains("associated"), "{text}");
+    c.cinder_ok(&["qos-disassociate", &qos, &gold]);
+    assert!(!c.cinder_ok(&["qos-get-association", &qos]).contains("gold"));
+    c.cinder_ok(&["qos-associate", &qos, &gold]);
+    c.cinder_ok(&["qos-delete", "--force", "True", &qos]);
+    assert!(!c.cinder_ok(&["qos-list"]).contains("fast"));
+    let (_, _, t) = c.http("GET", &format!("/v3/demo/types/{gold}"), &[], None);
+    assert_eq!(t["volume_type"]["qos_specs_id"], Value::Null, "{t}");
+    // openstackclient sees the same.
+    c.openstack_quiet(&[
+        "volume",
+        "qos",
+        "create",
+        "--consumer",
+        "both",
+        "--property",
+        "write_iops_sec=9",
+        "osc-qos",
+    ]);
+    let list = c.openstack(&["volume", "qos", "list"]);
+    assert_eq!(list[0]["Name"], "osc-qos", "{list}");
+}

@@ -12,6 +12,7 @@
 mod auth;
 mod lists;
 mod misc;
+mod qos;
 mod snapshots;
 mod types;
 mod version;
@@ -332,6 +333,7 @@ fn route(engine: &Arc<Engine>, ctx: &Ctx, method: &Method, segs: &[String], body
         ["volumes", ..] => volumes::route(engine, ctx, method, &s[1..], body),
         ["types", ..] => types::route(engine, ctx, method, &s[1..], body),
         ["snapshots", ..] => snapshots::route(engine, ctx, method, &s[1..], body),
+        ["qos-specs", ..] => qos::route(engine, ctx, method, &s[1..], body),
         _ => misc::route(engine, ctx, method, &s, body),
     }
 }

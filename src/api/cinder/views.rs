@@ -108,7 +108,7 @@ pub fn volume_type(ctx: &Ctx, t: &TypeRecord) -> Value {
         "extra_specs": specs,
     });
     if ctx.admin {
-        d["qos_specs_id"] = Value::Null;
+        d["qos_specs_id"] = json!(t.qos_specs_id);
     }
     d
 }

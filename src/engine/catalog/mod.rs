@@ -8,6 +8,7 @@
 //! is named in it, so after a crash the next SPM finishes or rolls back
 //! what was in flight (`recover`) instead of leaving it for an operator.
 
+mod qos;
 mod records;
 mod scheduler;
 mod snapshots;
@@ -18,7 +19,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 pub use records::{
-    timestamp, SnapshotRecord, SnapshotStatus, TypeRecord, VolumeRecord, VolumeStatus, DEFAULT_TYPE,
+    timestamp, QosRecord, SnapshotRecord, SnapshotStatus, TypeRecord, VolumeRecord, VolumeStatus,
+    DEFAULT_TYPE,
 };
 pub use scheduler::{BackendPool, Placement, AVAILABILITY_ZONE};
 pub use snapshots::NewSnapshot;
@@ -38,6 +40,7 @@ pub struct Catalog {
     pub volumes: Table<VolumeRecord>,
     pub snapshots: Table<SnapshotRecord>,
     pub types: Table<TypeRecord>,
+    pub qos: Table<QosRecord>,
 }
 
 impl Catalog {
@@ -49,6 +52,7 @@ impl Catalog {
             volumes: Table::open(dir)?,
             snapshots: Table::open(dir)?,
             types: Table::open(dir)?,
+            qos: Table::open(dir)?,
         };
         records::ensure_default_type(&cat.types)?;
         Ok(cat)

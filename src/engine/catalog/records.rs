@@ -209,12 +209,36 @@ pub struct TypeRecord {
     pub extra_specs: BTreeMap<String, String>,
     /// Projects a private type is shared with.
     pub projects: Vec<String>,
+    /// The QoS specs associated with it.
+    #[serde(default)]
+    pub qos_specs_id: Option<Uuid>,
     pub created_at: String,
 }
 
 impl Record for TypeRecord {
     const TABLE: &'static str = "types";
     const KIND: &'static str = "volume type";
+    fn id(&self) -> Uuid {
+        self.id
+    }
+}
+
+/// QoS specs: limits a type's volumes get. Front-end ones are for the
+/// consumer of the volume (qemu's throttling, passed at attach time),
+/// back-end ones for the storage.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QosRecord {
+    pub id: Uuid,
+    pub name: String,
+    /// "front-end", "back-end" or "both".
+    pub consumer: String,
+    pub specs: BTreeMap<String, String>,
+    pub created_at: String,
+}
+
+impl Record for QosRecord {
+    const TABLE: &'static str = "qos";
+    const KIND: &'static str = "QoS specs";
     fn id(&self) -> Uuid {
         self.id
     }
@@ -247,6 +271,7 @@ pub(super) fn ensure_default_type(types: &Table<TypeRecord>) -> Result<()> {
         is_public: true,
         extra_specs: BTreeMap::new(),
         projects: Vec::new(),
+        qos_specs_id: None,
         created_at: timestamp(),
     };
     types.insert(rec, |_| Ok(()))?;

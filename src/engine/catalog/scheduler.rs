@@ -235,6 +235,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             projects: Vec::new(),
+            qos_specs_id: None,
             created_at: String::new(),
         }
     }

@@ -737,6 +737,7 @@ impl Engine {
             is_public: req.is_public,
             extra_specs: req.extra_specs,
             projects: Vec::new(),
+            qos_specs_id: None,
             created_at: timestamp(),
         };
         cat.types.insert(rec, |rows| {
