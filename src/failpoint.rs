@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 pub const ALL: &[&str] = &[
     "catalog.volume.recorded",
     "catalog.volume.finishing",
+    "catalog.transfer.accepted",
     "volume.create.planned",
     "volume.create.after_dir",
     "volume.create.after_links",

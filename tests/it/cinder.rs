@@ -114,6 +114,11 @@ impl Cinder {
 
     /// The `cinder` CLI as a noauth user of project demo.
     fn cinder(&self, args: &[&str]) -> (bool, String) {
+        self.cinder_as("demo", args)
+    }
+
+    /// The `cinder` CLI as a noauth user of `project`.
+    fn cinder_as(&self, project: &str, args: &[&str]) -> (bool, String) {
         let out = Command::new(self.venv.join("bin/cinder"))
             .args([
                 "--os-auth-type",
@@ -121,7 +126,7 @@ impl Cinder {
                 "--os-endpoint",
                 &self.endpoint(),
             ])
-            .args(["--os-project-id", "demo", "--os-user-id", "alice"])
+            .args(["--os-project-id", project, "--os-user-id", "alice"])
             .args(["--os-volume-api-version", "3.71"])
             .args(args)
             .output()
@@ -758,13 +763,72 @@ fn a_crash_in_the_middle_of_a_change_leaves_nothing_in_flight() {
         "the merge was finished"
     );
 
+    // A transfer accepted when cairnd crashed: the volume is the taker's,
+    // its snapshot too, and the transfer is gone.
+    let (_, _, snap) = c.http(
+        "POST",
+        "/v3/demo/snapshots",
+        &noauth,
+        Some(json!({"snapshot": {"volume_id": id}})),
+    );
+    let snap_id = snap["snapshot"]["id"].as_str().unwrap().to_string();
+    let (_, _, t) = c.http(
+        "POST",
+        "/v3/demo/os-volume-transfer",
+        &noauth,
+        Some(json!({"transfer": {"volume_id": id}})),
+    );
+    let (tid, key) = (
+        t["transfer"]["id"].as_str().unwrap().to_string(),
+        t["transfer"]["auth_key"].as_str().unwrap().to_string(),
+    );
+    c = c.restart(false, arm("catalog.transfer.accepted"));
+    let taker = [("X-Auth-Token", "bob:taker")];
+    c.http(
+        "POST",
+        &format!("/v3/taker/os-volume-transfer/{tid}/accept"),
+        &taker,
+        Some(json!({"accept": {"auth_key": key}})),
+    );
+    assert_eq!(c.d.wait_exit(Duration::from_secs(20)), Some(86));
+    c = c.restart(true, Vec::new());
+    let (_, v) = c.get(&format!("/v3/taker/volumes/{id}"), &taker);
+    assert_eq!(
+        (
+            v["volume"]["os-vol-tenant-attr:tenant_id"].as_str(),
+            v["volume"]["status"].as_str()
+        ),
+        (Some("taker"), Some("available")),
+        "{v}"
+    );
+    let (_, s) = c.get(&format!("/v3/taker/snapshots/{snap_id}"), &taker);
+    assert_eq!(
+        s["snapshot"]["os-extended-snapshot-attributes:project_id"], "taker",
+        "{s}"
+    );
+    let (status, _) = c.get(&format!("/v3/demo/os-volume-transfer/{tid}"), &noauth);
+    assert_eq!(status, 404);
+    let (status, _, _) = c.http(
+        "DELETE",
+        &format!("/v3/taker/snapshots/{snap_id}"),
+        &taker,
+        None,
+    );
+    assert_eq!(status, 202);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.get(&format!("/v3/taker/snapshots/{snap_id}"), &taker).0 != 404 {
+        assert!(Instant::now() < deadline, "the snapshot was not deleted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let noauth = taker;
+
     c = c.restart(false, arm("image.delete.after_rename"));
-    c.http("DELETE", &format!("/v3/demo/volumes/{id}"), &noauth, None);
+    c.http("DELETE", &format!("/v3/taker/volumes/{id}"), &noauth, None);
     assert_eq!(c.d.wait_exit(Duration::from_secs(20)), Some(86));
     c = c.restart(true, Vec::new());
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (status, v) = c.get(&format!("/v3/demo/volumes/{id}"), &noauth);
+        let (status, v) = c.get(&format!("/v3/taker/volumes/{id}"), &noauth);
         if status == 404 {
             break;
         }
@@ -776,7 +840,7 @@ fn a_crash_in_the_middle_of_a_change_leaves_nothing_in_flight() {
         std::thread::sleep(Duration::from_millis(100));
     }
     // Nothing is left in a transitional status.
-    let (_, list) = c.get("/v3/demo/volumes/detail", &noauth);
+    let (_, list) = c.get("/v3/taker/volumes/detail", &noauth);
     for v in list["volumes"].as_array().unwrap() {
         assert!(
             ["available", "error"].contains(&v["status"].as_str().unwrap()),
@@ -997,4 +1061,52 @@ fn qos_specs_are_kept_and_associated_with_types() {
     ]);
     let list = c.openstack(&["volume", "qos", "list"]);
     assert_eq!(list[0]["Name"], "osc-qos", "{list}");
+}
+
+#[test]
+fn a_transfer_moves_a_volume_to_another_project_once() {
+    let Some(c) = Cinder::start() else { return };
+    let id = field(&c.cinder_ok(&["create", "--name", "gift", "1"]), "id");
+    let out = c.cinder_ok(&["transfer-create", "--name", "t", &id]);
+    let (transfer, key) = (field(&out, "id"), field(&out, "auth_key"));
+    assert_eq!(key.len(), 16, "{out}");
+    assert_eq!(
+        field(&c.cinder_ok(&["show", &id]), "status"),
+        "awaiting-transfer"
+    );
+    // It cannot be deleted while offered.
+    let (ok, text) = c.cinder(&["delete", &id]);
+    assert!(!ok, "{text}");
+    assert_eq!(
+        field(&c.cinder_ok(&["show", &id]), "status"),
+        "awaiting-transfer"
+    );
+    assert!(c.cinder_ok(&["transfer-list"]).contains(&transfer));
+    // A wrong key: 400, nothing moves.
+    let (ok, text) = c.cinder_as("other", &["transfer-accept", &transfer, "0000000000000000"]);
+    assert!(!ok && text.contains("invalid auth key"), "{text}");
+    assert_eq!(
+        field(&c.cinder_ok(&["show", &id]), "status"),
+        "awaiting-transfer"
+    );
+    // The right one: the volume is the other project's, and only once.
+    let (ok, text) = c.cinder_as("other", &["transfer-accept", &transfer, &key]);
+    assert!(ok, "{text}");
+    let (ok, text) = c.cinder_as("other", &["show", &id]);
+    assert!(ok && field(&text, "status") == "available", "{text}");
+    assert!(
+        !c.cinder_ok(&["list"]).contains(&id),
+        "the giver still lists it"
+    );
+    assert!(c.cinder_as("other", &["list"]).1.contains(&id));
+    let (ok, text) = c.cinder_as("other", &["transfer-accept", &transfer, &key]);
+    assert!(!ok && text.contains("could not be found"), "{text}");
+    // An offer withdrawn puts the volume back.
+    let (_, out) = c.cinder_as("other", &["transfer-create", &id]);
+    let (ok, text) = c.cinder_as("other", &["transfer-delete", &field(&out, "id")]);
+    assert!(ok, "{text}");
+    assert_eq!(
+        field(&c.cinder_as("other", &["show", &id]).1, "status"),
+        "available"
+    );
 }

@@ -818,6 +818,7 @@ fn walk_covers_every_failpoint() {
         // Walked by cinder::a_crash_in_the_middle_of_a_change_leaves_nothing_in_flight.
         "catalog.volume.recorded",
         "catalog.volume.finishing",
+        "catalog.transfer.accepted",
         // Walked by upgrade::upgrade_crash_walk.
         "domain.upgrade.prepared",
         "domain.upgrade.committed",

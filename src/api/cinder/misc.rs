@@ -12,10 +12,8 @@ use super::{require_admin, Answer, Ctx, Fault, Reply};
 use crate::engine::Engine;
 
 /// Not served yet: the resources of later work.
-const LATER: [&str; 7] = [
+const LATER: [&str; 5] = [
     "backups",
-    "os-volume-transfer",
-    "volume-transfers",
     "attachments",
     "default-types",
     "groups",

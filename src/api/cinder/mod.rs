@@ -14,6 +14,7 @@ mod lists;
 mod misc;
 mod qos;
 mod snapshots;
+mod transfers;
 mod types;
 mod version;
 mod views;
@@ -334,6 +335,9 @@ fn route(engine: &Arc<Engine>, ctx: &Ctx, method: &Method, segs: &[String], body
         ["types", ..] => types::route(engine, ctx, method, &s[1..], body),
         ["snapshots", ..] => snapshots::route(engine, ctx, method, &s[1..], body),
         ["qos-specs", ..] => qos::route(engine, ctx, method, &s[1..], body),
+        [c @ ("volume-transfers" | "os-volume-transfer"), ..] => {
+            transfers::route(engine, ctx, c, method, &s[1..], body)
+        }
         _ => misc::route(engine, ctx, method, &s, body),
     }
 }

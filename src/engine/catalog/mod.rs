@@ -13,14 +13,15 @@ mod records;
 mod scheduler;
 mod snapshots;
 mod store;
+mod transfers;
 mod volumes;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 pub use records::{
-    timestamp, QosRecord, SnapshotRecord, SnapshotStatus, TypeRecord, VolumeRecord, VolumeStatus,
-    DEFAULT_TYPE,
+    timestamp, QosRecord, SnapshotRecord, SnapshotStatus, TransferRecord, TypeRecord, VolumeRecord,
+    VolumeStatus, DEFAULT_TYPE,
 };
 pub use scheduler::{BackendPool, Placement, AVAILABILITY_ZONE};
 pub use snapshots::NewSnapshot;
@@ -41,6 +42,7 @@ pub struct Catalog {
     pub snapshots: Table<SnapshotRecord>,
     pub types: Table<TypeRecord>,
     pub qos: Table<QosRecord>,
+    pub transfers: Table<TransferRecord>,
 }
 
 impl Catalog {
@@ -53,6 +55,7 @@ impl Catalog {
             snapshots: Table::open(dir)?,
             types: Table::open(dir)?,
             qos: Table::open(dir)?,
+            transfers: Table::open(dir)?,
         };
         records::ensure_default_type(&cat.types)?;
         Ok(cat)
@@ -89,6 +92,7 @@ impl Engine {
         drop(open);
         self.recover_catalog(&cat);
         self.recover_snapshots(&cat);
+        self.recover_transfers(&cat);
         Ok(cat)
     }
 }

@@ -32,10 +32,12 @@ pub enum VolumeStatus {
     InUse,
     #[serde(rename = "maintenance")]
     Maintenance,
+    #[serde(rename = "awaiting-transfer")]
+    AwaitingTransfer,
 }
 
 impl VolumeStatus {
-    pub const ALL: [VolumeStatus; 9] = [
+    pub const ALL: [VolumeStatus; 10] = [
         VolumeStatus::Creating,
         VolumeStatus::Available,
         VolumeStatus::Deleting,
@@ -45,6 +47,7 @@ impl VolumeStatus {
         VolumeStatus::ErrorExtending,
         VolumeStatus::InUse,
         VolumeStatus::Maintenance,
+        VolumeStatus::AwaitingTransfer,
     ];
 
     pub fn name(self) -> &'static str {
@@ -58,6 +61,7 @@ impl VolumeStatus {
             VolumeStatus::ErrorExtending => "error_extending",
             VolumeStatus::InUse => "in-use",
             VolumeStatus::Maintenance => "maintenance",
+            VolumeStatus::AwaitingTransfer => "awaiting-transfer",
         }
     }
 
@@ -218,6 +222,28 @@ pub struct TypeRecord {
 impl Record for TypeRecord {
     const TABLE: &'static str = "types";
     const KIND: &'static str = "volume type";
+    fn id(&self) -> Uuid {
+        self.id
+    }
+}
+
+/// A volume on offer to another project: whoever shows the key takes it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TransferRecord {
+    pub id: Uuid,
+    pub volume_id: Uuid,
+    pub name: Option<String>,
+    /// The key is never kept: its HMAC-SHA1 under this salt is.
+    pub salt: String,
+    pub crypt_hash: String,
+    pub source_project: String,
+    pub no_snapshots: bool,
+    pub created_at: String,
+}
+
+impl Record for TransferRecord {
+    const TABLE: &'static str = "transfers";
+    const KIND: &'static str = "transfer";
     fn id(&self) -> Uuid {
         self.id
     }
