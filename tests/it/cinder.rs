@@ -1048,6 +1048,17 @@ fn qos_specs_are_kept_and_associated_with_types() {
     assert!(!c.cinder_ok(&["qos-list"]).contains("fast"));
     let (_, _, t) = c.http("GET", &format!("/v3/demo/types/{gold}"), &[], None);
     assert_eq!(t["volume_type"]["qos_specs_id"], Value::Null, "{t}");
+    // A project's own default type (3.62).
+    c.cinder_ok(&["default-type-set", "gold", "demo"]);
+    assert!(c.cinder_ok(&["default-type-list"]).contains(&gold));
+    let v = field(&c.cinder_ok(&["create", "1"]), "id");
+    assert_eq!(field(&c.cinder_ok(&["show", &v]), "volume_type"), "gold");
+    let other = c.cinder_as("elsewhere", &["create", "1"]).1;
+    assert_eq!(field(&other, "volume_type"), "__DEFAULT__", "{other}");
+    let (ok, text) = c.cinder(&["type-delete", "gold"]);
+    assert!(!ok, "{text}");
+    c.cinder_ok(&["default-type-unset", "demo"]);
+    assert!(!c.cinder_ok(&["default-type-list"]).contains(&gold));
     // openstackclient sees the same.
     c.openstack_quiet(&[
         "volume",

@@ -12,15 +12,9 @@ use super::{require_admin, Answer, Ctx, Fault, Reply};
 use crate::engine::Engine;
 
 /// Not served yet: the resources of later work.
-const LATER: [&str; 5] = [
-    "backups",
-    "attachments",
-    "default-types",
-    "groups",
-    "group_snapshots",
-];
+const LATER: [&str; 4] = ["backups", "attachments", "groups", "group_snapshots"];
 
-pub fn route(engine: &Arc<Engine>, ctx: &Ctx, method: &Method, s: &[&str], _body: Value) -> Answer {
+pub fn route(engine: &Arc<Engine>, ctx: &Ctx, method: &Method, s: &[&str], body: Value) -> Answer {
     match (method.as_str(), s) {
         ("GET", ["limits"]) => {
             let cat = engine.catalog()?;
@@ -113,10 +107,56 @@ pub fn route(engine: &Arc<Engine>, ctx: &Ctx, method: &Method, s: &[&str], _body
                 .collect();
             Ok(Reply::ok(json!({"messages": messages})))
         }
+        (m, ["default-types", rest @ ..]) if ctx.at_least(62) => {
+            default_types(engine, ctx, m, rest, &body)
+        }
         (_, [first, ..]) if LATER.contains(first) => Err(Fault::new(
             StatusCode::NOT_IMPLEMENTED,
             format!("Cairn does not serve /{first} yet"),
         )),
+        _ => Err(Fault::not_found("The resource could not be found.")),
+    }
+}
+
+/// `/default-types` (3.62, administrators): a project's own default type.
+fn default_types(
+    engine: &Arc<Engine>,
+    ctx: &Ctx,
+    method: &str,
+    rest: &[&str],
+    body: &Value,
+) -> Answer {
+    require_admin(ctx)?;
+    let cat = engine.catalog()?;
+    let view = |d: &crate::engine::catalog::DefaultTypeRecord| json!({"project_id": d.project, "volume_type_id": d.type_id});
+    let missing =
+        |p: &str| Fault::not_found(format!("Default type for project {p} could not be found."));
+    match (method, rest) {
+        ("GET", []) => Ok(Reply::ok(
+            json!({"default_types": cat.default_types.all().iter().map(view).collect::<Vec<_>>()}),
+        )),
+        ("GET", [project]) => {
+            let d = cat
+                .default_types
+                .find(|d| d.project == *project)
+                .ok_or_else(|| missing(project))?;
+            Ok(Reply::ok(json!({"default_type": view(&d)})))
+        }
+        ("PUT", [project]) => {
+            let t = body
+                .get("default_type")
+                .and_then(|d| d.get("volume_type"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| Fault::bad("Missing required element 'default_type' with 'volume_type' in request body."))?;
+            let d = engine.set_catalog_default_type(project, t)?;
+            Ok(Reply::ok(json!({"default_type": view(&d)})))
+        }
+        ("DELETE", [project]) => {
+            engine
+                .unset_catalog_default_type(project)
+                .map_err(|_| missing(project))?;
+            Ok(Reply::status(StatusCode::NO_CONTENT))
+        }
         _ => Err(Fault::not_found("The resource could not be found.")),
     }
 }

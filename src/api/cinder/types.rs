@@ -49,7 +49,7 @@ pub fn route(engine: &Arc<Engine>, ctx: &Ctx, method: &Method, s: &[&str], body:
             )?))
         }
         ("GET", ["default"]) => {
-            let t = engine.catalog()?.default_type()?;
+            let t = engine.catalog()?.default_type(&ctx.project)?;
             Ok(Reply::ok(
                 json!({"volume_type": views::volume_type(ctx, &t)}),
             ))

@@ -20,8 +20,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 pub use records::{
-    timestamp, QosRecord, SnapshotRecord, SnapshotStatus, TransferRecord, TypeRecord, VolumeRecord,
-    VolumeStatus, DEFAULT_TYPE,
+    timestamp, DefaultTypeRecord, QosRecord, SnapshotRecord, SnapshotStatus, TransferRecord,
+    TypeRecord, VolumeRecord, VolumeStatus, DEFAULT_TYPE,
 };
 pub use scheduler::{BackendPool, Placement, AVAILABILITY_ZONE};
 pub use snapshots::NewSnapshot;
@@ -43,6 +43,7 @@ pub struct Catalog {
     pub types: Table<TypeRecord>,
     pub qos: Table<QosRecord>,
     pub transfers: Table<TransferRecord>,
+    pub default_types: Table<DefaultTypeRecord>,
 }
 
 impl Catalog {
@@ -56,6 +57,7 @@ impl Catalog {
             types: Table::open(dir)?,
             qos: Table::open(dir)?,
             transfers: Table::open(dir)?,
+            default_types: Table::open(dir)?,
         };
         records::ensure_default_type(&cat.types)?;
         Ok(cat)

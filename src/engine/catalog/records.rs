@@ -249,6 +249,22 @@ impl Record for TransferRecord {
     }
 }
 
+/// A project's own default volume type (Cinder 3.62).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DefaultTypeRecord {
+    pub id: Uuid,
+    pub project: String,
+    pub type_id: Uuid,
+}
+
+impl Record for DefaultTypeRecord {
+    const TABLE: &'static str = "default-types";
+    const KIND: &'static str = "default type";
+    fn id(&self) -> Uuid {
+        self.id
+    }
+}
+
 /// QoS specs: limits a type's volumes get. Front-end ones are for the
 /// consumer of the volume (qemu's throttling, passed at attach time),
 /// back-end ones for the storage.

@@ -115,8 +115,13 @@ impl Catalog {
             })
     }
 
-    pub fn default_type(&self) -> Result<TypeRecord> {
-        self.find_type(DEFAULT_TYPE)
+    /// The type a volume of `project` gets when it names none: the
+    /// project's own default, else the catalog's.
+    pub fn default_type(&self, project: &str) -> Result<TypeRecord> {
+        match self.default_types.find(|d| d.project == project) {
+            Some(d) => self.types.get(d.type_id),
+            None => self.find_type(DEFAULT_TYPE),
+        }
     }
 
     fn type_in_use(&self, id: Uuid) -> bool {
@@ -203,8 +208,11 @@ impl Engine {
         check_metadata(&req.metadata)?;
         let vtype = match (&req.volume_type, &origin) {
             (Some(t), _) => cat.find_type(t)?,
-            (None, Some(o)) => cat.types.get(o.type_id).or_else(|_| cat.default_type())?,
-            (None, None) => cat.default_type()?,
+            (None, Some(o)) => cat
+                .types
+                .get(o.type_id)
+                .or_else(|_| cat.default_type(&req.project))?,
+            (None, None) => cat.default_type(&req.project)?,
         };
         if !vtype.is_public && !vtype.projects.contains(&req.project) {
             return Err(Error::CatalogNotFound {
@@ -801,6 +809,15 @@ impl Engine {
                 "the default volume type cannot be deleted",
             ));
         }
+        if cat.default_types.find(|d| d.type_id == t.id).is_some() {
+            return Err(invalid(
+                "volume type",
+                format!(
+                    "volume type {} is a project's default type; unset that first",
+                    t.id
+                ),
+            ));
+        }
         if cat.type_in_use(t.id) {
             return Err(invalid(
                 "volume type",
@@ -848,5 +865,53 @@ fn finish_with(
         Err(e) => {
             tracing::error!(volume = %id, error = %e, "cannot record the end of a catalog change")
         }
+    }
+}
+
+impl Engine {
+    /// Sets `project`'s default type (`type_key`: name or id).
+    pub fn set_catalog_default_type(
+        self: &Arc<Self>,
+        project: &str,
+        type_key: &str,
+    ) -> Result<super::DefaultTypeRecord> {
+        let cat = self.catalog()?;
+        let t = cat.find_type(type_key)?;
+        match cat.default_types.find(|d| d.project == project) {
+            Some(d) => cat.default_types.update(d.id, |d| {
+                d.type_id = t.id;
+                Ok(())
+            }),
+            None => cat.default_types.insert(
+                super::DefaultTypeRecord {
+                    id: Uuid::new_v4(),
+                    project: project.to_string(),
+                    type_id: t.id,
+                },
+                |rows| {
+                    if rows.values().any(|d| d.project == project) {
+                        return Err(Error::CatalogConflict(format!(
+                            "project {project} got a default type meanwhile"
+                        )));
+                    }
+                    Ok(())
+                },
+            ),
+        }
+    }
+
+    pub fn unset_catalog_default_type(
+        self: &Arc<Self>,
+        project: &str,
+    ) -> Result<super::DefaultTypeRecord> {
+        let cat = self.catalog()?;
+        let d = cat
+            .default_types
+            .find(|d| d.project == project)
+            .ok_or_else(|| Error::CatalogNotFound {
+                kind: "default type of project",
+                id: project.to_string(),
+            })?;
+        cat.default_types.remove(d.id, |_| Ok(()))
     }
 }
