@@ -2,7 +2,7 @@
 
 use std::process::{Command, Output};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::common::*;
 
@@ -423,4 +423,65 @@ fn cli_sets_up_mutual_tls_for_a_cluster() {
         String::from_utf8_lossy(&out.stderr).contains("mutual TLS"),
         "{out:?}"
     );
+}
+
+#[test]
+fn types_and_qos_specs_from_the_cli() {
+    let d = Daemon::start();
+    let t = json_out(
+        &d,
+        &[
+            "type",
+            "create",
+            "gold",
+            "--spec",
+            "volume_backend_name=file",
+            "--description",
+            "fast",
+        ],
+    );
+    assert_eq!(t["extra_specs"]["volume_backend_name"], "file", "{t}");
+    json_out(&d, &["type", "set", "gold", "provisioning:type=thin"]);
+    let t = json_out(&d, &["type", "unset", "gold", "volume_backend_name"]);
+    assert_eq!(t["extra_specs"], json!({"provisioning:type": "thin"}));
+    let types = json_out(&d, &["type", "list"]);
+    let names: Vec<&str> = types
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"gold") && names.contains(&"__DEFAULT__"),
+        "{types}"
+    );
+    let q = json_out(
+        &d,
+        &[
+            "qos",
+            "create",
+            "fast",
+            "--consumer",
+            "front-end",
+            "total_iops_sec=500",
+        ],
+    );
+    assert_eq!(q["consumer"], "front-end");
+    json_out(&d, &["qos", "associate", "fast", "gold"]);
+    let out = cairn(&d, &["qos", "list"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("fast") && text.contains("gold") && text.contains("total_iops_sec=500"),
+        "{text}"
+    );
+    // Refusals carry the catalog's words and change nothing.
+    let out = cairn(&d, &["type", "create", "gold"]);
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("already exists")
+    );
+    let out = cairn(&d, &["qos", "delete", "fast"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("associated"));
+    json_out(&d, &["qos", "delete", "fast", "--force"]);
+    json_out(&d, &["type", "delete", "gold"]);
+    assert_eq!(json_out(&d, &["qos", "list"]), json!([]));
 }

@@ -4,6 +4,7 @@
 //! the file of its namespace; [`VERBS`] lists them (a constant left out of
 //! it is dead code, which the build reports).
 
+mod catalog;
 mod domain;
 mod host;
 mod image;
@@ -131,6 +132,15 @@ pub static CAIRN_VERBS: &[Verb] = &[
     thin::DRIVE_MONITOR_ADD,
     thin::DRIVE_MONITOR_REMOVE,
     thin::DRIVE_MONITOR_LIST,
+    catalog::VOLUME_TYPE_LIST,
+    catalog::VOLUME_TYPE_CREATE,
+    catalog::VOLUME_TYPE_UPDATE,
+    catalog::VOLUME_TYPE_DELETE,
+    catalog::QOS_LIST,
+    catalog::QOS_CREATE,
+    catalog::QOS_UPDATE,
+    catalog::QOS_DELETE,
+    catalog::QOS_ASSOCIATE,
 ];
 
 pub fn find(name: &str) -> Option<&'static Verb> {

@@ -10,6 +10,7 @@ use cairn::config::{default_data_dir, socket_in};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 
+mod catalog;
 mod domain;
 mod image;
 mod output;
@@ -19,6 +20,7 @@ mod storage;
 mod task;
 mod volume;
 
+use catalog::*;
 use domain::*;
 use image::*;
 use output::*;
@@ -87,6 +89,12 @@ enum Cmd {
     /// Asynchronous tasks.
     #[command(subcommand)]
     Task(TaskCmd),
+    /// Volume types of the pool's catalog (what the Cinder face serves).
+    #[command(subcommand)]
+    Type(TypeCmd),
+    /// QoS specs of the pool's catalog.
+    #[command(subcommand)]
+    Qos(QosCmd),
     /// Certificates for mutual TLS: a cluster CA, host and client
     /// certificates (written to <data-dir>/pki unless --dir).
     #[command(subcommand)]
@@ -180,6 +188,8 @@ fn run(ctx: &Ctx, cmd: Cmd) -> Res<()> {
         Cmd::Image(c) => image(ctx, c),
         Cmd::Volume(c) => volume(ctx, c),
         Cmd::Task(c) => task(ctx, c),
+        Cmd::Type(c) => volume_type(ctx, c),
+        Cmd::Qos(c) => qos(ctx, c),
     }
 }
 

@@ -1,0 +1,142 @@
+//! Cairn's own verbs for the pool's catalog (volume types and QoS specs),
+//! the ones the `cairn` CLI uses; the Cinder face serves the same records.
+//! Documented in `docs/api.md`.
+
+use super::*;
+use crate::engine::catalog::{NewType, TypeChange};
+
+/// An object of strings (`{"k": "v"}`); absent is empty.
+fn string_map(p: &Params, name: &str) -> Result<BTreeMap<String, String>, ApiError> {
+    match p.opt_value(name) {
+        None | Some(Value::Null) => Ok(BTreeMap::new()),
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => Ok((k.clone(), s.clone())),
+                other => Err(ApiError::invalid_params(format!(
+                    "{name}.{k} must be a string, not {other}"
+                ))),
+            })
+            .collect(),
+        Some(other) => Err(ApiError::invalid_params(format!(
+            "{name} must be an object of strings, not {other}"
+        ))),
+    }
+}
+
+/// A list of strings; absent is empty.
+fn strings(p: &Params, name: &str) -> Result<Vec<String>, ApiError> {
+    match p.opt_value(name) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(_) => p
+            .list(name)?
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(String::from)
+                    .ok_or_else(|| ApiError::invalid_params(format!("{name} must list strings")))
+            })
+            .collect(),
+    }
+}
+
+pub(super) const VOLUME_TYPE_LIST: Verb = Verb {
+    name: "VolumeType.list",
+    params: &[],
+    handler: |e, _| to_value(&e.catalog()?.types.all()),
+};
+
+pub(super) const VOLUME_TYPE_CREATE: Verb = Verb {
+    name: "VolumeType.create",
+    params: &["name", "description", "isPublic", "extraSpecs"],
+    handler: volume_type_create,
+};
+
+fn volume_type_create(e: &Arc<Engine>, p: &Params) -> Reply {
+    to_value(&e.create_catalog_type(NewType {
+        name: p.string("name")?,
+        description: p.opt_string("description")?,
+        is_public: p.bool_or("isPublic", true)?,
+        extra_specs: string_map(p, "extraSpecs")?,
+    })?)
+}
+
+pub(super) const VOLUME_TYPE_UPDATE: Verb = Verb {
+    name: "VolumeType.update",
+    params: &["type", "name", "description", "setSpecs", "unsetSpecs"],
+    handler: volume_type_update,
+};
+
+fn volume_type_update(e: &Arc<Engine>, p: &Params) -> Reply {
+    to_value(&e.update_catalog_type(
+        &p.string("type")?,
+        TypeChange {
+            name: p.opt_string("name")?,
+            description: p.opt_string("description")?,
+            is_public: None,
+            set_specs: string_map(p, "setSpecs")?,
+            unset_specs: strings(p, "unsetSpecs")?,
+        },
+    )?)
+}
+
+pub(super) const VOLUME_TYPE_DELETE: Verb = Verb {
+    name: "VolumeType.delete",
+    params: &["type"],
+    handler: |e, p| {
+        e.delete_catalog_type(&p.string("type")?)?;
+        ok()
+    },
+};
+
+pub(super) const QOS_LIST: Verb = Verb {
+    name: "QosSpecs.list",
+    params: &[],
+    handler: |e, _| to_value(&e.catalog()?.qos.all()),
+};
+
+pub(super) const QOS_CREATE: Verb = Verb {
+    name: "QosSpecs.create",
+    params: &["name", "consumer", "specs"],
+    handler: |e, p| {
+        to_value(&e.create_catalog_qos(
+            p.string("name")?,
+            p.opt_string("consumer")?,
+            string_map(p, "specs")?,
+        )?)
+    },
+};
+
+pub(super) const QOS_UPDATE: Verb = Verb {
+    name: "QosSpecs.update",
+    params: &["qosID", "set", "unset"],
+    handler: |e, p| {
+        to_value(&e.update_catalog_qos(
+            p.uuid("qosID")?,
+            string_map(p, "set")?,
+            &strings(p, "unset")?,
+        )?)
+    },
+};
+
+pub(super) const QOS_DELETE: Verb = Verb {
+    name: "QosSpecs.delete",
+    params: &["qosID", "force"],
+    handler: |e, p| {
+        e.delete_catalog_qos(p.uuid("qosID")?, p.bool_or("force", false)?)?;
+        ok()
+    },
+};
+
+pub(super) const QOS_ASSOCIATE: Verb = Verb {
+    name: "QosSpecs.associate",
+    params: &["qosID", "type", "associate"],
+    handler: |e, p| {
+        e.associate_catalog_qos(
+            p.uuid("qosID")?,
+            Some(&p.string("type")?),
+            p.bool_or("associate", true)?,
+        )?;
+        ok()
+    },
+};
