@@ -152,15 +152,9 @@ fn visible(engine: &Arc<Engine>, ctx: &Ctx, id: &str) -> Result<SnapshotRecord, 
 fn settle(engine: &Arc<Engine>, id: crate::types::Uuid) -> Result<Option<SnapshotRecord>, Fault> {
     let cat = engine.catalog()?;
     let deadline = std::time::Instant::now() + SETTLE;
-    loop {
-        let Ok(s) = cat.snapshots.get(id) else {
-            return Ok(None);
-        };
-        if !s.status.is_transitional() || std::time::Instant::now() >= deadline {
-            return Ok(Some(s));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    Ok(cat
+        .snapshots
+        .wait_for(id, deadline, |s| !s.status.is_transitional()))
 }
 
 fn view(ctx: &Ctx, s: &SnapshotRecord, detail: bool) -> Value {

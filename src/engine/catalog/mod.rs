@@ -99,8 +99,10 @@ impl Engine {
     }
 }
 
-/// How often a waiter looks at a task or job.
-const POLL: std::time::Duration = std::time::Duration::from_millis(20);
+/// How often a waiter looks at a task or job: at first often (most
+/// catalog changes take milliseconds), then less (a copy takes minutes).
+const POLL_FIRST: std::time::Duration = std::time::Duration::from_millis(1);
+const POLL_MAX: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// How a task or job ended: None if this host does not know it (the pool
 /// went away under it; the next SPM's recovery takes over).
@@ -108,6 +110,7 @@ pub(super) fn outcome(
     tm: &crate::engine::TaskManager,
     id: Uuid,
 ) -> Option<std::result::Result<(), String>> {
+    let mut pause = POLL_FIRST;
     loop {
         match tm.status(id) {
             Ok(st) if st.state == crate::engine::TaskState::Finished => {
@@ -116,7 +119,10 @@ pub(super) fn outcome(
                     Some(e) => Err(e.to_string()),
                 })
             }
-            Ok(_) => std::thread::sleep(POLL),
+            Ok(_) => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(POLL_MAX);
+            }
             Err(_) => return None,
         }
     }

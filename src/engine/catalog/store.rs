@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
+use std::time::Instant;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -30,6 +31,8 @@ pub trait Record: Serialize + DeserializeOwned + Clone {
 pub struct Table<T: Record> {
     dir: PathBuf,
     rows: Mutex<BTreeMap<Uuid, T>>,
+    /// Notified after every change, for waiters on a record.
+    changed: Condvar,
 }
 
 impl<T: Record> Table<T> {
@@ -64,6 +67,7 @@ impl<T: Record> Table<T> {
         Ok(Table {
             dir,
             rows: Mutex::new(rows),
+            changed: Condvar::new(),
         })
     }
 
@@ -96,6 +100,24 @@ impl<T: Record> Table<T> {
             .ok_or_else(|| Self::not_found(id))
     }
 
+    /// Waits until `done` holds for record `id` (None: it is gone) or
+    /// `deadline` passes; returns the record as it is then.
+    pub fn wait_for(&self, id: Uuid, deadline: Instant, done: impl Fn(&T) -> bool) -> Option<T> {
+        let mut rows = self.rows.lock().expect("catalog");
+        loop {
+            let rec = rows.get(&id).cloned();
+            let now = Instant::now();
+            if rec.as_ref().is_none_or(&done) || now >= deadline {
+                return rec;
+            }
+            rows = self
+                .changed
+                .wait_timeout(rows, deadline - now)
+                .expect("catalog")
+                .0;
+        }
+    }
+
     /// The first record `pick` chooses, read under the table's lock.
     pub fn find(&self, pick: impl Fn(&T) -> bool) -> Option<T> {
         self.rows
@@ -118,6 +140,7 @@ impl<T: Record> Table<T> {
         let id = rec.id();
         self.write(&rec)?;
         rows.insert(id, rec.clone());
+        self.changed.notify_all();
         Ok(rec)
     }
 
@@ -130,6 +153,7 @@ impl<T: Record> Table<T> {
         change(&mut rec)?;
         self.write(&rec)?;
         rows.insert(id, rec.clone());
+        self.changed.notify_all();
         Ok(rec)
     }
 
@@ -142,6 +166,7 @@ impl<T: Record> Table<T> {
         durable::remove_if_exists(&path).ctx("cannot remove catalog record", &path)?;
         durable::fsync_dir(&self.dir).ctx("cannot sync catalog table", &self.dir)?;
         rows.remove(&id);
+        self.changed.notify_all();
         Ok(rec)
     }
 

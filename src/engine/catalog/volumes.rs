@@ -17,8 +17,6 @@ use crate::error::{Error, Result};
 use crate::types::{DiskType, Uuid, VolumeAllocation, VolumeFormat, BLANK_UUID};
 
 const GIB: u64 = 1 << 30;
-/// How often a finisher looks at its task.
-const FINISHER_POLL: Duration = Duration::from_millis(20);
 /// Longest name or description kept (Cinder's columns).
 const MAX_TEXT: usize = 255;
 
@@ -589,18 +587,9 @@ impl Engine {
         timeout: Duration,
     ) -> Result<Option<VolumeRecord>> {
         let cat = self.catalog()?;
-        let deadline = Instant::now() + timeout;
-        loop {
-            let rec = match cat.volumes.get(id) {
-                Ok(r) => r,
-                Err(Error::CatalogNotFound { .. }) => return Ok(None),
-                Err(e) => return Err(e),
-            };
-            if !rec.status.is_transitional() || Instant::now() >= deadline {
-                return Ok(Some(rec));
-            }
-            std::thread::sleep(FINISHER_POLL);
-        }
+        Ok(cat.volumes.wait_for(id, Instant::now() + timeout, |v| {
+            !v.status.is_transitional()
+        }))
     }
 
     /// Records the task of a change and moves the status on when it ends:
