@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::common::{free_tcp_addr, Daemon, Opts};
+use crate::common::{free_tcp_addr, Daemon, Opts, TestLuns};
 
 /// The virtualenv holding the OpenStack clients, if deps.sh made it.
 fn clients() -> Option<PathBuf> {
@@ -37,6 +37,10 @@ impl Cinder {
     }
 
     fn start_with(extra: &[&str], env: Vec<(String, String)>) -> Option<Cinder> {
+        Self::start_opts(extra, env, true)
+    }
+
+    fn start_opts(extra: &[&str], env: Vec<(String, String)>, embedded: bool) -> Option<Cinder> {
         let venv = clients()?;
         let addr = free_tcp_addr();
         let mut args = vec!["--cinder-listen".to_string(), addr.clone()];
@@ -44,6 +48,7 @@ impl Cinder {
         let d = Daemon::start_with(Opts {
             args: args.clone(),
             env,
+            embedded,
             ..Default::default()
         });
         let c = Cinder {
@@ -990,6 +995,18 @@ fn snapshots_keep_each_point_in_time_through_merges() {
     assert_eq!(layers.len(), 2, "{layers:?}");
     io(&c.d, at, &id, &layers[0], "read -P 2 0 1M");
     io(&c.d, at, &id, &layers[1], "read -P 3 0 1M");
+    // Back to the latest snapshot (3.40): what was written since is gone.
+    let (ok, text) = c.cinder(&["revert-to-snapshot", &s1]);
+    assert!(
+        !ok || text.contains("latest"),
+        "s1 is not the latest: {text}"
+    );
+    c.cinder_ok(&["revert-to-snapshot", &s2]);
+    assert_eq!(field(&c.cinder_ok(&["show", &id]), "status"), "available");
+    let layers = chain(&c.d, &sp, &sd, &id);
+    assert_eq!(layers.len(), 2, "{layers:?}");
+    io(&c.d, at, &id, &layers[1], "read -P 2 0 1M");
+    io(&c.d, at, &id, &layers[1], "write -P 3 0 1M");
     // The latest goes: the volume is one layer again, its data whole.
     c.cinder_ok(&["snapshot-delete", &s2]);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -1120,4 +1137,71 @@ fn a_transfer_moves_a_volume_to_another_project_once() {
         field(&c.cinder_as("other", &["show", &id]).1, "status"),
         "available"
     );
+}
+
+#[test]
+fn block_domains_hold_cinder_volumes() {
+    let Some(luns) = TestLuns::new(1) else { return };
+    let Some(c) = Cinder::start_opts(&["--cinder-auth", "noauth"], luns.env_vars(), false) else {
+        return;
+    };
+    let sd = c.d.block_domain(&luns, 0, "san");
+    let sp = c.d.spm_of_pool(&[&sd]);
+    let id = field(&c.cinder_ok(&["create", "--name", "on-lvm", "2"]), "id");
+    let shown = c.cinder_ok(&["show", &id]);
+    assert_eq!(field(&shown, "status"), "available", "{shown}");
+    assert!(
+        field(&shown, "os-vol-host-attr:host").ends_with(&format!("@block#{sd}")),
+        "{shown}"
+    );
+    // A thin LV, grown on demand: it starts small.
+    let leaf = chain(&c.d, &sp, &sd, &id)[0].clone();
+    let info = c.d.volume_info(&sp, &sd, &id, &leaf);
+    assert!(info["apparentsize"].as_u64().unwrap() < 2 << 30, "{info}");
+    io(&c.d, (&sp, &sd), &id, &leaf, "write -P 7 0 1M");
+    let snap = field(&c.cinder_ok(&["snapshot-create", &id]), "id");
+    assert_eq!(
+        field(&c.cinder_ok(&["snapshot-show", &snap]), "status"),
+        "available"
+    );
+    let clone = field(
+        &c.cinder_ok(&["create", "--snapshot-id", &snap, "--name", "clone"]),
+        "id",
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let shown = c.cinder_ok(&["show", &clone]);
+        match field(&shown, "status").as_str() {
+            "available" => break,
+            "error" => panic!("{shown}\n{}", c.d.log()),
+            _ => assert!(Instant::now() < deadline, "{shown}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    io(
+        &c.d,
+        (&sp, &sd),
+        &clone,
+        &chain(&c.d, &sp, &sd, &clone)[0],
+        "read -P 7 0 1M",
+    );
+    c.cinder_ok(&["extend", &id, "3"]);
+    assert_eq!(field(&c.cinder_ok(&["show", &id]), "size"), "3");
+    // Pinned to file domains, which this pool lacks: error, with the reason.
+    c.cinder_ok(&["type-create", "files"]);
+    c.cinder_ok(&["type-key", "files", "set", "volume_backend_name=file"]);
+    let nowhere = field(
+        &c.cinder_ok(&["create", "--volume-type", "files", "1"]),
+        "id",
+    );
+    assert_eq!(field(&c.cinder_ok(&["show", &nowhere]), "status"), "error");
+    c.cinder_ok(&["delete", &clone, &nowhere]);
+    c.cinder_ok(&["snapshot-delete", &snap]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while c.cinder(&["snapshot-show", &snap]).0 {
+        assert!(Instant::now() < deadline, "{}", c.d.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    c.cinder_ok(&["delete", &id]);
+    c.d.leave_pool(&sp);
 }

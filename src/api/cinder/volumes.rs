@@ -370,9 +370,20 @@ fn action(engine: &Arc<Engine>, ctx: &Ctx, id: &str, body: &Value) -> Answer {
             engine.set_catalog_volume_bootable(v.id, bootable)?;
             Ok(Reply::status(StatusCode::OK))
         }
+        "revert" if ctx.at_least(40) => {
+            let snap = args
+                .get("snapshot_id")
+                .and_then(Value::as_str)
+                .and_then(crate::types::parse_uuid)
+                .ok_or_else(|| {
+                    Fault::bad("Missing required element 'snapshot_id' in request body.")
+                })?;
+            engine.revert_catalog_volume(v.id, snap)?;
+            engine.settle_catalog_volume(v.id, SETTLE)?;
+            Ok(Reply::status(StatusCode::ACCEPTED))
+        }
         "os-retype"
         | "os-migrate_volume"
-        | "revert"
         | "os-initialize_connection"
         | "os-terminate_connection"
         | "os-reserve"

@@ -34,10 +34,12 @@ pub enum VolumeStatus {
     Maintenance,
     #[serde(rename = "awaiting-transfer")]
     AwaitingTransfer,
+    #[serde(rename = "reverting")]
+    Reverting,
 }
 
 impl VolumeStatus {
-    pub const ALL: [VolumeStatus; 10] = [
+    pub const ALL: [VolumeStatus; 11] = [
         VolumeStatus::Creating,
         VolumeStatus::Available,
         VolumeStatus::Deleting,
@@ -48,6 +50,7 @@ impl VolumeStatus {
         VolumeStatus::InUse,
         VolumeStatus::Maintenance,
         VolumeStatus::AwaitingTransfer,
+        VolumeStatus::Reverting,
     ];
 
     pub fn name(self) -> &'static str {
@@ -62,6 +65,7 @@ impl VolumeStatus {
             VolumeStatus::InUse => "in-use",
             VolumeStatus::Maintenance => "maintenance",
             VolumeStatus::AwaitingTransfer => "awaiting-transfer",
+            VolumeStatus::Reverting => "reverting",
         }
     }
 
@@ -73,7 +77,10 @@ impl VolumeStatus {
     pub fn is_transitional(self) -> bool {
         matches!(
             self,
-            VolumeStatus::Creating | VolumeStatus::Deleting | VolumeStatus::Extending
+            VolumeStatus::Creating
+                | VolumeStatus::Deleting
+                | VolumeStatus::Extending
+                | VolumeStatus::Reverting
         )
     }
 }
@@ -116,6 +123,10 @@ pub struct VolumeRecord {
     /// While it is being filled: the image and volume copied into it.
     #[serde(default)]
     pub copy_from: Option<(Uuid, Uuid)>,
+    /// While it is reverted to a snapshot: the snapshot, the leaf thrown
+    /// away and the empty one put on the snapshot's layer.
+    #[serde(default)]
+    pub reverting: Option<(Uuid, Uuid, Uuid)>,
 }
 
 impl Record for VolumeRecord {

@@ -326,6 +326,123 @@ impl Engine {
         Ok(())
     }
 
+    /// Reverts an `available` volume to its latest snapshot (Cinder 3.40):
+    /// its leaf is thrown away and an empty one put on the snapshot's
+    /// layer. The sizes must agree.
+    pub fn revert_catalog_volume(self: &Arc<Self>, volume: Uuid, snapshot: Uuid) -> Result<()> {
+        let cat = self.catalog()?;
+        let snap = cat.snapshots.get(snapshot)?;
+        if snap.volume_id != volume {
+            return Err(invalid(format!(
+                "snapshot {snapshot} is not of volume {volume}"
+            )));
+        }
+        let latest = cat
+            .snapshots
+            .all()
+            .into_iter()
+            .filter(|s| s.volume_id == volume)
+            .max_by(|a, b| a.created_at.cmp(&b.created_at));
+        if latest.as_ref().map(|s| s.id) != Some(snapshot) {
+            return Err(invalid(
+                "a volume can only be reverted to its latest snapshot",
+            ));
+        }
+        if snap.status != SnapshotStatus::Available {
+            return Err(invalid(format!("the snapshot is {}", snap.status.name())));
+        }
+        cat.volumes.update(volume, |v| {
+            if v.status != VolumeStatus::Available {
+                return Err(invalid(format!(
+                    "Volume status must be available to revert (it is {})",
+                    v.status.name()
+                )));
+            }
+            if v.size != snap.size {
+                return Err(invalid(format!(
+                    "the volume is {} GiB and the snapshot {} GiB; Cinder reverts only volumes of their snapshot's size",
+                    v.size, snap.size
+                )));
+            }
+            v.status = VolumeStatus::Reverting;
+            v.reverting = Some((snapshot, v.leaf, Uuid::new_v4()));
+            v.updated_at = Some(timestamp());
+            Ok(())
+        })?;
+        let (engine, cat) = (self.clone(), cat.clone());
+        std::thread::spawn(move || engine.finish_revert(&cat, volume));
+        Ok(())
+    }
+
+    /// The revert's steps, from where storage says they are (run again
+    /// after a crash): remove the old leaf, put the new one on the layer.
+    pub(super) fn finish_revert(self: &Arc<Self>, cat: &super::Catalog, volume: Uuid) {
+        let result = (|| -> Result<Uuid> {
+            let v = cat.volumes.get(volume)?;
+            let (snapshot, old, new) = v.reverting.ok_or_else(|| invalid("no revert in flight"))?;
+            let sd = v
+                .domain
+                .ok_or_else(|| invalid("the volume has no storage"))?;
+            let layer = cat.snapshots.get(snapshot)?.layer;
+            let dom = self.domain(sd)?;
+            if dom.volume_exists(volume, old) {
+                let task = self.delete_volume(crate::engine::volume::DeleteVolume {
+                    pool: cat.pool,
+                    sd,
+                    img: volume,
+                    vol: old,
+                    force: false,
+                    post_zero: false,
+                    discard: true,
+                })?;
+                wait(&self.tasks, task)?;
+            }
+            if !dom.volume_exists(volume, new) {
+                let task = self.create_volume(CreateVolume {
+                    pool: cat.pool,
+                    sd,
+                    img: volume,
+                    vol: new,
+                    size: v.size * GIB,
+                    format: VolumeFormat::Cow,
+                    allocation: VolumeAllocation::Sparse,
+                    disk_type: DiskType::Data,
+                    description: String::new(),
+                    src_img: volume,
+                    src_vol: layer,
+                    initial_size: None,
+                    legal: true,
+                    sequence: 0,
+                    add_bitmaps: false,
+                    bitmap: None,
+                })?;
+                wait(&self.tasks, task)?;
+            }
+            Ok(new)
+        })();
+        let recorded = cat.volumes.update(volume, |v| {
+            match &result {
+                Ok(new) => {
+                    v.leaf = *new;
+                    v.status = VolumeStatus::Available;
+                }
+                Err(e) => {
+                    v.status = VolumeStatus::Error;
+                    v.fault = Some(format!("reverting to the snapshot failed: {e}"));
+                }
+            }
+            v.reverting = None;
+            v.updated_at = Some(timestamp());
+            Ok(())
+        });
+        match (result, recorded) {
+            (Ok(_), Ok(_)) => tracing::info!(volume = %volume, "volume reverted to its snapshot"),
+            (r, rec) => {
+                tracing::error!(volume = %volume, result = ?r.err(), record = ?rec.err(), "revert failed")
+            }
+        }
+    }
+
     /// Finishes snapshot changes a crash interrupted (after the engine
     /// recovered its tasks): a `creating` one from what is on storage, a
     /// `deleting` one by running its steps again.

@@ -261,6 +261,7 @@ impl Engine {
                 _ => None,
             },
             copy_from: origin.as_ref().map(|o| (o.img, o.vol)),
+            reverting: None,
         };
         let placement = match placement {
             Ok(p) => p,
@@ -703,6 +704,12 @@ impl Engine {
                     Ok(())
                 }).map(drop),
                 VolumeStatus::Deleting => self.start_delete(cat, rec.clone()).map(drop),
+                VolumeStatus::Reverting => {
+                    let (engine, cat) = (self.clone(), cat.clone());
+                    let id = rec.id;
+                    std::thread::spawn(move || engine.finish_revert(&cat, id));
+                    Ok(())
+                }
                 _ => Ok(()),
             };
             match result {
