@@ -62,6 +62,9 @@ pub struct FileConfig {
     pub cinder_tokens: Option<PathBuf>,
     /// The URL Cinder clients reach cairnd at.
     pub cinder_public_url: Option<String>,
+    /// How many times its size a domain's thin Cinder volumes may promise
+    /// (Cinder's max_over_subscription_ratio, default 20).
+    pub cinder_over_subscription: Option<f64>,
 }
 
 /// Where `cairn pki` keeps a data dir's certificates by default.

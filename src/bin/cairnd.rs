@@ -110,6 +110,10 @@ struct Args {
     /// each request's Host].
     #[arg(long)]
     cinder_public_url: Option<String>,
+    /// How many times its size a domain's thin Cinder volumes may promise
+    /// (Cinder's max_over_subscription_ratio) [default: 20].
+    #[arg(long)]
+    cinder_over_subscription: Option<f64>,
 }
 
 /// What the TCP listener's security comes from (flags over the file).
@@ -408,6 +412,17 @@ fn main() -> ExitCode {
         }
         if let Some(on) = file.thin_adaptive {
             policy.adaptive = on;
+        }
+        if let Some(r) = args
+            .cinder_over_subscription
+            .or(file.cinder_over_subscription)
+        {
+            if !(1.0..=10_000.0).contains(&r) {
+                return Err(format!(
+                    "cinder_over_subscription must be 1 to 10000, not {r}"
+                ));
+            }
+            config.catalog_over_subscription = r;
         }
         if let Some(v) = args.monitor_interval.or(file.monitor_interval) {
             config.monitor.interval = seconds("monitor_interval", v)?;

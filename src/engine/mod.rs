@@ -97,6 +97,9 @@ pub struct EngineConfig {
     /// Block devices usable as LUNs besides those found.
     pub block_devices: Vec<PathBuf>,
     pub thin: thin::Settings,
+    /// How many times its size a domain's thin catalog volumes may
+    /// promise (Cinder's `max_over_subscription_ratio`).
+    pub catalog_over_subscription: f64,
 }
 
 impl EngineConfig {
@@ -110,6 +113,7 @@ impl EngineConfig {
             local_roots: Vec::new(),
             block_devices: Vec::new(),
             thin: thin::Settings::default(),
+            catalog_over_subscription: catalog::MAX_OVER_SUBSCRIPTION,
         }
     }
 }
@@ -148,6 +152,7 @@ pub struct Engine {
     pub thin: thin::Thin,
     /// The connected pool's catalog, opened by its SPM.
     catalogs: catalog::Catalogs,
+    catalog_over_subscription: f64,
 }
 
 impl Engine {
@@ -204,6 +209,7 @@ impl Engine {
             block_devices: config.block_devices.clone(),
             thin: thin::Thin::new(config.thin.clone()),
             catalogs: catalog::Catalogs::default(),
+            catalog_over_subscription: config.catalog_over_subscription,
         });
         engine.thin.bind(Arc::downgrade(&engine));
         engine

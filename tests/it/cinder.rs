@@ -1205,3 +1205,97 @@ fn block_domains_hold_cinder_volumes() {
     c.cinder_ok(&["delete", &id]);
     c.d.leave_pool(&sp);
 }
+
+#[test]
+fn attachments_hand_a_local_path_to_the_consumer_host() {
+    let Some(c) = Cinder::start() else { return };
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string();
+    c.cinder_ok(&[
+        "qos-create",
+        "slow",
+        "consumer=front-end",
+        "read_iops_sec_per_gb=10",
+        "read_iops_sec_max=15",
+    ]);
+    c.cinder_ok(&["type-create", "capped"]);
+    let capped = field(&c.cinder_ok(&["type-show", "capped"]), "id");
+    let qos = c
+        .cinder_ok(&["qos-list"])
+        .lines()
+        .find(|l| l.contains("slow"))
+        .unwrap()
+        .split('|')
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_string();
+    c.cinder_ok(&["qos-associate", &qos, &capped]);
+    let id = field(
+        &c.cinder_ok(&["create", "--volume-type", "capped", "--name", "disk", "2"]),
+        "id",
+    );
+    // Another host's connector is refused, and nothing stays reserved.
+    let (ok, text) = c.cinder(&[
+        "attachment-create",
+        "--connect",
+        "True",
+        "--host",
+        "elsewhere",
+        &id,
+        "vm-1",
+    ]);
+    assert!(
+        !ok && text.contains("connects volumes to the host"),
+        "{text}"
+    );
+    assert_eq!(field(&c.cinder_ok(&["show", &id]), "status"), "available");
+    // Reserve, connect, complete.
+    let att = field(&c.cinder_ok(&["attachment-create", &id, "vm-1"]), "id");
+    assert_eq!(field(&c.cinder_ok(&["show", &id]), "status"), "reserved");
+    let out = c.cinder_ok(&["attachment-update", "--host", &host, &att]);
+    assert!(
+        out.contains("local") && out.contains("device_path"),
+        "{out}"
+    );
+    let (_, _, a) = c.http(
+        "GET",
+        &format!("/v3/demo/attachments/{att}"),
+        &[("OpenStack-API-Version", "volume 3.44")],
+        None,
+    );
+    let info = &a["attachment"]["connection_info"];
+    let path = info["data"]["device_path"].as_str().unwrap().to_string();
+    assert_eq!(
+        info["data"]["qos_specs"]["read_iops_sec"], "15",
+        "scaled to 2 GiB, capped: {info}"
+    );
+    let out = Command::new("qemu-img")
+        .args(["info", "-U", &path])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("virtual size: 2 GiB"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    c.cinder_ok(&["attachment-complete", &att]);
+    let shown = c.cinder_ok(&["show", &id]);
+    assert_eq!(field(&shown, "status"), "in-use");
+    assert!(
+        field(&shown, "attached_servers").contains("vm-1"),
+        "{shown}"
+    );
+    // In use: not deleted, not extended.
+    assert!(!c.cinder(&["delete", &id]).0);
+    assert!(!c.cinder(&["extend", &id, "3"]).0);
+    c.cinder_ok(&["attachment-delete", &att]);
+    assert_eq!(field(&c.cinder_ok(&["show", &id]), "status"), "available");
+    assert!(
+        !std::path::Path::new(&path).exists(),
+        "the volume is torn down on this host"
+    );
+    c.cinder_ok(&["delete", &id]);
+}

@@ -12,7 +12,7 @@ use super::{require_admin, Answer, Ctx, Fault, Reply};
 use crate::engine::Engine;
 
 /// Not served yet: the resources of later work.
-const LATER: [&str; 4] = ["backups", "attachments", "groups", "group_snapshots"];
+const LATER: [&str; 3] = ["backups", "groups", "group_snapshots"];
 
 pub fn route(engine: &Arc<Engine>, ctx: &Ctx, method: &Method, s: &[&str], body: Value) -> Answer {
     match (method.as_str(), s) {

@@ -9,6 +9,7 @@
 //! (`{"badRequest": {"code": 400, "message": ...}}`), mapped once in
 //! `Fault::from`.
 
+mod attachments;
 mod auth;
 mod lists;
 mod misc;
@@ -335,6 +336,7 @@ fn route(engine: &Arc<Engine>, ctx: &Ctx, method: &Method, segs: &[String], body
         ["types", ..] => types::route(engine, ctx, method, &s[1..], body),
         ["snapshots", ..] => snapshots::route(engine, ctx, method, &s[1..], body),
         ["qos-specs", ..] => qos::route(engine, ctx, method, &s[1..], body),
+        ["attachments", ..] => attachments::route(engine, ctx, method, &s[1..], body),
         [c @ ("volume-transfers" | "os-volume-transfer"), ..] => {
             transfers::route(engine, ctx, c, method, &s[1..], body)
         }

@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use super::Ctx;
-use crate::engine::catalog::{TypeRecord, VolumeRecord};
+use crate::engine::catalog::{AttachStatus, AttachmentRecord, TypeRecord, VolumeRecord};
 
 /// The host part of Cinder's `host@backend#pool`.
 pub fn host_name() -> String {
@@ -26,7 +26,20 @@ pub fn volume_detail(
     v: &VolumeRecord,
     vtype: Option<&TypeRecord>,
     kind: Option<&str>,
+    attachments: &[AttachmentRecord],
 ) -> Value {
+    let attached: Vec<Value> = attachments
+        .iter()
+        .filter(|a| a.volume_id == v.id && a.status == AttachStatus::Attached)
+        .map(|a| {
+            json!({
+                "id": v.id, "attachment_id": a.id, "volume_id": v.id, "server_id": a.instance,
+                "host_name": if ctx.admin { a.connector.as_ref().and_then(|c| c.get("host")).cloned() } else { None },
+                "device": a.connector.as_ref().and_then(|c| c.get("mountpoint")).cloned(),
+                "attached_at": a.attached_at,
+            })
+        })
+        .collect();
     let mut d = json!({
         "id": v.id,
         "status": v.status.name(),
@@ -47,7 +60,7 @@ pub fn volume_detail(
         "replication_status": null,
         "consistencygroup_id": null,
         "multiattach": false,
-        "attachments": [],
+        "attachments": attached,
         "os-vol-tenant-attr:tenant_id": v.project,
     });
     let o = d.as_object_mut().expect("object");

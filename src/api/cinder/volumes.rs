@@ -148,7 +148,7 @@ fn detail(engine: &Arc<Engine>, cat: &Catalog, ctx: &Ctx, v: &VolumeRecord) -> V
             "file"
         }
     });
-    views::volume_detail(ctx, v, vtype.as_ref(), kind)
+    views::volume_detail(ctx, v, vtype.as_ref(), kind, &cat.attachments.all())
 }
 
 fn listed(cat: &Catalog, ctx: &Ctx) -> Vec<VolumeRecord> {

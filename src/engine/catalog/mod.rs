@@ -8,6 +8,7 @@
 //! is named in it, so after a crash the next SPM finishes or rolls back
 //! what was in flight (`recover`) instead of leaving it for an operator.
 
+mod attachments;
 mod qos;
 mod records;
 mod scheduler;
@@ -20,10 +21,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 pub use records::{
-    timestamp, DefaultTypeRecord, QosRecord, SnapshotRecord, SnapshotStatus, TransferRecord,
-    TypeRecord, VolumeRecord, VolumeStatus, DEFAULT_TYPE,
+    timestamp, AttachStatus, AttachmentRecord, DefaultTypeRecord, QosRecord, SnapshotRecord,
+    SnapshotStatus, TransferRecord, TypeRecord, VolumeRecord, VolumeStatus, DEFAULT_TYPE,
 };
-pub use scheduler::{BackendPool, Placement, AVAILABILITY_ZONE};
+pub use scheduler::{BackendPool, Placement, AVAILABILITY_ZONE, MAX_OVER_SUBSCRIPTION};
 pub use snapshots::NewSnapshot;
 pub use store::Table;
 pub use volumes::{NewType, NewVolume, Source, TypeChange};
@@ -44,6 +45,7 @@ pub struct Catalog {
     pub qos: Table<QosRecord>,
     pub transfers: Table<TransferRecord>,
     pub default_types: Table<DefaultTypeRecord>,
+    pub attachments: Table<AttachmentRecord>,
 }
 
 impl Catalog {
@@ -58,6 +60,7 @@ impl Catalog {
             qos: Table::open(dir)?,
             transfers: Table::open(dir)?,
             default_types: Table::open(dir)?,
+            attachments: Table::open(dir)?,
         };
         records::ensure_default_type(&cat.types)?;
         Ok(cat)

@@ -36,10 +36,14 @@ pub enum VolumeStatus {
     AwaitingTransfer,
     #[serde(rename = "reverting")]
     Reverting,
+    #[serde(rename = "reserved")]
+    Reserved,
+    #[serde(rename = "attaching")]
+    Attaching,
 }
 
 impl VolumeStatus {
-    pub const ALL: [VolumeStatus; 11] = [
+    pub const ALL: [VolumeStatus; 13] = [
         VolumeStatus::Creating,
         VolumeStatus::Available,
         VolumeStatus::Deleting,
@@ -51,6 +55,8 @@ impl VolumeStatus {
         VolumeStatus::Maintenance,
         VolumeStatus::AwaitingTransfer,
         VolumeStatus::Reverting,
+        VolumeStatus::Reserved,
+        VolumeStatus::Attaching,
     ];
 
     pub fn name(self) -> &'static str {
@@ -66,6 +72,8 @@ impl VolumeStatus {
             VolumeStatus::Maintenance => "maintenance",
             VolumeStatus::AwaitingTransfer => "awaiting-transfer",
             VolumeStatus::Reverting => "reverting",
+            VolumeStatus::Reserved => "reserved",
+            VolumeStatus::Attaching => "attaching",
         }
     }
 
@@ -271,6 +279,54 @@ pub struct DefaultTypeRecord {
 impl Record for DefaultTypeRecord {
     const TABLE: &'static str = "default-types";
     const KIND: &'static str = "default type";
+    fn id(&self) -> Uuid {
+        self.id
+    }
+}
+
+/// Where an attachment is: reserved for a consumer, connected to its
+/// host, or in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AttachStatus {
+    #[serde(rename = "reserved")]
+    Reserved,
+    #[serde(rename = "attaching")]
+    Attaching,
+    #[serde(rename = "attached")]
+    Attached,
+}
+
+impl AttachStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            AttachStatus::Reserved => "reserved",
+            AttachStatus::Attaching => "attaching",
+            AttachStatus::Attached => "attached",
+        }
+    }
+}
+
+/// A volume's attachment to a consumer (a VM) on a host.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttachmentRecord {
+    pub id: Uuid,
+    pub volume_id: Uuid,
+    pub project: String,
+    pub instance: Option<String>,
+    pub status: AttachStatus,
+    /// "rw" or "ro".
+    pub mode: String,
+    /// The consumer's host description (os-brick's connector).
+    pub connector: Option<serde_json::Value>,
+    /// The path the volume was prepared at on this host.
+    pub device_path: Option<String>,
+    pub attached_at: Option<String>,
+    pub created_at: String,
+}
+
+impl Record for AttachmentRecord {
+    const TABLE: &'static str = "attachments";
+    const KIND: &'static str = "attachment";
     fn id(&self) -> Uuid {
         self.id
     }

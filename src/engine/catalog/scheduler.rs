@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use super::records::TypeRecord;
 use crate::types::Uuid;
 
-/// Cinder's default for thin back ends.
+/// Cinder's default for thin back ends (`max_over_subscription_ratio`).
 pub const MAX_OVER_SUBSCRIPTION: f64 = 20.0;
 /// The one availability zone (Cinder's default name).
 pub const AVAILABILITY_ZONE: &str = "nova";
@@ -29,6 +29,8 @@ pub struct BackendPool {
     /// What the catalog's volumes on it may grow to.
     pub provisioned_gib: f64,
     pub volumes: u64,
+    /// How many times its size thin volumes may promise.
+    pub over_subscription: f64,
 }
 
 impl BackendPool {
@@ -48,7 +50,7 @@ impl BackendPool {
             "allocated_capacity_gb": round2(self.provisioned_gib),
             "provisioned_capacity_gb": round2(self.provisioned_gib),
             "reserved_percentage": 0,
-            "max_over_subscription_ratio": MAX_OVER_SUBSCRIPTION,
+            "max_over_subscription_ratio": self.over_subscription,
             "thin_provisioning_support": true,
             "thick_provisioning_support": true,
             "QoS_support": false,
@@ -61,7 +63,7 @@ impl BackendPool {
     }
 
     fn thin_free(&self) -> f64 {
-        self.total_gib * MAX_OVER_SUBSCRIPTION - self.provisioned_gib
+        self.total_gib * self.over_subscription - self.provisioned_gib
     }
 
     fn thick_free(&self) -> f64 {
@@ -221,6 +223,7 @@ mod tests {
             free_gib: free,
             provisioned_gib: provisioned,
             volumes: 0,
+            over_subscription: MAX_OVER_SUBSCRIPTION,
         }
     }
 

@@ -167,6 +167,7 @@ impl Engine {
                 free_gib: free as f64 / GIB as f64,
                 provisioned_gib: mine.iter().map(|v| v.size).sum::<u64>() as f64,
                 volumes: mine.len() as u64,
+                over_subscription: self.catalog_over_subscription,
             });
         }
         Ok(out)

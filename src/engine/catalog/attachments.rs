@@ -1,0 +1,229 @@
+//! Attachments: a volume reserved for a consumer, connected to the host
+//! it runs on, then in use. Cairn offers a local connection: the volume is
+//! prepared on this host and its path handed over (os-brick's "local"
+//! connector), with the type's front-end QoS specs.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::records::{timestamp, AttachStatus, AttachmentRecord, VolumeStatus};
+use super::Catalog;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::types::Uuid;
+
+/// The QoS keys whose `_per_gb` forms scale with the volume (Cinder's).
+const SCALED: [&str; 6] = [
+    "read_iops_sec",
+    "read_bytes_sec",
+    "write_iops_sec",
+    "write_bytes_sec",
+    "total_iops_sec",
+    "total_bytes_sec",
+];
+
+fn invalid(reason: impl Into<String>) -> Error {
+    Error::CatalogInvalid {
+        kind: "volume",
+        reason: reason.into(),
+    }
+}
+
+/// This host's name, which a local connection's connector must give.
+fn this_host() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
+}
+
+impl Catalog {
+    /// The front-end QoS specs of a volume's type, `_per_gb` ones scaled
+    /// to its size (floored by `_per_gb_min`, capped by `_max`).
+    fn front_end_qos(&self, volume: Uuid) -> Option<Value> {
+        let v = self.volumes.get(volume).ok()?;
+        let t = self.types.get(v.type_id).ok()?;
+        let q = self.qos.get(t.qos_specs_id?).ok()?;
+        if q.consumer == "back-end" {
+            return None;
+        }
+        let mut out = serde_json::Map::new();
+        for (k, val) in &q.specs {
+            out.insert(k.clone(), json!(val));
+        }
+        for key in SCALED {
+            let num = |k: String| q.specs.get(&k).and_then(|x| x.parse::<u64>().ok());
+            if let Some(per_gb) = num(format!("{key}_per_gb")) {
+                let mut value = per_gb * v.size;
+                if let Some(min) = num(format!("{key}_per_gb_min")) {
+                    value = value.max(min);
+                }
+                if let Some(max) = num(format!("{key}_max")) {
+                    value = value.min(max);
+                }
+                out.insert(key.to_string(), json!(value.to_string()));
+            }
+        }
+        Some(Value::Object(out))
+    }
+}
+
+impl Engine {
+    /// Reserves `volume` for a consumer; with a connector, connects it too.
+    pub fn create_catalog_attachment(
+        self: &Arc<Self>,
+        volume: Uuid,
+        project: &str,
+        instance: Option<String>,
+        connector: Option<Value>,
+        mode: &str,
+    ) -> Result<AttachmentRecord> {
+        let cat = self.catalog()?;
+        if !["rw", "ro"].contains(&mode) {
+            return Err(invalid(format!("attach mode {mode:?} is not rw or ro")));
+        }
+        cat.volumes.update(volume, |v| {
+            if v.status != VolumeStatus::Available {
+                return Err(invalid(format!(
+                    "Volume {} status must be available to reserve (it is {}); Cairn volumes are not multiattach",
+                    v.id,
+                    v.status.name()
+                )));
+            }
+            v.status = VolumeStatus::Reserved;
+            v.updated_at = Some(timestamp());
+            Ok(())
+        })?;
+        let rec = AttachmentRecord {
+            id: Uuid::new_v4(),
+            volume_id: volume,
+            project: project.to_string(),
+            instance,
+            status: AttachStatus::Reserved,
+            mode: mode.to_string(),
+            connector: None,
+            device_path: None,
+            attached_at: None,
+            created_at: timestamp(),
+        };
+        let rec = cat.attachments.insert(rec, |_| Ok(()))?;
+        match connector {
+            Some(c) => self.connect_catalog_attachment(rec.id, c).inspect_err(|_| {
+                // A connection refused reserves nothing.
+                if let Err(e) = self.delete_catalog_attachment(rec.id) {
+                    tracing::error!(attachment = %rec.id, error = %e, "cannot undo a refused attachment");
+                }
+            }),
+            None => Ok(rec),
+        }
+    }
+
+    /// Connects a reserved attachment to the host its connector names:
+    /// this one (the volume is prepared here).
+    pub fn connect_catalog_attachment(
+        self: &Arc<Self>,
+        id: Uuid,
+        connector: Value,
+    ) -> Result<AttachmentRecord> {
+        let cat = self.catalog()?;
+        let att = cat.attachments.get(id)?;
+        let host = connector
+            .get("host")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let here = this_host();
+        if host != here {
+            return Err(invalid(format!(
+                "Cairn connects volumes to the host that serves them ({here}), not {host:?}: run the consumer there"
+            )));
+        }
+        let v = cat.volumes.get(att.volume_id)?;
+        let sd = v
+            .domain
+            .ok_or_else(|| invalid("the volume has no storage"))?;
+        let path = self.prepare_image(cat.pool, sd, v.id, v.leaf, false)?;
+        cat.volumes.update(v.id, |v| {
+            if v.status == VolumeStatus::Reserved {
+                v.status = VolumeStatus::Attaching;
+            }
+            Ok(())
+        })?;
+        cat.attachments.update(id, |a| {
+            a.connector = Some(connector);
+            a.device_path = Some(path.display().to_string());
+            if a.status == AttachStatus::Reserved {
+                a.status = AttachStatus::Attaching;
+            }
+            Ok(())
+        })
+    }
+
+    /// The consumer has the volume: it is in use.
+    pub fn complete_catalog_attachment(self: &Arc<Self>, id: Uuid) -> Result<AttachmentRecord> {
+        let cat = self.catalog()?;
+        let att = cat.attachments.update(id, |a| {
+            if a.device_path.is_none() {
+                return Err(invalid(
+                    "the attachment has no connection yet (update it with a connector)",
+                ));
+            }
+            a.status = AttachStatus::Attached;
+            a.attached_at = Some(timestamp());
+            Ok(())
+        })?;
+        cat.volumes.update(att.volume_id, |v| {
+            v.status = VolumeStatus::InUse;
+            v.updated_at = Some(timestamp());
+            Ok(())
+        })?;
+        Ok(att)
+    }
+
+    /// Removes an attachment: the volume is torn down on this host and
+    /// available again. Returns the volume's remaining attachments.
+    pub fn delete_catalog_attachment(self: &Arc<Self>, id: Uuid) -> Result<Vec<AttachmentRecord>> {
+        let cat = self.catalog()?;
+        let att = cat.attachments.get(id)?;
+        let v = cat.volumes.get(att.volume_id)?;
+        if att.device_path.is_some() {
+            if let Some(sd) = v.domain {
+                self.teardown_image(cat.pool, sd, v.id)?;
+            }
+        }
+        cat.attachments.remove(id, |_| Ok(()))?;
+        cat.volumes.update(v.id, |v| {
+            v.status = VolumeStatus::Available;
+            v.updated_at = Some(timestamp());
+            Ok(())
+        })?;
+        Ok(cat
+            .attachments
+            .all()
+            .into_iter()
+            .filter(|a| a.volume_id == v.id)
+            .collect())
+    }
+
+    /// What os-brick needs to reach an attachment's volume.
+    pub fn catalog_connection_info(self: &Arc<Self>, att: &AttachmentRecord) -> Result<Value> {
+        let cat = self.catalog()?;
+        let Some(path) = &att.device_path else {
+            return Ok(json!({}));
+        };
+        Ok(json!({
+            "driver_volume_type": "local",
+            "data": {
+                "device_path": path,
+                "access_mode": att.mode,
+                "qos_specs": cat.front_end_qos(att.volume_id),
+                "volume_id": att.volume_id,
+                "attachment_id": att.id,
+                "encrypted": false,
+                "discard": true,
+            },
+            "attachment_id": att.id,
+            "enforce_multipath": false,
+        }))
+    }
+}
