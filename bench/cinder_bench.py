@@ -24,12 +24,20 @@ class Rpc:
             def connect(self):
                 self.sock = socket.socket(socket.AF_UNIX)
                 self.sock.connect(path)
-        self.conn = Conn("cairnd", timeout=600)
+        self.new = lambda: Conn("cairnd", timeout=600)
+        self.conn = self.new()
 
     def call(self, method, params):
         body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
-        self.conn.request("POST", "/jsonrpc", body, {"Content-Type": "application/json"})
-        r = json.loads(self.conn.getresponse().read())
+        try:
+            self.conn.request("POST", "/jsonrpc", body, {"Content-Type": "application/json"})
+            raw = self.conn.getresponse().read()
+        except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+            # cairnd closes a connection idle for its idle timeout.
+            self.conn = self.new()
+            self.conn.request("POST", "/jsonrpc", body, {"Content-Type": "application/json"})
+            raw = self.conn.getresponse().read()
+        r = json.loads(raw)
         if "error" in r:
             sys.exit(f"{method}: {r['error']}")
         return r["result"]
