@@ -1,6 +1,6 @@
 //! `/v3/volumes`: volumes, their metadata and actions.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,8 +12,11 @@ use super::views;
 use super::{
     body_object, opt_string, require_admin, string_map, whole_number, Answer, Ctx, Fault, Reply,
 };
-use crate::engine::catalog::{Catalog, NewVolume, Source, VolumeRecord, VolumeStatus};
+use crate::engine::catalog::{
+    AttachmentRecord, Catalog, NewVolume, Source, TypeRecord, VolumeRecord, VolumeStatus,
+};
 use crate::engine::Engine;
+use crate::types::Uuid;
 
 /// How long a request waits for a quick change (a thin create or delete
 /// on a file domain) to finish before answering: scripts that go on at
@@ -139,16 +142,38 @@ fn visible(
     Ok((cat, v))
 }
 
-fn detail(engine: &Arc<Engine>, cat: &Catalog, ctx: &Ctx, v: &VolumeRecord) -> Value {
-    let vtype = cat.types.get(v.type_id).ok();
-    let kind = v.domain.and_then(|sd| engine.domain(sd).ok()).map(|d| {
-        if d.caps().qemu_driver == "host_device" {
-            "block"
-        } else {
-            "file"
+/// What volumes' views need besides their records, gathered once for a
+/// request (a list renders thousands).
+struct Lookups {
+    types: HashMap<Uuid, TypeRecord>,
+    kinds: HashMap<Uuid, &'static str>,
+    attachments: Vec<AttachmentRecord>,
+}
+
+impl Lookups {
+    fn new(engine: &Arc<Engine>, cat: &Catalog, vols: &[VolumeRecord]) -> Lookups {
+        let mut kinds = HashMap::new();
+        for sd in vols.iter().filter_map(|v| v.domain) {
+            kinds.entry(sd).or_insert_with(|| match engine.domain(sd) {
+                Ok(d) if d.caps().qemu_driver == "host_device" => "block",
+                _ => "file",
+            });
         }
-    });
-    views::volume_detail(ctx, v, vtype.as_ref(), kind, &cat.attachments.all())
+        Lookups {
+            types: cat.types.all().into_iter().map(|t| (t.id, t)).collect(),
+            kinds,
+            attachments: cat.attachments.all(),
+        }
+    }
+
+    fn detail(&self, ctx: &Ctx, v: &VolumeRecord) -> Value {
+        let kind = v.domain.and_then(|sd| self.kinds.get(&sd).copied());
+        views::volume_detail(ctx, v, self.types.get(&v.type_id), kind, &self.attachments)
+    }
+}
+
+fn detail(engine: &Arc<Engine>, cat: &Catalog, ctx: &Ctx, v: &VolumeRecord) -> Value {
+    Lookups::new(engine, cat, std::slice::from_ref(v)).detail(ctx, v)
 }
 
 fn listed(cat: &Catalog, ctx: &Ctx) -> Vec<VolumeRecord> {
@@ -162,10 +187,9 @@ fn listed(cat: &Catalog, ctx: &Ctx) -> Vec<VolumeRecord> {
 
 fn list(engine: &Arc<Engine>, ctx: &Ctx, with_detail: bool) -> Answer {
     let cat = engine.catalog()?;
-    let details: Vec<Value> = listed(&cat, ctx)
-        .iter()
-        .map(|v| detail(engine, &cat, ctx, v))
-        .collect();
+    let vols = listed(&cat, ctx);
+    let lookups = Lookups::new(engine, &cat, &vols);
+    let details: Vec<Value> = vols.iter().map(|v| lookups.detail(ctx, v)).collect();
     let collection = if with_detail {
         "volumes/detail"
     } else {
