@@ -117,6 +117,33 @@ impl Cinder {
         format!("http://{}/v3", self.addr)
     }
 
+    /// Waits until `cinder <show> <id>` fails: the thing is gone.
+    fn wait_gone(&self, show: &str, id: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.cinder(&[show, id]).0 {
+            assert!(
+                Instant::now() < deadline,
+                "{id} is still there\n{}",
+                self.d.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until volume `id` is available; `error` fails the test.
+    fn wait_available(&self, id: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let shown = self.cinder_ok(&["show", id]);
+            match field(&shown, "status").as_str() {
+                "available" => return,
+                "error" => panic!("{id} went to error: {shown}\n{}", self.d.log()),
+                _ => assert!(Instant::now() < deadline, "{id} is not available: {shown}"),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// The `cinder` CLI as a noauth user of project demo.
     fn cinder(&self, args: &[&str]) -> (bool, String) {
         self.cinder_as("demo", args)
@@ -351,11 +378,7 @@ fn cinderclient_drives_volumes_end_to_end() {
     c.cinder_ok(&["type-delete", "block-only"]);
 
     c.cinder_ok(&["delete", &id]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while c.cinder(&["show", &id]).0 {
-        assert!(Instant::now() < deadline, "the volume is still there");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    c.wait_gone("show", &id);
     let (code, _) = c.d.call_err(
         "Image.getVolumes",
         json!({"storagepoolID": sp, "storagedomainID": sd, "imageID": id}),
@@ -950,15 +973,8 @@ fn snapshots_keep_each_point_in_time_through_merges() {
         &c.cinder_ok(&["create", "--source-volid", &id, "--name", "copy"]),
         "id",
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for clone in [&from_s1, &from_vol] {
-        while field(&c.cinder_ok(&["show", clone]), "status") != "available" {
-            let shown = c.cinder_ok(&["show", clone]);
-            assert_ne!(field(&shown, "status"), "error", "{shown}");
-            assert!(Instant::now() < deadline, "{clone} is not available");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
+    c.wait_available(&from_s1);
+    c.wait_available(&from_vol);
     let shown = c.cinder_ok(&["show", &from_s1]);
     assert_eq!(
         (field(&shown, "size"), field(&shown, "snapshot_id")),
@@ -982,15 +998,7 @@ fn snapshots_keep_each_point_in_time_through_merges() {
 
     // The older snapshot goes: s2's point in time and the volume stay.
     c.cinder_ok(&["snapshot-delete", &s1]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while c.cinder(&["snapshot-show", &s1]).0 {
-        assert!(
-            Instant::now() < deadline,
-            "s1 is not deleted\n{}",
-            c.d.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    c.wait_gone("snapshot-show", &s1);
     let layers = chain(&c.d, &sp, &sd, &id);
     assert_eq!(layers.len(), 2, "{layers:?}");
     io(&c.d, at, &id, &layers[0], "read -P 2 0 1M");
@@ -1009,15 +1017,7 @@ fn snapshots_keep_each_point_in_time_through_merges() {
     io(&c.d, at, &id, &layers[1], "write -P 3 0 1M");
     // The latest goes: the volume is one layer again, its data whole.
     c.cinder_ok(&["snapshot-delete", &s2]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while c.cinder(&["snapshot-show", &s2]).0 {
-        assert!(
-            Instant::now() < deadline,
-            "s2 is not deleted\n{}",
-            c.d.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    c.wait_gone("snapshot-show", &s2);
     let layers = chain(&c.d, &sp, &sd, &id);
     assert_eq!(layers.len(), 1, "{layers:?}");
     io(&c.d, at, &id, &layers[0], "read -P 3 0 1M");
@@ -1168,16 +1168,7 @@ fn block_domains_hold_cinder_volumes() {
         &c.cinder_ok(&["create", "--snapshot-id", &snap, "--name", "clone"]),
         "id",
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let shown = c.cinder_ok(&["show", &clone]);
-        match field(&shown, "status").as_str() {
-            "available" => break,
-            "error" => panic!("{shown}\n{}", c.d.log()),
-            _ => assert!(Instant::now() < deadline, "{shown}"),
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    c.wait_available(&clone);
     io(
         &c.d,
         (&sp, &sd),
@@ -1197,11 +1188,7 @@ fn block_domains_hold_cinder_volumes() {
     assert_eq!(field(&c.cinder_ok(&["show", &nowhere]), "status"), "error");
     c.cinder_ok(&["delete", &clone, &nowhere]);
     c.cinder_ok(&["snapshot-delete", &snap]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while c.cinder(&["snapshot-show", &snap]).0 {
-        assert!(Instant::now() < deadline, "{}", c.d.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    c.wait_gone("snapshot-show", &snap);
     c.cinder_ok(&["delete", &id]);
     c.d.leave_pool(&sp);
 }

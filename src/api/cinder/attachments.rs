@@ -55,16 +55,7 @@ pub fn route(engine: &Arc<Engine>, ctx: &Ctx, method: &Method, s: &[&str], body:
             let vol = opt_string(obj, "volume_uuid")?.ok_or_else(|| {
                 Fault::bad("Missing required element 'volume_uuid' in request body.")
             })?;
-            let missing = || Fault::not_found(format!("Volume {vol} could not be found."));
-            let vol_id = crate::types::parse_uuid(&vol).ok_or_else(missing)?;
-            let v = engine
-                .catalog()?
-                .volumes
-                .get(vol_id)
-                .map_err(|_| missing())?;
-            if v.project != ctx.project && !ctx.admin {
-                return Err(missing());
-            }
+            let (_, v) = super::volumes::visible(engine, ctx, &vol)?;
             let connector = obj
                 .get("connector")
                 .filter(|c| c.as_object().is_some_and(|m| !m.is_empty()))

@@ -232,18 +232,7 @@ fn create(engine: &Arc<Engine>, ctx: &Ctx, body: &Value) -> Answer {
     }
     let volume = opt_string(obj, "volume_id")?
         .ok_or_else(|| Fault::bad("Missing required element 'volume_id' in request body."))?;
-    let vol_id = crate::types::parse_uuid(&volume)
-        .ok_or_else(|| Fault::not_found(format!("Volume {volume} could not be found.")))?;
-    let cat = engine.catalog()?;
-    let vol = cat
-        .volumes
-        .get(vol_id)
-        .map_err(|_| Fault::not_found(format!("Volume {volume} could not be found.")))?;
-    if vol.project != ctx.project && !ctx.admin {
-        return Err(Fault::not_found(format!(
-            "Volume {volume} could not be found."
-        )));
-    }
+    let (_, vol) = super::volumes::visible(engine, ctx, &volume)?;
     let s = engine.create_catalog_snapshot(NewSnapshot {
         volume_id: vol.id,
         project: ctx.project.clone(),

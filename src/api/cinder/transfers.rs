@@ -53,16 +53,7 @@ pub fn route(
             let vol = opt_string(obj, "volume_id")?.ok_or_else(|| {
                 Fault::bad("Missing required element 'volume_id' in request body.")
             })?;
-            let missing = || Fault::not_found(format!("Volume {vol} could not be found."));
-            let vol_id = crate::types::parse_uuid(&vol).ok_or_else(missing)?;
-            let v = engine
-                .catalog()?
-                .volumes
-                .get(vol_id)
-                .map_err(|_| missing())?;
-            if v.project != ctx.project && !ctx.admin {
-                return Err(missing());
-            }
+            let (_, v) = super::volumes::visible(engine, ctx, &vol)?;
             let no_snapshots = ctx.at_least(55)
                 && obj
                     .get("no_snapshots")

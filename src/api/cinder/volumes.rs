@@ -128,7 +128,7 @@ fn not_found(id: &str) -> Fault {
 }
 
 /// A volume the caller may see.
-fn visible(
+pub(super) fn visible(
     engine: &Arc<Engine>,
     ctx: &Ctx,
     id: &str,

@@ -11,76 +11,64 @@ use crate::types::Uuid;
 /// The type every volume without one gets (Cinder's since Train).
 pub const DEFAULT_TYPE: &str = "__DEFAULT__";
 
-/// A volume's status, in Cinder's words.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum VolumeStatus {
-    #[serde(rename = "creating")]
-    Creating,
-    #[serde(rename = "available")]
-    Available,
-    #[serde(rename = "deleting")]
-    Deleting,
-    #[serde(rename = "error")]
-    Error,
-    #[serde(rename = "error_deleting")]
-    ErrorDeleting,
-    #[serde(rename = "extending")]
-    Extending,
-    #[serde(rename = "error_extending")]
-    ErrorExtending,
-    #[serde(rename = "in-use")]
-    InUse,
-    #[serde(rename = "maintenance")]
-    Maintenance,
-    #[serde(rename = "awaiting-transfer")]
-    AwaitingTransfer,
-    #[serde(rename = "reverting")]
-    Reverting,
-    #[serde(rename = "reserved")]
-    Reserved,
-    #[serde(rename = "attaching")]
-    Attaching,
+/// An enum of Cinder's status words, stored and shown as those words.
+macro_rules! statuses {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name {
+            $($variant),+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+
+            pub fn parse(s: &str) -> Option<$name> {
+                Self::ALL.iter().copied().find(|v| v.name() == s)
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                s.serialize_str(self.name())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                Self::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("unknown status {s:?}")))
+            }
+        }
+    };
 }
 
+statuses!(
+    /// A volume's status, in Cinder's words.
+    VolumeStatus {
+        Creating => "creating",
+        Available => "available",
+        Deleting => "deleting",
+        Error => "error",
+        ErrorDeleting => "error_deleting",
+        Extending => "extending",
+        ErrorExtending => "error_extending",
+        InUse => "in-use",
+        Maintenance => "maintenance",
+        AwaitingTransfer => "awaiting-transfer",
+        Reverting => "reverting",
+        Reserved => "reserved",
+        Attaching => "attaching",
+    }
+);
+
 impl VolumeStatus {
-    pub const ALL: [VolumeStatus; 13] = [
-        VolumeStatus::Creating,
-        VolumeStatus::Available,
-        VolumeStatus::Deleting,
-        VolumeStatus::Error,
-        VolumeStatus::ErrorDeleting,
-        VolumeStatus::Extending,
-        VolumeStatus::ErrorExtending,
-        VolumeStatus::InUse,
-        VolumeStatus::Maintenance,
-        VolumeStatus::AwaitingTransfer,
-        VolumeStatus::Reverting,
-        VolumeStatus::Reserved,
-        VolumeStatus::Attaching,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            VolumeStatus::Creating => "creating",
-            VolumeStatus::Available => "available",
-            VolumeStatus::Deleting => "deleting",
-            VolumeStatus::Error => "error",
-            VolumeStatus::ErrorDeleting => "error_deleting",
-            VolumeStatus::Extending => "extending",
-            VolumeStatus::ErrorExtending => "error_extending",
-            VolumeStatus::InUse => "in-use",
-            VolumeStatus::Maintenance => "maintenance",
-            VolumeStatus::AwaitingTransfer => "awaiting-transfer",
-            VolumeStatus::Reverting => "reverting",
-            VolumeStatus::Reserved => "reserved",
-            VolumeStatus::Attaching => "attaching",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<VolumeStatus> {
-        Self::ALL.into_iter().find(|v| v.name() == s)
-    }
-
     /// A status some work moves the volume out of by itself.
     pub fn is_transitional(self) -> bool {
         matches!(
@@ -145,44 +133,18 @@ impl Record for VolumeRecord {
     }
 }
 
-/// A snapshot's status, in Cinder's words.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SnapshotStatus {
-    #[serde(rename = "creating")]
-    Creating,
-    #[serde(rename = "available")]
-    Available,
-    #[serde(rename = "deleting")]
-    Deleting,
-    #[serde(rename = "error")]
-    Error,
-    #[serde(rename = "error_deleting")]
-    ErrorDeleting,
-}
+statuses!(
+    /// A snapshot's status, in Cinder's words.
+    SnapshotStatus {
+        Creating => "creating",
+        Available => "available",
+        Deleting => "deleting",
+        Error => "error",
+        ErrorDeleting => "error_deleting",
+    }
+);
 
 impl SnapshotStatus {
-    pub const ALL: [SnapshotStatus; 5] = [
-        SnapshotStatus::Creating,
-        SnapshotStatus::Available,
-        SnapshotStatus::Deleting,
-        SnapshotStatus::Error,
-        SnapshotStatus::ErrorDeleting,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            SnapshotStatus::Creating => "creating",
-            SnapshotStatus::Available => "available",
-            SnapshotStatus::Deleting => "deleting",
-            SnapshotStatus::Error => "error",
-            SnapshotStatus::ErrorDeleting => "error_deleting",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<SnapshotStatus> {
-        Self::ALL.into_iter().find(|v| v.name() == s)
-    }
-
     pub fn is_transitional(self) -> bool {
         matches!(self, SnapshotStatus::Creating | SnapshotStatus::Deleting)
     }
@@ -284,27 +246,15 @@ impl Record for DefaultTypeRecord {
     }
 }
 
-/// Where an attachment is: reserved for a consumer, connected to its
-/// host, or in use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum AttachStatus {
-    #[serde(rename = "reserved")]
-    Reserved,
-    #[serde(rename = "attaching")]
-    Attaching,
-    #[serde(rename = "attached")]
-    Attached,
-}
-
-impl AttachStatus {
-    pub fn name(self) -> &'static str {
-        match self {
-            AttachStatus::Reserved => "reserved",
-            AttachStatus::Attaching => "attaching",
-            AttachStatus::Attached => "attached",
-        }
+statuses!(
+    /// Where an attachment is: reserved for a consumer, connected to its
+    /// host, or in use.
+    AttachStatus {
+        Reserved => "reserved",
+        Attaching => "attaching",
+        Attached => "attached",
     }
-}
+);
 
 /// A volume's attachment to a consumer (a VM) on a host.
 #[derive(Debug, Clone, Serialize, Deserialize)]

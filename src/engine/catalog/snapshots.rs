@@ -92,24 +92,9 @@ impl Engine {
             }
         })?;
         let new_leaf = rec.new_leaf.expect("set above");
-        let started = self.create_volume(CreateVolume {
-            pool: cat.pool,
-            sd,
-            img: vol.id,
-            vol: new_leaf,
-            size: vol.size * GIB,
-            format: VolumeFormat::Cow,
-            allocation: VolumeAllocation::Sparse,
-            disk_type: DiskType::Data,
-            description: String::new(),
-            src_img: vol.id,
-            src_vol: vol.leaf,
-            initial_size: None,
-            legal: true,
-            sequence: 0,
-            add_bitmaps: false,
-            bitmap: None,
-        });
+        let started = self.create_volume(new_layer(
+            cat.pool, sd, vol.id, new_leaf, vol.size, vol.leaf,
+        ));
         let task = match started {
             Ok(t) => t,
             Err(e) => {
@@ -398,24 +383,8 @@ impl Engine {
                 wait(&self.tasks, task)?;
             }
             if !dom.volume_exists(volume, new) {
-                let task = self.create_volume(CreateVolume {
-                    pool: cat.pool,
-                    sd,
-                    img: volume,
-                    vol: new,
-                    size: v.size * GIB,
-                    format: VolumeFormat::Cow,
-                    allocation: VolumeAllocation::Sparse,
-                    disk_type: DiskType::Data,
-                    description: String::new(),
-                    src_img: volume,
-                    src_vol: layer,
-                    initial_size: None,
-                    legal: true,
-                    sequence: 0,
-                    add_bitmaps: false,
-                    bitmap: None,
-                })?;
+                let task =
+                    self.create_volume(new_layer(cat.pool, sd, volume, new, v.size, layer))?;
                 wait(&self.tasks, task)?;
             }
             Ok(new)
@@ -475,5 +444,27 @@ impl Engine {
                 _ => {}
             }
         }
+    }
+}
+
+/// An empty qcow2 layer `vol` of `size` GiB on `parent`, in image `img`.
+fn new_layer(pool: Uuid, sd: Uuid, img: Uuid, vol: Uuid, size: u64, parent: Uuid) -> CreateVolume {
+    CreateVolume {
+        pool,
+        sd,
+        img,
+        vol,
+        size: size * GIB,
+        format: VolumeFormat::Cow,
+        allocation: VolumeAllocation::Sparse,
+        disk_type: DiskType::Data,
+        description: String::new(),
+        src_img: img,
+        src_vol: parent,
+        initial_size: None,
+        legal: true,
+        sequence: 0,
+        add_bitmaps: false,
+        bitmap: None,
     }
 }
