@@ -43,8 +43,12 @@ fn strings(p: &Params, name: &str) -> Result<Vec<String>, ApiError> {
 pub(super) const VOLUME_TYPE_LIST: Verb = Verb {
     name: "VolumeType.list",
     params: &[],
-    handler: |e, _| to_value(&e.catalog()?.types.all()),
+    handler: volume_type_list,
 };
+
+fn volume_type_list(e: &Arc<Engine>, _p: &Params) -> Reply {
+    to_value(&e.catalog()?.types.all())
+}
 
 pub(super) const VOLUME_TYPE_CREATE: Verb = Verb {
     name: "VolumeType.create",
@@ -83,60 +87,74 @@ fn volume_type_update(e: &Arc<Engine>, p: &Params) -> Reply {
 pub(super) const VOLUME_TYPE_DELETE: Verb = Verb {
     name: "VolumeType.delete",
     params: &["type"],
-    handler: |e, p| {
-        e.delete_catalog_type(&p.string("type")?)?;
-        ok()
-    },
+    handler: volume_type_delete,
 };
+
+fn volume_type_delete(e: &Arc<Engine>, p: &Params) -> Reply {
+    e.delete_catalog_type(&p.string("type")?)?;
+    ok()
+}
 
 pub(super) const QOS_LIST: Verb = Verb {
     name: "QosSpecs.list",
     params: &[],
-    handler: |e, _| to_value(&e.catalog()?.qos.all()),
+    handler: qos_list,
 };
+
+fn qos_list(e: &Arc<Engine>, _p: &Params) -> Reply {
+    to_value(&e.catalog()?.qos.all())
+}
 
 pub(super) const QOS_CREATE: Verb = Verb {
     name: "QosSpecs.create",
     params: &["name", "consumer", "specs"],
-    handler: |e, p| {
-        to_value(&e.create_catalog_qos(
-            p.string("name")?,
-            p.opt_string("consumer")?,
-            string_map(p, "specs")?,
-        )?)
-    },
+    handler: qos_create,
 };
+
+fn qos_create(e: &Arc<Engine>, p: &Params) -> Reply {
+    to_value(&e.create_catalog_qos(
+        p.string("name")?,
+        p.opt_string("consumer")?,
+        string_map(p, "specs")?,
+    )?)
+}
 
 pub(super) const QOS_UPDATE: Verb = Verb {
     name: "QosSpecs.update",
     params: &["qosID", "set", "unset"],
-    handler: |e, p| {
-        to_value(&e.update_catalog_qos(
-            p.uuid("qosID")?,
-            string_map(p, "set")?,
-            &strings(p, "unset")?,
-        )?)
-    },
+    handler: qos_update,
 };
+
+fn qos_update(e: &Arc<Engine>, p: &Params) -> Reply {
+    to_value(&e.update_catalog_qos(
+        p.uuid("qosID")?,
+        string_map(p, "set")?,
+        &strings(p, "unset")?,
+    )?)
+}
 
 pub(super) const QOS_DELETE: Verb = Verb {
     name: "QosSpecs.delete",
     params: &["qosID", "force"],
-    handler: |e, p| {
-        e.delete_catalog_qos(p.uuid("qosID")?, p.bool_or("force", false)?)?;
-        ok()
-    },
+    handler: qos_delete,
 };
+
+fn qos_delete(e: &Arc<Engine>, p: &Params) -> Reply {
+    e.delete_catalog_qos(p.uuid("qosID")?, p.bool_or("force", false)?)?;
+    ok()
+}
 
 pub(super) const QOS_ASSOCIATE: Verb = Verb {
     name: "QosSpecs.associate",
     params: &["qosID", "type", "associate"],
-    handler: |e, p| {
-        e.associate_catalog_qos(
-            p.uuid("qosID")?,
-            Some(&p.string("type")?),
-            p.bool_or("associate", true)?,
-        )?;
-        ok()
-    },
+    handler: qos_associate,
 };
+
+fn qos_associate(e: &Arc<Engine>, p: &Params) -> Reply {
+    e.associate_catalog_qos(
+        p.uuid("qosID")?,
+        Some(&p.string("type")?),
+        p.bool_or("associate", true)?,
+    )?;
+    ok()
+}

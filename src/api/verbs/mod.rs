@@ -415,6 +415,7 @@ mod tests {
     #[test]
     fn handlers_read_only_declared_parameters() {
         let files = [
+            include_str!("catalog.rs"),
             include_str!("domain.rs"),
             include_str!("host.rs"),
             include_str!("image.rs"),
