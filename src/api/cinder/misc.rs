@@ -7,8 +7,8 @@ use std::sync::Arc;
 use axum::http::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use super::views::host_name;
 use super::{require_admin, Answer, Ctx, Fault, Reply};
+use crate::engine::catalog::host_name;
 use crate::engine::Engine;
 
 /// Not served yet: the resources of later work.

@@ -4,15 +4,7 @@
 use serde_json::{json, Value};
 
 use super::Ctx;
-use crate::engine::catalog::{AttachStatus, AttachmentRecord, TypeRecord, VolumeRecord};
-
-/// The host part of Cinder's `host@backend#pool`.
-pub fn host_name() -> String {
-    rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .into_owned()
-}
+use crate::engine::catalog::{host_name, AttachStatus, AttachmentRecord, TypeRecord, VolumeRecord};
 
 fn links(ctx: &Ctx, collection: &str, id: &str) -> Value {
     let href = ctx.link(&format!("{collection}/{id}"));

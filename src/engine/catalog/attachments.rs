@@ -30,14 +30,6 @@ fn invalid(reason: impl Into<String>) -> Error {
     }
 }
 
-/// This host's name, which a local connection's connector must give.
-fn this_host() -> String {
-    rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .into_owned()
-}
-
 impl Catalog {
     /// The front-end QoS specs of a volume's type, `_per_gb` ones scaled
     /// to its size (floored by `_per_gb_min`, capped by `_max`).
@@ -132,7 +124,8 @@ impl Engine {
             .get("host")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        let here = this_host();
+        // A local connection's connector must name this host.
+        let here = super::host_name();
         if host != here {
             return Err(invalid(format!(
                 "Cairn connects volumes to the host that serves them ({here}), not {host:?}: run the consumer there"

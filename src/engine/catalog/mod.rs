@@ -102,6 +102,15 @@ impl Engine {
     }
 }
 
+/// This host's name: the host part of Cinder's `host@backend#pool`, and
+/// what a local attachment's connector must name.
+pub fn host_name() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
+}
+
 /// How often a waiter looks at a task or job: at first often (most
 /// catalog changes take milliseconds), then less (a copy takes minutes).
 const POLL_FIRST: std::time::Duration = std::time::Duration::from_millis(1);
