@@ -74,10 +74,12 @@ pub fn route(engine: &Arc<Engine>, ctx: &Ctx, method: &Method, s: &[&str], body:
             Ok(Reply::ok(json!({"attachment": view_detail(engine, &a)?})))
         }
         ("GET", [id]) => Ok(Reply::ok(
-            json!({"attachment": view_detail(engine, &find(engine, ctx, id)?)?}),
+            json!({"attachment": view_detail(engine, &super::owned(&engine.catalog()?.attachments, ctx, "Attachment", id, |a| &a.project)?)?}),
         )),
         ("PUT", [id]) => {
-            let a = find(engine, ctx, id)?;
+            let a = super::owned(&engine.catalog()?.attachments, ctx, "Attachment", id, |a| {
+                &a.project
+            })?;
             let obj = body_object(&body, "attachment")?;
             let connector = obj.get("connector").cloned().ok_or_else(|| {
                 Fault::bad("Missing required element 'connector' in request body.")
@@ -86,12 +88,16 @@ pub fn route(engine: &Arc<Engine>, ctx: &Ctx, method: &Method, s: &[&str], body:
             Ok(Reply::ok(json!({"attachment": view_detail(engine, &a)?})))
         }
         ("POST", [id, "action"]) if body.get("os-complete").is_some() && ctx.at_least(44) => {
-            let a = find(engine, ctx, id)?;
+            let a = super::owned(&engine.catalog()?.attachments, ctx, "Attachment", id, |a| {
+                &a.project
+            })?;
             engine.complete_catalog_attachment(a.id)?;
             Ok(Reply::status(StatusCode::NO_CONTENT))
         }
         ("DELETE", [id]) => {
-            let a = find(engine, ctx, id)?;
+            let a = super::owned(&engine.catalog()?.attachments, ctx, "Attachment", id, |a| {
+                &a.project
+            })?;
             let left = engine.delete_catalog_attachment(a.id)?;
             Ok(Reply::ok(
                 json!({"attachments": left.iter().map(summary).collect::<Vec<_>>()}),
@@ -99,20 +105,6 @@ pub fn route(engine: &Arc<Engine>, ctx: &Ctx, method: &Method, s: &[&str], body:
         }
         _ => Err(Fault::not_found("The resource could not be found.")),
     }
-}
-
-fn find(engine: &Arc<Engine>, ctx: &Ctx, id: &str) -> Result<AttachmentRecord, Fault> {
-    let missing = || Fault::not_found(format!("Attachment {id} could not be found."));
-    let uuid = crate::types::parse_uuid(id).ok_or_else(missing)?;
-    let a = engine
-        .catalog()?
-        .attachments
-        .get(uuid)
-        .map_err(|_| missing())?;
-    if a.project != ctx.project && !ctx.admin {
-        return Err(missing());
-    }
-    Ok(a)
 }
 
 fn summary(a: &AttachmentRecord) -> Value {

@@ -462,3 +462,29 @@ pub fn require_admin(ctx: &Ctx) -> Result<(), Fault> {
         ))
     }
 }
+
+/// Record `id` of `table` if the caller may see it (its project's, or any
+/// for an admin); else Cinder's 404 naming `kind`.
+pub fn owned<T: crate::engine::catalog::Record>(
+    table: &crate::engine::catalog::Table<T>,
+    ctx: &Ctx,
+    kind: &str,
+    id: &str,
+    project: impl Fn(&T) -> &str,
+) -> Result<T, Fault> {
+    let missing = || Fault::not_found(format!("{kind} {id} could not be found."));
+    let rec = crate::types::parse_uuid(id)
+        .and_then(|uuid| table.get(uuid).ok())
+        .ok_or_else(missing)?;
+    if project(&rec) != ctx.project && !ctx.admin {
+        return Err(missing());
+    }
+    Ok(rec)
+}
+
+/// A resource's `self` and `bookmark` links.
+pub fn links(ctx: &Ctx, collection: &str, id: impl std::fmt::Display) -> Value {
+    let href = ctx.link(&format!("{collection}/{id}"));
+    let bookmark = href.replacen("/v3/", "/", 1);
+    json!([{"rel": "self", "href": href}, {"rel": "bookmark", "href": bookmark}])
+}

@@ -37,13 +37,13 @@ pub fn route(engine: &Arc<Engine>, ctx: &Ctx, method: &Method, s: &[&str], body:
             let consumer = specs.remove("consumer");
             let q = engine.create_catalog_qos(name, consumer, specs)?;
             Ok(Reply::ok(
-                json!({"qos_specs": view(&q), "links": links(ctx, q.id)}),
+                json!({"qos_specs": view(&q), "links": super::links(ctx, "qos-specs", q.id)}),
             ))
         }
         ("GET", [id]) => {
             let q = find(engine, id)?;
             Ok(Reply::ok(
-                json!({"qos_specs": view(&q), "links": links(ctx, q.id)}),
+                json!({"qos_specs": view(&q), "links": super::links(ctx, "qos-specs", q.id)}),
             ))
         }
         ("PUT", [id]) => {
@@ -112,9 +112,4 @@ fn find(engine: &Arc<Engine>, id: &str) -> Result<QosRecord, Fault> {
 
 fn view(q: &QosRecord) -> Value {
     json!({"id": q.id, "name": q.name, "consumer": q.consumer, "specs": q.specs, "created_at": q.created_at})
-}
-
-fn links(ctx: &Ctx, id: Uuid) -> Value {
-    let href = ctx.link(&format!("qos-specs/{id}"));
-    json!([{"rel": "self", "href": href}, {"rel": "bookmark", "href": href.replacen("/v3/", "/", 1)}])
 }

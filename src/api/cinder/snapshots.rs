@@ -134,18 +134,10 @@ fn no_key(s: &SnapshotRecord, key: &str) -> Fault {
     Fault::not_found(format!("Snapshot {} has no metadata with key {key}.", s.id))
 }
 
-fn not_found(id: &str) -> Fault {
-    Fault::not_found(format!("Snapshot {id} could not be found."))
-}
-
 fn visible(engine: &Arc<Engine>, ctx: &Ctx, id: &str) -> Result<SnapshotRecord, Fault> {
-    let cat = engine.catalog()?;
-    let uuid = crate::types::parse_uuid(id).ok_or_else(|| not_found(id))?;
-    let s = cat.snapshots.get(uuid).map_err(|_| not_found(id))?;
-    if s.project != ctx.project && !ctx.admin {
-        return Err(not_found(id));
-    }
-    Ok(s)
+    super::owned(&engine.catalog()?.snapshots, ctx, "Snapshot", id, |s| {
+        &s.project
+    })
 }
 
 /// Waits a little for a quick create or delete to end.

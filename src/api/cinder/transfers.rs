@@ -70,13 +70,17 @@ pub fn route(
             Ok(Reply::accepted(json!({"transfer": body})))
         }
         ("GET", [id]) => {
-            let t = find(engine, ctx, id)?;
+            let t = super::owned(&engine.catalog()?.transfers, ctx, "Transfer", id, |t| {
+                &t.source_project
+            })?;
             Ok(Reply::ok(
                 json!({"transfer": view(ctx, collection, &t, true)}),
             ))
         }
         ("DELETE", [id]) => {
-            let t = find(engine, ctx, id)?;
+            let t = super::owned(&engine.catalog()?.transfers, ctx, "Transfer", id, |t| {
+                &t.source_project
+            })?;
             engine.delete_catalog_transfer(t.id)?;
             Ok(Reply::status(StatusCode::ACCEPTED))
         }
@@ -99,34 +103,15 @@ pub fn route(
                 })?;
             Ok(Reply::accepted(json!({"transfer": {
                 "id": t.id, "name": t.name, "volume_id": t.volume_id,
-                "links": links(ctx, collection, &t),
+                "links": super::links(ctx, collection, t.id),
             }})))
         }
         _ => Err(Fault::not_found("The resource could not be found.")),
     }
 }
 
-fn find(engine: &Arc<Engine>, ctx: &Ctx, id: &str) -> Result<TransferRecord, Fault> {
-    let missing = || Fault::not_found(format!("Transfer {id} could not be found."));
-    let uuid = crate::types::parse_uuid(id).ok_or_else(missing)?;
-    let t = engine
-        .catalog()?
-        .transfers
-        .get(uuid)
-        .map_err(|_| missing())?;
-    if t.source_project != ctx.project && !ctx.admin {
-        return Err(missing());
-    }
-    Ok(t)
-}
-
-fn links(ctx: &Ctx, collection: &str, t: &TransferRecord) -> Value {
-    let href = ctx.link(&format!("{collection}/{}", t.id));
-    json!([{"rel": "self", "href": href}, {"rel": "bookmark", "href": href.replacen("/v3/", "/", 1)}])
-}
-
 fn view(ctx: &Ctx, collection: &str, t: &TransferRecord, detail: bool) -> Value {
-    let mut v = json!({"id": t.id, "name": t.name, "volume_id": t.volume_id, "links": links(ctx, collection, t)});
+    let mut v = json!({"id": t.id, "name": t.name, "volume_id": t.volume_id, "links": super::links(ctx, collection, t.id)});
     if detail {
         v["created_at"] = json!(t.created_at);
         if ctx.at_least(55) {

@@ -6,12 +6,6 @@ use serde_json::{json, Value};
 use super::Ctx;
 use crate::engine::catalog::{host_name, AttachStatus, AttachmentRecord, TypeRecord, VolumeRecord};
 
-fn links(ctx: &Ctx, collection: &str, id: &str) -> Value {
-    let href = ctx.link(&format!("{collection}/{id}"));
-    let bookmark = href.replacen("/v3/", "/", 1);
-    json!([{"rel": "self", "href": href}, {"rel": "bookmark", "href": bookmark}])
-}
-
 /// `kind`: the domain's kind ("file"/"block"), for the host attribute.
 pub fn volume_detail(
     ctx: &Ctx,
@@ -45,7 +39,7 @@ pub fn volume_detail(
         "snapshot_id": v.snapshot_id,
         "source_volid": v.source_volid,
         "metadata": v.metadata,
-        "links": links(ctx, "volumes", &v.id.to_string()),
+        "links": super::links(ctx, "volumes", v.id),
         "user_id": v.user,
         "bootable": if v.bootable { "true" } else { "false" },
         "encrypted": false,

@@ -123,10 +123,6 @@ fn no_metadata(v: &VolumeRecord, key: &str) -> Fault {
     Fault::not_found(format!("Volume {} has no metadata with key {key}.", v.id))
 }
 
-fn not_found(id: &str) -> Fault {
-    Fault::not_found(format!("Volume {id} could not be found."))
-}
-
 /// A volume the caller may see.
 pub(super) fn visible(
     engine: &Arc<Engine>,
@@ -134,11 +130,7 @@ pub(super) fn visible(
     id: &str,
 ) -> Result<(Arc<Catalog>, VolumeRecord), Fault> {
     let cat = engine.catalog()?;
-    let uuid = crate::types::parse_uuid(id).ok_or_else(|| not_found(id))?;
-    let v = cat.volumes.get(uuid).map_err(|_| not_found(id))?;
-    if v.project != ctx.project && !ctx.admin {
-        return Err(not_found(id));
-    }
+    let v = super::owned(&cat.volumes, ctx, "Volume", id, |v| &v.project)?;
     Ok((cat, v))
 }
 

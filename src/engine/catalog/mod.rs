@@ -26,7 +26,7 @@ pub use records::{
 };
 pub use scheduler::{BackendPool, Placement, AVAILABILITY_ZONE, MAX_OVER_SUBSCRIPTION};
 pub use snapshots::NewSnapshot;
-pub use store::Table;
+pub use store::{Record, Table};
 pub use volumes::{NewType, NewVolume, Source, TypeChange};
 
 use crate::error::{Error, Result};
