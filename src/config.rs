@@ -65,6 +65,11 @@ pub struct FileConfig {
     /// How many times its size a domain's thin Cinder volumes may promise
     /// (Cinder's max_over_subscription_ratio, default 20).
     pub cinder_over_subscription: Option<f64>,
+    /// Where Cinder backups go: an absolute directory, or `domain:<uuid>`
+    /// for a file domain of the pool (default <data-dir>/backup).
+    pub cinder_backup_target: Option<String>,
+    /// "zlib" (default, as Cinder) or "none".
+    pub cinder_backup_compression: Option<String>,
 }
 
 /// Where `cairn pki` keeps a data dir's certificates by default.

@@ -20,6 +20,8 @@ pub const ALL: &[&str] = &[
     "catalog.volume.recorded",
     "catalog.volume.finishing",
     "catalog.transfer.accepted",
+    "catalog.backup.written",
+    "catalog.restore.cleared",
     "volume.create.planned",
     "volume.create.after_dir",
     "volume.create.after_links",

@@ -134,6 +134,8 @@ pub trait Domain: Send + Sync + std::fmt::Debug {
     fn ensure_reserve(&self) -> bool;
     /// The pool's directory on the master domain (`vms`, `tasks`).
     fn master_dir(&self) -> Result<PathBuf>;
+    /// Where catalog backups are kept on this domain (file domains only).
+    fn backup_dir(&self) -> Result<PathBuf>;
     /// Makes the master directory and its `vms` and `tasks` if missing.
     fn ensure_master_dirs(&self) -> Result<()>;
     /// Lets the master directory go on this host (the SPM stops, or the

@@ -114,6 +114,14 @@ struct Args {
     /// (Cinder's max_over_subscription_ratio) [default: 20].
     #[arg(long)]
     cinder_over_subscription: Option<f64>,
+    /// Where Cinder backups go: an absolute directory, or domain:<uuid>
+    /// for a file domain of the pool [default: <data-dir>/backup].
+    #[arg(long)]
+    cinder_backup_target: Option<String>,
+    /// How backup objects are compressed: zlib (as Cinder) or none
+    /// [default: zlib].
+    #[arg(long)]
+    cinder_backup_compression: Option<String>,
 }
 
 /// What the TCP listener's security comes from (flags over the file).
@@ -423,6 +431,24 @@ fn main() -> ExitCode {
                 ));
             }
             config.catalog_over_subscription = r;
+        }
+        if let Some(t) = args
+            .cinder_backup_target
+            .as_ref()
+            .or(file.cinder_backup_target.as_ref())
+        {
+            config.backup.target = cairn::engine::catalog::BackupTarget::parse(t)
+                .map_err(|e| format!("cinder_backup_target: {e}"))?;
+        }
+        if let Some(c) = args
+            .cinder_backup_compression
+            .as_ref()
+            .or(file.cinder_backup_compression.as_ref())
+        {
+            config.backup.compression = cairn::primitives::chunked_backup::Compression::parse(c)
+                .ok_or_else(|| {
+                    format!("cinder_backup_compression must be zlib or none, not {c:?}")
+                })?;
         }
         if let Some(v) = args.monitor_interval.or(file.monitor_interval) {
             config.monitor.interval = seconds("monitor_interval", v)?;

@@ -100,6 +100,8 @@ pub struct EngineConfig {
     /// How many times its size a domain's thin catalog volumes may
     /// promise (Cinder's `max_over_subscription_ratio`).
     pub catalog_over_subscription: f64,
+    /// Where catalog backups go, and how they are compressed.
+    pub backup: catalog::BackupSettings,
 }
 
 impl EngineConfig {
@@ -114,6 +116,11 @@ impl EngineConfig {
             block_devices: Vec::new(),
             thin: thin::Settings::default(),
             catalog_over_subscription: catalog::MAX_OVER_SUBSCRIPTION,
+            // Cinder's posix driver keeps them under its state directory.
+            backup: catalog::BackupSettings {
+                target: catalog::BackupTarget::Dir(data_dir.join("backup")),
+                compression: crate::primitives::chunked_backup::Compression::Zlib,
+            },
         }
     }
 }
@@ -153,6 +160,7 @@ pub struct Engine {
     /// The connected pool's catalog, opened by its SPM.
     catalogs: catalog::Catalogs,
     catalog_over_subscription: f64,
+    backup_settings: catalog::BackupSettings,
 }
 
 impl Engine {
@@ -210,6 +218,7 @@ impl Engine {
             thin: thin::Thin::new(config.thin.clone()),
             catalogs: catalog::Catalogs::default(),
             catalog_over_subscription: config.catalog_over_subscription,
+            backup_settings: config.backup.clone(),
         });
         engine.thin.bind(Arc::downgrade(&engine));
         engine

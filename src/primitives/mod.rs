@@ -1,6 +1,7 @@
 //! Building blocks with no knowledge of pools or domains.
 
 pub mod child;
+pub mod chunked_backup;
 pub mod copy;
 pub mod durable;
 pub mod extents;
@@ -11,6 +12,7 @@ pub mod luns;
 pub mod lvm;
 pub mod mailbox;
 pub mod mount;
+pub mod nbd;
 pub mod nofollow;
 pub mod pipeline;
 pub mod privileges;

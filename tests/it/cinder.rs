@@ -1286,3 +1286,214 @@ fn attachments_hand_a_local_path_to_the_consumer_host() {
     );
     c.cinder_ok(&["delete", &id]);
 }
+
+/// Waits until `cinder backup-show id` says `want`; `error` fails.
+fn wait_backup(c: &Cinder, id: &str, want: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let shown = c.cinder_ok(&["backup-show", id]);
+        let status = field(&shown, "status");
+        if status == want {
+            return shown;
+        }
+        assert!(
+            status != "error" && Instant::now() < deadline,
+            "backup {id} is {status}, not {want}: {shown}\n{}",
+            c.d.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The bytes cairnd's log says backup `id` read.
+fn backup_read(c: &Cinder, id: &str) -> u64 {
+    let log = c.d.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("backup done") && l.contains(id))
+        .unwrap_or_else(|| panic!("no 'backup done' for {id}:\n{log}"));
+    let at = line.find("read=").expect("read=") + 5;
+    line[at..]
+        .split(|ch: char| !ch.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn backups_read_only_what_changed_and_restore_verified() {
+    let Some(mut c) = Cinder::start() else { return };
+    let (sp, sd) = c.d.embedded();
+    let at = (sp.as_str(), sd.as_str());
+    let id = field(&c.cinder_ok(&["create", "--name", "data", "1"]), "id");
+    let leaf = |c: &Cinder, img: &str| chain(&c.d, &sp, &sd, img).last().unwrap().clone();
+    io(&c.d, at, &id, &leaf(&c, &id), "write -P 1 0 1M");
+    io(&c.d, at, &id, &leaf(&c, &id), "write -P 2 512M 1M");
+
+    // Full: only the 2 MiB of data are read and stored.
+    let full = field(
+        &c.cinder_ok(&["backup-create", "--name", "full", &id]),
+        "id",
+    );
+    let shown = wait_backup(&c, &full, "available");
+    assert_eq!(field(&shown, "is_incremental"), "False", "{shown}");
+    assert_eq!(backup_read(&c, &full), 2 << 20);
+    assert_eq!(field(&c.cinder_ok(&["show", &id]), "status"), "available");
+    // Cinder's files: objects, hashes, and the metadata written last.
+    let container =
+        c.d.data()
+            .join("backup")
+            .join(&full[0..2])
+            .join(&full[2..4])
+            .join(&full);
+    let names: Vec<String> = std::fs::read_dir(&container)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.ends_with("_metadata"))
+            && names.iter().any(|n| n.ends_with("_sha256file"))
+            && names.iter().any(|n| n.ends_with("-00001")),
+        "{names:?}"
+    );
+
+    // Incremental: the dirty bitmap gives the 64 KiB written since.
+    io(&c.d, at, &id, &leaf(&c, &id), "write -P 3 0 64k");
+    let inc = field(
+        &c.cinder_ok(&["backup-create", "--incremental", "--name", "inc", &id]),
+        "id",
+    );
+    let shown = wait_backup(&c, &inc, "available");
+    assert_eq!(field(&shown, "is_incremental"), "True", "{shown}");
+    assert_eq!(
+        backup_read(&c, &inc),
+        64 << 10,
+        "only the dirty range is read"
+    );
+    // A volume without a previous backup has no incremental one.
+    let other = field(&c.cinder_ok(&["create", "--name", "other", "1"]), "id");
+    let (ok, text) = c.cinder(&["backup-create", "--incremental", &other]);
+    assert!(!ok && text.contains("No backups available"), "{text}");
+    let listed = c.openstack(&["volume", "backup", "list", "--all-projects"]);
+    assert_eq!(listed.as_array().map(Vec::len), Some(2), "{listed}");
+
+    // Restore into a new volume: the chain, full then incremental.
+    let out = c.cinder_ok(&["backup-restore", "--name", "restored", &inc]);
+    let restored = field(&out, "volume_id");
+    c.wait_available(&restored);
+    let r = chain(&c.d, &sp, &sd, &restored);
+    io(&c.d, at, &restored, &r[0], "read -P 3 0 64k");
+    io(&c.d, at, &restored, &r[0], "read -P 1 64k 960k");
+    io(&c.d, at, &restored, &r[0], "read -P 2 512M 1M");
+    io(&c.d, at, &restored, &r[0], "read -P 0 1M 1M");
+
+    // Onto an in-use volume: refused, nothing changes.
+    c.cinder_ok(&["reset-state", "--state", "in-use", &restored]);
+    let (ok, text) = c.cinder(&["backup-restore", "--volume", &restored, &full]);
+    assert!(!ok && text.contains("must be available"), "{text}");
+    c.cinder_ok(&["reset-state", "--state", "available", &restored]);
+    assert_eq!(
+        field(&c.cinder_ok(&["backup-show", &full]), "status"),
+        "available"
+    );
+
+    // Onto an existing volume: what it held since is gone.
+    io(&c.d, at, &id, &leaf(&c, &id), "write -P 9 0 2M");
+    c.cinder_ok(&["backup-restore", "--volume", &id, &full]);
+    c.wait_available(&id);
+    io(&c.d, at, &id, &leaf(&c, &id), "read -P 1 0 1M");
+    io(&c.d, at, &id, &leaf(&c, &id), "read -P 0 1M 1M");
+
+    // A damaged object fails the restore by its checksum; the volume says so.
+    let inc_dir =
+        c.d.data()
+            .join("backup")
+            .join(&inc[0..2])
+            .join(&inc[2..4])
+            .join(&inc);
+    let object = std::fs::read_dir(&inc_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with("-00001"))
+        .unwrap();
+    let good = std::fs::read(&object).unwrap();
+    let mut bad = good.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0xff;
+    std::fs::write(&object, &bad).unwrap();
+    c.cinder_ok(&["backup-restore", "--volume", &other, &inc]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let shown = c.cinder_ok(&["show", &other]);
+        if field(&shown, "status") == "error_restoring" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{shown}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::fs::write(&object, &good).unwrap();
+    c.cinder_ok(&["reset-state", "--state", "available", &other]);
+
+    // Crash while a backup is written: rolled back, its files gone.
+    c = c.restart(
+        false,
+        vec![(
+            "CAIRN_FAILPOINTS".into(),
+            "catalog.backup.written=crash".into(),
+        )],
+    );
+    c.cinder(&["backup-create", "--incremental", "--name", "lost", &id]);
+    assert_eq!(
+        c.d.wait_exit(Duration::from_secs(60)),
+        Some(86),
+        "{}",
+        c.d.log()
+    );
+    c = c.restart(true, Vec::new());
+    c.get("/v3/demo/backups", &[("X-Auth-Token", "alice:demo")]);
+    let listed = c.cinder_ok(&["backup-list", "--name", "lost"]);
+    let lost = listed
+        .lines()
+        .find(|l| l.contains("lost"))
+        .and_then(|l| l.split('|').nth(1))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| panic!("{listed}"));
+    let shown = c.cinder_ok(&["backup-show", &lost]);
+    assert_eq!(field(&shown, "status"), "error", "{shown}");
+    assert_eq!(field(&c.cinder_ok(&["show", &id]), "status"), "available");
+    c.cinder_ok(&["backup-delete", &lost]);
+    c.wait_gone("backup-show", &lost);
+
+    // Crash in the middle of a restore: it runs again after the restart.
+    io(&c.d, at, &other, &leaf(&c, &other), "write -P 7 0 1M");
+    c = c.restart(
+        false,
+        vec![(
+            "CAIRN_FAILPOINTS".into(),
+            "catalog.restore.cleared=crash".into(),
+        )],
+    );
+    c.cinder(&["backup-restore", "--volume", &other, &inc]);
+    assert_eq!(
+        c.d.wait_exit(Duration::from_secs(60)),
+        Some(86),
+        "{}",
+        c.d.log()
+    );
+    c = c.restart(true, Vec::new());
+    c.get("/v3/demo/backups", &[("X-Auth-Token", "alice:demo")]);
+    c.wait_available(&other);
+    io(&c.d, at, &other, &leaf(&c, &other), "read -P 3 0 64k");
+    io(&c.d, at, &other, &leaf(&c, &other), "read -P 1 64k 960k");
+    wait_backup(&c, &inc, "available");
+
+    // A backup with an incremental child stays; then both go, files too.
+    let (ok, text) = c.cinder(&["backup-delete", &full]);
+    assert!(!ok && text.contains("Incremental backups exist"), "{text}");
+    c.cinder_ok(&["backup-delete", &inc]);
+    c.wait_gone("backup-show", &inc);
+    c.cinder_ok(&["backup-delete", &full]);
+    c.wait_gone("backup-show", &full);
+    assert!(!container.exists() && !inc_dir.exists());
+}

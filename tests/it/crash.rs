@@ -819,6 +819,8 @@ fn walk_covers_every_failpoint() {
         "catalog.volume.recorded",
         "catalog.volume.finishing",
         "catalog.transfer.accepted",
+        "catalog.backup.written",
+        "catalog.restore.cleared",
         // Walked by upgrade::upgrade_crash_walk.
         "domain.upgrade.prepared",
         "domain.upgrade.committed",

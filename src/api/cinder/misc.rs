@@ -12,7 +12,7 @@ use crate::engine::catalog::host_name;
 use crate::engine::Engine;
 
 /// Not served yet: the resources of later work.
-const LATER: [&str; 3] = ["backups", "groups", "group_snapshots"];
+const LATER: [&str; 2] = ["groups", "group_snapshots"];
 
 pub fn route(engine: &Arc<Engine>, ctx: &Ctx, method: &Method, s: &[&str], body: Value) -> Answer {
     match (method.as_str(), s) {

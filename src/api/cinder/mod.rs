@@ -11,6 +11,7 @@
 
 mod attachments;
 mod auth;
+mod backups;
 mod lists;
 mod misc;
 mod qos;
@@ -336,6 +337,7 @@ fn route(engine: &Arc<Engine>, ctx: &Ctx, method: &Method, segs: &[String], body
         ["types", ..] => types::route(engine, ctx, method, &s[1..], body),
         ["snapshots", ..] => snapshots::route(engine, ctx, method, &s[1..], body),
         ["qos-specs", ..] => qos::route(engine, ctx, method, &s[1..], body),
+        ["backups", ..] => backups::route(engine, ctx, method, &s[1..], body),
         ["attachments", ..] => attachments::route(engine, ctx, method, &s[1..], body),
         [c @ ("volume-transfers" | "os-volume-transfer"), ..] => {
             transfers::route(engine, ctx, c, method, &s[1..], body)

@@ -601,6 +601,13 @@ impl Domain for BlockDomain {
         self.mount_master()
     }
 
+    fn backup_dir(&self) -> Result<PathBuf> {
+        Err(Error::invalid(
+            "backup target",
+            "a block domain holds no backup files: back up to a file domain or a directory",
+        ))
+    }
+
     fn ensure_master_dirs(&self) -> Result<()> {
         let master = self.mount_master()?;
         for dir in [master.join("vms"), master.join("tasks")] {

@@ -399,6 +399,11 @@ impl Domain for FileDomain {
         Ok(self.root.join(MASTER))
     }
 
+    fn backup_dir(&self) -> Result<PathBuf> {
+        // Beside VDSM's `images` and `dom_md`, which VDSM leaves alone.
+        Ok(self.root.join("cairn-backups"))
+    }
+
     fn ensure_master_dirs(&self) -> Result<()> {
         let master = self.root.join(MASTER);
         for dir in [master.clone(), master.join("vms"), master.join("tasks")] {

@@ -9,6 +9,7 @@
 //! what was in flight (`recover`) instead of leaving it for an operator.
 
 mod attachments;
+mod backups;
 mod qos;
 mod records;
 mod scheduler;
@@ -20,9 +21,11 @@ mod volumes;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+pub use backups::{BackupSettings, BackupTarget, NewBackup};
 pub use records::{
-    timestamp, AttachStatus, AttachmentRecord, DefaultTypeRecord, QosRecord, SnapshotRecord,
-    SnapshotStatus, TransferRecord, TypeRecord, VolumeRecord, VolumeStatus, DEFAULT_TYPE,
+    timestamp, AttachStatus, AttachmentRecord, BackupRecord, BackupStatus, DefaultTypeRecord,
+    QosRecord, SnapshotRecord, SnapshotStatus, TransferRecord, TypeRecord, VolumeRecord,
+    VolumeStatus, DEFAULT_TYPE,
 };
 pub use scheduler::{BackendPool, Placement, AVAILABILITY_ZONE, MAX_OVER_SUBSCRIPTION};
 pub use snapshots::NewSnapshot;
@@ -46,6 +49,7 @@ pub struct Catalog {
     pub transfers: Table<TransferRecord>,
     pub default_types: Table<DefaultTypeRecord>,
     pub attachments: Table<AttachmentRecord>,
+    pub backups: Table<BackupRecord>,
 }
 
 impl Catalog {
@@ -61,6 +65,7 @@ impl Catalog {
             transfers: Table::open(dir)?,
             default_types: Table::open(dir)?,
             attachments: Table::open(dir)?,
+            backups: Table::open(dir)?,
         };
         records::ensure_default_type(&cat.types)?;
         Ok(cat)
@@ -71,6 +76,7 @@ impl Catalog {
 #[derive(Default)]
 pub struct Catalogs {
     open: Mutex<Option<Arc<Catalog>>>,
+    backups: backups::Running,
 }
 
 impl Engine {
@@ -98,6 +104,7 @@ impl Engine {
         self.recover_catalog(&cat);
         self.recover_snapshots(&cat);
         self.recover_transfers(&cat);
+        self.recover_backups(&cat);
         Ok(cat)
     }
 }

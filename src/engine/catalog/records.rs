@@ -65,6 +65,9 @@ statuses!(
         Reverting => "reverting",
         Reserved => "reserved",
         Attaching => "attaching",
+        BackingUp => "backing-up",
+        RestoringBackup => "restoring-backup",
+        ErrorRestoring => "error_restoring",
     }
 );
 
@@ -141,6 +144,7 @@ statuses!(
         Deleting => "deleting",
         Error => "error",
         ErrorDeleting => "error_deleting",
+        BackingUp => "backing-up",
     }
 );
 
@@ -179,6 +183,65 @@ pub struct SnapshotRecord {
 impl Record for SnapshotRecord {
     const TABLE: &'static str = "snapshots";
     const KIND: &'static str = "snapshot";
+    fn id(&self) -> Uuid {
+        self.id
+    }
+}
+
+statuses!(
+    /// A backup's status, in Cinder's words.
+    BackupStatus {
+        Creating => "creating",
+        Available => "available",
+        Deleting => "deleting",
+        Error => "error",
+        ErrorDeleting => "error_deleting",
+        Restoring => "restoring",
+    }
+);
+
+/// A backup of a volume (or of one of its snapshots) on the backup
+/// target, in Cinder's chunked format.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackupRecord {
+    pub id: Uuid,
+    pub project: String,
+    pub user: String,
+    pub volume_id: Uuid,
+    pub snapshot_id: Option<Uuid>,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+    pub status: BackupStatus,
+    /// The volume's size (GiB).
+    pub size: u64,
+    pub object_count: u64,
+    /// Its directory under the backup target, and its files' prefix.
+    pub container: String,
+    pub prefix: String,
+    pub availability_zone: String,
+    pub created_at: String,
+    pub updated_at: Option<String>,
+    /// The point in time it holds.
+    pub data_timestamp: String,
+    /// The backup it is an increment of.
+    pub parent_id: Option<Uuid>,
+    pub fail_reason: Option<String>,
+    /// The volume of the chain that was read (its top).
+    pub layer: Uuid,
+    /// The volume whose dirty bitmap, named after this backup, tracks
+    /// the changes since.
+    pub bitmap_on: Option<Uuid>,
+    /// Bytes read from the volume, and bytes of data stored.
+    pub read_bytes: u64,
+    pub stored_bytes: u64,
+    /// While restoring: the volume, and whether it was made for it.
+    pub restoring_to: Option<(Uuid, bool)>,
+}
+
+impl Record for BackupRecord {
+    const TABLE: &'static str = "backups";
+    const KIND: &'static str = "backup";
     fn id(&self) -> Uuid {
         self.id
     }
