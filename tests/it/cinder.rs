@@ -1388,6 +1388,14 @@ fn backups_read_only_what_changed_and_restore_verified() {
     io(&c.d, at, &restored, &r[0], "read -P 2 512M 1M");
     io(&c.d, at, &restored, &r[0], "read -P 0 1M 1M");
 
+    // A volume made from a backup (3.47), larger than it.
+    let out = c.cinder_ok(&["create", "--backup-id", &inc, "--name", "from-backup", "2"]);
+    let from = field(&out, "id");
+    c.wait_available(&from);
+    assert_eq!(field(&c.cinder_ok(&["show", &from]), "size"), "2");
+    io(&c.d, at, &from, &leaf(&c, &from), "read -P 3 0 64k");
+    c.cinder_ok(&["delete", &from]);
+
     // Onto an in-use volume: refused, nothing changes.
     c.cinder_ok(&["reset-state", "--state", "in-use", &restored]);
     let (ok, text) = c.cinder(&["backup-restore", "--volume", &restored, &full]);

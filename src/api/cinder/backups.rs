@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 
 use super::lists::{self, truthy};
 use super::{body_object, opt_string, require_admin, string_map, Answer, Ctx, Fault, Reply};
-use crate::engine::catalog::{BackupRecord, BackupStatus, NewBackup};
+use crate::engine::catalog::{BackupRecord, BackupStatus, NewBackup, NewVolume, RestoreTarget};
 use crate::engine::Engine;
 
 const FILTERS: [&str; 3] = ["name", "status", "volume_id"];
@@ -24,10 +24,6 @@ const CREATE_KEYS: [&str; 10] = [
     "availability_zone",
     "display_name",
 ];
-/// How long a restore into a new volume waits for the volume to leave
-/// `creating` (Cinder's API waits the same way).
-const SETTLE: std::time::Duration = std::time::Duration::from_secs(5);
-
 pub fn route(engine: &Arc<Engine>, ctx: &Ctx, method: &Method, s: &[&str], body: Value) -> Answer {
     match (method.as_str(), s) {
         ("GET", []) => list(engine, ctx, false),
@@ -64,19 +60,16 @@ pub fn route(engine: &Arc<Engine>, ctx: &Ctx, method: &Method, s: &[&str], body:
         ("POST", [id, "restore"]) => {
             let b = visible(engine, ctx, id)?;
             let obj = body_object(&body, "restore")?;
-            let volume = match opt_string(obj, "volume_id")? {
-                Some(v) => Some(super::volumes::visible(engine, ctx, &v)?.1.id),
-                None => None,
+            let into = match opt_string(obj, "volume_id")? {
+                Some(v) => RestoreTarget::Existing(super::volumes::visible(engine, ctx, &v)?.1.id),
+                None => RestoreTarget::New(NewVolume {
+                    project: ctx.project.clone(),
+                    user: ctx.user.clone(),
+                    name: opt_string(obj, "name")?,
+                    ..NewVolume::default()
+                }),
             };
-            let (b, v) = engine.restore_catalog_backup(
-                b.id,
-                volume,
-                opt_string(obj, "name")?,
-                &ctx.project,
-                &ctx.user,
-            )?;
-            // A short restore is done by the time the client looks.
-            let _ = engine.settle_catalog_volume(v.id, SETTLE);
+            let (b, v) = engine.restore_catalog_backup(b.id, into)?;
             Ok(Reply::accepted(json!({"restore": {
                 "backup_id": b.id, "volume_id": v.id, "volume_name": v.name,
             }})))
@@ -109,7 +102,7 @@ pub fn route(engine: &Arc<Engine>, ctx: &Ctx, method: &Method, s: &[&str], body:
     }
 }
 
-fn visible(engine: &Arc<Engine>, ctx: &Ctx, id: &str) -> Result<BackupRecord, Fault> {
+pub(super) fn visible(engine: &Arc<Engine>, ctx: &Ctx, id: &str) -> Result<BackupRecord, Fault> {
     super::owned(&engine.catalog()?.backups, ctx, "Backup", id, |b| {
         &b.project
     })

@@ -13,7 +13,8 @@ use super::{
     body_object, opt_string, require_admin, string_map, whole_number, Answer, Ctx, Fault, Reply,
 };
 use crate::engine::catalog::{
-    AttachmentRecord, Catalog, NewVolume, Source, TypeRecord, VolumeRecord, VolumeStatus,
+    AttachmentRecord, Catalog, NewVolume, RestoreTarget, Source, TypeRecord, VolumeRecord,
+    VolumeStatus,
 };
 use crate::engine::Engine;
 use crate::types::Uuid;
@@ -254,7 +255,16 @@ fn create(engine: &Arc<Engine>, ctx: &Ctx, body: &Value) -> Answer {
         (None, Some(v)) => Some(Source::Volume(v)),
         (None, None) => None,
     };
-    for other in ["backup_id", "imageRef", "image_id", "group_id"] {
+    let backup = match opt_string(obj, "backup_id")? {
+        Some(b) if ctx.at_least(47) => Some(super::backups::visible(engine, ctx, &b)?),
+        _ => None,
+    };
+    if backup.is_some() && source.is_some() {
+        return Err(Fault::bad(
+            "Invalid input received: a volume is made from one of snapshot_id, source_volid and backup_id",
+        ));
+    }
+    for other in ["imageRef", "image_id", "group_id"] {
         if obj.get(other).is_some_and(|v| !v.is_null()) {
             return Err(Fault::bad(format!(
                 "Invalid input received: Cairn does not create volumes from {other} yet"
@@ -270,7 +280,7 @@ fn create(engine: &Arc<Engine>, ctx: &Ctx, body: &Value) -> Answer {
         ));
     }
     let size = match obj.get("size") {
-        None | Some(Value::Null) if source.is_some() => 0,
+        None | Some(Value::Null) if source.is_some() || backup.is_some() => 0,
         None | Some(Value::Null) => {
             return Err(Fault::bad("Invalid input received: size is required"))
         }
@@ -287,7 +297,14 @@ fn create(engine: &Arc<Engine>, ctx: &Ctx, body: &Value) -> Answer {
         availability_zone: opt_string(obj, "availability_zone")?,
         source,
     };
-    let v = engine.create_catalog_volume(req)?;
+    let v = match backup {
+        Some(b) => {
+            engine
+                .restore_catalog_backup(b.id, RestoreTarget::New(req))?
+                .1
+        }
+        None => engine.create_catalog_volume(req)?,
+    };
     let v = engine.settle_catalog_volume(v.id, SETTLE)?.unwrap_or(v);
     let cat = engine.catalog()?;
     Ok(Reply::accepted(

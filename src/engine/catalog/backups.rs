@@ -87,6 +87,15 @@ pub struct NewBackup {
     pub force: bool,
 }
 
+/// What a restore writes into.
+#[derive(Debug, Clone)]
+pub enum RestoreTarget {
+    /// An available volume at least as large as the backup.
+    Existing(Uuid),
+    /// A volume made for it (its size, when 0, the backup's).
+    New(NewVolume),
+}
+
 /// Backups running on this host: recovery leaves them alone.
 #[derive(Default)]
 pub struct Running(Mutex<HashSet<Uuid>>);
@@ -618,15 +627,11 @@ impl Engine {
         }
     }
 
-    /// Restores a backup into `volume`, or into a new volume (named `name`)
-    /// of the backup's size. Returns the backup and the volume.
+    /// Restores a backup into a volume. Returns the backup and the volume.
     pub fn restore_catalog_backup(
         self: &Arc<Self>,
         id: Uuid,
-        volume: Option<Uuid>,
-        name: Option<String>,
-        project: &str,
-        user: &str,
+        into: RestoreTarget,
     ) -> Result<(BackupRecord, VolumeRecord)> {
         let cat = self.catalog()?;
         let b = cat.backups.get(id)?;
@@ -644,8 +649,8 @@ impl Engine {
             chunked::check_objects_exist(&c, &md)
                 .map_err(|e| Error::io("the backup is incomplete", e))?;
         }
-        let (target, fresh) = match volume {
-            Some(v) => {
+        let (target, fresh) = match into {
+            RestoreTarget::Existing(v) => {
                 let v = cat.volumes.get(v)?;
                 if v.status != VolumeStatus::Available {
                     return Err(invalid(format!(
@@ -661,14 +666,22 @@ impl Engine {
                 }
                 (v.id, false)
             }
-            None => {
-                let made = self.create_catalog_volume(NewVolume {
-                    project: project.into(),
-                    user: user.into(),
-                    name: Some(name.unwrap_or_else(|| format!("restore_backup_{id}"))),
-                    size: b.size,
-                    ..NewVolume::default()
-                })?;
+            RestoreTarget::New(mut req) => {
+                if req.size == 0 {
+                    req.size = b.size;
+                } else if req.size < b.size {
+                    return Err(invalid(format!(
+                        "volume size {} is too small to restore backup of size {}.",
+                        req.size, b.size
+                    )));
+                }
+                if req.source.is_some() {
+                    return Err(invalid(
+                        "a volume restored from a backup has no other source",
+                    ));
+                }
+                req.name = Some(req.name.unwrap_or_else(|| format!("restore_backup_{id}")));
+                let made = self.create_catalog_volume(req)?;
                 let v = cat
                     .volumes
                     .wait_for(made.id, Instant::now() + CREATE_TIMEOUT, |v| {

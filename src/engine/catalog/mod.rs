@@ -21,7 +21,7 @@ mod volumes;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-pub use backups::{BackupSettings, BackupTarget, NewBackup};
+pub use backups::{BackupSettings, BackupTarget, NewBackup, RestoreTarget};
 pub use records::{
     timestamp, AttachStatus, AttachmentRecord, BackupRecord, BackupStatus, DefaultTypeRecord,
     QosRecord, SnapshotRecord, SnapshotStatus, TransferRecord, TypeRecord, VolumeRecord,
