@@ -149,6 +149,25 @@ impl ImageInfo {
             .filter_map(|b| b.get("name")?.as_str().map(str::to_string))
             .collect()
     }
+
+    /// Whether bitmap `name` has tracked every write since it was added:
+    /// enabled ("auto") and not left "in-use" by a writer that died.
+    pub fn bitmap_is_complete(&self, name: &str) -> bool {
+        let list = self
+            .format_specific
+            .as_ref()
+            .and_then(|f| f.data.get("bitmaps"))
+            .and_then(|b| b.as_array());
+        list.into_iter().flatten().any(|b| {
+            let flags: Vec<&str> = b["flags"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|f| f.as_str())
+                .collect();
+            b["name"] == name && flags.contains(&"auto") && !flags.contains(&"in-use")
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default)]

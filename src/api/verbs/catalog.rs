@@ -1,9 +1,10 @@
-//! Cairn's own verbs for the pool's catalog (volume types and QoS specs),
-//! the ones the `cairn` CLI uses; the Cinder face serves the same records.
+//! Cairn's own verbs for the pool's catalog (volume types, QoS specs and
+//! backups), the ones the `cairn` CLI uses; the Cinder face serves the
+//! same records.
 //! Documented in `docs/api.md`.
 
 use super::*;
-use crate::engine::catalog::{NewType, TypeChange};
+use crate::engine::catalog::{NewBackup, NewType, NewVolume, RestoreTarget, TypeChange};
 
 /// An object of strings (`{"k": "v"}`); absent is empty.
 fn string_map(p: &Params, name: &str) -> Result<BTreeMap<String, String>, ApiError> {
@@ -156,5 +157,96 @@ fn qos_associate(e: &Arc<Engine>, p: &Params) -> Reply {
         Some(&p.string("type")?),
         p.bool_or("associate", true)?,
     )?;
+    ok()
+}
+
+pub(super) const BACKUP_LIST: Verb = Verb {
+    name: "Backup.list",
+    params: &["volumeID"],
+    handler: backup_list,
+};
+
+fn backup_list(e: &Arc<Engine>, p: &Params) -> Reply {
+    let volume = p.opt_uuid("volumeID")?;
+    let mut all: Vec<_> = e
+        .catalog()?
+        .backups
+        .all()
+        .into_iter()
+        .filter(|b| volume.is_none_or(|v| b.volume_id == v))
+        .collect();
+    all.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+    to_value(&all)
+}
+
+pub(super) const BACKUP_GET: Verb = Verb {
+    name: "Backup.get",
+    params: &["backupID"],
+    handler: backup_get,
+};
+
+fn backup_get(e: &Arc<Engine>, p: &Params) -> Reply {
+    to_value(&e.catalog()?.backups.get(p.uuid("backupID")?)?)
+}
+
+pub(super) const BACKUP_CREATE: Verb = Verb {
+    name: "Backup.create",
+    params: &[
+        "volumeID",
+        "snapshotID",
+        "name",
+        "description",
+        "incremental",
+        "container",
+    ],
+    handler: backup_create,
+};
+
+fn backup_create(e: &Arc<Engine>, p: &Params) -> Reply {
+    let vol = e.catalog()?.volumes.get(p.uuid("volumeID")?)?;
+    to_value(&e.create_catalog_backup(NewBackup {
+        volume_id: vol.id,
+        snapshot_id: p.opt_uuid("snapshotID")?,
+        // An operator's backup belongs to the volume's project.
+        project: vol.project,
+        user: vol.user,
+        name: p.opt_string("name")?,
+        description: p.opt_string("description")?,
+        metadata: BTreeMap::new(),
+        container: p.opt_string("container")?,
+        incremental: p.bool_or("incremental", false)?,
+        force: false,
+    })?)
+}
+
+pub(super) const BACKUP_RESTORE: Verb = Verb {
+    name: "Backup.restore",
+    params: &["backupID", "volumeID", "name"],
+    handler: backup_restore,
+};
+
+fn backup_restore(e: &Arc<Engine>, p: &Params) -> Reply {
+    let b = e.catalog()?.backups.get(p.uuid("backupID")?)?;
+    let into = match p.opt_uuid("volumeID")? {
+        Some(v) => RestoreTarget::Existing(v),
+        None => RestoreTarget::New(NewVolume {
+            project: b.project.clone(),
+            user: b.user.clone(),
+            name: p.opt_string("name")?,
+            ..NewVolume::default()
+        }),
+    };
+    let (_, v) = e.restore_catalog_backup(b.id, into)?;
+    to_value(&v)
+}
+
+pub(super) const BACKUP_DELETE: Verb = Verb {
+    name: "Backup.delete",
+    params: &["backupID", "force"],
+    handler: backup_delete,
+};
+
+fn backup_delete(e: &Arc<Engine>, p: &Params) -> Reply {
+    e.delete_catalog_backup(p.uuid("backupID")?, p.bool_or("force", false)?)?;
     ok()
 }

@@ -141,6 +141,11 @@ pub static CAIRN_VERBS: &[Verb] = &[
     catalog::QOS_UPDATE,
     catalog::QOS_DELETE,
     catalog::QOS_ASSOCIATE,
+    catalog::BACKUP_LIST,
+    catalog::BACKUP_GET,
+    catalog::BACKUP_CREATE,
+    catalog::BACKUP_RESTORE,
+    catalog::BACKUP_DELETE,
 ];
 
 pub fn find(name: &str) -> Option<&'static Verb> {

@@ -292,3 +292,198 @@ pub(crate) fn qos(ctx: &Ctx, cmd: QosCmd) -> Res<()> {
     }
     Ok(())
 }
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum BackupCmd {
+    /// Backups (of one volume with --volume).
+    List {
+        #[arg(long)]
+        volume: Option<String>,
+    },
+    Show {
+        backup: String,
+    },
+    /// Back up a catalog volume (or one of its snapshots); waits for it.
+    Create {
+        volume: String,
+        /// Only what changed since the volume's latest backup.
+        #[arg(long)]
+        incremental: bool,
+        #[arg(long)]
+        snapshot: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// Return at once instead of waiting.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Restore into a new volume, or over an available --volume; waits.
+    Restore {
+        backup: String,
+        #[arg(long)]
+        volume: Option<String>,
+        /// The new volume's name.
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Delete a backup; --force also stops one being made.
+    Delete {
+        backup: String,
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn backup_line(b: &Value) -> String {
+    let kind = if b["parent_id"].is_null() {
+        "full"
+    } else {
+        "incremental"
+    };
+    format!(
+        "backup {} of volume {}: {} ({kind}, {} objects, {} read, {} stored)",
+        s(&b["id"]),
+        s(&b["volume_id"]),
+        s(&b["status"]),
+        s(&b["object_count"]),
+        human_size(b["read_bytes"].as_u64().unwrap_or(0)),
+        human_size(b["stored_bytes"].as_u64().unwrap_or(0)),
+    )
+}
+
+/// Polls `get` until `busy` says the work is over; returns the last value.
+fn wait_until(
+    ctx: &Ctx,
+    what: &str,
+    get: impl Fn() -> Res<Value>,
+    busy: impl Fn(&Value) -> bool,
+) -> Res<Value> {
+    let bar = (!ctx.json).then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_message(what.to_string());
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        bar
+    });
+    loop {
+        let v = get()?;
+        if !busy(&v) {
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+            return Ok(v);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+pub(crate) fn backup(ctx: &Ctx, cmd: BackupCmd) -> Res<()> {
+    let get = |id: &str| ctx.client.call("Backup.get", json!({"backupID": id}));
+    match cmd {
+        BackupCmd::List { volume } => {
+            let all = ctx
+                .client
+                .call("Backup.list", json!({"volumeID": volume}))?;
+            print_value(ctx, &all, |v| {
+                let rows = v
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|b| {
+                        vec![
+                            s(&b["id"]),
+                            s(&b["volume_id"]),
+                            s(&b["status"]),
+                            if b["parent_id"].is_null() {
+                                "full"
+                            } else {
+                                "incremental"
+                            }
+                            .into(),
+                            s(&b["created_at"]),
+                            s(&b["name"]),
+                        ]
+                    })
+                    .collect();
+                table(&["ID", "VOLUME", "STATUS", "KIND", "CREATED", "NAME"], rows);
+            });
+        }
+        BackupCmd::Show { backup } => {
+            let b = get(&backup)?;
+            print_value(ctx, &b, |b| println!("{}", backup_line(b)));
+        }
+        BackupCmd::Create {
+            volume,
+            incremental,
+            snapshot,
+            name,
+            description,
+            no_wait,
+        } => {
+            let b = ctx.client.call(
+                "Backup.create",
+                json!({"volumeID": volume, "snapshotID": snapshot, "name": name,
+                       "description": description, "incremental": incremental}),
+            )?;
+            let id = s(&b["id"]);
+            let b = if no_wait {
+                b
+            } else {
+                wait_until(
+                    ctx,
+                    "backing up",
+                    || get(&id),
+                    |b| b["status"] == "creating",
+                )?
+            };
+            if b["status"] == "error" {
+                return Err(usage(format!(
+                    "backup {id} failed: {}",
+                    s(&b["fail_reason"])
+                )));
+            }
+            done(ctx, b.clone(), &backup_line(&b));
+        }
+        BackupCmd::Restore {
+            backup,
+            volume,
+            name,
+            no_wait,
+        } => {
+            let v = ctx.client.call(
+                "Backup.restore",
+                json!({"backupID": backup, "volumeID": volume, "name": name}),
+            )?;
+            let id = s(&v["id"]);
+            if !no_wait {
+                let b = wait_until(
+                    ctx,
+                    "restoring",
+                    || get(&backup),
+                    |b| b["status"] == "restoring",
+                )?;
+                if !b["restore_error"].is_null() {
+                    return Err(usage(format!("restore failed {}", s(&b["restore_error"]))));
+                }
+            }
+            done(
+                ctx,
+                v,
+                &format!("backup {backup} restored into volume {id}"),
+            );
+        }
+        BackupCmd::Delete { backup, force } => {
+            ctx.client
+                .call("Backup.delete", json!({"backupID": backup, "force": force}))?;
+            done(
+                ctx,
+                json!(true),
+                &format!("backup {backup} is being deleted"),
+            );
+        }
+    }
+    Ok(())
+}

@@ -95,6 +95,9 @@ enum Cmd {
     /// QoS specs of the pool's catalog.
     #[command(subcommand)]
     Qos(QosCmd),
+    /// Backups of catalog volumes (Cinder's format, on the backup target).
+    #[command(subcommand)]
+    Backup(BackupCmd),
     /// Certificates for mutual TLS: a cluster CA, host and client
     /// certificates (written to <data-dir>/pki unless --dir).
     #[command(subcommand)]
@@ -190,6 +193,7 @@ fn run(ctx: &Ctx, cmd: Cmd) -> Res<()> {
         Cmd::Task(c) => task(ctx, c),
         Cmd::Type(c) => volume_type(ctx, c),
         Cmd::Qos(c) => qos(ctx, c),
+        Cmd::Backup(c) => backup(ctx, c),
     }
 }
 

@@ -256,6 +256,7 @@ impl Engine {
             read_bytes: 0,
             stored_bytes: 0,
             restoring_to: None,
+            restore_error: None,
         };
         // The backup first: a crash before the volume moves leaves a
         // `creating` backup for recovery to end, never a stuck volume.
@@ -387,11 +388,23 @@ impl Engine {
             }
             None => None,
         };
-        // The parent's bitmap tells what changed if it is on this layer.
+        // The parent's bitmap tells what changed if it is on this layer
+        // and has seen every write since.
+        let layer = VolumeRef {
+            sd,
+            img: vol.id,
+            vol: rec.layer,
+            generation: None,
+        };
         let tracked = parent
             .as_ref()
             .filter(|p| p.bitmap_on == Some(rec.layer))
-            .map(|p| bitmap_name(p.id));
+            .map(|p| bitmap_name(p.id))
+            .filter(|name| {
+                self.domain(sd)
+                    .and_then(|dom| crate::engine::jobs::volume::qcow2_info(&*dom, &layer))
+                    .is_ok_and(|info| info.bitmap_is_complete(name))
+            });
         let cfg = |bitmap: Option<String>| NbdConfig {
             sd,
             img: vol.id,
@@ -403,14 +416,10 @@ impl Engine {
             bitmap,
         };
         let server = Uuid::new_v4();
-        let (url, tracked) = match self.start_nbd_server(server, cfg(tracked.clone())) {
-            Ok(url) => (url, tracked),
-            Err(e) if tracked.is_some() => {
-                tracing::info!(backup = %rec.id, error = %e, "the parent's bitmap is not usable; reading the whole volume");
-                (self.start_nbd_server(server, cfg(None))?, None)
-            }
-            Err(e) => return Err(e),
-        };
+        if rec.parent_id.is_some() && tracked.is_none() {
+            tracing::info!(backup = %rec.id, "no complete bitmap since the parent backup; comparing the whole volume's hashes");
+        }
+        let url = self.start_nbd_server(server, cfg(tracked.clone()))?;
         let written = (|| -> Result<chunked::Stats> {
             let socket = url.strip_prefix("nbd:unix:").expect("a unix socket URL");
             let mut disk = NbdClient::connect(std::path::Path::new(socket))
@@ -771,6 +780,10 @@ impl Engine {
         let _ = cat.backups.update(id, |b| {
             b.status = BackupStatus::Available;
             b.restoring_to = None;
+            b.restore_error = outcome
+                .as_ref()
+                .err()
+                .map(|e| format!("into volume {target}: {e}"));
             Ok(())
         });
     }

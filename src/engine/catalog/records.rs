@@ -237,6 +237,9 @@ pub struct BackupRecord {
     pub stored_bytes: u64,
     /// While restoring: the volume, and whether it was made for it.
     pub restoring_to: Option<(Uuid, bool)>,
+    /// Why the last restore failed (None: it worked).
+    #[serde(default)]
+    pub restore_error: Option<String>,
 }
 
 impl Record for BackupRecord {
