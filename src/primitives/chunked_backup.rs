@@ -215,7 +215,7 @@ pub fn write_backup(
     plan: &[Range],
     baseline: Option<Vec<String>>,
     compression: Compression,
-    mut progress: impl FnMut(u64, u64),
+    progress: impl FnMut(u64, u64),
     cancelled: impl Fn() -> bool,
 ) -> io::Result<Stats> {
     let size = disk.size();
@@ -228,7 +228,6 @@ pub fn write_backup(
         }
         None => zero_hashes(size),
     };
-    let zeros = zero_hashes(size);
     match std::fs::create_dir_all(&container.dir) {
         Ok(()) => std::fs::set_permissions(
             &container.dir,
@@ -236,13 +235,65 @@ pub fn write_backup(
         )?,
         Err(e) => return Err(e),
     }
-    let mut out = ObjectWriter {
-        container,
-        compression,
-        objects: Vec::new(),
-        pending: None,
-        stats: Stats::default(),
+    // Reading and hashing here, checksumming and writing objects on a
+    // second thread: the two overlap.
+    let (tx, rx) = std::sync::mpsc::sync_channel(2);
+    let (scanned, stored) = std::thread::scope(|scope| {
+        let writer = scope.spawn(move || store_objects(rx, container, compression));
+        let runs = Runs { pending: None, tx };
+        let scanned = scan(disk, plan, &mut hashes, runs, progress, cancelled);
+        (scanned, writer.join().expect("the object writer panicked"))
+    });
+    // The writer's failure explains the reader's (its objects went nowhere).
+    let (objects, mut stats) = stored?;
+    stats.read = scanned?;
+    let hash_file = HashFile {
+        version: FORMAT_VERSION.into(),
+        backup_id: header.backup_id.clone(),
+        volume_id: header.volume_id.clone(),
+        backup_name: header.name.clone(),
+        backup_description: header.description.clone(),
+        created_at: header.created_at.clone(),
+        chunk_size: SHA_BLOCK,
+        sha256s: hashes,
     };
+    let metadata = Metadata {
+        version: FORMAT_VERSION.into(),
+        backup_id: header.backup_id.clone(),
+        volume_id: header.volume_id.clone(),
+        backup_name: header.name.clone(),
+        backup_description: header.description.clone(),
+        created_at: header.created_at.clone(),
+        objects,
+        parent_id: header.parent_id.clone(),
+        volume_meta: header.volume_meta.clone(),
+    };
+    durable::write_atomic(
+        &container.file("_sha256file"),
+        &serde_json::to_vec(&hash_file)?,
+        FILE_MODE,
+    )?;
+    durable::write_atomic(
+        &container.metadata_path(),
+        &serde_json::to_vec(&metadata)?,
+        FILE_MODE,
+    )?;
+    Ok(stats)
+}
+
+/// Reads and hashes what `plan` says; sends the runs of blocks whose hash
+/// changed to the object writer. Returns the bytes read.
+fn scan(
+    disk: &mut NbdClient,
+    plan: &[Range],
+    hashes: &mut [String],
+    mut out: Runs,
+    mut progress: impl FnMut(u64, u64),
+    cancelled: impl Fn() -> bool,
+) -> io::Result<u64> {
+    let size = disk.size();
+    let zeros = zero_hashes(size);
+    let mut read_bytes = 0;
     let total: u64 = plan
         .iter()
         .map(|r| match r {
@@ -274,7 +325,7 @@ pub fn write_backup(
             let piece = &mut buf[..n];
             if read {
                 disk.read_at(piece, at)?;
-                out.stats.read += n as u64;
+                read_bytes += n as u64;
             } else {
                 piece.fill(0);
             }
@@ -295,56 +346,21 @@ pub fn write_backup(
             }
             at += n as u64;
             if read {
-                progress(out.stats.read, total);
+                progress(read_bytes, total);
             }
         }
     }
     out.flush()?;
-    let stats = out.stats;
-    let hash_file = HashFile {
-        version: FORMAT_VERSION.into(),
-        backup_id: header.backup_id.clone(),
-        volume_id: header.volume_id.clone(),
-        backup_name: header.name.clone(),
-        backup_description: header.description.clone(),
-        created_at: header.created_at.clone(),
-        chunk_size: SHA_BLOCK,
-        sha256s: hashes,
-    };
-    let metadata = Metadata {
-        version: FORMAT_VERSION.into(),
-        backup_id: header.backup_id.clone(),
-        volume_id: header.volume_id.clone(),
-        backup_name: header.name.clone(),
-        backup_description: header.description.clone(),
-        created_at: header.created_at.clone(),
-        objects: out.objects,
-        parent_id: header.parent_id.clone(),
-        volume_meta: header.volume_meta.clone(),
-    };
-    durable::write_atomic(
-        &container.file("_sha256file"),
-        &serde_json::to_vec(&hash_file)?,
-        FILE_MODE,
-    )?;
-    durable::write_atomic(
-        &container.metadata_path(),
-        &serde_json::to_vec(&metadata)?,
-        FILE_MODE,
-    )?;
-    Ok(stats)
+    Ok(read_bytes)
 }
 
-/// Gathers changed blocks into runs and writes each run as an object.
-struct ObjectWriter<'a> {
-    container: &'a Container,
-    compression: Compression,
-    objects: Vec<std::collections::BTreeMap<String, ObjectInfo>>,
+/// Gathers changed blocks into runs, each sent on as one object.
+struct Runs {
     pending: Option<(u64, Vec<u8>)>,
-    stats: Stats,
+    tx: std::sync::mpsc::SyncSender<(u64, Vec<u8>)>,
 }
 
-impl ObjectWriter<'_> {
+impl Runs {
     fn add(&mut self, offset: u64, block: &[u8]) -> io::Result<()> {
         if let Some((start, data)) = &self.pending {
             if start + data.len() as u64 != offset || data.len() as u64 >= OBJECT_MAX {
@@ -359,46 +375,72 @@ impl ObjectWriter<'_> {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        let Some((offset, data)) = self.pending.take() else {
-            return Ok(());
-        };
-        let name = format!("{}-{:05}", self.container.prefix, self.objects.len() + 1);
-        let md5 = hex(&Md5::digest(&data));
-        let (compression, stored) = match self.compression {
-            Compression::None => (Compression::None, data.clone()),
-            Compression::Zlib => {
-                let mut z =
-                    flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
-                z.write_all(&data)?;
-                let packed = z.finish()?;
-                // As Cinder: kept as is when compressing does not help.
-                if packed.len() < data.len() {
-                    (Compression::Zlib, packed)
-                } else {
-                    (Compression::None, data.clone())
-                }
-            }
-        };
-        let path = self.container.dir.join(&name);
-        durable::remove_if_exists(&path)?;
-        durable::create_new_synced(&path, &stored, FILE_MODE)?;
-        self.stats.objects += 1;
-        self.stats.stored += data.len() as u64;
-        self.objects.push(
-            [(
-                name,
-                ObjectInfo {
-                    offset,
-                    length: data.len() as u64,
-                    compression: Some(compression.name().into()),
-                    md5,
-                },
-            )]
-            .into_iter()
-            .collect(),
-        );
-        Ok(())
+        match self.pending.take() {
+            Some(run) => self
+                .tx
+                .send(run)
+                .map_err(|_| io::Error::other("the object writer stopped")),
+            None => Ok(()),
+        }
     }
+}
+
+type ObjectList = Vec<std::collections::BTreeMap<String, ObjectInfo>>;
+
+/// Writes each run received as the next object: checksummed, compressed
+/// when that pays, synced.
+fn store_objects(
+    runs: std::sync::mpsc::Receiver<(u64, Vec<u8>)>,
+    container: &Container,
+    compression: Compression,
+) -> io::Result<(ObjectList, Stats)> {
+    let mut objects: ObjectList = Vec::new();
+    let mut stats = Stats::default();
+    for (offset, data) in runs {
+        let name = format!("{}-{:05}", container.prefix, objects.len() + 1);
+        let md5 = hex(&Md5::digest(&data));
+        let packed = match compression {
+            Compression::Zlib if compresses(&data) => Some(zlib(&data)?),
+            _ => None,
+        };
+        // As Cinder: kept as is when compressing does not help.
+        let (used, stored) = match &packed {
+            Some(p) if p.len() < data.len() => (Compression::Zlib, &p[..]),
+            _ => (Compression::None, &data[..]),
+        };
+        let path = container.dir.join(&name);
+        durable::remove_if_exists(&path)?;
+        durable::create_new_synced(&path, stored, FILE_MODE)?;
+        stats.objects += 1;
+        stats.stored += data.len() as u64;
+        let info = ObjectInfo {
+            offset,
+            length: data.len() as u64,
+            compression: Some(used.name().into()),
+            md5,
+        };
+        objects.push([(name, info)].into_iter().collect());
+    }
+    Ok((objects, stats))
+}
+
+fn zlib(data: &[u8]) -> io::Result<Vec<u8>> {
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+    z.write_all(data)?;
+    z.finish()
+}
+
+/// Whether compressing is worth it, judged on a sample: zlib crawls
+/// through data that does not shrink (encrypted or compressed already)
+/// at a fraction of the disk's speed.
+fn compresses(data: &[u8]) -> bool {
+    const SAMPLE: usize = 64 << 10;
+    if data.len() <= SAMPLE {
+        return true;
+    }
+    let mid = data.len() / 2;
+    let sample = &data[mid..mid + SAMPLE];
+    zlib(sample).is_ok_and(|packed| packed.len() < SAMPLE * 9 / 10)
 }
 
 fn read_bounded(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
