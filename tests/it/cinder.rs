@@ -1558,3 +1558,81 @@ fn backups_read_only_what_changed_and_restore_verified() {
     c.wait_gone("backup-show", &full);
     assert!(!container.exists() && !inc_dir.exists());
 }
+
+#[test]
+fn the_legacy_attach_actions_walk_a_volume_through_nova_s_old_flow() {
+    let Some(c) = Cinder::start() else { return };
+    let id = field(&c.cinder_ok(&["create", "--name", "old", "1"]), "id");
+    // Nova's old calls, through cinderclient's library: reserve,
+    // initialize_connection, attach; begin/roll detaching; terminate, detach.
+    let out = c.sdk(&format!(
+        r#"
+import json, os, socket
+from cinderclient import client
+from cinderclient.contrib import noauth
+from keystoneauth1 import session
+auth = noauth.CinderNoAuthPlugin("nova", "demo", endpoint=os.environ["ENDPOINT"])
+cc = client.Client("3.0", session=session.Session(auth=auth))
+v = cc.volumes.get("{id}")
+cc.volumes.reserve(v)
+reserved = cc.volumes.get("{id}").status
+cc.volumes.unreserve(v)
+unreserved = cc.volumes.get("{id}").status
+cc.volumes.reserve(v)
+info = cc.volumes.initialize_connection(v, {{"host": socket.gethostname(), "initiator": "iqn.x"}})
+cc.volumes.attach(v, "vm-old", "/dev/vdb", mode="rw")
+attached = cc.volumes.get("{id}").status
+cc.volumes.begin_detaching(v)
+detaching = cc.volumes.get("{id}").status
+cc.volumes.roll_detaching(v)
+rolled = cc.volumes.get("{id}").status
+cc.volumes.begin_detaching(v)
+cc.volumes.terminate_connection(v, {{"host": socket.gethostname()}})
+cc.volumes.detach(v)
+print(json.dumps({{"info": info, "reserved": reserved, "unreserved": unreserved, "attached": attached, "detaching": detaching, "rolled": rolled,
+                   "after": cc.volumes.get("{id}").status}}))
+"#
+    ));
+    assert_eq!(
+        (&out["reserved"], &out["unreserved"]),
+        (&json!("reserved"), &json!("available")),
+        "{out}"
+    );
+    assert_eq!(out["info"]["driver_volume_type"], "local", "{out}");
+    let path = out["info"]["data"]["device_path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        (
+            &out["attached"],
+            &out["detaching"],
+            &out["rolled"],
+            &out["after"]
+        ),
+        (
+            &json!("in-use"),
+            &json!("detaching"),
+            &json!("in-use"),
+            &json!("available")
+        ),
+        "{out}"
+    );
+    assert!(!std::path::Path::new(&path).exists(), "torn down: {path}");
+    // Out of order: attach without a connection, detaching an available volume.
+    let (status, _, body) = c.http(
+        "POST",
+        &format!("/v3/demo/volumes/{id}/action"),
+        &[],
+        Some(json!({"os-attach": {"instance_uuid": "vm", "mountpoint": "/dev/vdb"}})),
+    );
+    assert_eq!(status, 400, "{body}");
+    let (status, _, body) = c.http(
+        "POST",
+        &format!("/v3/demo/volumes/{id}/action"),
+        &[],
+        Some(json!({"os-begin_detaching": {}})),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(field(&c.cinder_ok(&["show", &id]), "status"), "available");
+}

@@ -91,7 +91,7 @@ pub fn route(engine: &Arc<Engine>, ctx: &Ctx, method: &Method, s: &[&str], body:
             let a = super::owned(&engine.catalog()?.attachments, ctx, "Attachment", id, |a| {
                 &a.project
             })?;
-            engine.complete_catalog_attachment(a.id)?;
+            engine.complete_catalog_attachment(a.id, None)?;
             Ok(Reply::status(StatusCode::NO_CONTENT))
         }
         ("DELETE", [id]) => {

@@ -13,8 +13,8 @@ use super::{
     body_object, opt_string, require_admin, string_map, whole_number, Answer, Ctx, Fault, Reply,
 };
 use crate::engine::catalog::{
-    AttachmentRecord, Catalog, NewVolume, RestoreTarget, Source, TypeRecord, VolumeRecord,
-    VolumeStatus,
+    AttachStatus, AttachmentRecord, Catalog, NewVolume, RestoreTarget, Source, TypeRecord,
+    VolumeRecord, VolumeStatus,
 };
 use crate::engine::Engine;
 use crate::types::Uuid;
@@ -358,6 +358,19 @@ fn delete(engine: &Arc<Engine>, ctx: &Ctx, id: &str, force: bool) -> Answer {
     Ok(Reply::status(StatusCode::ACCEPTED))
 }
 
+/// The volume's attachment the legacy actions (reserve, initialize,
+/// attach) work on: Cairn volumes have at most one.
+fn legacy_attachment(
+    engine: &Arc<Engine>,
+    v: &VolumeRecord,
+    pick: impl Fn(&AttachmentRecord) -> bool,
+) -> Result<Option<AttachmentRecord>, Fault> {
+    Ok(engine
+        .catalog()?
+        .attachments
+        .find(|a| a.volume_id == v.id && pick(a)))
+}
+
 fn action(engine: &Arc<Engine>, ctx: &Ctx, id: &str, body: &Value) -> Answer {
     let obj = body
         .as_object()
@@ -415,17 +428,72 @@ fn action(engine: &Arc<Engine>, ctx: &Ctx, id: &str, body: &Value) -> Answer {
             engine.settle_catalog_volume(v.id, SETTLE)?;
             Ok(Reply::status(StatusCode::ACCEPTED))
         }
+        "os-reserve" => {
+            engine.create_catalog_attachment(v.id, &v.project, None, None, "rw")?;
+            Ok(Reply::status(StatusCode::ACCEPTED))
+        }
+        "os-unreserve" => {
+            if let Some(a) = legacy_attachment(engine, &v, |a| a.device_path.is_none())? {
+                engine.delete_catalog_attachment(a.id)?;
+            }
+            Ok(Reply::status(StatusCode::ACCEPTED))
+        }
+        "os-initialize_connection" => {
+            let connector = args
+                .get("connector")
+                .filter(|c| c.is_object())
+                .cloned()
+                .ok_or_else(|| {
+                    Fault::bad("Missing required element 'connector' in request body.")
+                })?;
+            let att = match legacy_attachment(engine, &v, |a| a.status != AttachStatus::Attached)? {
+                Some(a) => engine.connect_catalog_attachment(a.id, connector)?,
+                None => engine.create_catalog_attachment(
+                    v.id,
+                    &v.project,
+                    None,
+                    Some(connector),
+                    "rw",
+                )?,
+            };
+            Ok(Reply::ok(
+                json!({"connection_info": engine.catalog_connection_info(&att)?}),
+            ))
+        }
+        "os-attach" => {
+            let att = legacy_attachment(engine, &v, |a| a.device_path.is_some() && a.status != AttachStatus::Attached)?
+                .ok_or_else(|| Fault::bad("Invalid volume: the volume has no connection to attach; call os-initialize_connection first"))?;
+            let instance = args
+                .get("instance_uuid")
+                .and_then(Value::as_str)
+                .map(String::from);
+            engine.complete_catalog_attachment(att.id, instance)?;
+            Ok(Reply::status(StatusCode::ACCEPTED))
+        }
+        "os-begin_detaching" | "os-roll_detaching" => {
+            engine.mark_catalog_detaching(v.id, name == "os-begin_detaching")?;
+            Ok(Reply::status(StatusCode::ACCEPTED))
+        }
+        // The volume stays prepared until os-detach ends the attachment.
+        "os-terminate_connection" => Ok(Reply::status(StatusCode::ACCEPTED)),
+        "os-detach" | "os-force_detach" => {
+            if name == "os-force_detach" {
+                require_admin(ctx)?;
+            }
+            let wanted = args
+                .get("attachment_id")
+                .and_then(Value::as_str)
+                .map(String::from);
+            let cat = engine.catalog()?;
+            for a in cat.attachments.all().into_iter().filter(|a| {
+                a.volume_id == v.id && wanted.as_ref().is_none_or(|w| *w == a.id.to_string())
+            }) {
+                engine.delete_catalog_attachment(a.id)?;
+            }
+            Ok(Reply::status(StatusCode::ACCEPTED))
+        }
         "os-retype"
         | "os-migrate_volume"
-        | "os-initialize_connection"
-        | "os-terminate_connection"
-        | "os-reserve"
-        | "os-unreserve"
-        | "os-attach"
-        | "os-detach"
-        | "os-begin_detaching"
-        | "os-roll_detaching"
-        | "os-force_detach"
         | "os-update_readonly_flag"
         | "os-volume_upload_image"
         | "os-unmanage" => Err(Fault::new(

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::records::{timestamp, AttachStatus, AttachmentRecord, VolumeStatus};
+use super::records::{timestamp, AttachStatus, AttachmentRecord, VolumeRecord, VolumeStatus};
 use super::Catalog;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -152,14 +152,21 @@ impl Engine {
         })
     }
 
-    /// The consumer has the volume: it is in use.
-    pub fn complete_catalog_attachment(self: &Arc<Self>, id: Uuid) -> Result<AttachmentRecord> {
+    /// The consumer (`instance`, when it says) has the volume: it is in use.
+    pub fn complete_catalog_attachment(
+        self: &Arc<Self>,
+        id: Uuid,
+        instance: Option<String>,
+    ) -> Result<AttachmentRecord> {
         let cat = self.catalog()?;
         let att = cat.attachments.update(id, |a| {
             if a.device_path.is_none() {
                 return Err(invalid(
                     "the attachment has no connection yet (update it with a connector)",
                 ));
+            }
+            if instance.is_some() {
+                a.instance = instance;
             }
             a.status = AttachStatus::Attached;
             a.attached_at = Some(timestamp());
@@ -171,6 +178,32 @@ impl Engine {
             Ok(())
         })?;
         Ok(att)
+    }
+
+    /// The legacy detach's first step (`begin`) or its undo: an in-use
+    /// volume is `detaching` until the attachment goes.
+    pub fn mark_catalog_detaching(
+        self: &Arc<Self>,
+        volume: Uuid,
+        begin: bool,
+    ) -> Result<VolumeRecord> {
+        let (from, to) = if begin {
+            (VolumeStatus::InUse, VolumeStatus::Detaching)
+        } else {
+            (VolumeStatus::Detaching, VolumeStatus::InUse)
+        };
+        self.catalog()?.volumes.update(volume, |v| {
+            if v.status != from {
+                return Err(invalid(format!(
+                    "Volume status must be {} (it is {})",
+                    from.name(),
+                    v.status.name()
+                )));
+            }
+            v.status = to;
+            v.updated_at = Some(timestamp());
+            Ok(())
+        })
     }
 
     /// Removes an attachment: the volume is torn down on this host and

@@ -68,6 +68,7 @@ statuses!(
         BackingUp => "backing-up",
         RestoringBackup => "restoring-backup",
         ErrorRestoring => "error_restoring",
+        Detaching => "detaching",
     }
 );
 
