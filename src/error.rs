@@ -53,6 +53,8 @@ pub enum Error {
     CatalogInvalid { kind: &'static str, reason: String },
     #[error("{0}")]
     CatalogConflict(String),
+    #[error("{0}")]
+    CatalogOverQuota(String),
     #[error("the catalog is not served here: {0}")]
     CatalogUnavailable(String),
 
@@ -258,6 +260,7 @@ impl Error {
             Error::CatalogNotFound { .. } => 100,
             Error::CatalogInvalid { .. } => 1000,
             Error::CatalogConflict(_) => 100,
+            Error::CatalogOverQuota(_) => 1000,
             Error::CatalogUnavailable(_) => 654,
             Error::PoolNotConnected(_) => 309,
             Error::PoolAlreadyConnected(_) => 323,

@@ -1636,3 +1636,77 @@ print(json.dumps({{"info": info, "reserved": reserved, "unreserved": unreserved,
     assert_eq!(status, 400, "{body}");
     assert_eq!(field(&c.cinder_ok(&["show", &id]), "status"), "available");
 }
+
+#[test]
+fn quotas_refuse_what_would_pass_them_and_change_nothing() {
+    let Some(c) = Cinder::start() else { return };
+    let shown = c.cinder_ok(&["quota-show", "demo"]);
+    assert_eq!(
+        field(&shown, "volumes"),
+        "-1",
+        "unlimited by default: {shown}"
+    );
+    c.cinder_ok(&[
+        "quota-update",
+        "--volumes",
+        "2",
+        "--gigabytes",
+        "3",
+        "--backups",
+        "1",
+        "demo",
+    ]);
+    let one = field(&c.cinder_ok(&["create", "--name", "one", "1"]), "id");
+    let (ok, text) = c.cinder(&["create", "--name", "big", "3"]);
+    assert!(
+        !ok && text.contains("VolumeSizeExceedsAvailableQuota") && text.contains("413"),
+        "{text}"
+    );
+    c.cinder_ok(&["create", "--name", "two", "1"]);
+    let (ok, text) = c.cinder(&["create", "--name", "three", "1"]);
+    assert!(!ok && text.contains("VolumeLimitExceeded"), "{text}");
+    // Extend and snapshot count against gigabytes too.
+    let (ok, text) = c.cinder(&["extend", &one, "3"]);
+    assert!(!ok && text.contains("gigabytes quota"), "{text}");
+    assert_eq!(field(&c.cinder_ok(&["show", &one]), "size"), "1");
+    c.cinder_ok(&["snapshot-create", "--name", "s", &one]);
+    let (ok, text) = c.cinder(&["snapshot-create", "--name", "s2", &one]);
+    assert!(!ok && text.contains("gigabytes quota"), "{text}");
+    // Backups.
+    let b = field(&c.cinder_ok(&["backup-create", &one]), "id");
+    wait_backup(&c, &b, "available");
+    let (ok, text) = c.cinder(&["backup-create", &one]);
+    assert!(!ok && text.contains("BackupLimitExceeded"), "{text}");
+    // What is used, and the limits clients show.
+    let usage = c.cinder_ok(&["quota-usage", "demo"]);
+    let row = usage
+        .lines()
+        .find(|l| l.contains("| volumes "))
+        .unwrap_or_else(|| panic!("{usage}"));
+    assert!(row.contains("| 2 ") && row.contains("| 2 "), "{row}");
+    let limits = c.cinder_ok(&["absolute-limits"]);
+    let row = limits
+        .lines()
+        .find(|l| l.contains("maxTotalVolumes "))
+        .unwrap_or_else(|| panic!("{limits}"));
+    assert!(row.contains("| 2"), "{row}");
+    // The largest volume.
+    c.cinder_ok(&[
+        "quota-update",
+        "--per-volume-gigabytes",
+        "1",
+        "--volumes",
+        "5",
+        "--gigabytes",
+        "100",
+        "demo",
+    ]);
+    let (ok, text) = c.cinder(&["create", "2"]);
+    assert!(!ok && text.contains("VolumeSizeExceedsLimit"), "{text}");
+    // A limit below -1 is refused.
+    let (ok, text) = c.cinder(&["quota-update", "--volumes", "-5", "demo"]);
+    assert!(!ok && text.contains("-1 or greater"), "{text}");
+    // Back to the defaults: unlimited.
+    c.cinder_ok(&["quota-delete", "demo"]);
+    c.cinder_ok(&["create", "--name", "four", "2"]);
+}

@@ -1,5 +1,5 @@
-//! The small resources: limits, availability zones, services, scheduler
-//! pools, capabilities, resource filters, messages; and an honest 501 for
+//! The small resources: limits, quotas, availability zones, services,
+//! scheduler pools, capabilities, resource filters, messages; and an honest 501 for
 //! the collections Cairn does not serve yet.
 
 use std::sync::Arc;
@@ -7,8 +7,9 @@ use std::sync::Arc;
 use axum::http::{Method, StatusCode};
 use serde_json::{json, Value};
 
+use super::lists::truthy;
 use super::{require_admin, Answer, Ctx, Fault, Reply};
-use crate::engine::catalog::host_name;
+use crate::engine::catalog::{host_name, QUOTA_RESOURCES};
 use crate::engine::Engine;
 
 /// Not served yet: the resources of later work.
@@ -18,19 +19,66 @@ pub fn route(engine: &Arc<Engine>, ctx: &Ctx, method: &Method, s: &[&str], body:
     match (method.as_str(), s) {
         ("GET", ["limits"]) => {
             let cat = engine.catalog()?;
-            let mine: Vec<_> = cat
-                .volumes
-                .all()
-                .into_iter()
-                .filter(|v| v.project == ctx.project)
-                .collect();
+            let (limit, used) = (
+                cat.quota_limits(&ctx.project),
+                cat.quota_usage(&ctx.project),
+            );
             Ok(Reply::ok(json!({"limits": {"rate": [], "absolute": {
-                "maxTotalVolumes": -1, "maxTotalSnapshots": -1, "maxTotalVolumeGigabytes": -1,
-                "maxTotalBackups": -1, "maxTotalBackupGigabytes": -1, "maxTotalSnapshotGigabytes": -1,
-                "totalVolumesUsed": mine.len(),
-                "totalGigabytesUsed": mine.iter().map(|v| v.size).sum::<u64>(),
-                "totalSnapshotsUsed": 0, "totalBackupsUsed": 0, "totalBackupGigabytesUsed": 0,
+                "maxTotalVolumes": limit["volumes"], "maxTotalSnapshots": limit["snapshots"],
+                "maxTotalVolumeGigabytes": limit["gigabytes"], "maxTotalBackups": limit["backups"],
+                "maxTotalBackupGigabytes": limit["backup_gigabytes"],
+                "totalVolumesUsed": used["volumes"], "totalGigabytesUsed": used["gigabytes"],
+                "totalSnapshotsUsed": used["snapshots"], "totalBackupsUsed": used["backups"],
+                "totalBackupGigabytesUsed": used["backup_gigabytes"],
             }}})))
+        }
+        ("GET", ["os-quota-sets", project, "defaults"]) => Ok(Reply::ok(json!({"quota_set":
+            quota_set(project, &QUOTA_RESOURCES.iter().map(|r| (r.to_string(), -1)).collect(), None)}))),
+        ("GET", ["os-quota-sets", project]) => {
+            if !ctx.admin && *project != ctx.project {
+                return Err(Fault::new(
+                    StatusCode::FORBIDDEN,
+                    "Policy doesn't allow showing another project's quotas.",
+                ));
+            }
+            let cat = engine.catalog()?;
+            let usage = ctx
+                .query
+                .get("usage")
+                .is_some_and(|v| truthy(v))
+                .then(|| cat.quota_usage(project));
+            Ok(Reply::ok(
+                json!({"quota_set": quota_set(project, &cat.quota_limits(project), usage.as_ref())}),
+            ))
+        }
+        ("PUT", ["os-quota-sets", project]) => {
+            require_admin(ctx)?;
+            let obj = super::body_object(&body, "quota_set")?;
+            let mut set = std::collections::BTreeMap::new();
+            for (k, v) in obj {
+                // cinderclient sends the project along; Cinder ignores it.
+                if ["tenant_id", "id", "skip_validation"].contains(&k.as_str()) {
+                    continue;
+                }
+                let n = v
+                    .as_i64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                    .ok_or_else(|| {
+                        Fault::bad(format!(
+                            "Invalid input received: quota {k} must be an integer"
+                        ))
+                    })?;
+                set.insert(k.clone(), n);
+            }
+            let limits = engine.set_catalog_quotas(project, set)?;
+            Ok(Reply::ok(
+                json!({"quota_set": quota_set(project, &limits, None)}),
+            ))
+        }
+        ("DELETE", ["os-quota-sets", project]) => {
+            require_admin(ctx)?;
+            engine.reset_catalog_quotas(project)?;
+            Ok(Reply::status(StatusCode::OK))
         }
         ("GET", ["os-availability-zone"]) => Ok(Reply::ok(json!({"availabilityZoneInfo": [
             {"zoneName": crate::engine::catalog::AVAILABILITY_ZONE, "zoneState": {"available": true}}
@@ -159,4 +207,24 @@ fn default_types(
         }
         _ => Err(Fault::not_found("The resource could not be found.")),
     }
+}
+
+/// A `quota_set`: limits, or with `usage` each as `{limit, in_use, ...}`.
+fn quota_set(
+    project: &str,
+    limits: &std::collections::BTreeMap<String, i64>,
+    usage: Option<&std::collections::BTreeMap<String, i64>>,
+) -> Value {
+    let mut set = serde_json::Map::new();
+    set.insert("id".into(), json!(project));
+    for (k, limit) in limits {
+        let v = match usage {
+            Some(u) => {
+                json!({"limit": limit, "in_use": u.get(k).copied().unwrap_or(0), "reserved": 0, "allocated": 0})
+            }
+            None => json!(limit),
+        };
+        set.insert(k.clone(), v);
+    }
+    Value::Object(set)
 }

@@ -161,6 +161,7 @@ impl From<Error> for Fault {
                 StatusCode::BAD_REQUEST
             }
             Error::CatalogConflict(_) => StatusCode::CONFLICT,
+            Error::CatalogOverQuota(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::CatalogUnavailable(_) | Error::NotSpm(_) | Error::PoolNotConnected(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -314,6 +315,7 @@ fn is_collection(s: &str) -> bool {
             | "snapshots"
             | "backups"
             | "qos-specs"
+            | "os-quota-sets"
             | "os-volume-transfer"
             | "volume-transfers"
             | "attachments"

@@ -260,7 +260,16 @@ impl Engine {
         };
         // The backup first: a crash before the volume moves leaves a
         // `creating` backup for recovery to end, never a stuck volume.
+        let quota = cat.claim_quota(
+            &rec.project,
+            super::Demand {
+                backups: 1,
+                backup_gigabytes: rec.size as i64,
+                ..Default::default()
+            },
+        )?;
         let rec = cat.backups.insert(rec, |_| Ok(()))?;
+        drop(quota);
         let moved = match rec.snapshot_id {
             Some(s) => cat
                 .snapshots

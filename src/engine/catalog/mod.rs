@@ -11,6 +11,7 @@
 mod attachments;
 mod backups;
 mod qos;
+mod quotas;
 mod records;
 mod scheduler;
 mod snapshots;
@@ -22,6 +23,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 pub use backups::{BackupSettings, BackupTarget, NewBackup, RestoreTarget};
+pub use quotas::{Demand, QuotaRecord, RESOURCES as QUOTA_RESOURCES};
 pub use records::{
     timestamp, AttachStatus, AttachmentRecord, BackupRecord, BackupStatus, DefaultTypeRecord,
     QosRecord, SnapshotRecord, SnapshotStatus, TransferRecord, TypeRecord, VolumeRecord,
@@ -50,6 +52,9 @@ pub struct Catalog {
     pub default_types: Table<DefaultTypeRecord>,
     pub attachments: Table<AttachmentRecord>,
     pub backups: Table<BackupRecord>,
+    pub quotas: Table<QuotaRecord>,
+    /// Held from a quota check until the change is recorded.
+    quota_lock: Mutex<()>,
 }
 
 impl Catalog {
@@ -66,6 +71,8 @@ impl Catalog {
             default_types: Table::open(dir)?,
             attachments: Table::open(dir)?,
             backups: Table::open(dir)?,
+            quotas: Table::open(dir)?,
+            quota_lock: Mutex::new(()),
         };
         records::ensure_default_type(&cat.types)?;
         Ok(cat)

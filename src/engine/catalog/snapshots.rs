@@ -78,6 +78,14 @@ impl Engine {
             updated_at: None,
             fault: None,
         };
+        let quota = cat.claim_quota(
+            &rec.project,
+            super::Demand {
+                snapshots: 1,
+                gigabytes: rec.size as i64,
+                ..Default::default()
+            },
+        )?;
         let rec = cat.snapshots.insert(rec, |rows| {
             match rows
                 .values()
@@ -91,6 +99,7 @@ impl Engine {
                 None => Ok(()),
             }
         })?;
+        drop(quota);
         let new_leaf = rec.new_leaf.expect("set above");
         let started = self.create_volume(new_layer(
             cat.pool, sd, vol.id, new_leaf, vol.size, vol.leaf,

@@ -274,7 +274,18 @@ impl Engine {
             }
         };
         rec.domain = Some(placement.domain);
+        let size = rec.size as i64;
+        let quota = cat.claim_quota(
+            &rec.project,
+            super::Demand {
+                volumes: 1,
+                gigabytes: size,
+                volume_size: Some(size),
+                ..Default::default()
+            },
+        )?;
         let rec = cat.volumes.insert(rec, |_| Ok(()))?;
+        drop(quota);
         let (format, allocation) = if placement.thick {
             (VolumeFormat::Raw, VolumeAllocation::Preallocated)
         } else {
@@ -507,6 +518,15 @@ impl Engine {
                 ),
             ));
         }
+        let current = cat.volumes.get(id)?;
+        let quota = cat.claim_quota(
+            &current.project,
+            super::Demand {
+                gigabytes: new_size as i64 - current.size as i64,
+                volume_size: Some(new_size as i64),
+                ..Default::default()
+            },
+        )?;
         let rec = cat.volumes.update(id, |v| {
             if v.status != VolumeStatus::Available {
                 return Err(invalid(
@@ -526,6 +546,7 @@ impl Engine {
             v.updated_at = Some(timestamp());
             Ok(())
         })?;
+        drop(quota);
         let sd = rec.domain.expect("an available volume has a domain");
         let started = self.extend_volume(cat.pool, sd, rec.id, rec.leaf, new_size * GIB);
         self.follow(&cat, id, started, |rec, outcome| {
