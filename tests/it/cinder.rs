@@ -1710,3 +1710,115 @@ fn quotas_refuse_what_would_pass_them_and_change_nothing() {
     c.cinder_ok(&["quota-delete", "demo"]);
     c.cinder_ok(&["create", "--name", "four", "2"]);
 }
+
+#[test]
+fn retype_changes_a_type_in_place_or_moves_the_volume_and_migrate_moves_it() {
+    let Some(mut c) = Cinder::start() else { return };
+    let (sp, sd) = c.d.embedded();
+    // A second file domain in the pool.
+    let other = crate::common::uuid();
+    let dir = c.d.local_storage("other");
+    c.d.call(
+        "StorageDomain.create",
+        json!({"storagedomainID": other, "domainType": "LOCALFS", "typeArgs": dir.to_str().unwrap(), "name": "other", "domainClass": "Data"}),
+    );
+    let ids = json!({"storagedomainID": other, "storagepoolID": sp});
+    c.d.call("StorageDomain.attach", ids.clone());
+    c.d.call("StorageDomain.activate", ids);
+    c.cinder_ok(&["type-create", "here"]);
+    c.cinder_ok(&["type-key", "here", "set", &format!("pool_name={sd}")]);
+    c.cinder_ok(&["type-create", "there"]);
+    c.cinder_ok(&["type-key", "there", "set", &format!("pool_name={other}")]);
+    c.cinder_ok(&["type-create", "files"]);
+    c.cinder_ok(&["type-key", "files", "set", "volume_backend_name=file"]);
+    c.cinder_ok(&["type-create", "thick"]);
+    c.cinder_ok(&["type-key", "thick", "set", "provisioning:type=thick"]);
+    let id = field(
+        &c.cinder_ok(&["create", "--volume-type", "here", "--name", "mover", "1"]),
+        "id",
+    );
+    let leaf = chain(&c.d, &sp, &sd, &id)[0].clone();
+    io(&c.d, (&sp, &sd), &id, &leaf, "write -P 5 0 1M");
+    let snap = field(&c.cinder_ok(&["snapshot-create", "--name", "s", &id]), "id");
+    let host_of = |c: &Cinder| field(&c.cinder_ok(&["show", &id]), "os-vol-host-attr:host");
+
+    // Its domain satisfies "files": the type changes, nothing moves.
+    c.cinder_ok(&["retype", &id, "files"]);
+    assert_eq!(field(&c.cinder_ok(&["show", &id]), "volume_type"), "files");
+    assert!(host_of(&c).ends_with(&sd));
+    // "there" needs a move: refused without on-demand migration.
+    let (ok, text) = c.cinder(&["retype", &id, "there"]);
+    assert!(!ok && text.contains("requires migration"), "{text}");
+    let (ok, text) = c.cinder(&["retype", &id, "thick"]);
+    assert!(!ok && text.contains("thin and thick"), "{text}");
+    // On demand: the image moves with its snapshot's layer.
+    c.cinder_ok(&["retype", "--migration-policy", "on-demand", &id, "there"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let shown = c.cinder_ok(&["show", &id]);
+        if field(&shown, "migration_status") == "success" {
+            assert_eq!(field(&shown, "status"), "available");
+            assert_eq!(field(&shown, "volume_type"), "there");
+            break;
+        }
+        assert!(
+            field(&shown, "migration_status") != "error" && Instant::now() < deadline,
+            "{shown}\n{}",
+            c.d.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(host_of(&c).ends_with(&other));
+    let layers = chain(&c.d, &sp, &other, &id);
+    assert_eq!(layers.len(), 2, "{layers:?}");
+    io(&c.d, (&sp, &other), &id, &layers[0], "read -P 5 0 1M");
+    assert!(!c.d.domain_dir(&sd).join("images").join(&id).exists());
+
+    // Migrate back (admin), crashing in the middle: recovery ends it.
+    c.cinder_ok(&["retype", &id, "files"]);
+    c = c.restart(
+        false,
+        vec![(
+            "CAIRN_FAILPOINTS".into(),
+            "image.move.after_commit=crash".into(),
+        )],
+    );
+    let pool = format!("{}@file#{sd}", host_name());
+    c.cinder(&["migrate", &id, &pool]);
+    assert_eq!(
+        c.d.wait_exit(Duration::from_secs(60)),
+        Some(86),
+        "{}",
+        c.d.log()
+    );
+    c = c.restart(true, Vec::new());
+    c.get("/v3/demo/volumes", &[("X-Auth-Token", "alice:demo")]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let shown = c.cinder_ok(&["show", &id]);
+        if field(&shown, "status") == "available" {
+            assert_eq!(field(&shown, "migration_status"), "success", "{shown}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{shown}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(host_of(&c).ends_with(&sd));
+    io(
+        &c.d,
+        (&sp, &sd),
+        &id,
+        &chain(&c.d, &sp, &sd, &id)[0],
+        "read -P 5 0 1M",
+    );
+    c.cinder_ok(&["snapshot-delete", &snap]);
+    c.wait_gone("snapshot-show", &snap);
+    c.cinder_ok(&["delete", &id]);
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string()
+}

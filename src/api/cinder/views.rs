@@ -51,7 +51,7 @@ pub fn volume_detail(
     });
     let o = d.as_object_mut().expect("object");
     if ctx.admin {
-        o.insert("migration_status".into(), Value::Null);
+        o.insert("migration_status".into(), json!(v.migration_status));
         o.insert(
             "os-vol-host-attr:host".into(),
             match (v.domain, kind) {

@@ -492,11 +492,39 @@ fn action(engine: &Arc<Engine>, ctx: &Ctx, id: &str, body: &Value) -> Answer {
             }
             Ok(Reply::status(StatusCode::ACCEPTED))
         }
-        "os-retype"
-        | "os-migrate_volume"
-        | "os-update_readonly_flag"
-        | "os-volume_upload_image"
-        | "os-unmanage" => Err(Fault::new(
+        "os-retype" => {
+            let new_type = args
+                .get("new_type")
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    Fault::bad("Missing required element 'new_type' in request body.")
+                })?;
+            let on_demand = match args.get("migration_policy").and_then(Value::as_str) {
+                None | Some("never") => false,
+                Some("on-demand") => true,
+                Some(other) => return Err(Fault::bad(format!(
+                    "Invalid input received: migration_policy {other:?} is not never or on-demand"
+                ))),
+            };
+            engine.retype_catalog_volume(v.id, new_type, on_demand)?;
+            engine.settle_catalog_volume(v.id, SETTLE)?;
+            Ok(Reply::status(StatusCode::ACCEPTED))
+        }
+        "os-migrate_volume" => {
+            require_admin(ctx)?;
+            // A back-end pool's name: <host>@<kind>#<domain UUID>.
+            let host = args
+                .get("host")
+                .and_then(Value::as_str)
+                .ok_or_else(|| Fault::bad("Missing required element 'host' in request body."))?;
+            let dst = host
+                .rsplit_once('#')
+                .and_then(|(_, sd)| crate::types::parse_uuid(sd))
+                .ok_or_else(|| Fault::bad(format!("Invalid input received: host {host:?} names no pool (<host>@<kind>#<domain>)")))?;
+            engine.migrate_catalog_volume(v.id, dst)?;
+            Ok(Reply::status(StatusCode::ACCEPTED))
+        }
+        "os-update_readonly_flag" | "os-volume_upload_image" | "os-unmanage" => Err(Fault::new(
             StatusCode::NOT_IMPLEMENTED,
             format!("Cairn does not implement the volume action {name} yet"),
         )),

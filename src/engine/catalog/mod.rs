@@ -10,6 +10,7 @@
 
 mod attachments;
 mod backups;
+mod migration;
 mod qos;
 mod quotas;
 mod records;

@@ -127,6 +127,13 @@ pub struct VolumeRecord {
     /// away and the empty one put on the snapshot's layer.
     #[serde(default)]
     pub reverting: Option<(Uuid, Uuid, Uuid)>,
+    /// Cinder's `migration_status` of the last move: migrating, success,
+    /// error.
+    #[serde(default)]
+    pub migration_status: Option<String>,
+    /// While it moves: the domain it goes to, and its new type (a retype).
+    #[serde(default)]
+    pub migrating_to: Option<(Uuid, Option<Uuid>)>,
 }
 
 impl Record for VolumeRecord {

@@ -263,6 +263,8 @@ impl Engine {
             },
             copy_from: origin.as_ref().map(|o| (o.img, o.vol)),
             reverting: None,
+            migration_status: None,
+            migrating_to: None,
         };
         let placement = match placement {
             Ok(p) => p,
@@ -618,7 +620,7 @@ impl Engine {
     /// Records the task of a change and moves the status on when it ends:
     /// `finish` edits the record (false: remove it). A task that could not
     /// start finishes at once.
-    fn follow(
+    pub(super) fn follow(
         self: &Arc<Self>,
         cat: &Arc<Catalog>,
         id: Uuid,
@@ -670,7 +672,7 @@ impl Engine {
     /// pool's SPM started; each record is set from what is on storage.
     pub(super) fn recover_catalog(self: &Arc<Self>, cat: &Arc<Catalog>) {
         for rec in cat.volumes.all() {
-            if !rec.status.is_transitional() {
+            if !rec.status.is_transitional() && rec.migrating_to.is_none() {
                 continue;
             }
             if let Some(task) = rec.task {
@@ -696,6 +698,17 @@ impl Engine {
                         .map_err(|e| e.to_string());
                     finish_with(&cat, rec.id, created, outcome);
                 });
+                continue;
+            }
+            if rec.migrating_to.is_some() {
+                match self.recover_migration(cat, &rec) {
+                    Ok(()) => {
+                        tracing::info!(volume = %rec.id, "recovered an interrupted migration")
+                    }
+                    Err(e) => {
+                        tracing::error!(volume = %rec.id, error = %e, "cannot recover an interrupted migration")
+                    }
+                }
                 continue;
             }
             let result = match rec.status {
