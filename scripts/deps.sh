@@ -21,6 +21,10 @@ have sanlock || need_pkgs+=(sanlock)
 have lvm || need_pkgs+=(lvm2)
 # GlusterFS: the tests run a real one-brick volume.
 have glusterd || need_pkgs+=(glusterfs-server glusterfs-client)
+# tgt serves block volumes to other hosts over iSCSI; the tests log in
+# with libiscsi's user-space initiator.
+have tgtd || need_pkgs+=(tgt)
+have iscsi-readcapacity16 || need_pkgs+=(libiscsi-bin)
 
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     echo "cairn: installing ${need_pkgs[*]}" >&2

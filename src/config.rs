@@ -70,6 +70,9 @@ pub struct FileConfig {
     pub cinder_backup_target: Option<String>,
     /// "zlib" (default, as Cinder) or "none".
     pub cinder_backup_compression: Option<String>,
+    /// This host's tgtd portal (`address:port`): other hosts get block
+    /// domains' RAW volumes over iSCSI through it (default: no iSCSI).
+    pub cinder_iscsi_portal: Option<String>,
 }
 
 /// Where `cairn pki` keeps a data dir's certificates by default.

@@ -122,6 +122,11 @@ struct Args {
     /// [default: zlib].
     #[arg(long)]
     cinder_backup_compression: Option<String>,
+    /// The address:port of this host's tgtd that other hosts reach; block
+    /// domains' RAW (thick) volumes are attached to them over iSCSI
+    /// through it [default: only local attachments].
+    #[arg(long)]
+    cinder_iscsi_portal: Option<String>,
 }
 
 /// What the TCP listener's security comes from (flags over the file).
@@ -439,6 +444,18 @@ fn main() -> ExitCode {
         {
             config.backup.target = cairn::engine::catalog::BackupTarget::parse(t)
                 .map_err(|e| format!("cinder_backup_target: {e}"))?;
+        }
+        if let Some(p) = args
+            .cinder_iscsi_portal
+            .as_ref()
+            .or(file.cinder_iscsi_portal.as_ref())
+        {
+            if p.parse::<std::net::SocketAddr>().is_err() && !p.contains(':') {
+                return Err(format!(
+                    "cinder_iscsi_portal must be address:port, not {p:?}"
+                ));
+            }
+            config.iscsi_portal = Some(p.clone());
         }
         if let Some(c) = args
             .cinder_backup_compression

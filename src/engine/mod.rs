@@ -102,6 +102,9 @@ pub struct EngineConfig {
     pub catalog_over_subscription: f64,
     /// Where catalog backups go, and how they are compressed.
     pub backup: catalog::BackupSettings,
+    /// The iSCSI portal (`address:port` of this host's tgtd) other hosts
+    /// reach catalog volumes at; None: no iSCSI.
+    pub iscsi_portal: Option<String>,
 }
 
 impl EngineConfig {
@@ -121,6 +124,7 @@ impl EngineConfig {
                 target: catalog::BackupTarget::Dir(data_dir.join("backup")),
                 compression: crate::primitives::chunked_backup::Compression::Zlib,
             },
+            iscsi_portal: None,
         }
     }
 }
@@ -161,6 +165,7 @@ pub struct Engine {
     catalogs: catalog::Catalogs,
     catalog_over_subscription: f64,
     backup_settings: catalog::BackupSettings,
+    iscsi_portal: Option<String>,
 }
 
 impl Engine {
@@ -219,6 +224,7 @@ impl Engine {
             catalogs: catalog::Catalogs::default(),
             catalog_over_subscription: config.catalog_over_subscription,
             backup_settings: config.backup.clone(),
+            iscsi_portal: config.iscsi_portal.clone(),
         });
         engine.thin.bind(Arc::downgrade(&engine));
         engine

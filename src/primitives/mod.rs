@@ -23,6 +23,7 @@ pub mod qmp;
 pub mod reserve;
 pub mod sanlock;
 pub mod sparsify;
+pub mod tgt;
 
 /// A read-write file in a test's scratch directory (created if missing,
 /// kept if there).

@@ -1822,3 +1822,152 @@ fn host_name() -> String {
         .trim()
         .to_string()
 }
+
+/// tgtd on this machine (user space) on `portal`; killed on drop.
+struct Tgtd(std::process::Child);
+
+impl Tgtd {
+    fn start(portal: &str) -> Option<Tgtd> {
+        let child = Command::new("tgtd")
+            .args(["-f", "--iscsi", &format!("portal={portal}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let t = Tgtd(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !Command::new("tgtadm")
+            .args(["--lld", "iscsi", "--op", "show", "--mode", "target"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            if Instant::now() > deadline {
+                eprintln!("SKIP: tgtd does not answer");
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(t)
+    }
+}
+
+impl Drop for Tgtd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The LUN's capacity as libiscsi's initiator reads it, logged in as
+/// `initiator` with CHAP (a user-space initiator: this kernel has none).
+fn iscsi_capacity(info: &Value, initiator: &str) -> Result<String, String> {
+    let d = &info["data"];
+    let url = format!(
+        "iscsi://{}%{}@{}/{}/{}",
+        d["auth_username"].as_str().unwrap(),
+        d["auth_password"].as_str().unwrap(),
+        d["target_portal"].as_str().unwrap(),
+        d["target_iqn"].as_str().unwrap(),
+        d["target_lun"],
+    );
+    let out = Command::new("iscsi-readcapacity16")
+        .args(["-i", initiator, &url])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(text)
+    }
+}
+
+#[test]
+fn another_host_reaches_a_thick_block_volume_over_iscsi_with_chap() {
+    let Some(luns) = TestLuns::new(1) else { return };
+    let portal = free_tcp_addr();
+    let Some(_tgtd) = Tgtd::start(&portal) else {
+        return;
+    };
+    let Some(c) = Cinder::start_opts(
+        &["--cinder-auth", "noauth", "--cinder-iscsi-portal", &portal],
+        luns.env_vars(),
+        false,
+    ) else {
+        return;
+    };
+    let sd = c.d.block_domain(&luns, 0, "san");
+    let sp = c.d.spm_of_pool(&[&sd]);
+    c.cinder_ok(&["type-create", "thick"]);
+    c.cinder_ok(&["type-key", "thick", "set", "provisioning:type=thick"]);
+    let id = field(
+        &c.cinder_ok(&["create", "--volume-type", "thick", "--name", "lun", "1"]),
+        "id",
+    );
+    let leaf = chain(&c.d, &sp, &sd, &id)[0].clone();
+    c.d.with_prepared((&sp, &sd), &id, &leaf, |path| {
+        let out = Command::new("qemu-io")
+            .args(["-f", "raw", "-c", "write -P 7 0 1M"])
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    });
+    let initiator = "iqn.2026-12.org.example:compute-1";
+    let attach = |vol: &str| {
+        c.http(
+            "POST",
+            "/v3/demo/attachments",
+            &[("OpenStack-API-Version", "volume 3.54")],
+            Some(
+                json!({"attachment": {"volume_uuid": vol, "instance_uuid": "vm-1",
+                "connector": {"host": "compute-1", "initiator": initiator, "ip": "127.0.0.1"}}}),
+            ),
+        )
+    };
+    let (status, _, a) = attach(&id);
+    assert_eq!(status, 200, "{a}\n{}", c.d.log());
+    let info = a["attachment"]["connection_info"].clone();
+    assert_eq!(info["driver_volume_type"], "iscsi", "{info}");
+    assert_eq!(info["data"]["auth_method"], "CHAP");
+    // The connector's initiator logs in and finds the volume's 1 GiB,
+    // served from its LV; another initiator or password is refused.
+    let capacity = iscsi_capacity(&info, initiator).unwrap();
+    assert!(capacity.contains("1073741824"), "{capacity}");
+    let show = Command::new("tgtadm")
+        .args(["--lld", "iscsi", "--op", "show", "--mode", "target"])
+        .output()
+        .unwrap();
+    let show = String::from_utf8_lossy(&show.stdout).into_owned();
+    assert!(show.contains(&leaf) && show.contains(initiator), "{show}");
+    let refused = iscsi_capacity(&info, "iqn.2026-12.org.example:intruder");
+    assert!(refused.is_err(), "another initiator got in: {refused:?}");
+    let mut wrong = info.clone();
+    wrong["data"]["auth_password"] = json!("not-the-password");
+    assert!(
+        iscsi_capacity(&wrong, initiator).is_err(),
+        "a wrong CHAP password got in"
+    );
+    // A thin volume is a qcow2 chain: no LUN for it.
+    let thin = field(&c.cinder_ok(&["create", "--name", "thin", "1"]), "id");
+    let (status, _, body) = attach(&thin);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("thick"), "{body}");
+    assert_eq!(field(&c.cinder_ok(&["show", &thin]), "status"), "available");
+    // Detached: the target is gone.
+    let att = a["attachment"]["id"].as_str().unwrap().to_string();
+    c.cinder_ok(&["attachment-delete", &att]);
+    let show = Command::new("tgtadm")
+        .args(["--lld", "iscsi", "--op", "show", "--mode", "target"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&show.stdout).contains(&id),
+        "{}",
+        String::from_utf8_lossy(&show.stdout)
+    );
+    assert!(iscsi_capacity(&info, initiator).is_err());
+    c.cinder_ok(&["delete", &id, &thin]);
+    c.d.leave_pool(&sp);
+}

@@ -502,9 +502,11 @@ fn action(engine: &Arc<Engine>, ctx: &Ctx, id: &str, body: &Value) -> Answer {
             let on_demand = match args.get("migration_policy").and_then(Value::as_str) {
                 None | Some("never") => false,
                 Some("on-demand") => true,
-                Some(other) => return Err(Fault::bad(format!(
+                Some(other) => {
+                    return Err(Fault::bad(format!(
                     "Invalid input received: migration_policy {other:?} is not never or on-demand"
-                ))),
+                )))
+                }
             };
             engine.retype_catalog_volume(v.id, new_type, on_demand)?;
             engine.settle_catalog_volume(v.id, SETTLE)?;

@@ -1,13 +1,18 @@
 //! Attachments: a volume reserved for a consumer, connected to the host
-//! it runs on, then in use. Cairn offers a local connection: the volume is
-//! prepared on this host and its path handed over (os-brick's "local"
-//! connector), with the type's front-end QoS specs.
+//! it runs on, then in use. A consumer on this host gets a local
+//! connection: the volume is prepared here and its path handed over
+//! (os-brick's "local" connector). A consumer on another host gets a block
+//! domain's RAW volume over iSCSI, through a tgtd target of its own with a
+//! CHAP account of its own, when this host serves iSCSI. Both carry the
+//! type's front-end QoS specs.
 
 use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::records::{timestamp, AttachStatus, AttachmentRecord, VolumeRecord, VolumeStatus};
+use super::records::{
+    timestamp, AttachStatus, AttachmentRecord, IscsiExport, VolumeRecord, VolumeStatus,
+};
 use super::Catalog;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -96,6 +101,7 @@ impl Engine {
             mode: mode.to_string(),
             connector: None,
             device_path: None,
+            iscsi: None,
             attached_at: None,
             created_at: timestamp(),
         };
@@ -124,18 +130,29 @@ impl Engine {
             .get("host")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        // A local connection's connector must name this host.
-        let here = super::host_name();
-        if host != here {
-            return Err(invalid(format!(
-                "Cairn connects volumes to the host that serves them ({here}), not {host:?}: run the consumer there"
-            )));
-        }
         let v = cat.volumes.get(att.volume_id)?;
         let sd = v
             .domain
             .ok_or_else(|| invalid("the volume has no storage"))?;
+        // A local connection's connector names this host; another host
+        // gets a block domain's RAW volume over iSCSI, if this host serves it.
+        let here = super::host_name();
+        let remote = host != here;
+        if remote {
+            self.check_iscsi_export(&v, sd, &connector, &here, host)?;
+        }
         let path = self.prepare_image(cat.pool, sd, v.id, v.leaf, false)?;
+        let iscsi = if remote {
+            match self.export_iscsi(&v, &path, &connector) {
+                Ok(e) => Some(e),
+                Err(e) => {
+                    let _ = self.teardown_image(cat.pool, sd, v.id);
+                    return Err(e);
+                }
+            }
+        } else {
+            None
+        };
         cat.volumes.update(v.id, |v| {
             if v.status == VolumeStatus::Reserved {
                 v.status = VolumeStatus::Attaching;
@@ -145,6 +162,7 @@ impl Engine {
         cat.attachments.update(id, |a| {
             a.connector = Some(connector);
             a.device_path = Some(path.display().to_string());
+            a.iscsi = iscsi;
             if a.status == AttachStatus::Reserved {
                 a.status = AttachStatus::Attaching;
             }
@@ -212,6 +230,10 @@ impl Engine {
         let cat = self.catalog()?;
         let att = cat.attachments.get(id)?;
         let v = cat.volumes.get(att.volume_id)?;
+        if let Some(e) = &att.iscsi {
+            crate::primitives::tgt::remove(e.tid, &e.user)
+                .map_err(|err| Error::io("cannot remove the volume's iSCSI target", err))?;
+        }
         if att.device_path.is_some() {
             if let Some(sd) = v.domain {
                 self.teardown_image(cat.pool, sd, v.id)?;
@@ -231,12 +253,104 @@ impl Engine {
             .collect())
     }
 
+    /// Whether volume `v` can be served to `host` over iSCSI: this host
+    /// exports (a portal is set), the connector names its initiator, and
+    /// the volume is one RAW LV (a LUN carries raw blocks, not a qcow2
+    /// chain).
+    fn check_iscsi_export(
+        &self,
+        v: &VolumeRecord,
+        sd: Uuid,
+        connector: &Value,
+        here: &str,
+        host: &str,
+    ) -> Result<()> {
+        if self.iscsi_portal.is_none() {
+            return Err(invalid(format!(
+                "Cairn connects volumes to the host that serves them ({here}), not {host:?}: run the consumer there, or serve block volumes over iSCSI (--cinder-iscsi-portal)"
+            )));
+        }
+        if connector
+            .get("initiator")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            return Err(invalid("the connector names no iSCSI initiator"));
+        }
+        if self.domain(sd)?.caps().qemu_driver != "host_device" {
+            return Err(invalid(format!(
+                "volume {} is on a file domain: another host reaches it on this host only ({here})",
+                v.id
+            )));
+        }
+        let md = self.volume_info(sd, v.id, v.leaf)?.md;
+        if md.format != crate::types::VolumeFormat::Raw || md.parent != crate::types::BLANK_UUID {
+            return Err(invalid(format!(
+                "an iSCSI LUN carries a RAW volume; volume {} is a qcow2 chain (a thin type, or snapshots): give it a thick type (provisioning:type=thick)",
+                v.id
+            )));
+        }
+        Ok(())
+    }
+
+    /// Serves the prepared volume at `path` through a tgtd target of its
+    /// own, with a fresh CHAP account, to the connector's initiator.
+    fn export_iscsi(
+        &self,
+        v: &VolumeRecord,
+        path: &std::path::Path,
+        connector: &Value,
+    ) -> Result<IscsiExport> {
+        let portal = self.iscsi_portal.clone().expect("checked");
+        let initiator = connector["initiator"].as_str().expect("checked");
+        let iqn = format!("iqn.2026-12.org.cairn:volume-{}", v.id);
+        let user = format!("cairn-{}", &Uuid::new_v4().simple().to_string()[..12]);
+        let password = Uuid::new_v4().simple().to_string()[..16].to_string();
+        let tid = crate::primitives::tgt::add(&crate::primitives::tgt::Export {
+            iqn: &iqn,
+            device: path,
+            initiator,
+            user: &user,
+            password: &password,
+        })
+        .map_err(|e| Error::io("cannot serve the volume over iSCSI (is tgtd running?)", e))?;
+        tracing::info!(volume = %v.id, tid, iqn = %iqn, initiator, "volume served over iSCSI");
+        Ok(IscsiExport {
+            tid,
+            iqn,
+            portal,
+            user,
+            password,
+        })
+    }
+
     /// What os-brick needs to reach an attachment's volume.
     pub fn catalog_connection_info(self: &Arc<Self>, att: &AttachmentRecord) -> Result<Value> {
         let cat = self.catalog()?;
         let Some(path) = &att.device_path else {
             return Ok(json!({}));
         };
+        if let Some(e) = &att.iscsi {
+            return Ok(json!({
+                "driver_volume_type": "iscsi",
+                "data": {
+                    "target_discovered": false,
+                    "target_iqn": e.iqn,
+                    "target_portal": e.portal,
+                    "target_lun": 1,
+                    "volume_id": att.volume_id,
+                    "auth_method": "CHAP",
+                    "auth_username": e.user,
+                    "auth_password": e.password,
+                    "access_mode": att.mode,
+                    "qos_specs": cat.front_end_qos(att.volume_id),
+                    "encrypted": false,
+                    "discard": false,
+                },
+                "attachment_id": att.id,
+                "enforce_multipath": false,
+            }));
+        }
         Ok(json!({
             "driver_volume_type": "local",
             "data": {

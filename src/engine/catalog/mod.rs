@@ -27,8 +27,8 @@ pub use backups::{BackupSettings, BackupTarget, NewBackup, RestoreTarget};
 pub use quotas::{Demand, QuotaRecord, RESOURCES as QUOTA_RESOURCES};
 pub use records::{
     timestamp, AttachStatus, AttachmentRecord, BackupRecord, BackupStatus, DefaultTypeRecord,
-    QosRecord, SnapshotRecord, SnapshotStatus, TransferRecord, TypeRecord, VolumeRecord,
-    VolumeStatus, DEFAULT_TYPE,
+    IscsiExport, QosRecord, SnapshotRecord, SnapshotStatus, TransferRecord, TypeRecord,
+    VolumeRecord, VolumeStatus, DEFAULT_TYPE,
 };
 pub use scheduler::{BackendPool, Placement, AVAILABILITY_ZONE, MAX_OVER_SUBSCRIPTION};
 pub use snapshots::NewSnapshot;

@@ -344,8 +344,22 @@ pub struct AttachmentRecord {
     pub connector: Option<serde_json::Value>,
     /// The path the volume was prepared at on this host.
     pub device_path: Option<String>,
+    /// The iSCSI target it is served through to another host.
+    #[serde(default)]
+    pub iscsi: Option<IscsiExport>,
     pub attached_at: Option<String>,
     pub created_at: String,
+}
+
+/// A volume served to another host as LUN 1 of a tgtd target, behind a
+/// CHAP account of its own, to the connector's initiator only.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IscsiExport {
+    pub tid: u32,
+    pub iqn: String,
+    pub portal: String,
+    pub user: String,
+    pub password: String,
 }
 
 impl Record for AttachmentRecord {
