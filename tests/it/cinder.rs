@@ -582,7 +582,7 @@ fn versions_microversions_errors_and_pages_are_cinders() {
         .unwrap()
         .contains("must be 'available' to extend"));
     // Not yet served: said plainly.
-    let (status, _, body) = c.http("GET", "/v3/demo/backups", &[], None);
+    let (status, _, body) = c.http("GET", "/v3/demo/groups", &[], None);
     assert_eq!(status, 501, "{body}");
 }
 
