@@ -56,3 +56,11 @@ if [ ! -x "$clients_venv/bin/cinder" ] || [ ! -x "$clients_venv/bin/openstack" ]
     }
     "$clients_venv/bin/pip" install -q python-cinderclient openstacksdk python-openstackclient
 fi
+# A real Keystone (SQLite, fernet tokens) for the Cinder face's Keystone
+# mode: a virtualenv of its own, since its pins differ from the clients'.
+keystone_venv="$(dirname "$clients_venv")/keystone"
+if [ ! -x "$keystone_venv/bin/keystone-manage" ]; then
+    echo "cairn: installing keystone into $keystone_venv" >&2
+    python3 -m venv "$keystone_venv"
+    "$keystone_venv/bin/pip" install -q keystone
+fi

@@ -56,10 +56,14 @@ pub struct FileConfig {
     pub thin_adaptive: Option<bool>,
     /// Serve the Cinder API v3 on this TCP address (default: not served).
     pub cinder_listen: Option<String>,
-    /// "tokens" (default) or "noauth" (loopback only).
+    /// "tokens" (default), "keystone" or "noauth" (loopback only).
     pub cinder_auth: Option<String>,
     /// The Cinder tokens file (default <data-dir>/cinder-tokens.toml).
     pub cinder_tokens: Option<PathBuf>,
+    /// Keystone's URL, for cinder_auth "keystone".
+    pub cinder_keystone_url: Option<String>,
+    /// The CAs an https Keystone is checked against.
+    pub cinder_keystone_ca: Option<PathBuf>,
     /// The URL Cinder clients reach cairnd at.
     pub cinder_public_url: Option<String>,
     /// How many times its size a domain's thin Cinder volumes may promise

@@ -111,6 +111,26 @@ pub fn client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, TlsError> {
     Ok(Arc::new(config))
 }
 
+/// A client that checks the server against the CAs in `ca` (a system
+/// bundle may hold some that do not parse: those are skipped) and shows
+/// no certificate of its own: for reaching other services (Keystone).
+pub fn plain_client_config(ca: &Path) -> Result<Arc<ClientConfig>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(certs(ca)?);
+    if added == 0 {
+        return Err(TlsError::Config(format!(
+            "{}: no CA certificate",
+            ca.display()
+        )));
+    }
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 /// The name a server certificate must carry for `host:port`.
 pub fn server_name(addr: &str) -> Result<ServerName<'static>, TlsError> {
     let host = match addr.rsplit_once(':') {

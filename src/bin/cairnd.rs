@@ -99,13 +99,22 @@ struct Args {
     #[arg(long, env = "CAIRN_CINDER_LISTEN")]
     cinder_listen: Option<String>,
     /// How Cinder clients authenticate: "tokens" (the default: the tokens
-    /// file) or "noauth" (a standalone host; loopback only, every caller
-    /// an admin).
+    /// file), "keystone" (tokens Keystone validates, at
+    /// --cinder-keystone-url) or "noauth" (a standalone host; loopback
+    /// only, every caller an admin).
     #[arg(long, env = "CAIRN_CINDER_AUTH")]
     cinder_auth: Option<String>,
     /// The Cinder tokens file [default: <data-dir>/cinder-tokens.toml].
     #[arg(long)]
     cinder_tokens: Option<PathBuf>,
+    /// Keystone's URL, for --cinder-auth keystone (e.g.
+    /// http://keystone:5000).
+    #[arg(long)]
+    cinder_keystone_url: Option<String>,
+    /// The CAs an https Keystone's certificate is checked against
+    /// [default: /etc/ssl/certs/ca-certificates.crt].
+    #[arg(long)]
+    cinder_keystone_ca: Option<PathBuf>,
     /// The URL Cinder clients reach cairnd at, for links [default: from
     /// each request's Host].
     #[arg(long)]
@@ -236,7 +245,25 @@ fn cinder_settings(
             (CinderAuth::from_file(&path)?, "tokens")
         }
         Some("noauth") => (CinderAuth::NoAuth, "noauth"),
-        Some(other) => return Err(format!("cinder_auth {other:?} is not tokens or noauth")),
+        Some("keystone") => {
+            let url = args
+                .cinder_keystone_url
+                .clone()
+                .or(file.cinder_keystone_url.clone())
+                .ok_or("cinder_auth keystone needs cinder_keystone_url")?;
+            let ca = args
+                .cinder_keystone_ca
+                .clone()
+                .or(file.cinder_keystone_ca.clone())
+                .unwrap_or_else(|| std::path::PathBuf::from("/etc/ssl/certs/ca-certificates.crt"));
+            let k = cairn::api::cinder::Keystone::new(&url, &ca)?;
+            (CinderAuth::Keystone(std::sync::Arc::new(k)), "keystone")
+        }
+        Some(other) => {
+            return Err(format!(
+                "cinder_auth {other:?} is not tokens, keystone or noauth"
+            ))
+        }
     };
     Ok(Some(CinderListener {
         addr,

@@ -28,6 +28,8 @@ pub struct Principal {
 pub enum CinderAuth {
     NoAuth,
     Tokens(HashMap<String, Principal>),
+    /// Tokens validated by a Keystone.
+    Keystone(std::sync::Arc<super::keystone::Keystone>),
 }
 
 #[derive(Deserialize)]
@@ -83,16 +85,27 @@ pub fn authenticate(
     url_project: Option<&str>,
 ) -> Result<Principal, Fault> {
     let token = header(headers, "x-auth-token");
+    let unauthorized = || {
+        Fault::new(
+            StatusCode::UNAUTHORIZED,
+            "The request you have made requires authentication.",
+        )
+    };
     match auth {
+        CinderAuth::Keystone(k) => {
+            let principal = k.validate(token.ok_or_else(unauthorized)?)?;
+            if let Some(p) = url_project.filter(|p| *p != principal.project && !principal.admin) {
+                return Err(Fault::new(
+                    StatusCode::FORBIDDEN,
+                    format!("Policy doesn't allow this token to act in project {p:?}."),
+                ));
+            }
+            Ok(principal)
+        }
         CinderAuth::Tokens(tokens) => {
             let principal = token
                 .and_then(|t| constant_time_find(tokens, t))
-                .ok_or_else(|| {
-                    Fault::new(
-                        StatusCode::UNAUTHORIZED,
-                        "The request you have made requires authentication.",
-                    )
-                })?;
+                .ok_or_else(unauthorized)?;
             if let Some(p) = url_project.filter(|p| *p != principal.project && !principal.admin) {
                 return Err(Fault::new(
                     StatusCode::FORBIDDEN,

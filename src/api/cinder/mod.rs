@@ -12,6 +12,7 @@
 mod attachments;
 mod auth;
 mod backups;
+mod keystone;
 mod lists;
 mod misc;
 mod qos;
@@ -34,6 +35,7 @@ use axum::Router;
 use serde_json::{json, Value};
 
 pub use auth::{CinderAuth, Principal};
+pub use keystone::Keystone;
 pub use version::{MAX_VERSION, MIN_VERSION};
 
 use crate::engine::Engine;
@@ -256,7 +258,14 @@ async fn handle(
         Some(first) if !is_collection(first) => Some(segments.remove(0)),
         _ => None,
     };
-    let principal = match auth::authenticate(&app.settings.auth, headers, url_project.as_deref()) {
+    // Off the async workers: Keystone's check is a blocking request.
+    let (settings, head, project) = (app.settings.clone(), headers.clone(), url_project.clone());
+    let checked = tokio::task::spawn_blocking(move || {
+        auth::authenticate(&settings.auth, &head, project.as_deref())
+    })
+    .await
+    .unwrap_or_else(|e| Err(Fault::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())));
+    let principal = match checked {
         Ok(p) => p,
         Err(fault) => return (version, Err(fault)),
     };
