@@ -1178,6 +1178,24 @@ fn block_domains_hold_cinder_volumes() {
     );
     c.cinder_ok(&["extend", &id, "3"]);
     assert_eq!(field(&c.cinder_ok(&["show", &id]), "size"), "3");
+    // Backed up from the LVs (to the data dir), then restored onto a new
+    // thin LV; an incremental backup follows the leaf's bitmap.
+    let full = field(&c.cinder_ok(&["backup-create", "--name", "lv", &id]), "id");
+    wait_backup(&c, &full, "available");
+    let leaf = chain(&c.d, &sp, &sd, &id).last().unwrap().clone();
+    io(&c.d, (&sp, &sd), &id, &leaf, "write -P 9 1M 64k");
+    let inc = field(&c.cinder_ok(&["backup-create", "--incremental", &id]), "id");
+    wait_backup(&c, &inc, "available");
+    assert_eq!(backup_read(&c, &inc), 64 << 10);
+    let restored = field(&c.cinder_ok(&["backup-restore", &inc]), "volume_id");
+    c.wait_available(&restored);
+    let r = chain(&c.d, &sp, &sd, &restored)[0].clone();
+    io(&c.d, (&sp, &sd), &restored, &r, "read -P 7 0 1M");
+    io(&c.d, (&sp, &sd), &restored, &r, "read -P 9 1M 64k");
+    c.cinder_ok(&["delete", &restored]);
+    c.cinder_ok(&["backup-delete", &inc]);
+    c.wait_gone("backup-show", &inc);
+    c.cinder_ok(&["backup-delete", &full]);
     // Pinned to file domains, which this pool lacks: error, with the reason.
     c.cinder_ok(&["type-create", "files"]);
     c.cinder_ok(&["type-key", "files", "set", "volume_backend_name=file"]);
@@ -2233,4 +2251,35 @@ fn keystone_validates_tokens_and_its_catalog_leads_clients_to_cairn() {
     );
     assert_eq!(status, 200, "{body}");
     assert!(body.to_string().contains("ks-vol"), "{body}");
+}
+
+#[test]
+fn backups_go_to_a_file_domain_every_host_of_the_pool_reaches() {
+    let Some(mut c) = Cinder::start() else { return };
+    let (sp, sd) = c.d.embedded();
+    c.args
+        .extend(["--cinder-backup-target".to_string(), format!("domain:{sd}")]);
+    c = c.restart(false, Vec::new());
+    c.get("/v3/demo/volumes", &[("X-Auth-Token", "alice:demo")]);
+    let id = field(&c.cinder_ok(&["create", "--name", "src", "1"]), "id");
+    let leaf = chain(&c.d, &sp, &sd, &id)[0].clone();
+    io(&c.d, (&sp, &sd), &id, &leaf, "write -P 4 0 1M");
+    let b = field(&c.cinder_ok(&["backup-create", &id]), "id");
+    wait_backup(&c, &b, "available");
+    let container =
+        c.d.domain_dir(&sd)
+            .join("cairn-backups")
+            .join(&b[0..2])
+            .join(&b[2..4])
+            .join(&b);
+    assert!(container.is_dir(), "{}", container.display());
+    let restored = field(&c.cinder_ok(&["backup-restore", &b]), "volume_id");
+    c.wait_available(&restored);
+    io(
+        &c.d,
+        (&sp, &sd),
+        &restored,
+        &chain(&c.d, &sp, &sd, &restored)[0],
+        "read -P 4 0 1M",
+    );
 }
