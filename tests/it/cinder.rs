@@ -961,10 +961,15 @@ fn snapshots_keep_each_point_in_time_through_merges() {
     let shown = c.cinder_ok(&["snapshot-show", &s2]);
     assert_eq!(field(&shown, "name"), "second");
     assert!(field(&shown, "metadata").contains('x'), "{shown}");
-    // A volume with snapshots is not deleted.
+    // A volume with snapshots is not deleted, but with --cascade.
     let (ok, text) = c.cinder(&["delete", &id]);
     assert!(!ok || text.contains("snapshots"), "{text}");
     assert_eq!(field(&c.cinder_ok(&["show", &id]), "status"), "available");
+    let doomed = field(&c.cinder_ok(&["create", "--name", "doomed", "1"]), "id");
+    let doomed_snap = field(&c.cinder_ok(&["snapshot-create", &doomed]), "id");
+    c.cinder_ok(&["delete", "--cascade", &doomed]);
+    c.wait_gone("show", &doomed);
+    c.wait_gone("snapshot-show", &doomed_snap);
 
     // Clones: of a snapshot (its point in time, larger), of the volume.
     let out = c.cinder_ok(&["create", "--snapshot-id", &s1, "--name", "from-s1", "2"]);

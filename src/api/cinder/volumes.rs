@@ -73,7 +73,8 @@ pub fn route(engine: &Arc<Engine>, ctx: &Ctx, method: &Method, s: &[&str], body:
             if force {
                 require_admin(ctx)?;
             }
-            delete(engine, ctx, id, force)
+            let cascade = ctx.query.get("cascade").is_some_and(|f| truthy(f));
+            delete(engine, ctx, id, force, cascade)
         }
         ("POST", [id, "action"]) => action(engine, ctx, id, &body),
         ("GET", [id, "metadata"]) => {
@@ -351,9 +352,9 @@ fn update(engine: &Arc<Engine>, ctx: &Ctx, id: &str, body: &Value) -> Answer {
     Ok(Reply::ok(json!({"volume": detail(engine, &cat, ctx, &v)})))
 }
 
-fn delete(engine: &Arc<Engine>, ctx: &Ctx, id: &str, force: bool) -> Answer {
+fn delete(engine: &Arc<Engine>, ctx: &Ctx, id: &str, force: bool, cascade: bool) -> Answer {
     let (_, v) = visible(engine, ctx, id)?;
-    engine.delete_catalog_volume(v.id, force)?;
+    engine.delete_catalog_volume(v.id, force, cascade)?;
     engine.settle_catalog_volume(v.id, SETTLE)?;
     Ok(Reply::status(StatusCode::ACCEPTED))
 }
@@ -399,7 +400,7 @@ fn action(engine: &Arc<Engine>, ctx: &Ctx, id: &str, body: &Value) -> Answer {
         }
         "os-force_delete" => {
             require_admin(ctx)?;
-            engine.delete_catalog_volume(v.id, true)?;
+            engine.delete_catalog_volume(v.id, true, false)?;
             engine.settle_catalog_volume(v.id, SETTLE)?;
             Ok(Reply::status(StatusCode::ACCEPTED))
         }

@@ -430,25 +430,45 @@ impl Engine {
 
     /// Deletes a volume: `available`, `error`, `error_extending` and
     /// `error_deleting` ones, any but a busy one with `force`.
-    pub fn delete_catalog_volume(self: &Arc<Self>, id: Uuid, force: bool) -> Result<VolumeRecord> {
+    /// Deletes a volume; `force` (admins) from any settled status,
+    /// `cascade` with its snapshots (they go with the image).
+    pub fn delete_catalog_volume(
+        self: &Arc<Self>,
+        id: Uuid,
+        force: bool,
+        cascade: bool,
+    ) -> Result<VolumeRecord> {
         let cat = self.catalog()?;
-        let snapshots = cat
+        let snapshots: Vec<_> = cat
             .snapshots
             .all()
             .into_iter()
             .filter(|s| s.volume_id == id)
-            .count();
-        if snapshots > 0 {
+            .collect();
+        if !snapshots.is_empty() && !cascade {
             return Err(invalid(
                 "volume",
-                format!("Volume {id} still has {snapshots} dependent snapshots; delete them first"),
+                format!(
+                    "Volume {id} still has {} dependent snapshots; delete them first (or cascade)",
+                    snapshots.len()
+                ),
+            ));
+        }
+        if let Some(s) = snapshots.iter().find(|s| s.status.is_transitional()) {
+            return Err(invalid(
+                "volume",
+                format!(
+                    "snapshot {} of the volume is {}; delete the volume after that",
+                    s.id,
+                    s.status.name()
+                ),
             ));
         }
         let rec = cat.volumes.update(id, |v| {
             use VolumeStatus as S;
             let allowed = matches!(
                 v.status,
-                S::Available | S::Error | S::ErrorExtending | S::ErrorDeleting
+                S::Available | S::Error | S::ErrorExtending | S::ErrorDeleting | S::ErrorRestoring
             );
             if !(allowed || force && !matches!(v.status, S::Deleting | S::InUse)) {
                 return Err(invalid(
@@ -472,6 +492,16 @@ impl Engine {
         cat: &Arc<Catalog>,
         rec: VolumeRecord,
     ) -> Result<VolumeRecord> {
+        // Its snapshots are layers of the image: they go with it (a
+        // cascade; or a delete finished after a crash).
+        for s in cat
+            .snapshots
+            .all()
+            .into_iter()
+            .filter(|s| s.volume_id == rec.id)
+        {
+            cat.snapshots.remove(s.id, |_| Ok(()))?;
+        }
         let present = rec
             .domain
             .and_then(|sd| self.domain(sd).ok())
