@@ -76,15 +76,22 @@ pub struct ObjectInfo {
     pub md5: String,
 }
 
-/// `<prefix>_metadata`.
+/// What both index files begin with.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Metadata {
+pub struct IndexHeader {
     pub version: String,
     pub backup_id: String,
     pub volume_id: String,
     pub backup_name: Option<String>,
     pub backup_description: Option<String>,
     pub created_at: String,
+}
+
+/// `<prefix>_metadata`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Metadata {
+    #[serde(flatten)]
+    pub header: IndexHeader,
     /// Each entry maps one object name to its info.
     pub objects: Vec<std::collections::BTreeMap<String, ObjectInfo>>,
     pub parent_id: Option<String>,
@@ -95,12 +102,8 @@ pub struct Metadata {
 /// `<prefix>_sha256file`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HashFile {
-    pub version: String,
-    pub backup_id: String,
-    pub volume_id: String,
-    pub backup_name: Option<String>,
-    pub backup_description: Option<String>,
-    pub created_at: String,
+    #[serde(flatten)]
+    pub header: IndexHeader,
     pub chunk_size: u64,
     pub sha256s: Vec<String>,
 }
@@ -247,23 +250,21 @@ pub fn write_backup(
     // The writer's failure explains the reader's (its objects went nowhere).
     let (objects, mut stats) = stored?;
     stats.read = scanned?;
-    let hash_file = HashFile {
+    let index = IndexHeader {
         version: FORMAT_VERSION.into(),
         backup_id: header.backup_id.clone(),
         volume_id: header.volume_id.clone(),
         backup_name: header.name.clone(),
         backup_description: header.description.clone(),
         created_at: header.created_at.clone(),
+    };
+    let hash_file = HashFile {
+        header: index.clone(),
         chunk_size: SHA_BLOCK,
         sha256s: hashes,
     };
     let metadata = Metadata {
-        version: FORMAT_VERSION.into(),
-        backup_id: header.backup_id.clone(),
-        volume_id: header.volume_id.clone(),
-        backup_name: header.name.clone(),
-        backup_description: header.description.clone(),
-        created_at: header.created_at.clone(),
+        header: index,
         objects,
         parent_id: header.parent_id.clone(),
         volume_meta: header.volume_meta.clone(),
@@ -639,13 +640,16 @@ mod tests {
             dir: dir.path().into(),
             prefix: "volume_x_backup_y".into(),
         };
-        let meta = |name: &str| Metadata {
+        let index = IndexHeader {
             version: FORMAT_VERSION.into(),
             backup_id: "y".into(),
             volume_id: "x".into(),
             backup_name: None,
             backup_description: None,
             created_at: String::new(),
+        };
+        let meta = |name: &str| Metadata {
+            header: index.clone(),
             objects: vec![[(
                 name.to_string(),
                 ObjectInfo {
@@ -661,12 +665,7 @@ mod tests {
             volume_meta: "{}".into(),
         };
         let hashes = HashFile {
-            version: FORMAT_VERSION.into(),
-            backup_id: "y".into(),
-            volume_id: "x".into(),
-            backup_name: None,
-            backup_description: None,
-            created_at: String::new(),
+            header: index.clone(),
             chunk_size: SHA_BLOCK,
             sha256s: vec![],
         };

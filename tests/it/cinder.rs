@@ -100,6 +100,23 @@ impl Cinder {
         c
     }
 
+    /// Restarts with `failpoint` armed to crash, does `act`, waits for the
+    /// crash, then starts again (recovery runs) and waits for the catalog.
+    fn crash_during(self, failpoint: &str, act: impl FnOnce(&Cinder)) -> Cinder {
+        let armed = vec![("CAIRN_FAILPOINTS".to_string(), format!("{failpoint}=crash"))];
+        let mut c = self.restart(false, armed);
+        act(&c);
+        assert_eq!(
+            c.d.wait_exit(Duration::from_secs(60)),
+            Some(86),
+            "no crash at {failpoint}\n{}",
+            c.d.log()
+        );
+        let c = c.restart(true, Vec::new());
+        c.get("/v3/demo/volumes", &[("X-Auth-Token", "alice:demo")]);
+        c
+    }
+
     /// A GET, retried while cairnd is not yet the pool's SPM (503) after
     /// a start.
     fn get(&self, path: &str, headers: &[(&str, &str)]) -> (u16, Value) {
@@ -1488,22 +1505,9 @@ fn backups_read_only_what_changed_and_restore_verified() {
     c.cinder_ok(&["reset-state", "--state", "available", &other]);
 
     // Crash while a backup is written: rolled back, its files gone.
-    c = c.restart(
-        false,
-        vec![(
-            "CAIRN_FAILPOINTS".into(),
-            "catalog.backup.written=crash".into(),
-        )],
-    );
-    c.cinder(&["backup-create", "--incremental", "--name", "lost", &id]);
-    assert_eq!(
-        c.d.wait_exit(Duration::from_secs(60)),
-        Some(86),
-        "{}",
-        c.d.log()
-    );
-    c = c.restart(true, Vec::new());
-    c.get("/v3/demo/backups", &[("X-Auth-Token", "alice:demo")]);
+    c = c.crash_during("catalog.backup.written", |c| {
+        c.cinder(&["backup-create", "--incremental", "--name", "lost", &id]);
+    });
     let listed = c.cinder_ok(&["backup-list", "--name", "lost"]);
     let lost = listed
         .lines()
@@ -1551,22 +1555,9 @@ fn backups_read_only_what_changed_and_restore_verified() {
 
     // Crash in the middle of a restore: it runs again after the restart.
     io(&c.d, at, &other, &leaf(&c, &other), "write -P 7 0 1M");
-    c = c.restart(
-        false,
-        vec![(
-            "CAIRN_FAILPOINTS".into(),
-            "catalog.restore.cleared=crash".into(),
-        )],
-    );
-    c.cinder(&["backup-restore", "--volume", &other, &inc]);
-    assert_eq!(
-        c.d.wait_exit(Duration::from_secs(60)),
-        Some(86),
-        "{}",
-        c.d.log()
-    );
-    c = c.restart(true, Vec::new());
-    c.get("/v3/demo/backups", &[("X-Auth-Token", "alice:demo")]);
+    c = c.crash_during("catalog.restore.cleared", |c| {
+        c.cinder(&["backup-restore", "--volume", &other, &inc]);
+    });
     c.wait_available(&other);
     io(&c.d, at, &other, &leaf(&c, &other), "read -P 3 0 64k");
     io(&c.d, at, &other, &leaf(&c, &other), "read -P 1 64k 960k");
@@ -1799,23 +1790,10 @@ fn retype_changes_a_type_in_place_or_moves_the_volume_and_migrate_moves_it() {
 
     // Migrate back (admin), crashing in the middle: recovery ends it.
     c.cinder_ok(&["retype", &id, "files"]);
-    c = c.restart(
-        false,
-        vec![(
-            "CAIRN_FAILPOINTS".into(),
-            "image.move.after_commit=crash".into(),
-        )],
-    );
     let pool = format!("{}@file#{sd}", host_name());
-    c.cinder(&["migrate", &id, &pool]);
-    assert_eq!(
-        c.d.wait_exit(Duration::from_secs(60)),
-        Some(86),
-        "{}",
-        c.d.log()
-    );
-    c = c.restart(true, Vec::new());
-    c.get("/v3/demo/volumes", &[("X-Auth-Token", "alice:demo")]);
+    c = c.crash_during("image.move.after_commit", |c| {
+        c.cinder(&["migrate", &id, &pool]);
+    });
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let shown = c.cinder_ok(&["show", &id]);
