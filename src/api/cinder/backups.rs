@@ -24,6 +24,7 @@ const CREATE_KEYS: [&str; 10] = [
     "availability_zone",
     "display_name",
 ];
+
 pub fn route(engine: &Arc<Engine>, ctx: &Ctx, method: &Method, s: &[&str], body: Value) -> Answer {
     match (method.as_str(), s) {
         ("GET", []) => list(engine, ctx, false),
