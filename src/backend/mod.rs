@@ -136,6 +136,9 @@ pub trait Domain: Send + Sync + std::fmt::Debug {
     fn master_dir(&self) -> Result<PathBuf>;
     /// Where catalog backups are kept on this domain (file domains only).
     fn backup_dir(&self) -> Result<PathBuf>;
+    /// Where a volume's data is below the root of the share the domain is
+    /// on (file domains): what another host that mounts the share opens.
+    fn share_relative_path(&self, img: Uuid, vol: Uuid) -> Option<String>;
     /// Makes the master directory and its `vms` and `tasks` if missing.
     fn ensure_master_dirs(&self) -> Result<()>;
     /// Lets the master directory go on this host (the SPM stops, or the

@@ -4,13 +4,14 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::common::{free_tcp_addr, Daemon, Opts, TestLuns};
+use crate::common::{free_tcp_addr, Daemon, LoopFs, Opts, TestLuns};
 
 /// The virtualenv holding the OpenStack clients, if deps.sh made it.
 fn clients() -> Option<PathBuf> {
@@ -2265,4 +2266,83 @@ fn backups_go_to_a_file_domain_every_host_of_the_pool_reaches() {
         &chain(&c.d, &sp, &sd, &restored)[0],
         "read -P 4 0 1M",
     );
+}
+
+/// NFS as far as this machine allows: the kernel has no NFS client, so the
+/// domain is mounted by the stand-in mount program (tests/tools); the
+/// share's address is what another host's os-brick would mount.
+#[test]
+fn another_host_reaches_an_nfs_domain_volume_through_the_share() {
+    let Some(fs) = LoopFs::new(300, "xfs", true) else {
+        return;
+    };
+    let Some(sanlock) = crate::sanlock::SanlockDaemon::start() else {
+        return;
+    };
+    let export = fs.mount.join("nfs.example/export/data");
+    std::fs::create_dir_all(&export).unwrap();
+    std::fs::set_permissions(&export, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/tools/fake_nfs_mount.sh");
+    let env: Vec<(String, String)> = [
+        ("CAIRN_SHARED_LEASES", "sanlock".to_string()),
+        ("SANLOCK_RUN_DIR", sanlock.run_dir().display().to_string()),
+        ("CAIRN_SANLOCK_IO_TIMEOUT", "1".to_string()),
+        ("CAIRN_MOUNT", script.display().to_string()),
+        ("FAKE_NFS_ROOT", fs.mount.display().to_string()),
+        (
+            "FAKE_NFS_LOG",
+            fs.mount.join("mount.log").display().to_string(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let Some(c) = Cinder::start_opts(&["--cinder-auth", "noauth"], env, false) else {
+        return;
+    };
+    std::fs::set_permissions(c.d.data(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let spec = "nfs.example:/export/data";
+    let st = c.d.call(
+        "StoragePool.connectStorageServer",
+        json!({"storagepoolID": "00000000-0000-0000-0000-000000000000", "domainType": "NFS",
+               "connectionParams": [{"id": "nfs", "connection": spec}]}),
+    );
+    assert_eq!(st[0]["status"], 0, "{st}");
+    let sd = crate::common::uuid();
+    c.d.call(
+        "StorageDomain.create",
+        json!({"storagedomainID": sd, "domainType": "NFS", "typeArgs": spec, "name": "nfs", "domainClass": "Data", "blockSize": 0}),
+    );
+    let sp = c.d.spm_of_pool(&[&sd]);
+    let id = field(&c.cinder_ok(&["create", "--name", "on-nfs", "1"]), "id");
+    let leaf = chain(&c.d, &sp, &sd, &id)[0].clone();
+    let (status, _, a) = c.http(
+        "POST",
+        "/v3/demo/attachments",
+        &[("OpenStack-API-Version", "volume 3.54")],
+        Some(
+            json!({"attachment": {"volume_uuid": id, "instance_uuid": "vm-1",
+            "connector": {"host": "compute-1", "initiator": "iqn.x:compute-1"}}}),
+        ),
+    );
+    assert_eq!(status, 200, "{a}\n{}", c.d.log());
+    let info = &a["attachment"]["connection_info"];
+    assert_eq!(info["driver_volume_type"], "nfs", "{info}");
+    assert_eq!(info["data"]["export"], spec);
+    assert_eq!(info["data"]["format"], "qcow2");
+    // What the other host opens below its mount of the share.
+    let name = info["data"]["name"].as_str().unwrap();
+    assert_eq!(name, format!("{sd}/images/{id}/{leaf}"));
+    assert!(
+        export.join(name).is_file(),
+        "{}",
+        export.join(name).display()
+    );
+    let att = a["attachment"]["id"].as_str().unwrap().to_string();
+    c.cinder_ok(&["attachment-complete", &att]);
+    assert_eq!(field(&c.cinder_ok(&["show", &id]), "status"), "in-use");
+    c.cinder_ok(&["attachment-delete", &att]);
+    assert_eq!(field(&c.cinder_ok(&["show", &id]), "status"), "available");
+    c.cinder_ok(&["delete", &id]);
+    c.d.leave_pool(&sp);
 }

@@ -601,6 +601,10 @@ impl Domain for BlockDomain {
         self.mount_master()
     }
 
+    fn share_relative_path(&self, _img: Uuid, _vol: Uuid) -> Option<String> {
+        None
+    }
+
     fn backup_dir(&self) -> Result<PathBuf> {
         Err(Error::invalid(
             "backup target",

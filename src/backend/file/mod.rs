@@ -404,6 +404,11 @@ impl Domain for FileDomain {
         Ok(self.root.join("cairn-backups"))
     }
 
+    fn share_relative_path(&self, img: Uuid, vol: Uuid) -> Option<String> {
+        // The domain's directory is named by its UUID on the share.
+        Some(format!("{}/{IMAGES}/{img}/{vol}", self.id()))
+    }
+
     fn ensure_master_dirs(&self) -> Result<()> {
         let master = self.root.join(MASTER);
         for dir in [master.clone(), master.join("vms"), master.join("tasks")] {

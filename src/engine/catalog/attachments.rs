@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::records::{
-    timestamp, AttachStatus, AttachmentRecord, IscsiExport, VolumeRecord, VolumeStatus,
+    timestamp, AttachStatus, AttachmentRecord, IscsiExport, ShareExport, VolumeRecord, VolumeStatus,
 };
 use super::Catalog;
 use crate::engine::Engine;
@@ -102,6 +102,7 @@ impl Engine {
             connector: None,
             device_path: None,
             iscsi: None,
+            share: None,
             attached_at: None,
             created_at: timestamp(),
         };
@@ -139,6 +140,25 @@ impl Engine {
         let here = super::host_name();
         let remote = host != here;
         if remote {
+            if let Some(share) = self.share_export(&v, sd)? {
+                // The consumer mounts the domain's share itself: nothing
+                // is prepared on this host.
+                cat.volumes.update(v.id, |v| {
+                    if v.status == VolumeStatus::Reserved {
+                        v.status = VolumeStatus::Attaching;
+                    }
+                    Ok(())
+                })?;
+                tracing::info!(volume = %v.id, export = %share.export, host, "volume reached through its domain's share");
+                return cat.attachments.update(id, |a| {
+                    a.connector = Some(connector);
+                    a.share = Some(share);
+                    if a.status == AttachStatus::Reserved {
+                        a.status = AttachStatus::Attaching;
+                    }
+                    Ok(())
+                });
+            }
             self.check_iscsi_export(&v, sd, &connector, &here, host)?;
         }
         let path = self.prepare_image(cat.pool, sd, v.id, v.leaf, false)?;
@@ -178,7 +198,7 @@ impl Engine {
     ) -> Result<AttachmentRecord> {
         let cat = self.catalog()?;
         let att = cat.attachments.update(id, |a| {
-            if a.device_path.is_none() {
+            if a.device_path.is_none() && a.share.is_none() {
                 return Err(invalid(
                     "the attachment has no connection yet (update it with a connector)",
                 ));
@@ -251,6 +271,32 @@ impl Engine {
             .into_iter()
             .filter(|a| a.volume_id == v.id)
             .collect())
+    }
+
+    /// How another host reaches volume `v` through its domain's share, if
+    /// the domain is on one another host can mount (NFS, GlusterFS).
+    fn share_export(&self, v: &VolumeRecord, sd: Uuid) -> Result<Option<ShareExport>> {
+        let info = self.domain_info(sd)?;
+        let driver = match info.domain_type {
+            crate::types::DomainType::Nfs => "nfs",
+            crate::types::DomainType::GlusterFs => "glusterfs",
+            _ => return Ok(None),
+        };
+        let dom = self.domain(sd)?;
+        let Some(name) = dom.share_relative_path(v.id, v.leaf) else {
+            return Ok(None);
+        };
+        let md = self.volume_info(sd, v.id, v.leaf)?.md;
+        Ok(Some(ShareExport {
+            driver: driver.into(),
+            export: info.remote_path,
+            name,
+            format: match md.format {
+                crate::types::VolumeFormat::Cow => "qcow2",
+                crate::types::VolumeFormat::Raw => "raw",
+            }
+            .into(),
+        }))
     }
 
     /// Whether volume `v` can be served to `host` over iSCSI: this host
@@ -327,6 +373,23 @@ impl Engine {
     /// What os-brick needs to reach an attachment's volume.
     pub fn catalog_connection_info(self: &Arc<Self>, att: &AttachmentRecord) -> Result<Value> {
         let cat = self.catalog()?;
+        if let Some(sh) = &att.share {
+            return Ok(json!({
+                "driver_volume_type": sh.driver,
+                "data": {
+                    "export": sh.export,
+                    "name": sh.name,
+                    "format": sh.format,
+                    "options": null,
+                    "access_mode": att.mode,
+                    "qos_specs": cat.front_end_qos(att.volume_id),
+                    "volume_id": att.volume_id,
+                    "encrypted": false,
+                },
+                "attachment_id": att.id,
+                "enforce_multipath": false,
+            }));
+        }
         let Some(path) = &att.device_path else {
             return Ok(json!({}));
         };

@@ -347,8 +347,23 @@ pub struct AttachmentRecord {
     /// The iSCSI target it is served through to another host.
     #[serde(default)]
     pub iscsi: Option<IscsiExport>,
+    /// The share another host mounts to reach it (NFS, GlusterFS).
+    #[serde(default)]
+    pub share: Option<ShareExport>,
     pub attached_at: Option<String>,
     pub created_at: String,
+}
+
+/// A file domain's volume reached by another host through the domain's
+/// own share: os-brick mounts `export` and opens `name` below it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShareExport {
+    /// os-brick's connector: "nfs" or "glusterfs".
+    pub driver: String,
+    pub export: String,
+    pub name: String,
+    /// "qcow2" or "raw".
+    pub format: String,
 }
 
 /// A volume served to another host as LUN 1 of a tgtd target, behind a
