@@ -118,8 +118,7 @@ impl Engine {
         }
     }
 
-    /// Connects a reserved attachment to the host its connector names:
-    /// this one (the volume is prepared here).
+    /// Connects a reserved attachment to the host its connector names.
     pub fn connect_catalog_attachment(
         self: &Arc<Self>,
         id: Uuid,
@@ -135,43 +134,26 @@ impl Engine {
         let sd = v
             .domain
             .ok_or_else(|| invalid("the volume has no storage"))?;
-        // A local connection's connector names this host; another host
-        // gets a block domain's RAW volume over iSCSI, if this host serves it.
+        // A connector naming this host gets the volume prepared here.
+        // Another host mounts a shared file domain itself, or gets a block
+        // domain's RAW volume over iSCSI, if this host serves it.
         let here = super::host_name();
-        let remote = host != here;
-        if remote {
-            if let Some(share) = self.share_export(&v, sd)? {
-                // The consumer mounts the domain's share itself: nothing
-                // is prepared on this host.
-                cat.volumes.update(v.id, |v| {
-                    if v.status == VolumeStatus::Reserved {
-                        v.status = VolumeStatus::Attaching;
-                    }
-                    Ok(())
-                })?;
-                tracing::info!(volume = %v.id, export = %share.export, host, "volume reached through its domain's share");
-                return cat.attachments.update(id, |a| {
-                    a.connector = Some(connector);
-                    a.share = Some(share);
-                    if a.status == AttachStatus::Reserved {
-                        a.status = AttachStatus::Attaching;
-                    }
-                    Ok(())
-                });
-            }
+        let (device_path, iscsi, share) = if host == here {
+            let path = self.prepare_image(cat.pool, sd, v.id, v.leaf, false)?;
+            (Some(path), None, None)
+        } else if let Some(share) = self.share_export(&v, sd)? {
+            tracing::info!(volume = %v.id, export = %share.export, host, "volume reached through its domain's share");
+            (None, None, Some(share))
+        } else {
             self.check_iscsi_export(&v, sd, &connector, &here, host)?;
-        }
-        let path = self.prepare_image(cat.pool, sd, v.id, v.leaf, false)?;
-        let iscsi = if remote {
+            let path = self.prepare_image(cat.pool, sd, v.id, v.leaf, false)?;
             match self.export_iscsi(&v, &path, &connector) {
-                Ok(e) => Some(e),
+                Ok(e) => (Some(path), Some(e), None),
                 Err(e) => {
                     let _ = self.teardown_image(cat.pool, sd, v.id);
                     return Err(e);
                 }
             }
-        } else {
-            None
         };
         cat.volumes.update(v.id, |v| {
             if v.status == VolumeStatus::Reserved {
@@ -181,8 +163,9 @@ impl Engine {
         })?;
         cat.attachments.update(id, |a| {
             a.connector = Some(connector);
-            a.device_path = Some(path.display().to_string());
+            a.device_path = device_path.map(|p| p.display().to_string());
             a.iscsi = iscsi;
+            a.share = share;
             if a.status == AttachStatus::Reserved {
                 a.status = AttachStatus::Attaching;
             }
