@@ -764,12 +764,20 @@ mod tests {
             "a refused block is not served"
         );
         write_block(&inbox, 9 * 4096, &good).unwrap();
+        // The handler runs before the reply is written: wait for the reply.
+        let want = m.encode().unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while count.load(Ordering::SeqCst) == 0 {
-            assert!(Instant::now() < deadline, "never served");
+        loop {
+            let out = read_block(&outbox, 9 * 4096, 4096).unwrap();
+            if count.load(Ordering::SeqCst) > 0 && out.as_slice()[..64] == want[..] {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never served: {:?}",
+                &out.as_slice()[..64]
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
-        let out = read_block(&outbox, 9 * 4096, 4096).unwrap();
-        assert_eq!(&out.as_slice()[..64], &m.encode().unwrap());
     }
 }
