@@ -354,13 +354,14 @@ impl StorageDaemon {
 /// the writer never meets the end of the LV, and what it wrote reads back.
 #[test]
 fn the_drive_monitor_grows_a_volume_ahead_of_its_writer() {
-    drive_monitor_ahead_of_writer(8, None, 2);
+    drive_monitor_ahead_of_writer(8, None);
 }
 
 /// The test above: `chunks` writes of 256 MiB into a thin volume of 8 GiB
-/// starting with `initial` bytes of room (None: the policy's start) that
-/// must grow at least `min_extends` times.
-pub fn drive_monitor_ahead_of_writer(chunks: u64, initial: Option<u64>, min_extends: u64) {
+/// starting with `initial` bytes of room (None: the policy's start), less
+/// than the writer needs. How many extends it takes depends on the write
+/// rate (a fast writer gets one big step), so only "at least one" holds.
+pub fn drive_monitor_ahead_of_writer(chunks: u64, initial: Option<u64>) {
     let Some(luns) = TestLuns::new(1) else { return };
     let (d, sp, sd) = block_spm(&luns);
     let mut spec = thin(8 * GIB);
@@ -431,7 +432,7 @@ pub fn drive_monitor_ahead_of_writer(chunks: u64, initial: Option<u64>, min_exte
         info["thin"]["maxRoom"],
         (8 * GIB + 8 * GIB / 10).next_multiple_of(MIB)
     );
-    assert!(status["extends"].as_u64().unwrap() >= min_extends, "{list}");
+    assert!(status["extends"].as_u64().unwrap() >= 1, "{list}");
     assert_eq!(status["pauses"], 0, "{list}");
     let room = status["room"].as_u64().unwrap();
     assert!(room > chunks * 256 * MIB, "{list}");

@@ -513,5 +513,5 @@ fn a_thin_volume_grows_through_the_mailbox_on_real_device_mapper() {
 #[ignore = "needs device-mapper: run by the VM tier (scripts/vm-tier), which scripts/test runs after the rest"]
 fn the_drive_monitor_grows_a_volume_on_real_device_mapper() {
     real_lvm();
-    crate::thin::drive_monitor_ahead_of_writer(2, Some(100 << 20), 1);
+    crate::thin::drive_monitor_ahead_of_writer(2, Some(100 << 20));
 }
