@@ -496,6 +496,9 @@ pub fn read_index(container: &Container) -> io::Result<(Metadata, HashFile)> {
 /// Writes one backup's objects onto the disk `disk` serves, checking each
 /// against its MD5 and block hashes. Blocks of zeros are written as
 /// zeroes (holes where the image can). Returns the bytes restored.
+///
+/// A second thread reads, decompresses and checks the next objects while
+/// this one writes: a restore moves at the pace of the slower half.
 pub fn restore_objects(
     disk: &mut NbdClient,
     container: &Container,
@@ -510,62 +513,86 @@ pub fn restore_objects(
         .flat_map(|o| o.values())
         .map(|i| i.length)
         .sum();
-    let mut done = 0;
-    for entry in &metadata.objects {
-        for (name, info) in entry {
+    let disk_size = disk.size();
+    std::thread::scope(|s| {
+        // Two objects ahead at most: memory stays bounded.
+        let (tx, rx) = std::sync::mpsc::sync_channel(2);
+        s.spawn(move || {
+            for (name, info) in metadata.objects.iter().flat_map(|o| o.iter()) {
+                let object = load_object(container, name, info, hashes, disk_size);
+                let failed = object.is_err();
+                // A closed channel: the writer stopped.
+                if tx.send(object).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        let mut done = 0;
+        for object in rx {
             if cancelled() {
                 return Err(io::Error::new(
                     io::ErrorKind::Interrupted,
                     "the restore was cancelled",
                 ));
             }
-            if info
-                .offset
-                .checked_add(info.length)
-                .is_none_or(|e| e > disk.size())
-            {
-                return Err(invalid(format!(
-                    "object {name} ({}+{}) lies outside the {}-byte volume",
-                    info.offset,
-                    info.length,
-                    disk.size()
-                )));
-            }
-            let stored = read_bounded(&container.dir.join(name), OBJECT_READ_MAX)?;
-            let data = match info.compression.as_deref().unwrap_or("none") {
-                "none" => stored,
-                "zlib" => {
-                    let mut data = Vec::with_capacity(info.length as usize);
-                    flate2::read::ZlibDecoder::new(&stored[..])
-                        .take(info.length + 1)
-                        .read_to_end(&mut data)
-                        .map_err(|e| invalid(format!("object {name} does not decompress: {e}")))?;
-                    data
-                }
-                other => {
-                    return Err(invalid(format!(
-                        "object {name} uses compression {other:?}, which Cairn does not read"
-                    )))
-                }
-            };
-            if data.len() as u64 != info.length {
-                return Err(invalid(format!(
-                    "object {name} holds {} bytes, not {}",
-                    data.len(),
-                    info.length
-                )));
-            }
-            if hex(&Md5::digest(&data)) != info.md5.to_ascii_lowercase() {
-                return Err(invalid(format!("object {name} does not match its MD5")));
-            }
-            check_block_hashes(name, info.offset, &data, hashes)?;
-            write_sparse(disk, info.offset, &data)?;
-            done += info.length;
+            let (offset, data) = object?;
+            write_sparse(disk, offset, &data)?;
+            done += data.len() as u64;
             progress(done, total);
         }
+        disk.flush()?;
+        Ok(done)
+    })
+}
+
+/// One object's data and where it goes, once it is found to be what the
+/// metadata and the block hashes say.
+fn load_object(
+    container: &Container,
+    name: &str,
+    info: &ObjectInfo,
+    hashes: &HashFile,
+    disk_size: u64,
+) -> io::Result<(u64, Vec<u8>)> {
+    if info
+        .offset
+        .checked_add(info.length)
+        .is_none_or(|e| e > disk_size)
+    {
+        return Err(invalid(format!(
+            "object {name} ({}+{}) lies outside the {disk_size}-byte volume",
+            info.offset, info.length,
+        )));
     }
-    disk.flush()?;
-    Ok(done)
+    let stored = read_bounded(&container.dir.join(name), OBJECT_READ_MAX)?;
+    let data = match info.compression.as_deref().unwrap_or("none") {
+        "none" => stored,
+        "zlib" => {
+            let mut data = Vec::with_capacity(info.length as usize);
+            flate2::read::ZlibDecoder::new(&stored[..])
+                .take(info.length + 1)
+                .read_to_end(&mut data)
+                .map_err(|e| invalid(format!("object {name} does not decompress: {e}")))?;
+            data
+        }
+        other => {
+            return Err(invalid(format!(
+                "object {name} uses compression {other:?}, which Cairn does not read"
+            )))
+        }
+    };
+    if data.len() as u64 != info.length {
+        return Err(invalid(format!(
+            "object {name} holds {} bytes, not {}",
+            data.len(),
+            info.length
+        )));
+    }
+    if hex(&Md5::digest(&data)) != info.md5.to_ascii_lowercase() {
+        return Err(invalid(format!("object {name} does not match its MD5")));
+    }
+    check_block_hashes(name, info.offset, &data, hashes)?;
+    Ok((info.offset, data))
 }
 
 fn check_block_hashes(name: &str, offset: u64, data: &[u8], hashes: &HashFile) -> io::Result<()> {
