@@ -1140,6 +1140,18 @@ fn a_transfer_moves_a_volume_to_another_project_once() {
         field(&c.cinder_ok(&["show", &id]), "status"),
         "awaiting-transfer"
     );
+    // The receiver's quota counts it: over it, 413 and nothing moves.
+    c.cinder_ok(&["quota-update", "--volumes", "0", "other"]);
+    let (ok, text) = c.cinder_as("other", &["transfer-accept", &transfer, &key]);
+    assert!(
+        !ok && text.contains("VolumeLimitExceeded") && text.contains("413"),
+        "{text}"
+    );
+    assert_eq!(
+        field(&c.cinder_ok(&["show", &id]), "status"),
+        "awaiting-transfer"
+    );
+    c.cinder_ok(&["quota-delete", "other"]);
     // The right one: the volume is the other project's, and only once.
     let (ok, text) = c.cinder_as("other", &["transfer-accept", &transfer, &key]);
     assert!(ok, "{text}");

@@ -136,6 +136,26 @@ impl Engine {
                 format!("Attempt to transfer {} with invalid auth key.", t.volume_id),
             ));
         }
+        // The receiver takes on the volume and its snapshots, so they
+        // count against its quota, as in Cinder.
+        let size = cat.volumes.get(t.volume_id)?.size;
+        let snapshots: Vec<_> = cat
+            .snapshots
+            .all()
+            .into_iter()
+            .filter(|s| s.volume_id == t.volume_id)
+            .collect();
+        let gib = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let _quota = cat.claim_quota(
+            project,
+            super::Demand {
+                volumes: 1,
+                gigabytes: gib(size + snapshots.iter().map(|s| s.size).sum::<u64>()),
+                snapshots: snapshots.len() as i64,
+                volume_size: Some(gib(size)),
+                ..Default::default()
+            },
+        )?;
         // The volume moves first, by a compare-and-swap a second accept
         // fails; the transfer goes last (recovery removes an accepted one
         // a crash left).
