@@ -1586,6 +1586,132 @@ fn backups_read_only_what_changed_and_restore_verified() {
     assert!(!container.exists() && !inc_dir.exists());
 }
 
+/// A backup record as `backup-export` prints it, decoded.
+fn decode_record(url: &str) -> Value {
+    use base64::Engine as _;
+    let json = base64::engine::general_purpose::STANDARD
+        .decode(url)
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+    serde_json::from_slice(&json).unwrap()
+}
+
+fn encode_record(record: &Value) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(record.to_string())
+}
+
+#[test]
+fn an_exported_backup_record_makes_its_files_a_backup_again() {
+    let Some(c) = Cinder::start() else { return };
+    let (sp, sd) = c.d.embedded();
+    let at = (sp.as_str(), sd.as_str());
+    let id = field(&c.cinder_ok(&["create", "--name", "kept", "1"]), "id");
+    let leaf = |c: &Cinder, img: &str| chain(&c.d, &sp, &sd, img).last().unwrap().clone();
+    io(&c.d, at, &id, &leaf(&c, &id), "write -P 5 0 1M");
+    let full = field(&c.cinder_ok(&["backup-create", &id]), "id");
+    let objects: u64 = field(&wait_backup(&c, &full, "available"), "object_count")
+        .parse()
+        .unwrap();
+    io(&c.d, at, &id, &leaf(&c, &id), "write -P 6 1M 64k");
+    let inc = field(&c.cinder_ok(&["backup-create", "--incremental", &id]), "id");
+    wait_backup(&c, &inc, "available");
+
+    let export = |b: &str| {
+        let out = c.cinder_ok(&["backup-export", b]);
+        assert_eq!(
+            field(&out, "backup_service"),
+            "cinder.backup.drivers.posix.PosixBackupDriver",
+            "{out}"
+        );
+        field(&out, "backup_url")
+    };
+    let (full_url, inc_url) = (export(&full), export(&inc));
+    let record = decode_record(&full_url);
+    assert_eq!(record["id"], full.as_str(), "{record}");
+    assert_eq!(record["size"], 1, "{record}");
+    assert_eq!(decode_record(&inc_url)["parent_id"], full.as_str());
+    let service = "cinder.backup.drivers.posix.PosixBackupDriver";
+    let import = |url: &str| c.cinder(&["backup-import", service, url]);
+    let (ok, text) = import(&full_url);
+    assert!(!ok && text.contains("already exists"), "{text}");
+
+    // The catalog forgets both backups; their files are kept aside and
+    // put back, as on a target another pool (or a lost catalog) wrote.
+    let target = c.d.data().join("backup");
+    let aside = c.d.data().join("backup-aside");
+    let cp = |from: &std::path::Path, to: &std::path::Path| {
+        assert!(Command::new("cp")
+            .arg("-a")
+            .arg(from)
+            .arg(to)
+            .status()
+            .unwrap()
+            .success());
+    };
+    cp(&target, &aside);
+    c.cinder_ok(&["backup-delete", &inc]);
+    c.wait_gone("backup-show", &inc);
+    c.cinder_ok(&["backup-delete", &full]);
+    c.wait_gone("backup-show", &full);
+    std::fs::remove_dir_all(&target).unwrap();
+    cp(&aside, &target);
+
+    // Untrusted records are refused, and nothing is recorded.
+    let (ok, text) = import(&inc_url);
+    assert!(!ok && text.contains("import the parent first"), "{text}");
+    let (ok, text) = c.cinder(&["backup-import", "cinder.backup.drivers.swift", &full_url]);
+    assert!(!ok && text.contains("not supported"), "{text}");
+    let (ok, text) = import("not base64!");
+    assert!(!ok && text.contains("decode"), "{text}");
+    let mut escape = record.clone();
+    escape["container"] = json!("../../../etc");
+    let (ok, text) = import(&encode_record(&escape));
+    assert!(!ok && text.contains("container"), "{text}");
+    let mut escape = record.clone();
+    escape["service_metadata"] = json!("../x");
+    let (ok, text) = import(&encode_record(&escape));
+    assert!(!ok && text.contains("prefix"), "{text}");
+    let mut larger = record.clone();
+    larger["size"] = json!(2);
+    let (ok, text) = import(&encode_record(&larger));
+    assert!(!ok && text.contains("another size"), "{text}");
+    let mut missing = record.clone();
+    missing["service_metadata"] = json!("volume_gone");
+    let (ok, text) = import(&encode_record(&missing));
+    assert!(!ok && text.contains("cannot be read"), "{text}");
+    assert!(!c.cinder_ok(&["backup-list"]).contains(&full));
+
+    // The full one through the cairn CLI, the increment through cinder.
+    let b = crate::cli::json_out(&c.d, &["backup", "import", &full_url, "--project", "demo"]);
+    assert_eq!(
+        (
+            b["id"].as_str(),
+            b["status"].as_str(),
+            b["object_count"].as_u64()
+        ),
+        (Some(full.as_str()), Some("available"), Some(objects)),
+        "{b}"
+    );
+    let (ok, text) = import(&inc_url);
+    assert!(ok, "{text}");
+    let shown = c.cinder_ok(&["backup-show", &inc]);
+    assert_eq!(field(&shown, "status"), "available", "{shown}");
+    assert_eq!(field(&shown, "is_incremental"), "True", "{shown}");
+    let again = crate::cli::json_out(&c.d, &["backup", "export", &full]);
+    assert_eq!(
+        decode_record(again["backupURL"].as_str().unwrap())["id"],
+        full.as_str()
+    );
+
+    // What they hold comes back, checked by its hashes.
+    let out = c.cinder_ok(&["backup-restore", "--name", "back", &inc]);
+    let back = field(&out, "volume_id");
+    c.wait_available(&back);
+    io(&c.d, at, &back, &leaf(&c, &back), "read -P 5 0 1M");
+    io(&c.d, at, &back, &leaf(&c, &back), "read -P 6 1M 64k");
+    io(&c.d, at, &back, &leaf(&c, &back), "read -P 0 2M 1M");
+}
+
 #[test]
 fn the_legacy_attach_actions_walk_a_volume_through_nova_s_old_flow() {
     let Some(c) = Cinder::start() else { return };

@@ -58,6 +58,32 @@ pub fn route(engine: &Arc<Engine>, ctx: &Ctx, method: &Method, s: &[&str], body:
             engine.delete_catalog_backup(b.id, force)?;
             Ok(Reply::status(StatusCode::ACCEPTED))
         }
+        ("GET", [id, "export_record"]) => {
+            require_admin(ctx)?;
+            let b = visible(engine, ctx, id)?;
+            let (service, url) = engine.export_catalog_backup(b.id)?;
+            Ok(Reply::ok(json!({"backup-record": {
+                "backup_service": service, "backup_url": url,
+            }})))
+        }
+        ("POST", ["import_record"]) => {
+            require_admin(ctx)?;
+            let obj = body_object(&body, "backup-record")?;
+            let field = |k: &str| {
+                opt_string(obj, k)?.ok_or_else(|| {
+                    Fault::bad(format!(
+                        "Invalid input received: Incorrect request body format: {k} is required"
+                    ))
+                })
+            };
+            let b = engine.import_catalog_backup(
+                &field("backup_service")?,
+                &field("backup_url")?,
+                &ctx.project,
+                &ctx.user,
+            )?;
+            Ok(Reply::created(json!({"backup": summary(ctx, &b)})))
+        }
         ("POST", [id, "restore"]) => {
             let b = visible(engine, ctx, id)?;
             let obj = body_object(&body, "restore")?;

@@ -109,6 +109,13 @@ impl Reply {
         }
     }
 
+    pub fn created(body: Value) -> Reply {
+        Reply {
+            status: StatusCode::CREATED,
+            body: Some(body),
+        }
+    }
+
     pub fn status(status: StatusCode) -> Reply {
         Reply { status, body: None }
     }

@@ -4,7 +4,9 @@
 //! Documented in `docs/api.md`.
 
 use super::*;
-use crate::engine::catalog::{NewBackup, NewType, NewVolume, RestoreTarget, TypeChange};
+use crate::engine::catalog::{
+    NewBackup, NewType, NewVolume, RestoreTarget, TypeChange, BACKUP_SERVICE,
+};
 
 /// An object of strings (`{"k": "v"}`); absent is empty.
 fn string_map(p: &Params, name: &str) -> Result<BTreeMap<String, String>, ApiError> {
@@ -249,4 +251,30 @@ pub(super) const BACKUP_DELETE: Verb = Verb {
 fn backup_delete(e: &Arc<Engine>, p: &Params) -> Reply {
     e.delete_catalog_backup(p.uuid("backupID")?, p.bool_or("force", false)?)?;
     ok()
+}
+
+pub(super) const BACKUP_EXPORT: Verb = Verb {
+    name: "Backup.export",
+    params: &["backupID"],
+    handler: backup_export,
+};
+
+fn backup_export(e: &Arc<Engine>, p: &Params) -> Reply {
+    let (service, url) = e.export_catalog_backup(p.uuid("backupID")?)?;
+    to_value(&json!({"backupService": service, "backupURL": url}))
+}
+
+pub(super) const BACKUP_IMPORT: Verb = Verb {
+    name: "Backup.import",
+    params: &["backupURL", "backupService", "project", "user"],
+    handler: backup_import,
+};
+
+fn backup_import(e: &Arc<Engine>, p: &Params) -> Reply {
+    let service = p
+        .opt_string("backupService")?
+        .unwrap_or_else(|| BACKUP_SERVICE.to_string());
+    let project = p.string("project")?;
+    let user = p.opt_string("user")?.unwrap_or_else(|| project.clone());
+    to_value(&e.import_catalog_backup(&service, &p.string("backupURL")?, &project, &user)?)
 }

@@ -146,6 +146,8 @@ pub static CAIRN_VERBS: &[Verb] = &[
     catalog::BACKUP_CREATE,
     catalog::BACKUP_RESTORE,
     catalog::BACKUP_DELETE,
+    catalog::BACKUP_EXPORT,
+    catalog::BACKUP_IMPORT,
 ];
 
 pub fn find(name: &str) -> Option<&'static Verb> {

@@ -336,6 +336,21 @@ pub(crate) enum BackupCmd {
         #[arg(long)]
         force: bool,
     },
+    /// Print a backup's record (Cinder's export_record): keep it to
+    /// import the backup where its files are reached.
+    Export {
+        backup: String,
+    },
+    /// Make the backup a record describes one of --project's again; its
+    /// files must be on this pool's backup target.
+    Import {
+        /// The record, as `export` printed it.
+        url: String,
+        #[arg(long)]
+        project: String,
+        #[arg(long, default_value = cairn::engine::catalog::BACKUP_SERVICE)]
+        service: String,
+    },
 }
 
 fn backup_line(b: &Value) -> String {
@@ -474,6 +489,23 @@ pub(crate) fn backup(ctx: &Ctx, cmd: BackupCmd) -> Res<()> {
                 v,
                 &format!("backup {backup} restored into volume {id}"),
             );
+        }
+        BackupCmd::Export { backup } => {
+            let r = ctx
+                .client
+                .call("Backup.export", json!({"backupID": backup}))?;
+            print_value(ctx, &r, |r| println!("{}", s(&r["backupURL"])));
+        }
+        BackupCmd::Import {
+            url,
+            project,
+            service,
+        } => {
+            let b = ctx.client.call(
+                "Backup.import",
+                json!({"backupURL": url, "project": project, "backupService": service}),
+            )?;
+            done(ctx, b.clone(), &backup_line(&b));
         }
         BackupCmd::Delete { backup, force } => {
             ctx.client

@@ -136,7 +136,7 @@ fn bitmap_name(backup: Uuid) -> String {
 
 /// Cinder's default container: `<id[0:2]>/<id[2:4]>/<id>`; a given one
 /// is one plain name.
-fn container_name(id: Uuid, given: Option<String>) -> Result<String> {
+pub(super) fn container_name(id: Uuid, given: Option<String>) -> Result<String> {
     match given {
         None => {
             let s = id.to_string();
@@ -166,7 +166,7 @@ impl Engine {
         }
     }
 
-    fn container_of(&self, b: &BackupRecord) -> Result<Container> {
+    pub(super) fn container_of(&self, b: &BackupRecord) -> Result<Container> {
         Ok(Container {
             dir: self.backup_root()?.join(&b.container),
             prefix: b.prefix.clone(),

@@ -9,6 +9,7 @@
 //! what was in flight (`recover`) instead of leaving it for an operator.
 
 mod attachments;
+mod backup_records;
 mod backups;
 mod migration;
 mod qos;
@@ -23,6 +24,7 @@ mod volumes;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+pub use backup_records::BACKUP_SERVICE;
 pub use backups::{BackupSettings, BackupTarget, NewBackup, RestoreTarget};
 pub use quotas::{Demand, QuotaRecord, RESOURCES as QUOTA_RESOURCES};
 pub use records::{

@@ -79,7 +79,7 @@ fn invalid(kind: &'static str, reason: impl Into<String>) -> Error {
     }
 }
 
-fn check_text(what: &str, s: &Option<String>) -> Result<()> {
+pub(super) fn check_text(what: &str, s: &Option<String>) -> Result<()> {
     match s {
         Some(s) if s.chars().count() > MAX_TEXT => Err(invalid(
             "input",
