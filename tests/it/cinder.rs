@@ -149,14 +149,20 @@ impl Cinder {
     }
 
     /// Waits until volume `id` is available; `error` fails the test.
+    /// Polled over plain HTTP: a Python client per look is slow under
+    /// the VM tier's emulated CPU.
     fn wait_available(&self, id: &str) {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(300);
         loop {
-            let shown = self.cinder_ok(&["show", id]);
-            match field(&shown, "status").as_str() {
+            let (_, _, shown) = self.http("GET", &format!("/v3/demo/volumes/{id}"), &[], None);
+            match shown["volume"]["status"].as_str().unwrap_or_default() {
                 "available" => return,
                 "error" => panic!("{id} went to error: {shown}\n{}", self.d.log()),
-                _ => assert!(Instant::now() < deadline, "{id} is not available: {shown}"),
+                _ => assert!(
+                    Instant::now() < deadline,
+                    "{id} is not available: {shown}\n{}",
+                    self.d.log()
+                ),
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -2025,6 +2031,14 @@ fn iscsi_capacity(info: &Value, initiator: &str) -> Result<String, String> {
 
 #[test]
 fn another_host_reaches_a_thick_block_volume_over_iscsi_with_chap() {
+    iscsi_attachment(|_, _| Vec::new());
+}
+
+/// The test above; `consumer` gets the attachment's connection info and
+/// the connector's initiator name while attached, and returns qemu-io
+/// commands the volume must pass once detached (the VM tier's kernel
+/// initiator writes through the LUN and checks it lands).
+pub fn iscsi_attachment(consumer: impl FnOnce(&Value, &str) -> Vec<String>) {
     let Some(luns) = TestLuns::new(1) else { return };
     let portal = free_tcp_addr();
     let Some(_tgtd) = Tgtd::start(&portal) else {
@@ -2045,6 +2059,7 @@ fn another_host_reaches_a_thick_block_volume_over_iscsi_with_chap() {
         &c.cinder_ok(&["create", "--volume-type", "thick", "--name", "lun", "1"]),
         "id",
     );
+    c.wait_available(&id);
     let leaf = chain(&c.d, &sp, &sd, &id)[0].clone();
     c.d.with_prepared((&sp, &sd), &id, &leaf, |path| {
         let out = Command::new("qemu-io")
@@ -2089,6 +2104,7 @@ fn another_host_reaches_a_thick_block_volume_over_iscsi_with_chap() {
         iscsi_capacity(&wrong, initiator).is_err(),
         "a wrong CHAP password got in"
     );
+    let checks = consumer(&info, initiator);
     // A thin volume is a qcow2 chain: no LUN for it.
     let thin = field(&c.cinder_ok(&["create", "--name", "thin", "1"]), "id");
     let (status, _, body) = attach(&thin);
@@ -2108,6 +2124,20 @@ fn another_host_reaches_a_thick_block_volume_over_iscsi_with_chap() {
         String::from_utf8_lossy(&show.stdout)
     );
     assert!(iscsi_capacity(&info, initiator).is_err());
+    c.d.with_prepared((&sp, &sd), &id, &leaf, |path| {
+        for cmd in ["read -P 7 0 1M".to_string()].iter().chain(&checks) {
+            let out = Command::new("qemu-io")
+                .args(["-f", "raw", "-c", cmd])
+                .arg(path)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && !text.contains("Pattern verification failed"),
+                "{cmd}: {text}"
+            );
+        }
+    });
     c.cinder_ok(&["delete", &id, &thin]);
     c.d.leave_pool(&sp);
 }

@@ -196,6 +196,80 @@ fn iscsi_sessions() -> Vec<(String, Vec<String>)> {
     out
 }
 
+/// A Cinder attachment of a thick block volume for another host, taken by
+/// the kernel's initiator as os-brick would from its connection info:
+/// logged in with the connector's name and the CHAP account, the LUN reads
+/// what the volume holds, and what the consumer writes lands in the LV.
+#[test]
+#[ignore = "needs an iSCSI initiator: run by the VM tier (scripts/vm-tier), which scripts/test runs after the rest"]
+fn a_cinder_iscsi_attachment_carries_data_through_the_kernel_initiator() {
+    assert_eq!(std::env::var("CAIRN_VM_TIER").as_deref(), Ok("1"));
+    run("modprobe", &["iscsi_tcp"]);
+    let mut used = false;
+    crate::cinder::iscsi_attachment(|info, initiator| {
+        used = true;
+        let d = &info["data"];
+        let text = |k: &str| d[k].as_str().unwrap().to_string();
+        let (portal, iqn) = (text("target_portal"), text("target_iqn"));
+        std::fs::write(
+            "/etc/iscsi/initiatorname.iscsi",
+            format!("InitiatorName={initiator}\n"),
+        )
+        .unwrap();
+        let _iscsid = Background::start("iscsid", &["-f"]);
+        let node = |args: &[&str]| {
+            let mut all = vec!["-m", "node", "-T", &iqn, "-p", &portal];
+            all.extend(args);
+            run("iscsiadm", &all);
+        };
+        node(&["-o", "new"]);
+        for (name, value) in [
+            ("node.session.auth.authmethod", "CHAP".to_string()),
+            ("node.session.auth.username", text("auth_username")),
+            ("node.session.auth.password", text("auth_password")),
+        ] {
+            node(&["-o", "update", "-n", name, "-v", &value]);
+        }
+        node(&["--login"]);
+        let mut sessions = iscsi_sessions();
+        for _ in 0..100 {
+            if sessions
+                .iter()
+                .any(|(t, disks)| *t == iqn && !disks.is_empty())
+            {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            sessions = iscsi_sessions();
+        }
+        let disk = sessions
+            .iter()
+            .find(|(t, _)| *t == iqn)
+            .and_then(|(_, disks)| disks.first())
+            .unwrap_or_else(|| panic!("no disk for {iqn}: {sessions:?}"));
+        let dev = format!("/dev/{disk}");
+        for cmd in ["read -P 7 0 1M", "write -P 8 1M 1M", "flush"] {
+            let out = Command::new("qemu-io")
+                .args(["-f", "raw", "-t", "none", "-c", cmd, &dev])
+                .output()
+                .unwrap();
+            let said = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && !said.contains("verification failed"),
+                "{cmd} on {dev}: {said}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        node(&["--logout"]);
+        node(&["-o", "delete"]);
+        vec!["read -P 8 1M 1M".to_string()]
+    });
+    assert!(
+        used,
+        "the Cinder test skipped: are the OpenStack clients installed?"
+    );
+}
+
 /// `StoragePool.connectStorageServer` with ISCSI logs in to a real target
 /// (tgtd in the VM) with CHAP, refuses a wrong password with VDSM's code,
 /// survives a cairnd restart and logs out on disconnect.
