@@ -220,7 +220,7 @@ impl Engine {
             project,
             super::Demand {
                 backups: 1,
-                backup_gigabytes: i64::try_from(rec.size).unwrap_or(i64::MAX),
+                backup_gigabytes: super::quotas::gib(rec.size),
                 ..Default::default()
             },
         )?;

@@ -53,6 +53,11 @@ pub struct Demand {
     pub volume_size: Option<i64>,
 }
 
+/// A count of GiB as quotas hold it (saturating: no size wraps negative).
+pub(super) fn gib(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 impl Catalog {
     pub fn quota_limits(&self, project: &str) -> BTreeMap<String, i64> {
         let mut limits: BTreeMap<String, i64> =
@@ -82,7 +87,6 @@ impl Catalog {
             .into_iter()
             .filter(|b| b.project == project && b.status != BackupStatus::Deleting)
             .collect();
-        let gib = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         BTreeMap::from([
             ("volumes".to_string(), vols.len() as i64),
             (

@@ -145,14 +145,13 @@ impl Engine {
             .into_iter()
             .filter(|s| s.volume_id == t.volume_id)
             .collect();
-        let gib = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         let _quota = cat.claim_quota(
             project,
             super::Demand {
                 volumes: 1,
-                gigabytes: gib(size + snapshots.iter().map(|s| s.size).sum::<u64>()),
+                gigabytes: super::quotas::gib(size + snapshots.iter().map(|s| s.size).sum::<u64>()),
                 snapshots: snapshots.len() as i64,
-                volume_size: Some(gib(size)),
+                volume_size: Some(super::quotas::gib(size)),
                 ..Default::default()
             },
         )?;
